@@ -1,0 +1,350 @@
+//! The record as stored: metadata, set name, optional user key and bins, and its on-disk
+//! encoding with a CRC32 over every byte (layout in `docs/storage-format.md`).
+//!
+//! Owns the record byte layout. Decoding checks the checksum before trusting any length, and
+//! must never return a record whose bytes did not verify.
+
+use apogee_wire::digest::DIGEST_BYTES;
+use apogee_wire::Digest;
+
+/// "APR1": marks the start of a record in a write block.
+pub const RECORD_MAGIC: u32 = 0x4150_5231;
+/// Fixed part of a record: magic, length, crc, flags, set length, generation, void time,
+/// last-update time, digest.
+pub const RECORD_FIXED_BYTES: usize = 48;
+/// Set names are at most 63 bytes (Aerospike's limit).
+pub const SET_NAME_BYTES_MAX: usize = 63;
+
+const FLAG_TOMBSTONE: u8 = 0x01;
+
+/// Metadata kept for every record, also mirrored in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordMeta {
+    /// 1 after creation, +1 per write, wrapping 0xFFFF → 1.
+    pub generation: u16,
+    /// Seconds since the Citrusleaf epoch; 0 = never expires.
+    pub void_time: u32,
+    /// Milliseconds since the Citrusleaf epoch.
+    pub last_update_ms: u64,
+}
+
+/// The user key as the client sent it (field 2): particle type and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKey {
+    pub particle_type: u8,
+    pub bytes: Vec<u8>,
+}
+
+/// One bin: a name of at most 15 bytes and a typed value, stored as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bin {
+    pub name: Vec<u8>,
+    pub particle_type: u8,
+    pub value: Vec<u8>,
+}
+
+/// A whole record version. A tombstone has no bins and marks a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub digest: Digest,
+    pub meta: RecordMeta,
+    pub set_name: Vec<u8>,
+    pub user_key: Option<UserKey>,
+    pub bins: Vec<Bin>,
+    pub tombstone: bool,
+}
+
+/// What recovery needs from a record without decoding its bins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub digest: Digest,
+    pub meta: RecordMeta,
+    pub tombstone: bool,
+    pub total_bytes: u32,
+}
+
+/// Why bytes are not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordDecodeError {
+    /// Zero magic: the unwritten tail of a block.
+    End,
+    BadMagic(u32),
+    BadLength(u32),
+    BadChecksum {
+        stored: u32,
+        computed: u32,
+    },
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for RecordDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordDecodeError::End => write!(f, "no record (zero magic)"),
+            RecordDecodeError::BadMagic(m) => write!(f, "bad record magic {m:#010x}"),
+            RecordDecodeError::BadLength(l) => write!(f, "bad record length {l}"),
+            RecordDecodeError::BadChecksum { stored, computed } => {
+                write!(
+                    f,
+                    "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                )
+            }
+            RecordDecodeError::Malformed(what) => write!(f, "malformed record: {what}"),
+        }
+    }
+}
+
+fn checksum(bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&bytes[0..8]);
+    h.update(&bytes[12..]);
+    h.finalize()
+}
+
+impl Record {
+    /// The exact size `encode_into` will write.
+    pub fn encoded_bytes(&self) -> usize {
+        RECORD_FIXED_BYTES
+            + self.set_name.len()
+            + 1
+            + self.user_key.as_ref().map_or(0, |k| 4 + k.bytes.len())
+            + 2
+            + self
+                .bins
+                .iter()
+                .map(|b| 1 + b.name.len() + 1 + 4 + b.value.len())
+                .sum::<usize>()
+    }
+
+    /// Appends the encoded record (with its checksum) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        assert!(
+            self.set_name.len() <= SET_NAME_BYTES_MAX,
+            "set name too long"
+        );
+        assert!(
+            !self.tombstone || self.bins.is_empty(),
+            "tombstone with bins"
+        );
+        let start = out.len();
+        let total = self.encoded_bytes();
+        out.extend_from_slice(&RECORD_MAGIC.to_be_bytes());
+        out.extend_from_slice(&(total as u32).to_be_bytes());
+        out.extend_from_slice(&[0; 4]); // checksum, filled below
+        out.push(if self.tombstone { FLAG_TOMBSTONE } else { 0 });
+        out.push(self.set_name.len() as u8);
+        out.extend_from_slice(&self.meta.generation.to_be_bytes());
+        out.extend_from_slice(&self.meta.void_time.to_be_bytes());
+        out.extend_from_slice(&self.meta.last_update_ms.to_be_bytes());
+        out.extend_from_slice(&self.digest.0);
+        out.extend_from_slice(&self.set_name);
+        match &self.user_key {
+            None => out.push(0),
+            Some(k) => {
+                assert!(k.particle_type != 0, "user key needs a particle type");
+                out.push(k.particle_type);
+                out.extend_from_slice(&(k.bytes.len() as u32).to_be_bytes());
+                out.extend_from_slice(&k.bytes);
+            }
+        }
+        out.extend_from_slice(&(self.bins.len() as u16).to_be_bytes());
+        for b in &self.bins {
+            out.push(b.name.len() as u8);
+            out.extend_from_slice(&b.name);
+            out.push(b.particle_type);
+            out.extend_from_slice(&(b.value.len() as u32).to_be_bytes());
+            out.extend_from_slice(&b.value);
+        }
+        assert_eq!(
+            out.len() - start,
+            total,
+            "encoded size matches encoded_bytes"
+        );
+        let crc = checksum(&out[start..]);
+        out[start + 8..start + 12].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.encoded_bytes());
+        self.encode_into(&mut v);
+        v
+    }
+
+    /// Decodes a whole record from `bytes` (which may run past its end), checksum first.
+    pub fn decode(bytes: &[u8]) -> Result<Record, RecordDecodeError> {
+        let h = decode_header(bytes)?;
+        let body = &bytes[RECORD_FIXED_BYTES..h.total_bytes as usize];
+        let mut r = Reader { bytes: body };
+        let set_len = bytes[13] as usize;
+        let set_name = r.take(set_len)?.to_vec();
+        let key_type = r.take(1)?[0];
+        let user_key = if key_type == 0 {
+            None
+        } else {
+            let n = r.u32()? as usize;
+            Some(UserKey {
+                particle_type: key_type,
+                bytes: r.take(n)?.to_vec(),
+            })
+        };
+        let n_bins = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes")) as usize;
+        let mut bins = Vec::with_capacity(n_bins.min(body.len() / 6));
+        for _ in 0..n_bins {
+            let name_len = r.take(1)?[0] as usize;
+            let name = r.take(name_len)?.to_vec();
+            let particle_type = r.take(1)?[0];
+            let n = r.u32()? as usize;
+            bins.push(Bin {
+                name,
+                particle_type,
+                value: r.take(n)?.to_vec(),
+            });
+        }
+        if !r.bytes.is_empty() {
+            return Err(RecordDecodeError::Malformed("bytes after the last bin"));
+        }
+        Ok(Record {
+            digest: h.digest,
+            meta: h.meta,
+            set_name,
+            user_key,
+            bins,
+            tombstone: h.tombstone,
+        })
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordDecodeError> {
+        if n > self.bytes.len() {
+            return Err(RecordDecodeError::Malformed("length runs past the record"));
+        }
+        let (a, b) = self.bytes.split_at(n);
+        self.bytes = b;
+        Ok(a)
+    }
+
+    fn u32(&mut self) -> Result<u32, RecordDecodeError> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+}
+
+/// Validates the magic, length and checksum of the record at the start of `bytes` and returns
+/// its fixed header. Nothing is trusted before the checksum verifies.
+pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, RecordDecodeError> {
+    if bytes.len() < 8 {
+        return Err(RecordDecodeError::End);
+    }
+    let magic = u32::from_be_bytes(bytes[0..4].try_into().expect("4 bytes"));
+    if magic == 0 {
+        return Err(RecordDecodeError::End);
+    }
+    if magic != RECORD_MAGIC {
+        return Err(RecordDecodeError::BadMagic(magic));
+    }
+    let total = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if (total as usize) < RECORD_FIXED_BYTES + 3 || total as usize > bytes.len() {
+        return Err(RecordDecodeError::BadLength(total));
+    }
+    let rec = &bytes[..total as usize];
+    let stored = u32::from_be_bytes(rec[8..12].try_into().expect("4 bytes"));
+    let computed = checksum(rec);
+    if stored != computed {
+        return Err(RecordDecodeError::BadChecksum { stored, computed });
+    }
+    let flags = rec[12];
+    let digest = Digest::from_slice(&rec[28..28 + DIGEST_BYTES]).expect("20 bytes");
+    Ok(RecordHeader {
+        digest,
+        meta: RecordMeta {
+            generation: u16::from_be_bytes([rec[14], rec[15]]),
+            void_time: u32::from_be_bytes(rec[16..20].try_into().expect("4 bytes")),
+            last_update_ms: u64::from_be_bytes(rec[20..28].try_into().expect("8 bytes")),
+        },
+        tombstone: flags & FLAG_TOMBSTONE != 0,
+        total_bytes: total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(gen: u16) -> Record {
+        Record {
+            digest: Digest::of_string("demo", "key1"),
+            meta: RecordMeta {
+                generation: gen,
+                void_time: 12345,
+                last_update_ms: 999,
+            },
+            set_name: b"demo".to_vec(),
+            user_key: Some(UserKey {
+                particle_type: 3,
+                bytes: b"key1".to_vec(),
+            }),
+            bins: vec![
+                Bin {
+                    name: b"a".to_vec(),
+                    particle_type: 1,
+                    value: 7i64.to_be_bytes().to_vec(),
+                },
+                Bin {
+                    name: b"longest_bin_nam".to_vec(),
+                    particle_type: 3,
+                    value: b"hello".to_vec(),
+                },
+            ],
+            tombstone: false,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = sample(3);
+        let bytes = r.encode();
+        assert_eq!(bytes.len(), r.encoded_bytes());
+        assert_eq!(Record::decode(&bytes).unwrap(), r);
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0; 100]);
+        assert_eq!(Record::decode(&padded).unwrap(), r);
+        let h = decode_header(&padded).unwrap();
+        assert_eq!(h.total_bytes as usize, bytes.len());
+        assert_eq!(h.meta.generation, 3);
+    }
+
+    #[test]
+    fn tombstone_round_trips() {
+        let mut r = sample(4);
+        r.bins.clear();
+        r.user_key = None;
+        r.tombstone = true;
+        let back = Record::decode(&r.encode()).unwrap();
+        assert!(back.tombstone);
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let bytes = sample(1).encode();
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x5a;
+            assert!(
+                Record::decode(&bad).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_bytes_mean_end() {
+        assert_eq!(decode_header(&[0; 64]), Err(RecordDecodeError::End));
+    }
+}

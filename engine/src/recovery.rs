@@ -1,0 +1,192 @@
+//! Cold-start decisions: walking the records of one block read from disk and deciding what the
+//! index holds afterwards. Plain logic over bytes; `shard::store` does the reading.
+//!
+//! Blocks are replayed in sequence order and records in append order, so the last version seen
+//! of a digest is the newest. A record whose checksum fails is counted and skipped, never
+//! indexed: the previous good version (if any) stays served. This module must never index a
+//! record that did not verify.
+
+use crate::block::{BlockHeader, BlockState, BLOCK_HEADER_BYTES};
+use crate::clock;
+use crate::index::{Index, IndexEntry};
+use crate::record::{decode_header, RecordDecodeError, RECORD_FIXED_BYTES};
+
+/// What replaying one block found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BlockReplay {
+    pub records: u64,
+    pub bad_records: u64,
+    /// True when the walk stopped early at bytes it could not skip (a bad length or magic).
+    pub stopped_early: bool,
+}
+
+/// Replays the records of `block` (read from file offset `base`) into `index`.
+/// Returns `None` for a block that was never written.
+pub fn replay_block(
+    block: &[u8],
+    base: u64,
+    index: &mut Index,
+    now_secs: u32,
+) -> Option<(BlockState, BlockReplay)> {
+    let state = BlockHeader::decode(block);
+    let mut out = BlockReplay::default();
+    match state {
+        BlockState::Empty => return None,
+        BlockState::Corrupt => {
+            out.stopped_early = true;
+            return Some((state, out));
+        }
+        BlockState::Valid(_) => {}
+    }
+    let mut pos = BLOCK_HEADER_BYTES;
+    while pos + RECORD_FIXED_BYTES <= block.len() {
+        match decode_header(&block[pos..]) {
+            Ok(h) => {
+                out.records += 1;
+                if h.tombstone || clock::is_expired(h.meta.void_time, now_secs) {
+                    index.remove(&h.digest);
+                } else {
+                    index.insert(
+                        h.digest,
+                        IndexEntry {
+                            offset: base + pos as u64,
+                            bytes: h.total_bytes,
+                            meta: h.meta,
+                        },
+                    );
+                }
+                pos += h.total_bytes as usize;
+            }
+            Err(RecordDecodeError::End) => break,
+            Err(RecordDecodeError::BadChecksum { .. }) => {
+                // The length verified as plausible; skip this record and keep walking.
+                out.bad_records += 1;
+                let len = u32::from_be_bytes(block[pos + 4..pos + 8].try_into().expect("4"));
+                pos += len as usize;
+            }
+            Err(_) => {
+                out.bad_records += 1;
+                out.stopped_early = true;
+                break;
+            }
+        }
+    }
+    Some((state, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::{WriteBlock, BLOCK_SIZE_BYTES_MIN};
+    use crate::record::{Bin, Record, RecordMeta};
+    use apogee_wire::Digest;
+
+    fn rec(key: &str, gen: u16, val: u8, tombstone: bool) -> Record {
+        Record {
+            digest: Digest::of_string("s", key),
+            meta: RecordMeta {
+                generation: gen,
+                void_time: 0,
+                last_update_ms: 1,
+            },
+            set_name: b"s".to_vec(),
+            user_key: None,
+            bins: if tombstone {
+                vec![]
+            } else {
+                vec![Bin {
+                    name: b"v".to_vec(),
+                    particle_type: 4,
+                    value: vec![val; 10],
+                }]
+            },
+            tombstone,
+        }
+    }
+
+    fn block_with(records: &[Record]) -> (WriteBlock, Vec<u64>) {
+        let mut w = WriteBlock::new(
+            4096,
+            BlockHeader {
+                sequence: 1,
+                shard: 0,
+                block_bytes: BLOCK_SIZE_BYTES_MIN as u32,
+            },
+        );
+        let offsets = records.iter().map(|r| w.append(&r.encode())).collect();
+        (w, offsets)
+    }
+
+    fn bytes(w: &WriteBlock) -> Vec<u8> {
+        let (_, pages) = w.dirty_pages(w.base).unwrap();
+        let mut v = pages.to_vec();
+        v.resize(BLOCK_SIZE_BYTES_MIN, 0);
+        v
+    }
+
+    #[test]
+    fn newest_wins_and_tombstones_delete() {
+        let (w, offs) = block_with(&[
+            rec("a", 1, 1, false),
+            rec("b", 1, 1, false),
+            rec("a", 2, 2, false),
+            rec("b", 2, 0, true),
+        ]);
+        let mut idx = Index::default();
+        let (_, r) = replay_block(&bytes(&w), w.base, &mut idx, 0).unwrap();
+        assert_eq!(r.records, 4);
+        assert_eq!(r.bad_records, 0);
+        assert_eq!(idx.len(), 1);
+        let a = idx.get(&Digest::of_string("s", "a")).unwrap();
+        assert_eq!(a.offset, offs[2]);
+        assert_eq!(a.meta.generation, 2);
+    }
+
+    #[test]
+    fn corrupt_record_is_skipped_and_previous_version_kept() {
+        let (w, offs) = block_with(&[
+            rec("a", 1, 1, false),
+            rec("a", 2, 2, false),
+            rec("c", 1, 3, false),
+        ]);
+        let mut b = bytes(&w);
+        let flip = (offs[1] - w.base) as usize + RECORD_FIXED_BYTES + 4;
+        b[flip] ^= 0xff;
+        let mut idx = Index::default();
+        let (_, r) = replay_block(&b, w.base, &mut idx, 0).unwrap();
+        assert_eq!(r.bad_records, 1);
+        assert!(!r.stopped_early);
+        assert_eq!(
+            idx.get(&Digest::of_string("s", "a")).unwrap().offset,
+            offs[0]
+        );
+        assert!(
+            idx.get(&Digest::of_string("s", "c")).is_some(),
+            "later record survives"
+        );
+    }
+
+    #[test]
+    fn expired_records_are_not_indexed() {
+        let mut r = rec("a", 1, 1, false);
+        r.meta.void_time = 100;
+        let (w, _) = block_with(&[r]);
+        let mut idx = Index::default();
+        replay_block(&bytes(&w), w.base, &mut idx, 50).unwrap();
+        assert_eq!(idx.len(), 1);
+        let mut idx = Index::default();
+        replay_block(&bytes(&w), w.base, &mut idx, 100).unwrap();
+        assert_eq!(idx.len(), 0);
+    }
+
+    #[test]
+    fn empty_and_corrupt_blocks() {
+        let mut idx = Index::default();
+        assert!(replay_block(&vec![0; 8192], 0, &mut idx, 0).is_none());
+        let mut junk = vec![0u8; 8192];
+        junk[0] = 1;
+        let (state, r) = replay_block(&junk, 0, &mut idx, 0).unwrap();
+        assert_eq!(state, BlockState::Corrupt);
+        assert!(r.stopped_early);
+    }
+}

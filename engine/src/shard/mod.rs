@@ -1,0 +1,8 @@
+//! One shard's storage: its data file, write blocks and index, driven on the shard's own core.
+//!
+//! Everything here is owned by exactly one glommio executor and is `!Send`; other cores reach
+//! it only through the server's cross-core channels.
+
+pub mod store;
+
+pub use store::{ShardStore, StoreConfig};

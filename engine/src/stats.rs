@@ -1,0 +1,67 @@
+//! Per-shard counters that other cores read for info and statistics.
+//!
+//! The owning shard is the only writer of each counter; any core may read. Readers see
+//! eventually-consistent values, never torn ones. This module must never be used to make a
+//! decision on the data path: it is for reporting only.
+
+use crate::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one shard, shared (behind an `Arc`) between its owner and readers on other cores.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    objects: AtomicU64,
+    bad_records: AtomicU64,
+    writes: AtomicU64,
+    reads: AtomicU64,
+}
+
+/// A point-in-time copy of the counters of one or more shards.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub objects: u64,
+    pub bad_records: u64,
+    pub writes: u64,
+    pub reads: u64,
+}
+
+impl ShardStats {
+    /// Sets the live object count (the owner knows it exactly from its index).
+    pub fn set_objects(&self, n: u64) {
+        self.objects.store(n, Ordering::Relaxed);
+    }
+
+    pub fn add_bad_records(&self, n: u64) {
+        self.bad_records.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn count_write(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            objects: self.objects.load(Ordering::Relaxed),
+            bad_records: self.bad_records.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            reads: self.reads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Sums the snapshots of several shards into a node-wide view.
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a StatsSnapshot>) -> StatsSnapshot {
+        parts
+            .into_iter()
+            .fold(StatsSnapshot::default(), |acc, s| StatsSnapshot {
+                objects: acc.objects + s.objects,
+                bad_records: acc.bad_records + s.bad_records,
+                writes: acc.writes + s.writes,
+                reads: acc.reads + s.reads,
+            })
+    }
+}

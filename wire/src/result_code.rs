@@ -1,0 +1,25 @@
+//! Aerospike result codes (spec §6.10): the one byte a reply uses to say what happened.
+
+/// Result codes the server sends. Values are Aerospike's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ResultCode {
+    Ok = 0,
+    ServerError = 1,
+    NotFound = 2,
+    Generation = 3,
+    Parameter = 4,
+    RecordExists = 5,
+    OutOfSpace = 8,
+    Timeout = 9,
+    IncompatibleType = 12,
+    RecordTooBig = 13,
+    UnsupportedFeature = 16,
+    BinNotFound = 17,
+    DeviceOverload = 18,
+    Namespace = 20,
+    BinName = 21,
+    Forbidden = 22,
+    FilteredOut = 27,
+    SecurityNotEnabled = 52,
+}
