@@ -79,9 +79,9 @@ pub struct WriteBlock {
 impl WriteBlock {
     pub fn new(base: u64, header: BlockHeader) -> WriteBlock {
         let size = header.block_bytes as usize;
-        assert!(size >= BLOCK_HEADER_BYTES * 2 && size % IO_ALIGN_BYTES == 0);
+        assert!(size >= BLOCK_HEADER_BYTES * 2 && size.is_multiple_of(IO_ALIGN_BYTES));
         assert!(
-            base % IO_ALIGN_BYTES as u64 == 0,
+            base.is_multiple_of(IO_ALIGN_BYTES as u64),
             "block base must be aligned"
         );
         let mut buf = vec![0u8; size];

@@ -1,1 +1,86 @@
-fn main() {}
+//! `apogee`: an Aerospike-compatible, thread-per-core key-value server.
+//!
+//! Parses flags, loads and validates the configuration, checks the host, and hands over to the
+//! runtime. With no arguments it serves namespace `test` on 127.0.0.1:3000 with data under
+//! `./apogee-data`.
+
+mod command;
+mod config;
+mod connection;
+mod core;
+mod info;
+mod node;
+mod preflight;
+mod runtime;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Apogee: an Aerospike-compatible key-value database. Official Aerospike clients connect to it
+/// unchanged. With no flags it serves namespace `test` on 127.0.0.1:3000, keeping data in
+/// ./apogee-data, on every CPU core.
+#[derive(Parser, Debug)]
+#[command(name = "apogee", version)]
+struct Args {
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    address: Option<IpAddr>,
+    /// Service port the clients connect to [default: 3000].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Directory holding the data files, one sub-directory per namespace [default: ./apogee-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of cores (shards) to run; each owns the partitions p with p % cores == shard.
+    /// A data directory must be reopened with the core count that wrote it [default: all CPUs].
+    #[arg(long)]
+    cores: Option<usize>,
+    /// TOML configuration file using Aerospike's key names ([service] address, port, cores,
+    /// data-dir; [namespace.<name>] write-block-size, commit-to-device, flush-max-ms,
+    /// default-ttl, max-record-size). Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let overrides = config::Overrides {
+        address: args.address,
+        port: args.port,
+        cores: args.cores,
+        data_dir: args.data_dir,
+    };
+    let config = match config::Config::load(args.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("apogee: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let host = match preflight::check(config.cores) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("apogee: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(kernel = %host.kernel, memlock_kib = host.memlock_bytes / 1024, "host checks passed");
+    match runtime::run(config, &host) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("apogee: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -5,4 +5,4 @@
 
 pub mod store;
 
-pub use store::{ShardStore, StoreConfig};
+pub use store::{CommitTicket, ShardStore, StoreConfig};

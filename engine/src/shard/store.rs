@@ -32,6 +32,11 @@ use crate::stats::ShardStats;
 /// waits for a flush, so a slow device bounds memory instead of growing it.
 pub const UNFLUSHED_BLOCKS_MAX: usize = 8;
 
+/// Proof of an append: the file offset the device must reach for that record to be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "an appended record is not acknowledged until its ticket is committed"]
+pub struct CommitTicket(u64);
+
 /// What a shard store needs to know.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -151,7 +156,7 @@ impl ShardStore {
         stats: Arc<ShardStats>,
     ) -> Result<(Rc<ShardStore>, RecoveryReport), StoreError> {
         assert!(cfg.shard < cfg.shard_count);
-        assert!(cfg.block_bytes % crate::block::IO_ALIGN_BYTES == 0);
+        assert!(cfg.block_bytes.is_multiple_of(crate::block::IO_ALIGN_BYTES));
         let path = cfg.dir.join(format!("shard-{}.dat", cfg.shard));
         prepare_file(&cfg, &path)?;
         let file = OpenOptions::new()
@@ -347,13 +352,17 @@ impl ShardStore {
     /// Stores a record version (or a tombstone) and returns once it is acknowledged under the
     /// configured commit level.
     pub async fn put(&self, record: &Record) -> Result<(), StoreError> {
-        let end = self.append(record)?;
-        if self.cfg.commit_to_device {
-            self.flush_to(end).await
+        let ticket = self.append(record)?;
+        self.commit(ticket).await
+    }
+
+    /// Waits until an appended record is acknowledged under the configured commit level: on
+    /// the device with `commit-to-device`, otherwise at once (unless too many blocks wait for
+    /// the device, in which case the writer helps flush them).
+    pub async fn commit(&self, ticket: CommitTicket) -> Result<(), StoreError> {
+        if self.cfg.commit_to_device || self.state.borrow().blocks.len() > UNFLUSHED_BLOCKS_MAX {
+            self.flush_to(ticket.0).await
         } else {
-            if self.state.borrow().blocks.len() > UNFLUSHED_BLOCKS_MAX {
-                self.flush_to(end).await?;
-            }
             Ok(())
         }
     }
@@ -363,7 +372,10 @@ impl ShardStore {
         WriteBlock::record_bytes_max(self.cfg.block_bytes)
     }
 
-    fn append(&self, record: &Record) -> Result<u64, StoreError> {
+    /// Appends a record version (or a tombstone) to the open write block and updates the index.
+    /// Synchronous, so a caller holding `lock_writes` appends before anyone else can read the
+    /// record; the returned ticket is then awaited with `commit`.
+    pub fn append(&self, record: &Record) -> Result<CommitTicket, StoreError> {
         let bytes = record.encode();
         if bytes.len() > self.record_bytes_max() {
             return Err(StoreError::RecordTooBig {
@@ -411,7 +423,7 @@ impl ShardStore {
         }
         self.stats.set_objects(st.index.len() as u64);
         self.stats.count_write();
-        Ok(end)
+        Ok(CommitTicket(end))
     }
 
     /// Makes every byte before `target` durable. Concurrent callers queue on the flush lock;

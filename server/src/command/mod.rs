@@ -1,0 +1,126 @@
+//! Keyed (single-record) commands: classification, request validation, and the mapping of
+//! storage errors to result codes. The read, write and delete semantics live in their own
+//! modules and follow the real server (spec §6).
+//!
+//! Runs on the core that owns the record's partition. It must never apply part of a write:
+//! every check that can fail happens before the record is appended.
+
+pub mod delete;
+pub mod read;
+pub mod reply;
+pub mod ttl;
+pub mod write;
+
+use apogee_engine::StoreError;
+use apogee_wire::msg::{info1, info2, Message, OpType, BIN_NAME_BYTES_MAX};
+use apogee_wire::{Digest, FieldType, ResultCode};
+
+use crate::config::NamespaceConfig;
+pub use reply::Reply;
+
+/// Field types that keyed commands may carry and this server honours or may ignore.
+fn field_is_supported(t: u8) -> bool {
+    // ns, set, user key, digest, then scan/query fields a client may leave on a keyed command.
+    matches!(
+        t,
+        0 | 1 | 2 | 4 | 7 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 21..=24 | 26 | 40 | 44
+    )
+}
+
+/// Field types defined by the protocol whose features this server does not have yet.
+fn field_is_unsupported_feature(t: u8) -> bool {
+    // MRT (3, 5, 6), UDF (30..33), batch (41, 42), filter expression (43).
+    matches!(t, 3 | 5 | 6 | 30..=33 | 41 | 42 | 43)
+}
+
+/// Op types defined by the protocol that this server does not implement yet:
+/// CDT, expression, bit, HLL and string ops.
+fn op_is_unsupported_feature(t: OpType) -> bool {
+    matches!(t.0, 3 | 4 | 7 | 8 | 12 | 13 | 15 | 16 | 17 | 18 | 19)
+}
+
+fn op_is_supported(t: OpType) -> bool {
+    matches!(t.0, 1 | 2 | 5 | 9 | 10 | 11 | 14)
+}
+
+/// Checks that apply to every keyed command; `Err` carries the result code.
+pub fn validate(msg: &Message) -> Result<(), ResultCode> {
+    for f in &msg.fields {
+        let t = f.field_type.0;
+        if field_is_unsupported_feature(t) {
+            return Err(ResultCode::UnsupportedFeature);
+        }
+        if !field_is_supported(t) {
+            return Err(ResultCode::Parameter);
+        }
+    }
+    if msg
+        .field(FieldType::SET)
+        .is_some_and(|s| s.len() > apogee_engine::record::SET_NAME_BYTES_MAX)
+    {
+        return Err(ResultCode::Parameter);
+    }
+    if let Some(k) = msg.field(FieldType::KEY) {
+        if k.is_empty() || k[0] == 0 {
+            return Err(ResultCode::Parameter);
+        }
+    }
+    for op in &msg.ops {
+        if op_is_unsupported_feature(op.op_type) {
+            return Err(ResultCode::UnsupportedFeature);
+        }
+        if !op_is_supported(op.op_type) {
+            return Err(ResultCode::Parameter);
+        }
+        if op.name.len() > BIN_NAME_BYTES_MAX {
+            return Err(ResultCode::BinName);
+        }
+    }
+    Ok(())
+}
+
+/// The digest of a keyed command: field 4, exactly 20 bytes.
+pub fn digest_of(msg: &Message) -> Result<Digest, ResultCode> {
+    msg.field(FieldType::DIGEST)
+        .and_then(Digest::from_slice)
+        .ok_or(ResultCode::Parameter)
+}
+
+/// Maps a storage failure to the result code the client sees, logging what the client cannot.
+pub fn store_error_code(e: &StoreError) -> ResultCode {
+    match e {
+        StoreError::RecordTooBig { .. } => ResultCode::RecordTooBig,
+        other => {
+            tracing::error!(error = %other, "storage error");
+            ResultCode::ServerError
+        }
+    }
+}
+
+/// Runs a validated keyed command against the shard store that owns its record.
+pub async fn execute(
+    store: &apogee_engine::shard::ShardStore,
+    ns: &NamespaceConfig,
+    msg: &Message,
+) -> Reply {
+    if let Err(rc) = validate(msg) {
+        return Reply::code(rc);
+    }
+    let digest = match digest_of(msg) {
+        Ok(d) => d,
+        Err(rc) => return Reply::code(rc),
+    };
+    let h = &msg.header;
+    let result = if h.info2 & info2::WRITE != 0 {
+        if h.info2 & info2::DELETE != 0 {
+            delete::run(store, msg, digest).await
+        } else {
+            write::run(store, ns, msg, digest).await
+        }
+    } else if h.info1 & info1::READ != 0 {
+        read::run(store, msg, digest).await
+    } else {
+        Err(ResultCode::Parameter)
+    };
+    result.unwrap_or_else(Reply::code)
+}

@@ -1,0 +1,319 @@
+//! Server configuration: the embedded default, an optional TOML file with Aerospike's key
+//! names, and command-line overrides, validated into one `Config`.
+//!
+//! Owns every limit a user can set. A value out of range or an unknown key is rejected at
+//! start with the key's name and the allowed range; this module must never let a bad value
+//! reach the running server.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use apogee_engine::block::{
+    BLOCK_HEADER_BYTES, BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, IO_ALIGN_BYTES,
+};
+use apogee_engine::file_header::NAMESPACE_BYTES_MAX;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Longest TTL a client may set, in seconds (10 years, as Aerospike).
+pub const TTL_SECS_MAX: u32 = 315_360_000;
+/// Most cores (shards) one node runs.
+pub const CORES_MAX: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key} = {value} is out of range: {allowed}")]
+    OutOfRange {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+/// One namespace's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceConfig {
+    pub name: String,
+    pub write_block_size: usize,
+    pub commit_to_device: bool,
+    pub flush_max_ms: u64,
+    pub default_ttl: u32,
+    pub max_record_size: usize,
+}
+
+impl NamespaceConfig {
+    fn default_named(name: &str) -> NamespaceConfig {
+        NamespaceConfig {
+            name: name.to_string(),
+            write_block_size: 1024 * 1024,
+            commit_to_device: true,
+            flush_max_ms: 1000,
+            default_ttl: 0,
+            max_record_size: 1024 * 1024 - BLOCK_HEADER_BYTES,
+        }
+    }
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub address: IpAddr,
+    pub port: u16,
+    pub cores: usize,
+    pub data_dir: PathBuf,
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    service: Option<ServiceSection>,
+    namespace: Option<BTreeMap<String, NamespaceSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ServiceSection {
+    address: Option<IpAddr>,
+    port: Option<u16>,
+    cores: Option<usize>,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct NamespaceSection {
+    write_block_size: Option<usize>,
+    commit_to_device: Option<bool>,
+    flush_max_ms: Option<u64>,
+    default_ttl: Option<u32>,
+    max_record_size: Option<usize>,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub address: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub cores: Option<usize>,
+    pub data_dir: Option<PathBuf>,
+}
+
+fn range<T: std::fmt::Display + PartialOrd>(
+    key: &str,
+    v: T,
+    lo: T,
+    hi: T,
+    unit: &str,
+) -> Result<T, ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::OutOfRange {
+            key: key.to_string(),
+            value: v.to_string(),
+            allowed: format!("{lo}..={hi}{unit}"),
+        });
+    }
+    Ok(v)
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then the file (if any), then the flags.
+    pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config, ConfigError> {
+        let parsed = match file {
+            None => FileConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+        };
+        Self::from_parsed(parsed, o)
+    }
+
+    /// Parses TOML text (for tests of validation).
+    #[cfg(test)]
+    pub fn from_toml(text: &str, o: &Overrides) -> Result<Config, ConfigError> {
+        let parsed = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".into(),
+            message: e.to_string(),
+        })?;
+        Self::from_parsed(parsed, o)
+    }
+
+    fn from_parsed(f: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
+        let svc = f.service.unwrap_or_default();
+        let default_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = o.cores.or(svc.cores).unwrap_or(default_cores);
+        let cores = range("cores", cores, 1, CORES_MAX, "")?;
+        let port = o.port.or(svc.port).unwrap_or(3000);
+        // Port 0 would give every core a different ephemeral port.
+        let port = range("port", port, 1, u16::MAX, "")?;
+        let mut namespaces = Vec::new();
+        let sections = f
+            .namespace
+            .unwrap_or_else(|| BTreeMap::from([("test".to_string(), NamespaceSection::default())]));
+        for (name, s) in sections {
+            namespaces.push(Self::namespace(&name, s)?);
+        }
+        if namespaces.is_empty() {
+            return Err(ConfigError::OutOfRange {
+                key: "namespace".into(),
+                value: "none".into(),
+                allowed: "at least one [namespace.<name>] section".into(),
+            });
+        }
+        Ok(Config {
+            address: o
+                .address
+                .or(svc.address)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            port,
+            cores,
+            data_dir: o
+                .data_dir
+                .clone()
+                .or(svc.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./apogee-data")),
+            namespaces,
+        })
+    }
+
+    fn namespace(name: &str, s: NamespaceSection) -> Result<NamespaceConfig, ConfigError> {
+        let valid_name = !name.is_empty()
+            && name.len() <= NAMESPACE_BYTES_MAX
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_name {
+            return Err(ConfigError::OutOfRange {
+                key: "namespace".into(),
+                value: name.into(),
+                allowed: format!("1..={NAMESPACE_BYTES_MAX} characters of A-Z a-z 0-9 - _"),
+            });
+        }
+        let d = NamespaceConfig::default_named(name);
+        let key = |k: &str| format!("namespace.{name}.{k}");
+        let wbs = s.write_block_size.unwrap_or(d.write_block_size);
+        let wbs = range(
+            &key("write-block-size"),
+            wbs,
+            BLOCK_SIZE_BYTES_MIN,
+            BLOCK_SIZE_BYTES_MAX,
+            " bytes",
+        )?;
+        if !wbs.is_power_of_two() || !wbs.is_multiple_of(IO_ALIGN_BYTES) {
+            return Err(ConfigError::OutOfRange {
+                key: key("write-block-size"),
+                value: wbs.to_string(),
+                allowed: "a power of two from 131072 to 8388608".into(),
+            });
+        }
+        let record_max = wbs - BLOCK_HEADER_BYTES;
+        let max_record_size = s.max_record_size.unwrap_or(record_max);
+        let max_record_size = range(
+            &key("max-record-size"),
+            max_record_size,
+            1024,
+            record_max,
+            " bytes (at most write-block-size minus 64)",
+        )?;
+        Ok(NamespaceConfig {
+            name: name.to_string(),
+            write_block_size: wbs,
+            commit_to_device: s.commit_to_device.unwrap_or(d.commit_to_device),
+            flush_max_ms: range(
+                &key("flush-max-ms"),
+                s.flush_max_ms.unwrap_or(d.flush_max_ms),
+                1,
+                100_000,
+                " ms",
+            )?,
+            default_ttl: range(
+                &key("default-ttl"),
+                s.default_ttl.unwrap_or(d.default_ttl),
+                0,
+                TTL_SECS_MAX,
+                " seconds",
+            )?,
+            max_record_size,
+        })
+    }
+
+    pub fn namespace_index(&self, name: &[u8]) -> Option<usize> {
+        self.namespaces
+            .iter()
+            .position(|n| n.name.as_bytes() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.namespaces.len(), 1);
+        assert_eq!(c.namespaces[0].name, "test");
+        assert!(c.namespaces[0].commit_to_device);
+        assert_eq!(c.data_dir, PathBuf::from("./apogee-data"));
+    }
+
+    #[test]
+    fn file_and_overrides() {
+        let text = r#"
+            [service]
+            port = 4000
+            cores = 3
+            [namespace.bar]
+            write-block-size = 131072
+            commit-to-device = false
+            default-ttl = 60
+        "#;
+        let o = Overrides {
+            port: Some(5000),
+            ..Default::default()
+        };
+        let c = Config::from_toml(text, &o).unwrap();
+        assert_eq!(c.port, 5000);
+        assert_eq!(c.cores, 3);
+        let ns = &c.namespaces[0];
+        assert_eq!(ns.name, "bar");
+        assert_eq!(ns.write_block_size, 131072);
+        assert!(!ns.commit_to_device);
+        assert_eq!(ns.max_record_size, 131072 - 64);
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_key() {
+        let o = Overrides::default();
+        let e = Config::from_toml("[namespace.test]\nwrite-block-size = 1000\n", &o).unwrap_err();
+        assert!(
+            e.to_string().contains("namespace.test.write-block-size"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("131072..=8388608"), "{e}");
+        let e = Config::from_toml("[namespace.test]\nwrite-blok-size = 131072\n", &o).unwrap_err();
+        assert!(e.to_string().contains("write-blok-size"), "{e}");
+        let e = Config::from_toml("[service]\ncores = 0\n", &o).unwrap_err();
+        assert!(e.to_string().contains("cores"), "{e}");
+        let e = Config::from_toml("[namespace.\"a;b\"]\n", &o).unwrap_err();
+        assert!(e.to_string().contains("namespace"), "{e}");
+        let e = Config::from_toml("[namespace.test]\nwrite-block-size = 196608\n", &o).unwrap_err();
+        assert!(e.to_string().contains("power of two"), "{e}");
+    }
+}

@@ -1,0 +1,88 @@
+//! One client connection: reads frames, answers each, and closes the connection on malformed
+//! framing (with a log line) while the node keeps serving everyone else.
+//!
+//! Owns the per-connection read limits. It must never trust a size from the wire to allocate
+//! memory up front, and never panic on any byte sequence.
+
+use std::rc::Rc;
+
+use apogee_wire::msg::Message;
+use apogee_wire::proto::{frame, ProtoHeader, PROTO_HEADER_BYTES};
+use apogee_wire::{MsgType, ResultCode};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::core::Core;
+use crate::info;
+
+/// The body buffer grows by at most this much per read, so a header announcing 128 MiB costs
+/// nothing until the bytes actually arrive.
+const BODY_CHUNK_BYTES: usize = 64 * 1024;
+
+async fn read_body(stream: &mut TcpStream, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(size.min(BODY_CHUNK_BYTES));
+    while body.len() < size {
+        let start = body.len();
+        let end = size.min(start + BODY_CHUNK_BYTES);
+        body.resize(end, 0);
+        stream.read_exact(&mut body[start..end]).await?;
+    }
+    Ok(body)
+}
+
+/// The admin (type 2) reply of a server without security: result 52 "security not enabled",
+/// after which the clients carry on without authenticating (spec §10, A.11).
+fn admin_reply() -> Vec<u8> {
+    let mut body = [0u8; 16];
+    body[1] = ResultCode::SecurityNotEnabled as u8;
+    frame(MsgType::Admin, &body)
+}
+
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+    let _ = stream.set_nodelay(true);
+    loop {
+        let mut head = [0u8; PROTO_HEADER_BYTES];
+        if let Err(e) = stream.read_exact(&mut head).await {
+            if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                tracing::debug!(%peer, error = %e, "connection read failed");
+            }
+            return;
+        }
+        let header = match ProtoHeader::decode(&head) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection: malformed frame header");
+                return;
+            }
+        };
+        let body = match read_body(&mut stream, header.body_bytes as usize).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, size = header.body_bytes, "closing connection: frame body cut short");
+                return;
+            }
+        };
+        let reply = match header.msg_type {
+            MsgType::Info => frame(MsgType::Info, info::answer(&core.node, &body).as_bytes()),
+            MsgType::Admin => admin_reply(),
+            MsgType::Message => match Message::decode(&body) {
+                Ok(msg) => core.handle(msg).await,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing connection: malformed message");
+                    return;
+                }
+            },
+            MsgType::Compressed => {
+                tracing::warn!(%peer, "closing connection: compressed (type 4) requests are not supported yet");
+                return;
+            }
+        };
+        if let Err(e) = stream.write_all(&reply).await {
+            tracing::debug!(%peer, error = %e, "connection write failed");
+            return;
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! One core of the node: its shard stores (one per namespace), its listener, its inbox of
+//! requests forwarded by other cores, and the routing of each keyed command to the core that
+//! owns the record's partition.
+//!
+//! Everything here lives on one glommio executor. It must never block the executor and never
+//! touch another core's store except by sending it a `ShardRequest`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use apogee_engine::shard::{ShardStore, StoreConfig};
+use apogee_engine::stats::ShardStats;
+use apogee_wire::msg::{info1, Message};
+use apogee_wire::{FieldType, ResultCode};
+use futures_lite::future;
+use glommio::net::TcpListener;
+
+use crate::command::{self, reply::stream_error_frame, Reply};
+use crate::connection;
+use crate::node::{Node, ShardRequest};
+
+/// Field 41 carries a batch.
+const FIELD_BATCH_INDEX: FieldType = FieldType(41);
+
+pub struct Core {
+    pub shard: usize,
+    pub node: Arc<Node>,
+    /// `stores[namespace]`.
+    pub stores: Vec<Rc<ShardStore>>,
+}
+
+impl Core {
+    /// Opens this core's shard of every namespace, recovering each from disk.
+    pub async fn open(shard: usize, node: Arc<Node>) -> Result<Core, String> {
+        let mut stores = Vec::new();
+        for (i, ns) in node.config.namespaces.iter().enumerate() {
+            let cfg = StoreConfig {
+                dir: node.config.data_dir.join(&ns.name),
+                namespace: ns.name.clone(),
+                shard: shard as u32,
+                shard_count: node.config.cores as u32,
+                block_bytes: ns.write_block_size,
+                commit_to_device: ns.commit_to_device,
+                flush_max_ms: ns.flush_max_ms,
+            };
+            let stats: Arc<ShardStats> = node.stats[i][shard].clone();
+            let (store, report) = ShardStore::open(cfg, stats)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                namespace = %ns.name,
+                shard,
+                objects = report.objects,
+                blocks = report.blocks,
+                records = report.records,
+                bad_records = report.bad_records,
+                corrupt_blocks = report.corrupt_blocks,
+                elapsed_ms = report.elapsed_ms,
+                "shard recovered"
+            );
+            if report.bad_records > 0 {
+                tracing::warn!(
+                    namespace = %ns.name,
+                    shard,
+                    bad_records = report.bad_records,
+                    "skipped records that failed their checksum"
+                );
+            }
+            store.spawn_background_flusher();
+            stores.push(store);
+        }
+        Ok(Core {
+            shard,
+            node,
+            stores,
+        })
+    }
+
+    /// Handles one AS_MSG request and returns the reply frame.
+    pub async fn handle(&self, msg: Message) -> Vec<u8> {
+        if msg.header.info1 & info1::BATCH != 0 || msg.field(FIELD_BATCH_INDEX).is_some() {
+            return stream_error_frame(ResultCode::UnsupportedFeature);
+        }
+        if msg.field(FieldType::DIGEST).is_none() {
+            // Scan or query: not in this server yet.
+            return stream_error_frame(ResultCode::UnsupportedFeature);
+        }
+        let Some(ns) = msg
+            .field(FieldType::NAMESPACE)
+            .and_then(|n| self.node.config.namespace_index(n))
+        else {
+            return Reply::code(ResultCode::Namespace).into_frame();
+        };
+        let digest = match command::digest_of(&msg) {
+            Ok(d) => d,
+            Err(rc) => return Reply::code(rc).into_frame(),
+        };
+        let owner = self.node.shard_of(digest.partition().0);
+        if owner == self.shard {
+            return self.execute(ns, &msg).await;
+        }
+        let (tx, rx) = flume::bounded(1);
+        let request = ShardRequest {
+            namespace: ns,
+            msg,
+            reply: tx,
+        };
+        if self.node.inboxes[owner].send_async(request).await.is_err() {
+            return Reply::code(ResultCode::ServerError).into_frame();
+        }
+        rx.recv_async()
+            .await
+            .unwrap_or_else(|_| Reply::code(ResultCode::ServerError).into_frame())
+    }
+
+    /// Runs a command whose record this core owns.
+    pub async fn execute(&self, ns: usize, msg: &Message) -> Vec<u8> {
+        command::execute(&self.stores[ns], &self.node.config.namespaces[ns], msg)
+            .await
+            .into_frame()
+    }
+
+    /// Serves requests forwarded by other cores until the executor stops.
+    pub fn spawn_inbox(self: &Rc<Self>, inbox: flume::Receiver<ShardRequest>) {
+        let core = self.clone();
+        glommio::spawn_local(async move {
+            while let Ok(req) = inbox.recv_async().await {
+                let core = core.clone();
+                glommio::spawn_local(async move {
+                    let reply = core.execute(req.namespace, &req.msg).await;
+                    // The requester may have gone (connection closed); nothing to do then.
+                    let _ = req.reply.send(reply);
+                })
+                .detach();
+            }
+        })
+        .detach();
+    }
+
+    /// Accepts connections until `stop` fires, then flushes every store.
+    pub async fn serve(self: Rc<Self>, listener: TcpListener, stop: flume::Receiver<()>) {
+        loop {
+            let accepted = future::or(async { Some(listener.accept().await) }, async {
+                let _ = stop.recv_async().await;
+                None
+            })
+            .await;
+            match accepted {
+                None => break,
+                Some(Ok(stream)) => {
+                    let core = self.clone();
+                    glommio::spawn_local(connection::serve(core, stream)).detach();
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+        for store in &self.stores {
+            if let Err(e) = store.flush_all().await {
+                tracing::error!(shard = self.shard, error = %e, "final flush failed");
+            }
+        }
+        tracing::info!(shard = self.shard, "core stopped");
+    }
+}

@@ -1,0 +1,165 @@
+//! Starting and stopping the node: one pinned glommio executor per core, the cross-core
+//! inboxes between them, and the signal handling that turns SIGTERM/SIGINT into a clean,
+//! flushed exit.
+//!
+//! Owns the threads. It must never let a core fail silently: a core that cannot start, or that
+//! exits early, stops the whole node with an error.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::node::{Node, SHARD_INBOX_CAPACITY};
+use crate::preflight::HostReport;
+
+/// glommio's own default; smaller when the memlock limit is tight (it falls back to
+/// unregistered buffers when registration fails, so this only saves a warning).
+const IO_MEMORY_BYTES_MAX: usize = 10 << 20;
+const IO_MEMORY_BYTES_MIN: usize = 256 << 10;
+
+/// Sent by a core when it stops, for whatever reason (a drop guard, so panics count too).
+struct ExitNotice(flume::Sender<usize>, usize);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+/// Runs the node until SIGTERM or SIGINT; returns an error if any core fails.
+pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
+    let cores = config.cores;
+    let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores)
+        .map(|_| flume::bounded(SHARD_INBOX_CAPACITY))
+        .unzip();
+    let stats = config
+        .namespaces
+        .iter()
+        .map(|_| (0..cores).map(|_| Arc::default()).collect())
+        .collect();
+    let node = Arc::new(Node {
+        name: Node::compute_name(&config),
+        inboxes: inbox_txs,
+        stats,
+        config,
+    });
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let io_memory =
+        (host.memlock_bytes as usize / cores / 2).clamp(IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_MAX);
+    let (ready_tx, ready_rx) = flume::bounded::<Result<usize, String>>(cores);
+    let (exit_tx, exit_rx) = flume::bounded::<usize>(cores);
+    let mut stops = Vec::new();
+    let mut handles = Vec::new();
+    for (shard, inbox) in inbox_rxs.into_iter().enumerate() {
+        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+        stops.push(stop_tx);
+        let node = node.clone();
+        let ready = ready_tx.clone();
+        let exit = ExitNotice(exit_tx.clone(), shard);
+        // Pin when there is a CPU per core; more cores than CPUs (tests) float.
+        let placement = if cores <= cpus {
+            Placement::Fixed(shard)
+        } else {
+            Placement::Unbound
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("apogee-core-{shard}"))
+            .io_memory(io_memory)
+            .spawn(move || async move {
+                let _exit = exit;
+                let core = match Core::open(shard, node.clone()).await {
+                    Ok(c) => Rc::new(c),
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let addr = (node.config.address, node.config.port);
+                let listener = match TcpListener::bind(addr) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ =
+                            ready.send(Err(format!("cannot listen on {}:{}: {e}", addr.0, addr.1)));
+                        return;
+                    }
+                };
+                core.spawn_inbox(inbox);
+                let _ = ready.send(Ok(shard));
+                core.serve(listener, stop_rx).await;
+            })
+            .map_err(|e| format!("cannot start core {shard}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let stop_all = |stops: &[flume::Sender<()>]| {
+        for s in stops {
+            let _ = s.try_send(());
+        }
+    };
+    let mut failure = None;
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+            Err(_) => {
+                failure = Some("a core exited during start-up".into());
+                break;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        stop_all(&stops);
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(e);
+    }
+    tracing::info!(
+        address = %node.config.address,
+        port = node.config.port,
+        cores,
+        node = %node.name,
+        data_dir = %node.config.data_dir.display(),
+        "apogee is serving"
+    );
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut early_exit = None;
+    'wait: loop {
+        if let Some(sig) = signals.pending().next() {
+            tracing::info!(signal = sig, "shutting down: flushing write buffers");
+            break 'wait;
+        }
+        if let Ok(shard) = exit_rx.recv_timeout(Duration::from_millis(100)) {
+            early_exit = Some(shard);
+            break 'wait;
+        }
+    }
+    stop_all(&stops);
+    let mut panicked = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        if h.join().is_err() {
+            panicked.push(i);
+        }
+    }
+    if let Some(shard) = early_exit {
+        return Err(format!(
+            "core {shard} stopped unexpectedly; the node shut down"
+        ));
+    }
+    if !panicked.is_empty() {
+        return Err(format!("cores {panicked:?} panicked during shutdown"));
+    }
+    tracing::info!("apogee stopped cleanly");
+    Ok(())
+}
