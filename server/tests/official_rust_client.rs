@@ -2,6 +2,9 @@
 //! select/exists/delete/touch/operate with every basic value and key type, generations and the
 //! record-exists and generation policies.
 
+// Policies are set field by field, as the client's own documentation shows.
+#![allow(clippy::field_reassign_with_default)]
+
 mod common;
 
 use aerospike::operations as ops;
