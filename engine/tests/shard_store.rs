@@ -1,0 +1,169 @@
+//! The shard store on a real file with O_DIRECT, inside a real glommio executor: round trips,
+//! recovery across blocks, group commit, the commit-to-device modes and refusal of foreign files.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use apogee_engine::record::{Bin, Record, RecordMeta};
+use apogee_engine::shard::{ShardStore, StoreConfig};
+use apogee_engine::StoreError;
+use apogee_wire::Digest;
+use glommio::LocalExecutorBuilder;
+
+fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
+    StoreConfig {
+        dir: dir.to_path_buf(),
+        namespace: "test".into(),
+        shard: 0,
+        shard_count: 1,
+        block_bytes: 128 * 1024,
+        commit_to_device,
+        flush_max_ms: 60_000,
+    }
+}
+
+fn record(i: u32, value_bytes: usize) -> Record {
+    Record {
+        digest: Digest::of_integer("s", i64::from(i)),
+        meta: RecordMeta {
+            generation: 1,
+            void_time: 0,
+            last_update_ms: 1,
+        },
+        set_name: b"s".to_vec(),
+        user_key: None,
+        bins: vec![Bin {
+            name: b"v".to_vec(),
+            particle_type: 4,
+            value: vec![(i % 251) as u8; value_bytes],
+        }],
+        tombstone: false,
+    }
+}
+
+fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::default()
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn records_span_blocks_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
+            .await
+            .unwrap();
+        // ~1 MiB of records in 128 KiB blocks: at least 8 blocks.
+        for i in 0..1000 {
+            store.put(&record(i, 1000)).await.unwrap();
+        }
+        let mut gone = record(5, 0);
+        gone.bins.clear();
+        gone.tombstone = true;
+        store.put(&gone).await.unwrap();
+        // Read back now: most records are on disk only.
+        for i in [0u32, 1, 499, 999] {
+            assert_eq!(
+                store.get(&record(i, 1000).digest).await.unwrap(),
+                Some(record(i, 1000))
+            );
+        }
+        drop(store);
+        let (store, report) = ShardStore::open(cfg(&d, true), Arc::default())
+            .await
+            .unwrap();
+        assert!(report.blocks >= 8, "{report:?}");
+        assert_eq!(report.objects, 999);
+        assert_eq!(report.bad_records, 0);
+        for i in 0..1000 {
+            let got = store.get(&record(i, 1000).digest).await.unwrap();
+            assert_eq!(got, (i != 5).then(|| record(i, 1000)), "record {i}");
+        }
+    });
+}
+
+#[test]
+fn concurrent_writers_share_device_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
+            .await
+            .unwrap();
+        let writers: Vec<_> = (0..200u32)
+            .map(|i| {
+                let s: Rc<ShardStore> = store.clone();
+                glommio::spawn_local(async move { s.put(&record(i, 100)).await.unwrap() })
+            })
+            .collect();
+        for w in writers {
+            w.await;
+        }
+        let flushes = store.flush_count();
+        assert!(flushes >= 1);
+        assert!(
+            flushes <= 20,
+            "200 concurrent writers needed {flushes} flushes"
+        );
+        assert_eq!(store.object_count(), 200);
+    });
+}
+
+#[test]
+fn commit_to_device_off_acknowledges_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (store, _) = ShardStore::open(cfg(&d, false), Arc::default())
+            .await
+            .unwrap();
+        for i in 0..10 {
+            store.put(&record(i, 100)).await.unwrap();
+        }
+        assert_eq!(store.flush_count(), 0, "nothing written before the flush");
+        assert!(store.get(&record(3, 100).digest).await.unwrap().is_some());
+        store.flush_all().await.unwrap();
+        assert_eq!(store.flush_count(), 1);
+        drop(store);
+        let (_, report) = ShardStore::open(cfg(&d, false), Arc::default())
+            .await
+            .unwrap();
+        assert_eq!(report.objects, 10);
+    });
+}
+
+#[test]
+fn oversized_records_and_foreign_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
+            .await
+            .unwrap();
+        let err = store.put(&record(1, 200 * 1024)).await.unwrap_err();
+        assert!(matches!(err, StoreError::RecordTooBig { .. }), "{err}");
+        assert_eq!(store.object_count(), 0);
+        drop(store);
+        let mut other = cfg(&d, true);
+        other.shard_count = 2;
+        let err = ShardStore::open(other, Arc::default()).await.err().unwrap();
+        assert!(err.to_string().contains("restart with --cores 1"), "{err}");
+        let mut other = cfg(&d, true);
+        other.block_bytes = 256 * 1024;
+        let err = ShardStore::open(other, Arc::default()).await.err().unwrap();
+        assert!(err.to_string().contains("write-block-size 131072"), "{err}");
+        let mut other = cfg(&d, true);
+        other.namespace = "bar".into();
+        let err = ShardStore::open(other, Arc::default()).await.err().unwrap();
+        assert!(err.to_string().contains("namespace 'test'"), "{err}");
+    });
+}
