@@ -33,10 +33,11 @@ def info(port, cmds):
 
 
 class Apogee:
-    def __init__(self, data_dir, cores=2, extra=()):
+    def __init__(self, data_dir, cores=2, extra=(), prefix=()):
         self.data_dir = Path(data_dir)
         self.cores = cores
         self.extra = list(extra)
+        self.prefix = list(prefix)
         self.proc = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
 
@@ -45,7 +46,7 @@ class Apogee:
         self.port = free_port()
         self.log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(BIN), "--port", str(self.port), "--cores", str(self.cores),
+            [*self.prefix, str(BIN), "--port", str(self.port), "--cores", str(self.cores),
              "--data-dir", str(self.data_dir), *self.extra],
             stdout=subprocess.DEVNULL, stderr=self.log_file)
         deadline = time.time() + 60
@@ -81,8 +82,8 @@ class Apogee:
 def apogee(tmp_path):
     started = []
 
-    def make(name="data", cores=2, extra=()):
-        a = Apogee(tmp_path / name, cores, extra)
+    def make(name="data", cores=2, extra=(), prefix=()):
+        a = Apogee(tmp_path / name, cores, extra, prefix)
         started.append(a)
         return a
 
