@@ -6,6 +6,7 @@
 
 use std::rc::Rc;
 
+use apogee_wire::compression::inflate_message;
 use apogee_wire::msg::Message;
 use apogee_wire::proto::{frame, ProtoHeader, PROTO_HEADER_BYTES};
 use apogee_wire::{MsgType, ResultCode};
@@ -75,10 +76,14 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
                     return;
                 }
             },
-            MsgType::Compressed => {
-                tracing::warn!(%peer, "closing connection: compressed (type 4) requests are not supported yet");
-                return;
-            }
+            // Replies stay uncompressed: both clients accept that (spec §1.5).
+            MsgType::Compressed => match inflate_message(&body).and_then(|b| Message::decode(&b)) {
+                Ok(msg) => core.handle(msg).await,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing connection: malformed compressed message");
+                    return;
+                }
+            },
         };
         if let Err(e) = stream.write_all(&reply).await {
             tracing::debug!(%peer, error = %e, "connection write failed");

@@ -89,7 +89,7 @@ fn malformed_frames_close_only_their_connection() {
             f.truncate(f.len() - 3);
             f
         }),
-        ("compressed", frame(MsgType::Compressed, &[0; 16])),
+        ("compressed garbage", frame(MsgType::Compressed, &[0; 16])),
     ];
     // A field length running past the message.
     let mut bad_field = good_body.clone();

@@ -173,3 +173,10 @@ def test_unsupported_features_are_reported(client):
     with pytest.raises(ex.AerospikeError) as e:
         client.operate(("test", "demo", "cdt"), [lo.list_append("l", 1)])
     assert e.value.code == 16
+
+
+def test_compressed_requests(client):
+    k = ("test", "demo", "zip")
+    big = {"s": "x" * 5000, "n": 1}
+    client.put(k, big, policy={"compress": True})
+    assert client.get(k, policy={"compress": True})[2] == big

@@ -23,6 +23,8 @@ pub enum DecodeError {
     BadHeaderSize(u8),
     #[error("{what} length {len} is invalid")]
     BadLength { what: &'static str, len: u32 },
+    #[error("compressed frame does not inflate to the type-3 frame its header declares")]
+    BadCompression,
     #[error("{0} trailing bytes after the last op")]
     TrailingBytes(usize),
 }
