@@ -1,0 +1,226 @@
+//! Runs a load or run phase: `connections` tasks, each with one request in flight, in closed
+//! loop (send the next request when the reply arrives) or open loop at a fixed total rate with
+//! latency measured from each request's intended send time (no coordinated omission).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::driver::{Conn, Keyspace, Target};
+use crate::histogram::Recorder;
+use crate::workload::{Mix, OpKind};
+
+/// Code recorded when the connection itself failed (the task then stops).
+pub const CONNECTION_FAILED: i32 = -1;
+/// Most connections one run opens.
+pub const CONNECTIONS_MAX: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: Target,
+    pub addr: String,
+    pub keyspace: Keyspace,
+    pub connections: usize,
+    pub records: u64,
+    pub mix: Mix,
+    pub duration: Option<Duration>,
+    pub operations: Option<u64>,
+    /// Total requests per second across all connections (open loop); `None` = closed loop.
+    pub rate: Option<f64>,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub recorder: Recorder,
+    pub elapsed: Duration,
+}
+
+struct Shared {
+    claimed: AtomicU64,
+    completed: AtomicU64,
+    errors: AtomicU64,
+    next_insert: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Loads records `0..records`, every field, split over the connections.
+pub async fn load(cfg: &RunConfig) -> Result<RunResult, String> {
+    let mut mix = cfg.mix.clone();
+    mix.parts = vec![(OpKind::Insert, 1.0)];
+    let load_cfg = RunConfig {
+        mix,
+        operations: Some(cfg.records),
+        duration: None,
+        rate: None,
+        ..cfg.clone()
+    };
+    execute(&load_cfg, true).await
+}
+
+/// Runs the configured mix.
+pub async fn run(cfg: &RunConfig) -> Result<RunResult, String> {
+    execute(cfg, false).await
+}
+
+async fn execute(cfg: &RunConfig, loading: bool) -> Result<RunResult, String> {
+    if cfg.connections == 0 || cfg.connections > CONNECTIONS_MAX {
+        return Err(format!("connections must be 1..={CONNECTIONS_MAX}"));
+    }
+    if cfg.duration.is_none() && cfg.operations.is_none() {
+        return Err("give a duration or an operation count".into());
+    }
+    // Connect everything first so an unreachable server is one clear error.
+    let mut conns = Vec::with_capacity(cfg.connections);
+    for _ in 0..cfg.connections {
+        let c = Conn::connect(cfg.target, &cfg.addr, &cfg.keyspace)
+            .await
+            .map_err(|e| format!("cannot connect to {} ({:?}): {e}", cfg.addr, cfg.target))?;
+        conns.push(c);
+    }
+    let shared = Arc::new(Shared {
+        claimed: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        next_insert: AtomicU64::new(cfg.records),
+        stop: AtomicBool::new(false),
+    });
+    let started = Instant::now();
+    let progress = cfg.progress.then(|| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let done = shared.completed.load(Ordering::Relaxed);
+                eprintln!(
+                    "[{:>4}s] {:>9} ops/s  total {:>10}  errors {}",
+                    started.elapsed().as_secs(),
+                    done - last,
+                    done,
+                    shared.errors.load(Ordering::Relaxed)
+                );
+                last = done;
+            }
+        })
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, conn) in conns.into_iter().enumerate() {
+        let cfg = cfg.clone();
+        let shared = shared.clone();
+        tasks.spawn(async move { connection_loop(cfg, shared, conn, n, loading, started).await });
+    }
+    let deadline = cfg.duration.map(|d| started + d);
+    if let Some(d) = deadline {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(d.into()).await;
+            shared.stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut recorder = Recorder::default();
+    while let Some(r) = tasks.join_next().await {
+        recorder.merge(&r.map_err(|e| format!("a connection task failed: {e}"))?);
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    Ok(RunResult {
+        recorder,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn connection_loop(
+    cfg: RunConfig,
+    shared: Arc<Shared>,
+    mut conn: Conn,
+    n: usize,
+    loading: bool,
+    started: Instant,
+) -> Recorder {
+    let mut rec = Recorder::default();
+    let mut rng =
+        SmallRng::seed_from_u64(cfg.seed ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let chooser = (!loading).then(|| cfg.mix.chooser(cfg.records.max(2)));
+    let interval = cfg
+        .rate
+        .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r.max(0.001)));
+    let mut sent: u32 = 0;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let claimed = shared.claimed.fetch_add(1, Ordering::Relaxed);
+        if cfg.operations.is_some_and(|max| claimed >= max) {
+            break;
+        }
+        // Open loop: the request is due at its slot, late or not; latency counts from then.
+        let intended = match interval {
+            Some(iv) => {
+                let due = started + iv * sent;
+                sent += 1;
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                due
+            }
+            None => Instant::now(),
+        };
+        let kind = if loading {
+            OpKind::Insert
+        } else {
+            cfg.mix.pick(rng.gen())
+        };
+        let latest = shared.next_insert.load(Ordering::Relaxed).saturating_sub(1);
+        let result = match kind {
+            OpKind::Insert => {
+                let i = if loading {
+                    claimed
+                } else {
+                    shared.next_insert.fetch_add(1, Ordering::Relaxed)
+                };
+                conn.insert(i).await
+            }
+            OpKind::Read => {
+                let k = chooser.as_ref().map_or(0, |c| c.next(&mut rng, latest));
+                conn.read(k).await
+            }
+            OpKind::Update => {
+                let k = chooser.as_ref().map_or(0, |c| c.next(&mut rng, latest));
+                let f = rng.gen_range(0..cfg.keyspace.shape.bins);
+                conn.update(k, f).await
+            }
+            OpKind::ReadModifyWrite => {
+                let k = chooser.as_ref().map_or(0, |c| c.next(&mut rng, latest));
+                let f = rng.gen_range(0..cfg.keyspace.shape.bins);
+                match conn.read(k).await {
+                    Ok(0) => conn.update(k, f).await,
+                    other => other,
+                }
+            }
+            // Scans are not served yet by Apogee nor by this driver.
+            OpKind::Scan => Ok(16),
+        };
+        match result {
+            Ok(0) => rec.record(kind, intended.elapsed().as_micros() as u64),
+            Ok(code) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                rec.error(kind, code);
+            }
+            Err(_) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                rec.error(kind, CONNECTION_FAILED);
+                break;
+            }
+        }
+        shared.completed.fetch_add(1, Ordering::Relaxed);
+    }
+    rec
+}

@@ -1,0 +1,213 @@
+//! The load generator's drivers against real servers on loopback: the real apogee binary,
+//! Debian's redis-server, and the null server. Also the CLI's errors.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apogee_bench::driver::{Conn, Keyspace, Target};
+use apogee_bench::runner::{self, RunConfig};
+use apogee_bench::workload::{Mix, OpKind, RecordShape};
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "server exited during start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn bench_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_apogee-bench"))
+}
+
+fn apogee_bin() -> PathBuf {
+    let p = bench_bin().with_file_name("apogee");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+fn cfg(target: Target, port: u16, mix: Mix, ops: u64) -> RunConfig {
+    RunConfig {
+        target,
+        addr: format!("127.0.0.1:{port}"),
+        keyspace: Keyspace {
+            namespace: "test".into(),
+            set: "usertable".into(),
+            shape: RecordShape {
+                bins: 10,
+                bin_bytes: 100,
+            },
+        },
+        connections: 4,
+        records: 200,
+        mix,
+        duration: None,
+        operations: Some(ops),
+        rate: None,
+        seed: 3,
+        progress: false,
+    }
+}
+
+async fn exercise(target: Target, port: u16) {
+    let c = cfg(target, port, Mix::ycsb("A").unwrap(), 400);
+    let load = runner::load(&c).await.unwrap();
+    assert_eq!(load.recorder.latency[&OpKind::Insert].len(), 200);
+    assert_eq!(load.recorder.error_count(), 0, "{:?}", load.recorder.errors);
+    for letter in ["A", "B", "C", "D", "F"] {
+        let r = runner::run(&cfg(target, port, Mix::ycsb(letter).unwrap(), 400))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.recorder.error_count(),
+            0,
+            "workload {letter}: {:?}",
+            r.recorder.errors
+        );
+        assert_eq!(r.recorder.ops(), 400, "workload {letter}");
+    }
+    // A read of a key never loaded reports "not found", not success.
+    let mut conn = Conn::connect(target, &c.addr, &c.keyspace).await.unwrap();
+    assert_eq!(conn.read(10_000_000).await.unwrap(), 2);
+    assert_eq!(conn.read(5).await.unwrap(), 0);
+    // Open loop at a fixed rate: about rate × time operations, latency from the intended time.
+    let mut open = cfg(target, port, Mix::ycsb("B").unwrap(), 0);
+    open.operations = None;
+    open.duration = Some(Duration::from_millis(1000));
+    open.rate = Some(400.0);
+    let r = runner::run(&open).await.unwrap();
+    let n = r.recorder.ops();
+    assert!(
+        (300..=440).contains(&n),
+        "open loop at 400/s for 1 s did {n} ops"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aerospike_driver_against_apogee() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(apogee_bin())
+        .args(["--port", &port.to_string(), "--cores", "2", "--data-dir"])
+        .arg(dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut child);
+    let _server = Proc(child);
+    exercise(Target::Aerospike, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp_driver_against_redis() {
+    let port = free_port();
+    let spawned = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("APOGEE_SKIP_REDIS").is_some() => {
+            eprintln!("skipping: redis-server unavailable ({e}) and APOGEE_SKIP_REDIS is set");
+            return;
+        }
+        Err(e) => panic!("redis-server is needed (apt-get install redis-server): {e}"),
+    };
+    wait_listening(port, &mut child);
+    let _server = Proc(child);
+    exercise(Target::Redis, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_server_answers_everything() {
+    let port = free_port();
+    let mut child = Command::new(bench_bin())
+        .args(["null-server", "--port", &port.to_string()])
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut child);
+    let _server = Proc(child);
+    let r = runner::run(&cfg(Target::Aerospike, port, Mix::ycsb("A").unwrap(), 300))
+        .await
+        .unwrap();
+    assert_eq!(r.recorder.ops(), 300);
+    assert_eq!(r.recorder.error_count(), 0);
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_error() {
+    let port = free_port();
+    let err = runner::run(&cfg(Target::Aerospike, port, Mix::ycsb("C").unwrap(), 10))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_flags_exit_non_zero_with_a_message() {
+    for (args, msg) in [
+        (vec!["run", "--workload", "Z"], "unknown workload 'Z'"),
+        (
+            vec!["run", "--workload", "E"],
+            "workload E needs short scans",
+        ),
+        (
+            vec!["run", "--target", "memcached"],
+            "unknown target 'memcached'",
+        ),
+        (
+            vec!["run", "--distribution", "pareto"],
+            "unknown distribution 'pareto'",
+        ),
+        (
+            vec!["run", "--port", "1", "--records", "10"],
+            "cannot connect to 127.0.0.1:1",
+        ),
+    ] {
+        let out = Command::new(bench_bin()).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(msg), "{args:?}: {stderr}");
+    }
+}
