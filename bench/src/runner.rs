@@ -2,8 +2,9 @@
 //! loop (send the next request when the reply arrives) or open loop at a fixed total rate with
 //! latency measured from each request's intended send time (no coordinated omission).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -45,7 +46,41 @@ struct Shared {
     completed: AtomicU64,
     errors: AtomicU64,
     next_insert: AtomicU64,
+    acked: AckedInserts,
     stop: AtomicBool,
+}
+
+/// The highest key index below which every insert has been acknowledged (YCSB's acknowledged
+/// counter), so the "latest" distribution never reads a key whose insert is still in flight.
+#[derive(Debug)]
+pub struct AckedInserts {
+    limit: AtomicU64,
+    /// Acknowledged ids above the contiguous limit; bounded by the inserts in flight.
+    pending: Mutex<BTreeSet<u64>>,
+}
+
+impl AckedInserts {
+    pub fn new(first: u64) -> AckedInserts {
+        AckedInserts {
+            limit: AtomicU64::new(first),
+            pending: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Every key index below this is acknowledged.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    pub fn acknowledge(&self, id: u64) {
+        let mut pending = self.pending.lock().expect("ack lock poisoned");
+        pending.insert(id);
+        let mut limit = self.limit.load(Ordering::Acquire);
+        while pending.remove(&limit) {
+            limit += 1;
+        }
+        self.limit.store(limit, Ordering::Release);
+    }
 }
 
 /// Loads records `0..records`, every field, split over the connections.
@@ -87,6 +122,7 @@ async fn execute(cfg: &RunConfig, loading: bool) -> Result<RunResult, String> {
         completed: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         next_insert: AtomicU64::new(cfg.records),
+        acked: AckedInserts::new(cfg.records),
         stop: AtomicBool::new(false),
     });
     let started = Instant::now();
@@ -178,15 +214,18 @@ async fn connection_loop(
         } else {
             cfg.mix.pick(rng.gen())
         };
-        let latest = shared.next_insert.load(Ordering::Relaxed).saturating_sub(1);
+        let latest = shared.acked.limit().saturating_sub(1);
         let result = match kind {
             OpKind::Insert => {
-                let i = if loading {
-                    claimed
+                if loading {
+                    conn.insert(claimed).await
                 } else {
-                    shared.next_insert.fetch_add(1, Ordering::Relaxed)
-                };
-                conn.insert(i).await
+                    let i = shared.next_insert.fetch_add(1, Ordering::Relaxed);
+                    let r = conn.insert(i).await;
+                    // Failed inserts count as done too, or the limit would stall behind them.
+                    shared.acked.acknowledge(i);
+                    r
+                }
             }
             OpKind::Read => {
                 let k = chooser.as_ref().map_or(0, |c| c.next(&mut rng, latest));
@@ -223,4 +262,21 @@ async fn connection_loop(
         shared.completed.fetch_add(1, Ordering::Relaxed);
     }
     rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AckedInserts;
+
+    #[test]
+    fn acked_limit_advances_only_over_contiguous_acks() {
+        let a = AckedInserts::new(100);
+        a.acknowledge(101);
+        assert_eq!(a.limit(), 100, "100 still in flight");
+        a.acknowledge(100);
+        assert_eq!(a.limit(), 102);
+        a.acknowledge(103);
+        a.acknowledge(102);
+        assert_eq!(a.limit(), 104);
+    }
 }

@@ -28,62 +28,65 @@ enum Phase {
     Both,
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Protocol: aerospike (Apogee, Aerospike, the null server) or redis.
+    #[arg(long, default_value = "aerospike")]
+    target: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 3000)]
+    port: u16,
+    /// YCSB workload letter A-F (E needs scans, which are not served yet).
+    #[arg(long, default_value = "A", conflicts_with = "read_pct")]
+    workload: String,
+    /// A custom read/update mix instead of a YCSB letter: percent of reads.
+    #[arg(long)]
+    read_pct: Option<u8>,
+    /// Key distribution; default: the workload's own (zipfian, latest for D).
+    #[arg(long)]
+    distribution: Option<String>,
+    /// Records in the key space (loaded in the load phase).
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    #[arg(long, default_value = "both")]
+    phase: Phase,
+    /// Concurrent connections, each with one request in flight.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Run phase length in seconds (ignored when --operations is given).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Run phase operation count instead of a duration.
+    #[arg(long)]
+    operations: Option<u64>,
+    /// Open-loop total rate in requests per second; default closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Fields (bins) per record.
+    #[arg(long, default_value_t = 10)]
+    bins: usize,
+    /// Bytes per field.
+    #[arg(long, default_value_t = 100)]
+    bin_bytes: usize,
+    #[arg(long, default_value = "test")]
+    namespace: String,
+    #[arg(long, default_value = "usertable")]
+    set: String,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Print a progress line every second.
+    #[arg(long)]
+    progress: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Load records and/or run a workload against a server.
-    Run {
-        /// Protocol: aerospike (Apogee, Aerospike, the null server) or redis.
-        #[arg(long, default_value = "aerospike")]
-        target: String,
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        #[arg(long, default_value_t = 3000)]
-        port: u16,
-        /// YCSB workload letter A-F (E needs scans, which are not served yet).
-        #[arg(long, default_value = "A", conflicts_with = "read_pct")]
-        workload: String,
-        /// A custom read/update mix instead of a YCSB letter: percent of reads.
-        #[arg(long)]
-        read_pct: Option<u8>,
-        /// Key distribution; default: the workload's own (zipfian, latest for D).
-        #[arg(long)]
-        distribution: Option<String>,
-        /// Records in the key space (loaded in the load phase).
-        #[arg(long, default_value_t = 100_000)]
-        records: u64,
-        #[arg(long, default_value = "both")]
-        phase: Phase,
-        /// Concurrent connections, each with one request in flight.
-        #[arg(long, default_value_t = 16)]
-        connections: usize,
-        /// Run phase length in seconds (ignored when --operations is given).
-        #[arg(long, default_value_t = 10)]
-        duration_secs: u64,
-        /// Run phase operation count instead of a duration.
-        #[arg(long)]
-        operations: Option<u64>,
-        /// Open-loop total rate in requests per second; default closed loop.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Fields (bins) per record.
-        #[arg(long, default_value_t = 10)]
-        bins: usize,
-        /// Bytes per field.
-        #[arg(long, default_value_t = 100)]
-        bin_bytes: usize,
-        #[arg(long, default_value = "test")]
-        namespace: String,
-        #[arg(long, default_value = "usertable")]
-        set: String,
-        /// Write the report as JSON to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-        /// Print a progress line every second.
-        #[arg(long)]
-        progress: bool,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Run(Box<RunArgs>),
     /// Serve canned replies to every Aerospike-protocol request (the machine's ceiling).
     NullServer {
         #[arg(long, default_value = "127.0.0.1")]
@@ -118,27 +121,28 @@ fn real_main() -> Result<ExitCode, String> {
             apogee_bench::null_server::run(&address, port, cores)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run {
-            target,
-            host,
-            port,
-            workload,
-            read_pct,
-            distribution,
-            records,
-            phase,
-            connections,
-            duration_secs,
-            operations,
-            rate,
-            bins,
-            bin_bytes,
-            namespace,
-            set,
-            json,
-            progress,
-            seed,
-        } => {
+        Cmd::Run(args) => {
+            let RunArgs {
+                target,
+                host,
+                port,
+                workload,
+                read_pct,
+                distribution,
+                records,
+                phase,
+                connections,
+                duration_secs,
+                operations,
+                rate,
+                bins,
+                bin_bytes,
+                namespace,
+                set,
+                json,
+                progress,
+                seed,
+            } = *args;
             let target: Target = target.parse()?;
             let mut mix = match read_pct {
                 Some(p) if p <= 100 => Mix::read_update(p, Distribution::Zipfian),
