@@ -102,6 +102,23 @@ fn checksum(bytes: &[u8]) -> u32 {
 }
 
 impl Record {
+    /// The version that marks `digest` deleted: no set, no key, no bins. It keeps the last
+    /// generation so a later re-creation is ordered after it.
+    pub fn tombstone(digest: Digest, generation: u16, last_update_ms: u64) -> Record {
+        Record {
+            digest,
+            meta: RecordMeta {
+                generation,
+                void_time: 0,
+                last_update_ms,
+            },
+            set_name: vec![],
+            user_key: None,
+            bins: vec![],
+            tombstone: true,
+        }
+    }
+
     /// The exact size `encode_into` will write.
     pub fn encoded_bytes(&self) -> usize {
         RECORD_FIXED_BYTES

@@ -14,6 +14,7 @@ pub enum ResultCode {
     Timeout = 9,
     IncompatibleType = 12,
     RecordTooBig = 13,
+    KeyBusy = 14,
     UnsupportedFeature = 16,
     BinNotFound = 17,
     DeviceOverload = 18,

@@ -70,8 +70,6 @@ pub struct ShardStore {
     state: RefCell<State>,
     /// One flush at a time; writers queued behind it share the next one (group commit).
     flush_lock: Semaphore,
-    /// Serialises read-modify-write of records in this shard (see `lock_writes`).
-    write_lock: Semaphore,
     flushes: Cell<u64>,
     stats: Arc<ShardStats>,
 }
@@ -178,7 +176,6 @@ impl ShardStore {
             file,
             state: RefCell::new(state),
             flush_lock: Semaphore::new(1),
-            write_lock: Semaphore::new(1),
             flushes: Cell::new(0),
             stats,
         });
@@ -290,14 +287,11 @@ impl ShardStore {
         self.state.borrow().index.len()
     }
 
-    /// Holds off other writers of this shard while a command reads, decides and appends, so a
-    /// read-modify-write is never interleaved with another on the same record. Flush waits
-    /// happen after the guard is dropped, so concurrent writers still share one device write.
-    pub async fn lock_writes(&self) -> glommio::sync::Permit<'_> {
-        self.write_lock
-            .acquire_permit(1)
-            .await
-            .expect("write lock semaphore is never closed")
+    /// The identity of the record's current version (its file offset), expired or not;
+    /// `None` when it has no live entry. Any write or delete of the record changes it, so a
+    /// caller that read a record can tell whether it is still the newest version.
+    pub fn version(&self, digest: &Digest) -> Option<u64> {
+        self.state.borrow().index.get(digest).map(|e| e.offset)
     }
 
     /// Metadata of a live record, without I/O. Expired records are absent.
@@ -373,8 +367,8 @@ impl ShardStore {
     }
 
     /// Appends a record version (or a tombstone) to the open write block and updates the index.
-    /// Synchronous, so a caller holding `lock_writes` appends before anyone else can read the
-    /// record; the returned ticket is then awaited with `commit`.
+    /// Synchronous, so a caller that checked the record's `version` appends before anything else
+    /// can change it; the returned ticket is then awaited with `commit`.
     pub fn append(&self, record: &Record) -> Result<CommitTicket, StoreError> {
         let bytes = record.encode();
         if bytes.len() > self.record_bytes_max() {

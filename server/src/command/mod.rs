@@ -97,6 +97,15 @@ pub fn store_error_code(e: &StoreError) -> ResultCode {
     }
 }
 
+/// Appends `record` (synchronously: the caller's checks still hold) and waits for its commit.
+pub async fn append_and_commit(
+    store: &apogee_engine::shard::ShardStore,
+    record: &apogee_engine::Record,
+) -> Result<(), ResultCode> {
+    let ticket = store.append(record).map_err(|e| store_error_code(&e))?;
+    store.commit(ticket).await.map_err(|e| store_error_code(&e))
+}
+
 /// Runs a validated keyed command against the shard store that owns its record.
 pub async fn execute(
     store: &apogee_engine::shard::ShardStore,
