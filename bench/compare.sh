@@ -66,6 +66,12 @@ run_all() { # name target port
 }
 
 start_apogee apogee false; run_all apogee aerospike "$P"
+# Latency at half the peak: workload B open loop at half of the closed-loop B rate, latency
+# counted from each request's intended send time.
+HALF=$(python3 -c "import json,sys; print(int(json.load(open('$OUT/apogee-B.json'))[-1]['ops_per_sec'] / 2))")
+"$BIN/apogee-bench" run --target aerospike --port "$P" --records "$RECORDS" --phase run \
+    --workload B --connections "$CONNS" --duration-secs "$SECS" --rate "$HALF" \
+    --json "$OUT/apogee-halfB.json" > "$OUT/apogee-halfB.txt"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 RP=$(port)

@@ -35,3 +35,9 @@ for run in runs:
     a, r, n, d = (load(t, run) for t in targets)
     ratio = lambda x, y: f"{x['ops'] / y['ops']:.2f}" if x and y and y["ops"] else "-"
     print(f"{run:<5} {ratio(a, r):>13} {ratio(a, n):>12} {ratio(d, r):>14}")
+
+half = load("apogee", "halfB")
+if half:
+    print()
+    print(f"apogee, workload B open loop at half its peak ({half['ops']:.0f} ops/s): "
+          f"p50 {half['p50']} us, p99 {half['p99']} us (target: p99 <= 1000 us)")
