@@ -1,6 +1,9 @@
 //! Criterion benches of the single-record hot paths: digest, message decode/encode, record
-//! encode/decode. Run: `cargo bench -p apogee-bench`.
+//! encode/decode, index insert/lookup, write-block append. Run:
+//! `cargo bench -p apogee-bench --bench hot_paths`. (A cache-hit bench comes with the cache.)
 
+use apogee_engine::block::{BlockHeader, WriteBlock};
+use apogee_engine::index::{Index, IndexEntry};
 use apogee_engine::record::{Bin, Record, RecordMeta};
 use apogee_wire::msg::{Field, FieldType, Message, Op, OpType};
 use apogee_wire::Digest;
@@ -56,6 +59,53 @@ fn benches(c: &mut Criterion) {
     let body = put_message();
     c.bench_function("decode_put_10x100", |b| {
         b.iter(|| Message::decode(black_box(&body)).unwrap())
+    });
+    let msg = Message::decode(&body).unwrap();
+    c.bench_function("encode_put_10x100", |b| b.iter(|| black_box(&msg).encode()));
+    let digests: Vec<Digest> = (0..100_000).map(|i| Digest::of_integer("s", i)).collect();
+    let entry = |i: usize| IndexEntry {
+        offset: i as u64 * 1100,
+        bytes: 1100,
+        meta: RecordMeta {
+            generation: 1,
+            void_time: 0,
+            last_update_ms: 0,
+        },
+    };
+    c.bench_function("index_insert_100k", |b| {
+        b.iter(|| {
+            let mut idx = Index::default();
+            for (i, d) in digests.iter().enumerate() {
+                idx.insert(*d, entry(i));
+            }
+            idx
+        })
+    });
+    let mut idx = Index::default();
+    for (i, d) in digests.iter().enumerate() {
+        idx.insert(*d, entry(i));
+    }
+    let mut n = 0usize;
+    c.bench_function("index_lookup", |b| {
+        b.iter(|| {
+            n = (n + 7919) % digests.len();
+            black_box(idx.get(&digests[n]))
+        })
+    });
+    let rec_bytes = record().encode();
+    let header = BlockHeader {
+        sequence: 1,
+        shard: 0,
+        block_bytes: 1 << 20,
+    };
+    let mut block = WriteBlock::new(4096, header);
+    c.bench_function("write_block_append_1kib", |b| {
+        b.iter(|| {
+            if !block.fits(rec_bytes.len()) {
+                block = WriteBlock::new(4096, header);
+            }
+            black_box(block.append(&rec_bytes))
+        })
     });
     let r = record();
     c.bench_function("record_encode_10x100", |b| {

@@ -31,6 +31,8 @@ pub struct RunConfig {
     pub operations: Option<u64>,
     /// Total requests per second across all connections (open loop); `None` = closed loop.
     pub rate: Option<f64>,
+    /// Keys per read: above 1, reads become batch reads of this many keys.
+    pub batch: usize,
     pub seed: u64,
     pub progress: bool,
 }
@@ -209,10 +211,10 @@ async fn connection_loop(
             }
             None => Instant::now(),
         };
-        let kind = if loading {
-            OpKind::Insert
-        } else {
-            cfg.mix.pick(rng.gen())
+        let kind = match (loading, cfg.mix.pick(rng.gen())) {
+            (true, _) => OpKind::Insert,
+            (false, OpKind::Read) if cfg.batch > 1 => OpKind::BatchRead,
+            (false, k) => k,
         };
         let latest = shared.acked.limit().saturating_sub(1);
         let result = match kind {
@@ -230,6 +232,12 @@ async fn connection_loop(
             OpKind::Read => {
                 let k = chooser.as_ref().map_or(0, |c| c.next(&mut rng, latest));
                 conn.read(k).await
+            }
+            OpKind::BatchRead => {
+                let keys: Vec<u64> = (0..cfg.batch)
+                    .map(|_| chooser.as_ref().map_or(0, |c| c.next(&mut rng, latest)))
+                    .collect();
+                conn.batch_read(&keys).await
             }
             OpKind::Update => {
                 let k = chooser.as_ref().map_or(0, |c| c.next(&mut rng, latest));

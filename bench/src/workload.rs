@@ -10,15 +10,18 @@ pub enum OpKind {
     Insert,
     Scan,
     ReadModifyWrite,
+    /// A read of `--batch` keys in one request (replaces Read when batching).
+    BatchRead,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 5] = [
+    pub const ALL: [OpKind; 6] = [
         OpKind::Read,
         OpKind::Update,
         OpKind::Insert,
         OpKind::Scan,
         OpKind::ReadModifyWrite,
+        OpKind::BatchRead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -28,6 +31,7 @@ impl OpKind {
             OpKind::Insert => "insert",
             OpKind::Scan => "scan",
             OpKind::ReadModifyWrite => "rmw",
+            OpKind::BatchRead => "batch-read",
         }
     }
 }

@@ -63,6 +63,10 @@ struct RunArgs {
     /// Open-loop total rate in requests per second; default closed loop.
     #[arg(long)]
     rate: Option<f64>,
+    /// Keys per read: above 1 every read is a batch read of this many keys (an Aerospike
+    /// batch request, a RESP pipeline of HGETALLs).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Fields (bins) per record.
     #[arg(long, default_value_t = 10)]
     bins: usize,
@@ -135,6 +139,7 @@ fn real_main() -> Result<ExitCode, String> {
                 duration_secs,
                 operations,
                 rate,
+                batch,
                 bins,
                 bin_bytes,
                 namespace,
@@ -164,6 +169,12 @@ fn real_main() -> Result<ExitCode, String> {
             if bins == 0 || bins > 1000 || bin_bytes > 1 << 20 {
                 return Err("--bins must be 1..=1000 and --bin-bytes at most 1 MiB".into());
             }
+            if batch == 0 || batch > apogee_bench::driver::aerospike::BATCH_KEYS_MAX {
+                return Err(format!(
+                    "--batch must be 1..={}",
+                    apogee_bench::driver::aerospike::BATCH_KEYS_MAX
+                ));
+            }
             if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
                 return Err("--rate must be a positive number".into());
             }
@@ -183,6 +194,7 @@ fn real_main() -> Result<ExitCode, String> {
                     .then(|| Duration::from_secs(duration_secs)),
                 operations,
                 rate,
+                batch,
                 seed,
                 progress,
             };

@@ -12,6 +12,8 @@ use crate::workload::{field_value, key_name};
 
 /// Largest reply this driver accepts; a YCSB record is about 1 KiB.
 const REPLY_BYTES_MAX: u64 = 16 << 20;
+/// Most keys one batch request carries.
+pub const BATCH_KEYS_MAX: usize = 5000;
 
 pub struct AeroConn {
     stream: TcpStream,
@@ -69,6 +71,79 @@ impl AeroConn {
         self.reply.resize(h.body_bytes as usize, 0);
         self.stream.read_exact(&mut self.reply).await?;
         Ok(i32::from(self.reply[5]))
+    }
+
+    /// A batch-index read of every bin of `keys` (spec §7): one row per key, rows after the
+    /// first marked REPEAT. Returns 0 when every row was found, else the first row's failure
+    /// code (or the LAST message's code).
+    pub async fn batch_read(&mut self, keys: &[u64]) -> std::io::Result<i32> {
+        assert!(!keys.is_empty() && keys.len() <= BATCH_KEYS_MAX);
+        let mut rows = Vec::with_capacity(5 + keys.len() * 25 + 64);
+        rows.extend_from_slice(&(keys.len() as u32).to_be_bytes());
+        rows.push(0x0d); // parent flags as both official clients send them
+        for (n, k) in keys.iter().enumerate() {
+            rows.extend_from_slice(&(n as u32).to_be_bytes());
+            rows.extend_from_slice(&Digest::of_string(&self.ks.set, &key_name(*k)).0);
+            if n > 0 {
+                rows.push(0x01); // REPEAT
+                continue;
+            }
+            rows.extend_from_slice(&[0x0a, info1::READ | info1::GET_ALL, 0, 0]);
+            rows.extend_from_slice(&0u32.to_be_bytes()); // ttl
+            rows.extend_from_slice(&2u16.to_be_bytes()); // n_fields
+            rows.extend_from_slice(&0u16.to_be_bytes()); // n_ops
+            for (t, v) in [(0u8, &self.ks.namespace), (1u8, &self.ks.set)] {
+                rows.extend_from_slice(&(v.len() as u32 + 1).to_be_bytes());
+                rows.push(t);
+                rows.extend_from_slice(v.as_bytes());
+            }
+        }
+        let mut m = Message::default();
+        m.header.info1 = info1::BATCH;
+        m.header.transaction_ttl = 1000;
+        m.fields = vec![Field {
+            field_type: FieldType(41),
+            data: rows,
+        }];
+        self.stream
+            .write_all(&frame(MsgType::Message, &m.encode()))
+            .await?;
+        let mut first_failure = 0;
+        // A reply holds at most one message per row plus LAST, in at most as many frames.
+        for _ in 0..keys.len() + 2 {
+            let mut head = [0u8; PROTO_HEADER_BYTES];
+            self.stream.read_exact(&mut head).await?;
+            let h = ProtoHeader::decode(&head).map_err(|e| bad(e.to_string()))?;
+            if h.body_bytes > REPLY_BYTES_MAX {
+                return Err(bad(format!("reply body of {} bytes", h.body_bytes)));
+            }
+            self.reply.resize(h.body_bytes as usize, 0);
+            self.stream.read_exact(&mut self.reply).await?;
+            let mut pos = 0;
+            while pos < self.reply.len() {
+                let b = &self.reply;
+                if pos + 22 > b.len() {
+                    return Err(bad("truncated batch reply message".into()));
+                }
+                let (info3, rc) = (b[pos + 3], i32::from(b[pos + 5]));
+                let n_fields = u16::from_be_bytes([b[pos + 18], b[pos + 19]]);
+                let n_ops = u16::from_be_bytes([b[pos + 20], b[pos + 21]]);
+                pos += 22;
+                for _ in 0..u32::from(n_fields) + u32::from(n_ops) {
+                    let sz = b
+                        .get(pos..pos + 4)
+                        .ok_or_else(|| bad("truncated batch reply item".into()))?;
+                    pos += 4 + u32::from_be_bytes(sz.try_into().expect("4 bytes")) as usize;
+                }
+                if first_failure == 0 {
+                    first_failure = rc;
+                }
+                if info3 & apogee_wire::msg::info3::LAST != 0 {
+                    return Ok(first_failure);
+                }
+            }
+        }
+        Err(bad("batch reply did not end with a LAST message".into()))
     }
 
     pub async fn read(&mut self, i: u64) -> std::io::Result<i32> {

@@ -55,6 +55,14 @@ impl Conn {
         }
     }
 
+    /// Reads every key in one request (an Aerospike batch, a RESP pipeline).
+    pub async fn batch_read(&mut self, keys: &[u64]) -> std::io::Result<i32> {
+        match self {
+            Conn::Aerospike(c) => c.batch_read(keys).await,
+            Conn::Redis(c) => c.batch_read(keys).await,
+        }
+    }
+
     /// Writes one field (YCSB's default update).
     pub async fn update(&mut self, i: u64, field: usize) -> std::io::Result<i32> {
         match self {

@@ -130,6 +130,29 @@ impl RespConn {
         })
     }
 
+    /// Pipelines one HGETALL per key and reads every reply.
+    pub async fn batch_read(&mut self, keys: &[u64]) -> std::io::Result<i32> {
+        let mut all = Vec::new();
+        for k in keys {
+            let key = self.key(*k);
+            self.command(&[b"HGETALL", &key]);
+            all.extend_from_slice(&self.out);
+        }
+        self.stream.get_mut().write_all(&all).await?;
+        let mut first_failure = 0;
+        for _ in keys {
+            let code = match self.reply().await? {
+                Reply::Error => RESP_ERROR,
+                Reply::Ok { items: 0 } => NOT_FOUND,
+                Reply::Ok { .. } => 0,
+            };
+            if first_failure == 0 {
+                first_failure = code;
+            }
+        }
+        Ok(first_failure)
+    }
+
     pub async fn write(&mut self, i: u64, only: Option<usize>) -> std::io::Result<i32> {
         let shape = self.ks.shape;
         let fields: Vec<usize> = match only {
