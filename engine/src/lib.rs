@@ -7,6 +7,7 @@
 //! `docs/storage-format.md` draws every byte written here.
 
 pub mod block;
+pub mod cache;
 pub mod clock;
 pub mod error;
 pub mod file_header;

@@ -13,6 +13,8 @@ pub struct ShardStats {
     bad_records: AtomicU64,
     writes: AtomicU64,
     reads: AtomicU64,
+    cache_hits: AtomicU64,
+    device_reads: AtomicU64,
 }
 
 /// A point-in-time copy of the counters of one or more shards.
@@ -22,6 +24,8 @@ pub struct StatsSnapshot {
     pub bad_records: u64,
     pub writes: u64,
     pub reads: u64,
+    pub cache_hits: u64,
+    pub device_reads: u64,
 }
 
 impl ShardStats {
@@ -42,12 +46,22 @@ impl ShardStats {
         self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn count_cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_device_read(&self) {
+        self.device_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             objects: self.objects.load(Ordering::Relaxed),
             bad_records: self.bad_records.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
             reads: self.reads.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            device_reads: self.device_reads.load(Ordering::Relaxed),
         }
     }
 }
@@ -62,6 +76,8 @@ impl StatsSnapshot {
                 bad_records: acc.bad_records + s.bad_records,
                 writes: acc.writes + s.writes,
                 reads: acc.reads + s.reads,
+                cache_hits: acc.cache_hits + s.cache_hits,
+                device_reads: acc.device_reads + s.device_reads,
             })
     }
 }

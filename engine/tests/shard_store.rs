@@ -20,6 +20,8 @@ fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
         block_bytes: 128 * 1024,
         commit_to_device,
         flush_max_ms: 60_000,
+        // Off, so these tests exercise the device read path.
+        cache_bytes: 0,
     }
 }
 
@@ -165,5 +167,53 @@ fn oversized_records_and_foreign_files_are_refused() {
         other.namespace = "bar".into();
         let err = ShardStore::open(other, Arc::default()).await.err().unwrap();
         assert!(err.to_string().contains("namespace 'test'"), "{err}");
+    });
+}
+
+#[test]
+fn cached_reads_do_no_io_and_never_serve_stale_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let mut c = cfg(&d, true);
+        c.cache_bytes = 4 << 20;
+        let stats: Arc<apogee_engine::stats::ShardStats> = Arc::default();
+        let (store, _) = ShardStore::open(c.clone(), stats.clone()).await.unwrap();
+        // 1 MiB of records: most blocks leave memory, but every record stays cached.
+        for i in 0..1000 {
+            store.put(&record(i, 1000)).await.unwrap();
+        }
+        for i in 0..1000 {
+            assert_eq!(
+                store.get(&record(i, 1000).digest).await.unwrap(),
+                Some(record(i, 1000))
+            );
+        }
+        let s = stats.snapshot();
+        assert_eq!(s.device_reads, 0, "every read was served from memory");
+        assert_eq!(s.cache_hits, 1000);
+        // A newer version replaces the cached one; a delete removes it.
+        let mut newer = record(7, 10);
+        newer.meta.generation = 2;
+        store.put(&newer).await.unwrap();
+        assert_eq!(store.get(&newer.digest).await.unwrap(), Some(newer.clone()));
+        let mut gone = record(8, 0);
+        gone.bins.clear();
+        gone.tombstone = true;
+        store.put(&gone).await.unwrap();
+        assert_eq!(store.get(&gone.digest).await.unwrap(), None);
+        drop(store);
+        // After a restart the cache is cold: the first read goes to the device, the second not.
+        let stats: Arc<apogee_engine::stats::ShardStats> = Arc::default();
+        let (store, _) = ShardStore::open(c, stats.clone()).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                store.get(&record(1, 1000).digest).await.unwrap(),
+                Some(record(1, 1000))
+            );
+        }
+        assert_eq!(stats.snapshot().device_reads, 1);
+        assert_eq!(stats.snapshot().cache_hits, 1);
+        assert_eq!(store.get(&newer.digest).await.unwrap(), Some(newer));
     });
 }

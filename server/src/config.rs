@@ -47,7 +47,12 @@ pub struct NamespaceConfig {
     pub flush_max_ms: u64,
     pub default_ttl: u32,
     pub max_record_size: usize,
+    /// Bytes of records kept in memory for reads, split evenly over the cores.
+    pub read_cache_size: usize,
 }
+
+/// Largest `read-cache-size`: 1 TiB.
+pub const READ_CACHE_BYTES_MAX: usize = 1 << 40;
 
 impl NamespaceConfig {
     fn default_named(name: &str) -> NamespaceConfig {
@@ -58,6 +63,7 @@ impl NamespaceConfig {
             flush_max_ms: 1000,
             default_ttl: 0,
             max_record_size: 1024 * 1024 - BLOCK_HEADER_BYTES,
+            read_cache_size: 256 * 1024 * 1024,
         }
     }
 }
@@ -96,6 +102,7 @@ struct NamespaceSection {
     flush_max_ms: Option<u64>,
     default_ttl: Option<u32>,
     max_record_size: Option<usize>,
+    read_cache_size: Option<usize>,
 }
 
 /// Command-line values that override the file.
@@ -249,6 +256,13 @@ impl Config {
                 " seconds",
             )?,
             max_record_size,
+            read_cache_size: range(
+                &key("read-cache-size"),
+                s.read_cache_size.unwrap_or(d.read_cache_size),
+                0,
+                READ_CACHE_BYTES_MAX,
+                " bytes",
+            )?,
         })
     }
 

@@ -42,6 +42,7 @@ impl Core {
                 block_bytes: ns.write_block_size,
                 commit_to_device: ns.commit_to_device,
                 flush_max_ms: ns.flush_max_ms,
+                cache_bytes: ns.read_cache_size / node.config.cores,
             };
             let stats: Arc<ShardStats> = node.stats[i][shard].clone();
             let (store, report) = ShardStore::open(cfg, stats)

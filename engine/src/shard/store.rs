@@ -20,6 +20,7 @@ use glommio::io::{DmaFile, OpenOptions};
 use glommio::sync::Semaphore;
 
 use crate::block::{BlockHeader, BlockState, WriteBlock, BLOCK_HEADER_BYTES};
+use crate::cache::RecordCache;
 use crate::clock;
 use crate::error::StoreError;
 use crate::file_header::{FileHeader, FILE_HEADER_BYTES, FORMAT_VERSION};
@@ -50,6 +51,8 @@ pub struct StoreConfig {
     pub commit_to_device: bool,
     /// Longest a partial block waits in memory before it is written.
     pub flush_max_ms: u64,
+    /// Byte budget of this shard's record cache (0 disables it).
+    pub cache_bytes: usize,
 }
 
 struct State {
@@ -68,6 +71,7 @@ pub struct ShardStore {
     path: String,
     file: DmaFile,
     state: RefCell<State>,
+    cache: RefCell<RecordCache>,
     /// One flush at a time; writers queued behind it share the next one (group commit).
     flush_lock: Semaphore,
     flushes: Cell<u64>,
@@ -171,10 +175,11 @@ impl ShardStore {
         stats.add_bad_records(report.bad_records);
         stats.set_objects(report.objects);
         let store = Rc::new(ShardStore {
-            cfg,
             path: path_s,
             file,
             state: RefCell::new(state),
+            cache: RefCell::new(RecordCache::new(cfg.cache_bytes)),
+            cfg,
             flush_lock: Semaphore::new(1),
             flushes: Cell::new(0),
             stats,
@@ -313,25 +318,39 @@ impl ShardStore {
             offset: entry.offset,
             reason,
         };
-        let in_memory = {
-            let st = self.state.borrow();
-            st.blocks
-                .iter()
-                .find_map(|b| b.slice_at(entry.offset, entry.bytes as usize))
-                .map(Record::decode)
-        };
-        let record = match in_memory {
-            Some(r) => r.map_err(|e| corrupt(e.to_string()))?,
-            None => {
-                let bytes = self
-                    .file
-                    .read_at(entry.offset, entry.bytes as usize)
-                    .await
-                    .map_err(|e| StoreError::Io {
-                        path: self.path.clone(),
-                        source: e.into(),
-                    })?;
-                Record::decode(&bytes).map_err(|e| corrupt(e.to_string()))?
+        let cached = self.cache.borrow_mut().get(digest, entry.offset);
+        let record = if let Some(bytes) = cached {
+            self.stats.count_cache_hit();
+            Record::decode(&bytes).map_err(|e| corrupt(e.to_string()))?
+        } else {
+            let in_memory = {
+                let st = self.state.borrow();
+                st.blocks
+                    .iter()
+                    .find_map(|b| b.slice_at(entry.offset, entry.bytes as usize))
+                    .map(Record::decode)
+            };
+            match in_memory {
+                Some(r) => r.map_err(|e| corrupt(e.to_string()))?,
+                None => {
+                    self.stats.count_device_read();
+                    let bytes = self
+                        .file
+                        .read_at(entry.offset, entry.bytes as usize)
+                        .await
+                        .map_err(|e| StoreError::Io {
+                            path: self.path.clone(),
+                            source: e.into(),
+                        })?;
+                    let record = Record::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                    // Cache it only if it is still the newest version after the await.
+                    if self.version(digest) == Some(entry.offset) && record.digest == *digest {
+                        self.cache
+                            .borrow_mut()
+                            .insert(*digest, entry.offset, Rc::from(&bytes[..]));
+                    }
+                    record
+                }
             }
         };
         if record.digest != *digest {
@@ -405,7 +424,11 @@ impl ShardStore {
         let end = open.end();
         if record.tombstone {
             st.index.remove(&record.digest);
+            self.cache.borrow_mut().remove(&record.digest);
         } else {
+            self.cache
+                .borrow_mut()
+                .insert(record.digest, offset, Rc::from(&bytes[..]));
             st.index.insert(
                 record.digest,
                 IndexEntry {
