@@ -3,6 +3,7 @@
 //! Everything here is owned by exactly one glommio executor and is `!Send`; other cores reach
 //! it only through the server's cross-core channels.
 
+pub mod space;
 pub mod store;
 
 pub use store::{CommitTicket, ShardStore, StoreConfig};
