@@ -72,9 +72,15 @@ pub struct WriteBlock {
     pub sequence: u64,
     buf: Vec<u8>,
     used: usize,
+    /// Bytes from the block's start that are on the device.
+    durable: usize,
     /// No more records will be appended (the next record did not fit).
     pub sealed: bool,
 }
+
+/// Zero bytes always written after the last record, so a walk of the block stops there even
+/// when the block is a reused one whose older bytes lie further on.
+pub const TERMINATOR_BYTES: usize = 8;
 
 impl WriteBlock {
     pub fn new(base: u64, header: BlockHeader) -> WriteBlock {
@@ -91,6 +97,7 @@ impl WriteBlock {
             sequence: header.sequence,
             buf,
             used: BLOCK_HEADER_BYTES,
+            durable: 0,
             sealed: false,
         }
     }
@@ -128,19 +135,31 @@ impl WriteBlock {
         (start + len <= self.used).then(|| &self.buf[start..start + len])
     }
 
-    /// The aligned page range that holds everything written at or after file offset `from`:
-    /// returned as (file offset, bytes). Pages past `used` are zero.
-    pub fn dirty_pages(&self, from: u64) -> Option<(u64, &[u8])> {
-        let start_in_block = from.saturating_sub(self.base) as usize;
-        if start_in_block >= self.used {
+    /// Whether every appended byte is on the device.
+    pub fn is_durable(&self) -> bool {
+        self.durable >= self.used
+    }
+
+    /// The aligned pages holding every byte not yet on the device, plus a zero terminator:
+    /// (file offset, bytes, the `used` they cover). Pages past `used` are zero.
+    pub fn dirty_pages(&self) -> Option<(u64, &[u8], usize)> {
+        if self.is_durable() {
             return None;
         }
-        let page_start = start_in_block / IO_ALIGN_BYTES * IO_ALIGN_BYTES;
-        let page_end = self.used.div_ceil(IO_ALIGN_BYTES) * IO_ALIGN_BYTES;
+        let page_start = self.durable / IO_ALIGN_BYTES * IO_ALIGN_BYTES;
+        let end = (self.used + TERMINATOR_BYTES).min(self.buf.len());
+        let page_end = end.div_ceil(IO_ALIGN_BYTES) * IO_ALIGN_BYTES;
         Some((
             self.base + page_start as u64,
             &self.buf[page_start..page_end],
+            self.used,
         ))
+    }
+
+    /// Records that the first `used` bytes reached the device.
+    pub fn mark_durable(&mut self, used: usize) {
+        assert!(used <= self.used);
+        self.durable = self.durable.max(used);
     }
 }
 
@@ -171,7 +190,7 @@ mod tests {
     fn dirty_pages_cover_new_bytes_aligned() {
         let base = 4096 * 10;
         let mut w = WriteBlock::new(base, header());
-        let (off, pages) = w.dirty_pages(base).unwrap();
+        let (off, pages, _) = w.dirty_pages().unwrap();
         assert_eq!(
             (off, pages.len()),
             (base, 4096),
@@ -179,12 +198,24 @@ mod tests {
         );
         let at = w.append(&[7; 5000]);
         assert_eq!(at, base + 64);
-        let (off, pages) = w.dirty_pages(base + 4096 + 100).unwrap();
+        w.mark_durable(4096 + 100);
+        let (off, pages, used) = w.dirty_pages().unwrap();
         assert_eq!(off, base + 4096);
         assert_eq!(pages.len(), 4096);
-        assert!(w.dirty_pages(w.end()).is_none());
+        assert_eq!(used, 5064);
+        w.mark_durable(used);
+        assert!(w.dirty_pages().is_none());
         assert_eq!(w.slice_at(at, 5000).unwrap(), &[7; 5000][..]);
         assert!(w.slice_at(at, 5001).is_none());
         assert!(!w.fits(BLOCK_SIZE_BYTES_MIN));
+        // A record ending exactly on a page boundary still gets its zero terminator written.
+        w.append(&vec![7; 8192 - 5064]);
+        let (_, pages, _) = w.dirty_pages().unwrap();
+        assert_eq!(
+            pages.len(),
+            8192,
+            "the page after the boundary carries the terminator"
+        );
+        assert!(pages[4096..].iter().all(|&b| b == 0));
     }
 }

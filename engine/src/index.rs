@@ -49,3 +49,21 @@ impl Index {
         self.map.is_empty()
     }
 }
+
+/// A tombstone, or a record that expired, still on disk: it keeps older versions of its digest
+/// dead across restarts until no older version can remain, so its space stays accounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shadow {
+    pub offset: u64,
+    pub bytes: u32,
+}
+
+/// Digest → its shadow, for digests that have no live version.
+pub type Shadows = HashMap<Digest, Shadow>;
+
+impl Index {
+    /// Every entry, for space accounting at start.
+    pub fn iter(&self) -> impl Iterator<Item = (&Digest, &IndexEntry)> {
+        self.map.iter()
+    }
+}

@@ -1,14 +1,15 @@
 //! Cold-start decisions: walking the records of one block read from disk and deciding what the
 //! index holds afterwards. Plain logic over bytes; `shard::store` does the reading.
 //!
-//! Blocks are replayed in sequence order and records in append order, so the last version seen
-//! of a digest is the newest. A record whose checksum fails is counted and skipped, never
-//! indexed: the previous good version (if any) stays served. This module must never index a
-//! record that did not verify.
+//! The caller replays blocks in sequence order and this walks records in append order, so the
+//! last version seen of a digest is the newest. A tombstone or an expired record leaves the
+//! index and becomes the digest's shadow (it must stay on disk while older versions might).
+//! A record whose checksum fails is counted and skipped, never indexed: the previous good
+//! version (if any) stays served. This module must never index a record that did not verify.
 
 use crate::block::{BlockHeader, BlockState, BLOCK_HEADER_BYTES};
 use crate::clock;
-use crate::index::{Index, IndexEntry};
+use crate::index::{Index, IndexEntry, Shadow, Shadows};
 use crate::record::{decode_header, RecordDecodeError, RECORD_FIXED_BYTES};
 
 /// What replaying one block found.
@@ -26,6 +27,7 @@ pub fn replay_block(
     block: &[u8],
     base: u64,
     index: &mut Index,
+    shadows: &mut Shadows,
     now_secs: u32,
 ) -> Option<(BlockState, BlockReplay)> {
     let state = BlockHeader::decode(block);
@@ -43,13 +45,22 @@ pub fn replay_block(
         match decode_header(&block[pos..]) {
             Ok(h) => {
                 out.records += 1;
+                let offset = base + pos as u64;
                 if h.tombstone || clock::is_expired(h.meta.void_time, now_secs) {
                     index.remove(&h.digest);
+                    shadows.insert(
+                        h.digest,
+                        Shadow {
+                            offset,
+                            bytes: h.total_bytes,
+                        },
+                    );
                 } else {
+                    shadows.remove(&h.digest);
                     index.insert(
                         h.digest,
                         IndexEntry {
-                            offset: base + pos as u64,
+                            offset,
                             bytes: h.total_bytes,
                             meta: h.meta,
                         },
@@ -118,7 +129,7 @@ mod tests {
     }
 
     fn bytes(w: &WriteBlock) -> Vec<u8> {
-        let (_, pages) = w.dirty_pages(w.base).unwrap();
+        let (_, pages, _) = w.dirty_pages().unwrap();
         let mut v = pages.to_vec();
         v.resize(BLOCK_SIZE_BYTES_MIN, 0);
         v
@@ -133,8 +144,10 @@ mod tests {
             rec("b", 2, 0, true),
         ]);
         let mut idx = Index::default();
-        let (_, r) = replay_block(&bytes(&w), w.base, &mut idx, 0).unwrap();
+        let mut shadows = Shadows::default();
+        let (_, r) = replay_block(&bytes(&w), w.base, &mut idx, &mut shadows, 0).unwrap();
         assert_eq!(r.records, 4);
+        assert_eq!(shadows.len(), 1, "the tombstone of b stays as a shadow");
         assert_eq!(r.bad_records, 0);
         assert_eq!(idx.len(), 1);
         let a = idx.get(&Digest::of_string("s", "a")).unwrap();
@@ -153,7 +166,7 @@ mod tests {
         let flip = (offs[1] - w.base) as usize + RECORD_FIXED_BYTES + 4;
         b[flip] ^= 0xff;
         let mut idx = Index::default();
-        let (_, r) = replay_block(&b, w.base, &mut idx, 0).unwrap();
+        let (_, r) = replay_block(&b, w.base, &mut idx, &mut Shadows::default(), 0).unwrap();
         assert_eq!(r.bad_records, 1);
         assert!(!r.stopped_early);
         assert_eq!(
@@ -172,20 +185,22 @@ mod tests {
         r.meta.void_time = 100;
         let (w, _) = block_with(&[r]);
         let mut idx = Index::default();
-        replay_block(&bytes(&w), w.base, &mut idx, 50).unwrap();
+        replay_block(&bytes(&w), w.base, &mut idx, &mut Shadows::default(), 50).unwrap();
         assert_eq!(idx.len(), 1);
         let mut idx = Index::default();
-        replay_block(&bytes(&w), w.base, &mut idx, 100).unwrap();
+        let mut shadows = Shadows::default();
+        replay_block(&bytes(&w), w.base, &mut idx, &mut shadows, 100).unwrap();
         assert_eq!(idx.len(), 0);
+        assert_eq!(shadows.len(), 1, "an expired record shadows older versions");
     }
 
     #[test]
     fn empty_and_corrupt_blocks() {
         let mut idx = Index::default();
-        assert!(replay_block(&vec![0; 8192], 0, &mut idx, 0).is_none());
+        assert!(replay_block(&vec![0; 8192], 0, &mut idx, &mut Shadows::default(), 0).is_none());
         let mut junk = vec![0u8; 8192];
         junk[0] = 1;
-        let (state, r) = replay_block(&junk, 0, &mut idx, 0).unwrap();
+        let (state, r) = replay_block(&junk, 0, &mut idx, &mut Shadows::default(), 0).unwrap();
         assert_eq!(state, BlockState::Corrupt);
         assert!(r.stopped_early);
     }

@@ -49,6 +49,10 @@ pub struct NamespaceConfig {
     pub max_record_size: usize,
     /// Bytes of records kept in memory for reads, split evenly over the cores.
     pub read_cache_size: usize,
+    /// Blocks whose live bytes fall below this percentage are defragmented.
+    pub defrag_lwm_pct: u64,
+    /// Microseconds between two defragmented blocks (Aerospike's `defrag-sleep`).
+    pub defrag_sleep_us: u64,
 }
 
 /// Largest `read-cache-size`: 1 TiB.
@@ -64,6 +68,8 @@ impl NamespaceConfig {
             default_ttl: 0,
             max_record_size: 1024 * 1024 - BLOCK_HEADER_BYTES,
             read_cache_size: 256 * 1024 * 1024,
+            defrag_lwm_pct: 50,
+            defrag_sleep_us: 1000,
         }
     }
 }
@@ -103,6 +109,8 @@ struct NamespaceSection {
     default_ttl: Option<u32>,
     max_record_size: Option<usize>,
     read_cache_size: Option<usize>,
+    defrag_lwm_pct: Option<u64>,
+    defrag_sleep: Option<u64>,
 }
 
 /// Command-line values that override the file.
@@ -262,6 +270,20 @@ impl Config {
                 0,
                 READ_CACHE_BYTES_MAX,
                 " bytes",
+            )?,
+            defrag_lwm_pct: range(
+                &key("defrag-lwm-pct"),
+                s.defrag_lwm_pct.unwrap_or(d.defrag_lwm_pct),
+                1,
+                99,
+                " percent",
+            )?,
+            defrag_sleep_us: range(
+                &key("defrag-sleep"),
+                s.defrag_sleep.unwrap_or(d.defrag_sleep_us),
+                0,
+                1_000_000,
+                " microseconds",
             )?,
         })
     }

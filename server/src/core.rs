@@ -43,6 +43,8 @@ impl Core {
                 commit_to_device: ns.commit_to_device,
                 flush_max_ms: ns.flush_max_ms,
                 cache_bytes: ns.read_cache_size / node.config.cores,
+                defrag_lwm_pct: ns.defrag_lwm_pct,
+                defrag_sleep_us: ns.defrag_sleep_us,
             };
             let stats: Arc<ShardStats> = node.stats[i][shard].clone();
             let (store, report) = ShardStore::open(cfg, stats)
@@ -68,6 +70,7 @@ impl Core {
                 );
             }
             store.spawn_background_flusher();
+            store.spawn_defragmenter();
             stores.push(store);
         }
         Ok(Core {

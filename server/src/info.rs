@@ -26,7 +26,7 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
     Some(format!(
         "objects={};tombstones=0;bad_records_skipped={};client_write_success={};client_read_success={};\
          replication-factor=1;default-ttl={};nsup-period=0;storage-engine=device;write-block-size={};\
-         commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};cache_hits={};device_reads={}",
+         commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};cache_hits={};device_reads={}",
         s.objects,
         s.bad_records,
         s.writes,
@@ -37,6 +37,8 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         ns.flush_max_ms,
         ns.max_record_size,
         ns.read_cache_size,
+        ns.defrag_lwm_pct,
+        ns.defrag_sleep_us,
         s.cache_hits,
         s.device_reads
     ))

@@ -65,8 +65,12 @@ impl BlockTable {
     }
 
     pub fn block_of(&self, offset: u64) -> u32 {
-        assert!(offset >= self.first_offset, "offset {offset} is inside the file header");
-        u32::try_from((offset - self.first_offset) / self.block_bytes).expect("block index fits u32")
+        assert!(
+            offset >= self.first_offset,
+            "offset {offset} is inside the file header"
+        );
+        u32::try_from((offset - self.first_offset) / self.block_bytes)
+            .expect("block index fits u32")
     }
 
     /// Records what recovery found in block `idx` (growing the table as needed).
@@ -91,7 +95,10 @@ impl BlockTable {
     pub fn add_live(&mut self, offset: u64, bytes: u32) {
         let idx = self.block_of(offset);
         let b = &mut self.blocks[idx as usize];
-        assert!(b.state != BlockUse::Free, "live bytes added to free block {idx}");
+        assert!(
+            b.state != BlockUse::Free,
+            "live bytes added to free block {idx}"
+        );
         b.live_bytes += u64::from(bytes);
         assert!(b.live_bytes <= self.block_bytes, "block {idx} over-full");
     }
@@ -150,7 +157,9 @@ impl BlockTable {
         self.blocks
             .iter()
             .enumerate()
-            .filter(|(i, b)| b.state == BlockUse::Sealed && b.live_bytes < limit && !skip(*i as u32))
+            .filter(|(i, b)| {
+                b.state == BlockUse::Sealed && b.live_bytes < limit && !skip(*i as u32)
+            })
             .min_by_key(|(_, b)| b.live_bytes)
             .map(|(i, _)| i as u32)
     }

@@ -1,11 +1,13 @@
 //! The shard store: appends records to in-memory write blocks, writes them to the shard's data
 //! file with O_DIRECT at aligned offsets, group-commits concurrent writers into one device write
-//! plus fdatasync, serves reads from memory or disk, and rebuilds the index at start.
+//! plus fdatasync, serves reads from the cache, memory or disk, defragments sparse blocks so
+//! freed blocks are reused, and rebuilds the index at start.
 //!
-//! Owns the data file of one shard. Invariants: `durable_upto` only grows; a block leaves memory
-//! only once every byte of it is durable; after any device error the shard refuses all writes
-//! (reads of data already indexed keep working). It must never acknowledge a write whose bytes
-//! are not durable when `commit-to-device` is on.
+//! Owns the data file of one shard. Invariants: `durable_lsn` only grows; a block leaves memory
+//! only once every byte of it is durable; a block is released for reuse only after every live
+//! record in it has a durable copy elsewhere and its header on disk is zero; after any device
+//! error the shard refuses all writes (reads of data already indexed keep working). It must
+//! never acknowledge a write whose bytes are not durable when `commit-to-device` is on.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -19,21 +21,24 @@ use apogee_wire::Digest;
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::sync::Semaphore;
 
-use crate::block::{BlockHeader, BlockState, WriteBlock, BLOCK_HEADER_BYTES};
+use crate::block::{BlockHeader, BlockState, WriteBlock, BLOCK_HEADER_BYTES, IO_ALIGN_BYTES};
 use crate::cache::RecordCache;
 use crate::clock;
 use crate::error::StoreError;
 use crate::file_header::{FileHeader, FILE_HEADER_BYTES, FORMAT_VERSION};
-use crate::index::{Index, IndexEntry};
-use crate::record::Record;
+use crate::index::{Index, IndexEntry, Shadow, Shadows};
+use crate::record::{decode_header, Record, RecordDecodeError, RecordHeader, RECORD_FIXED_BYTES};
 use crate::recovery;
+use crate::shard::space::{BlockInfo, BlockTable, BlockUse};
 use crate::stats::ShardStats;
 
 /// Blocks allowed in memory that are not yet fully on the device. A writer that finds this many
 /// waits for a flush, so a slow device bounds memory instead of growing it.
 pub const UNFLUSHED_BLOCKS_MAX: usize = 8;
+/// A read that finds its record moved by defragmentation mid-read tries again this often.
+const READ_ATTEMPTS_MAX: usize = 4;
 
-/// Proof of an append: the file offset the device must reach for that record to be durable.
+/// Proof of an append: the log position the device must reach for that record to be durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "an appended record is not acknowledged until its ticket is committed"]
 pub struct CommitTicket(u64);
@@ -53,15 +58,23 @@ pub struct StoreConfig {
     pub flush_max_ms: u64,
     /// Byte budget of this shard's record cache (0 disables it).
     pub cache_bytes: usize,
+    /// Blocks whose live bytes fall below this percentage are defragmented.
+    pub defrag_lwm_pct: u64,
+    /// Pause between two defragmented blocks, so client writes are never starved.
+    pub defrag_sleep_us: u64,
 }
 
 struct State {
     index: Index,
+    shadows: Shadows,
+    table: BlockTable,
     /// Front: oldest block not yet wholly durable; back: the open block. Never empty.
     blocks: VecDeque<WriteBlock>,
     next_sequence: u64,
-    /// Every byte of the file before this offset is durable.
-    durable_upto: u64,
+    /// Bytes appended since start (a log position that only grows, unlike file offsets).
+    appended_lsn: u64,
+    /// Every append up to this position is durable.
+    durable_lsn: u64,
     failed: Option<String>,
 }
 
@@ -74,7 +87,10 @@ pub struct ShardStore {
     cache: RefCell<RecordCache>,
     /// One flush at a time; writers queued behind it share the next one (group commit).
     flush_lock: Semaphore,
+    /// One defragmentation pass at a time.
+    defrag_lock: Semaphore,
     flushes: Cell<u64>,
+    blocks_defragged: Cell<u64>,
     stats: Arc<ShardStats>,
 }
 
@@ -158,7 +174,8 @@ impl ShardStore {
         stats: Arc<ShardStats>,
     ) -> Result<(Rc<ShardStore>, RecoveryReport), StoreError> {
         assert!(cfg.shard < cfg.shard_count);
-        assert!(cfg.block_bytes.is_multiple_of(crate::block::IO_ALIGN_BYTES));
+        assert!(cfg.block_bytes.is_multiple_of(IO_ALIGN_BYTES));
+        assert!((1..100).contains(&cfg.defrag_lwm_pct));
         let path = cfg.dir.join(format!("shard-{}.dat", cfg.shard));
         prepare_file(&cfg, &path)?;
         let file = OpenOptions::new()
@@ -181,12 +198,17 @@ impl ShardStore {
             cache: RefCell::new(RecordCache::new(cfg.cache_bytes)),
             cfg,
             flush_lock: Semaphore::new(1),
+            defrag_lock: Semaphore::new(1),
             flushes: Cell::new(0),
+            blocks_defragged: Cell::new(0),
             stats,
         });
         Ok((store, report))
     }
 
+    /// Rebuilds the index: reads every block header, replays the blocks in sequence order
+    /// (newest version wins), recomputes each block's live bytes, and zeroes the headers of
+    /// blocks that hold nothing live so they can be reused.
     async fn recover(
         cfg: &StoreConfig,
         file: &DmaFile,
@@ -200,45 +222,72 @@ impl ShardStore {
         let size = file.file_size().await.map_err(|e| io(e.into()))?;
         let bs = cfg.block_bytes as u64;
         let first = FILE_HEADER_BYTES as u64;
-        let n_blocks = size.saturating_sub(first).div_ceil(bs);
-        let mut index = Index::default();
+        let n_blocks = u32::try_from(size.saturating_sub(first).div_ceil(bs)).map_err(|_| {
+            StoreError::BadDataFile {
+                path: path.to_string(),
+                reason: format!("{size} bytes is more blocks than a shard can address"),
+            }
+        })?;
+        let mut table = BlockTable::new(first, bs);
         let mut report = RecoveryReport::default();
-        let mut last_written: Option<u64> = None;
-        let mut max_sequence = 0u64;
+        // Pass 1: headers, to learn each block's sequence number.
+        let mut order = Vec::new();
+        let mut to_zero = Vec::new();
+        for k in 0..n_blocks {
+            let head = file
+                .read_at_aligned(table.base_of(k), IO_ALIGN_BYTES)
+                .await
+                .map_err(|e| io(e.into()))?;
+            match BlockHeader::decode(&head) {
+                BlockState::Valid(h) if h.shard == cfg.shard && h.block_bytes as u64 == bs => {
+                    order.push((h.sequence, k))
+                }
+                BlockState::Valid(h) => {
+                    return Err(StoreError::BadDataFile {
+                        path: path.to_string(),
+                        reason: format!(
+                            "block {k} belongs to shard {} with {}-byte blocks",
+                            h.shard, h.block_bytes
+                        ),
+                    })
+                }
+                BlockState::Corrupt => {
+                    report.corrupt_blocks += 1;
+                    tracing::warn!(path, block = k, "skipping block with a corrupt header");
+                    to_zero.push(k);
+                }
+                BlockState::Empty => {}
+            }
+            table.set_recovered(
+                k,
+                BlockInfo {
+                    sequence: 0,
+                    live_bytes: 0,
+                    state: BlockUse::Free,
+                },
+            );
+        }
+        order.sort_unstable();
+        // Pass 2: replay in sequence order.
+        let mut index = Index::default();
+        let mut shadows = Shadows::default();
         let now = clock::now_secs();
         let mut buf = vec![0u8; cfg.block_bytes];
         let mut last_log = Instant::now();
-        for k in 0..n_blocks {
-            let base = first + k * bs;
+        let mut max_sequence = 0;
+        for (n, &(sequence, k)) in order.iter().enumerate() {
+            let base = table.base_of(k);
             let read = file
                 .read_at_aligned(base, cfg.block_bytes)
                 .await
                 .map_err(|e| io(e.into()))?;
             buf[..read.len()].copy_from_slice(&read);
             buf[read.len()..].fill(0);
-            let Some((state, replay)) = recovery::replay_block(&buf, base, &mut index, now) else {
-                continue;
-            };
-            last_written = Some(k);
+            let (_, replay) = recovery::replay_block(&buf, base, &mut index, &mut shadows, now)
+                .expect("pass 1 saw a valid header");
             report.blocks += 1;
             report.records += replay.records;
             report.bad_records += replay.bad_records;
-            match state {
-                BlockState::Valid(h) => {
-                    if h.shard != cfg.shard {
-                        return Err(StoreError::BadDataFile {
-                            path: path.to_string(),
-                            reason: format!("block {k} belongs to shard {}", h.shard),
-                        });
-                    }
-                    max_sequence = max_sequence.max(h.sequence);
-                }
-                BlockState::Corrupt => {
-                    report.corrupt_blocks += 1;
-                    tracing::warn!(path, block = k, "skipping block with a corrupt header");
-                }
-                BlockState::Empty => unreachable!("replay_block returns None for empty blocks"),
-            }
             if replay.bad_records > 0 {
                 tracing::warn!(
                     path,
@@ -247,16 +296,47 @@ impl ShardStore {
                     "skipped records with bad checksums"
                 );
             }
+            table.set_recovered(
+                k,
+                BlockInfo {
+                    sequence,
+                    live_bytes: 0,
+                    state: BlockUse::Sealed,
+                },
+            );
+            max_sequence = max_sequence.max(sequence);
             if last_log.elapsed() > Duration::from_secs(2) {
-                tracing::info!(path, block = k, of = n_blocks, "recovery in progress");
+                tracing::info!(path, blocks = n, of = order.len(), "recovery in progress");
                 last_log = Instant::now();
             }
         }
-        // New writes start in a fresh block after the last written one, never after a
-        // possibly torn tail.
-        let next_base = first + last_written.map_or(0, |k| k + 1) * bs;
+        for (_, e) in index.iter() {
+            table.add_live(e.offset, e.bytes);
+        }
+        for s in shadows.values() {
+            table.add_live(s.offset, s.bytes);
+        }
+        // Blocks with nothing live are zeroed on disk before reuse, so their old records can
+        // never be replayed again (a dropped tombstone must not let them come back).
+        for &(_, k) in &order {
+            if table.info(k).live_bytes == 0 {
+                to_zero.push(k);
+            }
+        }
+        if !to_zero.is_empty() {
+            for &k in &to_zero {
+                zero_header(file, table.base_of(k)).await.map_err(io)?;
+            }
+            file.fdatasync().await.map_err(|e| io(e.into()))?;
+            for &k in &to_zero {
+                if table.info(k).state == BlockUse::Sealed {
+                    table.release(k);
+                }
+            }
+        }
+        let open_idx = table.allocate(max_sequence + 1);
         let open = WriteBlock::new(
-            next_base,
+            table.base_of(open_idx),
             BlockHeader {
                 sequence: max_sequence + 1,
                 shard: cfg.shard,
@@ -267,9 +347,12 @@ impl ShardStore {
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         let state = State {
             index,
+            shadows,
+            table,
             blocks: VecDeque::from([open]),
             next_sequence: max_sequence + 2,
-            durable_upto: next_base,
+            appended_lsn: 0,
+            durable_lsn: 0,
             failed: None,
         };
         Ok((state, report))
@@ -288,8 +371,23 @@ impl ShardStore {
         self.flushes.get()
     }
 
+    /// Blocks emptied by defragmentation and released for reuse so far.
+    pub fn blocks_defragged(&self) -> u64 {
+        self.blocks_defragged.get()
+    }
+
+    /// Bytes of the data file that blocks span (it grows only when no block is free).
+    pub fn file_span_bytes(&self) -> u64 {
+        self.state.borrow().table.span_bytes()
+    }
+
     pub fn object_count(&self) -> usize {
         self.state.borrow().index.len()
+    }
+
+    /// Tombstones and expired records still kept on disk to shadow older versions.
+    pub fn shadow_count(&self) -> usize {
+        self.state.borrow().shadows.len()
     }
 
     /// The identity of the record's current version (its file offset), expired or not;
@@ -306,60 +404,80 @@ impl ShardStore {
         (!clock::is_expired(e.meta.void_time, clock::now_secs())).then_some(e)
     }
 
-    /// Reads the newest live version of a record: from memory when its block is still there,
-    /// otherwise from the device. The bytes are checksummed before they are returned.
+    /// Reads the newest live version of a record: from the cache, from a write block still in
+    /// memory, or from the device. The bytes are checksummed before they are returned. A read
+    /// whose record moved (defragmentation) while it waited on the device starts over.
     pub async fn get(&self, digest: &Digest) -> Result<Option<Record>, StoreError> {
-        let Some(entry) = self.meta(digest) else {
-            return Ok(None);
-        };
         self.stats.count_read();
-        let corrupt = |reason: String| StoreError::Corrupt {
-            path: self.path.clone(),
-            offset: entry.offset,
-            reason,
-        };
-        let cached = self.cache.borrow_mut().get(digest, entry.offset);
-        let record = if let Some(bytes) = cached {
-            self.stats.count_cache_hit();
-            Record::decode(&bytes).map_err(|e| corrupt(e.to_string()))?
-        } else {
-            let in_memory = {
-                let st = self.state.borrow();
-                st.blocks
-                    .iter()
-                    .find_map(|b| b.slice_at(entry.offset, entry.bytes as usize))
-                    .map(Record::decode)
+        for _ in 0..READ_ATTEMPTS_MAX {
+            let Some(entry) = self.meta(digest) else {
+                return Ok(None);
             };
-            match in_memory {
-                Some(r) => r.map_err(|e| corrupt(e.to_string()))?,
-                None => {
-                    self.stats.count_device_read();
-                    let bytes = self
-                        .file
-                        .read_at(entry.offset, entry.bytes as usize)
-                        .await
-                        .map_err(|e| StoreError::Io {
-                            path: self.path.clone(),
-                            source: e.into(),
-                        })?;
-                    let record = Record::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
-                    // Cache it only if it is still the newest version after the await.
-                    if self.version(digest) == Some(entry.offset) && record.digest == *digest {
-                        self.cache
-                            .borrow_mut()
-                            .insert(*digest, entry.offset, Rc::from(&bytes[..]));
-                    }
-                    record
+            match self.read_version(digest, entry).await? {
+                Ok(record) => return Ok(Some(record)),
+                Err(reason) if self.version(digest) == Some(entry.offset) => {
+                    return Err(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        offset: entry.offset,
+                        reason,
+                    })
                 }
+                Err(_) => continue,
             }
-        };
-        if record.digest != *digest {
-            return Err(corrupt(format!(
-                "holds digest {:?}, index expected {:?}",
-                record.digest, digest
-            )));
         }
-        Ok(Some(record))
+        Err(StoreError::Corrupt {
+            path: self.path.clone(),
+            offset: 0,
+            reason: format!("record {digest:?} kept moving while being read"),
+        })
+    }
+
+    /// One attempt at reading the version `entry` names. The inner error says why the bytes
+    /// found were not that version.
+    async fn read_version(
+        &self,
+        digest: &Digest,
+        entry: IndexEntry,
+    ) -> Result<Result<Record, String>, StoreError> {
+        let check = |r: Result<Record, RecordDecodeError>| match r {
+            Ok(rec) if rec.digest == *digest => Ok(rec),
+            Ok(rec) => Err(format!(
+                "holds digest {:?}, index expected {digest:?}",
+                rec.digest
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Some(bytes) = self.cache.borrow_mut().get(digest, entry.offset) {
+            self.stats.count_cache_hit();
+            return Ok(check(Record::decode(&bytes)));
+        }
+        let in_memory = {
+            let st = self.state.borrow();
+            st.blocks
+                .iter()
+                .find_map(|b| b.slice_at(entry.offset, entry.bytes as usize))
+                .map(Record::decode)
+        };
+        if let Some(r) = in_memory {
+            return Ok(check(r));
+        }
+        self.stats.count_device_read();
+        let bytes = self
+            .file
+            .read_at(entry.offset, entry.bytes as usize)
+            .await
+            .map_err(|e| StoreError::Io {
+                path: self.path.clone(),
+                source: e.into(),
+            })?;
+        let record = check(Record::decode(&bytes));
+        // Cache it only if it is still the newest version after the await.
+        if record.is_ok() && self.version(digest) == Some(entry.offset) {
+            self.cache
+                .borrow_mut()
+                .insert(*digest, entry.offset, Rc::from(&bytes[..]));
+        }
+        Ok(record)
     }
 
     /// Stores a record version (or a tombstone) and returns once it is acknowledged under the
@@ -396,22 +514,39 @@ impl ShardStore {
                 max: self.record_bytes_max(),
             });
         }
-        let mut st = self.state.borrow_mut();
+        let ticket = self.append_bytes(&bytes, record.digest, record.meta, record.tombstone)?;
+        self.stats.count_write();
+        Ok(ticket)
+    }
+
+    /// Appends encoded record bytes: the one place that moves index entries, shadows, cache
+    /// entries and block live bytes together. `shadow` says the bytes shadow older versions
+    /// (a tombstone or an expired record) rather than being the live version.
+    fn append_bytes(
+        &self,
+        bytes: &[u8],
+        digest: Digest,
+        meta: crate::record::RecordMeta,
+        shadow: bool,
+    ) -> Result<CommitTicket, StoreError> {
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
         if let Some(reason) = &st.failed {
             return Err(StoreError::DeviceFailed {
                 shard: self.cfg.shard,
                 reason: reason.clone(),
             });
         }
-        let needs_new = !st.blocks.back().expect("open block").fits(bytes.len());
-        if needs_new {
+        if !st.blocks.back().expect("open block").fits(bytes.len()) {
             let sequence = st.next_sequence;
             st.next_sequence += 1;
             let last = st.blocks.back_mut().expect("open block");
             last.sealed = true;
-            let base = last.base + self.cfg.block_bytes as u64;
+            let sealed_idx = st.table.block_of(last.base);
+            st.table.seal(sealed_idx);
+            let idx = st.table.allocate(sequence);
             st.blocks.push_back(WriteBlock::new(
-                base,
+                st.table.base_of(idx),
                 BlockHeader {
                     sequence,
                     shard: self.cfg.shard,
@@ -419,35 +554,41 @@ impl ShardStore {
                 },
             ));
         }
-        let open = st.blocks.back_mut().expect("open block");
-        let offset = open.append(&bytes);
-        let end = open.end();
-        if record.tombstone {
-            st.index.remove(&record.digest);
-            self.cache.borrow_mut().remove(&record.digest);
+        let offset = st.blocks.back_mut().expect("open block").append(bytes);
+        let len = bytes.len() as u32;
+        if let Some(old) = st.index.remove(&digest) {
+            st.table.remove_live(old.offset, old.bytes);
+        }
+        if let Some(old) = st.shadows.remove(&digest) {
+            st.table.remove_live(old.offset, old.bytes);
+        }
+        st.table.add_live(offset, len);
+        if shadow {
+            st.shadows.insert(digest, Shadow { offset, bytes: len });
+            self.cache.borrow_mut().remove(&digest);
         } else {
-            self.cache
-                .borrow_mut()
-                .insert(record.digest, offset, Rc::from(&bytes[..]));
             st.index.insert(
-                record.digest,
+                digest,
                 IndexEntry {
                     offset,
-                    bytes: bytes.len() as u32,
-                    meta: record.meta,
+                    bytes: len,
+                    meta,
                 },
             );
+            self.cache
+                .borrow_mut()
+                .insert(digest, offset, Rc::from(bytes));
         }
+        st.appended_lsn += u64::from(len);
         self.stats.set_objects(st.index.len() as u64);
-        self.stats.count_write();
-        Ok(CommitTicket(end))
+        Ok(CommitTicket(st.appended_lsn))
     }
 
-    /// Makes every byte before `target` durable. Concurrent callers queue on the flush lock;
-    /// whoever gets it writes everything appended so far, so the others usually find their
-    /// bytes already durable when their turn comes (group commit).
+    /// Makes every append up to log position `target` durable. Concurrent callers queue on the
+    /// flush lock; whoever gets it writes everything appended so far, so the others usually
+    /// find their bytes already durable when their turn comes (group commit).
     pub async fn flush_to(&self, target: u64) -> Result<(), StoreError> {
-        if self.state.borrow().durable_upto >= target {
+        if self.state.borrow().durable_lsn >= target {
             return Ok(());
         }
         let _permit = self
@@ -457,7 +598,7 @@ impl ShardStore {
             .expect("flush lock semaphore is never closed");
         let (segments, upto) = {
             let st = self.state.borrow();
-            if st.durable_upto >= target {
+            if st.durable_lsn >= target {
                 return Ok(());
             }
             if let Some(reason) = &st.failed {
@@ -466,23 +607,23 @@ impl ShardStore {
                     reason: reason.clone(),
                 });
             }
-            let upto = st.blocks.back().expect("open block").end();
             let segments: Vec<_> = st
                 .blocks
                 .iter()
-                .filter_map(|b| b.dirty_pages(st.durable_upto))
-                .map(|(offset, pages)| {
+                .filter_map(|b| b.dirty_pages().map(|d| (b.base, d)))
+                .map(|(base, (offset, pages, used))| {
                     let mut buf = self.file.alloc_dma_buffer(pages.len());
                     buf.as_bytes_mut().copy_from_slice(pages);
-                    (offset, buf)
+                    (base, offset, buf, used)
                 })
                 .collect();
-            (segments, upto)
+            (segments, st.appended_lsn)
         };
-        for (offset, buf) in segments {
+        let mut written = Vec::with_capacity(segments.len());
+        for (base, offset, buf, used) in segments {
             let len = buf.len();
             match self.file.write_at(buf, offset).await {
-                Ok(n) if n == len => {}
+                Ok(n) if n == len => written.push((base, used)),
                 Ok(n) => {
                     return Err(self.fail(format!("short write: {n} of {len} bytes at {offset}")))
                 }
@@ -494,11 +635,16 @@ impl ShardStore {
         }
         self.flushes.set(self.flushes.get() + 1);
         let mut st = self.state.borrow_mut();
-        assert!(upto >= st.durable_upto, "durable_upto only grows");
-        st.durable_upto = upto;
+        for (base, used) in written {
+            if let Some(b) = st.blocks.iter_mut().find(|b| b.base == base) {
+                b.mark_durable(used);
+            }
+        }
+        assert!(upto >= st.durable_lsn, "durable_lsn only grows");
+        st.durable_lsn = upto;
         while st.blocks.len() > 1 {
             let front = st.blocks.front().expect("non-empty");
-            if front.sealed && front.end() <= upto {
+            if front.sealed && front.is_durable() {
                 st.blocks.pop_front();
             } else {
                 break;
@@ -518,7 +664,7 @@ impl ShardStore {
 
     /// Writes everything appended so far; used by the background flusher and at shutdown.
     pub async fn flush_all(&self) -> Result<(), StoreError> {
-        let end = self.state.borrow().blocks.back().expect("open block").end();
+        let end = self.state.borrow().appended_lsn;
         self.flush_to(end).await
     }
 
@@ -539,18 +685,151 @@ impl ShardStore {
         .detach();
     }
 
-    /// Offset just past the last block byte (the file's logical write position), for tests.
-    pub fn write_position(&self) -> u64 {
-        self.state.borrow().blocks.back().expect("open block").end()
+    /// Defragments blocks below `defrag-lwm-pct` one at a time, `defrag-sleep` apart, and
+    /// checks again every 100 ms when there is nothing to do. Stops when the store is dropped.
+    pub fn spawn_defragmenter(self: &Rc<Self>) {
+        let weak = Rc::downgrade(self);
+        let pause = Duration::from_micros(self.cfg.defrag_sleep_us);
+        glommio::spawn_local(async move {
+            loop {
+                let Some(store) = weak.upgrade() else { break };
+                let outcome = store.defrag_once().await;
+                drop(store);
+                match outcome {
+                    Ok(true) => glommio::timer::sleep(pause).await,
+                    Ok(false) => glommio::timer::sleep(Duration::from_millis(100)).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "defragmentation failed");
+                        glommio::timer::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+        .detach();
     }
 
-    /// Byte offset where the open block starts.
-    pub fn open_block_base(&self) -> u64 {
-        self.state.borrow().blocks.back().expect("open block").base
+    /// Defragments the emptiest sealed block below the low-water mark: re-appends its live
+    /// records (dropping tombstones no older version needs), makes the copies durable, zeroes
+    /// the block's header on disk and releases it for reuse. Returns whether a block was freed.
+    pub async fn defrag_once(&self) -> Result<bool, StoreError> {
+        let _permit = self
+            .defrag_lock
+            .acquire_permit(1)
+            .await
+            .expect("defrag lock semaphore is never closed");
+        let candidate = {
+            let st = self.state.borrow();
+            if st.failed.is_some() {
+                return Ok(false);
+            }
+            let in_memory = |idx: u32| st.blocks.iter().any(|b| st.table.block_of(b.base) == idx);
+            st.table
+                .defrag_candidate(self.cfg.defrag_lwm_pct, in_memory)
+        };
+        let Some(idx) = candidate else {
+            return Ok(false);
+        };
+        let (base, sequence) = {
+            let st = self.state.borrow();
+            (st.table.base_of(idx), st.table.info(idx).sequence)
+        };
+        let io = |e: glommio::GlommioError<()>| StoreError::Io {
+            path: self.path.clone(),
+            source: e.into(),
+        };
+        let data = self
+            .file
+            .read_at_aligned(base, self.cfg.block_bytes)
+            .await
+            .map_err(io)?;
+        match BlockHeader::decode(&data) {
+            BlockState::Valid(h) if h.sequence == sequence => {}
+            other => {
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    offset: base,
+                    reason: format!("block {idx} to defragment reads back as {other:?}"),
+                })
+            }
+        }
+        let mut pos = BLOCK_HEADER_BYTES;
+        while pos + RECORD_FIXED_BYTES <= data.len() {
+            let h = match decode_header(&data[pos..]) {
+                Ok(h) => h,
+                Err(RecordDecodeError::BadChecksum { .. }) => {
+                    let len = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().expect("4"));
+                    pos += len as usize;
+                    continue;
+                }
+                Err(_) => break,
+            };
+            let len = h.total_bytes as usize;
+            self.relocate(idx, base + pos as u64, &data[pos..pos + len], &h)?;
+            pos += len;
+        }
+        let live = self.state.borrow().table.info(idx).live_bytes;
+        if live != 0 {
+            // Something the index points at did not verify on disk: keep the block.
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                offset: base,
+                reason: format!("block {idx} still has {live} live bytes after defragmentation"),
+            });
+        }
+        self.flush_all().await?;
+        if let Err(e) = zero_header(&self.file, base).await {
+            return Err(self.fail(format!("zeroing block {idx} failed: {e}")));
+        }
+        if let Err(e) = self.file.fdatasync().await {
+            return Err(self.fail(format!("fdatasync after zeroing block {idx} failed: {e}")));
+        }
+        self.state.borrow_mut().table.release(idx);
+        self.blocks_defragged.set(self.blocks_defragged.get() + 1);
+        Ok(true)
     }
 
-    /// Bytes the header takes inside each block, for tools that locate records.
-    pub const fn block_header_bytes() -> usize {
-        BLOCK_HEADER_BYTES
+    /// Moves one record of block `idx` out of it if it is still live there. Synchronous: the
+    /// liveness check and the append cannot be separated by another write.
+    fn relocate(
+        &self,
+        idx: u32,
+        offset: u64,
+        bytes: &[u8],
+        h: &RecordHeader,
+    ) -> Result<(), StoreError> {
+        let (live, shadow) = {
+            let st = self.state.borrow();
+            let live = st.index.get(&h.digest).is_some_and(|e| e.offset == offset);
+            let shadow = st
+                .shadows
+                .get(&h.digest)
+                .is_some_and(|s| s.offset == offset);
+            (live, shadow)
+        };
+        if shadow && self.state.borrow().table.is_oldest_in_use(idx) {
+            // No older version of this digest can remain anywhere: the shadow is not needed.
+            let mut st = self.state.borrow_mut();
+            st.shadows.remove(&h.digest);
+            st.table.remove_live(offset, h.total_bytes);
+            return Ok(());
+        }
+        if live || shadow {
+            let _ = self.append_bytes(bytes, h.digest, h.meta, shadow)?;
+        }
+        Ok(())
     }
+}
+
+/// Writes a zero page over a block's header, so recovery sees the block as never written.
+async fn zero_header(file: &DmaFile, base: u64) -> std::io::Result<()> {
+    let mut page = file.alloc_dma_buffer(IO_ALIGN_BYTES);
+    page.as_bytes_mut().fill(0);
+    let n = file
+        .write_at(page, base)
+        .await
+        .map_err(std::io::Error::from)?;
+    if n != IO_ALIGN_BYTES {
+        return Err(std::io::Error::other(format!("short write of {n} bytes")));
+    }
+    Ok(())
 }

@@ -384,6 +384,8 @@ mod tests {
                     flush_max_ms: 60_000,
                     // Off: the test needs the record's reads to go to the device and overlap.
                     cache_bytes: 0,
+                    defrag_lwm_pct: 50,
+                    defrag_sleep_us: 1000,
                 };
                 let (store, _) = ShardStore::open(cfg, Default::default()).await.unwrap();
                 let ns = crate::config::Config::load(None, &Default::default())
