@@ -1,8 +1,9 @@
 //! Criterion benches of the single-record hot paths: digest, message decode/encode, record
-//! encode/decode, index insert/lookup, write-block append. Run:
-//! `cargo bench -p apogee-bench --bench hot_paths`. (A cache-hit bench comes with the cache.)
+//! encode/decode, index insert/lookup, write-block append, record-cache hit. Run:
+//! `cargo bench -p apogee-bench --bench hot_paths`.
 
 use apogee_engine::block::{BlockHeader, WriteBlock};
+use apogee_engine::cache::RecordCache;
 use apogee_engine::index::{Index, IndexEntry};
 use apogee_engine::record::{Bin, Record, RecordMeta};
 use apogee_wire::msg::{Field, FieldType, Message, Op, OpType};
@@ -105,6 +106,26 @@ fn benches(c: &mut Criterion) {
                 block = WriteBlock::new(4096, header);
             }
             black_box(block.append(&rec_bytes))
+        })
+    });
+    // Large enough for all 100,000 records (~110 MB), so every lookup hits.
+    let mut cache = RecordCache::new(256 << 20);
+    let cached: std::rc::Rc<[u8]> = std::rc::Rc::from(&rec_bytes[..]);
+    for (i, d) in digests.iter().enumerate() {
+        cache.insert(*d, i as u64, cached.clone());
+    }
+    let mut m = 0usize;
+    c.bench_function("cache_hit", |b| {
+        b.iter(|| {
+            m = (m + 7919) % digests.len();
+            black_box(cache.get(&digests[m], m as u64))
+        })
+    });
+    c.bench_function("cache_hit_and_decode_10x100", |b| {
+        b.iter(|| {
+            m = (m + 7919) % digests.len();
+            let bytes = cache.get(&digests[m], m as u64).unwrap();
+            black_box(Record::decode(&bytes).unwrap())
         })
     });
     let r = record();
