@@ -15,6 +15,8 @@ pub struct ShardStats {
     reads: AtomicU64,
     cache_hits: AtomicU64,
     device_reads: AtomicU64,
+    expired: AtomicU64,
+    shadows: AtomicU64,
 }
 
 /// A point-in-time copy of the counters of one or more shards.
@@ -26,6 +28,9 @@ pub struct StatsSnapshot {
     pub reads: u64,
     pub cache_hits: u64,
     pub device_reads: u64,
+    pub expired: u64,
+    /// Tombstones and expired records kept on disk to keep older versions dead.
+    pub shadows: u64,
 }
 
 impl ShardStats {
@@ -54,6 +59,14 @@ impl ShardStats {
         self.device_reads.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn set_shadows(&self, n: u64) {
+        self.shadows.store(n, Ordering::Relaxed);
+    }
+
+    pub fn add_expired(&self, n: u64) {
+        self.expired.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             objects: self.objects.load(Ordering::Relaxed),
@@ -62,6 +75,8 @@ impl ShardStats {
             reads: self.reads.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             device_reads: self.device_reads.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            shadows: self.shadows.load(Ordering::Relaxed),
         }
     }
 }
@@ -78,6 +93,8 @@ impl StatsSnapshot {
                 reads: acc.reads + s.reads,
                 cache_hits: acc.cache_hits + s.cache_hits,
                 device_reads: acc.device_reads + s.device_reads,
+                expired: acc.expired + s.expired,
+                shadows: acc.shadows + s.shadows,
             })
     }
 }

@@ -24,6 +24,7 @@ fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
         cache_bytes: 0,
         defrag_lwm_pct: 50,
         defrag_sleep_us: 0,
+        nsup_period_secs: 0,
     }
 }
 
@@ -393,4 +394,48 @@ mod rand_model {
             (self.0 >> 33) as u32
         }
     }
+}
+
+#[test]
+fn expired_records_are_swept_and_never_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let stats: Arc<apogee_engine::stats::ShardStats> = Arc::default();
+        let (store, _) = ShardStore::open(cfg(&d, true), stats.clone())
+            .await
+            .unwrap();
+        let now = apogee_engine::clock::now_secs();
+        // Version 1 never expires; version 2 expired ten seconds ago.
+        store.put(&record(1, 100)).await.unwrap();
+        let mut v2 = record(1, 200);
+        v2.meta.generation = 2;
+        v2.meta.void_time = now - 10;
+        store.put(&v2).await.unwrap();
+        let mut fresh = record(2, 100);
+        fresh.meta.void_time = now + 1000;
+        store.put(&fresh).await.unwrap();
+        assert_eq!(
+            store.get(&v2.digest).await.unwrap(),
+            None,
+            "expired before any sweep"
+        );
+        assert_eq!(store.object_count(), 2);
+        assert_eq!(store.expire_sweep(now), 1);
+        assert_eq!(store.object_count(), 1);
+        assert_eq!(store.shadow_count(), 1);
+        assert_eq!(stats.snapshot().expired, 1);
+        assert_eq!(store.get(&v2.digest).await.unwrap(), None);
+        drop(store);
+        let (store, report) = ShardStore::open(cfg(&d, true), Arc::default())
+            .await
+            .unwrap();
+        assert_eq!(report.objects, 1);
+        assert_eq!(
+            store.get(&v2.digest).await.unwrap(),
+            None,
+            "version 1 must not come back"
+        );
+        assert_eq!(store.get(&fresh.digest).await.unwrap(), Some(fresh));
+    });
 }

@@ -53,6 +53,8 @@ pub struct NamespaceConfig {
     pub defrag_lwm_pct: u64,
     /// Microseconds between two defragmented blocks (Aerospike's `defrag-sleep`).
     pub defrag_sleep_us: u64,
+    /// Seconds between expiry sweeps; 0 disables them (reads still never see expired records).
+    pub nsup_period: u64,
 }
 
 /// Largest `read-cache-size`: 1 TiB.
@@ -70,6 +72,7 @@ impl NamespaceConfig {
             read_cache_size: 256 * 1024 * 1024,
             defrag_lwm_pct: 50,
             defrag_sleep_us: 1000,
+            nsup_period: 120,
         }
     }
 }
@@ -111,6 +114,7 @@ struct NamespaceSection {
     read_cache_size: Option<usize>,
     defrag_lwm_pct: Option<u64>,
     defrag_sleep: Option<u64>,
+    nsup_period: Option<u64>,
 }
 
 /// Command-line values that override the file.
@@ -284,6 +288,13 @@ impl Config {
                 0,
                 1_000_000,
                 " microseconds",
+            )?,
+            nsup_period: range(
+                &key("nsup-period"),
+                s.nsup_period.unwrap_or(d.nsup_period),
+                0,
+                86_400,
+                " seconds",
             )?,
         })
     }

@@ -45,6 +45,7 @@ impl Core {
                 cache_bytes: ns.read_cache_size / node.config.cores,
                 defrag_lwm_pct: ns.defrag_lwm_pct,
                 defrag_sleep_us: ns.defrag_sleep_us,
+                nsup_period_secs: ns.nsup_period,
             };
             let stats: Arc<ShardStats> = node.stats[i][shard].clone();
             let (store, report) = ShardStore::open(cfg, stats)
@@ -71,6 +72,7 @@ impl Core {
             }
             store.spawn_background_flusher();
             store.spawn_defragmenter();
+            store.spawn_expirer();
             stores.push(store);
         }
         Ok(Core {

@@ -24,14 +24,18 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
     let ns = &node.config.namespaces[i];
     let s = node.namespace_stats(i);
     Some(format!(
-        "objects={};tombstones=0;bad_records_skipped={};client_write_success={};client_read_success={};\
-         replication-factor=1;default-ttl={};nsup-period=0;storage-engine=device;write-block-size={};\
+        "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
+         expired_objects={};\
+         replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};cache_hits={};device_reads={}",
         s.objects,
+        s.shadows,
         s.bad_records,
         s.writes,
         s.reads,
+        s.expired,
         ns.default_ttl,
+        ns.nsup_period,
         ns.write_block_size,
         ns.commit_to_device,
         ns.flush_max_ms,

@@ -40,8 +40,8 @@ struct Args {
     cores: Option<usize>,
     /// TOML configuration file using Aerospike's key names ([service] address, port, cores,
     /// data-dir; [namespace.<name>] write-block-size, commit-to-device, flush-max-ms,
-    /// default-ttl, max-record-size, read-cache-size, defrag-lwm-pct, defrag-sleep). Flags
-    /// override it.
+    /// default-ttl, max-record-size, read-cache-size, defrag-lwm-pct, defrag-sleep, nsup-period).
+    /// Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
 }

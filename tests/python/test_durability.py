@@ -3,6 +3,7 @@ write loses nothing; flipped bytes on disk are detected, counted and never serve
 SIGTERM exits 0 with everything flushed."""
 
 import re
+import time
 
 import pytest
 from aerospike import exception as ex
@@ -98,3 +99,30 @@ def write_config():
     p = Path(tempfile.mkdtemp()) / "apogee.toml"
     p.write_text('[namespace.test]\ncommit-to-device = false\nflush-max-ms = 100000\n')
     return p
+
+
+def test_expiry_sweep_removes_expired_records(apogee, tmp_path):
+    cfg = tmp_path / "nsup.toml"
+    cfg.write_text("[namespace.test]\nnsup-period = 1\n")
+    a = apogee(extra=["--config", str(cfg)]).start()
+    c = a.client()
+    c.put(("test", "exp", "short"), {"a": 1}, meta={"ttl": 1})
+    c.put(("test", "exp", "long"), {"a": 2})
+    stats = lambda: dict(kv.split("=", 1) for kv in
+                         info(a.port, "namespace/test\n").split("\t", 1)[1].strip().split(";"))
+    assert stats()["objects"] == "2"
+    deadline = time.time() + 10
+    while stats()["objects"] != "1" and time.time() < deadline:
+        time.sleep(0.2)
+    s = stats()
+    assert s["objects"] == "1" and s["expired_objects"] == "1" and s["tombstones"] == "1", s
+    with pytest.raises(ex.RecordNotFound):
+        c.get(("test", "exp", "short"))
+    c.close()
+    assert a.stop() == 0
+    a.start()
+    c = a.client()
+    with pytest.raises(ex.RecordNotFound):
+        c.get(("test", "exp", "short"))
+    assert c.get(("test", "exp", "long"))[2] == {"a": 2}
+    c.close()

@@ -62,6 +62,8 @@ pub struct StoreConfig {
     pub defrag_lwm_pct: u64,
     /// Pause between two defragmented blocks, so client writes are never starved.
     pub defrag_sleep_us: u64,
+    /// Seconds between expiry sweeps (Aerospike's `nsup-period`); 0 disables them.
+    pub nsup_period_secs: u64,
 }
 
 struct State {
@@ -191,6 +193,7 @@ impl ShardStore {
         let (state, report) = Self::recover(&cfg, &file, &path_s).await?;
         stats.add_bad_records(report.bad_records);
         stats.set_objects(report.objects);
+        stats.set_shadows(state.shadows.len() as u64);
         let store = Rc::new(ShardStore {
             path: path_s,
             file,
@@ -581,6 +584,7 @@ impl ShardStore {
         }
         st.appended_lsn += u64::from(len);
         self.stats.set_objects(st.index.len() as u64);
+        self.stats.set_shadows(st.shadows.len() as u64);
         Ok(CommitTicket(st.appended_lsn))
     }
 
@@ -679,6 +683,56 @@ impl ShardStore {
                 let Some(store) = weak.upgrade() else { break };
                 if let Err(e) = store.flush_all().await {
                     tracing::error!(error = %e, "background flush failed");
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Moves every expired record out of the index into the shadows: its bytes stay on disk,
+    /// still keeping older versions dead, until defragmentation may drop them. No I/O.
+    /// Returns how many records expired.
+    pub fn expire_sweep(&self, now_secs: u32) -> usize {
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        let expired: Vec<(Digest, IndexEntry)> = st
+            .index
+            .iter()
+            .filter(|(_, e)| clock::is_expired(e.meta.void_time, now_secs))
+            .map(|(d, e)| (*d, *e))
+            .collect();
+        let mut cache = self.cache.borrow_mut();
+        for (d, e) in &expired {
+            st.index.remove(d);
+            cache.remove(d);
+            st.shadows.insert(
+                *d,
+                Shadow {
+                    offset: e.offset,
+                    bytes: e.bytes,
+                },
+            );
+        }
+        self.stats.set_objects(st.index.len() as u64);
+        self.stats.set_shadows(st.shadows.len() as u64);
+        self.stats.add_expired(expired.len() as u64);
+        expired.len()
+    }
+
+    /// Sweeps expired records every `nsup-period` seconds. Stops when the store is dropped.
+    pub fn spawn_expirer(self: &Rc<Self>) {
+        if self.cfg.nsup_period_secs == 0 {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        let period = Duration::from_secs(self.cfg.nsup_period_secs);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(period).await;
+                let Some(store) = weak.upgrade() else { break };
+                let n = store.expire_sweep(clock::now_secs());
+                if n > 0 {
+                    tracing::info!(shard = store.cfg.shard, expired = n, "expiry sweep");
                 }
             }
         })
@@ -811,6 +865,7 @@ impl ShardStore {
             let mut st = self.state.borrow_mut();
             st.shadows.remove(&h.digest);
             st.table.remove_live(offset, h.total_bytes);
+            self.stats.set_shadows(st.shadows.len() as u64);
             return Ok(());
         }
         if live || shadow {

@@ -386,6 +386,7 @@ mod tests {
                     cache_bytes: 0,
                     defrag_lwm_pct: 50,
                     defrag_sleep_us: 1000,
+                    nsup_period_secs: 0,
                 };
                 let (store, _) = ShardStore::open(cfg, Default::default()).await.unwrap();
                 let ns = crate::config::Config::load(None, &Default::default())
