@@ -8,6 +8,8 @@ pub enum StoreError {
     RecordTooBig { size: usize, max: usize },
     #[error("shard {shard} refuses writes after a device error: {reason}")]
     DeviceFailed { shard: u32, reason: String },
+    #[error("shard {shard} is out of space: {reason}")]
+    OutOfSpace { shard: u32, reason: String },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

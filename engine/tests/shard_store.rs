@@ -25,6 +25,9 @@ fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
         defrag_lwm_pct: 50,
         defrag_sleep_us: 0,
         nsup_period_secs: 0,
+        file_bytes_max: 0,
+        stop_writes_used_pct: 70,
+        stop_writes_avail_pct: 5,
     }
 }
 
@@ -437,5 +440,51 @@ fn expired_records_are_swept_and_never_come_back() {
             "version 1 must not come back"
         );
         assert_eq!(store.get(&fresh.digest).await.unwrap(), Some(fresh));
+    });
+}
+
+#[test]
+fn stop_writes_refuses_writes_keeps_reads_and_resumes_after_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let mut c = cfg(&d, true);
+        // 20 blocks of 128 KiB: writes stop once live data reaches 70 % (about 1.8 MiB).
+        c.file_bytes_max = 4096 + 20 * 128 * 1024;
+        let (store, _) = ShardStore::open(c.clone(), Arc::default()).await.unwrap();
+        let mut written = 0;
+        let err = loop {
+            match store.put(&record(written, 1000)).await {
+                Ok(()) => written += 1,
+                Err(e) => break e,
+            }
+            assert!(written < 10_000, "writes never stopped");
+        };
+        assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err}");
+        assert!(err.to_string().contains("stop-writes"), "{err}");
+        assert!(written > 1000, "stopped too early: {written}");
+        assert!(store.file_span_bytes() <= c.file_bytes_max);
+        // Reads keep working.
+        assert_eq!(
+            store.get(&record(0, 1000).digest).await.unwrap(),
+            Some(record(0, 1000))
+        );
+        // Deletes still pass; once defragmentation frees space, writes resume.
+        for i in 0..written / 2 {
+            let mut t = record(i, 0);
+            t.bins.clear();
+            t.tombstone = true;
+            store.put(&t).await.unwrap();
+        }
+        defrag_all(&store).await;
+        store.put(&record(written, 1000)).await.unwrap();
+        assert!(store.file_span_bytes() <= c.file_bytes_max);
+        drop(store);
+        let (store, report) = ShardStore::open(c, Arc::default()).await.unwrap();
+        assert_eq!(report.objects as u32, written - written / 2 + 1);
+        assert_eq!(
+            store.get(&record(written, 1000).digest).await.unwrap(),
+            Some(record(written, 1000))
+        );
     });
 }

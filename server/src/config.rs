@@ -55,6 +55,12 @@ pub struct NamespaceConfig {
     pub defrag_sleep_us: u64,
     /// Seconds between expiry sweeps; 0 disables them (reads still never see expired records).
     pub nsup_period: u64,
+    /// Largest total size of the namespace's data files, split evenly over the cores.
+    pub filesize: u64,
+    /// Writes stop once live data fills this percentage of `filesize`.
+    pub stop_writes_used_pct: u64,
+    /// Writes stop once fewer than this percentage of blocks are free.
+    pub stop_writes_avail_pct: u64,
 }
 
 /// Largest `read-cache-size`: 1 TiB.
@@ -73,6 +79,9 @@ impl NamespaceConfig {
             defrag_lwm_pct: 50,
             defrag_sleep_us: 1000,
             nsup_period: 120,
+            filesize: 16 << 30,
+            stop_writes_used_pct: 70,
+            stop_writes_avail_pct: 5,
         }
     }
 }
@@ -115,6 +124,9 @@ struct NamespaceSection {
     defrag_lwm_pct: Option<u64>,
     defrag_sleep: Option<u64>,
     nsup_period: Option<u64>,
+    filesize: Option<u64>,
+    stop_writes_used_pct: Option<u64>,
+    stop_writes_avail_pct: Option<u64>,
 }
 
 /// Command-line values that override the file.
@@ -185,7 +197,7 @@ impl Config {
             .namespace
             .unwrap_or_else(|| BTreeMap::from([("test".to_string(), NamespaceSection::default())]));
         for (name, s) in sections {
-            namespaces.push(Self::namespace(&name, s)?);
+            namespaces.push(Self::namespace(&name, s, cores)?);
         }
         if namespaces.is_empty() {
             return Err(ConfigError::OutOfRange {
@@ -210,7 +222,11 @@ impl Config {
         })
     }
 
-    fn namespace(name: &str, s: NamespaceSection) -> Result<NamespaceConfig, ConfigError> {
+    fn namespace(
+        name: &str,
+        s: NamespaceSection,
+        cores: usize,
+    ) -> Result<NamespaceConfig, ConfigError> {
         let valid_name = !name.is_empty()
             && name.len() <= NAMESPACE_BYTES_MAX
             && name
@@ -295,6 +311,28 @@ impl Config {
                 0,
                 86_400,
                 " seconds",
+            )?,
+            // Each core's file needs its header page and at least 8 blocks.
+            filesize: range(
+                &key("filesize"),
+                s.filesize.unwrap_or(d.filesize),
+                cores as u64 * (4096 + 8 * wbs as u64),
+                1 << 50,
+                " bytes (at least cores x (4096 + 8 x write-block-size))",
+            )?,
+            stop_writes_used_pct: range(
+                &key("stop-writes-used-pct"),
+                s.stop_writes_used_pct.unwrap_or(d.stop_writes_used_pct),
+                1,
+                100,
+                " percent",
+            )?,
+            stop_writes_avail_pct: range(
+                &key("stop-writes-avail-pct"),
+                s.stop_writes_avail_pct.unwrap_or(d.stop_writes_avail_pct),
+                0,
+                50,
+                " percent",
             )?,
         })
     }

@@ -46,6 +46,9 @@ impl Core {
                 defrag_lwm_pct: ns.defrag_lwm_pct,
                 defrag_sleep_us: ns.defrag_sleep_us,
                 nsup_period_secs: ns.nsup_period,
+                file_bytes_max: ns.filesize / node.config.cores as u64,
+                stop_writes_used_pct: ns.stop_writes_used_pct,
+                stop_writes_avail_pct: ns.stop_writes_avail_pct,
             };
             let stats: Arc<ShardStats> = node.stats[i][shard].clone();
             let (store, report) = ShardStore::open(cfg, stats)

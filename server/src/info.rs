@@ -27,7 +27,8 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
          expired_objects={};\
          replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
-         commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};cache_hits={};device_reads={}",
+         commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
+         filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};cache_hits={};device_reads={}",
         s.objects,
         s.shadows,
         s.bad_records,
@@ -43,6 +44,9 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         ns.read_cache_size,
         ns.defrag_lwm_pct,
         ns.defrag_sleep_us,
+        ns.filesize,
+        ns.stop_writes_used_pct,
+        ns.stop_writes_avail_pct,
         s.cache_hits,
         s.device_reads
     ))

@@ -126,3 +126,31 @@ def test_expiry_sweep_removes_expired_records(apogee, tmp_path):
         c.get(("test", "exp", "short"))
     assert c.get(("test", "exp", "long"))[2] == {"a": 2}
     c.close()
+
+
+def test_stop_writes_fails_writes_with_code_8_and_keeps_reads(apogee, tmp_path):
+    cfg = tmp_path / "small.toml"
+    cfg.write_text("[namespace.test]\nwrite-block-size = 131072\n"
+                   f"filesize = {4096 + 10 * 131072}\n")
+    a = apogee(cores=1, extra=["--config", str(cfg)]).start()
+    c = a.client()
+    written = 0
+    with pytest.raises(ex.AerospikeError) as err:
+        while written < 5000:
+            c.put(("test", "full", written), {"v": b"x" * 1000})
+            written += 1
+    assert err.value.code == 8, err.value
+    assert 500 < written < 5000
+    assert c.get(("test", "full", 0))[2] == {"v": b"x" * 1000}, "reads keep working"
+    for i in range(written):
+        c.remove(("test", "full", i))  # deletes pass during stop-writes
+    deadline = time.time() + 10
+    while True:
+        try:
+            c.put(("test", "full", "after"), {"v": 1})
+            break
+        except ex.AerospikeError as e:
+            assert e.code == 8 and time.time() < deadline, e
+            time.sleep(0.2)  # defragmentation frees the space in the background
+    assert c.get(("test", "full", "after"))[2] == {"v": 1}
+    c.close()

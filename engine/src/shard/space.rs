@@ -32,16 +32,38 @@ pub struct BlockTable {
     free: BTreeSet<u32>,
     block_bytes: u64,
     first_offset: u64,
+    /// The file never grows past this many blocks (`None`: no limit).
+    capacity_blocks: Option<u32>,
+    live_total: u64,
 }
 
 impl BlockTable {
-    pub fn new(first_offset: u64, block_bytes: u64) -> BlockTable {
+    pub fn new(first_offset: u64, block_bytes: u64, capacity_blocks: Option<u32>) -> BlockTable {
         BlockTable {
             blocks: Vec::new(),
             free: BTreeSet::new(),
             block_bytes,
             first_offset,
+            capacity_blocks,
+            live_total: 0,
         }
+    }
+
+    /// Live bytes over all blocks.
+    pub fn live_total(&self) -> u64 {
+        self.live_total
+    }
+
+    /// Blocks the file may still use: free ones plus those it may still grow by.
+    pub fn available_blocks(&self) -> u64 {
+        let growth = self.capacity_blocks.map_or(u64::MAX / 2, |c| {
+            u64::from(c).saturating_sub(self.blocks.len() as u64)
+        });
+        self.free.len() as u64 + growth
+    }
+
+    pub fn capacity_blocks(&self) -> Option<u32> {
+        self.capacity_blocks
     }
 
     pub fn len(&self) -> usize {
@@ -101,6 +123,7 @@ impl BlockTable {
         );
         b.live_bytes += u64::from(bytes);
         assert!(b.live_bytes <= self.block_bytes, "block {idx} over-full");
+        self.live_total += u64::from(bytes);
     }
 
     pub fn remove_live(&mut self, offset: u64, bytes: u32) {
@@ -110,13 +133,21 @@ impl BlockTable {
             .live_bytes
             .checked_sub(u64::from(bytes))
             .unwrap_or_else(|| panic!("block {idx} live bytes would go negative"));
+        self.live_total -= u64::from(bytes);
     }
 
-    /// Takes the lowest free block (or grows the file by one) and opens it with `sequence`.
-    pub fn allocate(&mut self, sequence: u64) -> u32 {
+    /// Takes the lowest free block (or grows the file by one) and opens it with `sequence`;
+    /// `None` when the file is at its capacity and no block is free.
+    pub fn allocate(&mut self, sequence: u64) -> Option<u32> {
         let idx = match self.free.pop_first() {
             Some(i) => i,
             None => {
+                if self
+                    .capacity_blocks
+                    .is_some_and(|c| self.blocks.len() as u64 >= u64::from(c))
+                {
+                    return None;
+                }
                 self.blocks.push(BlockInfo {
                     sequence: 0,
                     live_bytes: 0,
@@ -132,7 +163,7 @@ impl BlockTable {
             live_bytes: 0,
             state: BlockUse::Open,
         };
-        idx
+        Some(idx)
     }
 
     pub fn seal(&mut self, idx: u32) {
@@ -187,14 +218,14 @@ mod tests {
 
     #[test]
     fn allocation_reuses_freed_blocks_and_defrag_picks_the_emptiest() {
-        let mut t = BlockTable::new(4096, 1000);
-        let a = t.allocate(1);
+        let mut t = BlockTable::new(4096, 1000, None);
+        let a = t.allocate(1).unwrap();
         t.add_live(4096 + 10, 400);
         t.seal(a);
-        let b = t.allocate(2);
+        let b = t.allocate(2).unwrap();
         t.add_live(t.base_of(b), 100);
         t.seal(b);
-        let c = t.allocate(3);
+        let c = t.allocate(3).unwrap();
         assert_eq!((a, b, c), (0, 1, 2));
         assert_eq!(t.defrag_candidate(50, |_| false), Some(b));
         assert_eq!(t.defrag_candidate(50, |i| i == b), Some(a));
@@ -204,15 +235,19 @@ mod tests {
         t.remove_live(t.base_of(b), 100);
         t.release(b);
         assert!(t.is_oldest_in_use(a));
-        assert_eq!(t.allocate(4), b, "freed block reused before the file grows");
+        assert_eq!(
+            t.allocate(4),
+            Some(b),
+            "freed block reused before the file grows"
+        );
         assert_eq!(t.span_bytes(), 4096 + 3000);
     }
 
     #[test]
     #[should_panic(expected = "still holds live bytes")]
     fn a_block_with_live_bytes_is_never_released() {
-        let mut t = BlockTable::new(0, 1000);
-        let a = t.allocate(1);
+        let mut t = BlockTable::new(0, 1000, None);
+        let a = t.allocate(1).unwrap();
         t.add_live(5, 1);
         t.seal(a);
         t.release(a);
@@ -220,7 +255,7 @@ mod tests {
 
     #[test]
     fn recovered_blocks_fill_gaps_as_free() {
-        let mut t = BlockTable::new(0, 1000);
+        let mut t = BlockTable::new(0, 1000, None);
         t.set_recovered(
             3,
             BlockInfo {
@@ -231,6 +266,23 @@ mod tests {
         );
         assert_eq!(t.len(), 4);
         assert_eq!(t.free_count(), 3);
-        assert_eq!(t.allocate(10), 0);
+        assert_eq!(t.allocate(10), Some(0));
+    }
+
+    #[test]
+    fn capacity_stops_growth_but_not_reuse() {
+        let mut t = BlockTable::new(0, 1000, Some(2));
+        let a = t.allocate(1).unwrap();
+        t.add_live(0, 300);
+        t.seal(a);
+        let b = t.allocate(2).unwrap();
+        assert_eq!(t.available_blocks(), 0);
+        assert_eq!(t.allocate(3), None, "the file is at capacity");
+        assert_eq!(t.live_total(), 300);
+        t.remove_live(0, 300);
+        t.release(a);
+        assert_eq!(t.available_blocks(), 1);
+        assert_eq!(t.allocate(3), Some(a));
+        let _ = b;
     }
 }

@@ -64,6 +64,12 @@ pub struct StoreConfig {
     pub defrag_sleep_us: u64,
     /// Seconds between expiry sweeps (Aerospike's `nsup-period`); 0 disables them.
     pub nsup_period_secs: u64,
+    /// Largest size of the data file in bytes; 0 for no limit.
+    pub file_bytes_max: u64,
+    /// Client writes fail with out-of-space once live data fills this share of the capacity.
+    pub stop_writes_used_pct: u64,
+    /// ... or once fewer than this share of the blocks are available.
+    pub stop_writes_avail_pct: u64,
 }
 
 struct State {
@@ -231,7 +237,10 @@ impl ShardStore {
                 reason: format!("{size} bytes is more blocks than a shard can address"),
             }
         })?;
-        let mut table = BlockTable::new(first, bs);
+        let capacity = (cfg.file_bytes_max > 0).then(|| {
+            u32::try_from(cfg.file_bytes_max.saturating_sub(first) / bs).unwrap_or(u32::MAX)
+        });
+        let mut table = BlockTable::new(first, bs, capacity);
         let mut report = RecoveryReport::default();
         // Pass 1: headers, to learn each block's sequence number.
         let mut order = Vec::new();
@@ -337,7 +346,15 @@ impl ShardStore {
                 }
             }
         }
-        let open_idx = table.allocate(max_sequence + 1);
+        let open_idx = table
+            .allocate(max_sequence + 1)
+            .ok_or(StoreError::OutOfSpace {
+                shard: cfg.shard,
+                reason: format!(
+                    "{path} has no free block for new writes within {} bytes; raise filesize",
+                    cfg.file_bytes_max
+                ),
+            })?;
         let open = WriteBlock::new(
             table.base_of(open_idx),
             BlockHeader {
@@ -517,9 +534,35 @@ impl ShardStore {
                 max: self.record_bytes_max(),
             });
         }
+        if !record.tombstone {
+            self.check_stop_writes()?;
+        }
         let ticket = self.append_bytes(&bytes, record.digest, record.meta, record.tombstone)?;
         self.stats.count_write();
         Ok(ticket)
+    }
+
+    /// Refuses client writes (deletes still pass) while live data fills `stop-writes-used-pct`
+    /// of the capacity or fewer than `stop-writes-avail-pct` of the blocks are available; the
+    /// reserve left is what defragmentation needs to free space again.
+    fn check_stop_writes(&self) -> Result<(), StoreError> {
+        let st = self.state.borrow();
+        let Some(capacity) = st.table.capacity_blocks() else {
+            return Ok(());
+        };
+        let capacity = u64::from(capacity.max(1));
+        let used_pct = st.table.live_total() * 100 / (capacity * self.cfg.block_bytes as u64);
+        let avail_pct = st.table.available_blocks() * 100 / capacity;
+        if used_pct >= self.cfg.stop_writes_used_pct || avail_pct < self.cfg.stop_writes_avail_pct {
+            return Err(StoreError::OutOfSpace {
+                shard: self.cfg.shard,
+                reason: format!(
+                    "stop-writes: {used_pct}% used (limit {}%), {avail_pct}% of blocks available (minimum {}%)",
+                    self.cfg.stop_writes_used_pct, self.cfg.stop_writes_avail_pct
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Appends encoded record bytes: the one place that moves index entries, shadows, cache
@@ -542,12 +585,17 @@ impl ShardStore {
         }
         if !st.blocks.back().expect("open block").fits(bytes.len()) {
             let sequence = st.next_sequence;
+            let Some(idx) = st.table.allocate(sequence) else {
+                return Err(StoreError::OutOfSpace {
+                    shard: self.cfg.shard,
+                    reason: "every block of the data file is in use (filesize reached)".into(),
+                });
+            };
             st.next_sequence += 1;
             let last = st.blocks.back_mut().expect("open block");
             last.sealed = true;
             let sealed_idx = st.table.block_of(last.base);
             st.table.seal(sealed_idx);
-            let idx = st.table.allocate(sequence);
             st.blocks.push_back(WriteBlock::new(
                 st.table.base_of(idx),
                 BlockHeader {

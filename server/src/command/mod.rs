@@ -90,6 +90,7 @@ pub fn digest_of(msg: &Message) -> Result<Digest, ResultCode> {
 pub fn store_error_code(e: &StoreError) -> ResultCode {
     match e {
         StoreError::RecordTooBig { .. } => ResultCode::RecordTooBig,
+        StoreError::OutOfSpace { .. } => ResultCode::OutOfSpace,
         other => {
             tracing::error!(error = %other, "storage error");
             ResultCode::ServerError

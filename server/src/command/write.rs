@@ -387,6 +387,9 @@ mod tests {
                     defrag_lwm_pct: 50,
                     defrag_sleep_us: 1000,
                     nsup_period_secs: 0,
+                    file_bytes_max: 0,
+                    stop_writes_used_pct: 70,
+                    stop_writes_avail_pct: 5,
                 };
                 let (store, _) = ShardStore::open(cfg, Default::default()).await.unwrap();
                 let ns = crate::config::Config::load(None, &Default::default())
