@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use apogee_engine::record::{Bin, Record, RecordMeta};
-use apogee_engine::shard::{ShardStore, StoreConfig};
+use apogee_engine::shard::{InjectedFault, ShardStore, StoreConfig};
 use apogee_engine::StoreError;
 use apogee_wire::Digest;
 use glommio::LocalExecutorBuilder;
@@ -487,4 +487,57 @@ fn stop_writes_refuses_writes_keeps_reads_and_resumes_after_deletes() {
             Some(record(written, 1000))
         );
     });
+}
+
+/// EIO, ENOSPC and a short write on the device: the write in flight is not acknowledged, the
+/// shard refuses writes from then on, reads of what is on disk keep working, and after a
+/// restart every acknowledged record is there and writes work again.
+#[test]
+fn device_faults_are_never_acknowledged_and_stop_the_shard() {
+    for (fault, message) in [
+        (InjectedFault::Eio, "Input/output error"),
+        (InjectedFault::Enospc, "No space left on device"),
+        (InjectedFault::ShortWrite, "short write"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        run(move || async move {
+            let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
+                .await
+                .unwrap();
+            for i in 0..50 {
+                store.put(&record(i, 1000)).await.unwrap();
+            }
+            store.inject_fault(fault);
+            let err = store.put(&record(50, 1000)).await.unwrap_err();
+            assert!(
+                matches!(err, StoreError::DeviceFailed { .. }),
+                "{fault:?}: {err}"
+            );
+            assert!(err.to_string().contains(message), "{fault:?}: {err}");
+            let again = store.put(&record(51, 1000)).await.unwrap_err();
+            assert!(
+                matches!(again, StoreError::DeviceFailed { .. }),
+                "{fault:?}: {again}"
+            );
+            for i in 0..50 {
+                assert_eq!(
+                    store.get(&record(i, 1000).digest).await.unwrap(),
+                    Some(record(i, 1000))
+                );
+            }
+            drop(store);
+            let (store, report) = ShardStore::open(cfg(&d, true), Arc::default())
+                .await
+                .unwrap();
+            assert!(report.objects >= 50, "{fault:?}: acknowledged records lost");
+            for i in 0..50 {
+                assert_eq!(
+                    store.get(&record(i, 1000).digest).await.unwrap(),
+                    Some(record(i, 1000))
+                );
+            }
+            store.put(&record(52, 1000)).await.unwrap();
+        });
+    }
 }

@@ -6,4 +6,4 @@
 pub mod space;
 pub mod store;
 
-pub use store::{CommitTicket, ShardStore, StoreConfig};
+pub use store::{CommitTicket, InjectedFault, ShardStore, StoreConfig};

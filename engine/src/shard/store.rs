@@ -43,6 +43,18 @@ const READ_ATTEMPTS_MAX: usize = 4;
 #[must_use = "an appended record is not acknowledged until its ticket is committed"]
 pub struct CommitTicket(u64);
 
+/// A fault tests can arm for the next device write, to drive the error paths that real
+/// devices reach rarely (FoundationDB's BUGGIFY idea). Production code never arms one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// The write fails with EIO.
+    Eio,
+    /// The write fails with ENOSPC.
+    Enospc,
+    /// The write reports fewer bytes than asked.
+    ShortWrite,
+}
+
 /// What a shard store needs to know.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -99,6 +111,7 @@ pub struct ShardStore {
     defrag_lock: Semaphore,
     flushes: Cell<u64>,
     blocks_defragged: Cell<u64>,
+    fault: Cell<Option<InjectedFault>>,
     stats: Arc<ShardStats>,
 }
 
@@ -210,6 +223,7 @@ impl ShardStore {
             defrag_lock: Semaphore::new(1),
             flushes: Cell::new(0),
             blocks_defragged: Cell::new(0),
+            fault: Cell::new(None),
             stats,
         });
         Ok((store, report))
@@ -674,7 +688,17 @@ impl ShardStore {
         let mut written = Vec::with_capacity(segments.len());
         for (base, offset, buf, used) in segments {
             let len = buf.len();
-            match self.file.write_at(buf, offset).await {
+            let outcome = match self.fault.take() {
+                None => self
+                    .file
+                    .write_at(buf, offset)
+                    .await
+                    .map_err(std::io::Error::from),
+                Some(InjectedFault::Eio) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+                Some(InjectedFault::Enospc) => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+                Some(InjectedFault::ShortWrite) => Ok(len / 2),
+            };
+            match outcome {
                 Ok(n) if n == len => written.push((base, used)),
                 Ok(n) => {
                     return Err(self.fail(format!("short write: {n} of {len} bytes at {offset}")))
@@ -703,6 +727,11 @@ impl ShardStore {
             }
         }
         Ok(())
+    }
+
+    /// Arms a fault for the next device write (tests only).
+    pub fn inject_fault(&self, fault: InjectedFault) {
+        self.fault.set(Some(fault));
     }
 
     fn fail(&self, reason: String) -> StoreError {
