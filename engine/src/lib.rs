@@ -14,6 +14,7 @@ pub mod file_header;
 pub mod index;
 pub mod record;
 pub mod recovery;
+pub mod rehome;
 pub mod shard;
 pub mod stats;
 mod sync;

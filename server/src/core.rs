@@ -16,11 +16,36 @@ use futures_lite::future;
 use glommio::net::TcpListener;
 
 use crate::command::{self, reply::stream_error_frame, Reply};
+use crate::config::NamespaceConfig;
 use crate::connection;
 use crate::node::{Node, ShardRequest};
 
 /// Field 41 carries a batch.
 const FIELD_BATCH_INDEX: FieldType = FieldType(41);
+
+/// The store settings of one shard of namespace `ns`.
+pub fn store_config(
+    config: &crate::config::Config,
+    ns: &NamespaceConfig,
+    shard: usize,
+) -> StoreConfig {
+    StoreConfig {
+        dir: config.data_dir.join(&ns.name),
+        namespace: ns.name.clone(),
+        shard: shard as u32,
+        shard_count: config.cores as u32,
+        block_bytes: ns.write_block_size,
+        commit_to_device: ns.commit_to_device,
+        flush_max_ms: ns.flush_max_ms,
+        cache_bytes: ns.read_cache_size / config.cores,
+        defrag_lwm_pct: ns.defrag_lwm_pct,
+        defrag_sleep_us: ns.defrag_sleep_us,
+        nsup_period_secs: ns.nsup_period,
+        file_bytes_max: ns.filesize / config.cores as u64,
+        stop_writes_used_pct: ns.stop_writes_used_pct,
+        stop_writes_avail_pct: ns.stop_writes_avail_pct,
+    }
+}
 
 pub struct Core {
     pub shard: usize,
@@ -34,22 +59,7 @@ impl Core {
     pub async fn open(shard: usize, node: Arc<Node>) -> Result<Core, String> {
         let mut stores = Vec::new();
         for (i, ns) in node.config.namespaces.iter().enumerate() {
-            let cfg = StoreConfig {
-                dir: node.config.data_dir.join(&ns.name),
-                namespace: ns.name.clone(),
-                shard: shard as u32,
-                shard_count: node.config.cores as u32,
-                block_bytes: ns.write_block_size,
-                commit_to_device: ns.commit_to_device,
-                flush_max_ms: ns.flush_max_ms,
-                cache_bytes: ns.read_cache_size / node.config.cores,
-                defrag_lwm_pct: ns.defrag_lwm_pct,
-                defrag_sleep_us: ns.defrag_sleep_us,
-                nsup_period_secs: ns.nsup_period,
-                file_bytes_max: ns.filesize / node.config.cores as u64,
-                stop_writes_used_pct: ns.stop_writes_used_pct,
-                stop_writes_avail_pct: ns.stop_writes_avail_pct,
-            };
+            let cfg = store_config(&node.config, ns, shard);
             let stats: Arc<ShardStats> = node.stats[i][shard].clone();
             let (store, report) = ShardStore::open(cfg, stats)
                 .await

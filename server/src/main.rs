@@ -35,7 +35,7 @@ struct Args {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Number of cores (shards) to run; each owns the partitions p with p % cores == shard.
-    /// A data directory must be reopened with the core count that wrote it [default: all CPUs].
+    /// Data written with another count is re-homed at start [default: all CPUs].
     #[arg(long)]
     cores: Option<usize>,
     /// TOML configuration file using Aerospike's key names ([service] address, port, cores,

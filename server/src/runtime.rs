@@ -33,8 +33,48 @@ impl Drop for ExitNotice {
     }
 }
 
+/// Re-homes every namespace whose data was written with another core count (or whose
+/// re-homing was interrupted), on one temporary executor, before any core opens its shard.
+fn rehome_if_needed(config: &Config) -> Result<(), String> {
+    let mut work = Vec::new();
+    for ns in &config.namespaces {
+        let template = crate::core::store_config(config, ns, 0);
+        if apogee_engine::rehome::needed(&template).map_err(|e| e.to_string())? {
+            work.push(template);
+        }
+    }
+    if work.is_empty() {
+        return Ok(());
+    }
+    LocalExecutorBuilder::default()
+        .name("apogee-rehome")
+        .spawn(move || async move {
+            for template in work {
+                let started = std::time::Instant::now();
+                let report = apogee_engine::rehome::rehome(&template)
+                    .await
+                    .map_err(|e| {
+                        format!("re-homing namespace {} failed: {e}", template.namespace)
+                    })?;
+                tracing::info!(
+                    namespace = %template.namespace,
+                    from_cores = report.from_shards,
+                    to_cores = report.to_shards,
+                    records = report.records,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "re-homed data to the new core count"
+                );
+            }
+            Ok::<(), String>(())
+        })
+        .map_err(|e| format!("cannot start the re-homing executor: {e}"))?
+        .join()
+        .map_err(|e| format!("re-homing stopped: {e}"))?
+}
+
 /// Runs the node until SIGTERM or SIGINT; returns an error if any core fails.
 pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
+    rehome_if_needed(&config)?;
     let cores = config.cores;
     let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores)
         .map(|_| flume::bounded(SHARD_INBOX_CAPACITY))

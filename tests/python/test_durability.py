@@ -154,3 +154,36 @@ def test_stop_writes_fails_writes_with_code_8_and_keeps_reads(apogee, tmp_path):
             time.sleep(0.2)  # defragmentation frees the space in the background
     assert c.get(("test", "full", "after"))[2] == {"v": 1}
     c.close()
+
+
+def test_changing_the_core_count_rehomes_the_data(apogee):
+    a = apogee(cores=2).start()
+    c = a.client()
+    for i in range(2000):
+        c.put(("test", "rehome", i), {"v": i})
+    for i in range(0, 2000, 5):
+        c.remove(("test", "rehome", i))
+    c.close()
+    assert a.stop() == 0
+    for cores in (1, 3):
+        a.cores = cores
+        a.start()
+        c = a.client()
+        for i in range(2000):
+            if i % 5 == 0:
+                with pytest.raises(ex.RecordNotFound):
+                    c.get(("test", "rehome", i))
+            else:
+                assert c.get(("test", "rehome", i))[2] == {"v": i}, (cores, i)
+        c.put(("test", "rehome", f"after-{cores}"), {"v": cores})
+        c.close()
+        assert a.stop() == 0
+        assert f"to_cores={cores}" in a.log(), a.log()
+        shards = sorted(p.name for p in (a.data_dir / "test").iterdir())
+        assert shards == [f"shard-{n}.dat" for n in range(cores)], shards
+        assert not list(a.data_dir.glob("test.rehome-*"))
+    a.start()
+    c = a.client()
+    assert c.get(("test", "rehome", "after-1"))[2] == {"v": 1}
+    assert c.get(("test", "rehome", "after-3"))[2] == {"v": 3}
+    c.close()

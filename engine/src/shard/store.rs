@@ -155,9 +155,9 @@ fn prepare_file(cfg: &StoreConfig, path: &Path) -> Result<(), StoreError> {
         }
         if h.shard != cfg.shard || h.shard_count != cfg.shard_count {
             return Err(bad(format!(
-                "it was written by shard {} of {} (--cores {}), but this server runs {} cores; \
-                 restart with --cores {} (re-homing records to a new core count is not supported yet)",
-                h.shard, h.shard_count, h.shard_count, cfg.shard_count, h.shard_count
+                "it was written by shard {} of {}, but is opened as shard {} of {} \
+                 (the server re-homes a data directory written with another --cores at start)",
+                h.shard, h.shard_count, cfg.shard, cfg.shard_count
             )));
         }
         if h.block_bytes as usize != cfg.block_bytes {
@@ -417,6 +417,11 @@ impl ShardStore {
 
     pub fn object_count(&self) -> usize {
         self.state.borrow().index.len()
+    }
+
+    /// The digests of every live (indexed) record, for re-homing.
+    pub fn live_digests(&self) -> Vec<Digest> {
+        self.state.borrow().index.iter().map(|(d, _)| *d).collect()
     }
 
     /// Tombstones and expired records still kept on disk to shadow older versions.
