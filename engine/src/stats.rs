@@ -16,6 +16,7 @@ pub struct ShardStats {
     cache_hits: AtomicU64,
     device_reads: AtomicU64,
     expired: AtomicU64,
+    evicted: AtomicU64,
     shadows: AtomicU64,
 }
 
@@ -29,6 +30,7 @@ pub struct StatsSnapshot {
     pub cache_hits: u64,
     pub device_reads: u64,
     pub expired: u64,
+    pub evicted: u64,
     /// Tombstones and expired records kept on disk to keep older versions dead.
     pub shadows: u64,
 }
@@ -63,6 +65,10 @@ impl ShardStats {
         self.shadows.store(n, Ordering::Relaxed);
     }
 
+    pub fn add_evicted(&self, n: u64) {
+        self.evicted.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn add_expired(&self, n: u64) {
         self.expired.fetch_add(n, Ordering::Relaxed);
     }
@@ -76,6 +82,7 @@ impl ShardStats {
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             device_reads: self.device_reads.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
             shadows: self.shadows.load(Ordering::Relaxed),
         }
     }
@@ -94,6 +101,7 @@ impl StatsSnapshot {
                 cache_hits: acc.cache_hits + s.cache_hits,
                 device_reads: acc.device_reads + s.device_reads,
                 expired: acc.expired + s.expired,
+                evicted: acc.evicted + s.evicted,
                 shadows: acc.shadows + s.shadows,
             })
     }

@@ -28,6 +28,7 @@ fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
         file_bytes_max: 0,
         stop_writes_used_pct: 70,
         stop_writes_avail_pct: 5,
+        evict_used_pct: 0,
     }
 }
 
@@ -540,4 +541,52 @@ fn device_faults_are_never_acknowledged_and_stop_the_shard() {
             store.put(&record(52, 1000)).await.unwrap();
         });
     }
+}
+
+#[test]
+fn eviction_removes_soonest_to_expire_records_first_and_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let mut c = cfg(&d, true);
+        c.file_bytes_max = 4096 + 20 * 128 * 1024;
+        c.evict_used_pct = 40;
+        let stats: Arc<apogee_engine::stats::ShardStats> = Arc::default();
+        let (store, _) = ShardStore::open(c.clone(), stats.clone()).await.unwrap();
+        let now = apogee_engine::clock::now_secs();
+        // 300 records without a TTL, then 1,000 with TTLs growing with i: about 54 % used.
+        for i in 0..300 {
+            store.put(&record(10_000 + i, 1000)).await.unwrap();
+        }
+        for i in 0..1000 {
+            let mut r = record(i, 1000);
+            r.meta.void_time = now + 1000 + i;
+            store.put(&r).await.unwrap();
+        }
+        let evicted = store.evict().unwrap() as u32;
+        assert!(evicted > 100 && evicted < 1000, "evicted {evicted}");
+        assert_eq!(stats.snapshot().evicted, u64::from(evicted));
+        assert_eq!(store.evict().unwrap(), 0, "below the limit now");
+        // The soonest to expire went first; records without a TTL stayed.
+        for i in 0..1000 {
+            let present = store.get(&record(i, 0).digest).await.unwrap().is_some();
+            assert_eq!(present, i >= evicted, "record {i}");
+        }
+        for i in 0..300 {
+            assert!(store
+                .get(&record(10_000 + i, 0).digest)
+                .await
+                .unwrap()
+                .is_some());
+        }
+        store.flush_all().await.unwrap();
+        drop(store);
+        let (store, report) = ShardStore::open(c, Arc::default()).await.unwrap();
+        assert_eq!(
+            report.objects as u32,
+            300 + 1000 - evicted,
+            "evictions are durable"
+        );
+        assert!(store.get(&record(0, 0).digest).await.unwrap().is_none());
+    });
 }

@@ -61,6 +61,9 @@ pub struct NamespaceConfig {
     pub stop_writes_used_pct: u64,
     /// Writes stop once fewer than this percentage of blocks are free.
     pub stop_writes_avail_pct: u64,
+    /// Above this percentage of `filesize` in live data, records with a TTL are evicted,
+    /// soonest to expire first; 0 disables eviction.
+    pub evict_used_pct: u64,
 }
 
 /// Largest `read-cache-size`: 1 TiB.
@@ -82,6 +85,7 @@ impl NamespaceConfig {
             filesize: 16 << 30,
             stop_writes_used_pct: 70,
             stop_writes_avail_pct: 5,
+            evict_used_pct: 0,
         }
     }
 }
@@ -127,6 +131,7 @@ struct NamespaceSection {
     filesize: Option<u64>,
     stop_writes_used_pct: Option<u64>,
     stop_writes_avail_pct: Option<u64>,
+    evict_used_pct: Option<u64>,
 }
 
 /// Command-line values that override the file.
@@ -333,6 +338,13 @@ impl Config {
                 0,
                 50,
                 " percent",
+            )?,
+            evict_used_pct: range(
+                &key("evict-used-pct"),
+                s.evict_used_pct.unwrap_or(d.evict_used_pct),
+                0,
+                100,
+                " percent (0 disables eviction)",
             )?,
         })
     }

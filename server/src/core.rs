@@ -44,6 +44,7 @@ pub fn store_config(
         file_bytes_max: ns.filesize / config.cores as u64,
         stop_writes_used_pct: ns.stop_writes_used_pct,
         stop_writes_avail_pct: ns.stop_writes_avail_pct,
+        evict_used_pct: ns.evict_used_pct,
     }
 }
 

@@ -25,16 +25,17 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
     let s = node.namespace_stats(i);
     Some(format!(
         "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
-         expired_objects={};\
+         expired_objects={};evicted_objects={};\
          replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
-         filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};cache_hits={};device_reads={}",
+         filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={};cache_hits={};device_reads={}",
         s.objects,
         s.shadows,
         s.bad_records,
         s.writes,
         s.reads,
         s.expired,
+        s.evicted,
         ns.default_ttl,
         ns.nsup_period,
         ns.write_block_size,
@@ -47,6 +48,7 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         ns.filesize,
         ns.stop_writes_used_pct,
         ns.stop_writes_avail_pct,
+        ns.evict_used_pct,
         s.cache_hits,
         s.device_reads
     ))

@@ -41,7 +41,7 @@ struct Args {
     /// TOML configuration file using Aerospike's key names ([service] address, port, cores,
     /// data-dir; [namespace.<name>] write-block-size, commit-to-device, flush-max-ms,
     /// default-ttl, max-record-size, read-cache-size, defrag-lwm-pct, defrag-sleep, nsup-period, filesize,
-    /// stop-writes-used-pct, stop-writes-avail-pct).
+    /// stop-writes-used-pct, stop-writes-avail-pct, evict-used-pct).
     /// Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,

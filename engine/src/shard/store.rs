@@ -82,6 +82,9 @@ pub struct StoreConfig {
     pub stop_writes_used_pct: u64,
     /// ... or once fewer than this share of the blocks are available.
     pub stop_writes_avail_pct: u64,
+    /// Above this share of the capacity in live data, the expiry sweep evicts records with a
+    /// TTL, soonest to expire first (Aerospike's `evict-used-pct`); 0 disables eviction.
+    pub evict_used_pct: u64,
 }
 
 struct State {
@@ -801,6 +804,45 @@ impl ShardStore {
         expired.len()
     }
 
+    /// Share of the capacity in live bytes, in percent; `None` without a `filesize` limit.
+    fn used_pct(&self) -> Option<u64> {
+        let st = self.state.borrow();
+        let capacity = u64::from(st.table.capacity_blocks()?.max(1)) * self.cfg.block_bytes as u64;
+        Some(st.table.live_total() * 100 / capacity)
+    }
+
+    /// When live data is above `evict-used-pct` of the capacity, deletes records that have a
+    /// TTL, soonest to expire first, until it is below. Each eviction appends a tombstone, so an
+    /// evicted record does not come back after a restart; records without a TTL are never
+    /// evicted. Returns how many records were evicted.
+    pub fn evict(&self) -> Result<usize, StoreError> {
+        let limit = self.cfg.evict_used_pct;
+        if limit == 0 || self.used_pct().is_none_or(|u| u < limit) {
+            return Ok(0);
+        }
+        let mut candidates: Vec<(u32, Digest, u16)> = self
+            .state
+            .borrow()
+            .index
+            .iter()
+            .filter(|(_, e)| e.meta.void_time != 0)
+            .map(|(d, e)| (e.meta.void_time, *d, e.meta.generation))
+            .collect();
+        candidates.sort_unstable();
+        let mut evicted = 0;
+        for (_, digest, generation) in candidates {
+            if self.used_pct().is_none_or(|u| u < limit) {
+                break;
+            }
+            let tombstone = Record::tombstone(digest, generation, clock::now_ms());
+            let bytes = tombstone.encode();
+            let _ = self.append_bytes(&bytes, digest, tombstone.meta, true)?;
+            evicted += 1;
+        }
+        self.stats.add_evicted(evicted as u64);
+        Ok(evicted)
+    }
+
     /// Sweeps expired records every `nsup-period` seconds. Stops when the store is dropped.
     pub fn spawn_expirer(self: &Rc<Self>) {
         if self.cfg.nsup_period_secs == 0 {
@@ -815,6 +857,17 @@ impl ShardStore {
                 let n = store.expire_sweep(clock::now_secs());
                 if n > 0 {
                     tracing::info!(shard = store.cfg.shard, expired = n, "expiry sweep");
+                }
+                match store.evict() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        shard = store.cfg.shard,
+                        evicted = n,
+                        "evict-used-pct crossed: evicted records"
+                    ),
+                    Err(e) => {
+                        tracing::error!(shard = store.cfg.shard, error = %e, "eviction failed")
+                    }
                 }
             }
         })

@@ -390,6 +390,7 @@ mod tests {
                     file_bytes_max: 0,
                     stop_writes_used_pct: 70,
                     stop_writes_avail_pct: 5,
+                    evict_used_pct: 0,
                 };
                 let (store, _) = ShardStore::open(cfg, Default::default()).await.unwrap();
                 let ns = crate::config::Config::load(None, &Default::default())
