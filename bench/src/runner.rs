@@ -148,11 +148,25 @@ async fn execute(cfg: &RunConfig, loading: bool) -> Result<RunResult, String> {
             }
         })
     });
+    // Open loop: one pacer thread issues every request's intended send time; whichever
+    // connection is free takes the next one, so a slow reply delays later requests only in the
+    // latency it is charged, never in the schedule.
+    let schedule = cfg.rate.map(|rate| {
+        let (tx, rx) = flume::unbounded::<Instant>();
+        let shared = shared.clone();
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        std::thread::Builder::new()
+            .name("apogee-bench-pacer".into())
+            .spawn(move || pace(tx, &shared, started, interval))
+            .expect("spawn the pacer thread");
+        rx
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for (n, conn) in conns.into_iter().enumerate() {
         let cfg = cfg.clone();
         let shared = shared.clone();
-        tasks.spawn(async move { connection_loop(cfg, shared, conn, n, loading, started).await });
+        let schedule = schedule.clone();
+        tasks.spawn(async move { connection_loop(cfg, shared, conn, n, loading, schedule).await });
     }
     let deadline = cfg.duration.map(|d| started + d);
     if let Some(d) = deadline {
@@ -175,22 +189,37 @@ async fn execute(cfg: &RunConfig, loading: bool) -> Result<RunResult, String> {
     })
 }
 
+/// Sends intended send times every `interval` from `started` until the run stops. Sleeps with
+/// the OS timer (tens of microseconds of precision); when it wakes late it sends every time
+/// that came due, so the schedule never slips.
+fn pace(tx: flume::Sender<Instant>, shared: &Shared, started: Instant, interval: Duration) {
+    let mut k: u32 = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let due = started + interval * k;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+            continue;
+        }
+        if tx.send(due).is_err() {
+            return;
+        }
+        k += 1;
+    }
+}
+
 async fn connection_loop(
     cfg: RunConfig,
     shared: Arc<Shared>,
     mut conn: Conn,
     n: usize,
     loading: bool,
-    started: Instant,
+    schedule: Option<flume::Receiver<Instant>>,
 ) -> Recorder {
     let mut rec = Recorder::default();
     let mut rng =
         SmallRng::seed_from_u64(cfg.seed ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let chooser = (!loading).then(|| cfg.mix.chooser(cfg.records.max(2)));
-    let interval = cfg
-        .rate
-        .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r.max(0.001)));
-    let mut sent: u32 = 0;
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             break;
@@ -199,16 +228,14 @@ async fn connection_loop(
         if cfg.operations.is_some_and(|max| claimed >= max) {
             break;
         }
-        // Open loop: the request is due at its slot, late or not; latency counts from then.
-        let intended = match interval {
-            Some(iv) => {
-                let due = started + iv * sent;
-                sent += 1;
-                if due > Instant::now() {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                due
-            }
+        // Open loop: the request is due at its scheduled time, late or not; latency counts
+        // from then.
+        let intended = match &schedule {
+            // The pacer drops its sender when the run stops, which ends this wait.
+            Some(rx) => match rx.recv_async().await {
+                Ok(t) if !shared.stop.load(Ordering::Relaxed) => t,
+                _ => break,
+            },
             None => Instant::now(),
         };
         let kind = match (loading, cfg.mix.pick(rng.gen())) {
