@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The storage engine against fio on the same file system, side by side in one run:
+#   1. write throughput: engine appends of 1 KiB records (1 MiB blocks, O_DIRECT, fdatasync
+#      every 9 blocks at most) vs fio sequential O_DIRECT writes, bs=1M, fdatasync every 8;
+#   2. random reads at queue depth 32: engine reads of 1 KiB records, cache off, vs fio 4 KiB
+#      random reads (io_uring, iodepth=32) of the same file;
+#   3. cold start: engine recovery of the file vs fio reading it sequentially, bs=1M.
+# Targets (issue 4): 1 >= 85 %, 2 >= 80 %, 3 <= 1.5x fio's time.
+#
+#   bash bench/engine_vs_fio.sh              # RECORDS=1000000 (1 GiB), SECS=10
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECORDS=${RECORDS:-1000000}
+SECS=${SECS:-10}
+DIR=${DIR:-target/engine-io}
+
+command -v fio >/dev/null || { apt-get update -qq && apt-get install -y -qq fio; }
+cargo build --release -q -p apogee-bench --bin engine-io
+BIN=target/release/engine-io
+rm -rf "$DIR" && mkdir -p "$DIR"
+FILE="$DIR/engine/bench/shard-0.dat"
+
+fio_json() { fio --output-format=json "$@" 2>/dev/null; }
+field() { python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; print($1)"; }
+
+echo "== 1. write throughput"
+ENGINE_W=$("$BIN" write "$DIR/engine" "$RECORDS" | tee /dev/stderr | sed -E 's/.*: ([0-9.]+) MB\/s/\1/')
+FIO_W=$(fio_json --name=w --filename="$DIR/fio.dat" --rw=write --bs=1M --size=$((RECORDS))k \
+    --direct=1 --ioengine=psync --fdatasync=8 --end_fsync=1 | field "j['write']['bw_bytes']/1e6")
+echo "fio sequential write: $FIO_W MB/s"
+
+echo "== 2. random reads at queue depth 32"
+ENGINE_R=$("$BIN" read "$DIR/engine" "$RECORDS" "$SECS" | tee /dev/stderr | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
+FIO_R=$(fio_json --name=r --filename="$FILE" --rw=randread --bs=4k --iodepth=32 --direct=1 \
+    --ioengine=io_uring --runtime="$SECS" --time_based | field "j['read']['iops']")
+echo "fio 4 KiB random read: $FIO_R IOPS"
+
+echo "== 3. cold start"
+START=$(date +%s.%N)
+"$BIN" recover "$DIR/engine"
+END=$(date +%s.%N)
+FIO_T=$(fio_json --name=c --filename="$FILE" --rw=read --bs=1M --direct=1 --ioengine=psync \
+    | field "j['read']['runtime']/1000")
+echo "fio sequential read of the same file: $FIO_T s"
+
+python3 - "$ENGINE_W" "$FIO_W" "$ENGINE_R" "$FIO_R" "$START" "$END" "$FIO_T" <<'PY'
+import sys
+ew, fw, er, fr, s, e, ft = map(float, sys.argv[1:])
+print()
+print(f"write throughput   engine/fio = {ew / fw:.2f}   (target >= 0.85)")
+print(f"random reads QD32  engine/fio = {er / fr:.2f}   (target >= 0.80)")
+print(f"cold start time    engine/fio = {(e - s) / ft:.2f}   (target <= 1.50; engine time includes process start)")
+PY

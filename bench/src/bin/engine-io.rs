@@ -1,0 +1,171 @@
+//! `engine-io`: the storage engine's I/O against the device, without the network, so it can
+//! be compared with `fio` on the same file system in one run (`bench/engine_vs_fio.sh`).
+//!
+//!   engine-io write <dir> <records>   append 1 KiB records (commit-to-device off, one final
+//!                                     flush); prints MB/s of record bytes
+//!   engine-io read <dir> <records> <seconds>
+//!                                     random reads of those records with the cache off, 32 in
+//!                                     flight (queue depth 32); prints reads/s
+//!   engine-io recover <dir>           cold start: rebuild the index; prints seconds and MB/s
+//!
+//! One shard, 1 MiB write blocks. Run `write` first; `read` and `recover` reuse its files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apogee_engine::record::{Bin, Record, RecordMeta};
+use apogee_engine::shard::{ShardStore, StoreConfig};
+use apogee_wire::Digest;
+
+/// Concurrent reads in flight for the random-read test (fio's iodepth).
+const QUEUE_DEPTH: usize = 32;
+
+fn config(dir: PathBuf) -> StoreConfig {
+    StoreConfig {
+        dir,
+        namespace: "bench".into(),
+        shard: 0,
+        shard_count: 1,
+        block_bytes: 1 << 20,
+        commit_to_device: false,
+        flush_max_ms: 100_000,
+        cache_bytes: 0,
+        defrag_lwm_pct: 50,
+        defrag_sleep_us: 1000,
+        nsup_period_secs: 0,
+        file_bytes_max: 0,
+        stop_writes_used_pct: 100,
+        stop_writes_avail_pct: 0,
+        evict_used_pct: 0,
+    }
+}
+
+/// Record `i`: one blob bin sized so the whole encoded record is 1 KiB.
+fn record(i: u64) -> Record {
+    let mut r = Record {
+        digest: Digest::of_integer("s", i as i64),
+        meta: RecordMeta {
+            generation: 1,
+            void_time: 0,
+            last_update_ms: 0,
+        },
+        set_name: b"s".to_vec(),
+        user_key: None,
+        bins: vec![Bin {
+            name: b"v".to_vec(),
+            particle_type: 4,
+            value: Vec::new(),
+        }],
+        tombstone: false,
+    };
+    let pad = 1024 - r.encoded_bytes();
+    r.bins[0].value = vec![(i % 251) as u8; pad];
+    r
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T, String> {
+    args.get(i)
+        .ok_or(format!("missing {what}"))?
+        .parse()
+        .map_err(|_| format!("{what} must be a number, got {:?}", args[i]))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let run = || -> Result<(), String> {
+        let mode = args.get(1).ok_or("usage: engine-io write|read|recover <dir> ...")?.clone();
+        let dir = PathBuf::from(args.get(2).ok_or("missing <dir>")?);
+        let records: u64 = if mode == "recover" { 0 } else { arg(&args, 3, "<records>")? };
+        let seconds: u64 = if mode == "read" { arg(&args, 4, "<seconds>")? } else { 0 };
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                match mode.as_str() {
+                    "write" => write(dir, records).await,
+                    "read" => read(dir, records, seconds).await,
+                    "recover" => recover(dir).await,
+                    other => Err(format!("unknown mode {other:?}: use write, read or recover")),
+                }
+            })
+            .map_err(|e| e.to_string())?
+            .join()
+            .map_err(|e| e.to_string())?
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("engine-io: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
+    let (store, _) = ShardStore::open(config(dir), Arc::default()).await.map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    for i in 0..records {
+        store.put(&record(i)).await.map_err(|e| e.to_string())?;
+    }
+    store.flush_all().await.map_err(|e| e.to_string())?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "engine write: {records} records of 1 KiB in {secs:.2} s: {:.1} MB/s",
+        records as f64 * 1024.0 / secs / 1e6
+    );
+    Ok(())
+}
+
+async fn read(dir: PathBuf, records: u64, seconds: u64) -> Result<(), String> {
+    let (store, report) = ShardStore::open(config(dir), Arc::default()).await.map_err(|e| e.to_string())?;
+    if report.objects < records {
+        return Err(format!("only {} records on disk; run write first", report.objects));
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..QUEUE_DEPTH as u64)
+        .map(|w| {
+            let store: Rc<ShardStore> = store.clone();
+            glommio::spawn_local(async move {
+                let mut x = w.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let i = x % records;
+                    let r = store.get(&Digest::of_integer("s", i as i64)).await;
+                    assert!(matches!(r, Ok(Some(_))), "record {i} unreadable: {r:?}");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in workers {
+        total += w.await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "engine random read: {total} reads of 1 KiB at queue depth {QUEUE_DEPTH} in {secs:.1} s: {:.0} reads/s (device reads {})",
+        total as f64 / secs,
+        store.stats().snapshot().device_reads
+    );
+    Ok(())
+}
+
+async fn recover(dir: PathBuf) -> Result<(), String> {
+    let started = Instant::now();
+    let (store, report) = ShardStore::open(config(dir), Arc::default()).await.map_err(|e| e.to_string())?;
+    let secs = started.elapsed().as_secs_f64();
+    let bytes = store.file_span_bytes();
+    println!(
+        "engine cold start: {} records, {} blocks in {secs:.2} s: {:.1} MB/s",
+        report.objects,
+        report.blocks,
+        bytes as f64 / secs / 1e6
+    );
+    Ok(())
+}
