@@ -18,7 +18,7 @@ command -v fio >/dev/null || { apt-get update -qq && apt-get install -y -qq fio;
 cargo build --release -q -p apogee-bench --bin engine-io
 BIN=target/release/engine-io
 rm -rf "$DIR" && mkdir -p "$DIR"
-FILE="$DIR/engine/bench/shard-0.dat"
+FILE="$DIR/engine/shard-0.dat"
 
 fio_json() { fio --output-format=json "$@" 2>/dev/null; }
 field() { python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; print($1)"; }

@@ -76,17 +76,30 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T,
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let run = || -> Result<(), String> {
-        let mode = args.get(1).ok_or("usage: engine-io write|read|recover <dir> ...")?.clone();
+        let mode = args
+            .get(1)
+            .ok_or("usage: engine-io write|read|recover <dir> ...")?
+            .clone();
         let dir = PathBuf::from(args.get(2).ok_or("missing <dir>")?);
-        let records: u64 = if mode == "recover" { 0 } else { arg(&args, 3, "<records>")? };
-        let seconds: u64 = if mode == "read" { arg(&args, 4, "<seconds>")? } else { 0 };
+        let records: u64 = if mode == "recover" {
+            0
+        } else {
+            arg(&args, 3, "<records>")?
+        };
+        let seconds: u64 = if mode == "read" {
+            arg(&args, 4, "<seconds>")?
+        } else {
+            0
+        };
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
                 match mode.as_str() {
                     "write" => write(dir, records).await,
                     "read" => read(dir, records, seconds).await,
                     "recover" => recover(dir).await,
-                    other => Err(format!("unknown mode {other:?}: use write, read or recover")),
+                    other => Err(format!(
+                        "unknown mode {other:?}: use write, read or recover"
+                    )),
                 }
             })
             .map_err(|e| e.to_string())?
@@ -103,7 +116,9 @@ fn main() -> ExitCode {
 }
 
 async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
-    let (store, _) = ShardStore::open(config(dir), Arc::default()).await.map_err(|e| e.to_string())?;
+    let (store, _) = ShardStore::open(config(dir), Arc::default())
+        .await
+        .map_err(|e| e.to_string())?;
     let started = Instant::now();
     for i in 0..records {
         store.put(&record(i)).await.map_err(|e| e.to_string())?;
@@ -118,9 +133,14 @@ async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
 }
 
 async fn read(dir: PathBuf, records: u64, seconds: u64) -> Result<(), String> {
-    let (store, report) = ShardStore::open(config(dir), Arc::default()).await.map_err(|e| e.to_string())?;
+    let (store, report) = ShardStore::open(config(dir), Arc::default())
+        .await
+        .map_err(|e| e.to_string())?;
     if report.objects < records {
-        return Err(format!("only {} records on disk; run write first", report.objects));
+        return Err(format!(
+            "only {} records on disk; run write first",
+            report.objects
+        ));
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
@@ -158,7 +178,9 @@ async fn read(dir: PathBuf, records: u64, seconds: u64) -> Result<(), String> {
 
 async fn recover(dir: PathBuf) -> Result<(), String> {
     let started = Instant::now();
-    let (store, report) = ShardStore::open(config(dir), Arc::default()).await.map_err(|e| e.to_string())?;
+    let (store, report) = ShardStore::open(config(dir), Arc::default())
+        .await
+        .map_err(|e| e.to_string())?;
     let secs = started.elapsed().as_secs_f64();
     let bytes = store.file_span_bytes();
     println!(
