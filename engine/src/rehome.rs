@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::error::StoreError;
 use crate::file_header::{FileHeader, FILE_HEADER_BYTES};
+use crate::shard::store::io_err;
 use crate::shard::{ShardStore, StoreConfig};
 
 /// What a re-homing did.
@@ -21,13 +22,6 @@ pub struct RehomeReport {
     pub from_shards: u32,
     pub to_shards: u32,
     pub records: u64,
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {

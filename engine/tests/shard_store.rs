@@ -51,6 +51,11 @@ fn record(i: u32, value_bytes: usize) -> Record {
     }
 }
 
+/// The tombstone that deletes record `i`.
+fn tombstone(i: u32) -> Record {
+    Record::tombstone(Digest::of_integer("s", i64::from(i)), 1, 1)
+}
+
 fn run<F, Fut>(f: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -75,9 +80,7 @@ fn records_span_blocks_and_survive_reopen() {
         for i in 0..1000 {
             store.put(&record(i, 1000)).await.unwrap();
         }
-        let mut gone = record(5, 0);
-        gone.bins.clear();
-        gone.tombstone = true;
+        let gone = tombstone(5);
         store.put(&gone).await.unwrap();
         // Read back now: most records are on disk only.
         for i in [0u32, 1, 499, 999] {
@@ -204,9 +207,7 @@ fn cached_reads_do_no_io_and_never_serve_stale_versions() {
         newer.meta.generation = 2;
         store.put(&newer).await.unwrap();
         assert_eq!(store.get(&newer.digest).await.unwrap(), Some(newer.clone()));
-        let mut gone = record(8, 0);
-        gone.bins.clear();
-        gone.tombstone = true;
+        let gone = tombstone(8);
         store.put(&gone).await.unwrap();
         assert_eq!(store.get(&gone.digest).await.unwrap(), None);
         drop(store);
@@ -302,9 +303,7 @@ fn deleted_records_stay_deleted_through_defrag_and_restarts() {
             store.put(&versioned(i, 0)).await.unwrap();
         }
         for i in (0..300).step_by(2) {
-            let mut t = record(i, 0);
-            t.bins.clear();
-            t.tombstone = true;
+            let t = tombstone(i);
             store.put(&t).await.unwrap();
         }
         // Churn other keys so the blocks holding the old versions and the tombstones are
@@ -352,9 +351,7 @@ fn matches_a_model_through_random_ops_defrag_and_restarts() {
             let key = rng.next() % 400;
             match rng.next() % 10 {
                 0..=1 => {
-                    let mut t = record(key, 0);
-                    t.bins.clear();
-                    t.tombstone = true;
+                    let t = tombstone(key);
                     store.put(&t).await.unwrap();
                     model.remove(&key);
                 }
@@ -472,9 +469,7 @@ fn stop_writes_refuses_writes_keeps_reads_and_resumes_after_deletes() {
         );
         // Deletes still pass; once defragmentation frees space, writes resume.
         for i in 0..written / 2 {
-            let mut t = record(i, 0);
-            t.bins.clear();
-            t.tombstone = true;
+            let t = tombstone(i);
             store.put(&t).await.unwrap();
         }
         defrag_all(&store).await;

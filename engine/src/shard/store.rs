@@ -129,7 +129,7 @@ pub struct RecoveryReport {
     pub elapsed_ms: u64,
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.display().to_string(),
         source,
