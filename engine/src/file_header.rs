@@ -8,7 +8,7 @@ use crate::block::IO_ALIGN_BYTES;
 /// "APOGEEDB".
 pub const FILE_MAGIC: [u8; 8] = *b"APOGEEDB";
 /// Bumped on any incompatible change to `docs/storage-format.md`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The header occupies one aligned page; blocks start right after it.
 pub const FILE_HEADER_BYTES: usize = IO_ALIGN_BYTES;
 /// Namespace names are at most 31 bytes.
@@ -93,10 +93,10 @@ mod tests {
         let b = h.encode();
         assert_eq!(FileHeader::decode(&b).unwrap(), h);
         let mut v2 = b.clone();
-        v2[11] = 2;
+        v2[11] = 3;
         assert!(FileHeader::decode(&v2)
             .unwrap_err()
-            .contains("format version 2"));
+            .contains("format version 3"));
         let mut bad = b;
         bad[20] ^= 1;
         assert!(FileHeader::decode(&bad).unwrap_err().contains("checksum"));

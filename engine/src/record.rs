@@ -94,6 +94,19 @@ impl std::fmt::Display for RecordDecodeError {
     }
 }
 
+/// The tag that binds a record's checksum to the block it was written in: the stored CRC is
+/// `crc32(record) XOR tag(block sequence)`. Bytes left over from an earlier use of a reused
+/// block carry another sequence's tag, so they fail the checksum instead of being replayed.
+pub fn block_tag(sequence: u64) -> u32 {
+    (sequence ^ (sequence >> 32)) as u32
+}
+
+/// Moves encoded record bytes from the block tagged `from` to the block tagged `to`.
+pub fn retag(bytes: &mut [u8], from: u32, to: u32) {
+    let stored = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    bytes[8..12].copy_from_slice(&(stored ^ from ^ to).to_be_bytes());
+}
+
 fn checksum(bytes: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&bytes[0..8]);
@@ -187,9 +200,15 @@ impl Record {
         v
     }
 
-    /// Decodes a whole record from `bytes` (which may run past its end), checksum first.
+    /// Decodes an untagged record (tag 0), checksum first.
     pub fn decode(bytes: &[u8]) -> Result<Record, RecordDecodeError> {
-        let h = decode_header(bytes)?;
+        Record::decode_tagged(bytes, 0)
+    }
+
+    /// Decodes a whole record from `bytes` (which may run past its end), checksum first, as
+    /// stored in a block with checksum tag `tag`.
+    pub fn decode_tagged(bytes: &[u8], tag: u32) -> Result<Record, RecordDecodeError> {
+        let h = decode_header_tagged(bytes, tag)?;
         let body = &bytes[RECORD_FIXED_BYTES..h.total_bytes as usize];
         let mut r = Reader { bytes: body };
         let set_len = bytes[13] as usize;
@@ -252,9 +271,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Validates the magic, length and checksum of the record at the start of `bytes` and returns
-/// its fixed header. Nothing is trusted before the checksum verifies.
+/// `decode_header_tagged` for untagged bytes (tag 0).
 pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, RecordDecodeError> {
+    decode_header_tagged(bytes, 0)
+}
+
+/// Validates the magic, length and checksum (with the block's tag) of the record at the start
+/// of `bytes` and returns its fixed header. Nothing is trusted before the checksum verifies.
+pub fn decode_header_tagged(bytes: &[u8], tag: u32) -> Result<RecordHeader, RecordDecodeError> {
     if bytes.len() < 8 {
         return Err(RecordDecodeError::End);
     }
@@ -270,7 +294,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, RecordDecodeError> {
         return Err(RecordDecodeError::BadLength(total));
     }
     let rec = &bytes[..total as usize];
-    let stored = u32::from_be_bytes(rec[8..12].try_into().expect("4 bytes"));
+    let stored = u32::from_be_bytes(rec[8..12].try_into().expect("4 bytes")) ^ tag;
     let computed = checksum(rec);
     if stored != computed {
         return Err(RecordDecodeError::BadChecksum { stored, computed });
@@ -358,6 +382,23 @@ mod tests {
                 "flip at byte {i} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn a_record_verifies_only_under_its_block_tag() {
+        let mut bytes = sample(1).encode();
+        retag(&mut bytes, 0, block_tag(7));
+        assert!(Record::decode_tagged(&bytes, block_tag(7)).is_ok());
+        assert!(matches!(
+            decode_header_tagged(&bytes, block_tag(8)),
+            Err(RecordDecodeError::BadChecksum { .. })
+        ));
+        assert!(Record::decode(&bytes).is_err());
+        retag(&mut bytes, block_tag(7), block_tag(9));
+        assert_eq!(
+            Record::decode_tagged(&bytes, block_tag(9)).unwrap(),
+            sample(1)
+        );
     }
 
     #[test]

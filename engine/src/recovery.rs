@@ -10,7 +10,7 @@
 use crate::block::{BlockHeader, BlockState, BLOCK_HEADER_BYTES};
 use crate::clock;
 use crate::index::{Index, IndexEntry, Shadow, Shadows};
-use crate::record::{decode_header, RecordDecodeError, RECORD_FIXED_BYTES};
+use crate::record::{block_tag, decode_header_tagged, RecordDecodeError, RECORD_FIXED_BYTES};
 
 /// What replaying one block found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,17 +32,17 @@ pub fn replay_block(
 ) -> Option<(BlockState, BlockReplay)> {
     let state = BlockHeader::decode(block);
     let mut out = BlockReplay::default();
-    match state {
+    let tag = match state {
         BlockState::Empty => return None,
         BlockState::Corrupt => {
             out.stopped_early = true;
             return Some((state, out));
         }
-        BlockState::Valid(_) => {}
-    }
+        BlockState::Valid(h) => block_tag(h.sequence),
+    };
     let mut pos = BLOCK_HEADER_BYTES;
     while pos + RECORD_FIXED_BYTES <= block.len() {
-        match decode_header(&block[pos..]) {
+        match decode_header_tagged(&block[pos..], tag) {
             Ok(h) => {
                 out.records += 1;
                 let offset = base + pos as u64;
@@ -124,7 +124,14 @@ mod tests {
                 block_bytes: BLOCK_SIZE_BYTES_MIN as u32,
             },
         );
-        let offsets = records.iter().map(|r| w.append(&r.encode())).collect();
+        let offsets = records
+            .iter()
+            .map(|r| {
+                let mut bytes = r.encode();
+                crate::record::retag(&mut bytes, 0, block_tag(1));
+                w.append(&bytes)
+            })
+            .collect();
         (w, offsets)
     }
 
@@ -177,6 +184,25 @@ mod tests {
             idx.get(&Digest::of_string("s", "c")).is_some(),
             "later record survives"
         );
+    }
+
+    #[test]
+    fn bytes_from_another_use_of_the_block_are_not_replayed() {
+        // The same record bytes in a block with another sequence number: stale, so skipped.
+        let (w, _) = block_with(&[rec("a", 1, 1, false)]);
+        let mut b = bytes(&w);
+        b[..BLOCK_HEADER_BYTES].copy_from_slice(
+            &BlockHeader {
+                sequence: 2,
+                shard: 0,
+                block_bytes: BLOCK_SIZE_BYTES_MIN as u32,
+            }
+            .encode(),
+        );
+        let mut idx = Index::default();
+        let (_, r) = replay_block(&b, w.base, &mut idx, &mut Shadows::default(), 0).unwrap();
+        assert_eq!(idx.len(), 0);
+        assert_eq!(r.bad_records, 1);
     }
 
     #[test]

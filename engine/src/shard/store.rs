@@ -27,7 +27,10 @@ use crate::clock;
 use crate::error::StoreError;
 use crate::file_header::{FileHeader, FILE_HEADER_BYTES, FORMAT_VERSION};
 use crate::index::{Index, IndexEntry, Shadow, Shadows};
-use crate::record::{decode_header, Record, RecordDecodeError, RecordHeader, RECORD_FIXED_BYTES};
+use crate::record::{
+    block_tag, decode_header_tagged, retag, Record, RecordDecodeError, RecordHeader,
+    RECORD_FIXED_BYTES,
+};
 use crate::recovery;
 use crate::shard::space::{BlockInfo, BlockTable, BlockUse};
 use crate::stats::ShardStats;
@@ -474,6 +477,12 @@ impl ShardStore {
         })
     }
 
+    /// The checksum tag of the block holding file offset `offset`.
+    fn tag_at(&self, offset: u64) -> u32 {
+        let st = self.state.borrow();
+        block_tag(st.table.info(st.table.block_of(offset)).sequence)
+    }
+
     /// One attempt at reading the version `entry` names. The inner error says why the bytes
     /// found were not that version.
     async fn read_version(
@@ -489,16 +498,17 @@ impl ShardStore {
             )),
             Err(e) => Err(e.to_string()),
         };
+        let tag = self.tag_at(entry.offset);
         if let Some(bytes) = self.cache.borrow_mut().get(digest, entry.offset) {
             self.stats.count_cache_hit();
-            return Ok(check(Record::decode(&bytes)));
+            return Ok(check(Record::decode_tagged(&bytes, tag)));
         }
         let in_memory = {
             let st = self.state.borrow();
             st.blocks
                 .iter()
                 .find_map(|b| b.slice_at(entry.offset, entry.bytes as usize))
-                .map(Record::decode)
+                .map(|bytes| Record::decode_tagged(bytes, tag))
         };
         if let Some(r) = in_memory {
             return Ok(check(r));
@@ -512,7 +522,7 @@ impl ShardStore {
                 path: self.path.clone(),
                 source: e.into(),
             })?;
-        let record = check(Record::decode(&bytes));
+        let record = check(Record::decode_tagged(&bytes, tag));
         // Cache it only if it is still the newest version after the await.
         if record.is_ok() && self.version(digest) == Some(entry.offset) {
             self.cache
@@ -559,7 +569,7 @@ impl ShardStore {
         if !record.tombstone {
             self.check_stop_writes()?;
         }
-        let ticket = self.append_bytes(&bytes, record.digest, record.meta, record.tombstone)?;
+        let ticket = self.append_bytes(&bytes, 0, record.digest, record.meta, record.tombstone)?;
         self.stats.count_write();
         Ok(ticket)
     }
@@ -590,9 +600,12 @@ impl ShardStore {
     /// Appends encoded record bytes: the one place that moves index entries, shadows, cache
     /// entries and block live bytes together. `shadow` says the bytes shadow older versions
     /// (a tombstone or an expired record) rather than being the live version.
+    /// `bytes` carry checksum tag `from_tag` (0 when freshly encoded); they are re-tagged for
+    /// the block they land in.
     fn append_bytes(
         &self,
         bytes: &[u8],
+        from_tag: u32,
         digest: Digest,
         meta: crate::record::RecordMeta,
         shadow: bool,
@@ -627,7 +640,11 @@ impl ShardStore {
                 },
             ));
         }
-        let offset = st.blocks.back_mut().expect("open block").append(bytes);
+        let open = st.blocks.back_mut().expect("open block");
+        let mut tagged = bytes.to_vec();
+        retag(&mut tagged, from_tag, block_tag(open.sequence));
+        let bytes = &tagged[..];
+        let offset = open.append(bytes);
         let len = bytes.len() as u32;
         if let Some(old) = st.index.remove(&digest) {
             st.table.remove_live(old.offset, old.bytes);
@@ -836,7 +853,7 @@ impl ShardStore {
             }
             let tombstone = Record::tombstone(digest, generation, clock::now_ms());
             let bytes = tombstone.encode();
-            let _ = self.append_bytes(&bytes, digest, tombstone.meta, true)?;
+            let _ = self.append_bytes(&bytes, 0, digest, tombstone.meta, true)?;
             evicted += 1;
         }
         self.stats.add_evicted(evicted as u64);
@@ -941,9 +958,10 @@ impl ShardStore {
                 })
             }
         }
+        let tag = block_tag(sequence);
         let mut pos = BLOCK_HEADER_BYTES;
         while pos + RECORD_FIXED_BYTES <= data.len() {
-            let h = match decode_header(&data[pos..]) {
+            let h = match decode_header_tagged(&data[pos..], tag) {
                 Ok(h) => h,
                 Err(RecordDecodeError::BadChecksum { .. }) => {
                     let len = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().expect("4"));
@@ -953,7 +971,7 @@ impl ShardStore {
                 Err(_) => break,
             };
             let len = h.total_bytes as usize;
-            self.relocate(idx, base + pos as u64, &data[pos..pos + len], &h)?;
+            self.relocate(idx, base + pos as u64, &data[pos..pos + len], tag, &h)?;
             pos += len;
         }
         let live = self.state.borrow().table.info(idx).live_bytes;
@@ -984,6 +1002,7 @@ impl ShardStore {
         idx: u32,
         offset: u64,
         bytes: &[u8],
+        tag: u32,
         h: &RecordHeader,
     ) -> Result<(), StoreError> {
         let (live, shadow) = {
@@ -1004,7 +1023,7 @@ impl ShardStore {
             return Ok(());
         }
         if live || shadow {
-            let _ = self.append_bytes(bytes, h.digest, h.meta, shadow)?;
+            let _ = self.append_bytes(bytes, tag, h.digest, h.meta, shadow)?;
         }
         Ok(())
     }
