@@ -199,6 +199,21 @@ fn bad_requests_get_result_codes() {
     assert_eq!(result_of(port, &m), 2);
     m.header.info1 = 0;
     assert_eq!(result_of(port, &m), 4);
+    // More than 32,767 bins in one record: refused, whether in one write or by merging two.
+    let many = |prefix: char, n: usize| -> Vec<Op> {
+        (0..n).map(|i| write_op(&format!("{prefix}{i}"))).collect()
+    };
+    let mut m = keyed("test", many('a', 32_768));
+    m.fields[1].data = Digest::of_string("demo", "wide").0.to_vec();
+    assert_eq!(result_of(port, &m), 4);
+    m.ops = many('a', 30_000);
+    assert_eq!(result_of(port, &m), 0);
+    m.ops = many('b', 30_000);
+    assert_eq!(
+        result_of(port, &m),
+        4,
+        "merged record would hold 60,000 bins"
+    );
     // The record written first is untouched by all of the failures.
     let mut m = keyed("test", vec![]);
     m.header.info2 = 0;

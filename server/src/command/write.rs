@@ -4,6 +4,8 @@
 //!
 //! Every check happens before anything is appended, so a failed command changes nothing.
 
+use std::collections::HashMap;
+
 use apogee_engine::record::{Bin, Record, RecordMeta, UserKey};
 use apogee_engine::{clock, shard::ShardStore};
 use apogee_wire::msg::{info1, info2, info3, particle, Message, Op, OpType};
@@ -73,27 +75,75 @@ fn check_request(msg: &Message) -> Result<(), ResultCode> {
     Ok(())
 }
 
-fn set_bin(bins: &mut Vec<Bin>, name: &[u8], particle_type: u8, value: Vec<u8>) {
-    match bins.iter_mut().find(|b| b.name == name) {
-        Some(b) => {
-            b.particle_type = particle_type;
-            b.value = value;
+/// The bins of a record being written, indexed by name so every op finds its bin at once: a
+/// request may carry 65,535 ops, and a linear search per op would stall the core.
+struct BinSet {
+    bins: Vec<Bin>,
+    pos: HashMap<Vec<u8>, usize>,
+}
+
+impl BinSet {
+    fn new(bins: Vec<Bin>) -> BinSet {
+        let pos = bins
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.clone(), i))
+            .collect();
+        BinSet { bins, pos }
+    }
+
+    fn get(&self, name: &[u8]) -> Option<&Bin> {
+        self.pos.get(name).map(|&i| &self.bins[i])
+    }
+
+    fn set(&mut self, name: &[u8], particle_type: u8, value: Vec<u8>) {
+        match self.pos.get(name) {
+            Some(&i) => {
+                self.bins[i].particle_type = particle_type;
+                self.bins[i].value = value;
+            }
+            None => {
+                self.pos.insert(name.to_vec(), self.bins.len());
+                self.bins.push(Bin {
+                    name: name.to_vec(),
+                    particle_type,
+                    value,
+                });
+            }
         }
-        None => bins.push(Bin {
-            name: name.to_vec(),
-            particle_type,
-            value,
-        }),
+    }
+
+    /// Removes a bin; the last bin takes its place (clients do not depend on bin order).
+    fn remove(&mut self, name: &[u8]) {
+        if let Some(i) = self.pos.remove(name) {
+            self.bins.swap_remove(i);
+            if let Some(moved) = self.bins.get(i) {
+                self.pos.insert(moved.name.clone(), i);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bins.clear();
+        self.pos.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.bins.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bins.is_empty()
     }
 }
 
-fn increment(bins: &mut Vec<Bin>, op: &Op) -> Result<(), ResultCode> {
+fn increment(bins: &mut BinSet, op: &Op) -> Result<(), ResultCode> {
     let arg: [u8; 8] = op
         .value
         .as_slice()
         .try_into()
         .map_err(|_| ResultCode::Parameter)?;
-    let current = bins.iter().find(|b| b.name == op.name);
+    let current = bins.get(&op.name);
     let value = match (op.particle_type, current) {
         (particle::INTEGER, None) => arg,
         (particle::FLOAT, None) => arg,
@@ -119,15 +169,15 @@ fn increment(bins: &mut Vec<Bin>, op: &Op) -> Result<(), ResultCode> {
         (particle::INTEGER | particle::FLOAT, Some(_)) => return Err(ResultCode::IncompatibleType),
         _ => return Err(ResultCode::Parameter),
     };
-    set_bin(bins, &op.name, op.particle_type, value.to_vec());
+    bins.set(&op.name, op.particle_type, value.to_vec());
     Ok(())
 }
 
-fn concat(bins: &mut Vec<Bin>, op: &Op, append: bool) -> Result<(), ResultCode> {
+fn concat(bins: &mut BinSet, op: &Op, append: bool) -> Result<(), ResultCode> {
     if !matches!(op.particle_type, particle::STRING | particle::BLOB) {
         return Err(ResultCode::IncompatibleType);
     }
-    let value = match bins.iter().find(|b| b.name == op.name) {
+    let value = match bins.get(&op.name) {
         None => op.value.clone(),
         Some(b) if b.particle_type == op.particle_type => {
             if append {
@@ -138,7 +188,7 @@ fn concat(bins: &mut Vec<Bin>, op: &Op, append: bool) -> Result<(), ResultCode> 
         }
         Some(_) => return Err(ResultCode::IncompatibleType),
     };
-    set_bin(bins, &op.name, op.particle_type, value);
+    bins.set(&op.name, op.particle_type, value);
     Ok(())
 }
 
@@ -152,16 +202,14 @@ fn nil_result(op: &Op) -> Op {
 }
 
 /// Applies the ops in request order to `bins`, returning the reply ops.
-fn apply_ops(msg: &Message, bins: &mut Vec<Bin>) -> Result<Vec<Op>, ResultCode> {
+fn apply_ops(msg: &Message, bins: &mut BinSet) -> Result<Vec<Op>, ResultCode> {
     let h = &msg.header;
     let respond_all = h.info2 & info2::RESPOND_ALL_OPS != 0;
     let mut out = Vec::new();
     for op in &msg.ops {
         match op.op_type {
-            OpType::WRITE if op.particle_type == particle::NULL => {
-                bins.retain(|b| b.name != op.name)
-            }
-            OpType::WRITE => set_bin(bins, &op.name, op.particle_type, op.value.clone()),
+            OpType::WRITE if op.particle_type == particle::NULL => bins.remove(&op.name),
+            OpType::WRITE => bins.set(&op.name, op.particle_type, op.value.clone()),
             OpType::INCR => increment(bins, op)?,
             OpType::APPEND => concat(bins, op, true)?,
             OpType::PREPEND => concat(bins, op, false)?,
@@ -169,11 +217,11 @@ fn apply_ops(msg: &Message, bins: &mut Vec<Bin>) -> Result<Vec<Op>, ResultCode> 
             // The real server gives TOUCH no reply op even with RESPOND_ALL_OPS.
             OpType::TOUCH => continue,
             OpType::READ if is_read_all(op, h.info1) => {
-                out.extend(bins.iter().map(|b| bin_op(OpType::READ, b)));
+                out.extend(bins.bins.iter().map(|b| bin_op(OpType::READ, b)));
                 continue;
             }
             OpType::READ => {
-                match bins.iter().find(|b| b.name == op.name) {
+                match bins.get(&op.name) {
                     Some(b) => out.push(bin_op(op.op_type, b)),
                     None if respond_all => out.push(nil_result(op)),
                     None => {}
@@ -188,6 +236,10 @@ fn apply_ops(msg: &Message, bins: &mut Vec<Bin>) -> Result<Vec<Op>, ResultCode> 
     }
     Ok(out)
 }
+
+/// Most bins one record may hold (Aerospike's limit). Also keeps every reply's op count, which
+/// is a u16 on the wire, in range.
+pub const BINS_PER_RECORD_MAX: usize = 32_767;
 
 /// How often a write re-reads a record that another write changed while it was reading,
 /// before it gives up with KEY_BUSY (14), as Aerospike does for hot keys.
@@ -221,11 +273,14 @@ fn plan(
     )
     .ok_or(ResultCode::Parameter)?;
     let replace = h.info3 & (info3::CREATE_OR_REPLACE | info3::REPLACE_ONLY) != 0;
-    let mut bins = match (&existing, replace) {
+    let mut bins = BinSet::new(match (&existing, replace) {
         (Some(r), false) => r.bins.clone(),
         _ => Vec::new(),
-    };
+    });
     let reply_ops = apply_ops(msg, &mut bins)?;
+    if bins.len() > BINS_PER_RECORD_MAX {
+        return Err(ResultCode::Parameter);
+    }
 
     if bins.is_empty() {
         // No bins left: the record is deleted (a tombstone when it existed).
@@ -259,7 +314,7 @@ fn plan(
         },
         set_name,
         user_key,
-        bins,
+        bins: bins.bins,
         tombstone: false,
     };
     if record.encoded_bytes() > ns.max_record_size {
@@ -343,11 +398,11 @@ mod tests {
             op(OpType::READ, 0, "s", vec![]),
             op(OpType::TOUCH, 0, "", vec![]),
         ];
-        let mut bins = vec![Bin {
+        let mut bins = BinSet::new(vec![Bin {
             name: b"a".to_vec(),
             particle_type: particle::INTEGER,
             value: 6i64.to_be_bytes().to_vec(),
-        }];
+        }]);
         let out = apply_ops(&m, &mut bins).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].value, 11i64.to_be_bytes());
