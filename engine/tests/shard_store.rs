@@ -51,6 +51,11 @@ fn record(i: u32, value_bytes: usize) -> Record {
     }
 }
 
+/// Opens (or reopens) a store, which must succeed.
+async fn open(c: StoreConfig) -> (Rc<ShardStore>, apogee_engine::shard::store::RecoveryReport) {
+    ShardStore::open(c, Arc::default()).await.unwrap()
+}
+
 /// The tombstone that deletes record `i`.
 fn tombstone(i: u32) -> Record {
     Record::tombstone(Digest::of_integer("s", i64::from(i)), 1, 1)
@@ -73,9 +78,7 @@ fn records_span_blocks_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
-            .await
-            .unwrap();
+        let (store, _) = open(cfg(&d, true)).await;
         // ~1 MiB of records in 128 KiB blocks: at least 8 blocks.
         for i in 0..1000 {
             store.put(&record(i, 1000)).await.unwrap();
@@ -90,9 +93,7 @@ fn records_span_blocks_and_survive_reopen() {
             );
         }
         drop(store);
-        let (store, report) = ShardStore::open(cfg(&d, true), Arc::default())
-            .await
-            .unwrap();
+        let (store, report) = open(cfg(&d, true)).await;
         assert!(report.blocks >= 8, "{report:?}");
         assert_eq!(report.objects, 999);
         assert_eq!(report.bad_records, 0);
@@ -108,9 +109,7 @@ fn concurrent_writers_share_device_flushes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
-            .await
-            .unwrap();
+        let (store, _) = open(cfg(&d, true)).await;
         let writers: Vec<_> = (0..200u32)
             .map(|i| {
                 let s: Rc<ShardStore> = store.clone();
@@ -135,9 +134,7 @@ fn commit_to_device_off_acknowledges_from_memory() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (store, _) = ShardStore::open(cfg(&d, false), Arc::default())
-            .await
-            .unwrap();
+        let (store, _) = open(cfg(&d, false)).await;
         for i in 0..10 {
             store.put(&record(i, 100)).await.unwrap();
         }
@@ -146,9 +143,7 @@ fn commit_to_device_off_acknowledges_from_memory() {
         store.flush_all().await.unwrap();
         assert_eq!(store.flush_count(), 1);
         drop(store);
-        let (_, report) = ShardStore::open(cfg(&d, false), Arc::default())
-            .await
-            .unwrap();
+        let (_, report) = open(cfg(&d, false)).await;
         assert_eq!(report.objects, 10);
     });
 }
@@ -158,9 +153,7 @@ fn oversized_records_and_foreign_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
-            .await
-            .unwrap();
+        let (store, _) = open(cfg(&d, true)).await;
         let err = store.put(&record(1, 200 * 1024)).await.unwrap_err();
         assert!(matches!(err, StoreError::RecordTooBig { .. }), "{err}");
         assert_eq!(store.object_count(), 0);
@@ -247,9 +240,7 @@ fn overwriting_the_same_keys_runs_at_constant_disk_usage() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
-            .await
-            .unwrap();
+        let (store, _) = open(cfg(&d, true)).await;
         let block = 128 * 1024u64;
         // 200 records of ~1.1 KiB (about 2 blocks live), overwritten 60 times (about 100
         // blocks written, 13 MiB, 100x the live data).
@@ -277,9 +268,7 @@ fn overwriting_the_same_keys_runs_at_constant_disk_usage() {
             );
         }
         drop(store);
-        let (store, report) = ShardStore::open(cfg(&d, true), Arc::default())
-            .await
-            .unwrap();
+        let (store, report) = open(cfg(&d, true)).await;
         assert_eq!(report.objects, 200);
         assert_eq!(report.bad_records, 0);
         for i in 0..200 {
@@ -296,9 +285,7 @@ fn deleted_records_stay_deleted_through_defrag_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(move || async move {
-        let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
-            .await
-            .unwrap();
+        let (store, _) = open(cfg(&d, true)).await;
         for i in 0..300 {
             store.put(&versioned(i, 0)).await.unwrap();
         }
@@ -318,9 +305,7 @@ fn deleted_records_stay_deleted_through_defrag_and_restarts() {
                 defragged += defrag_all(&store).await;
             }
             drop(store);
-            let (s, report) = ShardStore::open(cfg(&d, true), Arc::default())
-                .await
-                .unwrap();
+            let (s, report) = open(cfg(&d, true)).await;
             assert_eq!(report.objects, 150 + 100, "cycle {cycle}");
             store = s;
             for i in 0..300 {
@@ -343,9 +328,7 @@ fn matches_a_model_through_random_ops_defrag_and_restarts() {
     run(move || async move {
         let mut rng = Lcg(0x5eed);
         let mut model = std::collections::BTreeMap::new();
-        let (mut store, _) = ShardStore::open(cfg(&d, true), Arc::default())
-            .await
-            .unwrap();
+        let (mut store, _) = open(cfg(&d, true)).await;
         let mut defragged = 0;
         for step in 0..6000u32 {
             let key = rng.next() % 400;
@@ -368,9 +351,7 @@ fn matches_a_model_through_random_ops_defrag_and_restarts() {
             }
             if step % 1500 == 1499 {
                 drop(store);
-                let (s, report) = ShardStore::open(cfg(&d, true), Arc::default())
-                    .await
-                    .unwrap();
+                let (s, report) = open(cfg(&d, true)).await;
                 assert_eq!(report.objects as usize, model.len(), "after step {step}");
                 store = s;
                 for key in 0..400 {
@@ -428,9 +409,7 @@ fn expired_records_are_swept_and_never_come_back() {
         assert_eq!(stats.snapshot().expired, 1);
         assert_eq!(store.get(&v2.digest).await.unwrap(), None);
         drop(store);
-        let (store, report) = ShardStore::open(cfg(&d, true), Arc::default())
-            .await
-            .unwrap();
+        let (store, report) = open(cfg(&d, true)).await;
         assert_eq!(report.objects, 1);
         assert_eq!(
             store.get(&v2.digest).await.unwrap(),
@@ -449,7 +428,7 @@ fn stop_writes_refuses_writes_keeps_reads_and_resumes_after_deletes() {
         let mut c = cfg(&d, true);
         // 20 blocks of 128 KiB: writes stop once live data reaches 70 % (about 1.8 MiB).
         c.file_bytes_max = 4096 + 20 * 128 * 1024;
-        let (store, _) = ShardStore::open(c.clone(), Arc::default()).await.unwrap();
+        let (store, _) = open(c.clone()).await;
         let mut written = 0;
         let err = loop {
             match store.put(&record(written, 1000)).await {
@@ -476,7 +455,7 @@ fn stop_writes_refuses_writes_keeps_reads_and_resumes_after_deletes() {
         store.put(&record(written, 1000)).await.unwrap();
         assert!(store.file_span_bytes() <= c.file_bytes_max);
         drop(store);
-        let (store, report) = ShardStore::open(c, Arc::default()).await.unwrap();
+        let (store, report) = open(c).await;
         assert_eq!(report.objects as u32, written - written / 2 + 1);
         assert_eq!(
             store.get(&record(written, 1000).digest).await.unwrap(),
@@ -498,9 +477,7 @@ fn device_faults_are_never_acknowledged_and_stop_the_shard() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         run(move || async move {
-            let (store, _) = ShardStore::open(cfg(&d, true), Arc::default())
-                .await
-                .unwrap();
+            let (store, _) = open(cfg(&d, true)).await;
             for i in 0..50 {
                 store.put(&record(i, 1000)).await.unwrap();
             }
@@ -523,9 +500,7 @@ fn device_faults_are_never_acknowledged_and_stop_the_shard() {
                 );
             }
             drop(store);
-            let (store, report) = ShardStore::open(cfg(&d, true), Arc::default())
-                .await
-                .unwrap();
+            let (store, report) = open(cfg(&d, true)).await;
             assert!(report.objects >= 50, "{fault:?}: acknowledged records lost");
             for i in 0..50 {
                 assert_eq!(
@@ -576,7 +551,7 @@ fn eviction_removes_soonest_to_expire_records_first_and_durably() {
         }
         store.flush_all().await.unwrap();
         drop(store);
-        let (store, report) = ShardStore::open(c, Arc::default()).await.unwrap();
+        let (store, report) = open(c).await;
         assert_eq!(
             report.objects as u32,
             300 + 1000 - evicted,
