@@ -398,10 +398,6 @@ impl ShardStore {
         Ok((state, report))
     }
 
-    pub fn config(&self) -> &StoreConfig {
-        &self.cfg
-    }
-
     pub fn stats(&self) -> &Arc<ShardStats> {
         &self.stats
     }
@@ -569,7 +565,7 @@ impl ShardStore {
         if !record.tombstone {
             self.check_stop_writes()?;
         }
-        let ticket = self.append_bytes(&bytes, 0, record.digest, record.meta, record.tombstone)?;
+        let ticket = self.append_bytes(bytes, 0, record.digest, record.meta, record.tombstone)?;
         self.stats.count_write();
         Ok(ticket)
     }
@@ -604,7 +600,7 @@ impl ShardStore {
     /// the block they land in.
     fn append_bytes(
         &self,
-        bytes: &[u8],
+        mut bytes: Vec<u8>,
         from_tag: u32,
         digest: Digest,
         meta: crate::record::RecordMeta,
@@ -641,10 +637,8 @@ impl ShardStore {
             ));
         }
         let open = st.blocks.back_mut().expect("open block");
-        let mut tagged = bytes.to_vec();
-        retag(&mut tagged, from_tag, block_tag(open.sequence));
-        let bytes = &tagged[..];
-        let offset = open.append(bytes);
+        retag(&mut bytes, from_tag, block_tag(open.sequence));
+        let offset = open.append(&bytes);
         let len = bytes.len() as u32;
         if let Some(old) = st.index.remove(&digest) {
             st.table.remove_live(old.offset, old.bytes);
@@ -853,7 +847,7 @@ impl ShardStore {
             }
             let tombstone = Record::tombstone(digest, generation, clock::now_ms());
             let bytes = tombstone.encode();
-            let _ = self.append_bytes(&bytes, 0, digest, tombstone.meta, true)?;
+            let _ = self.append_bytes(bytes, 0, digest, tombstone.meta, true)?;
             evicted += 1;
         }
         self.stats.add_evicted(evicted as u64);
@@ -1023,7 +1017,7 @@ impl ShardStore {
             return Ok(());
         }
         if live || shadow {
-            let _ = self.append_bytes(bytes, tag, h.digest, h.meta, shadow)?;
+            let _ = self.append_bytes(bytes.to_vec(), tag, h.digest, h.meta, shadow)?;
         }
         Ok(())
     }

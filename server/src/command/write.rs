@@ -137,6 +137,14 @@ impl BinSet {
     }
 }
 
+/// The 8-byte value of a stored integer or float bin.
+fn eight_bytes(b: &Bin) -> Result<[u8; 8], ResultCode> {
+    b.value
+        .as_slice()
+        .try_into()
+        .map_err(|_| ResultCode::IncompatibleType)
+}
+
 fn increment(bins: &mut BinSet, op: &Op) -> Result<(), ResultCode> {
     let arg: [u8; 8] = op
         .value
@@ -148,22 +156,12 @@ fn increment(bins: &mut BinSet, op: &Op) -> Result<(), ResultCode> {
         (particle::INTEGER, None) => arg,
         (particle::FLOAT, None) => arg,
         (particle::INTEGER, Some(b)) if b.particle_type == particle::INTEGER => {
-            let cur = i64::from_be_bytes(
-                b.value
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| ResultCode::IncompatibleType)?,
-            );
+            let cur = i64::from_be_bytes(eight_bytes(b)?);
             // Aerospike wraps on overflow.
             cur.wrapping_add(i64::from_be_bytes(arg)).to_be_bytes()
         }
         (particle::FLOAT, Some(b)) if b.particle_type == particle::FLOAT => {
-            let cur = f64::from_be_bytes(
-                b.value
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| ResultCode::IncompatibleType)?,
-            );
+            let cur = f64::from_be_bytes(eight_bytes(b)?);
             (cur + f64::from_be_bytes(arg)).to_be_bytes()
         }
         (particle::INTEGER | particle::FLOAT, Some(_)) => return Err(ResultCode::IncompatibleType),
