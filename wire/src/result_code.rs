@@ -21,6 +21,9 @@ pub enum ResultCode {
     Namespace = 20,
     BinName = 21,
     Forbidden = 22,
+    ElementNotFound = 23,
+    ElementExists = 24,
+    OpNotApplicable = 26,
     FilteredOut = 27,
     SecurityNotEnabled = 52,
 }

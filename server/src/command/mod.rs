@@ -34,13 +34,26 @@ fn field_is_unsupported_feature(t: u8) -> bool {
 }
 
 /// Op types defined by the protocol that this server does not implement yet:
-/// CDT, expression, bit, HLL and string ops.
+/// expression, bit, HLL and string ops.
 fn op_is_unsupported_feature(t: OpType) -> bool {
-    matches!(t.0, 3 | 4 | 7 | 8 | 12 | 13 | 15 | 16 | 17 | 18 | 19)
+    matches!(t.0, 7 | 8 | 12 | 13 | 15 | 16 | 17 | 18 | 19)
 }
 
 fn op_is_supported(t: OpType) -> bool {
-    matches!(t.0, 1 | 2 | 5 | 9 | 10 | 11 | 14)
+    matches!(t.0, 1..=5 | 9 | 10 | 11 | 14)
+}
+
+/// The result code of a failed list/map op.
+pub fn op_error_code(e: &apogee_ops::OpError) -> ResultCode {
+    tracing::debug!(error = %e, "op refused");
+    match e.result_code() {
+        12 => ResultCode::IncompatibleType,
+        16 => ResultCode::UnsupportedFeature,
+        23 => ResultCode::ElementNotFound,
+        24 => ResultCode::ElementExists,
+        26 => ResultCode::OpNotApplicable,
+        _ => ResultCode::Parameter,
+    }
 }
 
 /// Checks that apply to every keyed command; `Err` carries the result code.

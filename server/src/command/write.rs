@@ -11,9 +11,9 @@ use apogee_engine::{clock, shard::ShardStore};
 use apogee_wire::msg::{info1, info2, info3, particle, Message, Op, OpType};
 use apogee_wire::{Digest, FieldType, ResultCode};
 
-use super::read::bin_op;
+use super::read::{bin_op, value_op};
 use super::ttl::void_time_for;
-use super::{store_error_code, Reply};
+use super::{op_error_code, store_error_code, Reply};
 use crate::config::NamespaceConfig;
 
 /// Applies the GENERATION / GENERATION_GT policy against the stored generation (0 = missing).
@@ -66,7 +66,12 @@ fn check_request(msg: &Message) -> Result<(), ResultCode> {
     for op in &msg.ops {
         let needs_name = matches!(
             op.op_type,
-            OpType::WRITE | OpType::INCR | OpType::APPEND | OpType::PREPEND
+            OpType::WRITE
+                | OpType::INCR
+                | OpType::APPEND
+                | OpType::PREPEND
+                | OpType::CDT_READ
+                | OpType::CDT_MODIFY
         );
         if needs_name && op.name.is_empty() {
             return Err(ResultCode::Parameter);
@@ -221,6 +226,24 @@ fn apply_ops(msg: &Message, bins: &mut BinSet) -> Result<Vec<Op>, ResultCode> {
             OpType::READ => {
                 match bins.get(&op.name) {
                     Some(b) => out.push(bin_op(op.op_type, b)),
+                    None if respond_all => out.push(nil_result(op)),
+                    None => {}
+                }
+                continue;
+            }
+            OpType::CDT_READ | OpType::CDT_MODIFY => {
+                let bin = bins
+                    .get(&op.name)
+                    .map(|b| (b.particle_type, b.value.as_slice()));
+                let modify = op.op_type == OpType::CDT_MODIFY;
+                let outcome = apogee_ops::cdt::apply(bin, &op.value, modify)
+                    .map_err(|e| op_error_code(&e))?;
+                if let Some(v) = outcome.new_bin {
+                    let (particle_type, bytes) = v.to_particle();
+                    bins.set(&op.name, particle_type, bytes);
+                }
+                match outcome.result {
+                    Some(v) => out.push(value_op(op, &v)),
                     None if respond_all => out.push(nil_result(op)),
                     None => {}
                 }

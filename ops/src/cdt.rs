@@ -1,0 +1,359 @@
+//! One CDT op (op types 3 and 4) against one bin: decodes the payload `[code, args...]` or
+//! `[0xff, ctx, [code, args...]]`, walks the context to the nested list or map it names
+//! (creating it when a context step asks to), and hands the op to the list or map module
+//! (spec §4.5).
+//!
+//! Never changes the caller's bin: it returns the new bin value, which the caller stores only
+//! when every op of the command succeeded.
+
+use crate::error::{OpError, OpResult};
+use crate::select;
+use crate::value::{self, map_order, ptype, List, Map, Value};
+use crate::{list, map};
+
+/// The code that marks a payload with a context.
+const CTX_MARKER: i64 = 0xff;
+
+/// Context step kinds (spec §4.5): list or map, then what the step's value selects by.
+mod ctx {
+    pub const LIST_INDEX: i64 = 0x10;
+    pub const LIST_RANK: i64 = 0x11;
+    pub const LIST_VALUE: i64 = 0x13;
+    pub const MAP_INDEX: i64 = 0x20;
+    pub const MAP_RANK: i64 = 0x21;
+    pub const MAP_KEY: i64 = 0x22;
+    pub const MAP_VALUE: i64 = 0x23;
+    /// Create flags OR-ed into a step; which bits mean what depends on list or map.
+    pub const CREATE_MASK: i64 = 0xc0;
+    pub const LIST_CREATE_PAD: i64 = 0x80;
+    pub const LIST_CREATE_ORDERED: i64 = 0xc0;
+    pub const MAP_CREATE_KEY_ORDERED: i64 = 0x80;
+    pub const MAP_CREATE_KEY_VALUE_ORDERED: i64 = 0xc0;
+}
+
+/// Most context steps one op may carry.
+pub const CTX_STEPS_MAX: usize = 32;
+
+/// What a CDT op did: its result for the reply, and the bin's new value when it changed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Option<Value>,
+    pub new_bin: Option<Value>,
+}
+
+enum Kind {
+    List,
+    Map,
+}
+
+struct Parsed {
+    code: u8,
+    args: Vec<Value>,
+    ctx: Vec<Value>,
+}
+
+fn parse(payload: &[u8]) -> OpResult<Parsed> {
+    let Value::List(top) = value::decode(payload)? else {
+        return Err(OpError::Parameter("CDT op payload is not a msgpack array"));
+    };
+    let mut items = top.items;
+    if items.is_empty() {
+        return Err(OpError::Parameter("empty CDT op payload"));
+    }
+    if items[0].as_int() == Some(CTX_MARKER) {
+        if items.len() != 3 {
+            return Err(OpError::Parameter(
+                "CDT context payload needs [0xff, ctx, op]",
+            ));
+        }
+        let op = items.pop().expect("three items");
+        let ctx = items.pop().expect("three items");
+        let (Value::List(ctx), Value::List(op)) = (ctx, op) else {
+            return Err(OpError::Parameter("CDT context or op is not an array"));
+        };
+        if ctx.items.is_empty() || ctx.items.len() % 2 != 0 {
+            return Err(OpError::Parameter("CDT context needs (type, value) pairs"));
+        }
+        if ctx.items.len() / 2 > CTX_STEPS_MAX {
+            return Err(OpError::Parameter("CDT context too deep"));
+        }
+        let mut p = parse_op(op.items)?;
+        p.ctx = ctx.items;
+        return Ok(p);
+    }
+    parse_op(items)
+}
+
+fn parse_op(mut items: Vec<Value>) -> OpResult<Parsed> {
+    if items.is_empty() {
+        return Err(OpError::Parameter("empty CDT op"));
+    }
+    let code = items.remove(0).as_int().and_then(|c| u8::try_from(c).ok());
+    let code = code.ok_or(OpError::Parameter("CDT op code is not a small integer"))?;
+    Ok(Parsed {
+        code,
+        args: items,
+        ctx: vec![],
+    })
+}
+
+fn kind_of(code: u8) -> OpResult<(Kind, bool, bool)> {
+    if list::is_known(code) {
+        Ok((Kind::List, list::is_read(code), list::creates(code)))
+    } else if map::is_known(code) {
+        Ok((Kind::Map, map::is_read(code), map::creates(code)))
+    } else {
+        Err(OpError::Parameter("unknown CDT op code"))
+    }
+}
+
+/// Applies one CDT op to a bin given as (particle type, bytes), or `None` when the record has no
+/// such bin. `modify` is false for op type 3 (CDT_READ), which may only carry read codes.
+pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult<Outcome> {
+    let p = parse(payload)?;
+    let (kind, is_read, creates) = kind_of(p.code)?;
+    if !modify && !is_read {
+        return Err(OpError::Parameter("a modify code in a CDT read op"));
+    }
+    let existing = match bin {
+        None => None,
+        Some((ptype::LIST | ptype::MAP, bytes)) => Some(value::decode(bytes)?),
+        Some(_) => return Err(OpError::IncompatibleType("bin is not a list or map")),
+    };
+    let bin_existed = existing.is_some();
+    let mut root = match existing {
+        Some(v) => v,
+        None if is_read => {
+            return Ok(Outcome {
+                result: None,
+                new_bin: None,
+            })
+        }
+        None => match p.ctx.first().and_then(Value::as_int) {
+            Some(t) if t & 0x30 == 0x20 => Value::Map(Map::default()),
+            Some(_) => Value::List(List::default()),
+            None => match kind {
+                Kind::List => Value::List(list::new_for(p.code, &p.args)?),
+                Kind::Map => Value::Map(map::new_for(p.code, &p.args)?),
+            },
+        },
+    };
+    let writes = modify && !is_read;
+    let target = navigate(&mut root, &p.ctx, writes)?;
+    let result = match (kind, target) {
+        (Kind::List, Value::List(l)) => list::apply(l, p.code, &p.args)?,
+        (Kind::Map, Value::Map(m)) => map::apply(m, p.code, &p.args)?,
+        (Kind::List, _) => return Err(OpError::IncompatibleType("list op on a non-list")),
+        (Kind::Map, _) => return Err(OpError::IncompatibleType("map op on a non-map")),
+    };
+    let store = writes && (bin_existed || creates || !p.ctx.is_empty());
+    Ok(Outcome {
+        result,
+        new_bin: store.then_some(root),
+    })
+}
+
+/// Follows the context steps from the bin's value to the element the op works on.
+fn navigate<'a>(root: &'a mut Value, steps: &[Value], may_create: bool) -> OpResult<&'a mut Value> {
+    let mut cur = root;
+    for pair in steps.chunks_exact(2) {
+        let t = pair[0]
+            .as_int()
+            .ok_or(OpError::Parameter("context type is not an integer"))?;
+        cur = step(cur, t, &pair[1], may_create)?;
+    }
+    Ok(cur)
+}
+
+fn step<'a>(cur: &'a mut Value, t: i64, v: &Value, may_create: bool) -> OpResult<&'a mut Value> {
+    let create = if may_create { t & ctx::CREATE_MASK } else { 0 };
+    let base = t & !ctx::CREATE_MASK;
+    let not_found = || OpError::NotApplicable("context element not found");
+    match (base, cur) {
+        (ctx::LIST_INDEX, Value::List(l)) => {
+            let index = v.as_int().ok_or(OpError::Parameter("context index"))?;
+            let n = l.items.len();
+            match select::single(n, index) {
+                Ok(p) => Ok(&mut l.items[p]),
+                Err(_) if create != 0 && index >= 0 => {
+                    let i = usize::try_from(index).map_err(|_| not_found())?;
+                    if i > n && create != ctx::LIST_CREATE_PAD {
+                        return Err(not_found());
+                    }
+                    if i > list::PAD_INDEX_MAX {
+                        return Err(OpError::Parameter("list index too large"));
+                    }
+                    l.items.resize(i, Value::Nil);
+                    l.items.push(Value::List(List {
+                        ordered: create == ctx::LIST_CREATE_ORDERED,
+                        items: vec![],
+                    }));
+                    Ok(&mut l.items[i])
+                }
+                Err(_) => Err(not_found()),
+            }
+        }
+        (ctx::LIST_RANK, Value::List(l)) => {
+            let rank = v.as_int().ok_or(OpError::Parameter("context rank"))?;
+            let r = select::single(l.items.len(), rank).map_err(|_| not_found())?;
+            let p = select::rank_order(&l.items.iter().collect::<Vec<_>>())[r];
+            Ok(&mut l.items[p])
+        }
+        (ctx::LIST_VALUE, Value::List(l)) => {
+            let p = l
+                .items
+                .iter()
+                .position(|x| value::equal(x, v))
+                .ok_or_else(not_found)?;
+            Ok(&mut l.items[p])
+        }
+        (ctx::MAP_INDEX, Value::Map(m)) => {
+            let index = v.as_int().ok_or(OpError::Parameter("context index"))?;
+            let p = select::single(m.entries.len(), index).map_err(|_| not_found())?;
+            Ok(&mut m.entries[p].1)
+        }
+        (ctx::MAP_RANK, Value::Map(m)) => {
+            let rank = v.as_int().ok_or(OpError::Parameter("context rank"))?;
+            let r = select::single(m.entries.len(), rank).map_err(|_| not_found())?;
+            let p = select::rank_order(&m.entries.iter().map(|e| &e.1).collect::<Vec<_>>())[r];
+            Ok(&mut m.entries[p].1)
+        }
+        (ctx::MAP_KEY, Value::Map(m)) => match m.find(v) {
+            Ok(p) => Ok(&mut m.entries[p].1),
+            Err(p) if create != 0 => {
+                if matches!(
+                    v,
+                    Value::List(_) | Value::Map(_) | Value::Nil | Value::Wildcard | Value::Inf
+                ) {
+                    return Err(OpError::Parameter("map key must be a scalar"));
+                }
+                let order = match create {
+                    ctx::MAP_CREATE_KEY_ORDERED => map_order::KEY_ORDERED,
+                    ctx::MAP_CREATE_KEY_VALUE_ORDERED => map_order::KEY_VALUE_ORDERED,
+                    _ => map_order::UNORDERED,
+                };
+                m.entries.insert(
+                    p,
+                    (
+                        v.clone(),
+                        Value::Map(Map {
+                            order,
+                            entries: vec![],
+                        }),
+                    ),
+                );
+                Ok(&mut m.entries[p].1)
+            }
+            Err(_) => Err(not_found()),
+        },
+        (ctx::MAP_VALUE, Value::Map(m)) => {
+            let p = m
+                .entries
+                .iter()
+                .position(|e| value::equal(&e.1, v))
+                .ok_or_else(not_found)?;
+            Ok(&mut m.entries[p].1)
+        }
+        (0x14 | 0x24, _) => Err(OpError::Unsupported("expression context")),
+        (ctx::LIST_INDEX | ctx::LIST_RANK | ctx::LIST_VALUE, _) => {
+            Err(OpError::IncompatibleType("list context on a non-list"))
+        }
+        (ctx::MAP_INDEX | ctx::MAP_RANK | ctx::MAP_KEY | ctx::MAP_VALUE, _) => {
+            Err(OpError::IncompatibleType("map context on a non-map"))
+        }
+        _ => Err(OpError::Parameter("unknown context type")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_list_append_with_context() {
+        // list_append('l', 9, ctx=[list_index(0)]) on [[1], 2] (spec §4.5).
+        let bin = Value::List(List {
+            ordered: false,
+            items: vec![
+                Value::List(List {
+                    ordered: false,
+                    items: vec![Value::Int(1)],
+                }),
+                Value::Int(2),
+            ],
+        })
+        .encode();
+        let payload = [0x93, 0xcc, 0xff, 0x92, 0x10, 0x00, 0x92, 0x01, 0x09];
+        let out = apply(Some((ptype::LIST, &bin)), &payload, true).unwrap();
+        assert_eq!(out.result.unwrap().as_int(), Some(2));
+        assert_eq!(
+            out.new_bin.unwrap().encode(),
+            [0x92, 0x92, 0x01, 0x09, 0x02]
+        );
+    }
+
+    #[test]
+    fn captured_payloads_apply() {
+        // map_put('m','k2',22) then map_get_by_key('m','k',VALUE) and map_size.
+        let put = [0x94, 0x43, 0xa3, 0x03, 0x6b, 0x32, 0x16, 0x00];
+        let out = apply(None, &put, true).unwrap();
+        assert_eq!(out.result.unwrap().as_int(), Some(1));
+        let bin = out.new_bin.unwrap().encode();
+        let get = [0x93, 0x61, 0x07, 0xa3, 0x03, 0x6b, 0x32];
+        let out = apply(Some((ptype::MAP, &bin)), &get, false).unwrap();
+        assert_eq!(out.result.unwrap().as_int(), Some(22));
+        assert!(out.new_bin.is_none());
+        let out = apply(Some((ptype::MAP, &bin)), &[0x91, 0x60], false).unwrap();
+        assert_eq!(out.result.unwrap().as_int(), Some(1));
+    }
+
+    #[test]
+    fn errors_have_their_codes() {
+        let int_bin = 5i64.to_be_bytes();
+        let size = [0x91, 0x10];
+        assert_eq!(
+            apply(Some((ptype::INTEGER, &int_bin)), &size, false)
+                .unwrap_err()
+                .result_code(),
+            12
+        );
+        // A modify code sent as a read op.
+        assert_eq!(
+            apply(None, &[0x92, 0x01, 0x05], false)
+                .unwrap_err()
+                .result_code(),
+            4
+        );
+        assert_eq!(
+            apply(None, &[0x91, 0x3f], true).unwrap_err().result_code(),
+            4
+        );
+        // Context into a missing map key without create.
+        let m = Value::Map(Map::default()).encode();
+        let p = [0x93, 0xcc, 0xff, 0x92, 0x22, 0xa2, 0x03, 0x61, 0x91, 0x60];
+        assert_eq!(
+            apply(Some((ptype::MAP, &m)), &p, false)
+                .unwrap_err()
+                .result_code(),
+            26
+        );
+    }
+
+    #[test]
+    fn map_key_create_context_builds_the_path() {
+        // map_put('m', 'x', 1, ctx=[map_key_create('a', KEY_ORDERED)]) on a missing bin.
+        let p = [
+            0x93, 0xcc, 0xff, 0x92, 0xcc, 0xa2, 0xa2, 0x03, 0x61, 0x93, 0x43, 0xa2, 0x03, 0x78,
+            0x01,
+        ];
+        let out = apply(None, &p, true).unwrap();
+        let Some(Value::Map(m)) = out.new_bin else {
+            panic!("no map")
+        };
+        let Value::Map(inner) = &m.entries[0].1 else {
+            panic!("no inner map")
+        };
+        assert_eq!(inner.order, map_order::KEY_ORDERED);
+        assert_eq!(inner.entries.len(), 1);
+    }
+}

@@ -1,0 +1,298 @@
+//! Selecting elements of a list or map by index, rank or value, and shaping what an op returns
+//! about them (spec §4.5 "Return types"). Shared by the list and map ops.
+//!
+//! A selection is a set of positions in the collection's stored order (list order, or key order
+//! for maps) plus the order the client wants results in. Must never index out of bounds: every
+//! index and rank from a client goes through [`range`] or [`single`].
+
+use std::cmp::Ordering;
+
+use crate::error::{OpError, OpResult};
+use crate::value::{compare, List, Map, Value};
+
+/// Return types (the low 16 bits of a return-type argument).
+pub mod rt {
+    pub const NONE: i64 = 0;
+    pub const INDEX: i64 = 1;
+    pub const REVERSE_INDEX: i64 = 2;
+    pub const RANK: i64 = 3;
+    pub const REVERSE_RANK: i64 = 4;
+    pub const COUNT: i64 = 5;
+    pub const KEY: i64 = 6;
+    pub const VALUE: i64 = 7;
+    pub const KEY_VALUE: i64 = 8;
+    pub const EXISTS: i64 = 13;
+    pub const UNORDERED_MAP: i64 = 16;
+    pub const ORDERED_MAP: i64 = 17;
+    /// OR-ed in: select everything the rest of the arguments do not.
+    pub const INVERTED: i64 = 0x10000;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReturnType {
+    pub kind: i64,
+    pub inverted: bool,
+}
+
+impl ReturnType {
+    pub fn parse(v: &Value) -> OpResult<ReturnType> {
+        let raw = v
+            .as_int()
+            .ok_or(OpError::Parameter("return type is not an integer"))?;
+        let kind = raw & !rt::INVERTED;
+        if !matches!(kind, 0..=8 | 13 | 16 | 17) {
+            return Err(OpError::Parameter("unknown return type"));
+        }
+        Ok(ReturnType {
+            kind,
+            inverted: raw & rt::INVERTED != 0,
+        })
+    }
+}
+
+/// Positions chosen by an op, and whether the client asked for a single element.
+#[derive(Debug)]
+pub struct Selection {
+    /// Positions in result order (index order, or rank order for rank selections).
+    pub positions: Vec<usize>,
+    /// A by-index / by-rank / by-key op: scalar results instead of lists.
+    pub single: bool,
+}
+
+impl Selection {
+    pub fn many(positions: Vec<usize>) -> Selection {
+        Selection {
+            positions,
+            single: false,
+        }
+    }
+
+    pub fn one(position: Option<usize>) -> Selection {
+        Selection {
+            positions: position.into_iter().collect(),
+            single: true,
+        }
+    }
+
+    /// The complement, in index order, when the return type is inverted.
+    pub fn apply_inversion(self, n: usize, rt: ReturnType) -> Selection {
+        if !rt.inverted {
+            return self;
+        }
+        let mut chosen = vec![false; n];
+        for &p in &self.positions {
+            chosen[p] = true;
+        }
+        Selection::many((0..n).filter(|&p| !chosen[p]).collect())
+    }
+}
+
+/// Aerospike's range rule: a negative index counts from the end; a range that starts before the
+/// first element is clipped (and its count shortened); one that starts past the end is empty.
+/// `count` absent means "to the end". Returns `[start, end)`.
+pub fn range(n: usize, index: i64, count: Option<i64>) -> OpResult<(usize, usize)> {
+    if count.is_some_and(|c| c < 0) {
+        return Err(OpError::Parameter("negative count"));
+    }
+    let n_i = i64::try_from(n).expect("collection length fits in i64");
+    let mut count = count.unwrap_or(i64::MAX);
+    let mut start = if index < 0 { index + n_i } else { index };
+    if start < 0 {
+        count = count.saturating_add(start);
+        start = 0;
+    }
+    if start >= n_i || count <= 0 {
+        return Ok((n, n));
+    }
+    let end = start.saturating_add(count).min(n_i);
+    Ok((start as usize, end as usize))
+}
+
+/// A single index or rank: negative counts from the end; outside the collection is result 26.
+pub fn single(n: usize, index: i64) -> OpResult<usize> {
+    let n_i = i64::try_from(n).expect("collection length fits in i64");
+    let i = if index < 0 { index + n_i } else { index };
+    if (0..n_i).contains(&i) {
+        Ok(i as usize)
+    } else {
+        Err(OpError::NotApplicable("index or rank out of bounds"))
+    }
+}
+
+/// Positions sorted by value (ties in position order): `rank_order[r]` is the element of rank r.
+pub fn rank_order(values: &[&Value]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| compare(values[a], values[b]));
+    order
+}
+
+/// The rank of each position: the inverse of [`rank_order`].
+pub fn ranks(order: &[usize]) -> Vec<usize> {
+    let mut r = vec![0; order.len()];
+    for (rank, &p) in order.iter().enumerate() {
+        r[p] = rank;
+    }
+    r
+}
+
+/// Positions whose value lies in `[begin, end)`, in position order. `end` nil means infinity.
+pub fn value_interval(values: &[&Value], begin: &Value, end: &Value) -> Vec<usize> {
+    let unbounded = matches!(end, Value::Nil | Value::Inf);
+    (0..values.len())
+        .filter(|&p| {
+            compare(values[p], begin) != Ordering::Less
+                && (unbounded || compare(values[p], end) == Ordering::Less)
+        })
+        .collect()
+}
+
+/// Rank-ordered positions starting `rank` places from where `value` would rank.
+pub fn value_rel_rank(
+    values: &[&Value],
+    value: &Value,
+    rank: i64,
+    count: Option<i64>,
+) -> OpResult<Vec<usize>> {
+    let order = rank_order(values);
+    let below = values
+        .iter()
+        .filter(|v| compare(v, value) == Ordering::Less)
+        .count();
+    let (s, e) = relative(order.len(), below, rank, count)?;
+    Ok(order[s..e].to_vec())
+}
+
+/// `[start, end)` of a range `offset` places from `anchor`, clipped like [`range`] but with no
+/// counting from the end: a negative start shortens the count.
+pub fn relative(
+    n: usize,
+    anchor: usize,
+    offset: i64,
+    count: Option<i64>,
+) -> OpResult<(usize, usize)> {
+    if count.is_some_and(|c| c < 0) {
+        return Err(OpError::Parameter("negative count"));
+    }
+    let n_i = i64::try_from(n).expect("collection length fits in i64");
+    let mut start = i64::try_from(anchor)
+        .expect("anchor fits in i64")
+        .saturating_add(offset);
+    let mut count = count.unwrap_or(i64::MAX);
+    if start < 0 {
+        count = count.saturating_add(start);
+        start = 0;
+    }
+    if start >= n_i || count <= 0 {
+        return Ok((n, n));
+    }
+    Ok((
+        start as usize,
+        start.saturating_add(count).min(n_i) as usize,
+    ))
+}
+
+fn int(i: usize) -> Value {
+    Value::Int(i64::try_from(i).expect("position fits in i64"))
+}
+
+fn list_of(items: Vec<Value>) -> Value {
+    Value::List(List {
+        ordered: false,
+        items,
+    })
+}
+
+/// What an op returns about the elements it selected. `keys` is `None` for lists.
+pub fn result(
+    rt: ReturnType,
+    sel: &Selection,
+    keys: Option<&[&Value]>,
+    values: &[&Value],
+) -> OpResult<Option<Value>> {
+    let n = values.len();
+    let single = sel.single && !rt.inverted;
+    let need_ranks = matches!(rt.kind, rt::RANK | rt::REVERSE_RANK);
+    let rank_of = if need_ranks {
+        ranks(&rank_order(values))
+    } else {
+        vec![]
+    };
+    let each = |f: &dyn Fn(usize) -> Value| -> Value {
+        if single {
+            sel.positions.first().map_or(Value::Nil, |&p| f(p))
+        } else {
+            list_of(sel.positions.iter().map(|&p| f(p)).collect())
+        }
+    };
+    Ok(Some(match rt.kind {
+        rt::NONE => return Ok(None),
+        rt::INDEX => each(&int),
+        rt::REVERSE_INDEX => each(&|p| int(n - 1 - p)),
+        rt::RANK => each(&|p| int(rank_of[p])),
+        rt::REVERSE_RANK => each(&|p| int(n - 1 - rank_of[p])),
+        rt::COUNT => int(sel.positions.len()),
+        rt::EXISTS => Value::Bool(!sel.positions.is_empty()),
+        rt::VALUE => each(&|p| values[p].clone()),
+        rt::KEY => {
+            let keys = keys.ok_or(OpError::Parameter("key return type on a list"))?;
+            each(&|p| keys[p].clone())
+        }
+        rt::KEY_VALUE | rt::UNORDERED_MAP | rt::ORDERED_MAP => {
+            let keys = keys.ok_or(OpError::Parameter("key-value return type on a list"))?;
+            let entries = sel
+                .positions
+                .iter()
+                .map(|&p| (keys[p].clone(), values[p].clone()))
+                .collect();
+            if rt.kind == rt::KEY_VALUE {
+                // In selection order: a rank range keeps its rank order, as the real server does.
+                Value::Map(Map { order: 0, entries })
+            } else {
+                let order = if rt.kind == rt::ORDERED_MAP { 1 } else { 0 };
+                Value::Map(Map::from_entries(order, entries))
+            }
+        }
+        _ => return Err(OpError::Parameter("return type does not apply here")),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_aerospike_rules() {
+        assert_eq!(range(5, 1, Some(2)).unwrap(), (1, 3));
+        assert_eq!(range(5, -2, None).unwrap(), (3, 5));
+        assert_eq!(range(5, -7, Some(3)).unwrap(), (0, 1));
+        assert_eq!(range(5, 9, Some(3)).unwrap(), (5, 5));
+        assert_eq!(range(5, 3, Some(100)).unwrap(), (3, 5));
+        assert!(range(5, 0, Some(-1)).is_err());
+        assert_eq!(single(3, -1).unwrap(), 2);
+        assert!(single(3, 3).is_err());
+        assert!(single(3, -4).is_err());
+    }
+
+    #[test]
+    fn relative_rank_matches_the_documented_examples() {
+        // Aerospike's list docs: [0,4,5,9,11,15] by value-relative rank.
+        let items: Vec<Value> = [0, 4, 5, 9, 11, 15].map(Value::Int).to_vec();
+        let refs: Vec<&Value> = items.iter().collect();
+        let pick = |v: i64, r: i64, c: Option<i64>| -> Vec<i64> {
+            value_rel_rank(&refs, &Value::Int(v), r, c)
+                .unwrap()
+                .iter()
+                .map(|&p| items[p].as_int().unwrap())
+                .collect()
+        };
+        assert_eq!(pick(5, 0, None), [5, 9, 11, 15]);
+        assert_eq!(pick(5, 1, None), [9, 11, 15]);
+        assert_eq!(pick(5, -1, None), [4, 5, 9, 11, 15]);
+        assert_eq!(pick(3, 0, None), [4, 5, 9, 11, 15]);
+        assert_eq!(pick(3, 3, None), [11, 15]);
+        assert_eq!(pick(3, -3, None), [0, 4, 5, 9, 11, 15]);
+        assert_eq!(pick(5, 0, Some(2)), [5, 9]);
+        assert_eq!(pick(3, -3, Some(2)), [] as [i64; 0]);
+        assert_eq!(pick(3, -3, Some(3)), [0]);
+    }
+}
