@@ -189,3 +189,91 @@ async fn values_keys_generations_and_policies() {
     let _ = err; // the client refuses it before sending: the namespace is not in the partition map
     client.close().await.unwrap();
 }
+
+/// List and map operations through the official Rust client, with the results its
+/// documentation describes for each return type, nested contexts, and the error codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_map_operations() {
+    use aerospike::operations::cdt_context::ctx_map_key_create;
+    use aerospike::operations::maps::MapOrder;
+    use aerospike::operations::{lists, maps};
+    use aerospike::{ListPolicy, ListReturnType, MapPolicy, MapReturnType};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), 2, &[]);
+    let client = connect(&server).await;
+    let wp = WritePolicy::default();
+    let key = as_key!("test", "demo", "cdt");
+    let lp = ListPolicy::default();
+    let mp = MapPolicy::default();
+    let one = |op: aerospike::operations::Operation| {
+        let client = &client;
+        let wp = &wp;
+        let key = &key;
+        async move { client.operate(wp, key, &[op]).await }
+    };
+
+    let items = vec![as_val!(7), as_val!(3), as_val!(9), as_val!(3), as_val!(1)];
+    let rec = one(lists::append_items(&lp, "l", items)).await.unwrap();
+    assert_eq!(rec.bins["l"], Value::from(5));
+    let rec = one(lists::get_by_rank_range_count(
+        "l",
+        0,
+        3,
+        ListReturnType::VALUES,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rec.bins["l"], as_list!(1, 3, 3));
+    let rec = one(lists::remove_by_value(
+        "l",
+        as_val!(3),
+        ListReturnType::INDEX,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rec.bins["l"], as_list!(1, 3));
+    let rec = one(lists::size("l")).await.unwrap();
+    assert_eq!(rec.bins["l"], Value::from(3));
+    assert_eq!(
+        rc(one(lists::get("l", 99)).await),
+        ResultCode::OpNotApplicable
+    );
+
+    let mut entries = std::collections::HashMap::new();
+    for (k, v) in [("a", 1), ("b", 2), ("c", 30), ("y", 30), ("z", 26)] {
+        entries.insert(as_val!(k), as_val!(v));
+    }
+    let rec = one(maps::put_items(&mp, "m", entries)).await.unwrap();
+    assert_eq!(rec.bins["m"], Value::from(5));
+    let rec = one(maps::get_by_rank_range("m", -2, 2, MapReturnType::KEY))
+        .await
+        .unwrap();
+    assert_eq!(rec.bins["m"], as_list!("c", "y"));
+    let rec = one(maps::get_by_key("m", as_val!("q"), MapReturnType::VALUE))
+        .await
+        .unwrap();
+    assert_eq!(rec.bins.get("m").cloned().unwrap_or(Value::Nil), Value::Nil);
+    let create = vec![ctx_map_key_create(as_val!("n"), MapOrder::KeyOrdered)];
+    let rec = one(maps::put(&mp, "m", as_val!("x"), as_val!(1)).context(create))
+        .await
+        .unwrap();
+    assert_eq!(rec.bins["m"], Value::from(1));
+    let rec = client
+        .get(&ReadPolicy::default(), &key, ["m"])
+        .await
+        .unwrap();
+    assert_eq!(
+        rec.bins["m"],
+        as_map!("a" => 1, "b" => 2, "c" => 30, "n" => as_map!("x" => 1), "y" => 30, "z" => 26)
+    );
+    assert_eq!(
+        rc(one(maps::put(&mp, "l", as_val!("k"), as_val!(1))).await),
+        ResultCode::BinTypeError
+    );
+    let create_only = MapPolicy::new(MapOrder::Unordered, aerospike::MapWriteFlags::CREATE_ONLY);
+    assert_eq!(
+        rc(one(maps::put(&create_only, "m", as_val!("a"), as_val!(5))).await),
+        ResultCode::ElementExists
+    );
+}

@@ -169,9 +169,9 @@ def test_info(server, client):
 
 
 def test_unsupported_features_are_reported(client):
-    from aerospike_helpers.operations import list_operations as lo
+    from aerospike_helpers.operations import hll_operations as ho
     with pytest.raises(ex.AerospikeError) as e:
-        client.operate(("test", "demo", "cdt"), [lo.list_append("l", 1)])
+        client.operate(("test", "demo", "hll"), [ho.hll_add("h", ["a"], 8)])
     assert e.value.code == 16
 
 
