@@ -1,5 +1,5 @@
 //! Operations on bin values that the server applies inside `operate`: collection (CDT) list and
-//! map ops with nested contexts (spec §4.4–§4.5).
+//! map ops with nested contexts, and expressions (spec §4.4–§4.8).
 //!
 //! Pure functions over decoded values: no I/O, no clock, no shared state, so every op can be
 //! tested and fuzzed without a server. Every input is untrusted bytes from a client or from a
@@ -8,6 +8,7 @@
 pub mod args;
 pub mod cdt;
 pub mod error;
+pub mod exp;
 pub mod list;
 pub mod map;
 pub mod select;

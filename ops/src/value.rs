@@ -263,12 +263,68 @@ pub fn decode(bytes: &[u8]) -> OpResult<Value> {
     Ok(v)
 }
 
-struct Reader<'a> {
+/// A cursor over msgpack bytes; also used by the expression parser, which needs to read raw
+/// strings (bin and variable names) that carry no particle-type byte.
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    pub(crate) fn peek(&self) -> OpResult<u8> {
+        self.buf
+            .get(self.pos)
+            .copied()
+            .ok_or(OpError::Parameter("truncated msgpack value"))
+    }
+
+    /// Reads an array header if one is next; `None` (nothing consumed) otherwise.
+    pub(crate) fn array_len(&mut self) -> OpResult<Option<usize>> {
+        let n = match Marker::from_u8(self.peek()?) {
+            Marker::FixArray(n) => {
+                self.pos += 1;
+                usize::from(n)
+            }
+            Marker::Array16 => {
+                self.pos += 1;
+                usize::from(u16::from_be_bytes(self.be()?))
+            }
+            Marker::Array32 => {
+                self.pos += 1;
+                u32::from_be_bytes(self.be()?) as usize
+            }
+            _ => return Ok(None),
+        };
+        if n > self.remaining() {
+            return Err(OpError::Parameter("msgpack array count exceeds its bytes"));
+        }
+        Ok(Some(n))
+    }
+
+    /// A msgpack string read as raw bytes, with no particle-type byte.
+    pub(crate) fn raw_str(&mut self) -> OpResult<&'a [u8]> {
+        let n = match Marker::from_u8(self.byte()?) {
+            Marker::FixStr(n) => usize::from(n),
+            Marker::Str8 | Marker::Bin8 => usize::from(self.byte()?),
+            Marker::Str16 | Marker::Bin16 => usize::from(u16::from_be_bytes(self.be()?)),
+            Marker::Str32 | Marker::Bin32 => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Err(OpError::Parameter("expected a name string")),
+        };
+        self.take(n)
+    }
+
+    pub(crate) fn read_value(&mut self, depth: usize) -> OpResult<Value> {
+        self.value(depth)
+    }
+
     fn take(&mut self, n: usize) -> OpResult<&'a [u8]> {
         let end = self
             .pos

@@ -185,12 +185,22 @@ fn bad_requests_get_result_codes() {
     assert_eq!(result_of(port, &keyed("test", vec![cdt.clone()])), 4);
     cdt.op_type = OpType::HLL_MODIFY;
     assert_eq!(result_of(port, &keyed("test", vec![cdt])), 16);
-    let mut m = keyed("test", vec![write_op("a")]);
-    m.fields.push(Field {
-        field_type: FieldType::FILTER_EXP,
-        data: vec![0xc3],
-    });
-    assert_eq!(result_of(port, &m), 16);
+    // Filter expressions: a literal true lets the write through, false filters it out (27),
+    // and malformed or unsupported expressions get 4 and 16.
+    for (exp, want) in [
+        (vec![0xc3], 0),
+        (vec![0xc2], 27),
+        (vec![0x91], 4),
+        (vec![0x93, 0x01, 0x08], 4),
+        (vec![0x94, 0x07, 0x00, 0xa1, b'x', 0xc3], 16),
+    ] {
+        let mut m = keyed("test", vec![write_op("a")]);
+        m.fields.push(Field {
+            field_type: FieldType::FILTER_EXP,
+            data: exp,
+        });
+        assert_eq!(result_of(port, &m), want);
+    }
     // A record over max-record-size.
     let mut big = write_op("a");
     big.particle_type = 4;

@@ -28,6 +28,9 @@ these forms where JSON cannot say what Python needs:
   {"$bytes": "0102"}                                 a bytes value (hex)
   {"$tuple": [...]}                                  a tuple
   {"$sum": ["$A", "$B"]}                             flags OR-ed together (their sum)
+  {"$exp": ["Eq", ["IntBin", "a"], 8]}              a compiled aerospike_helpers expression
+A step may also carry "policy" (e.g. {"expressions": {"$exp": ...}} for a filter) and "call":
+"operate" (the default), "get" (expect the bins), "remove" or "exists" (expect {} on success).
 Results are compared with their types: 1, 1.0 and True differ.
 """
 
@@ -39,8 +42,10 @@ from pathlib import Path
 import aerospike
 from aerospike import exception as ex
 from aerospike_helpers import cdt_ctx
+from aerospike_helpers import expressions as exp
 from aerospike_helpers.operations import (
     bitwise_operations,
+    expression_operations,
     hll_operations,
     list_operations,
     map_operations,
@@ -48,7 +53,8 @@ from aerospike_helpers.operations import (
 )
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"
-MODULES = [operations, list_operations, map_operations, bitwise_operations, hll_operations]
+MODULES = [operations, list_operations, map_operations, bitwise_operations, hll_operations,
+           expression_operations]
 SET = "diff"
 
 
@@ -74,8 +80,17 @@ def decode(v):
                 return tuple(decode(x) for x in body)
             if tag == "$sum":
                 return sum(decode(x) for x in body)
+            if tag == "$exp":
+                return build_exp(body).compile()
         return {k: decode(x) for k, x in v.items()}
     return v
+
+
+def build_exp(node):
+    """["Eq", ["IntBin", "a"], 8] -> Eq(IntBin("a"), 8); other values decode as usual."""
+    if isinstance(node, list) and node and isinstance(node[0], str) and hasattr(exp, node[0]):
+        return getattr(exp, node[0])(*[build_exp(a) for a in node[1:]])
+    return decode(node)
 
 
 def same(a, b):
@@ -115,8 +130,21 @@ def run_case(client, ns, case):
         client.put(key, decode(case["record"]))
     for i, step in enumerate(case["steps"]):
         where = f"step {i}"
+        policy = decode(step.get("policy", {}))
+        call = step.get("call", "operate")
         try:
-            _, _, bins = client.operate(key, build_ops(step["ops"]))
+            if call == "operate":
+                _, _, bins = client.operate(key, build_ops(step["ops"]), policy=policy)
+            elif call == "get":
+                _, _, bins = client.get(key, policy=policy)
+            elif call == "remove":
+                client.remove(key, policy=policy)
+                bins = {}
+            elif call == "exists":
+                _, meta = client.exists(key, policy=policy)
+                bins = {} if meta is not None else None
+            else:
+                raise KeyError(f"unknown call {call}")
         except ex.AerospikeError as e:
             if "error" not in step:
                 failures.append(f"{where}: failed with {e.code} ({e.msg})")

@@ -10,6 +10,7 @@ pub enum ResultCode {
     Generation = 3,
     Parameter = 4,
     RecordExists = 5,
+    BinExists = 6,
     OutOfSpace = 8,
     Timeout = 9,
     IncompatibleType = 12,

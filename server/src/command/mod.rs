@@ -6,6 +6,7 @@
 //! every check that can fail happens before the record is appended.
 
 pub mod delete;
+pub mod filter;
 pub mod read;
 pub mod reply;
 pub mod ttl;
@@ -23,24 +24,24 @@ fn field_is_supported(t: u8) -> bool {
     // ns, set, user key, digest, then scan/query fields a client may leave on a keyed command.
     matches!(
         t,
-        0 | 1 | 2 | 4 | 7 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 21..=24 | 26 | 40 | 44
+        0 | 1 | 2 | 4 | 7 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 21..=24 | 26 | 40 | 43 | 44
     )
 }
 
 /// Field types defined by the protocol whose features this server does not have yet.
 fn field_is_unsupported_feature(t: u8) -> bool {
-    // MRT (3, 5, 6), UDF (30..33), batch (41, 42), filter expression (43).
-    matches!(t, 3 | 5 | 6 | 30..=33 | 41 | 42 | 43)
+    // MRT (3, 5, 6), UDF (30..33), batch (41, 42).
+    matches!(t, 3 | 5 | 6 | 30..=33 | 41 | 42)
 }
 
 /// Op types defined by the protocol that this server does not implement yet:
-/// expression, bit, HLL and string ops.
+/// bit, HLL and string ops.
 fn op_is_unsupported_feature(t: OpType) -> bool {
-    matches!(t.0, 7 | 8 | 12 | 13 | 15 | 16 | 17 | 18 | 19)
+    matches!(t.0, 12 | 13 | 15 | 16 | 17 | 18 | 19)
 }
 
 fn op_is_supported(t: OpType) -> bool {
-    matches!(t.0, 1..=5 | 9 | 10 | 11 | 14)
+    matches!(t.0, 1..=5 | 7..=11 | 14)
 }
 
 /// The result code of a failed list/map op.
@@ -51,6 +52,7 @@ pub fn op_error_code(e: &apogee_ops::OpError) -> ResultCode {
         16 => ResultCode::UnsupportedFeature,
         23 => ResultCode::ElementNotFound,
         24 => ResultCode::ElementExists,
+        17 => ResultCode::BinNotFound,
         26 => ResultCode::OpNotApplicable,
         _ => ResultCode::Parameter,
     }

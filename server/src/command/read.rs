@@ -5,7 +5,7 @@ use apogee_engine::shard::ShardStore;
 use apogee_wire::msg::{info1, info2, Message, Op, OpType};
 use apogee_wire::{Digest, ResultCode};
 
-use super::{op_error_code, store_error_code, Reply};
+use super::{filter, op_error_code, store_error_code, Reply};
 
 /// A bin as a reply op.
 pub fn bin_op(op_type: OpType, bin: &apogee_engine::Bin) -> Op {
@@ -44,7 +44,16 @@ fn read_op(
     respond_all: bool,
 ) -> Result<Option<Op>, ResultCode> {
     let bin = record.bins.iter().find(|b| b.name == op.name);
-    let result = if op.op_type == OpType::CDT_READ {
+    let result = if op.op_type == OpType::EXP_READ {
+        let meta = filter::meta_of(record);
+        let view = filter::View {
+            bins: &record.bins,
+            meta: &meta,
+        };
+        filter::evaluate_op(&op.value, &view)?
+            .0
+            .map(|v| value_op(op, &v))
+    } else if op.op_type == OpType::CDT_READ {
         let bin = bin.map(|b| (b.particle_type, b.value.as_slice()));
         apogee_ops::cdt::apply(bin, &op.value, false)
             .map_err(|e| op_error_code(&e))?
@@ -58,22 +67,24 @@ fn read_op(
 
 pub async fn run(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Reply, ResultCode> {
     let h = &msg.header;
-    if let Some(op) = msg
-        .ops
-        .iter()
-        .find(|op| !matches!(op.op_type, OpType::READ | OpType::CDT_READ))
-    {
+    if let Some(op) = msg.ops.iter().find(|op| {
+        !matches!(
+            op.op_type,
+            OpType::READ | OpType::CDT_READ | OpType::EXP_READ
+        )
+    }) {
         // Only READ ops are possible here after validation, but writes need info2 WRITE.
         tracing::debug!(op = op.op_type.0, "non-read op in a read command");
         return Err(ResultCode::Parameter);
     }
-    if h.info1 & info1::GET_NOBINDATA != 0 {
+    if h.info1 & info1::GET_NOBINDATA != 0 && !filter::has_filter(msg) {
         // Metadata only: no need to touch the record's bytes. Any ops are ignored.
         let meta = store.meta(&digest).ok_or(ResultCode::NotFound)?.meta;
         return Ok(Reply::ok(meta.generation, meta.void_time, vec![]));
     }
     let get_all = h.info1 & info1::GET_ALL != 0;
-    if !get_all && msg.ops.is_empty() {
+    let header_only = h.info1 & info1::GET_NOBINDATA != 0;
+    if !get_all && !header_only && msg.ops.is_empty() {
         return Err(ResultCode::Parameter);
     }
     let record = store
@@ -81,6 +92,14 @@ pub async fn run(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Re
         .await
         .map_err(|e| store_error_code(&e))?
         .ok_or(ResultCode::NotFound)?;
+    filter::check(msg, &record)?;
+    if header_only {
+        return Ok(Reply::ok(
+            record.meta.generation,
+            record.meta.void_time,
+            vec![],
+        ));
+    }
     let ops = if get_all {
         record
             .bins

@@ -13,8 +13,9 @@ use apogee_wire::{Digest, FieldType, ResultCode};
 
 use super::read::{bin_op, value_op};
 use super::ttl::void_time_for;
-use super::{op_error_code, store_error_code, Reply};
+use super::{filter, op_error_code, store_error_code, Reply};
 use crate::config::NamespaceConfig;
+use apogee_ops::exp::Meta;
 
 /// Applies the GENERATION / GENERATION_GT policy against the stored generation (0 = missing).
 pub fn check_generation(info2_bits: u8, wanted: u32, stored: u16) -> Result<(), ResultCode> {
@@ -72,6 +73,8 @@ fn check_request(msg: &Message) -> Result<(), ResultCode> {
                 | OpType::PREPEND
                 | OpType::CDT_READ
                 | OpType::CDT_MODIFY
+                | OpType::EXP_READ
+                | OpType::EXP_MODIFY
         );
         if needs_name && op.name.is_empty() {
             return Err(ResultCode::Parameter);
@@ -204,8 +207,46 @@ fn nil_result(op: &Op) -> Op {
     }
 }
 
-/// Applies the ops in request order to `bins`, returning the reply ops.
-fn apply_ops(msg: &Message, bins: &mut BinSet) -> Result<Vec<Op>, ResultCode> {
+/// An expression write op (spec §4.7): the value goes to the bin the op names, under the op's
+/// create/update/delete flags.
+fn expression_write(bins: &mut BinSet, op: &Op, meta: &Meta) -> Result<(), ResultCode> {
+    use apogee_ops::exp::op_flag;
+    let view = filter::View {
+        bins: &bins.bins,
+        meta,
+    };
+    let (value, flags) = filter::evaluate_op(&op.value, &view)?;
+    let exists = bins.get(&op.name).is_some();
+    let refusal = if flags & op_flag::CREATE_ONLY != 0 && exists {
+        Some(ResultCode::BinExists)
+    } else if flags & op_flag::UPDATE_ONLY != 0 && !exists {
+        Some(ResultCode::BinNotFound)
+    } else {
+        None
+    };
+    if let Some(rc) = refusal {
+        return if flags & op_flag::POLICY_NO_FAIL != 0 {
+            Ok(())
+        } else {
+            Err(rc)
+        };
+    }
+    match value {
+        // Unknown under EVAL_NO_FAIL: nothing to write.
+        None => {}
+        Some(apogee_ops::Value::Nil) if flags & op_flag::ALLOW_DELETE != 0 => bins.remove(&op.name),
+        Some(apogee_ops::Value::Nil) => return Err(ResultCode::OpNotApplicable),
+        Some(v) => {
+            let (particle_type, bytes) = v.to_particle();
+            bins.set(&op.name, particle_type, bytes);
+        }
+    }
+    Ok(())
+}
+
+/// Applies the ops in request order to `bins`, returning the reply ops. `meta` is what
+/// expressions see of the record.
+fn apply_ops(msg: &Message, bins: &mut BinSet, meta: &Meta) -> Result<Vec<Op>, ResultCode> {
     let h = &msg.header;
     let respond_all = h.info2 & info2::RESPOND_ALL_OPS != 0;
     let mut out = Vec::new();
@@ -226,6 +267,19 @@ fn apply_ops(msg: &Message, bins: &mut BinSet) -> Result<Vec<Op>, ResultCode> {
             OpType::READ => {
                 match bins.get(&op.name) {
                     Some(b) => out.push(bin_op(op.op_type, b)),
+                    None if respond_all => out.push(nil_result(op)),
+                    None => {}
+                }
+                continue;
+            }
+            OpType::EXP_MODIFY => expression_write(bins, op, meta)?,
+            OpType::EXP_READ => {
+                let view = filter::View {
+                    bins: &bins.bins,
+                    meta,
+                };
+                match filter::evaluate_op(&op.value, &view)?.0 {
+                    Some(v) => out.push(value_op(op, &v)),
                     None if respond_all => out.push(nil_result(op)),
                     None => {}
                 }
@@ -284,6 +338,9 @@ fn plan(
     if existing.is_some() && h.info2 & info2::CREATE_ONLY != 0 {
         return Err(ResultCode::RecordExists);
     }
+    if let Some(r) = &existing {
+        filter::check(msg, r)?;
+    }
     let stored_generation = existing.as_ref().map_or(0, |r| r.meta.generation);
     check_generation(h.info2, h.generation, stored_generation)?;
     let void_time = void_time_for(
@@ -298,7 +355,16 @@ fn plan(
         (Some(r), false) => r.bins.clone(),
         _ => Vec::new(),
     });
-    let reply_ops = apply_ops(msg, &mut bins)?;
+    let meta = match &existing {
+        Some(r) => filter::meta_of(r),
+        None => Meta {
+            digest: digest.0,
+            set_name: msg.field(FieldType::SET).unwrap_or_default().to_vec(),
+            now_ms: clock::now_ms(),
+            ..Default::default()
+        },
+    };
+    let reply_ops = apply_ops(msg, &mut bins, &meta)?;
     if bins.len() > BINS_PER_RECORD_MAX {
         return Err(ResultCode::Parameter);
     }
@@ -424,7 +490,8 @@ mod tests {
             particle_type: particle::INTEGER,
             value: 6i64.to_be_bytes().to_vec(),
         }]);
-        let out = apply_ops(&m, &mut bins).unwrap();
+        let meta = Meta::default();
+        let out = apply_ops(&m, &mut bins, &meta).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].value, 11i64.to_be_bytes());
         assert_eq!(out[1].value, b"px");
@@ -435,9 +502,15 @@ mod tests {
             "s",
             1i64.to_be_bytes().to_vec(),
         )];
-        assert_eq!(apply_ops(&m, &mut bins), Err(ResultCode::IncompatibleType));
+        assert_eq!(
+            apply_ops(&m, &mut bins, &meta),
+            Err(ResultCode::IncompatibleType)
+        );
         m.ops = vec![op(OpType::APPEND, particle::STRING, "a", b"x".to_vec())];
-        assert_eq!(apply_ops(&m, &mut bins), Err(ResultCode::IncompatibleType));
+        assert_eq!(
+            apply_ops(&m, &mut bins, &meta),
+            Err(ResultCode::IncompatibleType)
+        );
     }
 
     /// Ten increments of one on-disk record start together, so all ten are reading it when the

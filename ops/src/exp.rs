@@ -1,0 +1,709 @@
+//! Aerospike expressions (spec §4.7–§4.8): filter expressions (field 43) and the values of
+//! expression read/write ops. Parses the msgpack prefix tree into [`Exp`] and evaluates it
+//! against one record: comparison, logic, arithmetic, integer bit ops, min/max, record
+//! metadata, keys and bins of every type, `let`/`var`, `cond`, and list/map read and modify
+//! calls (through the CDT module).
+//!
+//! Evaluation is three-valued as on the real server: a missing bin or a bin of another type
+//! makes the expression *unknown* (`None`), and a filter passes only on a definite `true`.
+//! Must never panic or recurse without bound on hostile input: depth is capped by
+//! [`DEPTH_MAX`](crate::value::DEPTH_MAX) and every count is checked against the bytes.
+
+use std::cmp::Ordering;
+
+use crate::error::{OpError, OpResult};
+use crate::value::{compare, equal, ptype, Reader, Value, DEPTH_MAX};
+
+/// Expression op codes (spec §4.8).
+mod code {
+    pub const EQ: u8 = 1;
+    pub const NE: u8 = 2;
+    pub const GT: u8 = 3;
+    pub const GE: u8 = 4;
+    pub const LT: u8 = 5;
+    pub const LE: u8 = 6;
+    pub const REGEX: u8 = 7;
+    pub const GEO: u8 = 8;
+    pub const IN_LIST: u8 = 9;
+    pub const AND: u8 = 16;
+    pub const OR: u8 = 17;
+    pub const NOT: u8 = 18;
+    pub const EXCLUSIVE: u8 = 19;
+    pub const ADD: u8 = 20;
+    pub const SUB: u8 = 21;
+    pub const MUL: u8 = 22;
+    pub const DIV: u8 = 23;
+    pub const POW: u8 = 24;
+    pub const LOG: u8 = 25;
+    pub const MOD: u8 = 26;
+    pub const ABS: u8 = 27;
+    pub const FLOOR: u8 = 28;
+    pub const CEIL: u8 = 29;
+    pub const TO_INT: u8 = 30;
+    pub const TO_FLOAT: u8 = 31;
+    pub const INT_AND: u8 = 32;
+    pub const INT_OR: u8 = 33;
+    pub const INT_XOR: u8 = 34;
+    pub const INT_NOT: u8 = 35;
+    pub const INT_LSHIFT: u8 = 36;
+    pub const INT_RSHIFT: u8 = 37;
+    pub const INT_ARSHIFT: u8 = 38;
+    pub const INT_COUNT: u8 = 39;
+    pub const INT_LSCAN: u8 = 40;
+    pub const INT_RSCAN: u8 = 41;
+    pub const MIN: u8 = 50;
+    pub const MAX: u8 = 51;
+    pub const DIGEST_MODULO: u8 = 64;
+    pub const DEVICE_SIZE: u8 = 65;
+    pub const LAST_UPDATE: u8 = 66;
+    pub const SINCE_UPDATE: u8 = 67;
+    pub const VOID_TIME: u8 = 68;
+    pub const TTL: u8 = 69;
+    pub const SET_NAME: u8 = 70;
+    pub const KEY_EXISTS: u8 = 71;
+    pub const IS_TOMBSTONE: u8 = 72;
+    pub const MEMORY_SIZE: u8 = 73;
+    pub const RECORD_SIZE: u8 = 74;
+    pub const KEY: u8 = 80;
+    pub const BIN: u8 = 81;
+    pub const BIN_TYPE: u8 = 82;
+    pub const COND: u8 = 123;
+    pub const VAR: u8 = 124;
+    pub const LET: u8 = 125;
+    pub const QUOTE: u8 = 126;
+    pub const CALL: u8 = 127;
+}
+
+/// Expression value types (the `type` of KEY and BIN, and of CALL results).
+fn particle_of_exp_type(t: i64) -> OpResult<u8> {
+    Ok(match t {
+        0 => ptype::NULL,
+        1 => ptype::BOOL,
+        2 => ptype::INTEGER,
+        3 => ptype::STRING,
+        4 => ptype::LIST,
+        5 => ptype::MAP,
+        6 => ptype::BLOB,
+        7 => ptype::FLOAT,
+        8 => ptype::GEOJSON,
+        9 => 18,
+        _ => return Err(OpError::Parameter("unknown expression value type")),
+    })
+}
+
+/// CALL system types (low bits) and the "modify locally" flag.
+const CALL_SYSTEM_CDT: i64 = 0;
+const CALL_MODIFY: i64 = 0x40;
+
+/// Nanoseconds between the Unix epoch and Aerospike's (2010-01-01).
+const CITRUSLEAF_EPOCH_UNIX_NS: i64 = 1_262_304_000 * 1_000_000_000;
+
+#[derive(Debug)]
+pub enum Exp {
+    Lit(Value),
+    /// Every op whose arguments are themselves expressions.
+    Op(u8, Vec<Exp>),
+    Bin(u8, Vec<u8>),
+    BinType(Vec<u8>),
+    Key(u8),
+    Var(Vec<u8>),
+    Let(Vec<(Vec<u8>, Exp)>, Box<Exp>),
+    Call {
+        system: i64,
+        op: Value,
+        bin: Box<Exp>,
+    },
+}
+
+/// The record an expression reads: its bins and metadata.
+pub trait RecordAccess {
+    /// A bin's particle type and bytes.
+    fn bin(&self, name: &[u8]) -> Option<(u8, &[u8])>;
+    fn meta(&self) -> &Meta;
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Meta {
+    pub digest: [u8; 20],
+    pub set_name: Vec<u8>,
+    /// The stored user key as a value, when the record has one.
+    pub key: Option<Value>,
+    /// Seconds since 2010-01-01; 0 never expires.
+    pub void_time: u32,
+    /// Milliseconds since 2010-01-01.
+    pub last_update_ms: u64,
+    pub record_bytes: u64,
+    /// Now, in milliseconds since 2010-01-01.
+    pub now_ms: u64,
+}
+
+/// Parses one whole expression.
+pub fn parse(bytes: &[u8]) -> OpResult<Exp> {
+    let mut r = Reader::new(bytes);
+    let e = parse_at(&mut r, 0)?;
+    if !r.at_end() {
+        return Err(OpError::Parameter("trailing bytes after an expression"));
+    }
+    Ok(e)
+}
+
+fn small_int(v: &Value, what: &'static str) -> OpResult<i64> {
+    v.as_int().ok_or(OpError::Parameter(what))
+}
+
+fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
+    if depth > DEPTH_MAX {
+        return Err(OpError::Parameter("expression nested too deeply"));
+    }
+    let Some(n) = r.array_len()? else {
+        return Ok(Exp::Lit(r.read_value(depth)?));
+    };
+    if n == 0 {
+        return Err(OpError::Parameter("empty expression array"));
+    }
+    let op = small_int(
+        &r.read_value(depth)?,
+        "expression op code is not an integer",
+    )?;
+    let op = u8::try_from(op).map_err(|_| OpError::Parameter("unknown expression op code"))?;
+    let arity = |want: usize| {
+        if n == want {
+            Ok(())
+        } else {
+            Err(OpError::Parameter("wrong number of expression arguments"))
+        }
+    };
+    Ok(match op {
+        code::QUOTE => {
+            arity(2)?;
+            Exp::Lit(r.read_value(depth)?)
+        }
+        code::BIN => {
+            arity(3)?;
+            let t = small_int(&r.read_value(depth)?, "bin type")?;
+            let p = particle_of_exp_type(t)?;
+            Exp::Bin(p, r.raw_str()?.to_vec())
+        }
+        code::BIN_TYPE => {
+            arity(2)?;
+            Exp::BinType(r.raw_str()?.to_vec())
+        }
+        code::VAR => {
+            arity(2)?;
+            Exp::Var(r.raw_str()?.to_vec())
+        }
+        code::KEY => {
+            arity(2)?;
+            let t = small_int(&r.read_value(depth)?, "key type")?;
+            Exp::Key(particle_of_exp_type(t)?)
+        }
+        code::LET => {
+            if n < 2 || (n - 2) % 2 != 0 {
+                return Err(OpError::Parameter("let needs name/value pairs and a scope"));
+            }
+            let mut defs = Vec::with_capacity((n - 2) / 2);
+            for _ in 0..(n - 2) / 2 {
+                let name = r.raw_str()?.to_vec();
+                defs.push((name, parse_at(r, depth + 1)?));
+            }
+            Exp::Let(defs, Box::new(parse_at(r, depth + 1)?))
+        }
+        code::CALL => {
+            arity(5)?;
+            let _result_type = small_int(&r.read_value(depth)?, "call result type")?;
+            let system = small_int(&r.read_value(depth)?, "call system type")?;
+            let op = r.read_value(depth)?;
+            Exp::Call {
+                system,
+                op,
+                bin: Box::new(parse_at(r, depth + 1)?),
+            }
+        }
+        code::REGEX | code::GEO => {
+            return Err(OpError::Unsupported("regex and geo expressions"));
+        }
+        code::DIGEST_MODULO => {
+            arity(2)?;
+            Exp::Op(op, vec![parse_at(r, depth + 1)?])
+        }
+        _ if is_known(op) => {
+            let mut args = Vec::with_capacity(n - 1);
+            for _ in 1..n {
+                args.push(parse_at(r, depth + 1)?);
+            }
+            Exp::Op(op, args)
+        }
+        _ => return Err(OpError::Unsupported("expression op")),
+    })
+}
+
+fn is_known(op: u8) -> bool {
+    matches!(op, 1..=6 | 9 | 16..=41 | 50 | 51 | 64..=74 | code::COND)
+}
+
+/// Evaluates a filter expression: true only when it is definitely true.
+pub fn filter(bytes: &[u8], rec: &dyn RecordAccess) -> OpResult<bool> {
+    let e = parse(bytes)?;
+    Ok(matches!(
+        eval(&e, &mut Env::new(rec))?,
+        Some(Value::Bool(true))
+    ))
+}
+
+/// Evaluates a parsed expression; `None` is "unknown".
+pub fn evaluate(e: &Exp, rec: &dyn RecordAccess) -> OpResult<Option<Value>> {
+    eval(e, &mut Env::new(rec))
+}
+
+struct Env<'a> {
+    rec: &'a dyn RecordAccess,
+    vars: Vec<(Vec<u8>, Option<Value>)>,
+}
+
+impl<'a> Env<'a> {
+    fn new(rec: &'a dyn RecordAccess) -> Env<'a> {
+        Env { rec, vars: vec![] }
+    }
+}
+
+fn args_n(args: &[Exp], n: usize) -> OpResult<()> {
+    if args.len() != n {
+        return Err(OpError::Parameter("wrong number of expression arguments"));
+    }
+    Ok(())
+}
+
+fn int_arg(v: Option<Value>) -> Option<i64> {
+    v.and_then(|v| v.as_int())
+}
+
+fn eval(e: &Exp, env: &mut Env) -> OpResult<Option<Value>> {
+    Ok(match e {
+        Exp::Lit(v) => Some(v.clone()),
+        Exp::Bin(p, name) => match env.rec.bin(name) {
+            Some((t, bytes)) if t == *p || (*p == ptype::BLOB && (7..=12).contains(&t)) => {
+                Some(Value::from_particle(t, bytes)?)
+            }
+            _ => None,
+        },
+        Exp::BinType(name) => Some(Value::Int(i64::from(
+            env.rec.bin(name).map_or(ptype::NULL, |(t, _)| t),
+        ))),
+        Exp::Key(p) => env
+            .rec
+            .meta()
+            .key
+            .clone()
+            .filter(|k| k.to_particle().0 == *p),
+        Exp::Var(name) => match env.vars.iter().rev().find(|(n, _)| n == name) {
+            Some((_, v)) => v.clone(),
+            None => return Err(OpError::Parameter("expression variable is not defined")),
+        },
+        Exp::Let(defs, scope) => {
+            let mark = env.vars.len();
+            for (name, def) in defs {
+                let v = eval(def, env)?;
+                env.vars.push((name.clone(), v));
+            }
+            let out = eval(scope, env);
+            env.vars.truncate(mark);
+            out?
+        }
+        Exp::Call { system, op, bin } => call(*system, op, eval(bin, env)?)?,
+        Exp::Op(op, args) => eval_op(*op, args, env)?,
+    })
+}
+
+fn call(system: i64, op: &Value, bin: Option<Value>) -> OpResult<Option<Value>> {
+    if system & !CALL_MODIFY != CALL_SYSTEM_CDT {
+        return Err(OpError::Unsupported("bit and HLL expression calls"));
+    }
+    let Some(v) = bin else { return Ok(None) };
+    if !matches!(v, Value::List(_) | Value::Map(_)) {
+        return Ok(None);
+    }
+    let (t, bytes) = v.to_particle();
+    let modify = system & CALL_MODIFY != 0;
+    let out = crate::cdt::apply(Some((t, &bytes)), &op.encode(), modify)?;
+    Ok(if modify {
+        out.new_bin.or(Some(v))
+    } else {
+        out.result
+    })
+}
+
+fn eval_op(op: u8, args: &[Exp], env: &mut Env) -> OpResult<Option<Value>> {
+    use code::*;
+    let meta = env.rec.meta();
+    Ok(match op {
+        EQ | NE | GT | GE | LT | LE => {
+            args_n(args, 2)?;
+            let (Some(a), Some(b)) = (eval(&args[0], env)?, eval(&args[1], env)?) else {
+                return Ok(None);
+            };
+            let o = compare(&a, &b);
+            Some(Value::Bool(match op {
+                EQ => o == Ordering::Equal,
+                NE => o != Ordering::Equal,
+                GT => o == Ordering::Greater,
+                GE => o != Ordering::Less,
+                LT => o == Ordering::Less,
+                _ => o != Ordering::Greater,
+            }))
+        }
+        IN_LIST => {
+            args_n(args, 2)?;
+            let (Some(v), Some(Value::List(l))) = (eval(&args[0], env)?, eval(&args[1], env)?)
+            else {
+                return Ok(None);
+            };
+            Some(Value::Bool(l.items.iter().any(|x| equal(x, &v))))
+        }
+        AND | OR => {
+            let decisive = op == OR;
+            let mut unknown = false;
+            for a in args {
+                match eval(a, env)? {
+                    Some(Value::Bool(b)) if b == decisive => return Ok(Some(Value::Bool(b))),
+                    Some(Value::Bool(_)) => {}
+                    _ => unknown = true,
+                }
+            }
+            (!unknown).then_some(Value::Bool(!decisive))
+        }
+        NOT => {
+            args_n(args, 1)?;
+            match eval(&args[0], env)? {
+                Some(Value::Bool(b)) => Some(Value::Bool(!b)),
+                _ => None,
+            }
+        }
+        EXCLUSIVE => {
+            let mut trues = 0;
+            for a in args {
+                match eval(a, env)? {
+                    Some(Value::Bool(true)) => trues += 1,
+                    Some(Value::Bool(false)) => {}
+                    _ => return Ok(None),
+                }
+            }
+            Some(Value::Bool(trues == 1))
+        }
+        ADD | SUB | MUL | DIV | MIN | MAX => {
+            let mut vals = Vec::with_capacity(args.len());
+            for a in args {
+                match eval(a, env)? {
+                    Some(v @ (Value::Int(_) | Value::Float(_))) => vals.push(v),
+                    _ => return Ok(None),
+                }
+            }
+            arith(op, vals)
+        }
+        POW | LOG => {
+            args_n(args, 2)?;
+            let (Some(Value::Float(a)), Some(Value::Float(b))) =
+                (eval(&args[0], env)?, eval(&args[1], env)?)
+            else {
+                return Ok(None);
+            };
+            Some(Value::Float(if op == POW {
+                a.powf(b)
+            } else {
+                a.ln() / b.ln()
+            }))
+        }
+        MOD => {
+            args_n(args, 2)?;
+            let (Some(a), Some(b)) = (int_arg(eval(&args[0], env)?), int_arg(eval(&args[1], env)?))
+            else {
+                return Ok(None);
+            };
+            a.checked_rem(b).map(Value::Int)
+        }
+        ABS | FLOOR | CEIL | TO_INT | TO_FLOAT => {
+            args_n(args, 1)?;
+            match (op, eval(&args[0], env)?) {
+                (ABS, Some(Value::Int(i))) => Some(Value::Int(i.wrapping_abs())),
+                (ABS, Some(Value::Float(f))) => Some(Value::Float(f.abs())),
+                (FLOOR, Some(Value::Float(f))) => Some(Value::Float(f.floor())),
+                (CEIL, Some(Value::Float(f))) => Some(Value::Float(f.ceil())),
+                (TO_INT, Some(Value::Float(f))) => Some(Value::Int(f as i64)),
+                (TO_FLOAT, Some(Value::Int(i))) => Some(Value::Float(i as f64)),
+                _ => None,
+            }
+        }
+        INT_AND | INT_OR | INT_XOR => {
+            let mut acc: Option<i64> = None;
+            for a in args {
+                let Some(v) = int_arg(eval(a, env)?) else {
+                    return Ok(None);
+                };
+                acc = Some(match (acc, op) {
+                    (None, _) => v,
+                    (Some(x), INT_AND) => x & v,
+                    (Some(x), INT_OR) => x | v,
+                    (Some(x), _) => x ^ v,
+                });
+            }
+            acc.map(Value::Int)
+        }
+        INT_NOT | INT_COUNT => {
+            args_n(args, 1)?;
+            int_arg(eval(&args[0], env)?).map(|v| {
+                Value::Int(if op == INT_NOT {
+                    !v
+                } else {
+                    i64::from(v.count_ones())
+                })
+            })
+        }
+        INT_LSHIFT | INT_RSHIFT | INT_ARSHIFT => {
+            args_n(args, 2)?;
+            let (Some(v), Some(s)) = (int_arg(eval(&args[0], env)?), int_arg(eval(&args[1], env)?))
+            else {
+                return Ok(None);
+            };
+            let s = (s & 63) as u32;
+            Some(Value::Int(match op {
+                INT_LSHIFT => v.wrapping_shl(s),
+                INT_RSHIFT => ((v as u64) >> s) as i64,
+                _ => v >> s,
+            }))
+        }
+        INT_LSCAN | INT_RSCAN => {
+            args_n(args, 2)?;
+            let (Some(v), Some(Value::Bool(search))) =
+                (int_arg(eval(&args[0], env)?), eval(&args[1], env)?)
+            else {
+                return Ok(None);
+            };
+            let bits = if search { v as u64 } else { !(v as u64) };
+            Some(Value::Int(if bits == 0 {
+                -1
+            } else if op == INT_LSCAN {
+                i64::from(bits.leading_zeros())
+            } else {
+                63 - i64::from(bits.trailing_zeros())
+            }))
+        }
+        COND => {
+            if args.len() % 2 != 1 {
+                return Err(OpError::Parameter(
+                    "cond needs condition/action pairs and a default",
+                ));
+            }
+            for pair in args.chunks_exact(2) {
+                match eval(&pair[0], env)? {
+                    Some(Value::Bool(true)) => return eval(&pair[1], env),
+                    Some(Value::Bool(false)) => {}
+                    _ => return Ok(None),
+                }
+            }
+            eval(&args[args.len() - 1], env)?
+        }
+        DIGEST_MODULO => {
+            args_n(args, 1)?;
+            let Some(m) = int_arg(eval(&args[0], env)?).filter(|m| *m > 0) else {
+                return Err(OpError::Parameter("digest modulo needs a positive integer"));
+            };
+            let d = &meta.digest;
+            let v = u32::from_le_bytes([d[16], d[17], d[18], d[19]]);
+            Some(Value::Int(i64::from(v) % m))
+        }
+        LAST_UPDATE => Some(Value::Int(
+            CITRUSLEAF_EPOCH_UNIX_NS + meta.last_update_ms as i64 * 1_000_000,
+        )),
+        SINCE_UPDATE => Some(Value::Int(
+            meta.now_ms.saturating_sub(meta.last_update_ms) as i64
+        )),
+        VOID_TIME => Some(Value::Int(if meta.void_time == 0 {
+            -1
+        } else {
+            CITRUSLEAF_EPOCH_UNIX_NS + i64::from(meta.void_time) * 1_000_000_000
+        })),
+        TTL => Some(Value::Int(if meta.void_time == 0 {
+            -1
+        } else {
+            (i64::from(meta.void_time) - (meta.now_ms / 1000) as i64).max(0)
+        })),
+        SET_NAME => Some(Value::Str(meta.set_name.clone())),
+        KEY_EXISTS => Some(Value::Bool(meta.key.is_some())),
+        IS_TOMBSTONE => Some(Value::Bool(false)),
+        DEVICE_SIZE | MEMORY_SIZE | RECORD_SIZE => Some(Value::Int(meta.record_bytes as i64)),
+        _ => return Err(OpError::Unsupported("expression op")),
+    })
+}
+
+/// ADD, SUB, MUL, DIV, MIN, MAX over numbers that must all be ints or all floats.
+fn arith(op: u8, vals: Vec<Value>) -> Option<Value> {
+    use code::*;
+    let all_int = vals.iter().all(|v| matches!(v, Value::Int(_)));
+    let all_float = vals.iter().all(|v| matches!(v, Value::Float(_)));
+    if vals.is_empty() || !(all_int || all_float) {
+        return None;
+    }
+    if all_int {
+        let ints: Vec<i64> = vals.iter().filter_map(Value::as_int).collect();
+        if op == SUB && ints.len() == 1 {
+            return Some(Value::Int(ints[0].wrapping_neg()));
+        }
+        let mut acc = ints[0];
+        for &x in &ints[1..] {
+            acc = match op {
+                ADD => acc.wrapping_add(x),
+                SUB => acc.wrapping_sub(x),
+                MUL => acc.wrapping_mul(x),
+                DIV => acc.checked_div(x)?,
+                MIN => acc.min(x),
+                _ => acc.max(x),
+            };
+        }
+        return Some(Value::Int(acc));
+    }
+    let floats: Vec<f64> = vals
+        .iter()
+        .map(|v| match v {
+            Value::Float(f) => *f,
+            _ => unreachable!("checked all floats"),
+        })
+        .collect();
+    if op == SUB && floats.len() == 1 {
+        return Some(Value::Float(-floats[0]));
+    }
+    let mut acc = floats[0];
+    for &x in &floats[1..] {
+        acc = match op {
+            ADD => acc + x,
+            SUB => acc - x,
+            MUL => acc * x,
+            DIV => acc / x,
+            MIN => acc.min(x),
+            _ => acc.max(x),
+        };
+    }
+    Some(Value::Float(acc))
+}
+
+/// Expression op flags (spec §4.7).
+pub mod op_flag {
+    pub const CREATE_ONLY: i64 = 1;
+    pub const UPDATE_ONLY: i64 = 2;
+    pub const ALLOW_DELETE: i64 = 4;
+    pub const POLICY_NO_FAIL: i64 = 8;
+    pub const EVAL_NO_FAIL: i64 = 16;
+}
+
+/// An expression op's payload `[expression, flags]`.
+pub fn parse_op(payload: &[u8]) -> OpResult<(Exp, i64)> {
+    let mut r = Reader::new(payload);
+    if r.array_len()? != Some(2) {
+        return Err(OpError::Parameter(
+            "expression op needs [expression, flags]",
+        ));
+    }
+    let e = parse_at(&mut r, 1)?;
+    let flags = small_int(&r.read_value(1)?, "expression op flags")?;
+    if !r.at_end() {
+        return Err(OpError::Parameter("trailing bytes after an expression op"));
+    }
+    Ok((e, flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Rec {
+        bins: Vec<(Vec<u8>, u8, Vec<u8>)>,
+        meta: Meta,
+    }
+
+    impl RecordAccess for Rec {
+        fn bin(&self, name: &[u8]) -> Option<(u8, &[u8])> {
+            self.bins
+                .iter()
+                .find(|b| b.0 == name)
+                .map(|b| (b.1, b.2.as_slice()))
+        }
+        fn meta(&self) -> &Meta {
+            &self.meta
+        }
+    }
+
+    fn rec() -> Rec {
+        Rec {
+            bins: vec![
+                (b"a".to_vec(), ptype::INTEGER, 8i64.to_be_bytes().to_vec()),
+                (b"s".to_vec(), ptype::STRING, b"hi".to_vec()),
+                (b"l".to_vec(), ptype::LIST, vec![0x93, 1, 2, 3]),
+            ],
+            meta: Meta {
+                set_name: b"demo".to_vec(),
+                void_time: 0,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn captured_filter_evaluates() {
+        // Eq(IntBin('a'), 8) as the Python client sends it (spec §4.8).
+        let eq = [0x93, 0x01, 0x93, 0x51, 0x02, 0xa1, 0x61, 0x08];
+        assert!(filter(&eq, &rec()).unwrap());
+        let mut r = rec();
+        r.bins[0].2 = 9i64.to_be_bytes().to_vec();
+        assert!(!filter(&eq, &r).unwrap());
+        // A missing bin is unknown: the filter fails without an error.
+        r.bins.remove(0);
+        assert!(!filter(&eq, &r).unwrap());
+    }
+
+    #[test]
+    fn logic_is_three_valued() {
+        // Or(Eq(IntBin('zz'), 1), Eq(StrBin('s'), 'hi')): unknown OR true = true.
+        let e = [
+            0x93, 0x11, 0x93, 0x01, 0x93, 0x51, 0x02, 0xa2, b'z', b'z', 0x01, 0x93, 0x01, 0x93,
+            0x51, 0x03, 0xa1, b's', 0xa3, 0x03, b'h', b'i',
+        ];
+        assert!(filter(&e, &rec()).unwrap());
+        // Not(Eq(IntBin('zz'), 1)) stays unknown.
+        let e = [
+            0x92, 0x12, 0x93, 0x01, 0x93, 0x51, 0x02, 0xa2, b'z', b'z', 0x01,
+        ];
+        assert!(!filter(&e, &rec()).unwrap());
+    }
+
+    #[test]
+    fn let_cond_arithmetic_and_list_calls() {
+        // Let(Def('x', Add(IntBin('a'), 2)), Cond(Gt(Var('x'), 9), Var('x'), 0)) = 10.
+        let e = [
+            0x94, 0x7d, 0xa1, b'x', 0x93, 0x14, 0x93, 0x51, 0x02, 0xa1, b'a', 0x02, 0x94, 0x7b,
+            0x93, 0x03, 0x92, 0x7c, 0xa1, b'x', 0x09, 0x92, 0x7c, 0xa1, b'x', 0x00,
+        ];
+        let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
+        assert_eq!(v.unwrap().as_int(), Some(10));
+        // ListExp.size(ListBin('l')) = [127, 2, 0, [16], [81, 4, 'l']] = 3.
+        let e = [
+            0x95, 0x7f, 0x02, 0x00, 0x91, 0x10, 0x93, 0x51, 0x04, 0xa1, b'l',
+        ];
+        let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
+        assert_eq!(v.unwrap().as_int(), Some(3));
+    }
+
+    #[test]
+    fn malformed_expressions_are_errors() {
+        for bad in [
+            &[0x90][..],
+            &[0x91, 0xcc, 0xfa],
+            &[0x93, 0x01, 0x08],
+            &[0x93, 0x51, 0x02, 0x05],
+            &[0x92, 0x7c, 0xa1, b'q'],
+        ] {
+            let r = parse(bad).and_then(|e| evaluate(&e, &rec()));
+            assert!(r.is_err(), "{bad:x?}");
+        }
+        let mut deep = [0x92u8, 0x12].repeat(DEPTH_MAX + 2);
+        deep.push(0xc3);
+        assert!(parse(&deep).is_err());
+    }
+}
