@@ -11,6 +11,12 @@ pub enum OpError {
     /// The bin (or the element a context selects) is not of the kind the op works on: 12.
     #[error("incompatible type: {0}")]
     IncompatibleType(&'static str),
+    /// A CREATE_ONLY bit or expression write to a bin that exists: 6.
+    #[error("bin exists")]
+    BinExists,
+    /// An op that needs its bin (a bit modify, an UPDATE_ONLY write) on a missing one: 17.
+    #[error("bin not found")]
+    BinNotFound,
     /// A map UPDATE_ONLY write of a missing key: 23.
     #[error("element not found")]
     ElementNotFound,
@@ -30,7 +36,9 @@ impl OpError {
     pub fn result_code(&self) -> u8 {
         match self {
             OpError::Parameter(_) => 4,
+            OpError::BinExists => 6,
             OpError::IncompatibleType(_) => 12,
+            OpError::BinNotFound => 17,
             OpError::ElementNotFound => 23,
             OpError::ElementExists => 24,
             OpError::NotApplicable(_) => 26,

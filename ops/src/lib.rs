@@ -6,6 +6,7 @@
 //! stored bin; malformed input is an [`OpError`], never a panic.
 
 pub mod args;
+pub mod bits;
 pub mod cdt;
 pub mod error;
 pub mod exp;

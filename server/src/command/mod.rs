@@ -35,19 +35,20 @@ fn field_is_unsupported_feature(t: u8) -> bool {
 }
 
 /// Op types defined by the protocol that this server does not implement yet:
-/// bit, HLL and string ops.
+/// HLL and string ops.
 fn op_is_unsupported_feature(t: OpType) -> bool {
-    matches!(t.0, 12 | 13 | 15 | 16 | 17 | 18 | 19)
+    matches!(t.0, 15..=19)
 }
 
 fn op_is_supported(t: OpType) -> bool {
-    matches!(t.0, 1..=5 | 7..=11 | 14)
+    matches!(t.0, 1..=5 | 7..=14)
 }
 
 /// The result code of a failed list/map op.
 pub fn op_error_code(e: &apogee_ops::OpError) -> ResultCode {
     tracing::debug!(error = %e, "op refused");
     match e.result_code() {
+        6 => ResultCode::BinExists,
         12 => ResultCode::IncompatibleType,
         16 => ResultCode::UnsupportedFeature,
         23 => ResultCode::ElementNotFound,

@@ -75,6 +75,8 @@ fn check_request(msg: &Message) -> Result<(), ResultCode> {
                 | OpType::CDT_MODIFY
                 | OpType::EXP_READ
                 | OpType::EXP_MODIFY
+                | OpType::BIT_READ
+                | OpType::BIT_MODIFY
         );
         if needs_name && op.name.is_empty() {
             return Err(ResultCode::Parameter);
@@ -279,6 +281,23 @@ fn apply_ops(msg: &Message, bins: &mut BinSet, meta: &Meta) -> Result<Vec<Op>, R
                     meta,
                 };
                 match filter::evaluate_op(&op.value, &view)?.0 {
+                    Some(v) => out.push(value_op(op, &v)),
+                    None if respond_all => out.push(nil_result(op)),
+                    None => {}
+                }
+                continue;
+            }
+            OpType::BIT_READ | OpType::BIT_MODIFY => {
+                let bin = bins
+                    .get(&op.name)
+                    .map(|b| (b.particle_type, b.value.as_slice()));
+                let modify = op.op_type == OpType::BIT_MODIFY;
+                let outcome = apogee_ops::bits::apply(bin, &op.value, modify)
+                    .map_err(|e| op_error_code(&e))?;
+                if let Some(blob) = outcome.new_blob {
+                    bins.set(&op.name, particle::BLOB, blob);
+                }
+                match outcome.result {
                     Some(v) => out.push(value_op(op, &v)),
                     None if respond_all => out.push(nil_result(op)),
                     None => {}
