@@ -25,6 +25,15 @@ fn bad(msg: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
 }
 
+fn read_op(name: &str) -> Op {
+    Op {
+        op_type: OpType::READ,
+        particle_type: particle::NULL,
+        name: name.as_bytes().to_vec(),
+        value: vec![],
+    }
+}
+
 impl AeroConn {
     pub async fn connect(addr: &str, ks: Keyspace) -> std::io::Result<AeroConn> {
         let stream = TcpStream::connect(addr).await?;
@@ -149,6 +158,47 @@ impl AeroConn {
     pub async fn read(&mut self, i: u64) -> std::io::Result<i32> {
         let mut m = self.keyed(i);
         m.header.info1 = info1::READ | info1::GET_ALL;
+        self.exchange(&m).await
+    }
+
+    /// A read-only operate with four ops on record `i`, shaped as the Python client sends it
+    /// (RESPOND_ALL_OPS): read field0, read field1, an expression read of field2's type, read
+    /// field3. Compared with `read` (a get of every bin) by `operate-vs-get`.
+    pub async fn operate_read4(&mut self, i: u64) -> std::io::Result<i32> {
+        let mut m = self.keyed(i);
+        m.header.info1 = info1::READ;
+        m.header.info2 = info2::RESPOND_ALL_OPS;
+        m.ops = vec![
+            read_op("field0"),
+            read_op("field1"),
+            // Expression read: BinType('field2') = [82, "field2"].
+            Op {
+                op_type: OpType::EXP_READ,
+                particle_type: particle::BLOB,
+                name: b"t".to_vec(),
+                value: [&[0x92, 0x92, 0x52, 0xa6][..], b"field2", &[0x00]].concat(),
+            },
+            read_op("field3"),
+        ];
+        self.exchange(&m).await
+    }
+
+    /// An operate with four ops that writes: overwrite field0, then read three bins.
+    pub async fn operate_write4(&mut self, i: u64) -> std::io::Result<i32> {
+        let mut m = self.keyed(i);
+        m.header.info1 = info1::READ;
+        m.header.info2 = info2::WRITE | info2::RESPOND_ALL_OPS;
+        m.ops = vec![
+            Op {
+                op_type: OpType::WRITE,
+                particle_type: particle::STRING,
+                name: b"field0".to_vec(),
+                value: field_value(i, 0, self.ks.shape.bin_bytes),
+            },
+            read_op("field1"),
+            read_op("field2"),
+            read_op("field3"),
+        ];
         self.exchange(&m).await
     }
 
