@@ -6,7 +6,8 @@
 
 use std::rc::Rc;
 
-use apogee_wire::compression::inflate_message;
+use apogee_wire::compression::{deflate_frame, inflate_message, COMPRESS_REPLY_BYTES_MIN};
+use apogee_wire::msg::info1;
 use apogee_wire::msg::Message;
 use apogee_wire::proto::{frame, ProtoHeader, PROTO_HEADER_BYTES};
 use apogee_wire::{MsgType, ResultCode};
@@ -33,6 +34,16 @@ async fn read_body(stream: &mut TcpStream, size: usize) -> std::io::Result<Vec<u
 
 /// The admin (type 2) reply of a server without security: result 52 "security not enabled",
 /// after which the clients carry on without authenticating (spec §10, A.11).
+/// A reply frame, compressed (type 4) when the client asked for it and it is worth it.
+/// Aerospike CE never compresses replies; both clients accept either (spec §1.5).
+fn compress_if(asked: bool, reply: Vec<u8>) -> Vec<u8> {
+    if asked && reply.len() > COMPRESS_REPLY_BYTES_MIN {
+        deflate_frame(&reply)
+    } else {
+        reply
+    }
+}
+
 fn admin_reply() -> Vec<u8> {
     let mut body = [0u8; 16];
     body[1] = ResultCode::SecurityNotEnabled as u8;
@@ -70,15 +81,20 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             MsgType::Info => frame(MsgType::Info, info::answer(&core.node, &body).as_bytes()),
             MsgType::Admin => admin_reply(),
             MsgType::Message => match Message::decode(&body) {
-                Ok(msg) => core.handle(msg).await,
+                Ok(msg) => {
+                    let compress = msg.header.info1 & info1::COMPRESS_RESPONSE != 0;
+                    compress_if(compress, core.handle(msg).await)
+                }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "closing connection: malformed message");
                     return;
                 }
             },
-            // Replies stay uncompressed: both clients accept that (spec §1.5).
             MsgType::Compressed => match inflate_message(&body).and_then(|b| Message::decode(&b)) {
-                Ok(msg) => core.handle(msg).await,
+                Ok(msg) => {
+                    let compress = msg.header.info1 & info1::COMPRESS_RESPONSE != 0;
+                    compress_if(compress, core.handle(msg).await)
+                }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "closing connection: malformed compressed message");
                     return;

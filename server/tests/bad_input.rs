@@ -235,3 +235,46 @@ fn bad_requests_get_result_codes() {
     m.header.info1 = info1::READ | info1::GET_ALL;
     assert_eq!(result_of(port, &m), 0);
 }
+
+/// A client that sets COMPRESS_RESPONSE gets a type-4 reply for a large record, which inflates
+/// to the same message; a small reply, or one nobody asked to compress, stays type 3.
+#[test]
+fn replies_are_compressed_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), 2, &[]);
+    let mut big = write_op("a");
+    big.particle_type = 3;
+    big.value = vec![b'x'; 4000];
+    assert_eq!(result_of(server.port, &keyed("test", vec![big])), 0);
+    let get = |info1_bits: u8| {
+        let mut m = keyed("test", vec![]);
+        m.header.info2 = 0;
+        m.header.info1 = info1_bits;
+        let mut s = connect(server.port);
+        s.write_all(&frame(MsgType::Message, &m.encode())).unwrap();
+        let mut head = [0u8; 8];
+        s.read_exact(&mut head).unwrap();
+        let h = ProtoHeader::decode(&head).unwrap();
+        let mut body = vec![0u8; h.body_bytes as usize];
+        s.read_exact(&mut body).unwrap();
+        (h.msg_type, body)
+    };
+    let (t, body) = get(info1::READ | info1::GET_ALL | info1::COMPRESS_RESPONSE);
+    assert_eq!(t, MsgType::Compressed);
+    assert!(
+        body.len() < 1000,
+        "4000 x's compress well: {} bytes",
+        body.len()
+    );
+    let msg = Message::decode(&apogee_wire::compression::inflate_message(&body).unwrap()).unwrap();
+    assert_eq!(msg.header.result_code, 0);
+    assert_eq!(msg.ops[0].value, vec![b'x'; 4000]);
+    let (t, _) = get(info1::READ | info1::GET_ALL);
+    assert_eq!(t, MsgType::Message);
+    let (t, _) = get(info1::READ | info1::GET_NOBINDATA | info1::COMPRESS_RESPONSE);
+    assert_eq!(
+        t,
+        MsgType::Message,
+        "a header-only reply is too small to compress"
+    );
+}

@@ -50,6 +50,24 @@ pub fn inflate_message(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
     Ok(inner)
 }
 
+/// Replies at most this long are sent uncompressed even when the client asked: the clients use
+/// the same threshold for requests, and zlib would only grow them.
+pub const COMPRESS_REPLY_BYTES_MIN: usize = 128;
+
+/// Wraps a whole type-3 frame (header included) in a type-4 frame (spec §1.5), at zlib level 1
+/// as the clients compress.
+pub fn deflate_frame(frame: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(frame.len() / 2 + 16),
+        flate2::Compression::fast(),
+    );
+    e.write_all(frame).expect("writing to a Vec cannot fail");
+    let zipped = e.finish().expect("finishing into a Vec cannot fail");
+    let body = [&(frame.len() as u64).to_be_bytes()[..], &zipped].concat();
+    crate::proto::frame(MsgType::Compressed, &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +78,16 @@ mod tests {
         let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(inner).unwrap();
         [&declared.to_be_bytes()[..], &e.finish().unwrap()].concat()
+    }
+
+    #[test]
+    fn deflated_frames_inflate_to_the_same_message() {
+        let inner = frame(MsgType::Message, &[9u8; 1000]);
+        let out = deflate_frame(&inner);
+        let h = ProtoHeader::decode(&out[..8].try_into().unwrap()).unwrap();
+        assert_eq!(h.msg_type, MsgType::Compressed);
+        assert!(out.len() < inner.len());
+        assert_eq!(inflate_message(&out[8..]).unwrap(), vec![9u8; 1000]);
     }
 
     #[test]

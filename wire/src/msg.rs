@@ -17,6 +17,8 @@ pub mod info1 {
     pub const GET_ALL: u8 = 0x02;
     pub const BATCH: u8 = 0x08;
     pub const GET_NOBINDATA: u8 = 0x20;
+    /// The client accepts a compressed (type 4) reply.
+    pub const COMPRESS_RESPONSE: u8 = 0x80;
 }
 
 /// info2 bits (write attributes).
