@@ -19,23 +19,12 @@ fn all_partitions_bitmap() -> String {
     base64::engine::general_purpose::STANDARD.encode(bits)
 }
 
-fn namespace_stats(node: &Node, name: &str) -> Option<String> {
-    let i = node.config.namespace_index(name.as_bytes())?;
-    let ns = &node.config.namespaces[i];
-    let s = node.namespace_stats(i);
-    Some(format!(
-        "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
-         expired_objects={};evicted_objects={};\
-         replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
+/// A namespace's configuration as `key=value;...`, with Aerospike's key names.
+fn namespace_config(ns: &crate::config::NamespaceConfig) -> String {
+    format!(
+        "replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
-         filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={};cache_hits={};device_reads={}",
-        s.objects,
-        s.shadows,
-        s.bad_records,
-        s.writes,
-        s.reads,
-        s.expired,
-        s.evicted,
+         filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={}",
         ns.default_ttl,
         ns.nsup_period,
         ns.write_block_size,
@@ -49,9 +38,51 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         ns.stop_writes_used_pct,
         ns.stop_writes_avail_pct,
         ns.evict_used_pct,
+    )
+}
+
+fn namespace_stats(node: &Node, name: &str) -> Option<String> {
+    let i = node.config.namespace_index(name.as_bytes())?;
+    let ns = &node.config.namespaces[i];
+    let s = node.namespace_stats(i);
+    Some(format!(
+        "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
+         expired_objects={};evicted_objects={};{};cache_hits={};device_reads={}",
+        s.objects,
+        s.shadows,
+        s.bad_records,
+        s.writes,
+        s.reads,
+        s.expired,
+        s.evicted,
+        namespace_config(ns),
         s.cache_hits,
         s.device_reads
     ))
+}
+
+/// `get-config[:context=service|namespace;id=<ns>]`: the configuration, Aerospike-style.
+fn get_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
+    let cfg = &node.config;
+    match cmd.param("context").unwrap_or("service") {
+        "service" => format!(
+            "cluster-name=null;service-threads={};address={};port={};data-dir={}",
+            cfg.cores,
+            cfg.address,
+            cfg.port,
+            cfg.data_dir.display()
+        ),
+        "namespace" => {
+            let Some(id) = cmd.param("id") else {
+                return "ERROR:4:get-config context=namespace needs id=<namespace>".into();
+            };
+            match cfg.namespace_index(id.as_bytes()) {
+                Some(i) => namespace_config(&cfg.namespaces[i]),
+                None => "ERROR:20:namespace not found".into(),
+            }
+        }
+        other => format!("ERROR:4:unknown get-config context {other}"),
+    }
 }
 
 fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
@@ -98,6 +129,7 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
         }
         "features" => "peers;replicas;replicas-all;replicas-master;pipelining;float;geo;batch-any;pscans;query-show".into(),
         "user-agent-set" | "status" => "ok".into(),
+        "get-config" => get_config(node, cmd),
         _ => "ERROR:4:unrecognized command".into(),
     }
 }
@@ -163,5 +195,17 @@ mod tests {
         );
         assert!(answer(&n, b"namespace/test\n").contains("objects=0"));
         assert!(answer(&n, b"namespace/nope\n").contains("ERROR:20"));
+    }
+
+    #[test]
+    fn get_config_contexts() {
+        let n = node();
+        let a = answer(&n, b"get-config:context=namespace;id=test\n");
+        assert!(a.starts_with("get-config:context=namespace;id=test\treplication-factor=1;"));
+        assert!(a.contains(";default-ttl=0;") && a.contains(";write-block-size=1048576;"));
+        assert!(answer(&n, b"get-config\n").contains("service-threads="));
+        assert!(answer(&n, b"get-config:context=namespace;id=nope\n").contains("ERROR:20"));
+        assert!(answer(&n, b"get-config:context=namespace\n").contains("ERROR:4"));
+        assert!(answer(&n, b"get-config:context=xdr\n").contains("ERROR:4"));
     }
 }
