@@ -3,7 +3,7 @@
 //! panic is fine; a successful modify must leave a bin that decodes again.
 #![no_main]
 
-use apogee_ops::{bits, cdt, value};
+use apogee_ops::{bits, cdt, hll, value};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let _ = bits::apply(bin, payload, modify);
+        let _ = hll::apply(bin, payload, modify);
     }
     if let Ok(v) = value::decode(data) {
         value::decode(&v.encode()).expect("a decoded value re-encodes");

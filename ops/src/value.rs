@@ -24,6 +24,7 @@ pub mod ptype {
     pub const STRING: u8 = 3;
     pub const BLOB: u8 = 4;
     pub const BOOL: u8 = 17;
+    pub const HLL: u8 = 18;
     pub const MAP: u8 = 19;
     pub const LIST: u8 = 20;
     pub const GEOJSON: u8 = 23;
@@ -47,7 +48,7 @@ pub enum Value {
     Float(f64),
     /// UTF-8 (not checked: Aerospike stores the bytes it is given).
     Str(Vec<u8>),
-    /// A blob with its particle type: 4 (blob), 23 (geojson) or a language blob (7–12).
+    /// A blob with its particle type: 4 (blob), 18 (HLL), 23 (geojson) or a language blob (7–12).
     Bytes(u8, Vec<u8>),
     List(List),
     Map(Map),
@@ -429,7 +430,7 @@ impl<'a> Reader<'a> {
         ))?;
         Ok(match t {
             ptype::STRING => Value::Str(rest.to_vec()),
-            ptype::BLOB | 7..=12 | ptype::GEOJSON => Value::Bytes(t, rest.to_vec()),
+            ptype::BLOB | 7..=12 | ptype::HLL | ptype::GEOJSON => Value::Bytes(t, rest.to_vec()),
             _ => {
                 return Err(OpError::Parameter(
                     "unknown particle type in a msgpack string",

@@ -5,7 +5,7 @@
 //! `fuzz/regressions/` (inputs that once crashed a target) are replayed through every decoder.
 
 use apogee_ops::exp::{self, Meta, RecordAccess};
-use apogee_ops::{bits, cdt, value};
+use apogee_ops::{bits, cdt, hll, value};
 
 /// Iterations per seed: enough to reach deep into each decoder, small enough for CI (< 2 s).
 const MUTATIONS_PER_SEED: usize = 3_000;
@@ -73,7 +73,15 @@ impl RecordAccess for Rec {
 
 /// Runs one input through every decoder and op entry point.
 fn exercise(input: &[u8]) {
-    let bins: [Option<(u8, &[u8])>; 4] = [
+    static HLL_BIN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let hll_bin = HLL_BIN.get_or_init(|| {
+        let add = [
+            0x95, 0x01, 0x92, 0xa2, 0x03, 0x61, 0xa2, 0x03, 0x62, 0x04, 0x04, 0x00,
+        ];
+        hll::apply(None, &add, true).unwrap().new_hll.unwrap()
+    });
+    let bins: [Option<(u8, &[u8])>; 5] = [
+        Some((18, hll_bin)),
         None,
         Some((20, &[0x94, 0x07, 0x03, 0x09, 0x01][..])),
         Some((
@@ -92,6 +100,7 @@ fn exercise(input: &[u8]) {
                 }
             }
             let _ = bits::apply(bin, input, modify);
+            let _ = hll::apply(bin, input, modify);
         }
     }
     if let Ok(v) = value::decode(input) {

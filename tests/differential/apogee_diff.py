@@ -29,6 +29,8 @@ these forms where JSON cannot say what Python needs:
   {"$tuple": [...]}                                  a tuple
   {"$sum": ["$A", "$B"]}                             flags OR-ed together (their sum)
   {"$exp": ["Eq", ["IntBin", "a"], 8]}              a compiled aerospike_helpers expression
+  {"$var": "h1"}                                     a bin saved by an earlier step of the case
+                                                     ("save": {"h1": "h"} keeps bin h's result)
 A step may also carry "policy" (e.g. {"expressions": {"$exp": ...}} for a filter) and "call":
 "operate" (the default), "get" (expect the bins), "remove" or "exists" (expect {} on success).
 Results are compared with their types: 1, 1.0 and True differ.
@@ -58,6 +60,9 @@ MODULES = [operations, list_operations, map_operations, bitwise_operations, hll_
            expression_operations]
 SET = "diff"
 
+# Values saved by earlier steps of the running case ("save"), read back with {"$var": name}.
+_VARS = {}
+
 
 def decode(v):
     """Turns a case's JSON value into the Python value the client needs."""
@@ -83,6 +88,8 @@ def decode(v):
                 return sum(decode(x) for x in body)
             if tag == "$exp":
                 return build_exp(body).compile()
+            if tag == "$var":
+                return _VARS[body]
         return {k: decode(x) for k, x in v.items()}
     return v
 
@@ -123,6 +130,7 @@ def run_case(client, ns, case):
     """Runs one case; returns a list of failure messages (empty when it passes)."""
     key = (ns, SET, case["name"])
     failures = []
+    _VARS.clear()
     try:
         client.remove(key)
     except ex.RecordNotFound:
@@ -151,6 +159,12 @@ def run_case(client, ns, case):
                 failures.append(f"{where}: failed with {e.code} ({e.msg})")
             elif e.code != step["error"]:
                 failures.append(f"{where}: error {e.code}, expected {step['error']}")
+            continue
+        for var, bin_name in step.get("save", {}).items():
+            _VARS[var] = bins.get(bin_name)
+        if "expect" not in step and "error" not in step:
+            if "save" not in step:
+                failures.append(f"{where}: the step has no expect, error or save")
             continue
         if "error" in step:
             failures.append(f"{where}: succeeded with {bins}, expected error {step['error']}")

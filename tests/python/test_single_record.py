@@ -169,9 +169,12 @@ def test_info(server, client):
 
 
 def test_unsupported_features_are_reported(client):
-    from aerospike_helpers.operations import hll_operations as ho
+    from aerospike_helpers import expressions as exp
+    k = ("test", "demo", "regex")
+    client.put(k, {"s": "abc"})
+    regex = exp.CmpRegex(aerospike.REGEX_NONE, "a.*", exp.StrBin("s")).compile()
     with pytest.raises(ex.AerospikeError) as e:
-        client.operate(("test", "demo", "hll"), [ho.hll_add("h", ["a"], 8)])
+        client.get(k, policy={"expressions": regex})
     assert e.value.code == 16
 
 

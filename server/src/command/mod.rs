@@ -35,13 +35,13 @@ fn field_is_unsupported_feature(t: u8) -> bool {
 }
 
 /// Op types defined by the protocol that this server does not implement yet:
-/// HLL and string ops.
+/// String ops (server 8.2+).
 fn op_is_unsupported_feature(t: OpType) -> bool {
-    matches!(t.0, 15..=19)
+    matches!(t.0, 17..=19)
 }
 
 fn op_is_supported(t: OpType) -> bool {
-    matches!(t.0, 1..=5 | 7..=14)
+    matches!(t.0, 1..=5 | 7..=16)
 }
 
 /// The result code of a failed list/map op.

@@ -59,6 +59,12 @@ fn read_op(
             .map_err(|e| op_error_code(&e))?
             .result
             .map(|v| value_op(op, &v))
+    } else if op.op_type == OpType::HLL_READ {
+        let bin = bin.map(|b| (b.particle_type, b.value.as_slice()));
+        apogee_ops::hll::apply(bin, &op.value, false)
+            .map_err(|e| op_error_code(&e))?
+            .result
+            .map(|v| value_op(op, &v))
     } else if op.op_type == OpType::CDT_READ {
         let bin = bin.map(|b| (b.particle_type, b.value.as_slice()));
         apogee_ops::cdt::apply(bin, &op.value, false)
@@ -76,7 +82,11 @@ pub async fn run(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Re
     if let Some(op) = msg.ops.iter().find(|op| {
         !matches!(
             op.op_type,
-            OpType::READ | OpType::CDT_READ | OpType::EXP_READ | OpType::BIT_READ
+            OpType::READ
+                | OpType::CDT_READ
+                | OpType::EXP_READ
+                | OpType::BIT_READ
+                | OpType::HLL_READ
         )
     }) {
         // Only READ ops are possible here after validation, but writes need info2 WRITE.

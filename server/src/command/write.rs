@@ -77,6 +77,8 @@ fn check_request(msg: &Message) -> Result<(), ResultCode> {
                 | OpType::EXP_MODIFY
                 | OpType::BIT_READ
                 | OpType::BIT_MODIFY
+                | OpType::HLL_READ
+                | OpType::HLL_MODIFY
         );
         if needs_name && op.name.is_empty() {
             return Err(ResultCode::Parameter);
@@ -296,6 +298,23 @@ fn apply_ops(msg: &Message, bins: &mut BinSet, meta: &Meta) -> Result<Vec<Op>, R
                     .map_err(|e| op_error_code(&e))?;
                 if let Some(blob) = outcome.new_blob {
                     bins.set(&op.name, particle::BLOB, blob);
+                }
+                match outcome.result {
+                    Some(v) => out.push(value_op(op, &v)),
+                    None if respond_all => out.push(nil_result(op)),
+                    None => {}
+                }
+                continue;
+            }
+            OpType::HLL_READ | OpType::HLL_MODIFY => {
+                let bin = bins
+                    .get(&op.name)
+                    .map(|b| (b.particle_type, b.value.as_slice()));
+                let modify = op.op_type == OpType::HLL_MODIFY;
+                let outcome = apogee_ops::hll::apply(bin, &op.value, modify)
+                    .map_err(|e| op_error_code(&e))?;
+                if let Some(hll) = outcome.new_hll {
+                    bins.set(&op.name, apogee_ops::value::ptype::HLL, hll);
                 }
                 match outcome.result {
                     Some(v) => out.push(value_op(op, &v)),

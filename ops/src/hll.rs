@@ -1,0 +1,625 @@
+//! HyperLogLog ops on HLL bins (spec §4.6, op types 15 and 16): init, add, union, refresh,
+//! fold, and count / union / union count / intersect count / similarity / describe /
+//! may-contain reads, with the HLL write flags.
+//!
+//! Layout of an HLL bin (particle type 18), the same header shape as Aerospike's:
+//! `flags u8, index_bits u8, minhash_bits u8, cached_count u64 BE`, then `2^index_bits`
+//! registers packed most significant bit first, each 6 bits of HLL rank followed by
+//! `minhash_bits` bits of min-hash. Elements are hashed with XXH3-128 over their msgpack bytes;
+//! the register index is the hash's top `index_bits` bits. The bytes are Apogee's own: an HLL
+//! written by Aerospike is not guaranteed to read back the same estimates here (see
+//! docs/storage-format.md). Estimates of intersections and similarity use inclusion–exclusion
+//! over unions, not the min-hash bits.
+
+use crate::args::{int, list_items, opt_int};
+use crate::error::{OpError, OpResult};
+use crate::value::{self, ptype, List, Value};
+
+mod code {
+    pub const INIT: u8 = 0;
+    pub const ADD: u8 = 1;
+    pub const UNION: u8 = 2;
+    pub const REFRESH_COUNT: u8 = 3;
+    pub const FOLD: u8 = 4;
+    pub const COUNT: u8 = 50;
+    pub const GET_UNION: u8 = 51;
+    pub const UNION_COUNT: u8 = 52;
+    pub const INTERSECT_COUNT: u8 = 53;
+    pub const SIMILARITY: u8 = 54;
+    pub const DESCRIBE: u8 = 55;
+    pub const MAY_CONTAIN: u8 = 56;
+}
+
+mod flag {
+    pub const CREATE_ONLY: i64 = 1;
+    pub const UPDATE_ONLY: i64 = 2;
+    pub const NO_FAIL: i64 = 4;
+    pub const ALLOW_FOLD: i64 = 8;
+}
+
+const HEADER_BYTES: usize = 11;
+const RANK_BITS: usize = 6;
+pub const INDEX_BITS_MIN: u8 = 4;
+pub const INDEX_BITS_MAX: u8 = 16;
+pub const MINHASH_BITS_MIN: u8 = 4;
+pub const MINHASH_BITS_MAX: u8 = 51;
+/// Most HLLs one op may combine (inclusion–exclusion walks 2^n subsets).
+pub const HLLS_PER_OP_MAX: usize = 12;
+
+/// A decoded HLL: registers unpacked to (rank, minhash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hll {
+    pub index_bits: u8,
+    pub minhash_bits: u8,
+    pub ranks: Vec<u8>,
+    pub minhashes: Vec<u64>,
+}
+
+fn check_bits(index_bits: i64, minhash_bits: i64) -> OpResult<(u8, u8)> {
+    let ib = u8::try_from(index_bits)
+        .ok()
+        .filter(|b| (INDEX_BITS_MIN..=INDEX_BITS_MAX).contains(b))
+        .ok_or(OpError::Parameter("HLL index bits must be 4 to 16"))?;
+    let mb = u8::try_from(minhash_bits)
+        .ok()
+        .filter(|&b| b == 0 || (MINHASH_BITS_MIN..=MINHASH_BITS_MAX).contains(&b))
+        .ok_or(OpError::Parameter("HLL min-hash bits must be 0 or 4 to 51"))?;
+    if u32::from(ib) + u32::from(mb) > 64 {
+        return Err(OpError::Parameter("HLL index bits + min-hash bits over 64"));
+    }
+    Ok((ib, mb))
+}
+
+impl Hll {
+    pub fn new(index_bits: u8, minhash_bits: u8) -> Hll {
+        let n = 1usize << index_bits;
+        Hll {
+            index_bits,
+            minhash_bits,
+            ranks: vec![0; n],
+            minhashes: vec![0; n],
+        }
+    }
+
+    pub fn decode(b: &[u8]) -> OpResult<Hll> {
+        let bad = OpError::Parameter("malformed HLL value");
+        if b.len() < HEADER_BYTES {
+            return Err(bad);
+        }
+        let (ib, mb) = check_bits(i64::from(b[1]), i64::from(b[2])).map_err(|_| bad.clone())?;
+        let n = 1usize << ib;
+        let width = RANK_BITS + usize::from(mb);
+        if b.len() != HEADER_BYTES + (n * width).div_ceil(8) {
+            return Err(bad);
+        }
+        let regs = &b[HEADER_BYTES..];
+        let mut h = Hll::new(ib, mb);
+        for i in 0..n {
+            let v = read_bits(regs, i * width, width);
+            h.ranks[i] = (v >> mb) as u8;
+            h.minhashes[i] = v & ((1u64 << mb) - 1);
+        }
+        Ok(h)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let n = self.ranks.len();
+        let width = RANK_BITS + usize::from(self.minhash_bits);
+        let mut out = vec![0u8; HEADER_BYTES + (n * width).div_ceil(8)];
+        out[1] = self.index_bits;
+        out[2] = self.minhash_bits;
+        out[3..11].copy_from_slice(&self.count().to_be_bytes());
+        for i in 0..n {
+            let v = (u64::from(self.ranks[i]) << self.minhash_bits) | self.minhashes[i];
+            write_bits(&mut out[HEADER_BYTES..], i * width, width, v);
+        }
+        out
+    }
+
+    /// Adds one element; true when a register changed.
+    fn add(&mut self, element: &Value) -> bool {
+        let (index, rank, minhash) = self.place(element);
+        let changed = rank > self.ranks[index]
+            || (rank == self.ranks[index]
+                && self.minhash_bits > 0
+                && minhash < self.minhashes[index]);
+        if changed {
+            if rank > self.ranks[index] || self.ranks[index] == 0 {
+                self.minhashes[index] = minhash;
+            } else {
+                self.minhashes[index] = self.minhashes[index].min(minhash);
+            }
+            self.ranks[index] = rank;
+        }
+        changed
+    }
+
+    /// The register an element lands in, its rank there and its min-hash bits.
+    fn place(&self, element: &Value) -> (usize, u8, u64) {
+        let h = xxhash_rust::xxh3::xxh3_128(&element.encode());
+        let hi = (h >> 64) as u64;
+        let lo = h as u64;
+        let p = u32::from(self.index_bits);
+        let index = (hi >> (64 - p)) as usize;
+        let rest = hi << p;
+        let rank = (rest.leading_zeros().min(64 - p) + 1) as u8;
+        let mb = u32::from(self.minhash_bits);
+        let minhash = if mb == 0 { 0 } else { lo >> (64 - mb) };
+        (index, rank, minhash)
+    }
+
+    /// The HyperLogLog estimate with linear counting for small cardinalities.
+    pub fn count(&self) -> u64 {
+        let m = self.ranks.len() as f64;
+        let alpha = match self.ranks.len() {
+            16 => 0.673,
+            32 => 0.697,
+            64 => 0.709,
+            _ => 0.7213 / (1.0 + 1.079 / m),
+        };
+        let sum: f64 = self.ranks.iter().map(|&r| 2f64.powi(-i32::from(r))).sum();
+        let estimate = alpha * m * m / sum;
+        let zeros = self.ranks.iter().filter(|&&r| r == 0).count();
+        let e = if estimate <= 2.5 * m && zeros > 0 {
+            m * (m / zeros as f64).ln()
+        } else {
+            estimate
+        };
+        e.round() as u64
+    }
+
+    /// Folds to fewer index bits: each new register takes the largest rank of the old registers
+    /// that map to it, with the index bits dropped counted into the rank.
+    fn fold(&self, to: u8) -> OpResult<Hll> {
+        if to > self.index_bits {
+            return Err(OpError::Parameter("HLL fold to more index bits"));
+        }
+        if to < self.index_bits && self.minhash_bits != 0 {
+            return Err(OpError::NotApplicable(
+                "HLL with min-hash bits cannot be folded",
+            ));
+        }
+        let drop = u32::from(self.index_bits - to);
+        let mut out = Hll::new(to, self.minhash_bits);
+        for (i, &r) in self.ranks.iter().enumerate() {
+            if r == 0 {
+                continue;
+            }
+            let dropped = (i as u64) & ((1u64 << drop) - 1);
+            let rank = if dropped != 0 {
+                (drop - (64 - dropped.leading_zeros()) + 1) as u8
+            } else {
+                r + drop as u8
+            };
+            let j = i >> drop;
+            if rank > out.ranks[j] {
+                out.ranks[j] = rank;
+                out.minhashes[j] = self.minhashes[i];
+            }
+        }
+        Ok(out)
+    }
+
+    /// Register-wise union; both must have the same shape.
+    fn merge(&mut self, other: &Hll) {
+        debug_assert_eq!(self.index_bits, other.index_bits);
+        for i in 0..self.ranks.len() {
+            if other.ranks[i] > self.ranks[i] {
+                self.ranks[i] = other.ranks[i];
+                self.minhashes[i] = other.minhashes[i];
+            }
+        }
+    }
+}
+
+fn read_bits(b: &[u8], start: usize, n: usize) -> u64 {
+    (start..start + n).fold(0u64, |acc, i| {
+        (acc << 1) | u64::from(b[i / 8] >> (7 - i % 8) & 1)
+    })
+}
+
+fn write_bits(b: &mut [u8], start: usize, n: usize, v: u64) {
+    for k in 0..n {
+        let i = start + k;
+        if (v >> (n - 1 - k)) & 1 != 0 {
+            b[i / 8] |= 0x80 >> (i % 8);
+        }
+    }
+}
+
+/// What an HLL op did: its result, and the bin's new bytes when it changed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Option<Value>,
+    pub new_hll: Option<Vec<u8>>,
+}
+
+fn hll_list(a: &[Value], i: usize) -> OpResult<Vec<Hll>> {
+    let items = list_items(a, i)?;
+    if items.is_empty() || items.len() > HLLS_PER_OP_MAX {
+        return Err(OpError::Parameter("HLL list must hold 1 to 12 HLLs"));
+    }
+    items
+        .iter()
+        .map(|v| match v {
+            Value::Bytes(ptype::HLL, b) => Hll::decode(b),
+            _ => Err(OpError::Parameter("HLL list holds a non-HLL value")),
+        })
+        .collect()
+}
+
+/// Brings every HLL to the smallest index bits among them (min-hash dropped if they differ).
+fn common_shape(hlls: &[Hll]) -> OpResult<Vec<Hll>> {
+    let ib = hlls.iter().map(|h| h.index_bits).min().expect("non-empty");
+    let same_mb = hlls
+        .windows(2)
+        .all(|w| w[0].minhash_bits == w[1].minhash_bits);
+    hlls.iter()
+        .map(|h| {
+            let mut h = h.clone();
+            if !same_mb || h.index_bits != ib {
+                h.minhash_bits = 0;
+                h.minhashes.iter_mut().for_each(|m| *m = 0);
+            }
+            h.fold(ib)
+        })
+        .collect()
+}
+
+fn union_of(hlls: &[Hll]) -> OpResult<Hll> {
+    let hlls = common_shape(hlls)?;
+    let mut u = hlls[0].clone();
+    for h in &hlls[1..] {
+        u.merge(h);
+    }
+    Ok(u)
+}
+
+/// |A1 ∩ … ∩ An| by inclusion–exclusion over the union counts of every non-empty subset.
+fn intersect_count(hlls: &[Hll]) -> OpResult<f64> {
+    let hlls = common_shape(hlls)?;
+    let n = hlls.len();
+    let mut total = 0f64;
+    for mask in 1u32..(1 << n) {
+        let members: Vec<Hll> = (0..n)
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| hlls[i].clone())
+            .collect();
+        let c = union_of(&members)?.count() as f64;
+        total += if members.len() % 2 == 1 { c } else { -c };
+    }
+    Ok(total.max(0.0))
+}
+
+/// Applies one HLL op (payload `[code, args...]`) to a bin given as (particle type, bytes).
+pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult<Outcome> {
+    let Value::List(top) = value::decode(payload)? else {
+        return Err(OpError::Parameter("HLL op payload is not an array"));
+    };
+    let (c, a) = top
+        .items
+        .split_first()
+        .ok_or(OpError::Parameter("empty HLL op"))?;
+    let c = c
+        .as_int()
+        .and_then(|c| u8::try_from(c).ok())
+        .ok_or(OpError::Parameter("HLL op code"))?;
+    let is_read = (code::COUNT..=code::MAY_CONTAIN).contains(&c);
+    if !(is_read || c <= code::FOLD) {
+        return Err(OpError::Parameter("unknown HLL op code"));
+    }
+    if is_read == modify {
+        return Err(OpError::Parameter("HLL op code does not match the op type"));
+    }
+    let current = match bin {
+        None => None,
+        Some((ptype::HLL, b)) => Some(Hll::decode(b)?),
+        Some(_) => return Err(OpError::IncompatibleType("HLL op on a non-HLL bin")),
+    };
+    if is_read {
+        let Some(h) = current else {
+            return Ok(Outcome {
+                result: None,
+                new_hll: None,
+            });
+        };
+        return Ok(Outcome {
+            result: Some(read(&h, c, a)?),
+            new_hll: None,
+        });
+    }
+    let flags = match c {
+        code::INIT => opt_int(a, 2)?,
+        code::ADD => opt_int(a, 3)?,
+        code::UNION => opt_int(a, 1)?,
+        _ => None,
+    }
+    .unwrap_or(0);
+    match write(current, c, a, flags) {
+        Ok((result, h)) => Ok(Outcome {
+            result,
+            new_hll: h.map(|h| h.encode()),
+        }),
+        Err(_) if flags & flag::NO_FAIL != 0 => Ok(Outcome {
+            result: None,
+            new_hll: None,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+type Written = (Option<Value>, Option<Hll>);
+
+fn write(current: Option<Hll>, c: u8, a: &[Value], flags: i64) -> OpResult<Written> {
+    if current.is_some() && flags & flag::CREATE_ONLY != 0 {
+        return Err(OpError::BinExists);
+    }
+    if current.is_none() && flags & flag::UPDATE_ONLY != 0 {
+        return Err(OpError::BinNotFound);
+    }
+    match c {
+        code::INIT => {
+            let ib = opt_int(a, 0)?.filter(|&b| b != -1);
+            let mb = opt_int(a, 1)?.filter(|&b| b != -1);
+            let ib = ib.or(current.as_ref().map(|h| i64::from(h.index_bits)));
+            let ib = ib.ok_or(OpError::Parameter("HLL init needs index bits"))?;
+            let mb = mb
+                .or(current.as_ref().map(|h| i64::from(h.minhash_bits)))
+                .unwrap_or(0);
+            let (ib, mb) = check_bits(ib, mb)?;
+            Ok((None, Some(Hll::new(ib, mb))))
+        }
+        code::ADD => {
+            let elements = list_items(a, 0)?;
+            let mut h = match current {
+                Some(h) => h,
+                None => {
+                    let ib = opt_int(a, 1)?.filter(|&b| b != -1);
+                    let ib = ib.ok_or(OpError::BinNotFound)?;
+                    let mb = opt_int(a, 2)?.filter(|&b| b != -1).unwrap_or(0);
+                    let (ib, mb) = check_bits(ib, mb)?;
+                    Hll::new(ib, mb)
+                }
+            };
+            let mut changed = 0i64;
+            for e in elements {
+                if matches!(e, Value::List(_) | Value::Map(_)) {
+                    return Err(OpError::Parameter("HLL elements must be scalars"));
+                }
+                changed += i64::from(h.add(e));
+            }
+            Ok((Some(Value::Int(changed)), Some(h)))
+        }
+        code::UNION => {
+            let others = hll_list(a, 0)?;
+            let Some(mut h) = current else {
+                let u = union_of(&others)?;
+                return Ok((None, Some(u)));
+            };
+            for o in &others {
+                let o = if o.index_bits > h.index_bits {
+                    o.fold(h.index_bits)?
+                } else if o.index_bits < h.index_bits {
+                    if flags & flag::ALLOW_FOLD == 0 {
+                        return Err(OpError::NotApplicable("HLL union needs ALLOW_FOLD"));
+                    }
+                    h = h.fold(o.index_bits)?;
+                    o.clone()
+                } else {
+                    o.clone()
+                };
+                let mut o = o;
+                if o.minhash_bits != h.minhash_bits {
+                    o.minhash_bits = h.minhash_bits;
+                    o.minhashes.iter_mut().for_each(|m| *m = 0);
+                }
+                h.merge(&o);
+            }
+            Ok((None, Some(h)))
+        }
+        code::REFRESH_COUNT => {
+            let h = current.ok_or(OpError::BinNotFound)?;
+            Ok((Some(Value::Int(h.count() as i64)), Some(h)))
+        }
+        code::FOLD => {
+            let h = current.ok_or(OpError::BinNotFound)?;
+            let (to, _) = check_bits(int(a, 0)?, 0)?;
+            Ok((None, Some(h.fold(to)?)))
+        }
+        _ => Err(OpError::Parameter("unknown HLL modify code")),
+    }
+}
+
+fn read(h: &Hll, c: u8, a: &[Value]) -> OpResult<Value> {
+    let with = |a: &[Value]| -> OpResult<Vec<Hll>> {
+        let mut all = vec![h.clone()];
+        all.extend(hll_list(a, 0)?);
+        Ok(all)
+    };
+    Ok(match c {
+        code::COUNT => Value::Int(h.count() as i64),
+        code::GET_UNION => Value::Bytes(ptype::HLL, union_of(&with(a)?)?.encode()),
+        code::UNION_COUNT => Value::Int(union_of(&with(a)?)?.count() as i64),
+        code::INTERSECT_COUNT => Value::Int(intersect_count(&with(a)?)?.round() as i64),
+        code::SIMILARITY => {
+            let all = with(a)?;
+            let union = union_of(&all)?.count() as f64;
+            let inter = intersect_count(&all)?;
+            Value::Float(if union == 0.0 { 0.0 } else { inter / union })
+        }
+        code::DESCRIBE => Value::List(List {
+            ordered: false,
+            items: vec![
+                Value::Int(i64::from(h.index_bits)),
+                Value::Int(i64::from(h.minhash_bits)),
+            ],
+        }),
+        code::MAY_CONTAIN => {
+            let elements = list_items(a, 0)?;
+            let all = elements.iter().all(|e| {
+                let (i, rank, _) = h.place(e);
+                h.ranks[i] >= rank
+            });
+            Value::Int(i64::from(all))
+        }
+        _ => return Err(OpError::Parameter("unknown HLL read code")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Value {
+        Value::Str(x.as_bytes().to_vec())
+    }
+
+    fn payload(items: Vec<Value>) -> Vec<u8> {
+        Value::List(List {
+            ordered: false,
+            items,
+        })
+        .encode()
+    }
+
+    fn strs(xs: &[&str]) -> Value {
+        Value::List(List {
+            ordered: false,
+            items: xs.iter().map(|x| s(x)).collect(),
+        })
+    }
+
+    fn add(bin: Option<&[u8]>, xs: &[&str]) -> Vec<u8> {
+        let p = payload(vec![
+            Value::Int(1),
+            strs(xs),
+            Value::Int(8),
+            Value::Int(-1),
+            Value::Int(0),
+        ]);
+        apply(bin.map(|b| (ptype::HLL, b)), &p, true)
+            .unwrap()
+            .new_hll
+            .unwrap()
+    }
+
+    fn read_of(bin: &[u8], items: Vec<Value>) -> Value {
+        apply(Some((ptype::HLL, bin)), &payload(items), false)
+            .unwrap()
+            .result
+            .unwrap()
+    }
+
+    #[test]
+    fn captured_add_counts_and_round_trips() {
+        // hll_add('h', ['a','b'], 8) as the Python client sends it (spec §4.6).
+        let p = [
+            0x95, 0x01, 0x92, 0xa2, 0x03, 0x61, 0xa2, 0x03, 0x62, 0x08, 0xff, 0x00,
+        ];
+        let out = apply(None, &p, true).unwrap();
+        assert_eq!(out.result.unwrap().as_int(), Some(2));
+        let b = out.new_hll.unwrap();
+        assert_eq!(b.len(), HEADER_BYTES + 256 * 6 / 8);
+        assert_eq!(Hll::decode(&b).unwrap().encode(), b);
+        assert_eq!(read_of(&b, vec![Value::Int(50)]).as_int(), Some(2));
+    }
+
+    #[test]
+    fn estimates_are_close() {
+        let names: Vec<String> = (0..5000).map(|i| format!("user{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let p = payload(vec![
+            Value::Int(1),
+            strs(&refs),
+            Value::Int(12),
+            Value::Int(-1),
+            Value::Int(0),
+        ]);
+        let b = apply(None, &p, true).unwrap().new_hll.unwrap();
+        let n = read_of(&b, vec![Value::Int(50)]).as_int().unwrap();
+        assert!((4700..=5300).contains(&n), "estimate {n} for 5000");
+    }
+
+    #[test]
+    fn unions_intersections_and_membership() {
+        let x = add(None, &["a", "b", "c"]);
+        let y = add(None, &["c", "d"]);
+        let list = Value::List(List {
+            ordered: false,
+            items: vec![Value::Bytes(ptype::HLL, y.clone())],
+        });
+        assert_eq!(
+            read_of(&x, vec![Value::Int(52), list.clone()]).as_int(),
+            Some(4)
+        );
+        assert_eq!(
+            read_of(&x, vec![Value::Int(53), list.clone()]).as_int(),
+            Some(1)
+        );
+        let sim = read_of(&x, vec![Value::Int(54), list.clone()]);
+        assert!(
+            matches!(sim, Value::Float(f) if (f - 0.25).abs() < 1e-9),
+            "{sim:?}"
+        );
+        assert_eq!(
+            read_of(&x, vec![Value::Int(56), strs(&["a", "c"])]).as_int(),
+            Some(1)
+        );
+        assert_eq!(
+            read_of(&x, vec![Value::Int(56), strs(&["q"])]).as_int(),
+            Some(0)
+        );
+        let folded = apply(
+            Some((ptype::HLL, &x)),
+            &payload(vec![Value::Int(4), Value::Int(4)]),
+            true,
+        )
+        .unwrap()
+        .new_hll
+        .unwrap();
+        assert_eq!(Hll::decode(&folded).unwrap().index_bits, 4);
+        assert_eq!(read_of(&folded, vec![Value::Int(50)]).as_int(), Some(3));
+    }
+
+    #[test]
+    fn bad_shapes_and_flags() {
+        assert!(Hll::decode(&[0, 8, 0]).is_err());
+        assert!(Hll::decode(&[0; 20]).is_err());
+        let init = |ib: i64, mb: i64| {
+            payload(vec![
+                Value::Int(0),
+                Value::Int(ib),
+                Value::Int(mb),
+                Value::Int(0),
+            ])
+        };
+        assert_eq!(apply(None, &init(3, 0), true).unwrap_err().result_code(), 4);
+        assert_eq!(
+            apply(None, &init(16, 49), true).unwrap_err().result_code(),
+            4
+        );
+        let x = add(None, &["a"]);
+        let create_only = payload(vec![
+            Value::Int(0),
+            Value::Int(8),
+            Value::Int(0),
+            Value::Int(flag::CREATE_ONLY),
+        ]);
+        assert_eq!(
+            apply(Some((ptype::HLL, &x)), &create_only, true)
+                .unwrap_err()
+                .result_code(),
+            6
+        );
+        assert_eq!(
+            apply(
+                Some((ptype::BLOB, &x)),
+                &payload(vec![Value::Int(50)]),
+                false
+            )
+            .unwrap_err()
+            .result_code(),
+            12
+        );
+    }
+}
