@@ -277,3 +277,144 @@ async fn list_and_map_operations() {
         ResultCode::ElementExists
     );
 }
+
+/// Bit, HLL and expression operations and filter expressions through the official Rust client,
+/// with the results its documentation gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bit_hll_and_expression_operations() {
+    use aerospike::expressions::{self as exp, lists as lexp};
+    use aerospike::operations::bitwise::{
+        self, BitPolicy, BitwiseOverflowActions, BitwiseResizeFlags,
+    };
+    use aerospike::operations::exp::{read_exp, write_exp, ExpReadFlags, ExpWriteFlags};
+    use aerospike::operations::hll::{self, HllPolicy};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), 2, &[]);
+    let client = connect(&server).await;
+    let wp = WritePolicy::default();
+    let key = as_key!("test", "demo", "bits");
+    let bp = BitPolicy::default();
+
+    // The bitwise documentation's running example: [0x01, 0x42, 0x03, 0x04, 0x05].
+    client
+        .put(
+            &wp,
+            &key,
+            &[as_bin!("b", as_blob!(vec![1u8, 0x42, 3, 4, 5]))],
+        )
+        .await
+        .unwrap();
+    let ops = [
+        bitwise::set("b", 13, 3, as_blob!(vec![0xe0u8]), &bp),
+        bitwise::add("b", 24, 16, 128, false, BitwiseOverflowActions::Fail, &bp),
+        bitwise::get("b", 0, 40),
+    ];
+    let rec = client.operate(&wp, &key, &ops).await.unwrap();
+    let Value::MultiResult(results) = &rec.bins["b"] else {
+        panic!(
+            "three results for one bin come back together: {:?}",
+            rec.bins
+        )
+    };
+    assert_eq!(results[2], as_blob!(vec![1u8, 0x47, 3, 4, 0x85]));
+    let rec = client
+        .operate(&wp, &key, &[bitwise::count("b", 0, 40)])
+        .await
+        .unwrap();
+    assert_eq!(rec.bins["b"], Value::from(11));
+    let grow = bitwise::resize("b", 8, BitwiseResizeFlags::DEFAULT, &bp);
+    client.operate(&wp, &key, &[grow]).await.unwrap();
+    let rec = client
+        .get(&ReadPolicy::default(), &key, ["b"])
+        .await
+        .unwrap();
+    assert_eq!(
+        rec.bins["b"],
+        as_blob!(vec![1u8, 0x47, 3, 4, 0x85, 0, 0, 0])
+    );
+    let overflow = bitwise::add("b", 0, 8, 255, false, BitwiseOverflowActions::Fail, &bp);
+    assert_eq!(
+        rc(client.operate(&wp, &key, &[overflow]).await),
+        ResultCode::OpNotApplicable
+    );
+
+    // HLL: three distinct elements, a union with a second HLL.
+    let hp = HllPolicy::default();
+    let els = vec![as_val!("a"), as_val!("b"), as_val!("c"), as_val!("a")];
+    let rec = client
+        .operate(&wp, &key, &[hll::add_with_index(&hp, "h", els, 10)])
+        .await
+        .unwrap();
+    assert_eq!(rec.bins["h"], Value::from(3));
+    let other = vec![as_val!("c"), as_val!("d")];
+    client
+        .operate(&wp, &key, &[hll::add_with_index(&hp, "h2", other, 10)])
+        .await
+        .unwrap();
+    let rec = client
+        .get(&ReadPolicy::default(), &key, ["h2"])
+        .await
+        .unwrap();
+    let h2 = rec.bins["h2"].clone();
+    assert!(
+        matches!(h2, Value::Hll(_)),
+        "an HLL bin reads back as Value::Hll: {h2:?}"
+    );
+    let rec = client
+        .operate(&wp, &key, &[hll::get_union_count("h", vec![h2.clone()])])
+        .await
+        .unwrap();
+    assert_eq!(rec.bins["h"], Value::from(4));
+    let rec = client
+        .operate(&wp, &key, &[hll::describe("h")])
+        .await
+        .unwrap();
+    assert_eq!(rec.bins["h"], as_list!(10, 0));
+
+    // Expressions: a filter that does not match is FILTERED_OUT (27) and writes nothing.
+    client
+        .put(
+            &wp,
+            &key,
+            &[as_bin!("n", 8), as_bin!("l", as_list!(7, 3, 9))],
+        )
+        .await
+        .unwrap();
+    let mut filtered = WritePolicy::default();
+    filtered.base_policy.filter_expression = Some(exp::gt(exp::int_bin("n"), exp::int_val(10)));
+    assert_eq!(
+        rc(client.put(&filtered, &key, &[as_bin!("n", 1)]).await),
+        ResultCode::FilteredOut
+    );
+    let mut matching = ReadPolicy::default();
+    matching.base_policy.filter_expression = Some(exp::eq(
+        lexp::size(exp::list_bin("l"), &[]),
+        exp::int_val(3),
+    ));
+    let rec = client.get(&matching, &key, ["n"]).await.unwrap();
+    assert_eq!(rec.bins["n"], Value::from(8));
+    let ops = [
+        write_exp(
+            "w",
+            exp::num_add(vec![exp::int_bin("n"), exp::int_val(2)]),
+            ExpWriteFlags::DEFAULT,
+        ),
+        read_exp(
+            "r",
+            exp::cond(vec![
+                exp::gt(exp::int_bin("n"), exp::int_val(5)),
+                exp::string_val("big"),
+                exp::string_val("small"),
+            ]),
+            ExpReadFlags::DEFAULT,
+        ),
+    ];
+    let rec = client.operate(&wp, &key, &ops).await.unwrap();
+    assert_eq!(rec.bins["r"], Value::from("big"));
+    let rec = client
+        .get(&ReadPolicy::default(), &key, ["w"])
+        .await
+        .unwrap();
+    assert_eq!(rec.bins["w"], Value::from(10));
+}
