@@ -18,6 +18,7 @@ pub mod rehome;
 pub mod shard;
 pub mod stats;
 mod sync;
+pub mod tuning;
 
 pub use error::StoreError;
 pub use record::{Bin, Record, RecordMeta, UserKey};

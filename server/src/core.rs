@@ -84,6 +84,10 @@ impl Core {
                     "skipped records that failed their checksum"
                 );
             }
+            node.tunings
+                .lock()
+                .expect("a core panicked while registering its settings")[i]
+                .push(store.tuning());
             store.spawn_background_flusher();
             store.spawn_defragmenter();
             store.spawn_expirer();
@@ -135,7 +139,7 @@ impl Core {
 
     /// Runs a command whose record this core owns.
     pub async fn execute(&self, ns: usize, msg: &Message) -> Vec<u8> {
-        command::execute(&self.stores[ns], &self.node.config.namespaces[ns], msg)
+        command::execute(&self.stores[ns], self.node.live[ns].limits(), msg)
             .await
             .into_frame()
     }

@@ -19,31 +19,109 @@ fn all_partitions_bitmap() -> String {
     base64::engine::general_purpose::STANDARD.encode(bits)
 }
 
-/// A namespace's configuration as `key=value;...`, with Aerospike's key names.
-fn namespace_config(ns: &crate::config::NamespaceConfig) -> String {
+/// A namespace's configuration as `key=value;...`, with Aerospike's key names; the dynamic
+/// settings as they are now (after any set-config).
+fn namespace_config(node: &Node, i: usize) -> String {
+    use apogee_engine::tuning::Setting;
+    use std::sync::atomic::Ordering::Relaxed;
+    let ns = &node.config.namespaces[i];
+    let live = &node.live[i];
+    let tunings = node
+        .tunings
+        .lock()
+        .expect("set-config never panics holding the lock");
+    let get = |s: Setting, configured: u64| tunings[i].first().map_or(configured, |t| t.get(s));
     format!(
         "replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
          filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={}",
-        ns.default_ttl,
-        ns.nsup_period,
+        live.default_ttl.load(Relaxed),
+        get(Setting::NsupPeriod, ns.nsup_period),
         ns.write_block_size,
         ns.commit_to_device,
-        ns.flush_max_ms,
-        ns.max_record_size,
+        get(Setting::FlushMaxMs, ns.flush_max_ms),
+        live.max_record_size.load(Relaxed),
         ns.read_cache_size,
-        ns.defrag_lwm_pct,
-        ns.defrag_sleep_us,
+        get(Setting::DefragLwmPct, ns.defrag_lwm_pct),
+        get(Setting::DefragSleep, ns.defrag_sleep_us),
         ns.filesize,
-        ns.stop_writes_used_pct,
-        ns.stop_writes_avail_pct,
-        ns.evict_used_pct,
+        get(Setting::StopWritesUsedPct, ns.stop_writes_used_pct),
+        get(Setting::StopWritesAvailPct, ns.stop_writes_avail_pct),
+        get(Setting::EvictUsedPct, ns.evict_used_pct),
     )
+}
+
+/// `set-config:context=namespace;id=<ns>;<key>=<value>[;...]`: changes dynamic settings on
+/// every shard. Every value is checked before any is applied; a bad one changes nothing.
+fn set_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
+    use apogee_engine::tuning::Setting;
+    use std::sync::atomic::Ordering::Relaxed;
+    if cmd.param("context") != Some("namespace") {
+        return "ERROR:4:set-config supports context=namespace".into();
+    }
+    let Some(id) = cmd.param("id") else {
+        return "ERROR:4:set-config needs id=<namespace>".into();
+    };
+    let Some(i) = node.config.namespace_index(id.as_bytes()) else {
+        return "ERROR:20:namespace not found".into();
+    };
+    enum Change {
+        DefaultTtl(u32),
+        MaxRecordSize(usize),
+        Engine(Setting, u64),
+    }
+    let mut changes = Vec::new();
+    for (k, v) in cmd
+        .args
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| !matches!(*k, "context" | "id"))
+    {
+        let Ok(n) = v.parse::<u64>() else {
+            return format!("ERROR:4:{k} must be a non-negative integer, not {v}");
+        };
+        let record_max =
+            node.config.namespaces[i].write_block_size - apogee_engine::block::BLOCK_HEADER_BYTES;
+        let (lo, hi, change) = match k {
+            "default-ttl" => (
+                0,
+                u64::from(crate::config::TTL_SECS_MAX),
+                Change::DefaultTtl(n as u32),
+            ),
+            "max-record-size" => (1024, record_max as u64, Change::MaxRecordSize(n as usize)),
+            _ => match Setting::from_name(k) {
+                Some(s) => {
+                    let (lo, hi) = s.range();
+                    (lo, hi, Change::Engine(s, n))
+                }
+                None => return format!("ERROR:4:{k} is not a dynamic namespace parameter"),
+            },
+        };
+        if !(lo..=hi).contains(&n) {
+            return format!("ERROR:4:{k} = {n} is out of range: {lo}..={hi}");
+        }
+        changes.push(change);
+    }
+    if changes.is_empty() {
+        return "ERROR:4:set-config needs a <parameter>=<value>".into();
+    }
+    let tunings = node
+        .tunings
+        .lock()
+        .expect("set-config never panics holding the lock");
+    for c in changes {
+        match c {
+            Change::DefaultTtl(v) => node.live[i].default_ttl.store(v, Relaxed),
+            Change::MaxRecordSize(v) => node.live[i].max_record_size.store(v, Relaxed),
+            Change::Engine(s, v) => tunings[i].iter().for_each(|t| t.set(s, v)),
+        }
+    }
+    tracing::info!(command = cmd.raw, "set-config applied");
+    "ok".into()
 }
 
 fn namespace_stats(node: &Node, name: &str) -> Option<String> {
     let i = node.config.namespace_index(name.as_bytes())?;
-    let ns = &node.config.namespaces[i];
     let s = node.namespace_stats(i);
     Some(format!(
         "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
@@ -55,7 +133,7 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         s.reads,
         s.expired,
         s.evicted,
-        namespace_config(ns),
+        namespace_config(node, i),
         s.cache_hits,
         s.device_reads
     ))
@@ -77,7 +155,7 @@ fn get_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
                 return "ERROR:4:get-config context=namespace needs id=<namespace>".into();
             };
             match cfg.namespace_index(id.as_bytes()) {
-                Some(i) => namespace_config(&cfg.namespaces[i]),
+                Some(i) => namespace_config(node, i),
                 None => "ERROR:20:namespace not found".into(),
             }
         }
@@ -130,6 +208,7 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
         "features" => "peers;replicas;replicas-all;replicas-master;pipelining;float;geo;batch-any;pscans;query-show".into(),
         "user-agent-set" | "status" => "ok".into(),
         "get-config" => get_config(node, cmd),
+        "set-config" => set_config(node, cmd),
         _ => "ERROR:4:unrecognized command".into(),
     }
 }
@@ -164,12 +243,9 @@ mod tests {
 
     fn node() -> Node {
         let config = Config::load(None, &Overrides::default()).unwrap();
-        Node {
-            name: "BB9010011AC4202".into(),
-            inboxes: vec![],
-            stats: vec![vec![Default::default()]],
-            config,
-        }
+        let mut n = Node::new(config, vec![]);
+        n.name = "BB9010011AC4202".into();
+        n
     }
 
     #[test]
@@ -207,5 +283,50 @@ mod tests {
         assert!(answer(&n, b"get-config:context=namespace;id=nope\n").contains("ERROR:20"));
         assert!(answer(&n, b"get-config:context=namespace\n").contains("ERROR:4"));
         assert!(answer(&n, b"get-config:context=xdr\n").contains("ERROR:4"));
+    }
+
+    #[test]
+    fn set_config_checks_then_applies() {
+        let n = node();
+        let get = |n: &Node| answer(n, b"get-config:context=namespace;id=test\n");
+        assert_eq!(
+            answer(&n, b"set-config:context=namespace;id=test;default-ttl=60\n"),
+            "set-config:context=namespace;id=test;default-ttl=60\tok\n"
+        );
+        assert!(get(&n).contains(";default-ttl=60;"));
+        assert_eq!(n.live[0].limits().default_ttl, 60);
+        // One bad value in a request changes nothing.
+        let bad = answer(
+            &n,
+            b"set-config:context=namespace;id=test;default-ttl=5;max-record-size=12\n",
+        );
+        assert!(
+            bad.contains("ERROR:4:max-record-size = 12 is out of range"),
+            "{bad}"
+        );
+        assert!(get(&n).contains(";default-ttl=60;"));
+        for (req, want) in [
+            (
+                "set-config:context=namespace;id=test;write-block-size=4096",
+                "ERROR:4:write-block-size is not a dynamic",
+            ),
+            (
+                "set-config:context=namespace;id=test;defrag-lwm-pct=100",
+                "ERROR:4:defrag-lwm-pct = 100 is out of range",
+            ),
+            (
+                "set-config:context=namespace;id=test;nsup-period=x",
+                "ERROR:4:nsup-period must be",
+            ),
+            (
+                "set-config:context=namespace;id=nope;nsup-period=1",
+                "ERROR:20",
+            ),
+            ("set-config:context=service;nsup-period=1", "ERROR:4"),
+            ("set-config:context=namespace;id=test", "ERROR:4"),
+        ] {
+            let a = answer(&n, format!("{req}\n").as_bytes());
+            assert!(a.contains(want), "{req}: {a}");
+        }
     }
 }

@@ -31,9 +31,55 @@ pub struct Node {
     pub inboxes: Vec<flume::Sender<ShardRequest>>,
     /// `stats[namespace][shard]`.
     pub stats: Vec<Vec<Arc<ShardStats>>>,
+    /// `live[namespace]`: the command-layer settings `set-config` may change.
+    pub live: Vec<NamespaceLive>,
+    /// `tunings[namespace]`: each shard store's live engine settings, registered as the cores
+    /// open them. Locked only by startup and `set-config`, never on the data path.
+    pub tunings: std::sync::Mutex<Vec<Vec<Arc<apogee_engine::tuning::Tuning>>>>,
+}
+
+/// Namespace settings read by every write, changeable at run time: atomics, read `Relaxed`.
+#[derive(Debug)]
+pub struct NamespaceLive {
+    pub default_ttl: std::sync::atomic::AtomicU32,
+    pub max_record_size: std::sync::atomic::AtomicUsize,
+}
+
+impl NamespaceLive {
+    pub fn new(ns: &crate::config::NamespaceConfig) -> NamespaceLive {
+        NamespaceLive {
+            default_ttl: ns.default_ttl.into(),
+            max_record_size: ns.max_record_size.into(),
+        }
+    }
+
+    pub fn limits(&self) -> crate::command::WriteLimits {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::command::WriteLimits {
+            default_ttl: self.default_ttl.load(Relaxed),
+            max_record_size: self.max_record_size.load(Relaxed),
+        }
+    }
 }
 
 impl Node {
+    /// A node over `config` with fresh counters and settings, for the runtime and tests.
+    pub fn new(config: Config, inboxes: Vec<flume::Sender<ShardRequest>>) -> Node {
+        let stats = config
+            .namespaces
+            .iter()
+            .map(|_| (0..config.cores).map(|_| Arc::default()).collect())
+            .collect();
+        Node {
+            name: Node::compute_name(&config),
+            inboxes,
+            stats,
+            live: config.namespaces.iter().map(NamespaceLive::new).collect(),
+            tunings: std::sync::Mutex::new(vec![Vec::new(); config.namespaces.len()]),
+            config,
+        }
+    }
+
     /// The shard that owns a partition: `p % cores`.
     pub fn shard_of(&self, partition: u16) -> usize {
         partition as usize % self.config.cores

@@ -79,17 +79,7 @@ pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
     let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores)
         .map(|_| flume::bounded(SHARD_INBOX_CAPACITY))
         .unzip();
-    let stats = config
-        .namespaces
-        .iter()
-        .map(|_| (0..cores).map(|_| Arc::default()).collect())
-        .collect();
-    let node = Arc::new(Node {
-        name: Node::compute_name(&config),
-        inboxes: inbox_txs,
-        stats,
-        config,
-    });
+    let node = Arc::new(Node::new(config, inbox_txs));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let io_memory =
         (host.memlock_bytes as usize / cores / 2).clamp(IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_MAX);

@@ -34,6 +34,7 @@ use crate::record::{
 use crate::recovery;
 use crate::shard::space::{BlockInfo, BlockTable, BlockUse};
 use crate::stats::ShardStats;
+use crate::tuning::{Setting, Tuning};
 
 /// Blocks allowed in memory that are not yet fully on the device. A writer that finds this many
 /// waits for a flush, so a slow device bounds memory instead of growing it.
@@ -119,6 +120,8 @@ pub struct ShardStore {
     blocks_defragged: Cell<u64>,
     fault: Cell<Option<InjectedFault>>,
     stats: Arc<ShardStats>,
+    /// The settings `set-config` may change while the store runs.
+    tuning: Arc<Tuning>,
 }
 
 /// Summary of a cold start, for the log and for tests.
@@ -196,6 +199,11 @@ fn prepare_file(cfg: &StoreConfig, path: &Path) -> Result<(), StoreError> {
 
 impl ShardStore {
     /// Opens (creating if needed) the shard's data file and rebuilds the index from it.
+    /// The store's live settings, for `set-config`.
+    pub fn tuning(&self) -> Arc<Tuning> {
+        self.tuning.clone()
+    }
+
     pub async fn open(
         cfg: StoreConfig,
         stats: Arc<ShardStats>,
@@ -224,6 +232,7 @@ impl ShardStore {
             file,
             state: RefCell::new(state),
             cache: RefCell::new(RecordCache::new(cfg.cache_bytes)),
+            tuning: Arc::new(Tuning::from_config(&cfg)),
             cfg,
             flush_lock: Semaphore::new(1),
             defrag_lock: Semaphore::new(1),
@@ -581,12 +590,14 @@ impl ShardStore {
         let capacity = u64::from(capacity.max(1));
         let used_pct = st.table.live_total() * 100 / (capacity * self.cfg.block_bytes as u64);
         let avail_pct = st.table.available_blocks() * 100 / capacity;
-        if used_pct >= self.cfg.stop_writes_used_pct || avail_pct < self.cfg.stop_writes_avail_pct {
+        if used_pct >= self.tuning.get(Setting::StopWritesUsedPct)
+            || avail_pct < self.tuning.get(Setting::StopWritesAvailPct)
+        {
             return Err(StoreError::OutOfSpace {
                 shard: self.cfg.shard,
                 reason: format!(
                     "stop-writes: {used_pct}% used (limit {}%), {avail_pct}% of blocks available (minimum {}%)",
-                    self.cfg.stop_writes_used_pct, self.cfg.stop_writes_avail_pct
+                    self.tuning.get(Setting::StopWritesUsedPct), self.tuning.get(Setting::StopWritesAvailPct)
                 ),
             });
         }
@@ -772,9 +783,11 @@ impl ShardStore {
     /// acknowledged writes reach the device within that bound. Stops when the store is dropped.
     pub fn spawn_background_flusher(self: &Rc<Self>) {
         let weak = Rc::downgrade(self);
-        let period = Duration::from_millis(self.cfg.flush_max_ms.max(1));
+        let tuning = self.tuning.clone();
         glommio::spawn_local(async move {
             loop {
+                // Read each time round: set-config may change it.
+                let period = Duration::from_millis(tuning.get(Setting::FlushMaxMs).max(1));
                 glommio::timer::sleep(period).await;
                 let Some(store) = weak.upgrade() else { break };
                 if let Err(e) = store.flush_all().await {
@@ -827,7 +840,7 @@ impl ShardStore {
     /// evicted record does not come back after a restart; records without a TTL are never
     /// evicted. Returns how many records were evicted.
     pub fn evict(&self) -> Result<usize, StoreError> {
-        let limit = self.cfg.evict_used_pct;
+        let limit = self.tuning.get(Setting::EvictUsedPct);
         if limit == 0 || self.used_pct().is_none_or(|u| u < limit) {
             return Ok(0);
         }
@@ -854,16 +867,22 @@ impl ShardStore {
         Ok(evicted)
     }
 
-    /// Sweeps expired records every `nsup-period` seconds. Stops when the store is dropped.
+    /// Sweeps expired records every `nsup-period` seconds (none while it is 0; set-config may
+    /// change it at any time). Stops when the store is dropped.
     pub fn spawn_expirer(self: &Rc<Self>) {
-        if self.cfg.nsup_period_secs == 0 {
-            return;
-        }
         let weak = Rc::downgrade(self);
-        let period = Duration::from_secs(self.cfg.nsup_period_secs);
+        let tuning = self.tuning.clone();
         glommio::spawn_local(async move {
             loop {
-                glommio::timer::sleep(period).await;
+                let secs = tuning.get(Setting::NsupPeriod);
+                // While sweeps are off, look again every second for a new period.
+                glommio::timer::sleep(Duration::from_secs(secs.max(1))).await;
+                if secs == 0 {
+                    if weak.strong_count() == 0 {
+                        break;
+                    }
+                    continue;
+                }
                 let Some(store) = weak.upgrade() else { break };
                 let n = store.expire_sweep(clock::now_secs());
                 if n > 0 {
@@ -889,9 +908,10 @@ impl ShardStore {
     /// checks again every 100 ms when there is nothing to do. Stops when the store is dropped.
     pub fn spawn_defragmenter(self: &Rc<Self>) {
         let weak = Rc::downgrade(self);
-        let pause = Duration::from_micros(self.cfg.defrag_sleep_us);
+        let tuning = self.tuning.clone();
         glommio::spawn_local(async move {
             loop {
+                let pause = Duration::from_micros(tuning.get(Setting::DefragSleep));
                 let Some(store) = weak.upgrade() else { break };
                 let outcome = store.defrag_once().await;
                 drop(store);
@@ -924,7 +944,7 @@ impl ShardStore {
             }
             let in_memory = |idx: u32| st.blocks.iter().any(|b| st.table.block_of(b.base) == idx);
             st.table
-                .defrag_candidate(self.cfg.defrag_lwm_pct, in_memory)
+                .defrag_candidate(self.tuning.get(Setting::DefragLwmPct), in_memory)
         };
         let Some(idx) = candidate else {
             return Ok(false);

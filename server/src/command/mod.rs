@@ -16,7 +16,6 @@ use apogee_engine::StoreError;
 use apogee_wire::msg::{info1, info2, Message, OpType, BIN_NAME_BYTES_MAX};
 use apogee_wire::{Digest, FieldType, ResultCode};
 
-use crate::config::NamespaceConfig;
 pub use reply::Reply;
 
 /// Field types that keyed commands may carry and this server honours or may ignore.
@@ -123,10 +122,17 @@ pub async fn append_and_commit(
     store.commit(ticket).await.map_err(|e| store_error_code(&e))
 }
 
+/// The namespace settings a write needs, read once per command (set-config may change them).
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    pub default_ttl: u32,
+    pub max_record_size: usize,
+}
+
 /// Runs a validated keyed command against the shard store that owns its record.
 pub async fn execute(
     store: &apogee_engine::shard::ShardStore,
-    ns: &NamespaceConfig,
+    limits: WriteLimits,
     msg: &Message,
 ) -> Reply {
     if let Err(rc) = validate(msg) {
@@ -141,7 +147,7 @@ pub async fn execute(
         if h.info2 & info2::DELETE != 0 {
             delete::run(store, msg, digest).await
         } else {
-            write::run(store, ns, msg, digest).await
+            write::run(store, limits, msg, digest).await
         }
     } else if h.info1 & info1::READ != 0 {
         read::run(store, msg, digest).await

@@ -13,8 +13,7 @@ use apogee_wire::{Digest, FieldType, ResultCode};
 
 use super::read::{bin_op, value_op};
 use super::ttl::void_time_for;
-use super::{filter, op_error_code, store_error_code, Reply};
-use crate::config::NamespaceConfig;
+use super::{filter, op_error_code, store_error_code, Reply, WriteLimits};
 use apogee_ops::exp::Meta;
 
 /// Applies the GENERATION / GENERATION_GT policy against the stored generation (0 = missing).
@@ -361,7 +360,7 @@ pub const WRITE_ATTEMPTS_MAX: usize = 8;
 /// Decides what a write does to the record as it was read (`existing`): the new version to
 /// append (`None` when there is nothing to store) and the reply. Pure: no I/O, no await.
 fn plan(
-    ns: &NamespaceConfig,
+    ns: WriteLimits,
     msg: &Message,
     digest: Digest,
     existing: Option<Record>,
@@ -453,7 +452,7 @@ fn plan(
 /// them, so on this single-threaded shard nothing can slip in.
 pub async fn run(
     store: &ShardStore,
-    ns: &NamespaceConfig,
+    ns: WriteLimits,
     msg: &Message,
     digest: Digest,
 ) -> Result<Reply, ResultCode> {
@@ -580,10 +579,10 @@ mod tests {
                     evict_used_pct: 0,
                 };
                 let (store, _) = ShardStore::open(cfg, Default::default()).await.unwrap();
-                let ns = crate::config::Config::load(None, &Default::default())
-                    .unwrap()
-                    .namespaces
-                    .remove(0);
+                let ns = WriteLimits {
+                    default_ttl: 0,
+                    max_record_size: 1 << 20,
+                };
                 let digest = Digest::of_string("s", "hot");
                 let incr = |by: i64| {
                     let mut m = Message::default();
@@ -600,23 +599,22 @@ mod tests {
                     )];
                     m
                 };
-                run(&store, &ns, &incr(100), digest).await.unwrap();
+                run(&store, ns, &incr(100), digest).await.unwrap();
                 // Fill two more blocks so the hot record's block is flushed and leaves memory.
                 for i in 0..300 {
                     let mut m = incr(1);
                     m.ops[0].name = b"pad".to_vec();
                     m.ops
                         .push(op(OpType::WRITE, particle::BLOB, "b", vec![0; 1000]));
-                    run(&store, &ns, &m, Digest::of_integer("s", i))
+                    run(&store, ns, &m, Digest::of_integer("s", i))
                         .await
                         .unwrap();
                 }
                 let writers: Vec<_> = (0..10)
                     .map(|_| {
                         let store = store.clone();
-                        let ns = ns.clone();
                         let m = incr(1);
-                        glommio::spawn_local(async move { run(&store, &ns, &m, digest).await })
+                        glommio::spawn_local(async move { run(&store, ns, &m, digest).await })
                     })
                     .collect();
                 for w in writers {

@@ -1,0 +1,59 @@
+"""Info get-config / set-config against a real apogee: dynamic namespace settings take effect
+on every shard while the node runs, and bad requests change nothing."""
+
+import time
+
+from conftest import info
+
+
+def ns_stats(port):
+    text = info(port, "namespace/test\n").split("\t", 1)[1].strip()
+    return dict(kv.split("=", 1) for kv in text.split(";"))
+
+
+def ns_config(port):
+    text = info(port, "get-config:context=namespace;id=test\n").split("\t", 1)[1].strip()
+    return dict(kv.split("=", 1) for kv in text.split(";"))
+
+
+def test_set_config_default_ttl_applies_to_new_writes(server, client):
+    assert ns_config(server.port)["default-ttl"] == "0"
+    reply = info(server.port, "set-config:context=namespace;id=test;default-ttl=1000\n")
+    assert reply.endswith("\tok\n"), reply
+    assert ns_config(server.port)["default-ttl"] == "1000"
+    client.put(("test", "demo", "ttl"), {"a": 1})
+    _, meta = client.exists(("test", "demo", "ttl"))
+    assert 990 <= meta["ttl"] <= 1000
+
+
+def test_set_config_nsup_period_starts_expiry_sweeps(apogee, tmp_path):
+    # Sweeps off at start (nsup-period 0): expired records are hidden but stay counted.
+    cfg = tmp_path / "apogee.toml"
+    cfg.write_text("[namespace.test]\nnsup-period = 0\n")
+    server = apogee(extra=["--config", str(cfg)]).start()
+    c = server.client()
+    for i in range(20):
+        c.put(("test", "demo", i), {"a": i}, meta={"ttl": 1})
+    time.sleep(2.2)
+    assert ns_stats(server.port)["objects"] == "20"
+    reply = info(server.port, "set-config:context=namespace;id=test;nsup-period=1\n")
+    assert reply.endswith("\tok\n"), reply
+    deadline = time.time() + 10
+    while ns_stats(server.port)["objects"] != "0":
+        assert time.time() < deadline, ns_stats(server.port)
+        time.sleep(0.2)
+    assert ns_stats(server.port)["expired_objects"] == "20"
+    assert ns_config(server.port)["nsup-period"] == "1"
+    c.close()
+
+
+def test_bad_set_config_changes_nothing(server):
+    for req, want in [
+        ("set-config:context=namespace;id=test;default-ttl=5;defrag-lwm-pct=0", "ERROR:4:"),
+        ("set-config:context=namespace;id=test;filesize=1", "ERROR:4:filesize is not a dynamic"),
+        ("set-config:context=namespace;id=nope;default-ttl=5", "ERROR:20:"),
+    ]:
+        reply = info(server.port, req + "\n")
+        assert want in reply, reply
+    assert ns_config(server.port)["default-ttl"] == "0"
+    assert ns_config(server.port)["defrag-lwm-pct"] == "50"
