@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use apogee_engine::shard::{ShardStore, StoreConfig};
 use apogee_engine::stats::ShardStats;
-use apogee_wire::msg::{info1, Message};
+use apogee_wire::msg::{info1, info2, Message};
 use apogee_wire::{FieldType, ResultCode};
 use futures_lite::future;
 use glommio::net::TcpListener;
@@ -18,6 +18,7 @@ use glommio::net::TcpListener;
 use crate::command::{self, reply::stream_error_frame, Reply};
 use crate::config::NamespaceConfig;
 use crate::connection;
+use crate::latency;
 use crate::node::{Node, ShardRequest};
 
 /// Field 41 carries a batch.
@@ -115,6 +116,19 @@ impl Core {
         else {
             return Reply::code(ResultCode::Namespace).into_frame();
         };
+        let kind = if msg.header.info2 & info2::WRITE != 0 {
+            latency::Kind::Write
+        } else {
+            latency::Kind::Read
+        };
+        let started = std::time::Instant::now();
+        let reply = self.route(ns, msg).await;
+        self.node.latency[ns][self.shard][kind as usize].record(started.elapsed());
+        reply
+    }
+
+    /// Runs the command here when this core owns its record, else on the owning core.
+    async fn route(&self, ns: usize, msg: Message) -> Vec<u8> {
         let digest = match command::digest_of(&msg) {
             Ok(d) => d,
             Err(rc) => return Reply::code(rc).into_frame(),
@@ -156,6 +170,23 @@ impl Core {
                     let _ = req.reply.send(reply);
                 })
                 .detach();
+            }
+        })
+        .detach();
+    }
+
+    /// Closes this core's latency windows every `WINDOW_SECS`, for `latencies:`.
+    pub fn spawn_latency_ticker(self: &Rc<Self>) {
+        let node = self.node.clone();
+        let shard = self.shard;
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(std::time::Duration::from_secs(latency::WINDOW_SECS)).await;
+                for per_ns in &node.latency {
+                    per_ns[shard]
+                        .iter()
+                        .for_each(latency::Histogram::close_window);
+                }
             }
         })
         .detach();

@@ -51,6 +51,30 @@ fn namespace_config(node: &Node, i: usize) -> String {
     )
 }
 
+/// `latencies:[hist={ns}-read|{ns}-write]`: per namespace and kind, the last window's ops/sec
+/// and the percentages of requests over 1, 8 and 64 ms, summed over every core.
+fn latencies(node: &Node, cmd: &InfoCommand<'_>) -> String {
+    let wanted = cmd.param("hist");
+    let mut parts = Vec::new();
+    for (i, ns) in node.config.namespaces.iter().enumerate() {
+        for (kind, label) in [(0, "read"), (1, "write")] {
+            let name = format!("{{{}}}-{label}", ns.name);
+            if wanted.is_some_and(|w| w != name) {
+                continue;
+            }
+            let windows: Vec<_> = node.latency[i]
+                .iter()
+                .map(|h| h[kind].last_window())
+                .collect();
+            parts.push(format!("{name}:{}", crate::latency::summary(&windows)));
+        }
+    }
+    if parts.is_empty() {
+        return "ERROR:4:no such histogram".into();
+    }
+    parts.join(";")
+}
+
 /// `set-config:context=namespace;id=<ns>;<key>=<value>[;...]`: changes dynamic settings on
 /// every shard. Every value is checked before any is applied; a bad one changes nothing.
 fn set_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
@@ -209,6 +233,7 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
         "user-agent-set" | "status" => "ok".into(),
         "get-config" => get_config(node, cmd),
         "set-config" => set_config(node, cmd),
+        "latencies" => latencies(node, cmd),
         _ => "ERROR:4:unrecognized command".into(),
     }
 }
@@ -283,6 +308,24 @@ mod tests {
         assert!(answer(&n, b"get-config:context=namespace;id=nope\n").contains("ERROR:20"));
         assert!(answer(&n, b"get-config:context=namespace\n").contains("ERROR:4"));
         assert!(answer(&n, b"get-config:context=xdr\n").contains("ERROR:4"));
+    }
+
+    #[test]
+    fn latencies_report_the_last_window() {
+        let n = node();
+        assert_eq!(
+            answer(&n, b"latencies:\n"),
+            "latencies:\t{test}-read:msec,0.0,0.00,0.00,0.00;{test}-write:msec,0.0,0.00,0.00,0.00\n"
+        );
+        for ms in [0, 3, 20] {
+            n.latency[0][0][1].record(std::time::Duration::from_millis(ms));
+        }
+        n.latency[0][0][1].close_window();
+        assert_eq!(
+            answer(&n, b"latencies:hist={test}-write\n"),
+            "latencies:hist={test}-write\t{test}-write:msec,0.3,66.67,33.33,0.00\n"
+        );
+        assert!(answer(&n, b"latencies:hist={nope}-read\n").contains("ERROR:4"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod config;
 mod connection;
 mod core;
 mod info;
+mod latency;
 mod node;
 mod preflight;
 mod runtime;

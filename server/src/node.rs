@@ -36,6 +36,8 @@ pub struct Node {
     /// `tunings[namespace]`: each shard store's live engine settings, registered as the cores
     /// open them. Locked only by startup and `set-config`, never on the data path.
     pub tunings: std::sync::Mutex<Vec<Vec<Arc<apogee_engine::tuning::Tuning>>>>,
+    /// `latency[namespace][shard][kind]`: written by the core that accepted the request.
+    pub latency: Vec<Vec<[crate::latency::Histogram; 2]>>,
 }
 
 /// Namespace settings read by every write, changeable at run time: atomics, read `Relaxed`.
@@ -76,6 +78,11 @@ impl Node {
             stats,
             live: config.namespaces.iter().map(NamespaceLive::new).collect(),
             tunings: std::sync::Mutex::new(vec![Vec::new(); config.namespaces.len()]),
+            latency: config
+                .namespaces
+                .iter()
+                .map(|_| (0..config.cores).map(|_| Default::default()).collect())
+                .collect(),
             config,
         }
     }

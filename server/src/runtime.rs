@@ -121,6 +121,7 @@ pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
                     }
                 };
                 core.spawn_inbox(inbox);
+                core.spawn_latency_ticker();
                 let _ = ready.send(Ok(shard));
                 core.serve(listener, stop_rx).await;
             })
