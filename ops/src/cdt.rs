@@ -139,7 +139,7 @@ pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult
         },
     };
     let writes = modify && !is_read;
-    let target = navigate(&mut root, &p.ctx, writes)?;
+    let target = navigate(&mut root, &p.ctx, writes, &kind)?;
     let result = match (kind, target) {
         (Kind::List, Value::List(l)) => list::apply(l, p.code, &p.args)?,
         (Kind::Map, Value::Map(m)) => map::apply(m, p.code, &p.args)?,
@@ -154,18 +154,58 @@ pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult
 }
 
 /// Follows the context steps from the bin's value to the element the op works on.
-fn navigate<'a>(root: &'a mut Value, steps: &[Value], may_create: bool) -> OpResult<&'a mut Value> {
+/// A step with create flags makes the element it selects when missing; the element is a list
+/// or a map as what comes next needs (the next step, or the op itself), as the clients expect:
+/// `list_create` with a context ORs list flags into the last step.
+fn navigate<'a>(
+    root: &'a mut Value,
+    steps: &[Value],
+    may_create: bool,
+    op_kind: &Kind,
+) -> OpResult<&'a mut Value> {
     let mut cur = root;
-    for pair in steps.chunks_exact(2) {
-        let t = pair[0]
-            .as_int()
-            .ok_or(OpError::Parameter("context type is not an integer"))?;
-        cur = step(cur, t, &pair[1], may_create)?;
+    let types: Vec<i64> = steps
+        .chunks_exact(2)
+        .map(|pair| pair[0].as_int())
+        .collect::<Option<_>>()
+        .ok_or(OpError::Parameter("context type is not an integer"))?;
+    for (i, pair) in steps.chunks_exact(2).enumerate() {
+        let creates_map = match types.get(i + 1) {
+            Some(next) => next & 0x30 == 0x20,
+            None => matches!(op_kind, Kind::Map),
+        };
+        cur = step(cur, types[i], &pair[1], may_create, creates_map)?;
     }
     Ok(cur)
 }
 
-fn step<'a>(cur: &'a mut Value, t: i64, v: &Value, may_create: bool) -> OpResult<&'a mut Value> {
+/// The empty list or map a context step with create flags `create` makes.
+fn created(create: i64, map: bool) -> Value {
+    if map {
+        let order = match create {
+            ctx::MAP_CREATE_KEY_ORDERED => map_order::KEY_ORDERED,
+            ctx::MAP_CREATE_KEY_VALUE_ORDERED => map_order::KEY_VALUE_ORDERED,
+            _ => map_order::UNORDERED,
+        };
+        Value::Map(Map {
+            order,
+            entries: vec![],
+        })
+    } else {
+        Value::List(List {
+            ordered: create == ctx::LIST_CREATE_ORDERED,
+            items: vec![],
+        })
+    }
+}
+
+fn step<'a>(
+    cur: &'a mut Value,
+    t: i64,
+    v: &Value,
+    may_create: bool,
+    creates_map: bool,
+) -> OpResult<&'a mut Value> {
     let create = if may_create { t & ctx::CREATE_MASK } else { 0 };
     let base = t & !ctx::CREATE_MASK;
     let not_found = || OpError::NotApplicable("context element not found");
@@ -184,10 +224,7 @@ fn step<'a>(cur: &'a mut Value, t: i64, v: &Value, may_create: bool) -> OpResult
                         return Err(OpError::Parameter("list index too large"));
                     }
                     l.items.resize(i, Value::Nil);
-                    l.items.push(Value::List(List {
-                        ordered: create == ctx::LIST_CREATE_ORDERED,
-                        items: vec![],
-                    }));
+                    l.items.push(created(create, creates_map));
                     Ok(&mut l.items[i])
                 }
                 Err(_) => Err(not_found()),
@@ -227,21 +264,8 @@ fn step<'a>(cur: &'a mut Value, t: i64, v: &Value, may_create: bool) -> OpResult
                 ) {
                     return Err(OpError::Parameter("map key must be a scalar"));
                 }
-                let order = match create {
-                    ctx::MAP_CREATE_KEY_ORDERED => map_order::KEY_ORDERED,
-                    ctx::MAP_CREATE_KEY_VALUE_ORDERED => map_order::KEY_VALUE_ORDERED,
-                    _ => map_order::UNORDERED,
-                };
-                m.entries.insert(
-                    p,
-                    (
-                        v.clone(),
-                        Value::Map(Map {
-                            order,
-                            entries: vec![],
-                        }),
-                    ),
-                );
+                m.entries
+                    .insert(p, (v.clone(), created(create, creates_map)));
                 Ok(&mut m.entries[p].1)
             }
             Err(_) => Err(not_found()),
