@@ -72,6 +72,7 @@ fn benches(c: &mut Criterion) {
             void_time: 0,
             last_update_ms: 0,
         },
+        set_id: 0,
     };
     c.bench_function("index_insert_100k", |b| {
         b.iter(|| {

@@ -15,6 +15,7 @@ pub mod index;
 pub mod record;
 pub mod recovery;
 pub mod rehome;
+pub mod sets;
 pub mod shard;
 pub mod stats;
 mod sync;

@@ -278,6 +278,13 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, RecordDecodeError> {
 
 /// Validates the magic, length and checksum (with the block's tag) of the record at the start
 /// of `bytes` and returns its fixed header. Nothing is trusted before the checksum verifies.
+/// The set name of an encoded record whose header has been verified (bytes 48.. after the
+/// one-byte length at 13).
+pub fn set_name_of(encoded: &[u8]) -> &[u8] {
+    let n = usize::from(encoded[13]);
+    &encoded[RECORD_FIXED_BYTES..RECORD_FIXED_BYTES + n]
+}
+
 pub fn decode_header_tagged(bytes: &[u8], tag: u32) -> Result<RecordHeader, RecordDecodeError> {
     if bytes.len() < 8 {
         return Err(RecordDecodeError::End);

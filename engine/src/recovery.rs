@@ -10,7 +10,9 @@
 use crate::block::{BlockHeader, BlockState, BLOCK_HEADER_BYTES};
 use crate::clock;
 use crate::index::{Index, IndexEntry, Shadow, Shadows};
-use crate::record::{block_tag, decode_header_tagged, RecordDecodeError, RECORD_FIXED_BYTES};
+use crate::record::{
+    block_tag, decode_header_tagged, set_name_of, RecordDecodeError, RECORD_FIXED_BYTES,
+};
 
 /// What replaying one block found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,12 +59,14 @@ pub fn replay_block(
                     );
                 } else {
                     shadows.remove(&h.digest);
+                    let set_id = index.set_id(set_name_of(&block[pos..]));
                     index.insert(
                         h.digest,
                         IndexEntry {
                             offset,
                             bytes: h.total_bytes,
                             meta: h.meta,
+                            set_id,
                         },
                     );
                 }

@@ -89,6 +89,10 @@ impl Core {
                 .lock()
                 .expect("a core panicked while registering its settings")[i]
                 .push(store.tuning());
+            node.set_stats
+                .lock()
+                .expect("a core panicked while registering its set counts")[i]
+                .push(store.set_stats());
             store.spawn_background_flusher();
             store.spawn_defragmenter();
             store.spawn_expirer();

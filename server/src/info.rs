@@ -51,6 +51,47 @@ fn namespace_config(node: &Node, i: usize) -> String {
     )
 }
 
+/// `sets`, `sets/<ns>`, `sets/<ns>/<set>`: one `ns=..:set=..:objects=..` entry per set, the
+/// counts summed over every shard.
+fn sets(node: &Node, args: &str) -> String {
+    let mut want = args.split('/').filter(|a| !a.is_empty());
+    let (want_ns, want_set) = (want.next(), want.next());
+    let all = node
+        .set_stats
+        .lock()
+        .expect("registration never panics holding the lock");
+    let mut out = Vec::new();
+    for (i, ns) in node.config.namespaces.iter().enumerate() {
+        if want_ns.is_some_and(|w| w != ns.name) {
+            continue;
+        }
+        let mut totals: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+        for shard in &all[i] {
+            for (name, n) in shard.snapshot() {
+                *totals.entry(name).or_default() += n;
+            }
+        }
+        for (name, objects) in totals {
+            let name = String::from_utf8_lossy(&name);
+            if want_set.is_some_and(|w| w != name) {
+                continue;
+            }
+            out.push(format!(
+                "ns={}:set={name}:objects={objects}:tombstones=0:truncate_lut=0:sindexes=0:index_populating=false:disable-eviction=false:enable-index=false:stop-writes-count=0",
+                ns.name
+            ));
+        }
+    }
+    if want_ns.is_some_and(|w| node.config.namespace_index(w.as_bytes()).is_none()) {
+        return "ERROR:20:namespace not found".into();
+    }
+    let mut s = out.join(";");
+    if !s.is_empty() {
+        s.push(';');
+    }
+    s
+}
+
 /// `latencies:[hist={ns}-read|{ns}-write]`: per namespace and kind, the last window's ops/sec
 /// and the percentages of requests over 1, 8 and 64 ms, summed over every core.
 fn latencies(node: &Node, cmd: &InfoCommand<'_>) -> String {
@@ -234,6 +275,7 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
         "get-config" => get_config(node, cmd),
         "set-config" => set_config(node, cmd),
         "latencies" => latencies(node, cmd),
+        "sets" => sets(node, cmd.args),
         _ => "ERROR:4:unrecognized command".into(),
     }
 }

@@ -36,6 +36,8 @@ pub struct Node {
     /// `tunings[namespace]`: each shard store's live engine settings, registered as the cores
     /// open them. Locked only by startup and `set-config`, never on the data path.
     pub tunings: std::sync::Mutex<Vec<Vec<Arc<apogee_engine::tuning::Tuning>>>>,
+    /// `set_stats[namespace]`: each shard's per-set object counts, registered like `tunings`.
+    pub set_stats: std::sync::Mutex<Vec<Vec<Arc<apogee_engine::sets::SetStats>>>>,
     /// `latency[namespace][shard][kind]`: written by the core that accepted the request.
     pub latency: Vec<Vec<[crate::latency::Histogram; 2]>>,
 }
@@ -78,6 +80,7 @@ impl Node {
             stats,
             live: config.namespaces.iter().map(NamespaceLive::new).collect(),
             tunings: std::sync::Mutex::new(vec![Vec::new(); config.namespaces.len()]),
+            set_stats: std::sync::Mutex::new(vec![Vec::new(); config.namespaces.len()]),
             latency: config
                 .namespaces
                 .iter()

@@ -57,3 +57,33 @@ def test_bad_set_config_changes_nothing(server):
         assert want in reply, reply
     assert ns_config(server.port)["default-ttl"] == "0"
     assert ns_config(server.port)["defrag-lwm-pct"] == "50"
+
+
+def set_counts(port, cmd="sets"):
+    text = info(port, cmd + "\n").split("\t", 1)[1].strip()
+    out = {}
+    for entry in filter(None, text.split(";")):
+        fields = dict(kv.split("=", 1) for kv in entry.split(":"))
+        out[(fields["ns"], fields["set"])] = int(fields["objects"])
+    return out
+
+
+def test_sets_counts_follow_writes_deletes_and_restarts(apogee):
+    server = apogee().start()
+    c = server.client()
+    for i in range(30):
+        c.put(("test", "s1", i), {"a": i})
+    for i in range(7):
+        c.put(("test", "s2", i), {"a": i})
+    c.put(("test", "s1", 0), {"a": "overwrite"})
+    c.put(("test", None, "no-set"), {"a": 1})
+    for i in range(10):
+        c.remove(("test", "s1", i))
+    assert set_counts(server.port) == {("test", "s1"): 20, ("test", "s2"): 7}
+    assert set_counts(server.port, "sets/test/s2") == {("test", "s2"): 7}
+    assert "ERROR:20" in info(server.port, "sets/nope\n")
+    c.close()
+    # Counts are rebuilt by recovery: every shard re-counts its sets from the records on disk.
+    assert server.stop() == 0
+    server.start()
+    assert set_counts(server.port) == {("test", "s1"): 20, ("test", "s2"): 7}

@@ -42,6 +42,7 @@ fn main() {
                     void_time: 0,
                     last_update_ms: i,
                 },
+                set_id: 0,
             },
         );
     }

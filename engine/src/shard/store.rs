@@ -28,7 +28,7 @@ use crate::error::StoreError;
 use crate::file_header::{FileHeader, FILE_HEADER_BYTES, FORMAT_VERSION};
 use crate::index::{Index, IndexEntry, Shadow, Shadows};
 use crate::record::{
-    block_tag, decode_header_tagged, retag, Record, RecordDecodeError, RecordHeader,
+    block_tag, decode_header_tagged, retag, set_name_of, Record, RecordDecodeError, RecordHeader,
     RECORD_FIXED_BYTES,
 };
 use crate::recovery;
@@ -199,6 +199,11 @@ fn prepare_file(cfg: &StoreConfig, path: &Path) -> Result<(), StoreError> {
 
 impl ShardStore {
     /// Opens (creating if needed) the shard's data file and rebuilds the index from it.
+    /// The shard's per-set object counts, for the `sets` info command.
+    pub fn set_stats(&self) -> Arc<crate::sets::SetStats> {
+        self.state.borrow().index.set_stats()
+    }
+
     /// The store's live settings, for `set-config`.
     pub fn tuning(&self) -> Arc<Tuning> {
         self.tuning.clone()
@@ -662,12 +667,14 @@ impl ShardStore {
             st.shadows.insert(digest, Shadow { offset, bytes: len });
             self.cache.borrow_mut().remove(&digest);
         } else {
+            let set_id = st.index.set_id(set_name_of(&bytes));
             st.index.insert(
                 digest,
                 IndexEntry {
                     offset,
                     bytes: len,
                     meta,
+                    set_id,
                 },
             );
             self.cache
