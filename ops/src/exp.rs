@@ -113,7 +113,18 @@ pub enum Exp {
         op: Value,
         bin: Box<Exp>,
     },
+    /// A compiled regular expression matched against a string expression.
+    Regex(regex::Regex, Box<Exp>),
 }
+
+/// POSIX `regcomp` flags as the clients send them (spec §4.8, REGEX).
+mod regex_flag {
+    pub const ICASE: i64 = 2;
+    pub const NEWLINE: i64 = 8;
+}
+
+/// Largest compiled regular expression (bytes of program), so a pattern cannot eat memory.
+pub const REGEX_SIZE_BYTES_MAX: usize = 1 << 20;
 
 /// The record an expression reads: its bins and metadata.
 pub trait RecordAccess {
@@ -219,9 +230,23 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
                 bin: Box::new(parse_at(r, depth + 1)?),
             }
         }
-        code::REGEX | code::GEO => {
-            return Err(OpError::Unsupported("regex and geo expressions"));
+        code::REGEX => {
+            arity(4)?;
+            let flags = small_int(&r.read_value(depth)?, "regex flags")?;
+            let pattern = std::str::from_utf8(r.raw_str()?)
+                .map_err(|_| OpError::Parameter("regex is not UTF-8"))?;
+            let re = regex::RegexBuilder::new(pattern)
+                .case_insensitive(flags & regex_flag::ICASE != 0)
+                // POSIX: without REG_NEWLINE '.' matches a newline and ^ $ match only at the
+                // ends; with it, the reverse.
+                .multi_line(flags & regex_flag::NEWLINE != 0)
+                .dot_matches_new_line(flags & regex_flag::NEWLINE == 0)
+                .size_limit(REGEX_SIZE_BYTES_MAX)
+                .build()
+                .map_err(|_| OpError::Parameter("invalid regular expression"))?;
+            Exp::Regex(re, Box::new(parse_at(r, depth + 1)?))
         }
+        code::GEO => return Err(OpError::Unsupported("geo expressions")),
         code::DIGEST_MODULO => {
             arity(2)?;
             Exp::Op(op, vec![parse_at(r, depth + 1)?])
@@ -310,6 +335,12 @@ fn eval(e: &Exp, env: &mut Env) -> OpResult<Option<Value>> {
             out?
         }
         Exp::Call { system, op, bin } => call(*system, op, eval(bin, env)?)?,
+        Exp::Regex(re, e) => match eval(e, env)? {
+            Some(Value::Str(s)) => Some(Value::Bool(
+                std::str::from_utf8(&s).is_ok_and(|s| re.is_match(s)),
+            )),
+            _ => None,
+        },
         Exp::Op(op, args) => eval_op(*op, args, env)?,
     })
 }

@@ -192,7 +192,7 @@ fn bad_requests_get_result_codes() {
         (vec![0xc2], 27),
         (vec![0x91], 4),
         (vec![0x93, 0x01, 0x08], 4),
-        (vec![0x94, 0x07, 0x00, 0xa1, b'x', 0xc3], 16),
+        (vec![0x93, 0x08, 0xc3, 0xc3], 16),
     ] {
         let mut m = keyed("test", vec![write_op("a")]);
         m.fields.push(Field {

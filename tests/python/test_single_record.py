@@ -170,11 +170,12 @@ def test_info(server, client):
 
 def test_unsupported_features_are_reported(client):
     from aerospike_helpers import expressions as exp
-    k = ("test", "demo", "regex")
+    k = ("test", "demo", "geo")
     client.put(k, {"s": "abc"})
-    regex = exp.CmpRegex(aerospike.REGEX_NONE, "a.*", exp.StrBin("s")).compile()
+    point = aerospike.GeoJSON({"type": "Point", "coordinates": [0.0, 0.0]})
+    geo = exp.CmpGeo(exp.GeoBin("g"), point).compile()
     with pytest.raises(ex.AerospikeError) as e:
-        client.get(k, policy={"expressions": regex})
+        client.get(k, policy={"expressions": geo})
     assert e.value.code == 16
 
 
