@@ -184,3 +184,18 @@ def test_compressed_requests(client):
     big = {"s": "x" * 5000, "n": 1}
     client.put(k, big, policy={"compress": True})
     assert client.get(k, policy={"compress": True})[2] == big
+
+
+def test_read_touch_ttl_percent(client):
+    k = ("test", "demo", "touch-on-read")
+    client.put(k, {"a": 1}, meta={"ttl": 100})
+    # 1%: only a read in the last second of the TTL touches; this one does not.
+    _, meta, _ = client.get(k, policy={"read_touch_ttl_percent": 1})
+    assert client.exists(k)[1]["gen"] == 1
+    # 100%: any read touches: a new generation with the TTL restarted.
+    client.get(k, policy={"read_touch_ttl_percent": 100})
+    _, meta = client.exists(k)
+    assert meta["gen"] == 2 and 98 <= meta["ttl"] <= 100
+    # -1: never touch.
+    client.get(k, policy={"read_touch_ttl_percent": -1})
+    assert client.exists(k)[1]["gen"] == 2

@@ -150,7 +150,7 @@ pub async fn execute(
             write::run(store, limits, msg, digest).await
         }
     } else if h.info1 & info1::READ != 0 {
-        read::run(store, msg, digest).await
+        read::run(store, limits, msg, digest).await
     } else {
         Err(ResultCode::Parameter)
     };

@@ -5,7 +5,8 @@ use apogee_engine::shard::ShardStore;
 use apogee_wire::msg::{info1, info2, Message, Op, OpType};
 use apogee_wire::{Digest, ResultCode};
 
-use super::{filter, op_error_code, store_error_code, Reply};
+use super::{filter, op_error_code, store_error_code, Reply, WriteLimits};
+use apogee_engine::{clock, RecordMeta};
 
 /// A bin as a reply op.
 pub fn bin_op(op_type: OpType, bin: &apogee_engine::Bin) -> Op {
@@ -77,7 +78,62 @@ fn read_op(
     Ok(result.or_else(|| respond_all.then(|| nil_op(op))))
 }
 
-pub async fn run(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Reply, ResultCode> {
+/// Whether a read with `read-touch-ttl-percent` = `pct` (the header's TTL field on reads;
+/// 0 and negative values mean "no touch") must touch a record: when no more than `pct` percent
+/// of the TTL it was last written with remains.
+pub fn read_touch_due(pct: u32, meta: &RecordMeta, now_secs: u32) -> Option<u32> {
+    let pct = i64::from(pct as i32);
+    if !(1..=100).contains(&pct) || meta.void_time == 0 {
+        return None;
+    }
+    let written = (meta.last_update_ms / 1000) as i64;
+    let ttl = i64::from(meta.void_time) - written;
+    let remaining = i64::from(meta.void_time) - i64::from(now_secs);
+    (ttl > 0 && remaining * 100 <= ttl * pct).then_some(ttl as u32)
+}
+
+/// Touches the record (a new version with its TTL restarted) after a read that asked for it.
+/// Best effort: the read has succeeded whatever happens here.
+async fn read_touch(
+    store: &ShardStore,
+    limits: WriteLimits,
+    msg: &Message,
+    digest: Digest,
+    meta: &RecordMeta,
+) {
+    let Some(ttl) = read_touch_due(msg.header.record_ttl, meta, clock::now_secs()) else {
+        return;
+    };
+    let mut touch = Message::default();
+    touch.header.info2 = info2::WRITE;
+    touch.header.record_ttl = ttl;
+    touch.ops = vec![Op {
+        op_type: OpType::TOUCH,
+        particle_type: 0,
+        name: vec![],
+        value: vec![],
+    }];
+    if let Err(rc) = super::write::run(store, limits, &touch, digest).await {
+        tracing::debug!(code = rc as u8, "read-touch skipped");
+    }
+}
+
+pub async fn run(
+    store: &ShardStore,
+    limits: WriteLimits,
+    msg: &Message,
+    digest: Digest,
+) -> Result<Reply, ResultCode> {
+    let reply = read(store, msg, digest).await?;
+    if msg.header.record_ttl != 0 {
+        if let Some(meta) = store.meta(&digest).map(|e| e.meta) {
+            read_touch(store, limits, msg, digest, &meta).await;
+        }
+    }
+    Ok(reply)
+}
+
+async fn read(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Reply, ResultCode> {
     let h = &msg.header;
     if let Some(op) = msg.ops.iter().find(|op| {
         !matches!(
@@ -135,4 +191,34 @@ pub async fn run(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Re
         record.meta.void_time,
         ops,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_touch_follows_the_documented_example() {
+        // Written with a 10-hour TTL at t=0 (seconds); read-touch-ttl-percent 80 touches once
+        // no more than 8 hours remain, i.e. from 2 hours after the write.
+        let meta = RecordMeta {
+            generation: 1,
+            void_time: 1000 + 36_000,
+            last_update_ms: 1000 * 1000,
+        };
+        assert_eq!(read_touch_due(80, &meta, 1000 + 7_199), None);
+        assert_eq!(read_touch_due(80, &meta, 1000 + 7_200), Some(36_000));
+        assert_eq!(read_touch_due(0, &meta, 1000 + 30_000), None);
+        assert_eq!(
+            read_touch_due(u32::MAX, &meta, 1000 + 30_000),
+            None,
+            "-1: never"
+        );
+        assert_eq!(read_touch_due(101, &meta, 1000 + 30_000), None);
+        let forever = RecordMeta {
+            void_time: 0,
+            ..meta
+        };
+        assert_eq!(read_touch_due(100, &forever, 5000), None);
+    }
 }
