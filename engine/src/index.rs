@@ -82,6 +82,11 @@ impl Index {
         self.map.len()
     }
 
+    /// Approximate RAM of the map: its slots (a digest and an entry each) and control bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        (self.map.capacity() * (std::mem::size_of::<(Digest, IndexEntry)>() + 1)) as u64
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

@@ -18,6 +18,9 @@ pub struct ShardStats {
     expired: AtomicU64,
     evicted: AtomicU64,
     shadows: AtomicU64,
+    used_bytes: AtomicU64,
+    total_bytes: AtomicU64,
+    index_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of the counters of one or more shards.
@@ -33,6 +36,12 @@ pub struct StatsSnapshot {
     pub evicted: u64,
     /// Tombstones and expired records kept on disk to keep older versions dead.
     pub shadows: u64,
+    /// Bytes of live records (and shadows) on the device.
+    pub used_bytes: u64,
+    /// Bytes the data files may grow to (`filesize`); 0 when unbounded.
+    pub total_bytes: u64,
+    /// Approximate bytes of RAM the primary index holds.
+    pub index_bytes: u64,
 }
 
 impl ShardStats {
@@ -69,6 +78,16 @@ impl ShardStats {
         self.evicted.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Sets the device and index usage the owner knows exactly.
+    pub fn set_usage(&self, used_bytes: u64, index_bytes: u64) {
+        self.used_bytes.store(used_bytes, Ordering::Relaxed);
+        self.index_bytes.store(index_bytes, Ordering::Relaxed);
+    }
+
+    pub fn set_total_bytes(&self, n: u64) {
+        self.total_bytes.store(n, Ordering::Relaxed);
+    }
+
     pub fn add_expired(&self, n: u64) {
         self.expired.fetch_add(n, Ordering::Relaxed);
     }
@@ -84,6 +103,9 @@ impl ShardStats {
             expired: self.expired.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             shadows: self.shadows.load(Ordering::Relaxed),
+            used_bytes: self.used_bytes.load(Ordering::Relaxed),
+            total_bytes: self.total_bytes.load(Ordering::Relaxed),
+            index_bytes: self.index_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -103,6 +125,9 @@ impl StatsSnapshot {
                 expired: acc.expired + s.expired,
                 evicted: acc.evicted + s.evicted,
                 shadows: acc.shadows + s.shadows,
+                used_bytes: acc.used_bytes + s.used_bytes,
+                total_bytes: acc.total_bytes + s.total_bytes,
+                index_bytes: acc.index_bytes + s.index_bytes,
             })
     }
 }

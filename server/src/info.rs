@@ -190,7 +190,8 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
     let s = node.namespace_stats(i);
     Some(format!(
         "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
-         expired_objects={};evicted_objects={};{};cache_hits={};device_reads={}",
+         expired_objects={};evicted_objects={};data_used_bytes={};data_total_bytes={};data_used_pct={};\
+         index_used_bytes={};{};cache_hits={};device_reads={}",
         s.objects,
         s.shadows,
         s.bad_records,
@@ -198,6 +199,10 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         s.reads,
         s.expired,
         s.evicted,
+        s.used_bytes,
+        s.total_bytes,
+        (s.used_bytes * 100).checked_div(s.total_bytes).unwrap_or(0),
+        s.index_bytes,
         namespace_config(node, i),
         s.cache_hits,
         s.device_reads

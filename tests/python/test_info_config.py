@@ -81,6 +81,12 @@ def test_sets_counts_follow_writes_deletes_and_restarts(apogee):
         c.remove(("test", "s1", i))
     assert set_counts(server.port) == {("test", "s1"): 20, ("test", "s2"): 7}
     assert set_counts(server.port, "sets/test/s2") == {("test", "s2"): 7}
+    stats = ns_stats(server.port)
+    assert stats["objects"] == "28"
+    # Live bytes cover the 28 records (each well over 40 bytes) and the 10 tombstones.
+    assert 28 * 40 < int(stats["data_used_bytes"]) < 100_000
+    assert stats["data_total_bytes"] == ns_config(server.port)["filesize"]
+    assert int(stats["index_used_bytes"]) >= 28 * 52
     assert "ERROR:20" in info(server.port, "sets/nope\n")
     c.close()
     # Counts are rebuilt by recovery: every shard re-counts its sets from the records on disk.

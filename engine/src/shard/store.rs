@@ -232,6 +232,8 @@ impl ShardStore {
         stats.add_bad_records(report.bad_records);
         stats.set_objects(report.objects);
         stats.set_shadows(state.shadows.len() as u64);
+        stats.set_usage(state.table.live_total(), state.index.memory_bytes());
+        stats.set_total_bytes(cfg.file_bytes_max);
         let store = Rc::new(ShardStore {
             path: path_s,
             file,
@@ -684,6 +686,8 @@ impl ShardStore {
         st.appended_lsn += u64::from(len);
         self.stats.set_objects(st.index.len() as u64);
         self.stats.set_shadows(st.shadows.len() as u64);
+        self.stats
+            .set_usage(st.table.live_total(), st.index.memory_bytes());
         Ok(CommitTicket(st.appended_lsn))
     }
 
@@ -831,6 +835,8 @@ impl ShardStore {
         }
         self.stats.set_objects(st.index.len() as u64);
         self.stats.set_shadows(st.shadows.len() as u64);
+        self.stats
+            .set_usage(st.table.live_total(), st.index.memory_bytes());
         self.stats.add_expired(expired.len() as u64);
         expired.len()
     }
