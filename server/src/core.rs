@@ -54,6 +54,8 @@ pub struct Core {
     pub node: Arc<Node>,
     /// `stores[namespace]`.
     pub stores: Vec<Rc<ShardStore>>,
+    /// `seen_bins[namespace]`: bin names this core has already handed to the registry.
+    seen_bins: std::cell::RefCell<Vec<std::collections::HashSet<Vec<u8>>>>,
 }
 
 impl Core {
@@ -100,6 +102,10 @@ impl Core {
         }
         Ok(Core {
             shard,
+            seen_bins: std::cell::RefCell::new(vec![
+                Default::default();
+                node.config.namespaces.len()
+            ]),
             node,
             stores,
         })
@@ -157,9 +163,11 @@ impl Core {
 
     /// Runs a command whose record this core owns.
     pub async fn execute(&self, ns: usize, msg: &Message) -> Vec<u8> {
-        command::execute(&self.stores[ns], self.node.live[ns].limits(), msg)
-            .await
-            .into_frame()
+        let reply = command::execute(&self.stores[ns], self.node.live[ns].limits(), msg).await;
+        if reply.result == 0 && msg.header.info2 & info2::WRITE != 0 {
+            self.note_bin_names(ns, msg);
+        }
+        reply.into_frame()
     }
 
     /// Serves requests forwarded by other cores until the executor stops.
@@ -177,6 +185,35 @@ impl Core {
             }
         })
         .detach();
+    }
+
+    /// Hands the names of bins a successful write may have created to the node's registry,
+    /// once per name per core.
+    fn note_bin_names(&self, ns: usize, msg: &Message) {
+        use apogee_wire::msg::{particle, OpType};
+        let mut seen = self.seen_bins.borrow_mut();
+        for op in &msg.ops {
+            let creates = match op.op_type {
+                OpType::WRITE => op.particle_type != particle::NULL,
+                t => matches!(
+                    t,
+                    OpType::INCR
+                        | OpType::APPEND
+                        | OpType::PREPEND
+                        | OpType::CDT_MODIFY
+                        | OpType::BIT_MODIFY
+                        | OpType::HLL_MODIFY
+                        | OpType::EXP_MODIFY
+                ),
+            };
+            if creates
+                && !op.name.is_empty()
+                && !seen[ns].contains(&op.name)
+                && self.node.bin_names.offer(ns, &op.name)
+            {
+                seen[ns].insert(op.name.clone());
+            }
+        }
     }
 
     /// Closes this core's latency windows every `WINDOW_SECS`, for `latencies:`.

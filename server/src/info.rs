@@ -281,6 +281,10 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
         "set-config" => set_config(node, cmd),
         "latencies" => latencies(node, cmd),
         "sets" => sets(node, cmd.args),
+        "bins" => {
+            let names: Vec<String> = cfg.namespaces.iter().map(|n| n.name.clone()).collect();
+            node.bin_names.describe(&names)
+        }
         _ => "ERROR:4:unrecognized command".into(),
     }
 }

@@ -4,6 +4,7 @@
 //! runtime. With no arguments it serves namespace `test` on 127.0.0.1:3000 with data under
 //! `./apogee-data`.
 
+mod bin_names;
 mod command;
 mod config;
 mod connection;

@@ -38,6 +38,8 @@ pub struct Node {
     pub tunings: std::sync::Mutex<Vec<Vec<Arc<apogee_engine::tuning::Tuning>>>>,
     /// `set_stats[namespace]`: each shard's per-set object counts, registered like `tunings`.
     pub set_stats: std::sync::Mutex<Vec<Vec<Arc<apogee_engine::sets::SetStats>>>>,
+    /// The bin names each namespace has seen, for `bins`.
+    pub bin_names: Arc<crate::bin_names::BinNames>,
     /// `latency[namespace][shard][kind]`: written by the core that accepted the request.
     pub latency: Vec<Vec<[crate::latency::Histogram; 2]>>,
 }
@@ -81,6 +83,14 @@ impl Node {
             live: config.namespaces.iter().map(NamespaceLive::new).collect(),
             tunings: std::sync::Mutex::new(vec![Vec::new(); config.namespaces.len()]),
             set_stats: std::sync::Mutex::new(vec![Vec::new(); config.namespaces.len()]),
+            bin_names: crate::bin_names::BinNames::open(
+                &config.data_dir,
+                &config
+                    .namespaces
+                    .iter()
+                    .map(|n| n.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
             latency: config
                 .namespaces
                 .iter()

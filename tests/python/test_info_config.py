@@ -93,3 +93,29 @@ def test_sets_counts_follow_writes_deletes_and_restarts(apogee):
     assert server.stop() == 0
     server.start()
     assert set_counts(server.port) == {("test", "s1"): 20, ("test", "s2"): 7}
+
+
+def bin_names(port):
+    text = info(port, "bins\n").split("\t", 1)[1].strip()
+    entry = dict(e.split(":", 1) for e in text.split(";"))["test"].split(",")
+    counts = dict(kv.split("=") for kv in entry[:2])
+    return int(counts["bin_names"]), sorted(entry[2:])
+
+
+def test_bins_lists_names_written_and_survives_restart(apogee):
+    from aerospike_helpers.operations import list_operations as lo
+    server = apogee().start()
+    c = server.client()
+    assert bin_names(server.port) == (0, [])
+    for i in range(20):
+        c.put(("test", "demo", i), {"alpha": i, "beta": "x"})
+    c.operate(("test", "demo", 0), [lo.list_append("gamma", 1)])
+    deadline = time.time() + 5
+    while bin_names(server.port)[0] < 3:
+        assert time.time() < deadline, bin_names(server.port)
+        time.sleep(0.05)
+    assert bin_names(server.port) == (3, ["alpha", "beta", "gamma"])
+    c.close()
+    assert server.stop() == 0
+    server.start()
+    assert bin_names(server.port) == (3, ["alpha", "beta", "gamma"])
