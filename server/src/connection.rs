@@ -34,6 +34,25 @@ async fn read_body(stream: &mut TcpStream, size: usize) -> std::io::Result<Vec<u
 
 /// The admin (type 2) reply of a server without security: result 52 "security not enabled",
 /// after which the clients carry on without authenticating (spec §10, A.11).
+/// Runs a command; a panic inside it becomes a server-error reply (result 1) and a log line
+/// instead of taking the core, and with it the node, down. Every decoder is total and fuzzed:
+/// this is the last line of defence, not the error path.
+pub async fn guarded(command: impl std::future::Future<Output = Vec<u8>>) -> Vec<u8> {
+    use futures_lite::FutureExt;
+    match std::panic::AssertUnwindSafe(command).catch_unwind().await {
+        Ok(reply) => reply,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "a command panicked; answered with a server error");
+            crate::command::Reply::code(apogee_wire::ResultCode::ServerError).into_frame()
+        }
+    }
+}
+
 /// A reply frame, compressed (type 4) when the client asked for it and it is worth it.
 /// Aerospike CE never compresses replies; both clients accept either (spec §1.5).
 fn compress_if(asked: bool, reply: Vec<u8>) -> Vec<u8> {
@@ -83,7 +102,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             MsgType::Message => match Message::decode(&body) {
                 Ok(msg) => {
                     let compress = msg.header.info1 & info1::COMPRESS_RESPONSE != 0;
-                    compress_if(compress, core.handle(msg).await)
+                    compress_if(compress, guarded(core.handle(msg)).await)
                 }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "closing connection: malformed message");
@@ -93,7 +112,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             MsgType::Compressed => match inflate_message(&body).and_then(|b| Message::decode(&b)) {
                 Ok(msg) => {
                     let compress = msg.header.info1 & info1::COMPRESS_RESPONSE != 0;
-                    compress_if(compress, core.handle(msg).await)
+                    compress_if(compress, guarded(core.handle(msg)).await)
                 }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "closing connection: malformed compressed message");
@@ -105,5 +124,19 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             tracing::debug!(%peer, error = %e, "connection write failed");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_command_answers_server_error() {
+        let reply = futures_lite::future::block_on(guarded(async { panic!("boom") }));
+        let msg = apogee_wire::Message::decode(&reply[8..]).unwrap();
+        assert_eq!(msg.header.result_code, 1);
+        let fine = futures_lite::future::block_on(guarded(async { vec![7u8] }));
+        assert_eq!(fine, [7]);
     }
 }

@@ -177,7 +177,8 @@ impl Core {
             while let Ok(req) = inbox.recv_async().await {
                 let core = core.clone();
                 glommio::spawn_local(async move {
-                    let reply = core.execute(req.namespace, &req.msg).await;
+                    let reply =
+                        crate::connection::guarded(core.execute(req.namespace, &req.msg)).await;
                     // The requester may have gone (connection closed); nothing to do then.
                     let _ = req.reply.send(reply);
                 })
