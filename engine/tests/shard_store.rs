@@ -403,7 +403,7 @@ fn expired_records_are_swept_and_never_come_back() {
             "expired before any sweep"
         );
         assert_eq!(store.object_count(), 2);
-        assert_eq!(store.expire_sweep(now), 1);
+        assert_eq!(store.expire_sweep(now).await, 1);
         assert_eq!(store.object_count(), 1);
         assert_eq!(store.shadow_count(), 1);
         assert_eq!(stats.snapshot().expired, 1);
@@ -533,10 +533,10 @@ fn eviction_removes_soonest_to_expire_records_first_and_durably() {
             r.meta.void_time = now + 1000 + i;
             store.put(&r).await.unwrap();
         }
-        let evicted = store.evict().unwrap() as u32;
+        let evicted = store.evict().await.unwrap() as u32;
         assert!(evicted > 100 && evicted < 1000, "evicted {evicted}");
         assert_eq!(stats.snapshot().evicted, u64::from(evicted));
-        assert_eq!(store.evict().unwrap(), 0, "below the limit now");
+        assert_eq!(store.evict().await.unwrap(), 0, "below the limit now");
         // The soonest to expire went first; records without a TTL stayed.
         for i in 0..1000 {
             let present = store.get(&record(i, 0).digest).await.unwrap().is_some();
@@ -558,5 +558,52 @@ fn eviction_removes_soonest_to_expire_records_first_and_durably() {
             "evictions are durable"
         );
         assert!(store.get(&record(0, 0).digest).await.unwrap().is_none());
+    });
+}
+
+/// A sweep over more records than one chunk yields between chunks and still expires exactly
+/// the expired ones; a record rewritten with a new life while the sweep runs is kept.
+#[test]
+fn sweeps_in_chunks_expire_exactly_the_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let stats: Arc<apogee_engine::stats::ShardStats> = Arc::default();
+        let (store, _) = ShardStore::open(cfg(&d, false), stats.clone())
+            .await
+            .unwrap();
+        let now = apogee_engine::clock::now_secs();
+        for i in 0..10_000u32 {
+            let mut r = record(i, 10);
+            r.meta.void_time = if i % 3 == 0 { now + 1000 } else { now - 5 };
+            store.put(&r).await.unwrap();
+        }
+        // Keeps writing renewed versions of expired records while the sweep runs.
+        let writer = {
+            let store = store.clone();
+            glommio::spawn_local(async move {
+                for i in (1..10_000u32).step_by(300) {
+                    let mut r = record(i, 10);
+                    r.meta.generation = 2;
+                    r.meta.void_time = now + 1000;
+                    store.put(&r).await.unwrap();
+                    glommio::yield_if_needed().await;
+                }
+            })
+        };
+        let expired = store.expire_sweep(now).await;
+        writer.await;
+        // 3,334 records never expire; the writer renews 34 of the 6,666 expired ones (i = 1,
+        // 301, ..., 9901), before or after the sweep reaches them: either way they live.
+        assert!((6666 - 34..=6666).contains(&expired), "expired {expired}");
+        assert_eq!(store.object_count(), 3334 + 34);
+        assert_eq!(stats.snapshot().expired, expired as u64);
+        for i in 0..10_000u32 {
+            let alive = store.get(&record(i, 10).digest).await.unwrap().is_some();
+            let renewed = i % 300 == 1 && i % 3 != 0;
+            if i % 3 == 0 || renewed {
+                assert!(alive, "record {i} must live");
+            }
+        }
     });
 }

@@ -125,6 +125,9 @@ pub struct ShardStore {
     tuning: Arc<Tuning>,
 }
 
+/// Records the expiry sweep and eviction handle between two yields to the executor.
+const SWEEP_CHUNK_RECORDS: usize = 4096;
+
 /// Block-header reads recovery keeps in flight.
 const RECOVERY_READS_IN_FLIGHT: usize = 64;
 /// Block reads recovery keeps in flight while it replays, and the largest merged read.
@@ -853,17 +856,40 @@ impl ShardStore {
     /// Moves every expired record out of the index into the shadows: its bytes stay on disk,
     /// still keeping older versions dead, until defragmentation may drop them. No I/O.
     /// Returns how many records expired.
-    pub fn expire_sweep(&self, now_secs: u32) -> usize {
-        let mut guard = self.state.borrow_mut();
-        let st = &mut *guard;
-        let expired: Vec<(Digest, IndexEntry)> = st
+    pub async fn expire_sweep(&self, now_secs: u32) -> usize {
+        let candidates: Vec<Digest> = self
+            .state
+            .borrow()
             .index
             .iter()
             .filter(|(_, e)| clock::is_expired(e.meta.void_time, now_secs))
-            .map(|(d, e)| (*d, *e))
+            .map(|(d, _)| *d)
             .collect();
+        let mut expired = 0;
+        for chunk in candidates.chunks(SWEEP_CHUNK_RECORDS) {
+            expired += self.expire_chunk(chunk, now_secs);
+            // Let requests run between chunks: a sweep of millions never stalls the core.
+            glommio::yield_if_needed().await;
+        }
+        self.stats.add_expired(expired as u64);
+        expired
+    }
+
+    /// Expires the records of `digests` that are (still) expired; no await inside, so each
+    /// record is checked and moved at one instant.
+    fn expire_chunk(&self, digests: &[Digest], now_secs: u32) -> usize {
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
         let mut cache = self.cache.borrow_mut();
-        for (d, e) in &expired {
+        let mut expired = 0;
+        for d in digests {
+            // A write between chunks may have given the record a new life.
+            let Some(e) = st.index.get(d).copied() else {
+                continue;
+            };
+            if !clock::is_expired(e.meta.void_time, now_secs) {
+                continue;
+            }
             st.index.remove(d);
             cache.remove(d);
             st.shadows.insert(
@@ -873,13 +899,13 @@ impl ShardStore {
                     bytes: e.bytes,
                 },
             );
+            expired += 1;
         }
         self.stats.set_objects(st.index.len() as u64);
         self.stats.set_shadows(st.shadows.len() as u64);
         self.stats
             .set_usage(st.table.live_total(), st.index.memory_bytes());
-        self.stats.add_expired(expired.len() as u64);
-        expired.len()
+        expired
     }
 
     /// Share of the capacity in live bytes, in percent; `None` without a `filesize` limit.
@@ -893,7 +919,7 @@ impl ShardStore {
     /// TTL, soonest to expire first, until it is below. Each eviction appends a tombstone, so an
     /// evicted record does not come back after a restart; records without a TTL are never
     /// evicted. Returns how many records were evicted.
-    pub fn evict(&self) -> Result<usize, StoreError> {
+    pub async fn evict(&self) -> Result<usize, StoreError> {
         let limit = self.tuning.get(Setting::EvictUsedPct);
         if limit == 0 || self.used_pct().is_none_or(|u| u < limit) {
             return Ok(0);
@@ -908,9 +934,21 @@ impl ShardStore {
             .collect();
         candidates.sort_unstable();
         let mut evicted = 0;
-        for (_, digest, generation) in candidates {
+        for (n, (void_time, digest, generation)) in candidates.into_iter().enumerate() {
+            if n % SWEEP_CHUNK_RECORDS == SWEEP_CHUNK_RECORDS - 1 {
+                glommio::yield_if_needed().await;
+            }
             if self.used_pct().is_none_or(|u| u < limit) {
                 break;
+            }
+            // A write while this loop yielded may have renewed the record: evict only the
+            // version that was chosen.
+            let unchanged =
+                self.state.borrow().index.get(&digest).is_some_and(|e| {
+                    e.meta.generation == generation && e.meta.void_time == void_time
+                });
+            if !unchanged {
+                continue;
             }
             let tombstone = Record::tombstone(digest, generation, clock::now_ms());
             let bytes = tombstone.encode();
@@ -938,11 +976,11 @@ impl ShardStore {
                     continue;
                 }
                 let Some(store) = weak.upgrade() else { break };
-                let n = store.expire_sweep(clock::now_secs());
+                let n = store.expire_sweep(clock::now_secs()).await;
                 if n > 0 {
                     tracing::info!(shard = store.cfg.shard, expired = n, "expiry sweep");
                 }
-                match store.evict() {
+                match store.evict().await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
                         shard = store.cfg.shard,
