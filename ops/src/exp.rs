@@ -155,7 +155,44 @@ pub fn parse(bytes: &[u8]) -> OpResult<Exp> {
     if !r.at_end() {
         return Err(OpError::Parameter("trailing bytes after an expression"));
     }
+    within_limits(&e)?;
     Ok(e)
+}
+
+/// Most nodes one expression may have; real filters have tens.
+pub const EXP_NODES_MAX: usize = 4096;
+/// Most list/map calls one expression may make: each works on a whole bin (up to the record
+/// size), so this bounds one evaluation's work.
+pub const EXP_CALLS_MAX: usize = 64;
+
+fn within_limits(e: &Exp) -> OpResult<()> {
+    fn walk(e: &Exp, nodes: &mut usize, calls: &mut usize) {
+        *nodes += 1;
+        match e {
+            Exp::Op(_, args) => args.iter().for_each(|a| walk(a, nodes, calls)),
+            Exp::Let(defs, scope) => {
+                defs.iter().for_each(|(_, d)| walk(d, nodes, calls));
+                walk(scope, nodes, calls);
+            }
+            Exp::Call { bin, .. } => {
+                *calls += 1;
+                walk(bin, nodes, calls);
+            }
+            Exp::Regex(_, e) => walk(e, nodes, calls),
+            Exp::Lit(_) | Exp::Bin(..) | Exp::BinType(_) | Exp::Key(_) | Exp::Var(_) => {}
+        }
+    }
+    let (mut nodes, mut calls) = (0, 0);
+    walk(e, &mut nodes, &mut calls);
+    if nodes > EXP_NODES_MAX {
+        return Err(OpError::Parameter("expression has more than 4096 nodes"));
+    }
+    if calls > EXP_CALLS_MAX {
+        return Err(OpError::Parameter(
+            "expression makes more than 64 list/map calls",
+        ));
+    }
+    Ok(())
 }
 
 fn small_int(v: &Value, what: &'static str) -> OpResult<i64> {
@@ -633,6 +670,7 @@ pub fn parse_op(payload: &[u8]) -> OpResult<(Exp, i64)> {
         ));
     }
     let e = parse_at(&mut r, 1)?;
+    within_limits(&e)?;
     let flags = small_int(&r.read_value(1)?, "expression op flags")?;
     if !r.at_end() {
         return Err(OpError::Parameter("trailing bytes after an expression op"));
@@ -719,6 +757,24 @@ mod tests {
         ];
         let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
         assert_eq!(v.unwrap().as_int(), Some(3));
+    }
+
+    #[test]
+    fn oversized_expressions_are_refused() {
+        // And(true x 5000): too many nodes. Or of 65 ListSize calls: too many calls.
+        let mut big = vec![0xdc, 0x13, 0x89, 0x10];
+        big.extend(std::iter::repeat_n(0xc3, 5000));
+        assert_eq!(parse(&big).unwrap_err().result_code(), 4);
+        let call = [
+            0x95, 0x7f, 0x02, 0x00, 0x91, 0x10, 0x93, 0x51, 0x04, 0xa1, b'l',
+        ];
+        let mut calls = vec![0xdc, 0x00, 66, 0x11];
+        for _ in 0..65 {
+            calls.extend([0x93, 0x03]);
+            calls.extend(call);
+            calls.push(0x00);
+        }
+        assert_eq!(parse(&calls).unwrap_err().result_code(), 4);
     }
 
     #[test]

@@ -43,8 +43,12 @@ pub const INDEX_BITS_MIN: u8 = 4;
 pub const INDEX_BITS_MAX: u8 = 16;
 pub const MINHASH_BITS_MIN: u8 = 4;
 pub const MINHASH_BITS_MAX: u8 = 51;
-/// Most HLLs one op may combine (inclusion–exclusion walks 2^n subsets).
+/// Most HLLs one op may combine.
 pub const HLLS_PER_OP_MAX: usize = 12;
+/// Most HLLs (the bin's included) an intersect count or similarity may combine: the
+/// inclusion–exclusion walks 2^n subsets, each a union of up to 65,536 registers per HLL, so
+/// the bound keeps one op to milliseconds.
+pub const INTERSECT_HLLS_MAX: usize = 5;
 
 /// A decoded HLL: registers unpacked to (rank, minhash).
 #[derive(Debug, Clone, PartialEq)]
@@ -277,6 +281,9 @@ fn union_of(hlls: &[Hll]) -> OpResult<Hll> {
 
 /// |A1 ∩ … ∩ An| by inclusion–exclusion over the union counts of every non-empty subset.
 fn intersect_count(hlls: &[Hll]) -> OpResult<f64> {
+    if hlls.len() > INTERSECT_HLLS_MAX {
+        return Err(OpError::Parameter("intersect count of more than 5 HLLs"));
+    }
     let hlls = common_shape(hlls)?;
     let n = hlls.len();
     let mut total = 0f64;
@@ -621,5 +628,31 @@ mod tests {
             .result_code(),
             12
         );
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn intersections_of_many_large_hlls_are_refused_quickly() {
+        let big = Value::Bytes(ptype::HLL, Hll::new(16, 0).encode());
+        let list = Value::List(List {
+            ordered: false,
+            items: vec![big.clone(); 11],
+        });
+        let Value::Bytes(_, bin) = &big else {
+            unreachable!()
+        };
+        let p = Value::List(List {
+            ordered: false,
+            items: vec![Value::Int(53), list],
+        })
+        .encode();
+        let started = std::time::Instant::now();
+        let r = apply(Some((ptype::HLL, bin)), &p, false);
+        assert_eq!(r.unwrap_err().result_code(), 4);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

@@ -134,10 +134,26 @@ fn add(l: &mut List, v: Value, flags: i64) -> OpResult<bool> {
 /// Several items under one set of flags: with ADD_UNIQUE a repeated item fails the whole op,
 /// unless DO_PARTIAL (skip it) or NO_FAIL (skip the whole op).
 fn add_items(l: &mut List, items: &[Value], flags: i64, at: Option<usize>) -> OpResult<()> {
+    if items
+        .iter()
+        .any(|v| matches!(v, Value::Wildcard | Value::Inf))
+    {
+        return Err(OpError::Parameter("wildcard or infinity as a list element"));
+    }
+    let unique = flags & flag::ADD_UNIQUE != 0;
+    // Membership in sorted views, so many items against a long list stay O(n log n).
+    let mut existing: Vec<&Value> = if unique {
+        l.items.iter().collect()
+    } else {
+        vec![]
+    };
+    existing.sort_by(|a, b| compare(a, b));
+    let mut seen: std::collections::BTreeSet<Ordered> = Default::default();
     let mut accepted: Vec<Value> = Vec::with_capacity(items.len());
     for v in items {
-        let dup = flags & flag::ADD_UNIQUE != 0
-            && (contains(l, v) || accepted.iter().any(|a| equal(a, v)));
+        let dup = unique
+            && (existing.binary_search_by(|x| compare(x, v)).is_ok()
+                || !seen.insert(Ordered(v.clone())));
         if dup {
             if flags & flag::DO_PARTIAL != 0 {
                 continue;
@@ -153,10 +169,38 @@ fn add_items(l: &mut List, items: &[Value], flags: i64, at: Option<usize>) -> Op
         Some(i) => {
             l.items.splice(i..i, accepted);
         }
-        None if l.ordered => accepted.into_iter().for_each(|v| insert_sorted(l, v)),
+        None if l.ordered => {
+            // A stable sort keeps equal elements in arrival order, as one-by-one inserts would.
+            l.items.extend(accepted);
+            l.items.sort_by(compare);
+        }
         None => l.items.extend(accepted),
     }
     Ok(())
+}
+
+/// A value ordered by Aerospike's comparison, for sets of values (no wildcards inside).
+#[derive(Debug, Clone)]
+struct Ordered(Value);
+
+impl PartialEq for Ordered {
+    fn eq(&self, other: &Self) -> bool {
+        compare(&self.0, &other.0) == Ordering::Equal
+    }
+}
+
+impl Eq for Ordered {}
+
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(&self.0, &other.0)
+    }
 }
 
 /// The position an insert or set at `index` addresses, padding with nils past the end unless
@@ -382,12 +426,7 @@ fn by(l: &mut List, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<
             }
             code::GET_ALL_BY_VALUE_LIST => {
                 args::expect_max(a, 2)?;
-                let wanted = list_items(a, 1)?;
-                Selection::many(
-                    (0..n)
-                        .filter(|&p| wanted.iter().any(|w| equal(values[p], w)))
-                        .collect(),
-                )
+                Selection::many(select::matching_any(&values, list_items(a, 1)?)?)
             }
             code::GET_BY_INDEX_RANGE => {
                 args::expect_max(a, 3)?;
@@ -431,11 +470,7 @@ fn by(l: &mut List, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<
         select::result(rt, &sel, None, &values)?
     };
     if remove {
-        let mut doomed = sel.positions.clone();
-        doomed.sort_unstable();
-        for p in doomed.into_iter().rev() {
-            l.items.remove(p);
-        }
+        select::remove_positions(&mut l.items, &sel.positions);
     }
     Ok(out)
 }

@@ -143,21 +143,32 @@ fn put_one(m: &mut Map, k: Value, v: Value, flags: i64) -> OpResult<bool> {
     Ok(true)
 }
 
+/// Puts every item under the write flags: a refused item fails the op, or with DO_PARTIAL is
+/// skipped, or with NO_FAIL alone makes the whole op a silent no-op. Each item is checked
+/// against the map as it was (an items map has unique keys), then all are merged in one sort,
+/// so many items into a large map stay O((n + m) log), not O(n m).
 fn put_items(m: &mut Map, items: &Map, flags: i64) -> OpResult<()> {
-    if flags & flag::DO_PARTIAL == 0 && flags & flag::NO_FAIL != 0 {
-        // All or nothing, silently: try on a copy.
-        let mut trial = m.clone();
-        for (k, v) in &items.entries {
-            if !put_one(&mut trial, k.clone(), v.clone(), flags & !flag::NO_FAIL).unwrap_or(false) {
-                return Ok(());
-            }
-        }
-        *m = trial;
-        return Ok(());
-    }
+    let mut accepted = Vec::with_capacity(items.entries.len());
     for (k, v) in &items.entries {
-        put_one(m, k.clone(), v.clone(), flags)?;
+        check_key(k)?;
+        let exists = m.find(k).is_ok();
+        let refusal = if exists && flags & flag::CREATE_ONLY != 0 {
+            Some(OpError::ElementExists)
+        } else if !exists && flags & flag::UPDATE_ONLY != 0 {
+            Some(OpError::ElementNotFound)
+        } else {
+            None
+        };
+        match refusal {
+            Some(_) if flags & flag::DO_PARTIAL != 0 => {}
+            Some(_) if flags & flag::NO_FAIL != 0 => return Ok(()),
+            Some(e) => return Err(e),
+            None => accepted.push((k.clone(), v.clone())),
+        }
     }
+    let mut entries = std::mem::take(&mut m.entries);
+    entries.extend(accepted);
+    *m = Map::from_entries(m.order, entries);
     Ok(())
 }
 
@@ -269,12 +280,7 @@ fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<V
         }
         code::GET_BY_VALUE_LIST => {
             args::expect_max(a, 2)?;
-            let wanted = list_items(a, 1)?;
-            Selection::many(
-                (0..n)
-                    .filter(|&p| wanted.iter().any(|w| equal(values[p], w)))
-                    .collect(),
-            )
+            Selection::many(select::matching_any(&values, list_items(a, 1)?)?)
         }
         code::GET_BY_KEY_INTERVAL => {
             args::expect_max(a, 3)?;
@@ -325,11 +331,7 @@ fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<V
     let sel = sel.apply_inversion(n, rt);
     let out = select::result(rt, &sel, Some(&keys), &values)?;
     if remove {
-        let mut doomed = sel.positions.clone();
-        doomed.sort_unstable();
-        for p in doomed.into_iter().rev() {
-            m.entries.remove(p);
-        }
+        select::remove_positions(&mut m.entries, &sel.positions);
     }
     Ok(out)
 }

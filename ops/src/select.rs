@@ -191,6 +191,59 @@ pub fn relative(
     ))
 }
 
+/// Removes the elements at `positions` (any order, no repeats) in one pass.
+pub fn remove_positions<T>(v: &mut Vec<T>, positions: &[usize]) {
+    let mut doomed = vec![false; v.len()];
+    for &p in positions {
+        doomed[p] = true;
+    }
+    let mut i = 0;
+    v.retain(|_| {
+        let keep = !doomed[i];
+        i += 1;
+        keep
+    });
+}
+
+/// True when a wildcard sits anywhere inside `v` (it makes `compare` a non-order).
+pub fn has_wildcard(v: &Value) -> bool {
+    match v {
+        Value::Wildcard => true,
+        Value::List(l) => l.items.iter().any(has_wildcard),
+        Value::Map(m) => m
+            .entries
+            .iter()
+            .any(|(k, x)| has_wildcard(k) || has_wildcard(x)),
+        _ => false,
+    }
+}
+
+/// Most element × argument comparisons a linear match may make (wildcard arguments cannot be
+/// sorted, so they are matched one by one): keeps one op to well under a second.
+pub const LINEAR_MATCH_COMPARES_MAX: usize = 20_000_000;
+
+/// Positions whose value equals one of `wanted`, in position order. Sorts `wanted` and
+/// binary-searches it, so a long list against a long argument stays O((n + m) log m).
+pub fn matching_any(values: &[&Value], wanted: &[Value]) -> OpResult<Vec<usize>> {
+    if wanted.iter().any(has_wildcard) {
+        if values.len().saturating_mul(wanted.len()) > LINEAR_MATCH_COMPARES_MAX {
+            return Err(OpError::Parameter("wildcard value list too large to match"));
+        }
+        return Ok((0..values.len())
+            .filter(|&p| {
+                wanted
+                    .iter()
+                    .any(|w| compare(values[p], w) == Ordering::Equal)
+            })
+            .collect());
+    }
+    let mut sorted: Vec<&Value> = wanted.iter().collect();
+    sorted.sort_by(|a, b| compare(a, b));
+    Ok((0..values.len())
+        .filter(|&p| sorted.binary_search_by(|w| compare(w, values[p])).is_ok())
+        .collect())
+}
+
 fn int(i: usize) -> Value {
     Value::Int(i64::try_from(i).expect("position fits in i64"))
 }

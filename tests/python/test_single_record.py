@@ -199,3 +199,15 @@ def test_read_touch_ttl_percent(client):
     # -1: never touch.
     client.get(k, policy={"read_touch_ttl_percent": -1})
     assert client.exists(k)[1]["gen"] == 2
+
+
+def test_value_ops_have_a_work_budget(client):
+    from aerospike_helpers.operations import bitwise_operations as bo
+    k = ("test", "demo", "budget")
+    client.put(k, {"b": bytearray(900_000)})
+    # 100 bit reads of a 900 KB blob: 90 MB of work, fine; 400: over the 256 MiB budget.
+    client.operate(k, [bo.bit_count("b", 0, 8) for _ in range(100)])
+    with pytest.raises(ex.InvalidRequest) as e:
+        client.operate(k, [bo.bit_count("b", 0, 8) for _ in range(400)])
+    assert e.value.code == 4
+    assert client.get(k)[2]["b"] == bytearray(900_000)

@@ -43,6 +43,32 @@ fn op_is_supported(t: OpType) -> bool {
     matches!(t.0, 1..=5 | 7..=16)
 }
 
+/// Most bytes of bin values the value ops (list/map, bit, HLL, expression) of one command
+/// may work through: each such op decodes and re-encodes its bin, so without a bound a
+/// command of 65,535 ops on a 1 MiB bin would hold a core for minutes.
+pub const OP_WORK_BYTES_MAX: usize = 256 << 20;
+
+/// Counts the bytes a command's value ops work through against [`OP_WORK_BYTES_MAX`].
+#[derive(Debug, Default)]
+pub struct WorkBudget {
+    used: usize,
+}
+
+impl WorkBudget {
+    /// Charges an op that works on `bytes` of bin data; result 4 once the budget is spent.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), ResultCode> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > OP_WORK_BYTES_MAX {
+            tracing::debug!(
+                bytes = self.used,
+                "command's value ops over their work budget"
+            );
+            return Err(ResultCode::Parameter);
+        }
+        Ok(())
+    }
+}
+
 /// The result code of a failed list/map op.
 pub fn op_error_code(e: &apogee_ops::OpError) -> ResultCode {
     tracing::debug!(error = %e, "op refused");

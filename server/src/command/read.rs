@@ -5,7 +5,7 @@ use apogee_engine::shard::ShardStore;
 use apogee_wire::msg::{info1, info2, Message, Op, OpType};
 use apogee_wire::{Digest, ResultCode};
 
-use super::{filter, op_error_code, store_error_code, Reply, WriteLimits};
+use super::{filter, op_error_code, store_error_code, Reply, WorkBudget, WriteLimits};
 use apogee_engine::{clock, RecordMeta};
 
 /// A bin as a reply op.
@@ -181,7 +181,12 @@ async fn read(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Reply
     } else {
         let respond_all = h.info2 & info2::RESPOND_ALL_OPS != 0;
         let mut ops = Vec::with_capacity(msg.ops.len());
+        let mut budget = WorkBudget::default();
+        let record_bytes: usize = record.bins.iter().map(|b| b.value.len()).sum();
         for op in &msg.ops {
+            if op.op_type != OpType::READ {
+                budget.charge(op.value.len() + record_bytes)?;
+            }
             ops.extend(read_op(&record, op, respond_all)?);
         }
         ops

@@ -13,7 +13,7 @@ use apogee_wire::{Digest, FieldType, ResultCode};
 
 use super::read::{bin_op, value_op};
 use super::ttl::void_time_for;
-use super::{filter, op_error_code, store_error_code, Reply, WriteLimits};
+use super::{filter, op_error_code, store_error_code, Reply, WorkBudget, WriteLimits};
 use apogee_ops::exp::Meta;
 
 /// Applies the GENERATION / GENERATION_GT policy against the stored generation (0 = missing).
@@ -253,7 +253,21 @@ fn apply_ops(msg: &Message, bins: &mut BinSet, meta: &Meta) -> Result<Vec<Op>, R
     let h = &msg.header;
     let respond_all = h.info2 & info2::RESPOND_ALL_OPS != 0;
     let mut out = Vec::new();
+    let mut budget = WorkBudget::default();
     for op in &msg.ops {
+        match op.op_type {
+            OpType::CDT_READ
+            | OpType::CDT_MODIFY
+            | OpType::BIT_READ
+            | OpType::BIT_MODIFY
+            | OpType::HLL_READ
+            | OpType::HLL_MODIFY => {
+                budget.charge(op.value.len() + bins.get(&op.name).map_or(0, |b| b.value.len()))?
+            }
+            OpType::EXP_READ | OpType::EXP_MODIFY => budget
+                .charge(op.value.len() + bins.bins.iter().map(|b| b.value.len()).sum::<usize>())?,
+            _ => {}
+        }
         match op.op_type {
             OpType::WRITE if op.particle_type == particle::NULL => bins.remove(&op.name),
             OpType::WRITE => bins.set(&op.name, op.particle_type, op.value.clone()),
