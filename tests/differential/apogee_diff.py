@@ -32,7 +32,7 @@ these forms where JSON cannot say what Python needs:
   {"$var": "h1"}                                     a bin saved by an earlier step of the case
                                                      ("save": {"h1": "h"} keeps bin h's result)
 A step may also carry "policy" (e.g. {"expressions": {"$exp": ...}} for a filter) and "call":
-"operate" (the default), "get" (expect the bins), "remove" or "exists" (expect {} on success).
+"operate" (the default), "get" (expect the bins), "remove" (expect {} on success) or "exists" (expect {}, or null for a missing record).
 Results are compared with their types: 1, 1.0 and True differ.
 """
 
