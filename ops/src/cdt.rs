@@ -146,11 +146,30 @@ pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult
         (Kind::List, _) => return Err(OpError::IncompatibleType("list op on a non-list")),
         (Kind::Map, _) => return Err(OpError::IncompatibleType("map op on a non-map")),
     };
+    if writes && !p.ctx.is_empty() {
+        // The change happened below some ordered lists: put them back in order.
+        resort_ordered(&mut root);
+    }
     let store = writes && (bin_existed || creates || !p.ctx.is_empty());
     Ok(Outcome {
         result,
         new_bin: store.then_some(root),
     })
+}
+
+/// Re-sorts every ordered list in `v`, innermost first (a map's entries are keyed, and a
+/// context only ever changes values, so maps stay sorted by key).
+fn resort_ordered(v: &mut Value) {
+    match v {
+        Value::List(l) => {
+            l.items.iter_mut().for_each(resort_ordered);
+            if l.ordered {
+                l.items.sort_by(value::compare);
+            }
+        }
+        Value::Map(m) => m.entries.iter_mut().for_each(|(_, x)| resort_ordered(x)),
+        _ => {}
+    }
 }
 
 /// Follows the context steps from the bin's value to the element the op works on.
@@ -361,6 +380,39 @@ mod tests {
                 .result_code(),
             26
         );
+    }
+
+    #[test]
+    fn a_change_through_a_context_keeps_an_ordered_list_in_order() {
+        // Ordered [[1], [5]]; set the first inner list's element to 7: [7] now sorts after [5].
+        let bin = Value::List(List {
+            ordered: true,
+            items: vec![
+                Value::List(List {
+                    ordered: false,
+                    items: vec![Value::Int(1)],
+                }),
+                Value::List(List {
+                    ordered: false,
+                    items: vec![Value::Int(5)],
+                }),
+            ],
+        })
+        .encode();
+        let payload = [0x93, 0xcc, 0xff, 0x92, 0x10, 0x00, 0x93, 0x09, 0x00, 0x07];
+        let out = apply(Some((ptype::LIST, &bin)), &payload, true).unwrap();
+        let Some(Value::List(l)) = out.new_bin else {
+            panic!("no list")
+        };
+        let firsts: Vec<i64> = l
+            .items
+            .iter()
+            .map(|x| match x {
+                Value::List(i) => i.items[0].as_int().unwrap(),
+                other => panic!("not a list: {other:?}"),
+            })
+            .collect();
+        assert_eq!(firsts, [5, 7]);
     }
 
     #[test]
