@@ -405,36 +405,14 @@ pub fn apply(l: &mut List, c: u8, a: &[Value]) -> OpResult<Option<Value>> {
 
 /// The get-by / remove-by family: `[return type, selector args...]`.
 fn by(l: &mut List, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<Value>> {
+    use select::By;
     let rt = ReturnType::parse(arg(a, 0)?)?;
-    let sel = {
+    let (sel, out) = {
         let values: Vec<&Value> = l.items.iter().collect();
-        let n = values.len();
         let sel = match get_code {
-            code::GET_BY_INDEX => {
-                args::expect_max(a, 2)?;
-                Selection::one(Some(select::single(n, int(a, 1)?)?))
-            }
-            code::GET_BY_RANK => {
-                args::expect_max(a, 2)?;
-                let r = select::single(n, int(a, 1)?)?;
-                Selection::one(Some(select::rank_order(&values)[r]))
-            }
-            code::GET_BY_VALUE | code::GET_ALL_BY_VALUE => {
-                args::expect_max(a, 2)?;
-                let v = arg(a, 1)?;
-                Selection::many((0..n).filter(|&p| equal(values[p], v)).collect())
-            }
-            code::GET_ALL_BY_VALUE_LIST => {
-                args::expect_max(a, 2)?;
-                Selection::many(select::matching_any(&values, list_items(a, 1)?)?)
-            }
-            code::GET_BY_INDEX_RANGE => {
-                args::expect_max(a, 3)?;
-                let (s, e) = select::range(n, int(a, 1)?, opt_int(a, 2)?)?;
-                Selection::many((s..e).collect())
-            }
             code::GET_BY_VALUE_INTERVAL => {
                 args::expect_max(a, 3)?;
+                // A list's value range comes in list order.
                 let begin = arg(a, 1)?;
                 Selection::many(select::value_interval(
                     &values,
@@ -442,32 +420,24 @@ fn by(l: &mut List, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<
                     &args::end_bound(a, 2),
                 ))
             }
-            code::GET_BY_RANK_RANGE => {
-                args::expect_max(a, 3)?;
-                let order = select::rank_order(&values);
-                let (s, e) = select::range(n, int(a, 1)?, opt_int(a, 2)?)?;
-                Selection::many(order[s..e].to_vec())
+            c => {
+                let shared = match c {
+                    code::GET_BY_INDEX => By::Index,
+                    code::GET_BY_RANK => By::Rank,
+                    code::GET_BY_VALUE | code::GET_ALL_BY_VALUE => By::Value,
+                    code::GET_ALL_BY_VALUE_LIST => By::ValueList,
+                    code::GET_BY_INDEX_RANGE => By::IndexRange,
+                    code::GET_BY_RANK_RANGE => By::RankRange,
+                    code::GET_BY_VALUE_REL_RANK_RANGE => By::ValueRelRank,
+                    _ => return Err(OpError::Parameter("unknown list op code")),
+                };
+                select::by(shared, &values, a)?
             }
-            code::GET_BY_VALUE_REL_RANK_RANGE => {
-                args::expect_max(a, 4)?;
-                let v = arg(a, 1)?;
-                Selection::many(select::value_rel_rank(
-                    &values,
-                    v,
-                    int(a, 2)?,
-                    opt_int(a, 3)?,
-                )?)
-            }
-            _ => return Err(OpError::Parameter("unknown list op code")),
         };
-        sel.apply_inversion(n, rt)
-    };
-    let out = {
-        let values: Vec<&Value> = l.items.iter().collect();
-        if matches!(rt.kind, select::rt::KEY | select::rt::KEY_VALUE) {
-            return Err(OpError::Parameter("key return type on a list"));
-        }
-        select::result(rt, &sel, None, &values)?
+        let sel = sel.apply_inversion(values.len(), rt);
+        // No keys on a list: key return types are result 4 there.
+        let out = select::result(rt, &sel, None, &values)?;
+        (sel, out)
     };
     if remove {
         select::remove_positions(&mut l.items, &sel.positions);

@@ -10,7 +10,7 @@ use crate::args::{self, arg, int, list_items, opt_int};
 use crate::error::{OpError, OpResult};
 use crate::list::add_number;
 use crate::select::{self, ReturnType, Selection};
-use crate::value::{equal, map_order, Map, Value};
+use crate::value::{map_order, Map, Value};
 
 pub mod code {
     pub const SET_TYPE: u8 = 64;
@@ -245,6 +245,7 @@ pub fn apply(m: &mut Map, c: u8, a: &[Value]) -> OpResult<Option<Value>> {
 
 /// The get-by / remove-by family: `[return type, selector args...]`.
 fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<Value>> {
+    use select::By;
     let rt = ReturnType::parse(arg(a, 0)?)?;
     let keys: Vec<&Value> = m.entries.iter().map(|e| &e.0).collect();
     let values: Vec<&Value> = m.entries.iter().map(|e| &e.1).collect();
@@ -253,20 +254,6 @@ fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<V
         code::GET_BY_KEY => {
             args::expect_max(a, 2)?;
             Selection::one(m.find(arg(a, 1)?).ok())
-        }
-        code::GET_BY_INDEX => {
-            args::expect_max(a, 2)?;
-            Selection::one(Some(select::single(n, int(a, 1)?)?))
-        }
-        code::GET_BY_RANK => {
-            args::expect_max(a, 2)?;
-            let r = select::single(n, int(a, 1)?)?;
-            Selection::one(Some(select::rank_order(&values)[r]))
-        }
-        code::GET_BY_VALUE | code::GET_ALL_BY_VALUE => {
-            args::expect_max(a, 2)?;
-            let v = arg(a, 1)?;
-            Selection::many((0..n).filter(|&p| equal(values[p], v)).collect())
         }
         code::GET_BY_KEY_LIST => {
             args::expect_max(a, 2)?;
@@ -278,10 +265,6 @@ fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<V
             found.dedup();
             Selection::many(found)
         }
-        code::GET_BY_VALUE_LIST => {
-            args::expect_max(a, 2)?;
-            Selection::many(select::matching_any(&values, list_items(a, 1)?)?)
-        }
         code::GET_BY_KEY_INTERVAL => {
             args::expect_max(a, 3)?;
             Selection::many(select::value_interval(
@@ -289,11 +272,6 @@ fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<V
                 arg(a, 1)?,
                 &args::end_bound(a, 2),
             ))
-        }
-        code::GET_BY_INDEX_RANGE => {
-            args::expect_max(a, 3)?;
-            let (s, e) = select::range(n, int(a, 1)?, opt_int(a, 2)?)?;
-            Selection::many((s..e).collect())
         }
         code::GET_BY_VALUE_INTERVAL => {
             args::expect_max(a, 3)?;
@@ -303,12 +281,6 @@ fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<V
             picked.sort_by_key(|&p| rank[p]);
             Selection::many(picked)
         }
-        code::GET_BY_RANK_RANGE => {
-            args::expect_max(a, 3)?;
-            let order = select::rank_order(&values);
-            let (s, e) = select::range(n, int(a, 1)?, opt_int(a, 2)?)?;
-            Selection::many(order[s..e].to_vec())
-        }
         code::GET_BY_KEY_REL_INDEX_RANGE => {
             args::expect_max(a, 4)?;
             let anchor = match m.find(arg(a, 1)?) {
@@ -317,16 +289,19 @@ fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<V
             let (s, e) = select::relative(n, anchor, int(a, 2)?, opt_int(a, 3)?)?;
             Selection::many((s..e).collect())
         }
-        code::GET_BY_VALUE_REL_RANK_RANGE => {
-            args::expect_max(a, 4)?;
-            Selection::many(select::value_rel_rank(
-                &values,
-                arg(a, 1)?,
-                int(a, 2)?,
-                opt_int(a, 3)?,
-            )?)
+        c => {
+            let shared = match c {
+                code::GET_BY_INDEX => By::Index,
+                code::GET_BY_RANK => By::Rank,
+                code::GET_BY_VALUE | code::GET_ALL_BY_VALUE => By::Value,
+                code::GET_BY_VALUE_LIST => By::ValueList,
+                code::GET_BY_INDEX_RANGE => By::IndexRange,
+                code::GET_BY_RANK_RANGE => By::RankRange,
+                code::GET_BY_VALUE_REL_RANK_RANGE => By::ValueRelRank,
+                _ => return Err(OpError::Parameter("unknown map op code")),
+            };
+            select::by(shared, &values, a)?
         }
-        _ => return Err(OpError::Parameter("unknown map op code")),
     };
     let sel = sel.apply_inversion(n, rt);
     let out = select::result(rt, &sel, Some(&keys), &values)?;

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 
 use crate::error::{OpError, OpResult};
-use crate::value::{compare, List, Map, Value};
+use crate::value::{compare, equal, List, Map, Value};
 
 /// Return types (the low 16 bits of a return-type argument).
 pub mod rt {
@@ -242,6 +242,65 @@ pub fn matching_any(values: &[&Value], wanted: &[Value]) -> OpResult<Vec<usize>>
     Ok((0..values.len())
         .filter(|&p| sorted.binary_search_by(|w| compare(w, values[p])).is_ok())
         .collect())
+}
+
+/// The selectors lists and maps share; each maps its own op codes onto these.
+#[derive(Debug, Clone, Copy)]
+pub enum By {
+    Index,
+    Rank,
+    Value,
+    ValueList,
+    IndexRange,
+    RankRange,
+    ValueRelRank,
+}
+
+/// Selects among `values` (in stored order) by one of the shared selectors; `a` is the op's
+/// arguments, return type first.
+pub fn by(by: By, values: &[&Value], a: &[Value]) -> OpResult<Selection> {
+    use crate::args::{arg, expect_max, int, list_items, opt_int};
+    let n = values.len();
+    Ok(match by {
+        By::Index => {
+            expect_max(a, 2)?;
+            Selection::one(Some(single(n, int(a, 1)?)?))
+        }
+        By::Rank => {
+            expect_max(a, 2)?;
+            let r = single(n, int(a, 1)?)?;
+            Selection::one(Some(rank_order(values)[r]))
+        }
+        By::Value => {
+            expect_max(a, 2)?;
+            let v = arg(a, 1)?;
+            Selection::many((0..n).filter(|&p| equal(values[p], v)).collect())
+        }
+        By::ValueList => {
+            expect_max(a, 2)?;
+            Selection::many(matching_any(values, list_items(a, 1)?)?)
+        }
+        By::IndexRange => {
+            expect_max(a, 3)?;
+            let (s, e) = range(n, int(a, 1)?, opt_int(a, 2)?)?;
+            Selection::many((s..e).collect())
+        }
+        By::RankRange => {
+            expect_max(a, 3)?;
+            let order = rank_order(values);
+            let (s, e) = range(n, int(a, 1)?, opt_int(a, 2)?)?;
+            Selection::many(order[s..e].to_vec())
+        }
+        By::ValueRelRank => {
+            expect_max(a, 4)?;
+            Selection::many(value_rel_rank(
+                values,
+                arg(a, 1)?,
+                int(a, 2)?,
+                opt_int(a, 3)?,
+            )?)
+        }
+    })
 }
 
 fn int(i: usize) -> Value {
