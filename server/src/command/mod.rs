@@ -69,6 +69,20 @@ impl WorkBudget {
     }
 }
 
+/// The value-op family of an op type, and whether it is the family's modify type.
+pub fn value_op_family(t: OpType) -> Option<(apogee_ops::Family, bool)> {
+    use apogee_ops::Family;
+    Some(match t {
+        OpType::CDT_READ => (Family::Cdt, false),
+        OpType::CDT_MODIFY => (Family::Cdt, true),
+        OpType::BIT_READ => (Family::Bits, false),
+        OpType::BIT_MODIFY => (Family::Bits, true),
+        OpType::HLL_READ => (Family::Hll, false),
+        OpType::HLL_MODIFY => (Family::Hll, true),
+        _ => return None,
+    })
+}
+
 /// The result code of a failed list/map op.
 pub fn op_error_code(e: &apogee_ops::OpError) -> ResultCode {
     tracing::debug!(error = %e, "op refused");

@@ -5,7 +5,9 @@ use apogee_engine::shard::ShardStore;
 use apogee_wire::msg::{info1, info2, Message, Op, OpType};
 use apogee_wire::{Digest, ResultCode};
 
-use super::{filter, op_error_code, store_error_code, Reply, WorkBudget, WriteLimits};
+use super::{
+    filter, op_error_code, store_error_code, value_op_family, Reply, WorkBudget, WriteLimits,
+};
 use apogee_engine::{clock, RecordMeta};
 
 /// A bin as a reply op.
@@ -29,7 +31,8 @@ pub fn value_op(op: &Op, v: &apogee_ops::Value) -> Op {
     }
 }
 
-fn nil_op(op: &Op) -> Op {
+/// A reply op with no value, for an op that produced none under RESPOND_ALL_OPS.
+pub fn nil_op(op: &Op) -> Op {
     Op {
         op_type: op.op_type,
         particle_type: 0,
@@ -54,21 +57,9 @@ fn read_op(
         filter::evaluate_op(&op.value, &view)?
             .0
             .map(|v| value_op(op, &v))
-    } else if op.op_type == OpType::BIT_READ {
+    } else if let Some((family, _)) = value_op_family(op.op_type) {
         let bin = bin.map(|b| (b.particle_type, b.value.as_slice()));
-        apogee_ops::bits::apply(bin, &op.value, false)
-            .map_err(|e| op_error_code(&e))?
-            .result
-            .map(|v| value_op(op, &v))
-    } else if op.op_type == OpType::HLL_READ {
-        let bin = bin.map(|b| (b.particle_type, b.value.as_slice()));
-        apogee_ops::hll::apply(bin, &op.value, false)
-            .map_err(|e| op_error_code(&e))?
-            .result
-            .map(|v| value_op(op, &v))
-    } else if op.op_type == OpType::CDT_READ {
-        let bin = bin.map(|b| (b.particle_type, b.value.as_slice()));
-        apogee_ops::cdt::apply(bin, &op.value, false)
+        apogee_ops::apply(family, bin, &op.value, false)
             .map_err(|e| op_error_code(&e))?
             .result
             .map(|v| value_op(op, &v))
@@ -135,17 +126,8 @@ pub async fn run(
 
 async fn read(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Reply, ResultCode> {
     let h = &msg.header;
-    if let Some(op) = msg.ops.iter().find(|op| {
-        !matches!(
-            op.op_type,
-            OpType::READ
-                | OpType::CDT_READ
-                | OpType::EXP_READ
-                | OpType::BIT_READ
-                | OpType::HLL_READ
-        )
-    }) {
-        // Only READ ops are possible here after validation, but writes need info2 WRITE.
+    if let Some(op) = msg.ops.iter().find(|op| !op.op_type.is_read()) {
+        // Write-type ops need info2 WRITE (the string ops 17 and 19 were refused by validate).
         tracing::debug!(op = op.op_type.0, "non-read op in a read command");
         return Err(ResultCode::Parameter);
     }

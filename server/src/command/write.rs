@@ -11,9 +11,11 @@ use apogee_engine::{clock, shard::ShardStore};
 use apogee_wire::msg::{info1, info2, info3, particle, Message, Op, OpType};
 use apogee_wire::{Digest, FieldType, ResultCode};
 
-use super::read::{bin_op, value_op};
+use super::read::{bin_op, nil_op, value_op};
 use super::ttl::void_time_for;
-use super::{filter, op_error_code, store_error_code, Reply, WorkBudget, WriteLimits};
+use super::{
+    filter, op_error_code, store_error_code, value_op_family, Reply, WorkBudget, WriteLimits,
+};
 use apogee_ops::exp::Meta;
 
 /// Applies the GENERATION / GENERATION_GT policy against the stored generation (0 = missing).
@@ -64,21 +66,16 @@ fn check_request(msg: &Message) -> Result<(), ResultCode> {
         }
     }
     for op in &msg.ops {
-        let needs_name = matches!(
-            op.op_type,
-            OpType::WRITE
-                | OpType::INCR
-                | OpType::APPEND
-                | OpType::PREPEND
-                | OpType::CDT_READ
-                | OpType::CDT_MODIFY
-                | OpType::EXP_READ
-                | OpType::EXP_MODIFY
-                | OpType::BIT_READ
-                | OpType::BIT_MODIFY
-                | OpType::HLL_READ
-                | OpType::HLL_MODIFY
-        );
+        let needs_name = value_op_family(op.op_type).is_some()
+            || matches!(
+                op.op_type,
+                OpType::WRITE
+                    | OpType::INCR
+                    | OpType::APPEND
+                    | OpType::PREPEND
+                    | OpType::EXP_READ
+                    | OpType::EXP_MODIFY
+            );
         if needs_name && op.name.is_empty() {
             return Err(ResultCode::Parameter);
         }
@@ -201,15 +198,6 @@ fn concat(bins: &mut BinSet, op: &Op, append: bool) -> Result<(), ResultCode> {
     Ok(())
 }
 
-fn nil_result(op: &Op) -> Op {
-    Op {
-        op_type: op.op_type,
-        particle_type: particle::NULL,
-        name: op.name.clone(),
-        value: vec![],
-    }
-}
-
 /// An expression write op (spec §4.7): the value goes to the bin the op names, under the op's
 /// create/update/delete flags.
 fn expression_write(bins: &mut BinSet, op: &Op, meta: &Meta) -> Result<(), ResultCode> {
@@ -284,7 +272,7 @@ fn apply_ops(msg: &Message, bins: &mut BinSet, meta: &Meta) -> Result<Vec<Op>, R
             OpType::READ => {
                 match bins.get(&op.name) {
                     Some(b) => out.push(bin_op(op.op_type, b)),
-                    None if respond_all => out.push(nil_result(op)),
+                    None if respond_all => out.push(nil_op(op)),
                     None => {}
                 }
                 continue;
@@ -297,67 +285,33 @@ fn apply_ops(msg: &Message, bins: &mut BinSet, meta: &Meta) -> Result<Vec<Op>, R
                 };
                 match filter::evaluate_op(&op.value, &view)?.0 {
                     Some(v) => out.push(value_op(op, &v)),
-                    None if respond_all => out.push(nil_result(op)),
+                    None if respond_all => out.push(nil_op(op)),
                     None => {}
                 }
                 continue;
             }
-            OpType::BIT_READ | OpType::BIT_MODIFY => {
+            t => {
+                let Some((family, modify)) = value_op_family(t) else {
+                    unreachable!("op {} passed validation", t.0)
+                };
                 let bin = bins
                     .get(&op.name)
                     .map(|b| (b.particle_type, b.value.as_slice()));
-                let modify = op.op_type == OpType::BIT_MODIFY;
-                let outcome = apogee_ops::bits::apply(bin, &op.value, modify)
+                let outcome = apogee_ops::apply(family, bin, &op.value, modify)
                     .map_err(|e| op_error_code(&e))?;
-                if let Some(blob) = outcome.new_blob {
-                    bins.set(&op.name, particle::BLOB, blob);
-                }
-                match outcome.result {
-                    Some(v) => out.push(value_op(op, &v)),
-                    None if respond_all => out.push(nil_result(op)),
-                    None => {}
-                }
-                continue;
-            }
-            OpType::HLL_READ | OpType::HLL_MODIFY => {
-                let bin = bins
-                    .get(&op.name)
-                    .map(|b| (b.particle_type, b.value.as_slice()));
-                let modify = op.op_type == OpType::HLL_MODIFY;
-                let outcome = apogee_ops::hll::apply(bin, &op.value, modify)
-                    .map_err(|e| op_error_code(&e))?;
-                if let Some(hll) = outcome.new_hll {
-                    bins.set(&op.name, apogee_ops::value::ptype::HLL, hll);
-                }
-                match outcome.result {
-                    Some(v) => out.push(value_op(op, &v)),
-                    None if respond_all => out.push(nil_result(op)),
-                    None => {}
-                }
-                continue;
-            }
-            OpType::CDT_READ | OpType::CDT_MODIFY => {
-                let bin = bins
-                    .get(&op.name)
-                    .map(|b| (b.particle_type, b.value.as_slice()));
-                let modify = op.op_type == OpType::CDT_MODIFY;
-                let outcome = apogee_ops::cdt::apply(bin, &op.value, modify)
-                    .map_err(|e| op_error_code(&e))?;
-                if let Some(v) = outcome.new_bin {
-                    let (particle_type, bytes) = v.to_particle();
+                if let Some((particle_type, bytes)) = outcome.new_bin {
                     bins.set(&op.name, particle_type, bytes);
                 }
                 match outcome.result {
                     Some(v) => out.push(value_op(op, &v)),
-                    None if respond_all => out.push(nil_result(op)),
+                    None if respond_all => out.push(nil_op(op)),
                     None => {}
                 }
                 continue;
             }
-            other => unreachable!("op {} passed validation", other.0),
         }
         if respond_all {
-            out.push(nil_result(op));
+            out.push(nil_op(op));
         }
     }
     Ok(out)
