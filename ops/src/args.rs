@@ -4,6 +4,24 @@
 use crate::error::{OpError, OpResult};
 use crate::value::Value;
 
+/// Decodes an op payload `[code, args...]` into its code (a small integer) and arguments.
+pub fn op_payload(payload: &[u8]) -> OpResult<(u8, Vec<Value>)> {
+    let Value::List(top) = crate::value::decode(payload)? else {
+        return Err(OpError::Parameter("op payload is not a msgpack array"));
+    };
+    code_and_args(top.items)
+}
+
+/// Splits `[code, args...]` into the code (a small integer) and the arguments.
+pub fn code_and_args(mut items: Vec<Value>) -> OpResult<(u8, Vec<Value>)> {
+    if items.is_empty() {
+        return Err(OpError::Parameter("empty op"));
+    }
+    let code = items.remove(0).as_int().and_then(|c| u8::try_from(c).ok());
+    let code = code.ok_or(OpError::Parameter("op code is not a small integer"))?;
+    Ok((code, items))
+}
+
 pub fn arg(args: &[Value], i: usize) -> OpResult<&Value> {
     args.get(i).ok_or(OpError::Parameter("missing op argument"))
 }

@@ -8,7 +8,7 @@
 
 use crate::args::{arg, flags, int, opt_int};
 use crate::error::{OpError, OpResult};
-use crate::value::{self, ptype, Value};
+use crate::value::{ptype, Value};
 
 mod code {
     pub const RESIZE: u8 = 0;
@@ -77,17 +77,8 @@ fn policy_index(c: u8) -> usize {
 
 /// Applies one bit op (payload `[code, args...]`) to a bin given as (particle type, bytes).
 pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult<Outcome> {
-    let Value::List(top) = value::decode(payload)? else {
-        return Err(OpError::Parameter("bit op payload is not an array"));
-    };
-    let (c, a) = top
-        .items
-        .split_first()
-        .ok_or(OpError::Parameter("empty bit op"))?;
-    let c = c
-        .as_int()
-        .and_then(|c| u8::try_from(c).ok())
-        .ok_or(OpError::Parameter("bit op code"))?;
+    let (c, a) = crate::args::op_payload(payload)?;
+    let a = a.as_slice();
     if !(c <= code::SET_INT || is_read(c)) {
         return Err(OpError::Parameter("unknown bit op code"));
     }
@@ -471,7 +462,7 @@ mod tests {
 
     #[test]
     fn documented_read_examples() {
-        assert!(value::equal(
+        assert!(crate::value::equal(
             &read_of(&DOC, vec![i(50), i(9), i(5)]),
             &blob(&[0x80])
         ));

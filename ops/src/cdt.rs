@@ -84,12 +84,8 @@ fn parse(payload: &[u8]) -> OpResult<Parsed> {
     parse_op(items)
 }
 
-fn parse_op(mut items: Vec<Value>) -> OpResult<Parsed> {
-    if items.is_empty() {
-        return Err(OpError::Parameter("empty CDT op"));
-    }
-    let code = items.remove(0).as_int().and_then(|c| u8::try_from(c).ok());
-    let code = code.ok_or(OpError::Parameter("CDT op code is not a small integer"))?;
+fn parse_op(items: Vec<Value>) -> OpResult<Parsed> {
+    let (code, items) = crate::args::code_and_args(items)?;
     Ok(Parsed {
         code,
         args: items,

@@ -13,7 +13,7 @@
 
 use crate::args::{int, list_items, opt_int};
 use crate::error::{OpError, OpResult};
-use crate::value::{self, ptype, List, Value};
+use crate::value::{ptype, List, Value};
 
 mod code {
     pub const INIT: u8 = 0;
@@ -300,17 +300,8 @@ fn intersect_count(hlls: &[Hll]) -> OpResult<f64> {
 
 /// Applies one HLL op (payload `[code, args...]`) to a bin given as (particle type, bytes).
 pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult<Outcome> {
-    let Value::List(top) = value::decode(payload)? else {
-        return Err(OpError::Parameter("HLL op payload is not an array"));
-    };
-    let (c, a) = top
-        .items
-        .split_first()
-        .ok_or(OpError::Parameter("empty HLL op"))?;
-    let c = c
-        .as_int()
-        .and_then(|c| u8::try_from(c).ok())
-        .ok_or(OpError::Parameter("HLL op code"))?;
+    let (c, a) = crate::args::op_payload(payload)?;
+    let a = a.as_slice();
     let is_read = (code::COUNT..=code::MAY_CONTAIN).contains(&c);
     if !(is_read || c <= code::FOLD) {
         return Err(OpError::Parameter("unknown HLL op code"));
