@@ -13,6 +13,7 @@ use apogee_engine::block::{
     BLOCK_HEADER_BYTES, BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, IO_ALIGN_BYTES,
 };
 use apogee_engine::file_header::NAMESPACE_BYTES_MAX;
+use apogee_engine::tuning::Setting;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -160,6 +161,13 @@ fn range<T: std::fmt::Display + PartialOrd>(
     Ok(v)
 }
 
+/// A setting `set-config` may also change: the bounds are the engine's, so the config file
+/// and set-config accept the same values.
+fn dynamic(key: &str, v: u64, setting: Setting, unit: &str) -> Result<u64, ConfigError> {
+    let (lo, hi) = setting.range();
+    range(key, v, lo, hi, unit)
+}
+
 impl Config {
     /// Builds the configuration: defaults, then the file (if any), then the flags.
     pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config, ConfigError> {
@@ -274,11 +282,10 @@ impl Config {
             name: name.to_string(),
             write_block_size: wbs,
             commit_to_device: s.commit_to_device.unwrap_or(d.commit_to_device),
-            flush_max_ms: range(
+            flush_max_ms: dynamic(
                 &key("flush-max-ms"),
                 s.flush_max_ms.unwrap_or(d.flush_max_ms),
-                1,
-                100_000,
+                Setting::FlushMaxMs,
                 " ms",
             )?,
             default_ttl: range(
@@ -296,25 +303,22 @@ impl Config {
                 READ_CACHE_BYTES_MAX,
                 " bytes",
             )?,
-            defrag_lwm_pct: range(
+            defrag_lwm_pct: dynamic(
                 &key("defrag-lwm-pct"),
                 s.defrag_lwm_pct.unwrap_or(d.defrag_lwm_pct),
-                1,
-                99,
+                Setting::DefragLwmPct,
                 " percent",
             )?,
-            defrag_sleep_us: range(
+            defrag_sleep_us: dynamic(
                 &key("defrag-sleep"),
                 s.defrag_sleep.unwrap_or(d.defrag_sleep_us),
-                0,
-                1_000_000,
+                Setting::DefragSleep,
                 " microseconds",
             )?,
-            nsup_period: range(
+            nsup_period: dynamic(
                 &key("nsup-period"),
                 s.nsup_period.unwrap_or(d.nsup_period),
-                0,
-                86_400,
+                Setting::NsupPeriod,
                 " seconds",
             )?,
             // Each core's file needs its header page and at least 8 blocks.
@@ -325,25 +329,22 @@ impl Config {
                 1 << 50,
                 " bytes (at least cores x (4096 + 8 x write-block-size))",
             )?,
-            stop_writes_used_pct: range(
+            stop_writes_used_pct: dynamic(
                 &key("stop-writes-used-pct"),
                 s.stop_writes_used_pct.unwrap_or(d.stop_writes_used_pct),
-                1,
-                100,
+                Setting::StopWritesUsedPct,
                 " percent",
             )?,
-            stop_writes_avail_pct: range(
+            stop_writes_avail_pct: dynamic(
                 &key("stop-writes-avail-pct"),
                 s.stop_writes_avail_pct.unwrap_or(d.stop_writes_avail_pct),
-                0,
-                50,
+                Setting::StopWritesAvailPct,
                 " percent",
             )?,
-            evict_used_pct: range(
+            evict_used_pct: dynamic(
                 &key("evict-used-pct"),
                 s.evict_used_pct.unwrap_or(d.evict_used_pct),
-                0,
-                100,
+                Setting::EvictUsedPct,
                 " percent (0 disables eviction)",
             )?,
         })
