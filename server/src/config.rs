@@ -19,6 +19,9 @@ use thiserror::Error;
 
 /// Longest TTL a client may set, in seconds (10 years, as Aerospike).
 pub const TTL_SECS_MAX: u32 = 315_360_000;
+
+/// Smallest `max-record-size`, in the config file and through set-config.
+pub const MAX_RECORD_SIZE_MIN: usize = 1024;
 /// Most cores (shards) one node runs.
 pub const CORES_MAX: usize = 256;
 
@@ -274,7 +277,7 @@ impl Config {
         let max_record_size = range(
             &key("max-record-size"),
             max_record_size,
-            1024,
+            MAX_RECORD_SIZE_MIN,
             record_max,
             " bytes (at most write-block-size minus 64)",
         )?;

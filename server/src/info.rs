@@ -153,7 +153,11 @@ fn set_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
                 u64::from(crate::config::TTL_SECS_MAX),
                 Change::DefaultTtl(n as u32),
             ),
-            "max-record-size" => (1024, record_max as u64, Change::MaxRecordSize(n as usize)),
+            "max-record-size" => (
+                crate::config::MAX_RECORD_SIZE_MIN as u64,
+                record_max as u64,
+                Change::MaxRecordSize(n as usize),
+            ),
             _ => match Setting::from_name(k) {
                 Some(s) => {
                     let (lo, hi) = s.range();
