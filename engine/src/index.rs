@@ -2,32 +2,435 @@
 //!
 //! Owns the mapping only. Entries always point at a record that verified when written or
 //! recovered; deleted and expired records have no entry. It must never hold record data.
+//!
+//! Memory is the point of this module (issue 4: at most 48 bytes of RAM per record). Each
+//! partition has its own small table, so growth happens in many small steps instead of one
+//! rehash of the whole shard (which would stall the core and, with doubling, leave up to half
+//! the table empty):
+//! - entries are packed to [`ENTRY_BYTES`] (40) bytes, stored densely in 64-entry pages
+//!   (a removal moves the last entry into the hole), so no slack beyond one partial page;
+//! - the digest's first byte is implied by the partition (it is the partition id's low byte),
+//!   so an entry stores only the other 19;
+//! - a linear-probing table of 4-byte slots maps a digest to its entry's position; a slot also
+//!   keeps 5 bits of the hash, so a probe rarely touches an entry that does not match. Tables
+//!   grow by a quarter when over 80 % full, so they are 64–80 % full: 5–6.25 bytes a record;
+//! - both kinds of page come from per-index slabs with free lists, so resizes never fragment
+//!   the heap (with a `Vec` per table, freed arrays cost ~2.5 bytes a record of RSS).
+//!
+//! The hash is XXH3 of the digest with a per-index random seed: clients choose digests (the
+//! wire carries them), so an unseeded hash of digest bits would let one client build long
+//! probe chains.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use apogee_wire::digest::PARTITION_COUNT;
 use apogee_wire::Digest;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::record::RecordMeta;
 use crate::sets::SetStats;
 
+/// Bytes of one packed entry.
+pub const ENTRY_BYTES: usize = 40;
+/// Largest file offset an entry holds: a shard's data file is at most 1 TiB.
+pub const OFFSET_MAX: u64 = (1 << 40) - 1;
+/// Largest record an entry describes (records are at most the 8 MiB write block).
+pub const RECORD_BYTES_MAX: u32 = (1 << 24) - 1;
+/// Largest last-update time an entry holds, in ms since the Citrusleaf epoch (2044-11, where
+/// Aerospike's 40-bit field also ends); later times are stored as this.
+pub const LAST_UPDATE_MS_MAX: u64 = (1 << 40) - 1;
+
+/// A slot is 0 (empty) or `(position + 1) | tag << POS_BITS`.
+const POS_BITS: u32 = 27;
+const POS_MASK: u32 = (1 << POS_BITS) - 1;
+const TAG_MASK: u64 = (1 << (32 - POS_BITS)) - 1;
+/// Most records one partition of one shard holds (2^27 - 1: 550 billion a node).
+pub const PARTITION_RECORDS_MAX: usize = POS_MASK as usize;
+
+type Packed = [u8; ENTRY_BYTES];
+
 /// Where a record version lives, and the metadata needed without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
-    /// File offset of the record's first byte.
+    /// File offset of the record's first byte (at most [`OFFSET_MAX`]).
     pub offset: u64,
+    /// Record length (1 ..= [`RECORD_BYTES_MAX`]).
     pub bytes: u32,
     pub meta: RecordMeta,
-    /// The record's set, from [`Index::set_id`] (0: no set). Fits in the entry's padding.
+    /// The record's set, from [`Index::set_id`] (0: no set; at most `sets::SETS_MAX`).
     pub set_id: u16,
 }
 
-/// The index of one shard, and its per-set object counts.
+impl IndexEntry {
+    /// Packed layout: digest bytes 1..20 (19), offset (5, LE), bytes (3), generation (2),
+    /// void time (4), last-update ms (5), set id (2).
+    fn pack(&self, digest: &Digest) -> Packed {
+        let mut p = [0u8; ENTRY_BYTES];
+        p[0..19].copy_from_slice(&digest.0[1..]);
+        p[19..24].copy_from_slice(&self.offset.to_le_bytes()[..5]);
+        p[24..27].copy_from_slice(&self.bytes.to_le_bytes()[..3]);
+        p[27..29].copy_from_slice(&self.meta.generation.to_le_bytes());
+        p[29..33].copy_from_slice(&self.meta.void_time.to_le_bytes());
+        let lut = self.meta.last_update_ms.min(LAST_UPDATE_MS_MAX);
+        p[33..38].copy_from_slice(&lut.to_le_bytes()[..5]);
+        p[38..40].copy_from_slice(&self.set_id.to_le_bytes());
+        p
+    }
+
+    fn unpack(p: &Packed) -> IndexEntry {
+        let le = |b: &[u8]| {
+            let mut v = [0u8; 8];
+            v[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(v)
+        };
+        IndexEntry {
+            offset: le(&p[19..24]),
+            bytes: le(&p[24..27]) as u32,
+            meta: RecordMeta {
+                generation: le(&p[27..29]) as u16,
+                void_time: le(&p[29..33]) as u32,
+                last_update_ms: le(&p[33..38]),
+            },
+            set_id: le(&p[38..40]) as u16,
+        }
+    }
+}
+
+fn digest_of(partition: usize, p: &Packed) -> Digest {
+    let mut d = [0u8; 20];
+    d[0] = partition as u8; // the partition id's low byte is the digest's first byte
+    d[1..].copy_from_slice(&p[0..19]);
+    Digest(d)
+}
+
+/// Fixed-size pages handed out by id from large blocks, and taken back into a free list.
+/// Partitions grow and shrink in pages, so their churn never fragments the heap: a page one
+/// partition gives back is the next page another takes. Blocks are never returned to the
+/// system (as Aerospike's index arenas are not).
+#[derive(Debug)]
+struct Slab<P: Copy> {
+    blocks: Vec<Box<[P]>>,
+    free: Vec<u32>,
+    /// Pages ever handed out (page ids below this exist).
+    made: u32,
+    zero: P,
+}
+
+/// Pages a slab block holds: 512 KiB blocks for slot pages, 1.25 MiB for entry pages.
+const PAGES_PER_BLOCK: usize = 512;
+
+impl<P: Copy> Slab<P> {
+    fn new(zero: P) -> Slab<P> {
+        Slab {
+            blocks: Vec::new(),
+            free: Vec::new(),
+            made: 0,
+            zero,
+        }
+    }
+
+    /// A zeroed page.
+    fn take(&mut self) -> u32 {
+        if let Some(id) = self.free.pop() {
+            *self.get_mut(id) = self.zero;
+            return id;
+        }
+        let id = self.made;
+        if id as usize == self.blocks.len() * PAGES_PER_BLOCK {
+            self.blocks
+                .push(vec![self.zero; PAGES_PER_BLOCK].into_boxed_slice());
+        }
+        self.made = id.checked_add(1).expect("fewer than 2^32 index pages");
+        id
+    }
+
+    fn give(&mut self, id: u32) {
+        debug_assert!(id < self.made);
+        self.free.push(id);
+    }
+
+    fn get(&self, id: u32) -> &P {
+        &self.blocks[id as usize / PAGES_PER_BLOCK][id as usize % PAGES_PER_BLOCK]
+    }
+
+    fn get_mut(&mut self, id: u32) -> &mut P {
+        &mut self.blocks[id as usize / PAGES_PER_BLOCK][id as usize % PAGES_PER_BLOCK]
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.blocks.len() * PAGES_PER_BLOCK * std::mem::size_of::<P>() + self.free.capacity() * 4
+    }
+}
+
+/// Entries per entry page (2,560 bytes).
+const PAGE_ENTRIES: usize = 64;
+/// Slots per slot page (1 KiB).
+const PAGE_SLOTS: usize = 256;
+
+type EntryPage = [Packed; PAGE_ENTRIES];
+type SlotPage = [u32; PAGE_SLOTS];
+
+/// The pages of every partition of one index.
+#[derive(Debug)]
+struct Pages {
+    entries: Slab<EntryPage>,
+    slots: Slab<SlotPage>,
+}
+
+/// The records of one partition: the pages of its packed entries (dense: positions
+/// `0..len`) and of the slots that find them.
 #[derive(Debug, Default)]
+struct Partition {
+    entry_pages: Vec<u32>,
+    slot_pages: Vec<u32>,
+    len: usize,
+}
+
+/// One partition with the pages it lives in, for the table operations.
+struct Table<'a> {
+    part: &'a mut Partition,
+    pages: &'a mut Pages,
+    pid: usize,
+    seed: u64,
+}
+
+impl Partition {
+    fn slot_count(&self) -> usize {
+        self.slot_pages.len() * PAGE_SLOTS
+    }
+
+    fn entry<'p>(&self, pages: &'p Pages, pos: usize) -> &'p Packed {
+        &pages.entries.get(self.entry_pages[pos / PAGE_ENTRIES])[pos % PAGE_ENTRIES]
+    }
+
+    fn slot(&self, pages: &Pages, i: usize) -> u32 {
+        pages.slots.get(self.slot_pages[i / PAGE_SLOTS])[i % PAGE_SLOTS]
+    }
+
+    /// The slot a hash starts probing at (multiply-shift: any table size works).
+    fn home(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.slot_count() as u128) >> 64) as usize
+    }
+
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slot_count() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    /// `Ok(slot)` holding `digest`, or `Err(empty slot)` where it would go.
+    fn find(&self, pages: &Pages, digest: &Digest, hash: u64) -> Result<usize, usize> {
+        if self.len == 0 {
+            return Err(0);
+        }
+        let tag = (hash & TAG_MASK) as u32;
+        let mut i = self.home(hash);
+        loop {
+            let s = self.slot(pages, i);
+            if s == 0 {
+                return Err(i);
+            }
+            if s >> POS_BITS == tag && self.entry(pages, pos_of(s))[0..19] == digest.0[1..] {
+                return Ok(i);
+            }
+            i = self.next(i);
+        }
+    }
+}
+
+impl Table<'_> {
+    fn set_slot(&mut self, i: usize, v: u32) {
+        self.pages
+            .slots
+            .get_mut(self.part.slot_pages[i / PAGE_SLOTS])[i % PAGE_SLOTS] = v;
+    }
+
+    fn slot(&self, i: usize) -> u32 {
+        self.part.slot(self.pages, i)
+    }
+
+    fn entry(&self, pos: usize) -> Packed {
+        *self.part.entry(self.pages, pos)
+    }
+
+    fn set_entry(&mut self, pos: usize, e: Packed) {
+        self.pages
+            .entries
+            .get_mut(self.part.entry_pages[pos / PAGE_ENTRIES])[pos % PAGE_ENTRIES] = e;
+    }
+
+    fn hash_at(&self, pos: usize) -> u64 {
+        hash_of(&digest_of(self.pid, &self.entry(pos)), self.seed)
+    }
+
+    /// The first empty slot of the probe run from `hash`.
+    fn empty_slot(&self, hash: u64) -> usize {
+        let mut i = self.part.home(hash);
+        while self.slot(i) != 0 {
+            i = self.part.next(i);
+        }
+        i
+    }
+
+    /// The slot that points at `pos` (which must be indexed), probing from `hash`.
+    fn slot_of_pos(&self, pos: usize, hash: u64) -> usize {
+        let mut i = self.part.home(hash);
+        loop {
+            let s = self.slot(i);
+            assert!(s != 0, "an indexed position has a slot");
+            if pos_of(s) == pos {
+                return i;
+            }
+            i = self.part.next(i);
+        }
+    }
+
+    /// Rebuilds the slots in `n_pages` fresh pages (entries do not move).
+    fn resize(&mut self, n_pages: usize) {
+        assert!(
+            n_pages * PAGE_SLOTS > self.part.len,
+            "a table keeps at least one empty slot"
+        );
+        for id in self.part.slot_pages.drain(..) {
+            self.pages.slots.give(id);
+        }
+        self.part.slot_pages = (0..n_pages).map(|_| self.pages.slots.take()).collect();
+        for pos in 0..self.part.len {
+            let hash = self.hash_at(pos);
+            let i = self.empty_slot(hash);
+            self.set_slot(i, slot_value(pos, hash));
+        }
+    }
+
+    /// Adds a digest known to be absent.
+    fn push(&mut self, packed: Packed, hash: u64) {
+        let len = self.part.len;
+        assert!(
+            len < PARTITION_RECORDS_MAX,
+            "partition {} holds {PARTITION_RECORDS_MAX} records",
+            self.pid
+        );
+        // Over 80 % full after this insert: grow by a quarter.
+        if (len + 1) * 5 > self.part.slot_count() * 4 {
+            let want = (len + 1) * 5 / 4 * 5 / 4;
+            self.resize(want.div_ceil(PAGE_SLOTS));
+        }
+        if len == self.part.entry_pages.len() * PAGE_ENTRIES {
+            let id = self.pages.entries.take();
+            self.part.entry_pages.push(id);
+        }
+        self.set_entry(len, packed);
+        self.part.len = len + 1;
+        let i = self.empty_slot(hash);
+        self.set_slot(i, slot_value(len, hash));
+    }
+
+    /// Removes the entry slot `slot` points at.
+    fn remove_at(&mut self, slot: usize) {
+        let pos = pos_of(self.slot(slot));
+        self.clear_slot(slot);
+        // Keep the entries dense: the last one moves into the hole.
+        let last = self.part.len - 1;
+        if pos != last {
+            let moved = self.entry(last);
+            let moved_hash = self.hash_at(last);
+            let s = self.slot_of_pos(last, moved_hash);
+            self.set_slot(s, slot_value(pos, moved_hash));
+            self.set_entry(pos, moved);
+        }
+        self.part.len = last;
+        // Give pages back, with slack so that a partition hovering at a boundary does not
+        // take and give a page on every write.
+        if self.part.entry_pages.len() * PAGE_ENTRIES >= last + 2 * PAGE_ENTRIES {
+            let id = self
+                .part
+                .entry_pages
+                .pop()
+                .expect("more pages than entries");
+            self.pages.entries.give(id);
+        }
+        if last == 0 {
+            for id in self.part.entry_pages.drain(..) {
+                self.pages.entries.give(id);
+            }
+            for id in self.part.slot_pages.drain(..) {
+                self.pages.slots.give(id);
+            }
+            *self.part = Partition::default();
+        } else if self.part.slot_pages.len() > 1 && last * 5 < self.part.slot_count() {
+            self.resize((last * 3 / 2).div_ceil(PAGE_SLOTS));
+        }
+    }
+
+    /// Empties slot `i` and shifts later members of its probe run back, so every entry stays
+    /// reachable from its home slot (deletion without tombstones).
+    fn clear_slot(&mut self, mut i: usize) {
+        self.set_slot(i, 0);
+        let mut j = i;
+        loop {
+            j = self.part.next(j);
+            let s = self.slot(j);
+            if s == 0 {
+                return;
+            }
+            let home = self.part.home(self.hash_at(pos_of(s)));
+            // The entry at j may move to i unless its home lies cyclically in (i, j].
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
+            if !stays {
+                self.set_slot(i, s);
+                self.set_slot(j, 0);
+                i = j;
+            }
+        }
+    }
+}
+
+fn hash_of(digest: &Digest, seed: u64) -> u64 {
+    xxh3_64_with_seed(&digest.0, seed)
+}
+
+fn slot_value(pos: usize, hash: u64) -> u32 {
+    debug_assert!(pos < PARTITION_RECORDS_MAX);
+    (pos as u32 + 1) | ((hash & TAG_MASK) as u32) << POS_BITS
+}
+
+fn pos_of(slot: u32) -> usize {
+    (slot & POS_MASK) as usize - 1
+}
+
+/// The index of one shard, and its per-set object counts.
+#[derive(Debug)]
 pub struct Index {
-    map: HashMap<Digest, IndexEntry>,
+    partitions: Box<[Partition]>,
+    pages: Pages,
+    len: usize,
+    seed: u64,
     set_ids: HashMap<Vec<u8>, u16>,
     sets: Arc<SetStats>,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        Index {
+            partitions: (0..PARTITION_COUNT).map(|_| Partition::default()).collect(),
+            pages: Pages {
+                entries: Slab::new([[0; ENTRY_BYTES]; PAGE_ENTRIES]),
+                slots: Slab::new([0; PAGE_SLOTS]),
+            },
+            len: 0,
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x6170_6f67_6565u64),
+            set_ids: HashMap::new(),
+            sets: Arc::default(),
+        }
+    }
 }
 
 impl Index {
@@ -57,8 +460,21 @@ impl Index {
         self.sets.clone()
     }
 
-    pub fn get(&self, d: &Digest) -> Option<&IndexEntry> {
-        self.map.get(d)
+    fn table(&mut self, pid: usize) -> Table<'_> {
+        Table {
+            part: &mut self.partitions[pid],
+            pages: &mut self.pages,
+            pid,
+            seed: self.seed,
+        }
+    }
+
+    pub fn get(&self, d: &Digest) -> Option<IndexEntry> {
+        let p = &self.partitions[usize::from(d.partition().0)];
+        let slot = p.find(&self.pages, d, hash_of(d, self.seed)).ok()?;
+        Some(IndexEntry::unpack(
+            p.entry(&self.pages, pos_of(p.slot(&self.pages, slot))),
+        ))
     }
 
     pub fn insert(&mut self, d: Digest, e: IndexEntry) {
@@ -66,29 +482,73 @@ impl Index {
             e.bytes > 0 && e.meta.generation != 0,
             "index entry for a real record"
         );
-        if let Some(old) = self.map.insert(d, e) {
-            self.sets.add(old.set_id, -1);
+        assert!(e.offset <= OFFSET_MAX, "offset {} past 1 TiB", e.offset);
+        assert!(e.bytes <= RECORD_BYTES_MAX, "record of {} bytes", e.bytes);
+        assert!(usize::from(e.set_id) <= crate::sets::SETS_MAX);
+        let pid = usize::from(d.partition().0);
+        let hash = hash_of(&d, self.seed);
+        let packed = e.pack(&d);
+        let found = self.partitions[pid].find(&self.pages, &d, hash);
+        let mut t = self.table(pid);
+        match found {
+            Ok(slot) => {
+                let pos = pos_of(t.slot(slot));
+                let old = IndexEntry::unpack(&t.entry(pos));
+                t.set_entry(pos, packed);
+                self.sets.add(old.set_id, -1);
+            }
+            Err(_) => {
+                t.push(packed, hash);
+                self.len += 1;
+            }
         }
         self.sets.add(e.set_id, 1);
     }
 
     pub fn remove(&mut self, d: &Digest) -> Option<IndexEntry> {
-        let old = self.map.remove(d)?;
+        let pid = usize::from(d.partition().0);
+        let p = &self.partitions[pid];
+        let slot = p.find(&self.pages, d, hash_of(d, self.seed)).ok()?;
+        let old = IndexEntry::unpack(p.entry(&self.pages, pos_of(p.slot(&self.pages, slot))));
+        self.table(pid).remove_at(slot);
+        self.len -= 1;
         self.sets.add(old.set_id, -1);
         Some(old)
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
-    /// Approximate RAM of the map: its slots (a digest and an entry each) and control bytes.
+    /// RAM of the index: its pages (free ones included), page lists and partition headers.
     pub fn memory_bytes(&self) -> u64 {
-        (self.map.capacity() * (std::mem::size_of::<(Digest, IndexEntry)>() + 1)) as u64
+        let lists: usize = self
+            .partitions
+            .iter()
+            .map(|p| (p.entry_pages.capacity() + p.slot_pages.capacity()) * 4)
+            .sum();
+        (self.pages.entries.memory_bytes()
+            + self.pages.slots.memory_bytes()
+            + lists
+            + self.partitions.len() * std::mem::size_of::<Partition>()) as u64
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
+    }
+
+    /// Every entry, partition by partition.
+    pub fn iter(&self) -> impl Iterator<Item = (Digest, IndexEntry)> + '_ {
+        let pages = &self.pages;
+        self.partitions
+            .iter()
+            .enumerate()
+            .flat_map(move |(pid, p)| {
+                (0..p.len).map(move |pos| {
+                    let packed = p.entry(pages, pos);
+                    (digest_of(pid, packed), IndexEntry::unpack(packed))
+                })
+            })
     }
 }
 
@@ -103,16 +563,10 @@ pub struct Shadow {
 /// Digest → its shadow, for digests that have no live version.
 pub type Shadows = HashMap<Digest, Shadow>;
 
-impl Index {
-    /// Every entry, for space accounting at start.
-    pub fn iter(&self) -> impl Iterator<Item = (&Digest, &IndexEntry)> {
-        self.map.iter()
-    }
-}
-
 #[cfg(test)]
-mod set_tests {
+mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn entry(set_id: u16) -> IndexEntry {
         IndexEntry {
@@ -129,8 +583,6 @@ mod set_tests {
 
     #[test]
     fn set_counts_follow_inserts_overwrites_and_removes() {
-        // The set id lives in the entry's padding: the index costs no more per record.
-        assert!(std::mem::size_of::<IndexEntry>() <= 32);
         let mut idx = Index::default();
         let (a, b) = (idx.set_id(b"a"), idx.set_id(b"b"));
         assert_eq!((a, b, idx.set_id(b"a"), idx.set_id(b"")), (1, 2, 1, 0));
@@ -146,5 +598,113 @@ mod set_tests {
             idx.set_stats().snapshot(),
             vec![(b"a".to_vec(), 2), (b"b".to_vec(), 1)]
         );
+    }
+
+    #[test]
+    fn packing_keeps_every_field_at_its_limits() {
+        let d = Digest([0xAB; 20]);
+        for e in [
+            IndexEntry {
+                offset: OFFSET_MAX,
+                bytes: RECORD_BYTES_MAX,
+                meta: RecordMeta {
+                    generation: u16::MAX,
+                    void_time: u32::MAX,
+                    last_update_ms: LAST_UPDATE_MS_MAX,
+                },
+                set_id: crate::sets::SETS_MAX as u16,
+            },
+            IndexEntry {
+                offset: 4096,
+                bytes: 1,
+                meta: RecordMeta {
+                    generation: 1,
+                    void_time: 0,
+                    last_update_ms: 0,
+                },
+                set_id: 0,
+            },
+        ] {
+            let p = e.pack(&d);
+            assert_eq!(IndexEntry::unpack(&p), e);
+            assert_eq!(digest_of(usize::from(d.partition().0), &p), d);
+        }
+        let mut late = entry(0);
+        late.meta.last_update_ms = u64::MAX;
+        assert_eq!(
+            IndexEntry::unpack(&late.pack(&d)).meta.last_update_ms,
+            LAST_UPDATE_MS_MAX
+        );
+    }
+
+    /// A digest in partition `pid` (all in one partition stress one table).
+    fn digest_in(pid: u16, n: u32) -> Digest {
+        let mut d = Digest::of_integer("x", i64::from(n)).0;
+        d[0] = pid as u8;
+        d[1] = (d[1] & 0xF0) | (pid >> 8) as u8;
+        Digest(d)
+    }
+
+    /// Random inserts, overwrites and removes, many in one partition so tables grow, shrink
+    /// and probe runs wrap; after every step the index answers as a map does.
+    #[test]
+    fn matches_a_map_through_growth_shrinking_and_removal() {
+        let mut idx = Index::default();
+        let mut model: BTreeMap<Digest, IndexEntry> = BTreeMap::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for step in 0..60_000u64 {
+            let r = rnd();
+            let pid = if r % 4 == 0 {
+                (r >> 8) as u16 % 4096
+            } else {
+                7
+            };
+            // Grow for the first half, then mostly shrink.
+            let keyspace = if step < 30_000 { 4000 } else { 200 };
+            let d = digest_in(pid, (r >> 20) as u32 % keyspace);
+            if r % 3 == 0 || (step >= 30_000 && r % 5 != 0) {
+                assert_eq!(idx.remove(&d), model.remove(&d), "step {step}");
+            } else {
+                let e = IndexEntry {
+                    offset: r >> 30,
+                    bytes: (r % 5000) as u32 + 1,
+                    meta: RecordMeta {
+                        generation: (r % 60_000) as u16 + 1,
+                        void_time: (r >> 3) as u32,
+                        last_update_ms: r >> 25,
+                    },
+                    set_id: 0,
+                };
+                idx.insert(d, e);
+                model.insert(d, e);
+            }
+            assert_eq!(idx.len(), model.len());
+            if step % 5000 == 0 {
+                let mut all: Vec<_> = idx.iter().collect();
+                all.sort_by_key(|(d, _)| *d);
+                let want: Vec<_> = model.iter().map(|(d, e)| (*d, *e)).collect();
+                assert_eq!(all, want, "step {step}");
+            }
+        }
+        for (d, e) in &model {
+            assert_eq!(idx.get(d), Some(*e));
+        }
+        for (d, _) in std::mem::take(&mut model) {
+            assert!(idx.remove(&d).is_some());
+        }
+        assert!(idx.is_empty());
+        // Every page is back in the free lists, to be reused.
+        assert!(idx
+            .partitions
+            .iter()
+            .all(|p| p.entry_pages.is_empty() && p.slot_pages.is_empty()));
+        assert_eq!(idx.pages.entries.free.len() as u32, idx.pages.entries.made);
+        assert_eq!(idx.pages.slots.free.len() as u32, idx.pages.slots.made);
     }
 }

@@ -329,8 +329,9 @@ impl Config {
                 &key("filesize"),
                 s.filesize.unwrap_or(d.filesize),
                 cores as u64 * (4096 + 8 * wbs as u64),
-                1 << 50,
-                " bytes (at least cores x (4096 + 8 x write-block-size))",
+                cores as u64 * (apogee_engine::index::OFFSET_MAX + 1),
+                " bytes (at least cores x (4096 + 8 x write-block-size); \
+                 at most 1 TiB per core, what a shard's index addresses)",
             )?,
             stop_writes_used_pct: dynamic(
                 &key("stop-writes-used-pct"),

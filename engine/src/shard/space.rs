@@ -142,9 +142,13 @@ impl BlockTable {
         let idx = match self.free.pop_first() {
             Some(i) => i,
             None => {
+                // The index addresses offsets up to OFFSET_MAX: never grow past it.
+                let addressable =
+                    (crate::index::OFFSET_MAX + 1 - self.first_offset) / self.block_bytes;
                 if self
                     .capacity_blocks
                     .is_some_and(|c| self.blocks.len() as u64 >= u64::from(c))
+                    || self.blocks.len() as u64 >= addressable
                 {
                     return None;
                 }

@@ -483,7 +483,7 @@ impl ShardStore {
 
     /// The digests of every live (indexed) record, for re-homing.
     pub fn live_digests(&self) -> Vec<Digest> {
-        self.state.borrow().index.iter().map(|(d, _)| *d).collect()
+        self.state.borrow().index.iter().map(|(d, _)| d).collect()
     }
 
     /// Tombstones and expired records still kept on disk to shadow older versions.
@@ -501,7 +501,7 @@ impl ShardStore {
     /// Metadata of a live record, without I/O. Expired records are absent.
     pub fn meta(&self, digest: &Digest) -> Option<IndexEntry> {
         let st = self.state.borrow();
-        let e = *st.index.get(digest)?;
+        let e = st.index.get(digest)?;
         (!clock::is_expired(e.meta.void_time, clock::now_secs())).then_some(e)
     }
 
@@ -863,7 +863,7 @@ impl ShardStore {
             .index
             .iter()
             .filter(|(_, e)| clock::is_expired(e.meta.void_time, now_secs))
-            .map(|(d, _)| *d)
+            .map(|(d, _)| d)
             .collect();
         let mut expired = 0;
         for chunk in candidates.chunks(SWEEP_CHUNK_RECORDS) {
@@ -884,7 +884,7 @@ impl ShardStore {
         let mut expired = 0;
         for d in digests {
             // A write between chunks may have given the record a new life.
-            let Some(e) = st.index.get(d).copied() else {
+            let Some(e) = st.index.get(d) else {
                 continue;
             };
             if !clock::is_expired(e.meta.void_time, now_secs) {
@@ -930,7 +930,7 @@ impl ShardStore {
             .index
             .iter()
             .filter(|(_, e)| e.meta.void_time != 0)
-            .map(|(d, e)| (e.meta.void_time, *d, e.meta.generation))
+            .map(|(d, e)| (e.meta.void_time, d, e.meta.generation))
             .collect();
         candidates.sort_unstable();
         let mut evicted = 0;
