@@ -80,12 +80,23 @@ impl RecordCache {
 
     /// Caches `digest`'s version at `offset`, replacing any older one. A record larger than
     /// an eighth of the budget is not cached, so one record cannot flush the whole cache.
-    pub fn insert(&mut self, digest: Digest, offset: u64, bytes: Rc<[u8]>) {
+    /// The bytes become shared bytes only when they are kept: a disabled cache costs a write
+    /// no copy.
+    pub fn insert<B: AsRef<[u8]> + Into<Rc<[u8]>>>(
+        &mut self,
+        digest: Digest,
+        offset: u64,
+        bytes: B,
+    ) {
+        if self.budget_bytes == 0 {
+            return;
+        }
         self.remove(&digest);
-        let len = bytes.len();
+        let len = bytes.as_ref().len();
         if len == 0 || len > self.budget_bytes / 8 {
             return;
         }
+        let bytes: Rc<[u8]> = bytes.into();
         while self.used_bytes + len > self.budget_bytes {
             self.evict_one();
         }

@@ -159,6 +159,10 @@ impl<P: Copy> Slab<P> {
         &mut self.blocks[id as usize / PAGES_PER_BLOCK][id as usize % PAGES_PER_BLOCK]
     }
 
+    fn in_use(&self) -> usize {
+        self.made as usize - self.free.len()
+    }
+
     fn memory_bytes(&self) -> usize {
         self.blocks.len() * PAGES_PER_BLOCK * std::mem::size_of::<P>() + self.free.capacity() * 4
     }
@@ -477,7 +481,8 @@ impl Index {
         ))
     }
 
-    pub fn insert(&mut self, d: Digest, e: IndexEntry) {
+    /// Indexes `d`, returning the entry it replaces (one lookup for both).
+    pub fn insert(&mut self, d: Digest, e: IndexEntry) -> Option<IndexEntry> {
         assert!(
             e.bytes > 0 && e.meta.generation != 0,
             "index entry for a real record"
@@ -490,19 +495,22 @@ impl Index {
         let packed = e.pack(&d);
         let found = self.partitions[pid].find(&self.pages, &d, hash);
         let mut t = self.table(pid);
-        match found {
+        let old = match found {
             Ok(slot) => {
                 let pos = pos_of(t.slot(slot));
                 let old = IndexEntry::unpack(&t.entry(pos));
                 t.set_entry(pos, packed);
                 self.sets.add(old.set_id, -1);
+                Some(old)
             }
             Err(_) => {
                 t.push(packed, hash);
                 self.len += 1;
+                None
             }
-        }
+        };
         self.sets.add(e.set_id, 1);
+        old
     }
 
     pub fn remove(&mut self, d: &Digest) -> Option<IndexEntry> {
@@ -520,13 +528,11 @@ impl Index {
         self.len
     }
 
-    /// RAM of the index: its pages (free ones included), page lists and partition headers.
+    /// RAM of the index: its pages (free ones included), page lists (counted as the pages in
+    /// use, without their `Vec`s' spare capacity) and partition headers. O(1): stats read it
+    /// after every write.
     pub fn memory_bytes(&self) -> u64 {
-        let lists: usize = self
-            .partitions
-            .iter()
-            .map(|p| (p.entry_pages.capacity() + p.slot_pages.capacity()) * 4)
-            .sum();
+        let lists = (self.pages.entries.in_use() + self.pages.slots.in_use()) * 4;
         (self.pages.entries.memory_bytes()
             + self.pages.slots.memory_bytes()
             + lists

