@@ -31,6 +31,11 @@ pub struct RecordCache {
 }
 
 impl RecordCache {
+    /// Whether it keeps anything (a budget of 0 disables it).
+    pub fn enabled(&self) -> bool {
+        self.budget_bytes > 0
+    }
+
     /// A cache holding at most `budget_bytes` of record bytes; 0 disables it.
     pub fn new(budget_bytes: usize) -> RecordCache {
         RecordCache {

@@ -22,6 +22,9 @@ use apogee_wire::Digest;
 
 /// Concurrent reads in flight for the random-read test (fio's iodepth).
 const QUEUE_DEPTH: usize = 32;
+fn queue_depth() -> usize {
+    std::env::var("QD").ok().and_then(|v| v.parse().ok()).unwrap_or(QUEUE_DEPTH)
+}
 
 fn config(dir: PathBuf) -> StoreConfig {
     StoreConfig {
@@ -91,7 +94,11 @@ fn main() -> ExitCode {
         } else {
             0
         };
-        glommio::LocalExecutorBuilder::default()
+        let mut builder = glommio::LocalExecutorBuilder::default();
+        if let Some(us) = std::env::var("SPIN_US").ok().and_then(|v| v.parse().ok()) {
+            builder = builder.spin_before_park(Duration::from_micros(us));
+        }
+        builder
             .spawn(move || async move {
                 match mode.as_str() {
                     "write" => write(dir, records).await,
@@ -157,7 +164,7 @@ async fn read(dir: PathBuf, records: u64, seconds: u64) -> Result<(), String> {
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let workers: Vec<_> = (0..QUEUE_DEPTH as u64)
+    let workers: Vec<_> = (0..queue_depth() as u64)
         .map(|w| {
             let store: Rc<ShardStore> = store.clone();
             glommio::spawn_local(async move {

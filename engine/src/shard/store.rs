@@ -583,10 +583,13 @@ impl ShardStore {
             })?;
         let record = check(Record::decode_tagged(&bytes, tag));
         // Cache it only if it is still the newest version after the await.
-        if record.is_ok() && self.version(digest) == Some(entry.offset) {
+        if record.is_ok()
+            && self.cache.borrow().enabled()
+            && self.version(digest) == Some(entry.offset)
+        {
             self.cache
                 .borrow_mut()
-                .insert(*digest, entry.offset, Rc::from(&bytes[..]));
+                .insert(*digest, entry.offset, &bytes[..]);
         }
         Ok(record)
     }
