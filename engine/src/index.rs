@@ -418,6 +418,8 @@ pub struct Index {
     len: usize,
     seed: u64,
     set_ids: HashMap<Vec<u8>, u16>,
+    /// The set named last: writes mostly repeat it, and this spares them the hash lookup.
+    last_set: Option<(Vec<u8>, u16)>,
     sets: Arc<SetStats>,
 }
 
@@ -432,6 +434,7 @@ impl Default for Index {
             len: 0,
             seed: std::collections::hash_map::RandomState::new().hash_one(0x6170_6f67_6565u64),
             set_ids: HashMap::new(),
+            last_set: None,
             sets: Arc::default(),
         }
     }
@@ -444,12 +447,19 @@ impl Index {
         if name.is_empty() {
             return 0;
         }
+        if let Some((last, id)) = &self.last_set {
+            if last == name {
+                return *id;
+            }
+        }
         if let Some(&id) = self.set_ids.get(name) {
+            self.last_set = Some((name.to_vec(), id));
             return id;
         }
         match self.sets.register(name) {
             Some(id) => {
                 self.set_ids.insert(name.to_vec(), id);
+                self.last_set = Some((name.to_vec(), id));
                 id
             }
             None => {

@@ -6,6 +6,9 @@
 //!   engine-io read <dir> <records> <seconds>
 //!                                     random reads of those records with the cache off, 32 in
 //!                                     flight (queue depth 32); prints reads/s
+//!   engine-io write-shards <dir> <records> <shards>
+//!                                     the same spread over <shards> stores, one per core,
+//!                                     writing at once
 //!   engine-io recover <dir>           cold start: rebuild the index; prints seconds and MB/s
 //!
 //! One shard, 1 MiB write blocks. Run `write` first; `read` and `recover` reuse its files.
@@ -23,7 +26,10 @@ use apogee_wire::Digest;
 /// Concurrent reads in flight for the random-read test (fio's iodepth).
 const QUEUE_DEPTH: usize = 32;
 fn queue_depth() -> usize {
-    std::env::var("QD").ok().and_then(|v| v.parse().ok()).unwrap_or(QUEUE_DEPTH)
+    std::env::var("QD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(QUEUE_DEPTH)
 }
 
 fn config(dir: PathBuf) -> StoreConfig {
@@ -94,6 +100,10 @@ fn main() -> ExitCode {
         } else {
             0
         };
+        if mode == "write-shards" {
+            let shards: u32 = arg(&args, 4, "<shards>")?;
+            return write_shards(dir, records, shards);
+        }
         let mut builder = glommio::LocalExecutorBuilder::default();
         if let Some(us) = std::env::var("SPIN_US").ok().and_then(|v| v.parse().ok()) {
             builder = builder.spin_before_park(Duration::from_micros(us));
@@ -122,15 +132,52 @@ fn main() -> ExitCode {
     }
 }
 
-async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
-    let (store, _) = ShardStore::open(config(dir), Arc::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    // Digests come from the client in Apogee (the wire carries them), so they are computed
-    // before the clock starts; one record is reused with its digest and a value byte changed.
-    let digests: Vec<Digest> = (0..records)
-        .map(|i| Digest::of_integer("s", i as i64))
-        .collect();
+/// `records` records spread over `shards` stores, one per core as the server runs them, all
+/// writing at once; prints MB/s of record bytes over the slowest shard's time.
+fn write_shards(dir: PathBuf, records: u64, shards: u32) -> Result<(), String> {
+    if shards == 0 {
+        return Err("<shards> must be at least 1".into());
+    }
+    let start = Arc::new(std::sync::Barrier::new(shards as usize));
+    let handles: Vec<_> = (0..shards)
+        .map(|shard| {
+            let (dir, start) = (dir.clone(), start.clone());
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(shard as usize))
+                .spawn(move || async move {
+                    let cfg = StoreConfig {
+                        shard,
+                        shard_count: shards,
+                        ..config(dir)
+                    };
+                    let mine = (0..records).filter(|i| i % u64::from(shards) == u64::from(shard));
+                    let digests: Vec<Digest> =
+                        mine.map(|i| Digest::of_integer("s", i as i64)).collect();
+                    let (store, _) = ShardStore::open(cfg, Arc::default())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    start.wait();
+                    let secs = write_digests(&store, &digests).await?;
+                    Ok::<_, String>((digests.len(), secs))
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let mut slowest = 0f64;
+    let mut written = 0;
+    for h in handles {
+        let (n, secs) = h.join().map_err(|e| e.to_string())??;
+        written += n;
+        slowest = slowest.max(secs);
+    }
+    println!(
+        "engine write, {shards} shards: {written} records of 1 KiB in {slowest:.2} s: {:.1} MB/s",
+        written as f64 * 1024.0 / slowest / 1e6
+    );
+    Ok(())
+}
+
+/// Writes one record per digest and flushes; returns the seconds it took.
+async fn write_digests(store: &ShardStore, digests: &[Digest]) -> Result<f64, String> {
     let mut r = record(0);
     let started = Instant::now();
     for (i, d) in digests.iter().enumerate() {
@@ -144,7 +191,19 @@ async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
         }
     }
     store.flush_all().await.map_err(|e| e.to_string())?;
-    let secs = started.elapsed().as_secs_f64();
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
+    let (store, _) = ShardStore::open(config(dir), Arc::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    // Digests come from the client in Apogee (the wire carries them), so they are computed
+    // before the clock starts; one record is reused with its digest and a value byte changed.
+    let digests: Vec<Digest> = (0..records)
+        .map(|i| Digest::of_integer("s", i as i64))
+        .collect();
+    let secs = write_digests(&store, &digests).await?;
     println!(
         "engine write: {records} records of 1 KiB in {secs:.2} s: {:.1} MB/s",
         records as f64 * 1024.0 / secs / 1e6
