@@ -21,6 +21,9 @@ pub struct FileHeader {
     pub shard: u32,
     pub shard_count: u32,
     pub block_bytes: u32,
+    /// Size of the region this header starts, in MiB, when the file or device is shared by
+    /// several shards (one region each); 0 for a shard's own file (the whole file).
+    pub region_mib: u32,
 }
 
 impl FileHeader {
@@ -34,6 +37,7 @@ impl FileHeader {
         b[24..28].copy_from_slice(&self.block_bytes.to_be_bytes());
         b[28] = self.namespace.len() as u8;
         b[29..29 + self.namespace.len()].copy_from_slice(self.namespace.as_bytes());
+        b[60..64].copy_from_slice(&self.region_mib.to_be_bytes());
         let crc = crc32fast::hash(&b[16..64]);
         b[12..16].copy_from_slice(&crc.to_be_bytes());
         b
@@ -73,6 +77,7 @@ impl FileHeader {
             shard: be32(16),
             shard_count: be32(20),
             block_bytes: be32(24),
+            region_mib: be32(60),
         })
     }
 }
@@ -89,6 +94,7 @@ mod tests {
             shard: 1,
             shard_count: 2,
             block_bytes: 1 << 20,
+            region_mib: 7,
         };
         let b = h.encode();
         assert_eq!(FileHeader::decode(&b).unwrap(), h);

@@ -29,6 +29,7 @@ fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
         stop_writes_used_pct: 70,
         stop_writes_avail_pct: 5,
         evict_used_pct: 0,
+        extents: Vec::new(),
     }
 }
 
@@ -604,6 +605,94 @@ fn sweeps_in_chunks_expire_exactly_the_expired() {
             if i % 3 == 0 || renewed {
                 assert!(alive, "record {i} must live");
             }
+        }
+    });
+}
+
+/// Shard 1 of 2 over three configured files: its blocks stripe over its region of each file
+/// (nothing written into shard 0's regions), records survive overwrites, deletes, defrag and a
+/// restart, the files fill to capacity and no further, and a changed layout is refused.
+#[test]
+fn configured_files_are_split_into_regions_and_striped() {
+    use apogee_engine::shard::media::regions;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let mib = 1u64 << 20;
+        let paths: Vec<_> = ["a.dat", "b.dat", "c.dat"]
+            .iter()
+            .map(|n| (d.join(n), Some(8 * mib)))
+            .collect();
+        let layout = |shards: u32, size: u64| {
+            let p: Vec<_> = paths.iter().map(|(p, _)| (p.clone(), Some(size))).collect();
+            StoreConfig {
+                shard: 1,
+                shard_count: shards,
+                extents: regions(&p, 1, shards).unwrap(),
+                ..cfg(&d, true)
+            }
+        };
+        let (store, _) = open(layout(2, 8 * mib)).await;
+        // 4 MiB regions of 128 KiB blocks: 31 blocks each after the header page, 93 in all.
+        for round in 0..6 {
+            for i in 0..600 {
+                store.put(&versioned(i, round)).await.unwrap();
+            }
+            defrag_all(&store).await;
+        }
+        for i in (0..600).step_by(3) {
+            store.put(&tombstone(i)).await.unwrap();
+        }
+        store.flush_all().await.unwrap();
+        let want = |i: u32| (i % 3 != 0).then(|| versioned(i, 5));
+        for i in 0..600 {
+            assert_eq!(store.get(&versioned(i, 0).digest).await.unwrap(), want(i));
+        }
+        drop(store);
+        // Every file got blocks, all past shard 0's region: of the first 4 MiB only shard 0's
+        // header page is written (by shard 1, so that page 0 is never a hole; see media.rs).
+        for (p, _) in &paths {
+            let bytes = std::fs::read(p).unwrap();
+            assert!(
+                bytes.len() as u64 > 4 * mib + 4096 + 128 * 1024,
+                "{p:?} got no block"
+            );
+            assert!(bytes.len() as u64 <= 8 * mib);
+            assert_eq!(&bytes[..8], b"APOGEEDB");
+            assert!(bytes[4096..(4 * mib) as usize].iter().all(|&b| b == 0));
+        }
+        let (store, report) = open(layout(2, 8 * mib)).await;
+        assert_eq!(report.objects, 400);
+        assert_eq!(report.bad_records, 0);
+        for i in 0..600 {
+            assert_eq!(store.get(&versioned(i, 0).digest).await.unwrap(), want(i));
+        }
+        // Fill it: writes end in out-of-space, never past the regions.
+        let mut i = 1000;
+        let err = loop {
+            match store.put(&versioned(i, 0)).await {
+                Ok(()) => i += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                i < 10_000,
+                "93 blocks of 128 KiB hold far fewer 1 KiB records"
+            );
+        };
+        assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err}");
+        drop(store);
+        for (p, _) in &paths {
+            assert!(std::fs::metadata(p).unwrap().len() <= 8 * mib);
+        }
+        // Another core count or file size moves the regions: refused, naming the cause.
+        for (shards, size, says) in [
+            (3, 12 * mib, "shard 0 of 2, but is opened as shard 0 of 3"),
+            (2, 16 * mib, "regions are 4 MiB"),
+        ] {
+            let Err(e) = ShardStore::open(layout(shards, size), Arc::default()).await else {
+                panic!("a changed layout opened");
+            };
+            assert!(e.to_string().contains(says), "{e}");
         }
     });
 }

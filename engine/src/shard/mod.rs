@@ -3,7 +3,9 @@
 //! Everything here is owned by exactly one glommio executor and is `!Send`; other cores reach
 //! it only through the server's cross-core channels.
 
+pub mod media;
 pub mod space;
 pub mod store;
 
+pub use media::ExtentConfig;
 pub use store::{CommitTicket, InjectedFault, ShardStore, StoreConfig};

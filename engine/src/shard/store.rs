@@ -11,7 +11,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,20 +18,21 @@ use std::time::{Duration, Instant};
 
 use apogee_wire::Digest;
 use futures_lite::StreamExt;
-use glommio::io::{DmaFile, MergedBufferLimit, OpenOptions, ReadAmplificationLimit};
+use glommio::io::{MergedBufferLimit, ReadAmplificationLimit};
 use glommio::sync::Semaphore;
 
 use crate::block::{BlockHeader, BlockState, WriteBlock, BLOCK_HEADER_BYTES, IO_ALIGN_BYTES};
 use crate::cache::RecordCache;
 use crate::clock;
 use crate::error::StoreError;
-use crate::file_header::{FileHeader, FILE_HEADER_BYTES, FORMAT_VERSION};
+use crate::file_header::FILE_HEADER_BYTES;
 use crate::index::{Index, IndexEntry, Shadow, Shadows};
 use crate::record::{
     block_tag, decode_header_tagged, retag, set_name_of, Record, RecordDecodeError, RecordHeader,
     RECORD_FIXED_BYTES,
 };
 use crate::recovery;
+use crate::shard::media::{ExtentConfig, Media};
 use crate::shard::space::{BlockInfo, BlockTable, BlockUse};
 use crate::stats::ShardStats;
 use crate::tuning::{Setting, Tuning};
@@ -90,6 +90,9 @@ pub struct StoreConfig {
     /// Above this share of the capacity in live data, the expiry sweep evicts records with a
     /// TTL, soonest to expire first (Aerospike's `evict-used-pct`); 0 disables eviction.
     pub evict_used_pct: u64,
+    /// The regions of configured files or devices this shard owns; empty for the default
+    /// layout (`<dir>/shard-<n>.dat`, limited by `file_bytes_max`).
+    pub extents: Vec<ExtentConfig>,
 }
 
 struct State {
@@ -112,7 +115,7 @@ pub struct ShardStore {
     me: std::rc::Weak<ShardStore>,
     cfg: StoreConfig,
     path: String,
-    file: Rc<DmaFile>,
+    media: Media,
     state: RefCell<State>,
     cache: RefCell<RecordCache>,
     /// One flush at a time; writers queued behind it share the next one (group commit).
@@ -154,61 +157,6 @@ pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ 
     }
 }
 
-/// Creates the data file with its header page, or checks the header of an existing one.
-/// Done with std I/O before glommio opens the file: glommio's io-poll probe misjudges empty
-/// files, so the file must never be empty when it opens it.
-fn prepare_file(cfg: &StoreConfig, path: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
-    let bad = |reason: String| StoreError::BadDataFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    if path.exists() {
-        let mut head = vec![0u8; FILE_HEADER_BYTES];
-        let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-        let n = f.read(&mut head).map_err(io_err(path))?;
-        let h = FileHeader::decode(&head[..n]).map_err(bad)?;
-        if h.namespace != cfg.namespace {
-            return Err(bad(format!(
-                "it belongs to namespace '{}', not '{}'",
-                h.namespace, cfg.namespace
-            )));
-        }
-        if h.shard != cfg.shard || h.shard_count != cfg.shard_count {
-            return Err(bad(format!(
-                "it was written by shard {} of {}, but is opened as shard {} of {} \
-                 (the server re-homes a data directory written with another --cores at start)",
-                h.shard, h.shard_count, cfg.shard, cfg.shard_count
-            )));
-        }
-        if h.block_bytes as usize != cfg.block_bytes {
-            return Err(bad(format!(
-                "it was written with write-block-size {}, configured {}; set write-block-size {}",
-                h.block_bytes, cfg.block_bytes, h.block_bytes
-            )));
-        }
-        return Ok(());
-    }
-    let header = FileHeader {
-        format_version: FORMAT_VERSION,
-        namespace: cfg.namespace.clone(),
-        shard: cfg.shard,
-        shard_count: cfg.shard_count,
-        block_bytes: cfg.block_bytes as u32,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.write_all(&header.encode()).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))?;
-    std::fs::File::open(&cfg.dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(&cfg.dir))?;
-    Ok(())
-}
-
 impl ShardStore {
     /// Opens (creating if needed) the shard's data file and rebuilds the index from it.
     /// The shard's per-set object counts, for the `sets` info command.
@@ -228,29 +176,24 @@ impl ShardStore {
         assert!(cfg.shard < cfg.shard_count);
         assert!(cfg.block_bytes.is_multiple_of(IO_ALIGN_BYTES));
         assert!((1..100).contains(&cfg.defrag_lwm_pct));
-        let path = cfg.dir.join(format!("shard-{}.dat", cfg.shard));
-        prepare_file(&cfg, &path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .dma_open(&path)
-            .await
-            .map_err(|e| StoreError::Io {
-                path: path.display().to_string(),
-                source: e.into(),
-            })?;
-        let path_s = path.display().to_string();
-        let file = Rc::new(file);
-        let (state, report) = Self::recover(&cfg, &file, &path_s).await?;
+        let media = Media::open(&cfg).await?;
+        let path_s = media.describe();
+        let (state, report) = Self::recover(&cfg, &media, &path_s).await?;
         stats.add_bad_records(report.bad_records);
         stats.set_objects(report.objects);
         stats.set_shadows(state.shadows.len() as u64);
         stats.set_usage(state.table.live_total(), state.index.memory_bytes());
-        stats.set_total_bytes(cfg.file_bytes_max);
+        stats.set_total_bytes(if cfg.extents.is_empty() {
+            cfg.file_bytes_max
+        } else {
+            media
+                .capacity_blocks()
+                .map_or(0, |c| u64::from(c) * cfg.block_bytes as u64)
+        });
         let store = Rc::new_cyclic(|me| ShardStore {
             me: me.clone(),
             path: path_s,
-            file,
+            media,
             state: RefCell::new(state),
             cache: RefCell::new(RecordCache::new(cfg.cache_bytes)),
             tuning: Arc::new(Tuning::from_config(&cfg)),
@@ -270,7 +213,7 @@ impl ShardStore {
     /// blocks that hold nothing live so they can be reused.
     async fn recover(
         cfg: &StoreConfig,
-        file: &Rc<DmaFile>,
+        media: &Media,
         path: &str,
     ) -> Result<(State, RecoveryReport), StoreError> {
         let started = Instant::now();
@@ -278,36 +221,76 @@ impl ShardStore {
             path: path.to_string(),
             source,
         };
-        let size = file.file_size().await.map_err(|e| io(e.into()))?;
         let bs = cfg.block_bytes as u64;
         let first = FILE_HEADER_BYTES as u64;
-        let n_blocks = u32::try_from(size.saturating_sub(first).div_ceil(bs)).map_err(|_| {
-            StoreError::BadDataFile {
-                path: path.to_string(),
-                reason: format!("{size} bytes is more blocks than a shard can address"),
-            }
+        let k_ext = media.extent_count();
+        // Blocks already in each extent's file; virtual block i is extent i % k, local i / k.
+        let mut existing = Vec::with_capacity(k_ext);
+        for e in 0..k_ext {
+            existing.push(media.existing_blocks(e).await?);
+        }
+        let n_virtual = existing
+            .iter()
+            .enumerate()
+            .map(|(e, &n)| {
+                if n == 0 {
+                    0
+                } else {
+                    (n - 1) * k_ext as u64 + e as u64 + 1
+                }
+            })
+            .max()
+            .unwrap_or(0);
+        let n_blocks = u32::try_from(n_virtual).map_err(|_| StoreError::BadDataFile {
+            path: path.to_string(),
+            reason: format!("{n_virtual} blocks is more than a shard can address"),
         })?;
-        let capacity = (cfg.file_bytes_max > 0).then(|| {
-            u32::try_from(cfg.file_bytes_max.saturating_sub(first) / bs).unwrap_or(u32::MAX)
+        let present = |k: u32| {
+            let e = k as usize % k_ext;
+            u64::from(k) / (k_ext as u64) < existing[e]
+        };
+        let capacity = media.capacity_blocks().or_else(|| {
+            (cfg.file_bytes_max > 0).then(|| {
+                u32::try_from(cfg.file_bytes_max.saturating_sub(first) / bs).unwrap_or(u32::MAX)
+            })
         });
         let mut table = BlockTable::new(first, bs, capacity);
         let mut report = RecoveryReport::default();
         // Pass 1: headers, to learn each block's sequence number. Many reads in flight at
-        // once (glommio's ordered bulk I/O): on an SSD this pass is latency-bound otherwise.
+        // once (glommio's ordered bulk I/O), one stream per extent: on an SSD this pass is
+        // latency-bound otherwise.
         let mut order = Vec::new();
         let mut to_zero = Vec::new();
-        let heads: Vec<(u64, usize)> = (0..n_blocks)
-            .map(|k| (table.base_of(k), IO_ALIGN_BYTES))
+        let mut head_reads: Vec<_> = (0..k_ext)
+            .map(|e| {
+                let heads: Vec<(u64, usize)> = (0..n_blocks)
+                    .filter(|&k| k as usize % k_ext == e && present(k))
+                    .map(|k| (media.locate(table.base_of(k)).1, IO_ALIGN_BYTES))
+                    .collect();
+                media
+                    .file(e)
+                    .read_many(
+                        futures_lite::stream::iter(heads),
+                        MergedBufferLimit::NoMerging,
+                        ReadAmplificationLimit::NoAmplification,
+                    )
+                    .with_concurrency(RECOVERY_READS_IN_FLIGHT)
+            })
             .collect();
-        let mut head_reads = file
-            .read_many(
-                futures_lite::stream::iter(heads),
-                MergedBufferLimit::NoMerging,
-                ReadAmplificationLimit::NoAmplification,
-            )
-            .with_concurrency(RECOVERY_READS_IN_FLIGHT);
         for k in 0..n_blocks {
-            let (_, head) = head_reads
+            if !present(k) {
+                // Past the end of its extent's file: never written.
+                table.set_recovered(
+                    k,
+                    BlockInfo {
+                        sequence: 0,
+                        live_bytes: 0,
+                        state: BlockUse::Free,
+                    },
+                );
+                continue;
+            }
+            let (_, head) = head_reads[k as usize % k_ext]
                 .next()
                 .await
                 .expect("one result per block header")
@@ -350,22 +333,29 @@ impl ShardStore {
         let mut buf = vec![0u8; cfg.block_bytes];
         let mut last_log = Instant::now();
         let mut max_sequence = 0;
-        // Blocks in sequence order, read ahead several at a time; blocks that sit next to each
-        // other on disk (a file written front to back) merge into one large read.
-        let blocks: Vec<(u64, usize)> = order
-            .iter()
-            .map(|&(_, k)| (table.base_of(k), cfg.block_bytes))
+        // Blocks in sequence order, read ahead several at a time, one stream per extent;
+        // blocks that sit next to each other on disk (a file written front to back) merge
+        // into one large read.
+        let mut block_reads: Vec<_> = (0..k_ext)
+            .map(|e| {
+                let blocks: Vec<(u64, usize)> = order
+                    .iter()
+                    .filter(|&&(_, k)| k as usize % k_ext == e)
+                    .map(|&(_, k)| (media.locate(table.base_of(k)).1, cfg.block_bytes))
+                    .collect();
+                media
+                    .file(e)
+                    .read_many(
+                        futures_lite::stream::iter(blocks),
+                        MergedBufferLimit::Custom(RECOVERY_READ_BYTES_MAX.max(cfg.block_bytes)),
+                        ReadAmplificationLimit::NoAmplification,
+                    )
+                    .with_concurrency(RECOVERY_BLOCKS_IN_FLIGHT)
+            })
             .collect();
-        let mut block_reads = file
-            .read_many(
-                futures_lite::stream::iter(blocks),
-                MergedBufferLimit::Custom(RECOVERY_READ_BYTES_MAX.max(cfg.block_bytes)),
-                ReadAmplificationLimit::NoAmplification,
-            )
-            .with_concurrency(RECOVERY_BLOCKS_IN_FLIGHT);
         for (n, &(sequence, k)) in order.iter().enumerate() {
             let base = table.base_of(k);
-            let (_, read) = block_reads
+            let (_, read) = block_reads[k as usize % k_ext]
                 .next()
                 .await
                 .expect("one result per block")
@@ -420,9 +410,9 @@ impl ShardStore {
         }
         if !to_zero.is_empty() {
             for &k in &to_zero {
-                zero_header(file, table.base_of(k)).await.map_err(io)?;
+                zero_header(media, table.base_of(k)).await.map_err(io)?;
             }
-            file.fdatasync().await.map_err(|e| io(e.into()))?;
+            media.sync_all().await.map_err(|(_, e)| io(e))?;
             for &k in &to_zero {
                 if table.info(k).state == BlockUse::Sealed {
                     table.release(k);
@@ -573,9 +563,11 @@ impl ShardStore {
             return Ok(check(r));
         }
         self.stats.count_device_read();
+        let (e, at) = self.media.locate(entry.offset);
         let bytes = self
-            .file
-            .read_at(entry.offset, entry.bytes as usize)
+            .media
+            .file(e)
+            .read_at(at, entry.bytes as usize)
             .await
             .map_err(|e| StoreError::Io {
                 path: self.path.clone(),
@@ -788,7 +780,7 @@ impl ShardStore {
                 .iter()
                 .filter_map(|b| b.dirty_pages().map(|d| (b.base, d)))
                 .map(|(base, (offset, pages, used))| {
-                    let mut buf = self.file.alloc_dma_buffer(pages.len());
+                    let mut buf = self.media.file(0).alloc_dma_buffer(pages.len());
                     buf.as_bytes_mut().copy_from_slice(pages);
                     (base, offset, buf, used)
                 })
@@ -796,12 +788,16 @@ impl ShardStore {
             (segments, st.appended_lsn)
         };
         let mut written = Vec::with_capacity(segments.len());
+        let mut extents_written = vec![false; self.media.extent_count()];
         for (base, offset, buf, used) in segments {
             let len = buf.len();
+            let (e, at) = self.media.locate(offset);
+            extents_written[e] = true;
             let outcome = match self.fault.take() {
                 None => self
-                    .file
-                    .write_at(buf, offset)
+                    .media
+                    .file(e)
+                    .write_at(buf, at)
                     .await
                     .map_err(std::io::Error::from),
                 Some(InjectedFault::Eio) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
@@ -816,8 +812,8 @@ impl ShardStore {
                 Err(e) => return Err(self.fail(format!("write at {offset} failed: {e}"))),
             }
         }
-        if let Err(e) = self.file.fdatasync().await {
-            return Err(self.fail(format!("fdatasync failed: {e}")));
+        if let Err((path, e)) = self.media.sync(&extents_written).await {
+            return Err(self.fail(format!("fdatasync of {path} failed: {e}")));
         }
         self.flushes.set(self.flushes.get() + 1);
         let mut st = self.state.borrow_mut();
@@ -1074,9 +1070,11 @@ impl ShardStore {
             path: self.path.clone(),
             source: e.into(),
         };
+        let (e, at) = self.media.locate(base);
         let data = self
-            .file
-            .read_at_aligned(base, self.cfg.block_bytes)
+            .media
+            .file(e)
+            .read_at_aligned(at, self.cfg.block_bytes)
             .await
             .map_err(io)?;
         match BlockHeader::decode(&data) {
@@ -1115,10 +1113,10 @@ impl ShardStore {
             });
         }
         self.flush_all().await?;
-        if let Err(e) = zero_header(&self.file, base).await {
+        if let Err(e) = zero_header(&self.media, base).await {
             return Err(self.fail(format!("zeroing block {idx} failed: {e}")));
         }
-        if let Err(e) = self.file.fdatasync().await {
+        if let Err((_, e)) = self.media.sync_all().await {
             return Err(self.fail(format!("fdatasync after zeroing block {idx} failed: {e}")));
         }
         self.state.borrow_mut().table.release(idx);
@@ -1161,11 +1159,14 @@ impl ShardStore {
 }
 
 /// Writes a zero page over a block's header, so recovery sees the block as never written.
-async fn zero_header(file: &DmaFile, base: u64) -> std::io::Result<()> {
+/// Zeroes the header page of the block at virtual offset `base`.
+async fn zero_header(media: &Media, base: u64) -> std::io::Result<()> {
+    let (e, at) = media.locate(base);
+    let file = media.file(e);
     let mut page = file.alloc_dma_buffer(IO_ALIGN_BYTES);
     page.as_bytes_mut().fill(0);
     let n = file
-        .write_at(page, base)
+        .write_at(page, at)
         .await
         .map_err(std::io::Error::from)?;
     if n != IO_ALIGN_BYTES {

@@ -545,6 +545,7 @@ mod tests {
                     stop_writes_used_pct: 70,
                     stop_writes_avail_pct: 5,
                     evict_used_pct: 0,
+                    extents: Vec::new(),
                 };
                 let (store, _) = ShardStore::open(cfg, Default::default()).await.unwrap();
                 let ns = WriteLimits {

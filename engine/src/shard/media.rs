@@ -1,0 +1,351 @@
+//! Where a shard's blocks physically live: one data file of its own (the default layout,
+//! `<dir>/shard-<n>.dat`), or one region of each of the namespace's configured files or raw
+//! devices (Aerospike's `file` / `device`), each split into one region per core.
+//!
+//! Owns the mapping from the store's *virtual* offsets (block `i` spans
+//! `FILE_HEADER_BYTES + i × block_bytes ..`, as if the shard had one file) to an extent and a
+//! physical offset. Blocks are striped over the extents (block `i` lives in extent
+//! `i % extents`), so consecutive blocks go to different devices. Every extent starts with a
+//! [`FileHeader`] page naming its namespace, shard, core count, block size and region size;
+//! a mismatch is refused, never reinterpreted. This module never decides what to write.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::error::StoreError;
+use crate::file_header::{FileHeader, FILE_HEADER_BYTES, FORMAT_VERSION};
+use crate::shard::store::{io_err, StoreConfig};
+
+/// One configured file or device region a shard owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentConfig {
+    /// The file or block device.
+    pub path: PathBuf,
+    /// Byte offset of the region in it (a multiple of 1 MiB).
+    pub start: u64,
+    /// Bytes of the region (a multiple of 1 MiB, header page included).
+    pub bytes: u64,
+}
+
+/// The opened extents of one shard.
+pub struct Media {
+    extents: Vec<Extent>,
+    block_bytes: u64,
+    /// Blocks each extent holds (`None`: the default layout's file, which grows as needed).
+    blocks_per_extent: Option<u32>,
+}
+
+struct Extent {
+    file: Rc<DmaFile>,
+    path: String,
+    start: u64,
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Creates the header page of an extent, or checks the one there. Done with std I/O before
+/// glommio opens the file: glommio probes io-poll support by reading the file's first page,
+/// and a hole there (an empty file, or shard 0's region not yet written) makes the probe
+/// succeed without touching the device and wrongly enables polling for the whole device. So
+/// a region other than the first also makes sure the first region's header exists (every
+/// shard writes the same bytes there, so racing shards agree), and checks it: a changed core
+/// count or file size is caught there even when this region's own page is still blank.
+fn prepare(cfg: &StoreConfig, path: &Path, start: u64, region_mib: u32) -> Result<(), StoreError> {
+    let exists = path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(!exists)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err(path))?;
+    if start > 0 {
+        check_or_write(&mut f, cfg, path, 0, 0, region_mib)?;
+    }
+    check_or_write(&mut f, cfg, path, start, cfg.shard, region_mib)?;
+    f.sync_all().map_err(io_err(path))?;
+    if !exists {
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the header page at `start` against shard `shard` of this configuration, or writes
+/// it when the page is blank.
+fn check_or_write(
+    f: &mut std::fs::File,
+    cfg: &StoreConfig,
+    path: &Path,
+    start: u64,
+    shard: u32,
+    region_mib: u32,
+) -> Result<(), StoreError> {
+    let bad = |reason: String| StoreError::BadDataFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut head = vec![0u8; FILE_HEADER_BYTES];
+    f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]).map_err(io_err(path))? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    if head[..n].iter().all(|&b| b == 0) {
+        let header = FileHeader {
+            format_version: FORMAT_VERSION,
+            namespace: cfg.namespace.clone(),
+            shard,
+            shard_count: cfg.shard_count,
+            block_bytes: cfg.block_bytes as u32,
+            region_mib,
+        };
+        f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+        return f.write_all(&header.encode()).map_err(io_err(path));
+    }
+    let h = FileHeader::decode(&head[..n]).map_err(bad)?;
+    let at = if start == 0 {
+        String::new()
+    } else {
+        format!(" (region at byte {start})")
+    };
+    if h.namespace != cfg.namespace {
+        return Err(bad(format!(
+            "it belongs to namespace '{}', not '{}'{at}",
+            h.namespace, cfg.namespace
+        )));
+    }
+    if h.shard != shard || h.shard_count != cfg.shard_count {
+        let hint = if region_mib == 0 {
+            "the server re-homes a data directory written with another --cores at start"
+        } else {
+            "configured files and devices are split into one region per core: start with \
+             the core count that wrote them, or restore a backup into a fresh layout"
+        };
+        return Err(bad(format!(
+            "it was written by shard {} of {}, but is opened as shard {} of {}{at} ({hint})",
+            h.shard, h.shard_count, shard, cfg.shard_count
+        )));
+    }
+    if h.block_bytes as usize != cfg.block_bytes {
+        return Err(bad(format!(
+            "it was written with write-block-size {}, configured {}; set write-block-size {}",
+            h.block_bytes, cfg.block_bytes, h.block_bytes
+        )));
+    }
+    if h.region_mib != region_mib {
+        return Err(bad(format!(
+            "its regions are {} MiB, the configuration makes them {region_mib} MiB \
+             (filesize or the core count changed: set them back, or start from a fresh file)",
+            h.region_mib
+        )));
+    }
+    Ok(())
+}
+
+impl Media {
+    /// Opens (creating where needed) the extents `cfg` names.
+    pub async fn open(cfg: &StoreConfig) -> Result<Media, StoreError> {
+        let bs = cfg.block_bytes as u64;
+        let (specs, blocks_per_extent) = if cfg.extents.is_empty() {
+            std::fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
+            let path = cfg.dir.join(format!("shard-{}.dat", cfg.shard));
+            (vec![(path, 0u64, 0u32)], None)
+        } else {
+            let region = cfg.extents[0].bytes;
+            assert!(cfg.extents.iter().all(|e| e.bytes == region
+                && e.start.is_multiple_of(MIB)
+                && region.is_multiple_of(MIB)));
+            let blocks = (region - FILE_HEADER_BYTES as u64) / bs;
+            if blocks == 0 {
+                return Err(StoreError::BadDataFile {
+                    path: cfg.extents[0].path.display().to_string(),
+                    reason: format!(
+                        "a region of {region} bytes holds no {bs}-byte block: raise filesize"
+                    ),
+                });
+            }
+            let specs = cfg
+                .extents
+                .iter()
+                .map(|e| (e.path.clone(), e.start, (region / MIB) as u32))
+                .collect();
+            (specs, Some(u32::try_from(blocks).unwrap_or(u32::MAX)))
+        };
+        let mut extents = Vec::with_capacity(specs.len());
+        for (path, start, region_mib) in specs {
+            prepare(cfg, &path, start, region_mib)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .dma_open(&path)
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: path.display().to_string(),
+                    source: e.into(),
+                })?;
+            extents.push(Extent {
+                file: Rc::new(file),
+                path: path.display().to_string(),
+                start,
+            });
+        }
+        Ok(Media {
+            extents,
+            block_bytes: bs,
+            blocks_per_extent,
+        })
+    }
+
+    pub fn extent_count(&self) -> usize {
+        self.extents.len()
+    }
+
+    /// Blocks the extents can hold at most (`None`: the default layout, limited by filesize).
+    pub fn capacity_blocks(&self) -> Option<u32> {
+        self.blocks_per_extent
+            .map(|b| b.saturating_mul(self.extents.len() as u32))
+    }
+
+    /// A human name for errors and logs.
+    pub fn describe(&self) -> String {
+        let paths: Vec<&str> = self.extents.iter().map(|e| e.path.as_str()).collect();
+        paths.join(", ")
+    }
+
+    /// The extent and physical offset of virtual offset `v`.
+    pub fn locate(&self, v: u64) -> (usize, u64) {
+        let first = FILE_HEADER_BYTES as u64;
+        assert!(v >= first, "virtual offset {v} is inside the header page");
+        let block = (v - first) / self.block_bytes;
+        let within = (v - first) % self.block_bytes;
+        let k = self.extents.len() as u64;
+        let e = (block % k) as usize;
+        let local = block / k;
+        if let Some(max) = self.blocks_per_extent {
+            assert!(local < u64::from(max), "block {block} is past the extents");
+        }
+        (
+            e,
+            self.extents[e].start + first + local * self.block_bytes + within,
+        )
+    }
+
+    /// The file of extent `e`, for reads and writes at offsets from [`Media::locate`].
+    pub fn file(&self, e: usize) -> &Rc<DmaFile> {
+        &self.extents[e].file
+    }
+
+    /// Blocks of extent `e` that lie within its file as it is now (at most its region).
+    pub async fn existing_blocks(&self, e: usize) -> Result<u64, StoreError> {
+        let x = &self.extents[e];
+        let size = x.file.file_size().await.map_err(|err| StoreError::Io {
+            path: x.path.clone(),
+            source: err.into(),
+        })?;
+        let blocks = size
+            .saturating_sub(x.start + FILE_HEADER_BYTES as u64)
+            .div_ceil(self.block_bytes);
+        Ok(match self.blocks_per_extent {
+            Some(max) => blocks.min(u64::from(max)),
+            None => blocks,
+        })
+    }
+
+    /// The virtual base of local block `local` of extent `e`.
+    pub fn virtual_base(&self, e: usize, local: u64) -> u64 {
+        FILE_HEADER_BYTES as u64 + (local * self.extents.len() as u64 + e as u64) * self.block_bytes
+    }
+
+    /// fdatasync of every extent in `which` (indexes into the extents).
+    pub async fn sync(&self, which: &[bool]) -> Result<(), (String, std::io::Error)> {
+        for (x, _) in self.extents.iter().zip(which).filter(|(_, &w)| w) {
+            x.file
+                .fdatasync()
+                .await
+                .map_err(|e| (x.path.clone(), e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// fdatasync of every extent.
+    pub async fn sync_all(&self) -> Result<(), (String, std::io::Error)> {
+        self.sync(&vec![true; self.extents.len()]).await
+    }
+}
+
+/// The regions of `paths` (files of `file_bytes` each, or devices of their own size) that
+/// shard `shard` of `shards` owns: each is split into `shards` equal regions, rounded down to
+/// whole MiB, all as large as the smallest device's. Reads device sizes with std I/O.
+pub fn regions(
+    paths: &[(PathBuf, Option<u64>)],
+    shard: u32,
+    shards: u32,
+) -> Result<Vec<ExtentConfig>, String> {
+    let mut smallest = u64::MAX;
+    for (path, bytes) in paths {
+        let size = match bytes {
+            Some(b) => *b,
+            None => std::fs::File::open(path)
+                .and_then(|mut f| f.seek(SeekFrom::End(0)))
+                .map_err(|e| format!("cannot size device {}: {e}", path.display()))?,
+        };
+        smallest = smallest.min(size);
+    }
+    let region = smallest / u64::from(shards) / MIB * MIB;
+    if region == 0 {
+        return Err(format!(
+            "{smallest} bytes split over {shards} cores leaves no whole MiB per core"
+        ));
+    }
+    Ok(paths
+        .iter()
+        .map(|(path, _)| ExtentConfig {
+            path: path.clone(),
+            start: u64::from(shard) * region,
+            bytes: region,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_split_every_path_alike() {
+        let paths = vec![
+            (PathBuf::from("/a"), Some(100 * MIB + 5)),
+            (PathBuf::from("/b"), Some(64 * MIB)),
+        ];
+        let r = regions(&paths, 1, 3).unwrap();
+        // The smallest (64 MiB) over 3 cores: 21 MiB each.
+        assert_eq!(
+            r,
+            vec![
+                ExtentConfig {
+                    path: "/a".into(),
+                    start: 21 * MIB,
+                    bytes: 21 * MIB
+                },
+                ExtentConfig {
+                    path: "/b".into(),
+                    start: 21 * MIB,
+                    bytes: 21 * MIB
+                },
+            ]
+        );
+        assert!(regions(&[(PathBuf::from("/c"), Some(MIB))], 0, 2)
+            .unwrap_err()
+            .contains("no whole MiB"));
+    }
+}
