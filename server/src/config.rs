@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use apogee_engine::block::{
     BLOCK_HEADER_BYTES, BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, IO_ALIGN_BYTES,
 };
+use apogee_engine::file_header::FILE_HEADER_BYTES;
 use apogee_engine::file_header::NAMESPACE_BYTES_MAX;
+use apogee_engine::shard::media::regions;
+use apogee_engine::shard::ExtentConfig;
 use apogee_engine::tuning::Setting;
 use serde::Deserialize;
 use thiserror::Error;
@@ -68,7 +71,13 @@ pub struct NamespaceConfig {
     /// Above this percentage of `filesize` in live data, records with a TTL are evicted,
     /// soonest to expire first; 0 disables eviction.
     pub evict_used_pct: u64,
+    /// `extents[shard]`: the regions of the configured `file`s or `device`s each core owns;
+    /// empty for the default layout (`<data-dir>/<namespace>/shard-<n>.dat`).
+    pub extents: Vec<Vec<ExtentConfig>>,
 }
+
+/// Most files or devices one namespace may name (Aerospike's limit).
+pub const STORAGE_PATHS_MAX: usize = 128;
 
 /// Largest `read-cache-size`: 1 TiB.
 pub const READ_CACHE_BYTES_MAX: usize = 1 << 40;
@@ -90,6 +99,7 @@ impl NamespaceConfig {
             stop_writes_used_pct: 70,
             stop_writes_avail_pct: 5,
             evict_used_pct: 0,
+            extents: Vec::new(),
         }
     }
 }
@@ -136,6 +146,26 @@ struct NamespaceSection {
     stop_writes_used_pct: Option<u64>,
     stop_writes_avail_pct: Option<u64>,
     evict_used_pct: Option<u64>,
+    storage_engine: Option<String>,
+    file: Option<OneOrMany>,
+    device: Option<OneOrMany>,
+}
+
+/// `file = "a.dat"` or `file = ["a.dat", "b.dat"]` (Aerospike repeats the key instead).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl OneOrMany {
+    fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            OneOrMany::One(p) => vec![p.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
 }
 
 /// Command-line values that override the file.
@@ -238,6 +268,84 @@ impl Config {
         })
     }
 
+    /// The `storage-engine`, `file` and `device` keys: which regions each core owns.
+    fn storage(
+        key: &dyn Fn(&str) -> String,
+        s: &NamespaceSection,
+        wbs: usize,
+        cores: usize,
+        default_filesize: u64,
+    ) -> Result<Vec<Vec<ExtentConfig>>, ConfigError> {
+        match s.storage_engine.as_deref() {
+            None | Some("device") => {}
+            Some("memory") => {
+                return Err(ConfigError::OutOfRange {
+                    key: key("storage-engine"),
+                    value: "memory".into(),
+                    allowed: "device (storage-engine memory is not built yet: use device with \
+                              a read-cache-size as large as the data)"
+                        .into(),
+                })
+            }
+            Some(other) => {
+                return Err(ConfigError::OutOfRange {
+                    key: key("storage-engine"),
+                    value: other.into(),
+                    allowed: "device".into(),
+                })
+            }
+        }
+        let files = s.file.as_ref().map(OneOrMany::paths).unwrap_or_default();
+        let devices = s.device.as_ref().map(OneOrMany::paths).unwrap_or_default();
+        let (k, paths): (&str, Vec<(PathBuf, Option<u64>)>) = match (files.len(), devices.len()) {
+            (0, 0) => return Ok(Vec::new()),
+            (_, 0) => {
+                let size = s.filesize.unwrap_or(default_filesize);
+                ("file", files.into_iter().map(|p| (p, Some(size))).collect())
+            }
+            (0, _) => ("device", devices.into_iter().map(|p| (p, None)).collect()),
+            (f, d) => {
+                return Err(ConfigError::OutOfRange {
+                    key: key("device"),
+                    value: format!("{d} devices and {f} files"),
+                    allowed: "either file or device in one namespace, not both".into(),
+                })
+            }
+        };
+        range(&key(k), paths.len(), 1, STORAGE_PATHS_MAX, " paths")?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (p, _) in &paths {
+            if !seen.insert(p) {
+                return Err(ConfigError::OutOfRange {
+                    key: key(k),
+                    value: p.display().to_string(),
+                    allowed: "each path once".into(),
+                });
+            }
+        }
+        let per_core = (0..cores as u32)
+            .map(|shard| regions(&paths, shard, cores as u32))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::OutOfRange {
+                key: key(k),
+                value: paths[0].0.display().to_string(),
+                allowed: e,
+            })?;
+        let region = per_core[0][0].bytes;
+        let least = (FILE_HEADER_BYTES + 8 * wbs) as u64;
+        if region < least {
+            return Err(ConfigError::OutOfRange {
+                key: key(if k == "file" { "filesize" } else { "device" }),
+                value: format!("{region} bytes per core"),
+                allowed: format!(
+                    "at least {least} bytes per core (a header page and 8 write blocks); \
+                     each {k} is split into one region per core"
+                ),
+            });
+        }
+        Ok(per_core)
+    }
+
     fn namespace(
         name: &str,
         s: NamespaceSection,
@@ -281,7 +389,9 @@ impl Config {
             record_max,
             " bytes (at most write-block-size minus 64)",
         )?;
+        let extents = Self::storage(&key, &s, wbs, cores, d.filesize)?;
         Ok(NamespaceConfig {
+            extents,
             name: name.to_string(),
             write_block_size: wbs,
             commit_to_device: s.commit_to_device.unwrap_or(d.commit_to_device),
@@ -398,6 +508,55 @@ mod tests {
         assert_eq!(ns.write_block_size, 131072);
         assert!(!ns.commit_to_device);
         assert_eq!(ns.max_record_size, 131072 - 64);
+    }
+
+    #[test]
+    fn files_and_devices_become_one_region_per_core() {
+        let o = Overrides::default();
+        let text = r#"
+            [service]
+            cores = 2
+            [namespace.bar]
+            storage-engine = "device"
+            file = ["/d/a.dat", "/d/b.dat"]
+            filesize = 67108864
+        "#;
+        let c = Config::from_toml(text, &o).unwrap();
+        let ext = &c.namespaces[0].extents;
+        assert_eq!(ext.len(), 2, "one list per core");
+        assert_eq!(ext[1].len(), 2, "a region of each file");
+        assert_eq!(
+            (ext[1][1].path.clone(), ext[1][1].start, ext[1][1].bytes),
+            (PathBuf::from("/d/b.dat"), 32 << 20, 32 << 20)
+        );
+        let one = "[namespace.bar]\nfile = \"/d/a.dat\"\nfilesize = 67108864";
+        assert_eq!(
+            Config::from_toml(one, &o).unwrap().namespaces[0]
+                .extents
+                .len(),
+            c_cores()
+        );
+        let err = |text: &str| Config::from_toml(text, &o).unwrap_err().to_string();
+        assert!(err("[namespace.bar]\nstorage-engine = \"memory\"")
+            .contains("namespace.bar.storage-engine = memory"));
+        assert!(err("[namespace.bar]\nstorage-engine = \"disk\"")
+            .contains("namespace.bar.storage-engine = disk is out of range: device"));
+        assert!(
+            err("[namespace.bar]\nfile = [\"/a\"]\ndevice = [\"/dev/x\"]")
+                .contains("either file or device")
+        );
+        assert!(err("[namespace.bar]\nfile = [\"/a\", \"/a\"]").contains("each path once"));
+        assert!(
+            err("[service]\ncores = 2\n[namespace.bar]\nfile = [\"/a\"]\nfilesize = 4194304")
+                .contains("namespace.bar.filesize")
+        );
+        assert!(
+            err("[namespace.bar]\ndevice = [\"/nonexistent/dev\"]").contains("cannot size device")
+        );
+    }
+
+    fn c_cores() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 
     #[test]

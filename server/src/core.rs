@@ -46,7 +46,7 @@ pub fn store_config(
         stop_writes_used_pct: ns.stop_writes_used_pct,
         stop_writes_avail_pct: ns.stop_writes_avail_pct,
         evict_used_pct: ns.evict_used_pct,
-        extents: Vec::new(),
+        extents: ns.extents.get(shard).cloned().unwrap_or_default(),
     }
 }
 

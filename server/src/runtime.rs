@@ -38,6 +38,11 @@ impl Drop for ExitNotice {
 fn rehome_if_needed(config: &Config) -> Result<(), String> {
     let mut work = Vec::new();
     for ns in &config.namespaces {
+        if !ns.extents.is_empty() {
+            // Configured files and devices keep their regions; a changed core count is
+            // refused when the shards open them.
+            continue;
+        }
         let template = crate::core::store_config(config, ns, 0);
         if apogee_engine::rehome::needed(&template).map_err(|e| e.to_string())? {
             work.push(template);

@@ -285,7 +285,8 @@ impl Media {
 
 /// The regions of `paths` (files of `file_bytes` each, or devices of their own size) that
 /// shard `shard` of `shards` owns: each is split into `shards` equal regions, rounded down to
-/// whole MiB, all as large as the smallest device's. Reads device sizes with std I/O.
+/// whole MiB, all as large as the smallest device's, and together at most 1 TiB per shard
+/// (what the index addresses; the rest of a larger device is left unused). Reads device sizes with std I/O.
 pub fn regions(
     paths: &[(PathBuf, Option<u64>)],
     shard: u32,
@@ -301,7 +302,9 @@ pub fn regions(
         };
         smallest = smallest.min(size);
     }
-    let region = smallest / u64::from(shards) / MIB * MIB;
+    // A shard's blocks over all its regions must stay within what the index addresses.
+    let addressable = (crate::index::OFFSET_MAX + 1) / paths.len().max(1) as u64;
+    let region = (smallest / u64::from(shards)).min(addressable) / MIB * MIB;
     if region == 0 {
         return Err(format!(
             "{smallest} bytes split over {shards} cores leaves no whole MiB per core"
