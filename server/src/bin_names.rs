@@ -77,10 +77,13 @@ impl BinNames {
                     };
                     if fresh {
                         let path = file_of(&dir, &ns_names[ns]);
-                        let written = std::fs::OpenOptions::new()
+                        // The data directory holds no shard files when every namespace
+                        // names its own files or devices: make sure it exists.
+                        let written = std::fs::create_dir_all(&dir)
+                            .and_then(|()| std::fs::OpenOptions::new()
                             .create(true)
                             .append(true)
-                            .open(&path)
+                            .open(&path))
                             .and_then(|mut f| writeln!(f, "{}", hex(&name)));
                         if let Err(e) = written {
                             tracing::warn!(path = %path.display(), error = %e, "cannot save a bin name");

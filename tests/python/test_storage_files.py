@@ -3,6 +3,8 @@ one region per core in each; writes acknowledged before a SIGKILL are all there 
 restart, both files hold data of both cores, and restarting with another core count is refused
 with a message naming the cause instead of reinterpreting the files."""
 
+import os
+
 import pytest
 from aerospike import exception as ex
 
@@ -58,3 +60,44 @@ def test_two_files_two_cores_survive_sigkill(apogee, tmp_path):
     with pytest.raises(RuntimeError) as e:
         b.start()
     assert "written by shard 0 of 2, but is opened as shard 0 of 3" in str(e.value)
+
+
+def loop_device(tmp_path, size):
+    """A loop device over a sparse file, or None where this machine cannot make one."""
+    import shutil
+    import subprocess
+    if os.geteuid() != 0 or not shutil.which("losetup"):
+        return None
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(size)
+    r = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def test_raw_device_survives_sigkill(apogee, tmp_path):
+    import subprocess
+    dev = loop_device(tmp_path, 128 * MIB)
+    if dev is None:
+        pytest.skip("no loop device on this machine (needs root and losetup)")
+    try:
+        cfg = tmp_path / "dev.toml"
+        cfg.write_text(f'[namespace.test]\ndevice = ["{dev}"]\nwrite-block-size = 131072\n')
+        a = apogee(cores=2, extra=["--config", str(cfg)]).start()
+        c = a.client()
+        for i in range(3000):
+            c.put(("test", "d", i), {"v": i, "p": "y" * 300})
+        a.kill()
+        c.close()
+        a.start()
+        c = a.client()
+        for i in range(3000):
+            assert c.get(("test", "d", i))[2]["v"] == i, i
+        c.close()
+        a.stop()
+        # Core 1's region starts half-way through the device.
+        with open(dev, "rb") as f:
+            f.seek(64 * MIB)
+            assert f.read(8) == b"APOGEEDB"
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)

@@ -245,13 +245,15 @@ impl Media {
         &self.extents[e].file
     }
 
-    /// Blocks of extent `e` that lie within its file as it is now (at most its region).
+    /// Blocks of extent `e` that lie within its file or device as it is now (at most its
+    /// region).
     pub async fn existing_blocks(&self, e: usize) -> Result<u64, StoreError> {
         let x = &self.extents[e];
-        let size = x.file.file_size().await.map_err(|err| StoreError::Io {
-            path: x.path.clone(),
-            source: err.into(),
-        })?;
+        // Seek to the end rather than stat: a block device's stat size is 0.
+        let path = Path::new(&x.path);
+        let size = std::fs::File::open(path)
+            .and_then(|mut f| f.seek(SeekFrom::End(0)))
+            .map_err(io_err(path))?;
         let blocks = size
             .saturating_sub(x.start + FILE_HEADER_BYTES as u64)
             .div_ceil(self.block_bytes);
