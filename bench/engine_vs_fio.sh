@@ -2,6 +2,7 @@
 # The storage engine against fio on the same file system, side by side in one run:
 #   1. write throughput: engine appends of 1 KiB records (1 MiB blocks, O_DIRECT, fdatasync
 #      every 9 blocks at most) vs fio sequential O_DIRECT writes, bs=1M, fdatasync every 8;
+#      then the same with one shard per core (CORES, default nproc) vs fio with as many jobs;
 #   2. random reads at queue depth 32: engine reads of 1 KiB records, cache off, vs fio 4 KiB
 #      random reads (io_uring, iodepth=32) of the same file;
 #   3. cold start: engine recovery of the file vs fio reading it sequentially, bs=1M.
@@ -29,6 +30,16 @@ FIO_W=$(fio_json --name=w --filename="$DIR/fio.dat" --rw=write --bs=1M --size=$(
     --direct=1 --ioengine=psync --fdatasync=8 --end_fsync=1 | field "j['write']['bw_bytes']/1e6")
 echo "fio sequential write: $FIO_W MB/s"
 
+echo "== 1b. write throughput with one shard per core, as the server runs, vs fio with as many jobs"
+CORES=${CORES:-$(nproc)}
+ENGINE_WN=$("$BIN" write-shards "$DIR/engine-n" "$RECORDS" "$CORES" | tee /dev/stderr | sed -E 's/.*: ([0-9.]+) MB\/s/\1/')
+rm -rf "$DIR/engine-n"
+FIO_WN=$(fio_json --name=w --directory="$DIR" --rw=write --bs=1M --size=$((RECORDS / CORES))k \
+    --numjobs="$CORES" --group_reporting --direct=1 --ioengine=psync --fdatasync=8 --end_fsync=1 \
+    | field "j['write']['bw_bytes']/1e6")
+rm -f "$DIR"/w.*
+echo "fio sequential write, $CORES jobs: $FIO_WN MB/s"
+
 echo "== 2. random reads at queue depth 32"
 ENGINE_R=$("$BIN" read "$DIR/engine" "$RECORDS" "$SECS" | tee /dev/stderr | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
 FIO_R=$(fio_json --name=r --filename="$FILE" --rw=randread --bs=4k --iodepth=32 --direct=1 \
@@ -43,11 +54,12 @@ FIO_T=$(fio_json --name=c --filename="$FILE" --rw=read --bs=1M --direct=1 --ioen
     | field "j['read']['runtime']/1000")
 echo "fio sequential read of the same file: $FIO_T s"
 
-python3 - "$ENGINE_W" "$FIO_W" "$ENGINE_R" "$FIO_R" "$START" "$END" "$FIO_T" <<'PY'
+python3 - "$ENGINE_W" "$FIO_W" "$ENGINE_R" "$FIO_R" "$START" "$END" "$FIO_T" "$ENGINE_WN" "$FIO_WN" "$CORES" <<'PY'
 import sys
-ew, fw, er, fr, s, e, ft = map(float, sys.argv[1:])
+ew, fw, er, fr, s, e, ft, ewn, fwn, cores = map(float, sys.argv[1:])
 print()
 print(f"write throughput   engine/fio = {ew / fw:.2f}   (target >= 0.85)")
+print(f"  {int(cores)} shards / {int(cores)} fio jobs = {ewn / fwn:.2f}")
 print(f"random reads QD32  engine/fio = {er / fr:.2f}   (target >= 0.80)")
 print(f"cold start time    engine/fio = {(e - s) / ft:.2f}   (target <= 1.50; engine time includes process start)")
 PY
