@@ -30,6 +30,7 @@ fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
         stop_writes_avail_pct: 5,
         evict_used_pct: 0,
         extents: Vec::new(),
+        memory: false,
     }
 }
 
@@ -694,5 +695,70 @@ fn configured_files_are_split_into_regions_and_striped() {
             };
             assert!(e.to_string().contains(says), "{e}");
         }
+    });
+}
+
+/// `storage-engine memory`: blocks live in RAM; overwrites run at constant memory through
+/// defragmentation (freed blocks are dropped), reads after the write blocks have been flushed
+/// come from RAM, nothing is written to the directory, and a reopened store is empty.
+#[test]
+fn memory_stores_keep_blocks_in_ram_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("ns");
+    run(move || async move {
+        let mem = || StoreConfig {
+            memory: true,
+            file_bytes_max: 4096 + 40 * 128 * 1024,
+            ..cfg(&d, true)
+        };
+        let (store, report) = open(mem()).await;
+        assert_eq!(report.objects, 0);
+        let mut max_span = 0;
+        for round in 0..30 {
+            for i in 0..200 {
+                store.put(&versioned(i, round)).await.unwrap();
+            }
+            for i in (0..200).step_by(7) {
+                store.put(&tombstone(i)).await.unwrap();
+            }
+            defrag_all(&store).await;
+            max_span = max_span.max(store.file_span_bytes());
+        }
+        assert!(
+            store.blocks_defragged() > 20,
+            "{}",
+            store.blocks_defragged()
+        );
+        assert!(
+            max_span <= 4096 + 12 * 128 * 1024,
+            "grew to {max_span} bytes"
+        );
+        store.flush_all().await.unwrap();
+        for i in 0..200u32 {
+            let want = (!i.is_multiple_of(7)).then(|| versioned(i, 29));
+            assert_eq!(
+                store.get(&versioned(i, 0).digest).await.unwrap(),
+                want,
+                "{i}"
+            );
+        }
+        assert!(
+            store.stats().snapshot().device_reads > 0,
+            "reads came from the RAM blocks"
+        );
+        // Fills to its data size, then refuses writes with out-of-space.
+        let mut i = 1000;
+        let err = loop {
+            match store.put(&versioned(i, 0)).await {
+                Ok(()) => i += 1,
+                Err(e) => break e,
+            }
+            assert!(i < 20_000);
+        };
+        assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err}");
+        drop(store);
+        assert!(!d.exists(), "a memory store writes no file");
+        let (store, report) = open(mem()).await;
+        assert_eq!((report.objects, store.object_count()), (0, 0));
     });
 }

@@ -74,6 +74,10 @@ pub struct NamespaceConfig {
     /// `extents[shard]`: the regions of the configured `file`s or `device`s each core owns;
     /// empty for the default layout (`<data-dir>/<namespace>/shard-<n>.dat`).
     pub extents: Vec<Vec<ExtentConfig>>,
+    /// `storage-engine memory`: records live in RAM only, up to `data_size` bytes (split over
+    /// the cores); nothing survives a restart.
+    pub memory: bool,
+    pub data_size: u64,
 }
 
 /// Most files or devices one namespace may name (Aerospike's limit).
@@ -100,6 +104,8 @@ impl NamespaceConfig {
             stop_writes_avail_pct: 5,
             evict_used_pct: 0,
             extents: Vec::new(),
+            memory: false,
+            data_size: 4 << 30,
         }
     }
 }
@@ -147,6 +153,7 @@ struct NamespaceSection {
     stop_writes_avail_pct: Option<u64>,
     evict_used_pct: Option<u64>,
     storage_engine: Option<String>,
+    data_size: Option<u64>,
     file: Option<OneOrMany>,
     device: Option<OneOrMany>,
 }
@@ -277,21 +284,33 @@ impl Config {
         default_filesize: u64,
     ) -> Result<Vec<Vec<ExtentConfig>>, ConfigError> {
         match s.storage_engine.as_deref() {
-            None | Some("device") => {}
+            None | Some("device") => {
+                if s.data_size.is_some() {
+                    return Err(ConfigError::OutOfRange {
+                        key: key("data-size"),
+                        value: "set".into(),
+                        allowed: "only with storage-engine = \"memory\" (devices use filesize)"
+                            .into(),
+                    });
+                }
+            }
             Some("memory") => {
-                return Err(ConfigError::OutOfRange {
-                    key: key("storage-engine"),
-                    value: "memory".into(),
-                    allowed: "device (storage-engine memory is not built yet: use device with \
-                              a read-cache-size as large as the data)"
-                        .into(),
-                })
+                if s.file.is_some() || s.device.is_some() {
+                    return Err(ConfigError::OutOfRange {
+                        key: key("storage-engine"),
+                        value: "memory with file or device".into(),
+                        allowed: "memory without persistence, or device (memory persisted to \
+                                  a file is not built yet)"
+                            .into(),
+                    });
+                }
+                return Ok(Vec::new());
             }
             Some(other) => {
                 return Err(ConfigError::OutOfRange {
                     key: key("storage-engine"),
                     value: other.into(),
-                    allowed: "device".into(),
+                    allowed: "device or memory".into(),
                 })
             }
         }
@@ -390,8 +409,18 @@ impl Config {
             " bytes (at most write-block-size minus 64)",
         )?;
         let extents = Self::storage(&key, &s, wbs, cores, d.filesize)?;
+        let memory = s.storage_engine.as_deref() == Some("memory");
+        let data_size = range(
+            &key("data-size"),
+            s.data_size.unwrap_or(d.data_size),
+            cores as u64 * (4096 + 8 * wbs as u64),
+            cores as u64 * (apogee_engine::index::OFFSET_MAX + 1),
+            " bytes (at least cores x (4096 + 8 x write-block-size); at most 1 TiB per core)",
+        )?;
         Ok(NamespaceConfig {
             extents,
+            memory,
+            data_size,
             name: name.to_string(),
             write_block_size: wbs,
             commit_to_device: s.commit_to_device.unwrap_or(d.commit_to_device),
@@ -537,10 +566,16 @@ mod tests {
             c_cores()
         );
         let err = |text: &str| Config::from_toml(text, &o).unwrap_err().to_string();
-        assert!(err("[namespace.bar]\nstorage-engine = \"memory\"")
-            .contains("namespace.bar.storage-engine = memory"));
+        let mem = "[namespace.bar]\nstorage-engine = \"memory\"\ndata-size = 1073741824";
+        let m = &Config::from_toml(mem, &o).unwrap().namespaces[0];
+        assert!(m.memory && m.extents.is_empty() && m.data_size == 1 << 30);
+        assert!(
+            err("[namespace.bar]\nstorage-engine = \"memory\"\nfile = \"/a\"")
+                .contains("namespace.bar.storage-engine = memory with file or device")
+        );
+        assert!(err("[namespace.bar]\ndata-size = 1073741824").contains("namespace.bar.data-size"));
         assert!(err("[namespace.bar]\nstorage-engine = \"disk\"")
-            .contains("namespace.bar.storage-engine = disk is out of range: device"));
+            .contains("namespace.bar.storage-engine = disk is out of range: device or memory"));
         assert!(
             err("[namespace.bar]\nfile = [\"/a\"]\ndevice = [\"/dev/x\"]")
                 .contains("either file or device")

@@ -42,11 +42,12 @@ pub fn store_config(
         defrag_lwm_pct: ns.defrag_lwm_pct,
         defrag_sleep_us: ns.defrag_sleep_us,
         nsup_period_secs: ns.nsup_period,
-        file_bytes_max: ns.filesize / config.cores as u64,
+        file_bytes_max: if ns.memory { ns.data_size } else { ns.filesize } / config.cores as u64,
         stop_writes_used_pct: ns.stop_writes_used_pct,
         stop_writes_avail_pct: ns.stop_writes_avail_pct,
         evict_used_pct: ns.evict_used_pct,
         extents: ns.extents.get(shard).cloned().unwrap_or_default(),
+        memory: ns.memory,
     }
 }
 

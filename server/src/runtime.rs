@@ -38,9 +38,9 @@ impl Drop for ExitNotice {
 fn rehome_if_needed(config: &Config) -> Result<(), String> {
     let mut work = Vec::new();
     for ns in &config.namespaces {
-        if !ns.extents.is_empty() {
-            // Configured files and devices keep their regions; a changed core count is
-            // refused when the shards open them.
+        if !ns.extents.is_empty() || ns.memory {
+            // Configured files and devices keep their regions (a changed core count is
+            // refused when the shards open them); memory namespaces have nothing to move.
             continue;
         }
         let template = crate::core::store_config(config, ns, 0);

@@ -6,7 +6,10 @@ with a message naming the cause instead of reinterpreting the files."""
 import os
 
 import pytest
+import aerospike
 from aerospike import exception as ex
+
+from conftest import info
 
 RECORDS = 6000
 MIB = 1 << 20
@@ -101,3 +104,34 @@ def test_raw_device_survives_sigkill(apogee, tmp_path):
             assert f.read(8) == b"APOGEEDB"
     finally:
         subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def test_memory_namespace_serves_from_ram_and_forgets_at_restart(apogee, tmp_path):
+    cfg = tmp_path / "mem.toml"
+    cfg.write_text('[namespace.test]\nstorage-engine = "memory"\n'
+                   f"data-size = {64 * MIB}\nwrite-block-size = 131072\n")
+    a = apogee(cores=2, extra=["--config", str(cfg)]).start()
+    c = a.client()
+    for i in range(2000):
+        c.put(("test", "m", i), {"v": i, "l": [i]})
+    for i in range(2000):
+        c.operate(("test", "m", i), [{"op": aerospike.OPERATOR_INCR, "bin": "v", "val": 1}])
+    for i in range(0, 2000, 4):
+        c.remove(("test", "m", i))
+    for i in range(2000):
+        if i % 4 == 0:
+            with pytest.raises(ex.RecordNotFound):
+                c.get(("test", "m", i))
+        else:
+            assert c.get(("test", "m", i))[2] == {"v": i + 1, "l": [i]}, i
+    stats = info(a.port, "namespace/test\n")
+    assert "objects=1500" in stats, stats
+    assert f"data_total_bytes={64 * MIB}" in stats, stats
+    c.close()
+    assert not list(a.data_dir.glob("**/*.dat")), "a memory namespace wrote a data file"
+    a.stop()
+    a.start()
+    c = a.client()
+    with pytest.raises(ex.RecordNotFound):
+        c.get(("test", "m", 1))
+    c.close()

@@ -50,6 +50,7 @@ fn config(dir: PathBuf) -> StoreConfig {
         stop_writes_avail_pct: 0,
         evict_used_pct: 0,
         extents: Vec::new(),
+        memory: false,
     }
 }
 

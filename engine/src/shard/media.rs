@@ -7,17 +7,25 @@
 //! physical offset. Blocks are striped over the extents (block `i` lives in extent
 //! `i % extents`), so consecutive blocks go to different devices. Every extent starts with a
 //! [`FileHeader`] page naming its namespace, shard, core count, block size and region size;
-//! a mismatch is refused, never reinterpreted. This module never decides what to write.
+//! a mismatch is refused, never reinterpreted. With `storage-engine memory` there are no
+//! extents: the blocks live in RAM here, and every write, read and sync is a copy or nothing.
+//! This module never decides what to write.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaFile, OpenOptions};
+use std::cell::RefCell;
 
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+
+use crate::block::IO_ALIGN_BYTES;
 use crate::error::StoreError;
 use crate::file_header::{FileHeader, FILE_HEADER_BYTES, FORMAT_VERSION};
 use crate::shard::store::{io_err, StoreConfig};
+
+/// The blocks of a memory namespace's shard, by block index (`None`: never written or freed).
+type RamBlocks = Vec<Option<Box<[u8]>>>;
 
 /// One configured file or device region a shard owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +41,8 @@ pub struct ExtentConfig {
 /// The opened extents of one shard.
 pub struct Media {
     extents: Vec<Extent>,
+    /// `storage-engine memory`: block `i`'s bytes, once written (`None` in the device case).
+    ram: Option<RefCell<RamBlocks>>,
     block_bytes: u64,
     /// Blocks each extent holds (`None`: the default layout's file, which grows as needed).
     blocks_per_extent: Option<u32>,
@@ -156,6 +166,15 @@ impl Media {
     /// Opens (creating where needed) the extents `cfg` names.
     pub async fn open(cfg: &StoreConfig) -> Result<Media, StoreError> {
         let bs = cfg.block_bytes as u64;
+        if cfg.memory {
+            assert!(cfg.extents.is_empty(), "a memory namespace has no files");
+            return Ok(Media {
+                extents: Vec::new(),
+                ram: Some(RefCell::new(Vec::new())),
+                block_bytes: bs,
+                blocks_per_extent: None,
+            });
+        }
         let (specs, blocks_per_extent) = if cfg.extents.is_empty() {
             std::fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
             let path = cfg.dir.join(format!("shard-{}.dat", cfg.shard));
@@ -174,7 +193,7 @@ impl Media {
                     ),
                 });
             }
-            let specs = cfg
+            let specs: Vec<(PathBuf, u64, u32)> = cfg
                 .extents
                 .iter()
                 .map(|e| (e.path.clone(), e.start, (region / MIB) as u32))
@@ -201,6 +220,7 @@ impl Media {
         }
         Ok(Media {
             extents,
+            ram: None,
             block_bytes: bs,
             blocks_per_extent,
         })
@@ -218,6 +238,9 @@ impl Media {
 
     /// A human name for errors and logs.
     pub fn describe(&self) -> String {
+        if self.ram.is_some() {
+            return "memory".into();
+        }
         let paths: Vec<&str> = self.extents.iter().map(|e| e.path.as_str()).collect();
         paths.join(", ")
     }
@@ -268,6 +291,104 @@ impl Media {
         FILE_HEADER_BYTES as u64 + (local * self.extents.len() as u64 + e as u64) * self.block_bytes
     }
 
+    /// The RAM block holding virtual offset `v`, and `v`'s position in it.
+    fn ram_slot(&self, v: u64) -> (usize, usize) {
+        let rel = v - FILE_HEADER_BYTES as u64;
+        (
+            (rel / self.block_bytes) as usize,
+            (rel % self.block_bytes) as usize,
+        )
+    }
+
+    /// `len` bytes at virtual offset `v` (O_DIRECT alignment handled by glommio).
+    pub async fn read(&self, v: u64, len: usize) -> std::io::Result<Bytes> {
+        if let Some(ram) = &self.ram {
+            let (b, at) = self.ram_slot(v);
+            let ram = ram.borrow();
+            let block = ram.get(b).and_then(|x| x.as_ref()).ok_or_else(|| {
+                std::io::Error::other(format!("memory block {b} was never written"))
+            })?;
+            return Ok(Bytes::Ram(block[at..(at + len).min(block.len())].to_vec()));
+        }
+        let (e, at) = self.locate(v);
+        Ok(Bytes::Dma(self.file(e).read_at(at, len).await?))
+    }
+
+    /// A whole block at its (aligned) virtual base `v`.
+    pub async fn read_block(&self, v: u64) -> std::io::Result<Bytes> {
+        if self.ram.is_some() {
+            return self.read(v, self.block_bytes as usize).await;
+        }
+        let (e, at) = self.locate(v);
+        Ok(Bytes::Dma(
+            self.file(e)
+                .read_at_aligned(at, self.block_bytes as usize)
+                .await?,
+        ))
+    }
+
+    /// A buffer holding `bytes`, ready for [`Media::write`].
+    pub fn buffer(&self, bytes: &[u8]) -> Buf {
+        if self.ram.is_some() {
+            return Buf::Ram(bytes.to_vec());
+        }
+        let mut buf = self.file(0).alloc_dma_buffer(bytes.len());
+        buf.as_bytes_mut().copy_from_slice(bytes);
+        Buf::Dma(buf)
+    }
+
+    /// Writes `buf` at virtual offset `v` (aligned pages of one block); returns the bytes
+    /// written. The extent written is marked in `written` for the next [`Media::sync`].
+    pub async fn write(&self, buf: Buf, v: u64, written: &mut [bool]) -> std::io::Result<usize> {
+        match buf {
+            Buf::Ram(bytes) => {
+                let ram = self
+                    .ram
+                    .as_ref()
+                    .expect("RAM buffers only for memory media");
+                let (b, at) = self.ram_slot(v);
+                let mut ram = ram.borrow_mut();
+                if ram.len() <= b {
+                    ram.resize_with(b + 1, || None);
+                }
+                let block =
+                    ram[b].get_or_insert_with(|| vec![0u8; self.block_bytes as usize].into());
+                block[at..at + bytes.len()].copy_from_slice(&bytes);
+                Ok(bytes.len())
+            }
+            Buf::Dma(buf) => {
+                let (e, at) = self.locate(v);
+                written[e] = true;
+                Ok(self.file(e).write_at(buf, at).await?)
+            }
+        }
+    }
+
+    /// Zeroes the header page of the block at virtual base `v` (in memory: frees the block).
+    pub async fn zero_header(&self, v: u64) -> std::io::Result<()> {
+        if let Some(ram) = &self.ram {
+            let (b, _) = self.ram_slot(v);
+            if let Some(slot) = ram.borrow_mut().get_mut(b) {
+                *slot = None;
+            }
+            return Ok(());
+        }
+        let (e, at) = self.locate(v);
+        let file = self.file(e);
+        let mut page = file.alloc_dma_buffer(IO_ALIGN_BYTES);
+        page.as_bytes_mut().fill(0);
+        let n = file.write_at(page, at).await?;
+        if n != IO_ALIGN_BYTES {
+            return Err(std::io::Error::other(format!("short write of {n} bytes")));
+        }
+        Ok(())
+    }
+
+    /// Marks of the extents one flush wrote, for [`Media::sync`].
+    pub fn written_marks(&self) -> Vec<bool> {
+        vec![false; self.extents.len().max(1)]
+    }
+
     /// fdatasync of every extent in `which` (indexes into the extents).
     pub async fn sync(&self, which: &[bool]) -> Result<(), (String, std::io::Error)> {
         for (x, _) in self.extents.iter().zip(which).filter(|(_, &w)| w) {
@@ -282,6 +403,41 @@ impl Media {
     /// fdatasync of every extent.
     pub async fn sync_all(&self) -> Result<(), (String, std::io::Error)> {
         self.sync(&vec![true; self.extents.len()]).await
+    }
+}
+
+/// Bytes read from the media.
+pub enum Bytes {
+    Dma(ReadResult),
+    Ram(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Dma(r) => r,
+            Bytes::Ram(v) => v,
+        }
+    }
+}
+
+/// Bytes to write to the media.
+pub enum Buf {
+    Dma(DmaBuffer),
+    Ram(Vec<u8>),
+}
+
+impl Buf {
+    pub fn len(&self) -> usize {
+        match self {
+            Buf::Dma(b) => b.len(),
+            Buf::Ram(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -93,6 +93,9 @@ pub struct StoreConfig {
     /// The regions of configured files or devices this shard owns; empty for the default
     /// layout (`<dir>/shard-<n>.dat`, limited by `file_bytes_max`).
     pub extents: Vec<ExtentConfig>,
+    /// `storage-engine memory`: blocks live in RAM only (`file_bytes_max` is the data size);
+    /// nothing survives a restart.
+    pub memory: bool,
 }
 
 struct State {
@@ -410,7 +413,7 @@ impl ShardStore {
         }
         if !to_zero.is_empty() {
             for &k in &to_zero {
-                zero_header(media, table.base_of(k)).await.map_err(io)?;
+                media.zero_header(table.base_of(k)).await.map_err(io)?;
             }
             media.sync_all().await.map_err(|(_, e)| io(e))?;
             for &k in &to_zero {
@@ -563,15 +566,13 @@ impl ShardStore {
             return Ok(check(r));
         }
         self.stats.count_device_read();
-        let (e, at) = self.media.locate(entry.offset);
         let bytes = self
             .media
-            .file(e)
-            .read_at(at, entry.bytes as usize)
+            .read(entry.offset, entry.bytes as usize)
             .await
-            .map_err(|e| StoreError::Io {
+            .map_err(|source| StoreError::Io {
                 path: self.path.clone(),
-                source: e.into(),
+                source,
             })?;
         let record = check(Record::decode_tagged(&bytes, tag));
         // Cache it only if it is still the newest version after the await.
@@ -779,27 +780,16 @@ impl ShardStore {
                 .blocks
                 .iter()
                 .filter_map(|b| b.dirty_pages().map(|d| (b.base, d)))
-                .map(|(base, (offset, pages, used))| {
-                    let mut buf = self.media.file(0).alloc_dma_buffer(pages.len());
-                    buf.as_bytes_mut().copy_from_slice(pages);
-                    (base, offset, buf, used)
-                })
+                .map(|(base, (offset, pages, used))| (base, offset, self.media.buffer(pages), used))
                 .collect();
             (segments, st.appended_lsn)
         };
         let mut written = Vec::with_capacity(segments.len());
-        let mut extents_written = vec![false; self.media.extent_count()];
+        let mut extents_written = self.media.written_marks();
         for (base, offset, buf, used) in segments {
             let len = buf.len();
-            let (e, at) = self.media.locate(offset);
-            extents_written[e] = true;
             let outcome = match self.fault.take() {
-                None => self
-                    .media
-                    .file(e)
-                    .write_at(buf, at)
-                    .await
-                    .map_err(std::io::Error::from),
+                None => self.media.write(buf, offset, &mut extents_written).await,
                 Some(InjectedFault::Eio) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
                 Some(InjectedFault::Enospc) => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
                 Some(InjectedFault::ShortWrite) => Ok(len / 2),
@@ -1066,17 +1056,11 @@ impl ShardStore {
             let st = self.state.borrow();
             (st.table.base_of(idx), st.table.info(idx).sequence)
         };
-        let io = |e: glommio::GlommioError<()>| StoreError::Io {
+        let io = |source: std::io::Error| StoreError::Io {
             path: self.path.clone(),
-            source: e.into(),
+            source,
         };
-        let (e, at) = self.media.locate(base);
-        let data = self
-            .media
-            .file(e)
-            .read_at_aligned(at, self.cfg.block_bytes)
-            .await
-            .map_err(io)?;
+        let data = self.media.read_block(base).await.map_err(io)?;
         match BlockHeader::decode(&data) {
             BlockState::Valid(h) if h.sequence == sequence => {}
             other => {
@@ -1113,7 +1097,7 @@ impl ShardStore {
             });
         }
         self.flush_all().await?;
-        if let Err(e) = zero_header(&self.media, base).await {
+        if let Err(e) = self.media.zero_header(base).await {
             return Err(self.fail(format!("zeroing block {idx} failed: {e}")));
         }
         if let Err((_, e)) = self.media.sync_all().await {
@@ -1156,21 +1140,4 @@ impl ShardStore {
         }
         Ok(())
     }
-}
-
-/// Writes a zero page over a block's header, so recovery sees the block as never written.
-/// Zeroes the header page of the block at virtual offset `base`.
-async fn zero_header(media: &Media, base: u64) -> std::io::Result<()> {
-    let (e, at) = media.locate(base);
-    let file = media.file(e);
-    let mut page = file.alloc_dma_buffer(IO_ALIGN_BYTES);
-    page.as_bytes_mut().fill(0);
-    let n = file
-        .write_at(page, at)
-        .await
-        .map_err(std::io::Error::from)?;
-    if n != IO_ALIGN_BYTES {
-        return Err(std::io::Error::other(format!("short write of {n} bytes")));
-    }
-    Ok(())
 }

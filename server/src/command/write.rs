@@ -546,6 +546,7 @@ mod tests {
                     stop_writes_avail_pct: 5,
                     evict_used_pct: 0,
                     extents: Vec::new(),
+                    memory: false,
                 };
                 let (store, _) = ShardStore::open(cfg, Default::default()).await.unwrap();
                 let ns = WriteLimits {
