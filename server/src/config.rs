@@ -295,16 +295,19 @@ impl Config {
                 }
             }
             Some("memory") => {
-                if s.file.is_some() || s.device.is_some() {
+                let persisted = s.file.is_some() || s.device.is_some();
+                if persisted && s.data_size.is_some() {
                     return Err(ConfigError::OutOfRange {
-                        key: key("storage-engine"),
-                        value: "memory with file or device".into(),
-                        allowed: "memory without persistence, or device (memory persisted to \
-                                  a file is not built yet)"
+                        key: key("data-size"),
+                        value: "set".into(),
+                        allowed: "only for memory without file or device (persisted, the data \
+                                  size is what the files hold: set filesize)"
                             .into(),
                     });
                 }
-                return Ok(Vec::new());
+                if !persisted {
+                    return Ok(Vec::new());
+                }
             }
             Some(other) => {
                 return Err(ConfigError::OutOfRange {
@@ -569,10 +572,11 @@ mod tests {
         let mem = "[namespace.bar]\nstorage-engine = \"memory\"\ndata-size = 1073741824";
         let m = &Config::from_toml(mem, &o).unwrap().namespaces[0];
         assert!(m.memory && m.extents.is_empty() && m.data_size == 1 << 30);
-        assert!(
-            err("[namespace.bar]\nstorage-engine = \"memory\"\nfile = \"/a\"")
-                .contains("namespace.bar.storage-engine = memory with file or device")
-        );
+        let persisted = "[namespace.bar]\nstorage-engine = \"memory\"\nfile = \"/a\"";
+        let p = &Config::from_toml(persisted, &o).unwrap().namespaces[0];
+        assert!(p.memory && !p.extents.is_empty());
+        assert!(err(&format!("{persisted}\ndata-size = 1073741824"))
+            .contains("namespace.bar.data-size = set"));
         assert!(err("[namespace.bar]\ndata-size = 1073741824").contains("namespace.bar.data-size"));
         assert!(err("[namespace.bar]\nstorage-engine = \"disk\"")
             .contains("namespace.bar.storage-engine = disk is out of range: device or memory"));

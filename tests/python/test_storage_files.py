@@ -135,3 +135,28 @@ def test_memory_namespace_serves_from_ram_and_forgets_at_restart(apogee, tmp_pat
     with pytest.raises(ex.RecordNotFound):
         c.get(("test", "m", 1))
     c.close()
+
+
+def test_memory_persisted_to_a_file_survives_sigkill(apogee, tmp_path):
+    f = tmp_path / "mem.dat"
+    cfg = tmp_path / "memfile.toml"
+    cfg.write_text('[namespace.test]\nstorage-engine = "memory"\n'
+                   f'file = "{f}"\nfilesize = {64 * MIB}\nwrite-block-size = 131072\n')
+    a = apogee(cores=2, extra=["--config", str(cfg)]).start()
+    c = a.client()
+    for i in range(3000):
+        c.put(("test", "p", i), {"v": i})
+    for i in range(0, 3000, 3):
+        c.remove(("test", "p", i))
+    a.kill()
+    c.close()
+    assert f.read_bytes()[:8] == b"APOGEEDB"
+    a.start()
+    c = a.client()
+    for i in range(3000):
+        if i % 3 == 0:
+            with pytest.raises(ex.RecordNotFound):
+                c.get(("test", "p", i))
+        else:
+            assert c.get(("test", "p", i))[2] == {"v": i}, i
+    c.close()

@@ -166,8 +166,7 @@ impl Media {
     /// Opens (creating where needed) the extents `cfg` names.
     pub async fn open(cfg: &StoreConfig) -> Result<Media, StoreError> {
         let bs = cfg.block_bytes as u64;
-        if cfg.memory {
-            assert!(cfg.extents.is_empty(), "a memory namespace has no files");
+        if cfg.memory && cfg.extents.is_empty() {
             return Ok(Media {
                 extents: Vec::new(),
                 ram: Some(RefCell::new(Vec::new())),
@@ -220,7 +219,9 @@ impl Media {
         }
         Ok(Media {
             extents,
-            ram: None,
+            // Memory persisted to files: every block also lives in RAM, reads never go to
+            // the files, which are written only to be read back at the next start.
+            ram: cfg.memory.then(|| RefCell::new(Vec::new())),
             block_bytes: bs,
             blocks_per_extent,
         })
@@ -238,7 +239,7 @@ impl Media {
 
     /// A human name for errors and logs.
     pub fn describe(&self) -> String {
-        if self.ram.is_some() {
+        if self.ram.is_some() && self.extents.is_empty() {
             return "memory".into();
         }
         let paths: Vec<&str> = self.extents.iter().map(|e| e.path.as_str()).collect();
@@ -327,9 +328,29 @@ impl Media {
         ))
     }
 
+    /// Keeps a copy of `bytes` at virtual offset `v` in RAM (memory namespaces only).
+    fn to_ram(&self, v: u64, bytes: &[u8]) {
+        let Some(ram) = &self.ram else { return };
+        let (b, at) = self.ram_slot(v);
+        let mut ram = ram.borrow_mut();
+        if ram.len() <= b {
+            ram.resize_with(b + 1, || None);
+        }
+        let block = ram[b].get_or_insert_with(|| vec![0u8; self.block_bytes as usize].into());
+        block[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Recovery hands over each block it replayed, so a memory namespace persisted to files
+    /// serves it from RAM; nothing happens otherwise.
+    pub fn recovered_block(&self, v: u64, block: &[u8]) {
+        if !self.extents.is_empty() {
+            self.to_ram(v, block);
+        }
+    }
+
     /// A buffer holding `bytes`, ready for [`Media::write`].
     pub fn buffer(&self, bytes: &[u8]) -> Buf {
-        if self.ram.is_some() {
+        if self.extents.is_empty() {
             return Buf::Ram(bytes.to_vec());
         }
         let mut buf = self.file(0).alloc_dma_buffer(bytes.len());
@@ -342,21 +363,11 @@ impl Media {
     pub async fn write(&self, buf: Buf, v: u64, written: &mut [bool]) -> std::io::Result<usize> {
         match buf {
             Buf::Ram(bytes) => {
-                let ram = self
-                    .ram
-                    .as_ref()
-                    .expect("RAM buffers only for memory media");
-                let (b, at) = self.ram_slot(v);
-                let mut ram = ram.borrow_mut();
-                if ram.len() <= b {
-                    ram.resize_with(b + 1, || None);
-                }
-                let block =
-                    ram[b].get_or_insert_with(|| vec![0u8; self.block_bytes as usize].into());
-                block[at..at + bytes.len()].copy_from_slice(&bytes);
+                self.to_ram(v, &bytes);
                 Ok(bytes.len())
             }
             Buf::Dma(buf) => {
+                self.to_ram(v, buf.as_bytes());
                 let (e, at) = self.locate(v);
                 written[e] = true;
                 Ok(self.file(e).write_at(buf, at).await?)
@@ -371,7 +382,9 @@ impl Media {
             if let Some(slot) = ram.borrow_mut().get_mut(b) {
                 *slot = None;
             }
-            return Ok(());
+            if self.extents.is_empty() {
+                return Ok(());
+            }
         }
         let (e, at) = self.locate(v);
         let file = self.file(e);

@@ -93,8 +93,9 @@ pub struct StoreConfig {
     /// The regions of configured files or devices this shard owns; empty for the default
     /// layout (`<dir>/shard-<n>.dat`, limited by `file_bytes_max`).
     pub extents: Vec<ExtentConfig>,
-    /// `storage-engine memory`: blocks live in RAM only (`file_bytes_max` is the data size);
-    /// nothing survives a restart.
+    /// `storage-engine memory`: blocks live in RAM; without `extents` only there
+    /// (`file_bytes_max` is the data size) and nothing survives a restart, with `extents` also
+    /// in those files, read back at start.
     pub memory: bool,
 }
 
@@ -371,6 +372,7 @@ impl ShardStore {
                 buf[read.len()..].fill(0);
                 &buf
             };
+            media.recovered_block(base, block);
             let (_, replay) = recovery::replay_block(block, base, &mut index, &mut shadows, now)
                 .expect("pass 1 saw a valid header");
             report.blocks += 1;
