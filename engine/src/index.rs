@@ -183,13 +183,111 @@ struct Pages {
     slots: Slab<SlotPage>,
 }
 
-/// The records of one partition: the pages of its packed entries (dense: positions
-/// `0..len`) and of the slots that find them.
+/// Page ids a partition header holds itself; more spill to the heap.
+const INLINE_IDS: usize = 10;
+
+/// A partition's page ids: its slot pages, then its entry pages. Kept inside the partition
+/// header while they fit (a partition of up to ~250 records), so the cache miss that loads
+/// the header brings them too; a lookup then costs the header, a slot page and an entry page.
 #[derive(Debug, Default)]
+struct PageIds {
+    slots: u32,
+    entries: u32,
+    inline: [u32; INLINE_IDS],
+    /// All the ids, once they no longer fit inline. Boxed on purpose: a thin pointer keeps the
+    /// header to one cache line.
+    #[allow(clippy::box_collection)]
+    spill: Option<Box<Vec<u32>>>,
+}
+
+impl PageIds {
+    fn all(&self) -> &[u32] {
+        match &self.spill {
+            Some(v) => v,
+            None => &self.inline[..(self.slots + self.entries) as usize],
+        }
+    }
+
+    fn slot_page(&self, i: usize) -> u32 {
+        self.all()[i]
+    }
+
+    fn entry_page(&self, j: usize) -> u32 {
+        self.all()[self.slots as usize + j]
+    }
+
+    fn slot_count(&self) -> usize {
+        self.slots as usize
+    }
+
+    fn entry_count(&self) -> usize {
+        self.entries as usize
+    }
+
+    fn store(&mut self, ids: Vec<u32>, slots: usize) {
+        self.slots = slots as u32;
+        self.entries = (ids.len() - slots) as u32;
+        if ids.len() <= INLINE_IDS {
+            self.inline[..ids.len()].copy_from_slice(&ids);
+            self.spill = None;
+        } else {
+            self.spill = Some(Box::new(ids));
+        }
+    }
+
+    fn push_entry(&mut self, id: u32) {
+        if let Some(v) = &mut self.spill {
+            v.push(id);
+            self.entries += 1;
+            return;
+        }
+        let mut ids = self.all().to_vec();
+        ids.push(id);
+        self.store(ids, self.slots as usize);
+    }
+
+    fn pop_entry(&mut self) -> Option<u32> {
+        if self.entries == 0 {
+            return None;
+        }
+        if let Some(v) = &mut self.spill {
+            self.entries -= 1;
+            return v.pop();
+        }
+        let mut ids = self.all().to_vec();
+        let id = ids.pop();
+        self.store(ids, self.slots as usize);
+        id
+    }
+
+    /// Replaces the slot pages, returning the old ones.
+    fn replace_slots(&mut self, new: Vec<u32>) -> Vec<u32> {
+        let all = self.all();
+        let old = all[..self.slots as usize].to_vec();
+        let n = new.len();
+        let mut ids = new;
+        ids.extend_from_slice(&all[self.slots as usize..]);
+        self.store(ids, n);
+        old
+    }
+
+    /// Every id, leaving none.
+    fn take_all(&mut self) -> (Vec<u32>, Vec<u32>) {
+        let all = self.all();
+        let (s, e) = all.split_at(self.slots as usize);
+        let out = (s.to_vec(), e.to_vec());
+        *self = PageIds::default();
+        out
+    }
+}
+
+/// The records of one partition: the pages of its packed entries (dense: positions
+/// `0..len`) and of the slots that find them. One cache line (asserted in the tests).
+#[derive(Debug, Default)]
+#[repr(align(64))]
 struct Partition {
-    entry_pages: Vec<u32>,
-    slot_pages: Vec<u32>,
-    len: usize,
+    ids: PageIds,
+    len: u32,
 }
 
 /// One partition with the pages it lives in, for the table operations.
@@ -202,15 +300,19 @@ struct Table<'a> {
 
 impl Partition {
     fn slot_count(&self) -> usize {
-        self.slot_pages.len() * PAGE_SLOTS
+        self.ids.slot_count() * PAGE_SLOTS
+    }
+
+    fn len(&self) -> usize {
+        self.len as usize
     }
 
     fn entry<'p>(&self, pages: &'p Pages, pos: usize) -> &'p Packed {
-        &pages.entries.get(self.entry_pages[pos / PAGE_ENTRIES])[pos % PAGE_ENTRIES]
+        &pages.entries.get(self.ids.entry_page(pos / PAGE_ENTRIES))[pos % PAGE_ENTRIES]
     }
 
     fn slot(&self, pages: &Pages, i: usize) -> u32 {
-        pages.slots.get(self.slot_pages[i / PAGE_SLOTS])[i % PAGE_SLOTS]
+        pages.slots.get(self.ids.slot_page(i / PAGE_SLOTS))[i % PAGE_SLOTS]
     }
 
     /// The slot a hash starts probing at (multiply-shift: any table size works).
@@ -250,7 +352,7 @@ impl Table<'_> {
     fn set_slot(&mut self, i: usize, v: u32) {
         self.pages
             .slots
-            .get_mut(self.part.slot_pages[i / PAGE_SLOTS])[i % PAGE_SLOTS] = v;
+            .get_mut(self.part.ids.slot_page(i / PAGE_SLOTS))[i % PAGE_SLOTS] = v;
     }
 
     fn slot(&self, i: usize) -> u32 {
@@ -264,7 +366,7 @@ impl Table<'_> {
     fn set_entry(&mut self, pos: usize, e: Packed) {
         self.pages
             .entries
-            .get_mut(self.part.entry_pages[pos / PAGE_ENTRIES])[pos % PAGE_ENTRIES] = e;
+            .get_mut(self.part.ids.entry_page(pos / PAGE_ENTRIES))[pos % PAGE_ENTRIES] = e;
     }
 
     fn hash_at(&self, pos: usize) -> u64 {
@@ -296,14 +398,14 @@ impl Table<'_> {
     /// Rebuilds the slots in `n_pages` fresh pages (entries do not move).
     fn resize(&mut self, n_pages: usize) {
         assert!(
-            n_pages * PAGE_SLOTS > self.part.len,
+            n_pages * PAGE_SLOTS > self.part.len(),
             "a table keeps at least one empty slot"
         );
-        for id in self.part.slot_pages.drain(..) {
+        let fresh: Vec<u32> = (0..n_pages).map(|_| self.pages.slots.take()).collect();
+        for id in self.part.ids.replace_slots(fresh) {
             self.pages.slots.give(id);
         }
-        self.part.slot_pages = (0..n_pages).map(|_| self.pages.slots.take()).collect();
-        for pos in 0..self.part.len {
+        for pos in 0..self.part.len() {
             let hash = self.hash_at(pos);
             let i = self.empty_slot(hash);
             self.set_slot(i, slot_value(pos, hash));
@@ -312,7 +414,7 @@ impl Table<'_> {
 
     /// Adds a digest known to be absent.
     fn push(&mut self, packed: Packed, hash: u64) {
-        let len = self.part.len;
+        let len = self.part.len();
         assert!(
             len < PARTITION_RECORDS_MAX,
             "partition {} holds {PARTITION_RECORDS_MAX} records",
@@ -323,12 +425,12 @@ impl Table<'_> {
             let want = (len + 1) * 5 / 4 * 5 / 4;
             self.resize(want.div_ceil(PAGE_SLOTS));
         }
-        if len == self.part.entry_pages.len() * PAGE_ENTRIES {
+        if len == self.part.ids.entry_count() * PAGE_ENTRIES {
             let id = self.pages.entries.take();
-            self.part.entry_pages.push(id);
+            self.part.ids.push_entry(id);
         }
         self.set_entry(len, packed);
-        self.part.len = len + 1;
+        self.part.len = len as u32 + 1;
         let i = self.empty_slot(hash);
         self.set_slot(i, slot_value(len, hash));
     }
@@ -338,7 +440,7 @@ impl Table<'_> {
         let pos = pos_of(self.slot(slot));
         self.clear_slot(slot);
         // Keep the entries dense: the last one moves into the hole.
-        let last = self.part.len - 1;
+        let last = self.part.len() - 1;
         if pos != last {
             let moved = self.entry(last);
             let moved_hash = self.hash_at(last);
@@ -346,26 +448,23 @@ impl Table<'_> {
             self.set_slot(s, slot_value(pos, moved_hash));
             self.set_entry(pos, moved);
         }
-        self.part.len = last;
+        self.part.len = last as u32;
         // Give pages back, with slack so that a partition hovering at a boundary does not
         // take and give a page on every write.
-        if self.part.entry_pages.len() * PAGE_ENTRIES >= last + 2 * PAGE_ENTRIES {
-            let id = self
-                .part
-                .entry_pages
-                .pop()
-                .expect("more pages than entries");
+        if self.part.ids.entry_count() * PAGE_ENTRIES >= last + 2 * PAGE_ENTRIES {
+            let id = self.part.ids.pop_entry().expect("more pages than entries");
             self.pages.entries.give(id);
         }
         if last == 0 {
-            for id in self.part.entry_pages.drain(..) {
+            let (slots, entries) = self.part.ids.take_all();
+            for id in entries {
                 self.pages.entries.give(id);
             }
-            for id in self.part.slot_pages.drain(..) {
+            for id in slots {
                 self.pages.slots.give(id);
             }
             *self.part = Partition::default();
-        } else if self.part.slot_pages.len() > 1 && last * 5 < self.part.slot_count() {
+        } else if self.part.ids.slot_count() > 1 && last * 5 < self.part.slot_count() {
             self.resize((last * 3 / 2).div_ceil(PAGE_SLOTS));
         }
     }
@@ -542,6 +641,7 @@ impl Index {
     /// use, without their `Vec`s' spare capacity) and partition headers. O(1): stats read it
     /// after every write.
     pub fn memory_bytes(&self) -> u64 {
+        // Page-id lists beyond what a header holds inline (an approximation: all in use).
         let lists = (self.pages.entries.in_use() + self.pages.slots.in_use()) * 4;
         (self.pages.entries.memory_bytes()
             + self.pages.slots.memory_bytes()
@@ -560,7 +660,7 @@ impl Index {
             .iter()
             .enumerate()
             .flat_map(move |(pid, p)| {
-                (0..p.len).map(move |pos| {
+                (0..p.len()).map(move |pos| {
                     let packed = p.entry(pages, pos);
                     (digest_of(pid, packed), IndexEntry::unpack(packed))
                 })
@@ -614,6 +714,11 @@ mod tests {
             idx.set_stats().snapshot(),
             vec![(b"a".to_vec(), 2), (b"b".to_vec(), 1)]
         );
+    }
+
+    #[test]
+    fn a_partition_header_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Partition>(), 64);
     }
 
     #[test]
@@ -719,7 +824,7 @@ mod tests {
         assert!(idx
             .partitions
             .iter()
-            .all(|p| p.entry_pages.is_empty() && p.slot_pages.is_empty()));
+            .all(|p| p.ids.all().is_empty() && p.ids.spill.is_none()));
         assert_eq!(idx.pages.entries.free.len() as u32, idx.pages.entries.made);
         assert_eq!(idx.pages.slots.free.len() as u32, idx.pages.slots.made);
     }

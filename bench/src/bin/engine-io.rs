@@ -50,7 +50,8 @@ fn config(dir: PathBuf) -> StoreConfig {
         stop_writes_avail_pct: 0,
         evict_used_pct: 0,
         extents: Vec::new(),
-        memory: false,
+        // MEMORY=1: storage-engine memory, to see the engine's CPU cost without the device.
+        memory: std::env::var("MEMORY").is_ok_and(|v| v == "1"),
     }
 }
 
