@@ -55,7 +55,17 @@ fn config(dir: PathBuf) -> StoreConfig {
     }
 }
 
-/// Record `i`: one blob bin sized so the whole encoded record is 1 KiB.
+/// Encoded size of every record: 1 KiB, or RECORD_BYTES (128 B – 1 MiB) to see how the
+/// per-record cost weighs at other sizes.
+fn record_bytes() -> usize {
+    std::env::var("RECORD_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (128..=1 << 20).contains(n))
+        .unwrap_or(1024)
+}
+
+/// Record `i`: one blob bin sized so the whole encoded record is `record_bytes()`.
 fn record(i: u64) -> Record {
     let mut r = Record {
         digest: Digest::of_integer("s", i as i64),
@@ -73,7 +83,7 @@ fn record(i: u64) -> Record {
         }],
         tombstone: false,
     };
-    let pad = 1024 - r.encoded_bytes();
+    let pad = record_bytes() - r.encoded_bytes();
     r.bins[0].value = vec![(i % 251) as u8; pad];
     r
 }
@@ -173,8 +183,9 @@ fn write_shards(dir: PathBuf, records: u64, shards: u32) -> Result<(), String> {
         slowest = slowest.max(secs);
     }
     println!(
-        "engine write, {shards} shards: {written} records of 1 KiB in {slowest:.2} s: {:.1} MB/s",
-        written as f64 * 1024.0 / slowest / 1e6
+        "engine write, {shards} shards: {written} records of {} bytes in {slowest:.2} s: {:.1} MB/s",
+        record_bytes(),
+        written as f64 * record_bytes() as f64 / slowest / 1e6
     );
     Ok(())
 }
@@ -208,8 +219,9 @@ async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
         .collect();
     let secs = write_digests(&store, &digests).await?;
     println!(
-        "engine write: {records} records of 1 KiB in {secs:.2} s: {:.1} MB/s",
-        records as f64 * 1024.0 / secs / 1e6
+        "engine write: {records} records of {} bytes in {secs:.2} s: {:.1} MB/s",
+        record_bytes(),
+        records as f64 * record_bytes() as f64 / secs / 1e6
     );
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! freed blocks are reused, and rebuilds the index at start.
 //!
 //! Owns the data file of one shard. Invariants: `durable_lsn` only grows; a block leaves memory
-//! only once every byte of it is durable; a block is released for reuse only after every live
+//! only once every byte of it is written to the device (and synced, under
+//! `commit-to-device`; otherwise the flusher syncs within `flush-max-ms`); a block is released for reuse only after every live
 //! record in it has a durable copy elsewhere and its header on disk is zero; after any device
 //! error the shard refuses all writes (reads of data already indexed keep working). It must
 //! never acknowledge a write whose bytes are not durable when `commit-to-device` is on.
@@ -108,8 +109,12 @@ struct State {
     next_sequence: u64,
     /// Bytes appended since start (a log position that only grows, unlike file offsets).
     appended_lsn: u64,
-    /// Every append up to this position is durable.
+    /// Every append up to this position is durable (written and synced).
     durable_lsn: u64,
+    /// Every append up to this position is written to the device, maybe not yet synced.
+    written_lsn: u64,
+    /// Extents written since their last fdatasync (by write-behind without sync).
+    unsynced: Vec<bool>,
     failed: Option<String>,
 }
 
@@ -451,6 +456,8 @@ impl ShardStore {
             next_sequence: max_sequence + 2,
             appended_lsn: 0,
             durable_lsn: 0,
+            written_lsn: 0,
+            unsynced: Vec::new(),
             failed: None,
         };
         Ok((state, report))
@@ -600,8 +607,11 @@ impl ShardStore {
     /// the device with `commit-to-device`, otherwise at once (unless too many blocks wait for
     /// the device, in which case the writer helps flush them).
     pub async fn commit(&self, ticket: CommitTicket) -> Result<(), StoreError> {
-        if self.cfg.commit_to_device || self.state.borrow().blocks.len() > UNFLUSHED_BLOCKS_MAX {
+        if self.cfg.commit_to_device {
             self.flush_to(ticket.0).await
+        } else if self.state.borrow().blocks.len() > UNFLUSHED_BLOCKS_MAX {
+            // Back-pressure only: the bytes must leave memory, not yet reach stable media.
+            self.flush(ticket.0, false).await
         } else {
             Ok(())
         }
@@ -747,8 +757,10 @@ impl ShardStore {
         // Started after the state is released: glommio runs a spawned task at once.
         if let (Some(lsn), Some(me)) = (write_behind, self.me.upgrade()) {
             glommio::spawn_local(async move {
-                // A failure marks the shard failed (and is logged) inside flush_to.
-                let _ = me.flush_to(lsn).await;
+                // A failure marks the shard failed (and is logged) inside flush. Synced only
+                // when writes are acknowledged on the device anyway.
+                let sync = me.cfg.commit_to_device;
+                let _ = me.flush(lsn, sync).await;
             })
             .detach();
         }
@@ -759,7 +771,22 @@ impl ShardStore {
     /// flush lock; whoever gets it writes everything appended so far, so the others usually
     /// find their bytes already durable when their turn comes (group commit).
     pub async fn flush_to(&self, target: u64) -> Result<(), StoreError> {
-        if self.state.borrow().durable_lsn >= target {
+        self.flush(target, true).await
+    }
+
+    /// Writes every append up to `target` to the device, and with `sync` makes it durable
+    /// (fdatasync of every extent written since the last sync). Without `sync` (write-behind
+    /// and back-pressure under `commit-to-device false`, where the background flusher syncs
+    /// every `flush-max-ms`) the bytes are on the device but not yet forced to stable media.
+    async fn flush(&self, target: u64, sync: bool) -> Result<(), StoreError> {
+        let done = |st: &State| {
+            if sync {
+                st.durable_lsn >= target
+            } else {
+                st.written_lsn >= target
+            }
+        };
+        if done(&self.state.borrow()) {
             return Ok(());
         }
         let _permit = self
@@ -769,7 +796,7 @@ impl ShardStore {
             .expect("flush lock semaphore is never closed");
         let (segments, upto) = {
             let st = self.state.borrow();
-            if st.durable_lsn >= target {
+            if done(&st) {
                 return Ok(());
             }
             if let Some(reason) = &st.failed {
@@ -804,8 +831,22 @@ impl ShardStore {
                 Err(e) => return Err(self.fail(format!("write at {offset} failed: {e}"))),
             }
         }
-        if let Err((path, e)) = self.media.sync(&extents_written).await {
-            return Err(self.fail(format!("fdatasync of {path} failed: {e}")));
+        if sync {
+            let unsynced = std::mem::take(&mut self.state.borrow_mut().unsynced);
+            for (mark, was) in extents_written.iter_mut().zip(unsynced) {
+                *mark |= was;
+            }
+            if let Err((path, e)) = self.media.sync(&extents_written).await {
+                return Err(self.fail(format!("fdatasync of {path} failed: {e}")));
+            }
+        } else {
+            let mut st = self.state.borrow_mut();
+            if st.unsynced.len() < extents_written.len() {
+                st.unsynced.resize(extents_written.len(), false);
+            }
+            for (was, mark) in st.unsynced.iter_mut().zip(&extents_written) {
+                *was |= *mark;
+            }
         }
         self.flushes.set(self.flushes.get() + 1);
         let mut st = self.state.borrow_mut();
@@ -814,8 +855,11 @@ impl ShardStore {
                 b.mark_durable(used);
             }
         }
-        assert!(upto >= st.durable_lsn, "durable_lsn only grows");
-        st.durable_lsn = upto;
+        st.written_lsn = st.written_lsn.max(upto);
+        if sync {
+            assert!(upto >= st.durable_lsn, "durable_lsn only grows");
+            st.durable_lsn = upto;
+        }
         while st.blocks.len() > 1 {
             let front = st.blocks.front().expect("non-empty");
             if front.sealed && front.is_durable() {
