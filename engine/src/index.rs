@@ -296,6 +296,8 @@ struct Table<'a> {
     pages: &'a mut Pages,
     pid: usize,
     seed: u64,
+    /// Records a partition is expected to reach (a bulk load's hint; 0: none).
+    hint: usize,
 }
 
 impl Partition {
@@ -401,10 +403,12 @@ impl Table<'_> {
             n_pages * PAGE_SLOTS > self.part.len(),
             "a table keeps at least one empty slot"
         );
-        let fresh: Vec<u32> = (0..n_pages).map(|_| self.pages.slots.take()).collect();
-        for id in self.part.ids.replace_slots(fresh) {
+        // Old pages back first, so a shrinking table reuses them instead of growing the slab.
+        for id in self.part.ids.replace_slots(Vec::new()) {
             self.pages.slots.give(id);
         }
+        let fresh: Vec<u32> = (0..n_pages).map(|_| self.pages.slots.take()).collect();
+        self.part.ids.replace_slots(fresh);
         for pos in 0..self.part.len() {
             let hash = self.hash_at(pos);
             let i = self.empty_slot(hash);
@@ -420,9 +424,9 @@ impl Table<'_> {
             "partition {} holds {PARTITION_RECORDS_MAX} records",
             self.pid
         );
-        // Over 80 % full after this insert: grow by a quarter.
+        // Over 80 % full after this insert: grow by a quarter, or at once to the bulk hint.
         if (len + 1) * 5 > self.part.slot_count() * 4 {
-            let want = (len + 1) * 5 / 4 * 5 / 4;
+            let want = ((len + 1) * 5 / 4 * 5 / 4).max(self.hint * 4 / 3);
             self.resize(want.div_ceil(PAGE_SLOTS));
         }
         if len == self.part.ids.entry_count() * PAGE_ENTRIES {
@@ -516,6 +520,8 @@ pub struct Index {
     pages: Pages,
     len: usize,
     seed: u64,
+    /// See [`Index::expect_records`].
+    hint: usize,
     set_ids: HashMap<Vec<u8>, u16>,
     /// The set named last: writes mostly repeat it, and this spares them the hash lookup.
     last_set: Option<(Vec<u8>, u16)>,
@@ -531,6 +537,7 @@ impl Default for Index {
                 slots: Slab::new([0; PAGE_SLOTS]),
             },
             len: 0,
+            hint: 0,
             seed: std::collections::hash_map::RandomState::new().hash_one(0x6170_6f67_6565u64),
             set_ids: HashMap::new(),
             last_set: None,
@@ -579,6 +586,7 @@ impl Index {
             pages: &mut self.pages,
             pid,
             seed: self.seed,
+            hint: self.hint,
         }
     }
 
@@ -635,6 +643,29 @@ impl Index {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// A bulk load (recovery) expects about `records` records in `partitions` partitions:
+    /// a table that must grow grows straight to its share, instead of by a quarter at a
+    /// time (each step rehashes the partition). [`Index::end_bulk`] ends it.
+    pub fn expect_records(&mut self, records: usize, partitions: usize) {
+        self.hint = records / partitions.max(1);
+    }
+
+    /// Ends a bulk load: tables left under half full (the hint counted versions that were
+    /// later overwritten or deleted) shrink back to 64–80 % full.
+    pub fn end_bulk(&mut self) {
+        self.hint = 0;
+        for pid in 0..self.partitions.len() {
+            let p = &self.partitions[pid];
+            let (len, slots) = (p.len(), p.slot_count());
+            if len > 0 && len * 2 < slots {
+                let pages = (len * 5 / 4 * 5 / 4).max(len + 1).div_ceil(PAGE_SLOTS);
+                if pages < p.ids.slot_count() {
+                    self.table(pid).resize(pages);
+                }
+            }
+        }
     }
 
     /// RAM of the index: its pages (free ones included), page lists (counted as the pages in
@@ -714,6 +745,32 @@ mod tests {
             idx.set_stats().snapshot(),
             vec![(b"a".to_vec(), 2), (b"b".to_vec(), 1)]
         );
+    }
+
+    /// A bulk hint far above what arrives: tables jump to their share while loading, and
+    /// end_bulk gives the spare slots back; every entry stays found throughout.
+    #[test]
+    fn bulk_hints_grow_at_once_and_end_bulk_shrinks_back() {
+        let mut idx = Index::default();
+        idx.expect_records(4096 * 1000, 4096);
+        let n = 20_000;
+        for i in 0..n {
+            idx.insert(Digest::of_integer("b", i), entry(0));
+        }
+        let loaded = idx.pages.slots.in_use();
+        idx.end_bulk();
+        let after = idx.pages.slots.in_use();
+        assert!(
+            after * 4 < loaded,
+            "slot pages in use: {loaded} while loading, {after} after"
+        );
+        for p in idx.partitions.iter().filter(|p| p.len() > 0) {
+            assert!(p.len() * 2 >= p.slot_count() || p.ids.slot_count() == 1);
+        }
+        for i in 0..n {
+            assert_eq!(idx.get(&Digest::of_integer("b", i)), Some(entry(0)), "{i}");
+        }
+        assert_eq!(idx.len(), n as usize);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use apogee_wire::digest::PARTITION_COUNT;
 use apogee_wire::Digest;
 use futures_lite::StreamExt;
 use glommio::io::{MergedBufferLimit, ReadAmplificationLimit};
@@ -380,6 +381,13 @@ impl ShardStore {
             media.recovered_block(base, block);
             let (_, replay) = recovery::replay_block(block, base, &mut index, &mut shadows, now)
                 .expect("pass 1 saw a valid header");
+            if n == 0 {
+                // Size the tables once from the first block (an upper bound: versions later
+                // overwritten count too; end_bulk shrinks what was over-reserved).
+                let estimate = replay.records as usize * order.len();
+                let partitions = PARTITION_COUNT as usize / cfg.shard_count as usize;
+                index.expect_records(estimate, partitions.max(1));
+            }
             report.blocks += 1;
             report.records += replay.records;
             report.bad_records += replay.bad_records;
@@ -405,6 +413,7 @@ impl ShardStore {
                 last_log = Instant::now();
             }
         }
+        index.end_bulk();
         for (_, e) in index.iter() {
             table.add_live(e.offset, e.bytes);
         }
