@@ -145,9 +145,13 @@ const SWEEP_CHUNK_RECORDS: usize = 4096;
 
 /// Block-header reads recovery keeps in flight.
 const RECOVERY_READS_IN_FLIGHT: usize = 64;
-/// Block reads recovery keeps in flight while it replays, and the largest merged read.
-const RECOVERY_BLOCKS_IN_FLIGHT: usize = 4;
-const RECOVERY_READ_BYTES_MAX: usize = 4 << 20;
+/// Block reads recovery keeps in flight while it replays, and the largest merged read. Reads
+/// of 1 MiB (no merging of 1 MiB blocks) with 8 in flight beat 4 MiB merged reads with 4:
+/// glommio serves small reads from its pre-registered I/O memory, while each 4 MiB buffer was
+/// a fresh mapping the kernel had to fault in and pin (a fifth of recovery's time in a
+/// profile); 3 M records, alternated runs: 2.5 s against 3.0 s on average.
+const RECOVERY_BLOCKS_IN_FLIGHT: usize = 8;
+const RECOVERY_READ_BYTES_MAX: usize = 1 << 20;
 
 /// Summary of a cold start, for the log and for tests.
 #[derive(Debug, Clone, Copy, Default)]
