@@ -500,6 +500,19 @@ impl Table<'_> {
     }
 }
 
+/// A prefetch hint for the cache line holding `r`.
+fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint to the CPU: it never faults and changes no state a
+    // program can observe, and `r` is a valid reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
 fn hash_of(digest: &Digest, seed: u64) -> u64 {
     xxh3_64_with_seed(&digest.0, seed)
 }
@@ -643,6 +656,19 @@ impl Index {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Asks the CPU to start fetching what a lookup of `d` touches: the partition header, and
+    /// with `deep` (once the header is likely cached) the digest's home slot. Only a hint: a
+    /// bulk load issues it a record or two ahead, so the cache misses of one record's insert
+    /// overlap the work on the records before it.
+    pub fn prefetch(&self, d: &Digest, deep: bool) {
+        let p = &self.partitions[usize::from(d.partition().0)];
+        prefetch(p);
+        if deep && p.len > 0 {
+            let i = p.home(hash_of(d, self.seed));
+            prefetch(&self.pages.slots.get(p.ids.slot_page(i / PAGE_SLOTS))[i % PAGE_SLOTS]);
+        }
     }
 
     /// A bulk load (recovery) expects about `records` records in `partitions` partitions:

@@ -285,6 +285,25 @@ pub fn set_name_of(encoded: &[u8]) -> &[u8] {
     &encoded[RECORD_FIXED_BYTES..RECORD_FIXED_BYTES + n]
 }
 
+/// The digests of the records of `block` from `pos` on, read from their fixed headers without
+/// checking anything but magic and length: hints for prefetching only, never trusted.
+pub fn digests_ahead(block: &[u8], mut pos: usize) -> Vec<Digest> {
+    let mut out = Vec::new();
+    while pos + RECORD_FIXED_BYTES <= block.len() {
+        let b = &block[pos..];
+        if u32::from_be_bytes(b[0..4].try_into().expect("4 bytes")) != RECORD_MAGIC {
+            break;
+        }
+        let total = u32::from_be_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
+        if total < RECORD_FIXED_BYTES || total > b.len() {
+            break;
+        }
+        out.push(Digest::from_slice(&b[28..28 + DIGEST_BYTES]).expect("20 bytes"));
+        pos += total;
+    }
+    out
+}
+
 pub fn decode_header_tagged(bytes: &[u8], tag: u32) -> Result<RecordHeader, RecordDecodeError> {
     if bytes.len() < 8 {
         return Err(RecordDecodeError::End);
