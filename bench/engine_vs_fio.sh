@@ -25,14 +25,18 @@ fio_json() { fio --output-format=json "$@" 2>/dev/null; }
 field() { python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; print($1)"; }
 
 echo "== 1. write throughput"
-ENGINE_W=$("$BIN" write "$DIR/engine" "$RECORDS" | tee /dev/stderr | sed -E 's/.*: ([0-9.]+) MB\/s/\1/')
+# Each engine line is printed, then its number taken from it (tee to /dev/stderr would reopen
+# a redirected log file at offset 0 and overwrite it).
+OUT=$("$BIN" write "$DIR/engine" "$RECORDS"); echo "$OUT"
+ENGINE_W=$(echo "$OUT" | sed -E 's/.*: ([0-9.]+) MB\/s/\1/')
 FIO_W=$(fio_json --name=w --filename="$DIR/fio.dat" --rw=write --bs=1M --size=$((RECORDS))k \
     --direct=1 --ioengine=psync --fdatasync=8 --end_fsync=1 | field "j['write']['bw_bytes']/1e6")
 echo "fio sequential write: $FIO_W MB/s"
 
 echo "== 1b. write throughput with one shard per core, as the server runs, vs fio with as many jobs"
 CORES=${CORES:-$(nproc)}
-ENGINE_WN=$("$BIN" write-shards "$DIR/engine-n" "$RECORDS" "$CORES" | tee /dev/stderr | sed -E 's/.*: ([0-9.]+) MB\/s/\1/')
+OUT=$("$BIN" write-shards "$DIR/engine-n" "$RECORDS" "$CORES"); echo "$OUT"
+ENGINE_WN=$(echo "$OUT" | sed -E 's/.*: ([0-9.]+) MB\/s/\1/')
 rm -rf "$DIR/engine-n"
 FIO_WN=$(fio_json --name=w --directory="$DIR" --rw=write --bs=1M --size=$((RECORDS / CORES))k \
     --numjobs="$CORES" --group_reporting --direct=1 --ioengine=psync --fdatasync=8 --end_fsync=1 \
@@ -41,7 +45,8 @@ rm -f "$DIR"/w.*
 echo "fio sequential write, $CORES jobs: $FIO_WN MB/s"
 
 echo "== 2. random reads at queue depth 32"
-ENGINE_R=$("$BIN" read "$DIR/engine" "$RECORDS" "$SECS" | tee /dev/stderr | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
+OUT=$("$BIN" read "$DIR/engine" "$RECORDS" "$SECS"); echo "$OUT"
+ENGINE_R=$(echo "$OUT" | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
 FIO_R=$(fio_json --name=r --filename="$FILE" --rw=randread --bs=4k --iodepth=32 --direct=1 \
     --ioengine=io_uring --runtime="$SECS" --time_based | field "j['read']['iops']")
 echo "fio 4 KiB random read: $FIO_R IOPS"
