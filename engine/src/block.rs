@@ -122,10 +122,16 @@ impl WriteBlock {
 
     /// Appends encoded record bytes; returns their file offset. Caller checks `fits` first.
     pub fn append(&mut self, bytes: &[u8]) -> u64 {
-        assert!(self.fits(bytes.len()), "append past the end of a block");
+        self.append_with(bytes.len(), |slot| slot.copy_from_slice(bytes))
+    }
+
+    /// Appends `n` bytes that `fill` writes in place (a record encoded straight into the
+    /// block); returns their file offset. Caller checks `fits` first.
+    pub fn append_with(&mut self, n: usize, fill: impl FnOnce(&mut [u8])) -> u64 {
+        assert!(self.fits(n), "append past the end of a block");
         let at = self.used;
-        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
-        self.used += bytes.len();
+        fill(&mut self.buf[at..at + n]);
+        self.used += n;
         self.base + at as u64
     }
 

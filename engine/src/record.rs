@@ -148,6 +148,14 @@ impl Record {
 
     /// Appends the encoded record (with its checksum) to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + self.encoded_bytes(), 0);
+        self.encode_to(&mut out[start..]);
+    }
+
+    /// Encodes the record (with its checksum, tag 0) into `out`, which must be exactly
+    /// [`Record::encoded_bytes`] long: the store encodes straight into its write block.
+    pub fn encode_to(&self, out: &mut [u8]) {
         assert!(
             self.set_name.len() <= SET_NAME_BYTES_MAX,
             "set name too long"
@@ -156,42 +164,43 @@ impl Record {
             !self.tombstone || self.bins.is_empty(),
             "tombstone with bins"
         );
-        let start = out.len();
         let total = self.encoded_bytes();
-        out.extend_from_slice(&RECORD_MAGIC.to_be_bytes());
-        out.extend_from_slice(&(total as u32).to_be_bytes());
-        out.extend_from_slice(&[0; 4]); // checksum, filled below
-        out.push(if self.tombstone { FLAG_TOMBSTONE } else { 0 });
-        out.push(self.set_name.len() as u8);
-        out.extend_from_slice(&self.meta.generation.to_be_bytes());
-        out.extend_from_slice(&self.meta.void_time.to_be_bytes());
-        out.extend_from_slice(&self.meta.last_update_ms.to_be_bytes());
-        out.extend_from_slice(&self.digest.0);
-        out.extend_from_slice(&self.set_name);
+        assert_eq!(out.len(), total, "encode_to needs exactly encoded_bytes");
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&RECORD_MAGIC.to_be_bytes());
+        put(&(total as u32).to_be_bytes());
+        put(&[0; 4]); // checksum, filled below
+        put(&[if self.tombstone { FLAG_TOMBSTONE } else { 0 }]);
+        put(&[self.set_name.len() as u8]);
+        put(&self.meta.generation.to_be_bytes());
+        put(&self.meta.void_time.to_be_bytes());
+        put(&self.meta.last_update_ms.to_be_bytes());
+        put(&self.digest.0);
+        put(&self.set_name);
         match &self.user_key {
-            None => out.push(0),
+            None => put(&[0]),
             Some(k) => {
                 assert!(k.particle_type != 0, "user key needs a particle type");
-                out.push(k.particle_type);
-                out.extend_from_slice(&(k.bytes.len() as u32).to_be_bytes());
-                out.extend_from_slice(&k.bytes);
+                put(&[k.particle_type]);
+                put(&(k.bytes.len() as u32).to_be_bytes());
+                put(&k.bytes);
             }
         }
-        out.extend_from_slice(&(self.bins.len() as u16).to_be_bytes());
+        put(&(self.bins.len() as u16).to_be_bytes());
         for b in &self.bins {
-            out.push(b.name.len() as u8);
-            out.extend_from_slice(&b.name);
-            out.push(b.particle_type);
-            out.extend_from_slice(&(b.value.len() as u32).to_be_bytes());
-            out.extend_from_slice(&b.value);
+            put(&[b.name.len() as u8]);
+            put(&b.name);
+            put(&[b.particle_type]);
+            put(&(b.value.len() as u32).to_be_bytes());
+            put(&b.value);
         }
-        assert_eq!(
-            out.len() - start,
-            total,
-            "encoded size matches encoded_bytes"
-        );
-        let crc = checksum(&out[start..]);
-        out[start + 8..start + 12].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(at, total, "encoded size matches encoded_bytes");
+        let crc = checksum(out);
+        out[8..12].copy_from_slice(&crc.to_be_bytes());
     }
 
     pub fn encode(&self) -> Vec<u8> {

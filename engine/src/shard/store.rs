@@ -140,6 +140,25 @@ pub struct ShardStore {
     tuning: Arc<Tuning>,
 }
 
+/// What an append writes into the block.
+#[derive(Clone, Copy)]
+enum Incoming<'a> {
+    /// A record, encoded straight into the block.
+    Record(&'a Record),
+    /// Bytes of a record already encoded, with the checksum tag of the block they came from
+    /// (defragmentation moving a record).
+    Bytes { bytes: &'a [u8], tag: u32 },
+}
+
+impl Incoming<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Incoming::Record(r) => r.encoded_bytes(),
+            Incoming::Bytes { bytes, .. } => bytes.len(),
+        }
+    }
+}
+
 /// Records the expiry sweep and eviction handle between two yields to the executor.
 const SWEEP_CHUNK_RECORDS: usize = 4096;
 
@@ -639,17 +658,22 @@ impl ShardStore {
     /// Synchronous, so a caller that checked the record's `version` appends before anything else
     /// can change it; the returned ticket is then awaited with `commit`.
     pub fn append(&self, record: &Record) -> Result<CommitTicket, StoreError> {
-        let bytes = record.encode();
-        if bytes.len() > self.record_bytes_max() {
+        let size = record.encoded_bytes();
+        if size > self.record_bytes_max() {
             return Err(StoreError::RecordTooBig {
-                size: bytes.len(),
+                size,
                 max: self.record_bytes_max(),
             });
         }
         if !record.tombstone {
             self.check_stop_writes()?;
         }
-        let ticket = self.append_bytes(bytes, 0, record.digest, record.meta, record.tombstone)?;
+        let ticket = self.append_bytes(
+            Incoming::Record(record),
+            record.digest,
+            record.meta,
+            record.tombstone,
+        )?;
         self.stats.count_write();
         Ok(ticket)
     }
@@ -679,15 +703,13 @@ impl ShardStore {
         Ok(())
     }
 
-    /// Appends encoded record bytes: the one place that moves index entries, shadows, cache
+    /// Appends a record version: the one place that moves index entries, shadows, cache
     /// entries and block live bytes together. `shadow` says the bytes shadow older versions
-    /// (a tombstone or an expired record) rather than being the live version.
-    /// `bytes` carry checksum tag `from_tag` (0 when freshly encoded); they are re-tagged for
-    /// the block they land in.
+    /// (a tombstone or an expired record) rather than being the live version. The record is
+    /// encoded (or its bytes copied) straight into the open block and tagged for it there.
     fn append_bytes(
         &self,
-        mut bytes: Vec<u8>,
-        from_tag: u32,
+        incoming: Incoming<'_>,
         digest: Digest,
         meta: crate::record::RecordMeta,
         shadow: bool,
@@ -701,7 +723,8 @@ impl ShardStore {
             });
         }
         let mut write_behind = None;
-        if !st.blocks.back().expect("open block").fits(bytes.len()) {
+        let len = incoming.len();
+        if !st.blocks.back().expect("open block").fits(len) {
             let sequence = st.next_sequence;
             let Some(idx) = st.table.allocate(sequence) else {
                 return Err(StoreError::OutOfSpace {
@@ -727,14 +750,30 @@ impl ShardStore {
             ));
         }
         let open = st.blocks.back_mut().expect("open block");
-        retag(&mut bytes, from_tag, block_tag(open.sequence));
-        let offset = open.append(&bytes);
-        let len = bytes.len() as u32;
+        let to_tag = block_tag(open.sequence);
+        let offset = open.append_with(len, |slot| match incoming {
+            Incoming::Record(r) => {
+                r.encode_to(slot);
+                retag(slot, 0, to_tag);
+            }
+            Incoming::Bytes { bytes, tag } => {
+                slot.copy_from_slice(bytes);
+                retag(slot, tag, to_tag);
+            }
+        });
+        let st = &mut *st;
+        let bytes = st
+            .blocks
+            .back()
+            .expect("open block")
+            .slice_at(offset, len)
+            .expect("just appended");
+        let len = len as u32;
         // The version this one replaces: the live entry, or a shadow (at most one exists).
         let replaced = if shadow {
             st.index.remove(&digest)
         } else {
-            let set_id = st.index.set_id(set_name_of(&bytes));
+            let set_id = st.index.set_id(set_name_of(bytes));
             st.index.insert(
                 digest,
                 IndexEntry {
@@ -1021,8 +1060,8 @@ impl ShardStore {
                 continue;
             }
             let tombstone = Record::tombstone(digest, generation, clock::now_ms());
-            let bytes = tombstone.encode();
-            let _ = self.append_bytes(bytes, 0, digest, tombstone.meta, true)?;
+            let _ =
+                self.append_bytes(Incoming::Record(&tombstone), digest, tombstone.meta, true)?;
             evicted += 1;
         }
         self.stats.add_evicted(evicted as u64);
@@ -1195,7 +1234,7 @@ impl ShardStore {
             return Ok(());
         }
         if live || shadow {
-            let _ = self.append_bytes(bytes.to_vec(), tag, h.digest, h.meta, shadow)?;
+            let _ = self.append_bytes(Incoming::Bytes { bytes, tag }, h.digest, h.meta, shadow)?;
         }
         Ok(())
     }
