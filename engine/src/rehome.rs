@@ -7,6 +7,10 @@
 //! an interrupted attempt is wiped first); once every new file is durable the old directory is
 //! renamed to `<ns>.rehome-done` and only then deleted. Only live records are copied, so nothing
 //! deleted or expired can come back. Runs before the cores start; must never run beside them.
+//!
+//! Namespaces on configured files or devices cannot be renamed aside: `rehome_extents` copies
+//! them into a staging copy in the default layout, wipes the new layout's header positions and
+//! loads the records back (crash-safe by a `COMPLETE` marker and a final rename).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -144,4 +148,188 @@ fn sync_parent(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(parent)
         .and_then(|f| f.sync_all())
         .map_err(io_err(parent))
+}
+
+/// The header at byte 0 of a configured file or device (region 0's), or `None` when blank or
+/// missing.
+fn first_region_header(path: &Path) -> Result<Option<FileHeader>, StoreError> {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Ok(None);
+    };
+    let mut head = vec![0u8; FILE_HEADER_BYTES];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]).map_err(io_err(path))? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    if head[..n].iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    FileHeader::decode(&head[..n])
+        .map(Some)
+        .map_err(|reason| StoreError::BadDataFile {
+            path: path.display().to_string(),
+            reason,
+        })
+}
+
+/// Whether a namespace on configured files or devices must be re-homed before its shards
+/// open: an interrupted re-homing left `stage`, or region 0's header was written with another
+/// core count or region size than `new` (shard 0's configuration) gives.
+pub fn extents_needed(new: &StoreConfig, stage: &Path) -> Result<bool, StoreError> {
+    if stage.exists() || sibling(stage, ".done").exists() {
+        return Ok(true);
+    }
+    let first = new
+        .extents
+        .first()
+        .expect("a configured layout has extents");
+    Ok(first_region_header(&first.path)?.is_some_and(|h| {
+        h.shard_count != new.shard_count || u64::from(h.region_mib) << 20 != first.bytes
+    }))
+}
+
+/// Copies every live record of `sources` (opened one after the other) to the store of its
+/// partition's owner among `targets`.
+async fn copy_all(
+    sources: Vec<StoreConfig>,
+    targets: &[std::rc::Rc<ShardStore>],
+) -> Result<u64, StoreError> {
+    let to = targets.len() as u32;
+    let mut records = 0;
+    for cfg in sources {
+        let (source, recovered) = ShardStore::open(cfg, Arc::default()).await?;
+        tracing::info!(records = recovered.objects, "re-homing a shard");
+        for digest in source.live_digests() {
+            let Some(record) = source.get(&digest).await? else {
+                continue; // expired since
+            };
+            let owner = u32::from(digest.partition().0) % to;
+            targets[owner as usize].put(&record).await?;
+            records += 1;
+        }
+    }
+    for t in targets {
+        t.flush_all().await?;
+    }
+    Ok(records)
+}
+
+/// Re-homes a namespace on configured files or devices to the layout `new` describes (one
+/// configuration per new shard), through a staging copy in the default layout at `stage`
+/// (room for the live data is needed there). Crash-safe: until `stage/COMPLETE` exists the
+/// old layout is authoritative and staging starts over; from then on the staging copy is,
+/// and the wipe and load are redone from it; the staging directory is renamed away (the
+/// commit point) only after the new layout is durable. Must run inside a glommio executor,
+/// before the cores start.
+pub async fn rehome_extents(new: &[StoreConfig], stage: &Path) -> Result<RehomeReport, StoreError> {
+    use std::io::{Seek, SeekFrom, Write};
+    let template = new.first().expect("at least one shard");
+    let to = template.shard_count;
+    let done = sibling(stage, ".done");
+    if done.exists() {
+        std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
+        if !stage.exists() {
+            return Ok(RehomeReport::default());
+        }
+    }
+    let marker = stage.join("COMPLETE");
+    let staged = |shard: u32| StoreConfig {
+        dir: stage.to_path_buf(),
+        shard,
+        shard_count: to,
+        commit_to_device: false,
+        cache_bytes: 0,
+        file_bytes_max: 0,
+        extents: Vec::new(),
+        memory: false,
+        ..template.clone()
+    };
+    let mut report = RehomeReport {
+        from_shards: 0,
+        to_shards: to,
+        records: 0,
+    };
+    if !marker.exists() {
+        if stage.exists() {
+            std::fs::remove_dir_all(stage).map_err(io_err(stage))?;
+        }
+        let first = &template.extents[0].path;
+        let old = first_region_header(first)?.ok_or_else(|| StoreError::BadDataFile {
+            path: first.display().to_string(),
+            reason: "re-homing found no region header to read".into(),
+        })?;
+        let region = u64::from(old.region_mib) << 20;
+        let sources = (0..old.shard_count)
+            .map(|shard| StoreConfig {
+                shard,
+                shard_count: old.shard_count,
+                cache_bytes: 0,
+                extents: template
+                    .extents
+                    .iter()
+                    .map(|e| crate::shard::ExtentConfig {
+                        path: e.path.clone(),
+                        start: u64::from(shard) * region,
+                        bytes: region,
+                    })
+                    .collect(),
+                ..template.clone()
+            })
+            .collect();
+        let mut targets = Vec::new();
+        for shard in 0..to {
+            targets.push(ShardStore::open(staged(shard), Arc::default()).await?.0);
+        }
+        report.from_shards = old.shard_count;
+        report.records = copy_all(sources, &targets).await?;
+        drop(targets);
+        std::fs::write(&marker, b"staged\n").map_err(io_err(&marker))?;
+        std::fs::File::open(stage)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(stage))?;
+    }
+    // Wipe: every header position of the new layout (region headers and block headers) is
+    // zeroed, so no block of the old layout can be read as one of the new.
+    let bs = template.block_bytes as u64;
+    for e in &template.extents {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&e.path)
+            .map_err(io_err(&e.path))?;
+        let size = f.seek(SeekFrom::End(0)).map_err(io_err(&e.path))?;
+        let zero = vec![0u8; FILE_HEADER_BYTES];
+        for shard in 0..u64::from(to) {
+            let start = shard * e.bytes;
+            let mut at = start;
+            while at < (start + e.bytes).min(size) {
+                f.seek(SeekFrom::Start(at)).map_err(io_err(&e.path))?;
+                f.write_all(&zero).map_err(io_err(&e.path))?;
+                at = if at == start {
+                    start + FILE_HEADER_BYTES as u64
+                } else {
+                    at + bs
+                };
+            }
+        }
+        f.sync_all().map_err(io_err(&e.path))?;
+    }
+    // Load the new layout from the staging copy.
+    let mut targets = Vec::new();
+    for cfg in new {
+        let cfg = StoreConfig {
+            commit_to_device: false,
+            ..cfg.clone()
+        };
+        targets.push(ShardStore::open(cfg, Arc::default()).await?.0);
+    }
+    report.records = copy_all((0..to).map(staged).collect(), &targets).await?;
+    drop(targets);
+    std::fs::rename(stage, &done).map_err(io_err(stage))?;
+    sync_parent(stage)?;
+    std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
+    Ok(report)
 }

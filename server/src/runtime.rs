@@ -36,16 +36,33 @@ impl Drop for ExitNotice {
 /// Re-homes every namespace whose data was written with another core count (or whose
 /// re-homing was interrupted), on one temporary executor, before any core opens its shard.
 fn rehome_if_needed(config: &Config) -> Result<(), String> {
+    use apogee_engine::rehome;
+    /// One namespace to re-home: its data directory, or its configured files and devices
+    /// (one configuration per new shard, and the staging directory).
+    enum Work {
+        Dir(apogee_engine::shard::StoreConfig),
+        Extents(Vec<apogee_engine::shard::StoreConfig>, std::path::PathBuf),
+    }
     let mut work = Vec::new();
     for ns in &config.namespaces {
-        if !ns.extents.is_empty() || ns.memory {
-            // Configured files and devices keep their regions (a changed core count is
-            // refused when the shards open them); memory namespaces have nothing to move.
+        if !ns.extents.is_empty() {
+            let new: Vec<_> = (0..config.cores)
+                .map(|shard| crate::core::store_config(config, ns, shard))
+                .collect();
+            let stage = config.data_dir.join(format!("{}.rehome-stage", ns.name));
+            if rehome::extents_needed(&new[0], &stage).map_err(|e| e.to_string())? {
+                std::fs::create_dir_all(&config.data_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+                work.push(Work::Extents(new, stage));
+            }
             continue;
         }
+        if ns.memory {
+            continue; // nothing on disk to move
+        }
         let template = crate::core::store_config(config, ns, 0);
-        if apogee_engine::rehome::needed(&template).map_err(|e| e.to_string())? {
-            work.push(template);
+        if rehome::needed(&template).map_err(|e| e.to_string())? {
+            work.push(Work::Dir(template));
         }
     }
     if work.is_empty() {
@@ -54,15 +71,21 @@ fn rehome_if_needed(config: &Config) -> Result<(), String> {
     LocalExecutorBuilder::default()
         .name("apogee-rehome")
         .spawn(move || async move {
-            for template in work {
+            for w in work {
                 let started = std::time::Instant::now();
-                let report = apogee_engine::rehome::rehome(&template)
-                    .await
-                    .map_err(|e| {
-                        format!("re-homing namespace {} failed: {e}", template.namespace)
-                    })?;
+                let (namespace, report) = match w {
+                    Work::Dir(template) => {
+                        (template.namespace.clone(), rehome::rehome(&template).await)
+                    }
+                    Work::Extents(new, stage) => (
+                        new[0].namespace.clone(),
+                        rehome::rehome_extents(&new, &stage).await,
+                    ),
+                };
+                let report =
+                    report.map_err(|e| format!("re-homing namespace {namespace} failed: {e}"))?;
                 tracing::info!(
-                    namespace = %template.namespace,
+                    namespace = %namespace,
                     from_cores = report.from_shards,
                     to_cores = report.to_shards,
                     records = report.records,

@@ -138,8 +138,8 @@ fn check_or_write(
         let hint = if region_mib == 0 {
             "the server re-homes a data directory written with another --cores at start"
         } else {
-            "configured files and devices are split into one region per core: start with \
-             the core count that wrote them, or restore a backup into a fresh layout"
+            "configured files and devices are split into one region per core; the server \
+             re-homes them to a new core count at start, through a staging copy"
         };
         return Err(bad(format!(
             "it was written by shard {} of {}, but is opened as shard {} of {}{at} ({hint})",
