@@ -153,27 +153,10 @@ fn sync_parent(dir: &Path) -> Result<(), StoreError> {
 /// The header at byte 0 of a configured file or device (region 0's), or `None` when blank or
 /// missing.
 fn first_region_header(path: &Path) -> Result<Option<FileHeader>, StoreError> {
-    use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Ok(None);
-    };
-    let mut head = vec![0u8; FILE_HEADER_BYTES];
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]).map_err(io_err(path))? {
-            0 => break,
-            k => n += k,
-        }
+    match std::fs::File::open(path) {
+        Ok(mut f) => crate::shard::media::header_at(&mut f, path, 0),
+        Err(_) => Ok(None),
     }
-    if head[..n].iter().all(|&b| b == 0) {
-        return Ok(None);
-    }
-    FileHeader::decode(&head[..n])
-        .map(Some)
-        .map_err(|reason| StoreError::BadDataFile {
-            path: path.display().to_string(),
-            reason,
-        })
 }
 
 /// Whether a namespace on configured files or devices must be re-homed before its shards

@@ -15,6 +15,16 @@ RECORDS = 6000
 MIB = 1 << 20
 
 
+def assert_records(c, set_name, n, deleted_every, bins):
+    """Every key i < n of `set_name` is gone when i % deleted_every == 0, else holds bins(i)."""
+    for i in range(n):
+        if i % deleted_every == 0:
+            with pytest.raises(ex.RecordNotFound):
+                c.get(("test", set_name, i))
+        else:
+            assert c.get(("test", set_name, i))[2] == bins(i), i
+
+
 def config(tmp_path, files, filesize=64 * MIB, name="files.toml"):
     p = tmp_path / name
     listed = ", ".join(f'"{f}"' for f in files)
@@ -50,12 +60,7 @@ def test_two_files_two_cores_survive_sigkill(apogee, tmp_path):
 
     a.start()
     c = a.client()
-    for i in range(RECORDS):
-        if i % 5 == 0:
-            with pytest.raises(ex.RecordNotFound):
-                c.get(("test", "f", i))
-        else:
-            assert c.get(("test", "f", i))[2]["v"] == i, i
+    assert_records(c, "f", RECORDS, 5, lambda i: {"v": i, "pad": "x" * 500})
     c.close()
     a.stop()
 
@@ -68,12 +73,7 @@ def test_two_files_two_cores_survive_sigkill(apogee, tmp_path):
         b.start()
         assert b.log().count("re-homed data to the new core count") == before + 1
         c = b.client()
-        for i in range(RECORDS):
-            if i % 5 == 0:
-                with pytest.raises(ex.RecordNotFound):
-                    c.get(("test", "f", i))
-            else:
-                assert c.get(("test", "f", i))[2]["v"] == i, (cores, i)
+        assert_records(c, "f", RECORDS, 5, lambda i: {"v": i, "pad": "x" * 500})
         c.close()
         b.stop()
         assert not list(b.data_dir.glob("test.rehome-stage*")), "staging copy left behind"
@@ -132,12 +132,7 @@ def test_memory_namespace_serves_from_ram_and_forgets_at_restart(apogee, tmp_pat
         c.operate(("test", "m", i), [{"op": aerospike.OPERATOR_INCR, "bin": "v", "val": 1}])
     for i in range(0, 2000, 4):
         c.remove(("test", "m", i))
-    for i in range(2000):
-        if i % 4 == 0:
-            with pytest.raises(ex.RecordNotFound):
-                c.get(("test", "m", i))
-        else:
-            assert c.get(("test", "m", i))[2] == {"v": i + 1, "l": [i]}, i
+    assert_records(c, "m", 2000, 4, lambda i: {"v": i + 1, "l": [i]})
     stats = info(a.port, "namespace/test\n")
     assert "objects=1500" in stats, stats
     assert f"data_total_bytes={64 * MIB}" in stats, stats
@@ -167,10 +162,5 @@ def test_memory_persisted_to_a_file_survives_sigkill(apogee, tmp_path):
     assert f.read_bytes()[:8] == b"APOGEEDB"
     a.start()
     c = a.client()
-    for i in range(3000):
-        if i % 3 == 0:
-            with pytest.raises(ex.RecordNotFound):
-                c.get(("test", "p", i))
-        else:
-            assert c.get(("test", "p", i))[2] == {"v": i}, i
+    assert_records(c, "p", 3000, 3, lambda i: {"v": i})
     c.close()

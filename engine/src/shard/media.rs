@@ -87,6 +87,33 @@ fn prepare(cfg: &StoreConfig, path: &Path, start: u64, region_mib: u32) -> Resul
     Ok(())
 }
 
+/// The header page at `start` of `f`: `None` when blank (or past the end of the file), the
+/// header when it decodes, an error naming the file when it does not.
+pub(crate) fn header_at(
+    f: &mut std::fs::File,
+    path: &Path,
+    start: u64,
+) -> Result<Option<FileHeader>, StoreError> {
+    let mut head = vec![0u8; FILE_HEADER_BYTES];
+    f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]).map_err(io_err(path))? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    if head[..n].iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    FileHeader::decode(&head[..n])
+        .map(Some)
+        .map_err(|reason| StoreError::BadDataFile {
+            path: path.display().to_string(),
+            reason,
+        })
+}
+
 /// Checks the header page at `start` against shard `shard` of this configuration, or writes
 /// it when the page is blank.
 fn check_or_write(
@@ -101,16 +128,7 @@ fn check_or_write(
         path: path.display().to_string(),
         reason,
     };
-    let mut head = vec![0u8; FILE_HEADER_BYTES];
-    f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]).map_err(io_err(path))? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    if head[..n].iter().all(|&b| b == 0) {
+    let Some(h) = header_at(f, path, start)? else {
         let header = FileHeader {
             format_version: FORMAT_VERSION,
             namespace: cfg.namespace.clone(),
@@ -121,8 +139,7 @@ fn check_or_write(
         };
         f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
         return f.write_all(&header.encode()).map_err(io_err(path));
-    }
-    let h = FileHeader::decode(&head[..n]).map_err(bad)?;
+    };
     let at = if start == 0 {
         String::new()
     } else {
