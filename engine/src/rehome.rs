@@ -96,13 +96,8 @@ pub async fn rehome(template: &StoreConfig) -> Result<RehomeReport, StoreError> 
         let (store, _) = ShardStore::open(cfg, Arc::default()).await?;
         targets.push(store);
     }
-    let mut report = RehomeReport {
-        from_shards: from,
-        to_shards: to,
-        records: 0,
-    };
-    for shard in 0..from {
-        let cfg = StoreConfig {
+    let sources = (0..from)
+        .map(|shard| StoreConfig {
             dir: old_dir.clone(),
             shard,
             shard_count: from,
@@ -110,26 +105,13 @@ pub async fn rehome(template: &StoreConfig) -> Result<RehomeReport, StoreError> 
             cache_bytes: 0,
             file_bytes_max: 0,
             ..template.clone()
-        };
-        let (source, recovered) = ShardStore::open(cfg, Arc::default()).await?;
-        tracing::info!(
-            shard,
-            of = from,
-            records = recovered.objects,
-            "re-homing a shard"
-        );
-        for digest in source.live_digests() {
-            let Some(record) = source.get(&digest).await? else {
-                continue; // expired since
-            };
-            let owner = u32::from(digest.partition().0) % to;
-            targets[owner as usize].put(&record).await?;
-            report.records += 1;
-        }
-    }
-    for t in &targets {
-        t.flush_all().await?;
-    }
+        })
+        .collect();
+    let report = RehomeReport {
+        from_shards: from,
+        to_shards: to,
+        records: copy_all(sources, &targets).await?,
+    };
     drop(targets);
     sync_parent(dir)?;
     std::fs::rename(&old_dir, &done_dir).map_err(io_err(&old_dir))?;
@@ -176,7 +158,7 @@ pub fn extents_needed(new: &StoreConfig, stage: &Path) -> Result<bool, StoreErro
 }
 
 /// Copies every live record of `sources` (opened one after the other) to the store of its
-/// partition's owner among `targets`.
+/// partition's owner among `targets`, and flushes the targets; returns the records copied.
 async fn copy_all(
     sources: Vec<StoreConfig>,
     targets: &[std::rc::Rc<ShardStore>],
@@ -184,8 +166,9 @@ async fn copy_all(
     let to = targets.len() as u32;
     let mut records = 0;
     for cfg in sources {
+        let (shard, of) = (cfg.shard, cfg.shard_count);
         let (source, recovered) = ShardStore::open(cfg, Arc::default()).await?;
-        tracing::info!(records = recovered.objects, "re-homing a shard");
+        tracing::info!(shard, of, records = recovered.objects, "re-homing a shard");
         for digest in source.live_digests() {
             let Some(record) = source.get(&digest).await? else {
                 continue; // expired since

@@ -288,13 +288,10 @@ impl Media {
 
     /// Blocks of extent `e` that lie within its file or device as it is now (at most its
     /// region).
-    pub async fn existing_blocks(&self, e: usize) -> Result<u64, StoreError> {
+    pub fn existing_blocks(&self, e: usize) -> Result<u64, StoreError> {
         let x = &self.extents[e];
-        // Seek to the end rather than stat: a block device's stat size is 0.
         let path = Path::new(&x.path);
-        let size = std::fs::File::open(path)
-            .and_then(|mut f| f.seek(SeekFrom::End(0)))
-            .map_err(io_err(path))?;
+        let size = byte_size(path).map_err(io_err(path))?;
         let blocks = size
             .saturating_sub(x.start + FILE_HEADER_BYTES as u64)
             .div_ceil(self.block_bytes);
@@ -302,11 +299,6 @@ impl Media {
             Some(max) => blocks.min(u64::from(max)),
             None => blocks,
         })
-    }
-
-    /// The virtual base of local block `local` of extent `e`.
-    pub fn virtual_base(&self, e: usize, local: u64) -> u64 {
-        FILE_HEADER_BYTES as u64 + (local * self.extents.len() as u64 + e as u64) * self.block_bytes
     }
 
     /// The RAM block holding virtual offset `v`, and `v`'s position in it.
@@ -416,7 +408,7 @@ impl Media {
 
     /// Marks of the extents one flush wrote, for [`Media::sync`].
     pub fn written_marks(&self) -> Vec<bool> {
-        vec![false; self.extents.len().max(1)]
+        vec![false; self.extents.len()]
     }
 
     /// fdatasync of every extent in `which` (indexes into the extents).
@@ -434,6 +426,12 @@ impl Media {
     pub async fn sync_all(&self) -> Result<(), (String, std::io::Error)> {
         self.sync(&vec![true; self.extents.len()]).await
     }
+}
+
+/// The size of a file or block device, by seeking to its end: a block device's stat size
+/// is 0.
+fn byte_size(path: &Path) -> std::io::Result<u64> {
+    std::fs::File::open(path).and_then(|mut f| f.seek(SeekFrom::End(0)))
 }
 
 /// Bytes read from the media.
@@ -484,8 +482,7 @@ pub fn regions(
     for (path, bytes) in paths {
         let size = match bytes {
             Some(b) => *b,
-            None => std::fs::File::open(path)
-                .and_then(|mut f| f.seek(SeekFrom::End(0)))
+            None => byte_size(path)
                 .map_err(|e| format!("cannot size device {}: {e}", path.display()))?,
         };
         smallest = smallest.min(size);

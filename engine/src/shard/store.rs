@@ -191,7 +191,6 @@ pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ 
 }
 
 impl ShardStore {
-    /// Opens (creating if needed) the shard's data file and rebuilds the index from it.
     /// The shard's per-set object counts, for the `sets` info command.
     pub fn set_stats(&self) -> Arc<crate::sets::SetStats> {
         self.state.borrow().index.set_stats()
@@ -202,6 +201,7 @@ impl ShardStore {
         self.tuning.clone()
     }
 
+    /// Opens (creating if needed) the shard's media and rebuilds the index from it.
     pub async fn open(
         cfg: StoreConfig,
         stats: Arc<ShardStats>,
@@ -260,7 +260,7 @@ impl ShardStore {
         // Blocks already in each extent's file; virtual block i is extent i % k, local i / k.
         let mut existing = Vec::with_capacity(k_ext);
         for e in 0..k_ext {
-            existing.push(media.existing_blocks(e).await?);
+            existing.push(media.existing_blocks(e)?);
         }
         let n_virtual = existing
             .iter()
@@ -761,7 +761,6 @@ impl ShardStore {
                 retag(slot, tag, to_tag);
             }
         });
-        let st = &mut *st;
         let bytes = st
             .blocks
             .back()
