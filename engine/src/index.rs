@@ -216,11 +216,11 @@ impl PageIds {
         self.all()[self.slots as usize + j]
     }
 
-    fn slot_count(&self) -> usize {
+    fn slot_pages(&self) -> usize {
         self.slots as usize
     }
 
-    fn entry_count(&self) -> usize {
+    fn entry_pages(&self) -> usize {
         self.entries as usize
     }
 
@@ -302,7 +302,7 @@ struct Table<'a> {
 
 impl Partition {
     fn slot_count(&self) -> usize {
-        self.ids.slot_count() * PAGE_SLOTS
+        self.ids.slot_pages() * PAGE_SLOTS
     }
 
     fn len(&self) -> usize {
@@ -429,7 +429,7 @@ impl Table<'_> {
             let want = ((len + 1) * 5 / 4 * 5 / 4).max(self.hint * 4 / 3);
             self.resize(want.div_ceil(PAGE_SLOTS));
         }
-        if len == self.part.ids.entry_count() * PAGE_ENTRIES {
+        if len == self.part.ids.entry_pages() * PAGE_ENTRIES {
             let id = self.pages.entries.take();
             self.part.ids.push_entry(id);
         }
@@ -455,7 +455,7 @@ impl Table<'_> {
         self.part.len = last as u32;
         // Give pages back, with slack so that a partition hovering at a boundary does not
         // take and give a page on every write.
-        if self.part.ids.entry_count() * PAGE_ENTRIES >= last + 2 * PAGE_ENTRIES {
+        if self.part.ids.entry_pages() * PAGE_ENTRIES >= last + 2 * PAGE_ENTRIES {
             let id = self.part.ids.pop_entry().expect("more pages than entries");
             self.pages.entries.give(id);
         }
@@ -468,7 +468,7 @@ impl Table<'_> {
                 self.pages.slots.give(id);
             }
             *self.part = Partition::default();
-        } else if self.part.ids.slot_count() > 1 && last * 5 < self.part.slot_count() {
+        } else if self.part.ids.slot_pages() > 1 && last * 5 < self.part.slot_count() {
             self.resize((last * 3 / 2).div_ceil(PAGE_SLOTS));
         }
     }
@@ -687,7 +687,7 @@ impl Index {
             let (len, slots) = (p.len(), p.slot_count());
             if len > 0 && len * 2 < slots {
                 let pages = (len * 5 / 4 * 5 / 4).max(len + 1).div_ceil(PAGE_SLOTS);
-                if pages < p.ids.slot_count() {
+                if pages < p.ids.slot_pages() {
                     self.table(pid).resize(pages);
                 }
             }
@@ -791,7 +791,7 @@ mod tests {
             "slot pages in use: {loaded} while loading, {after} after"
         );
         for p in idx.partitions.iter().filter(|p| p.len() > 0) {
-            assert!(p.len() * 2 >= p.slot_count() || p.ids.slot_count() == 1);
+            assert!(p.len() * 2 >= p.slot_count() || p.ids.slot_pages() == 1);
         }
         for i in 0..n {
             assert_eq!(idx.get(&Digest::of_integer("b", i)), Some(entry(0)), "{i}");

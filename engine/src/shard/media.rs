@@ -286,9 +286,29 @@ impl Media {
         &self.extents[e].file
     }
 
+    /// For every block up to the last that lies within its extent's file or device as it is
+    /// now: whether it does (a block past the end of a shorter extent's file was never
+    /// written).
+    pub fn present_blocks(&self) -> Result<Vec<bool>, StoreError> {
+        let k = self.extents.len() as u64;
+        let mut existing = Vec::with_capacity(self.extents.len());
+        for e in 0..self.extents.len() {
+            existing.push(self.existing_blocks(e)?);
+        }
+        // Block i lives in extent i % k at slot i / k (see `locate`).
+        let n = (0..k)
+            .map(|e| match existing[e as usize] {
+                0 => 0,
+                blocks => (blocks - 1) * k + e + 1,
+            })
+            .max()
+            .unwrap_or(0);
+        Ok((0..n).map(|i| i / k < existing[(i % k) as usize]).collect())
+    }
+
     /// Blocks of extent `e` that lie within its file or device as it is now (at most its
     /// region).
-    pub fn existing_blocks(&self, e: usize) -> Result<u64, StoreError> {
+    fn existing_blocks(&self, e: usize) -> Result<u64, StoreError> {
         let x = &self.extents[e];
         let path = Path::new(&x.path);
         let size = byte_size(path).map_err(io_err(path))?;

@@ -255,33 +255,16 @@ impl ShardStore {
             source,
         };
         let bs = cfg.block_bytes as u64;
-        let first = FILE_HEADER_BYTES as u64;
         let k_ext = media.extent_count();
-        // Blocks already in each extent's file; virtual block i is extent i % k, local i / k.
-        let mut existing = Vec::with_capacity(k_ext);
-        for e in 0..k_ext {
-            existing.push(media.existing_blocks(e)?);
-        }
-        let n_virtual = existing
-            .iter()
-            .enumerate()
-            .map(|(e, &n)| {
-                if n == 0 {
-                    0
-                } else {
-                    (n - 1) * k_ext as u64 + e as u64 + 1
-                }
-            })
-            .max()
-            .unwrap_or(0);
-        let n_blocks = u32::try_from(n_virtual).map_err(|_| StoreError::BadDataFile {
+        // Which blocks lie within their extent's file as it is now (the rest were never
+        // written), and for each block the extent whose read stream serves it.
+        let present = media.present_blocks()?;
+        let n_blocks = u32::try_from(present.len()).map_err(|_| StoreError::BadDataFile {
             path: path.to_string(),
-            reason: format!("{n_virtual} blocks is more than a shard can address"),
+            reason: format!("{} blocks is more than a shard can address", present.len()),
         })?;
-        let present = |k: u32| {
-            let e = k as usize % k_ext;
-            u64::from(k) / (k_ext as u64) < existing[e]
-        };
+        let first = FILE_HEADER_BYTES as u64;
+        let extent_of = |k: u32| media.locate(first + u64::from(k) * bs).0;
         let capacity = media.capacity_blocks().or_else(|| {
             (cfg.file_bytes_max > 0).then(|| {
                 u32::try_from(cfg.file_bytes_max.saturating_sub(first) / bs).unwrap_or(u32::MAX)
@@ -297,7 +280,7 @@ impl ShardStore {
         let mut head_reads: Vec<_> = (0..k_ext)
             .map(|e| {
                 let heads: Vec<(u64, usize)> = (0..n_blocks)
-                    .filter(|&k| k as usize % k_ext == e && present(k))
+                    .filter(|&k| present[k as usize] && extent_of(k) == e)
                     .map(|k| (media.locate(table.base_of(k)).1, IO_ALIGN_BYTES))
                     .collect();
                 media
@@ -311,7 +294,7 @@ impl ShardStore {
             })
             .collect();
         for k in 0..n_blocks {
-            if !present(k) {
+            if !present[k as usize] {
                 // Past the end of its extent's file: never written.
                 table.set_recovered(
                     k,
@@ -323,7 +306,7 @@ impl ShardStore {
                 );
                 continue;
             }
-            let (_, head) = head_reads[k as usize % k_ext]
+            let (_, head) = head_reads[extent_of(k)]
                 .next()
                 .await
                 .expect("one result per block header")
@@ -373,7 +356,7 @@ impl ShardStore {
             .map(|e| {
                 let blocks: Vec<(u64, usize)> = order
                     .iter()
-                    .filter(|&&(_, k)| k as usize % k_ext == e)
+                    .filter(|&&(_, k)| extent_of(k) == e)
                     .map(|&(_, k)| (media.locate(table.base_of(k)).1, cfg.block_bytes))
                     .collect();
                 media
@@ -388,7 +371,7 @@ impl ShardStore {
             .collect();
         for (n, &(sequence, k)) in order.iter().enumerate() {
             let base = table.base_of(k);
-            let (_, read) = block_reads[k as usize % k_ext]
+            let (_, read) = block_reads[extent_of(k)]
                 .next()
                 .await
                 .expect("one result per block")
