@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::error::StoreError;
 use crate::file_header::{FileHeader, FILE_HEADER_BYTES};
+use crate::shard::media::header_positions;
 use crate::shard::store::io_err;
 use crate::shard::{ShardStore, StoreConfig};
 
@@ -260,26 +261,16 @@ pub async fn rehome_extents(new: &[StoreConfig], stage: &Path) -> Result<RehomeR
     }
     // Wipe: every header position of the new layout (region headers and block headers) is
     // zeroed, so no block of the old layout can be read as one of the new.
-    let bs = template.block_bytes as u64;
-    for e in &template.extents {
+    let zero = vec![0u8; FILE_HEADER_BYTES];
+    for e in new.iter().flat_map(|c| &c.extents) {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .open(&e.path)
             .map_err(io_err(&e.path))?;
         let size = f.seek(SeekFrom::End(0)).map_err(io_err(&e.path))?;
-        let zero = vec![0u8; FILE_HEADER_BYTES];
-        for shard in 0..u64::from(to) {
-            let start = shard * e.bytes;
-            let mut at = start;
-            while at < (start + e.bytes).min(size) {
-                f.seek(SeekFrom::Start(at)).map_err(io_err(&e.path))?;
-                f.write_all(&zero).map_err(io_err(&e.path))?;
-                at = if at == start {
-                    start + FILE_HEADER_BYTES as u64
-                } else {
-                    at + bs
-                };
-            }
+        for at in header_positions(e, template.block_bytes as u64).take_while(|&at| at < size) {
+            f.seek(SeekFrom::Start(at)).map_err(io_err(&e.path))?;
+            f.write_all(&zero).map_err(io_err(&e.path))?;
         }
         f.sync_all().map_err(io_err(&e.path))?;
     }

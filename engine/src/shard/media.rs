@@ -263,7 +263,8 @@ impl Media {
         paths.join(", ")
     }
 
-    /// The extent and physical offset of virtual offset `v`.
+    /// The extent and physical offset of virtual offset `v` (block `i` lives in extent
+    /// `i % extents` at slot `i / extents`: see [`header_positions`] for a slot's place).
     pub fn locate(&self, v: u64) -> (usize, u64) {
         let first = FILE_HEADER_BYTES as u64;
         assert!(v >= first, "virtual offset {v} is inside the header page");
@@ -277,7 +278,7 @@ impl Media {
         }
         (
             e,
-            self.extents[e].start + first + local * self.block_bytes + within,
+            slot_base(self.extents[e].start, local, self.block_bytes) + within,
         )
     }
 
@@ -446,6 +447,18 @@ impl Media {
     pub async fn sync_all(&self) -> Result<(), (String, std::io::Error)> {
         self.sync(&vec![true; self.extents.len()]).await
     }
+}
+
+/// Where block slot `local` of the region at `start` begins: after the region's header page.
+fn slot_base(start: u64, local: u64, block_bytes: u64) -> u64 {
+    start + FILE_HEADER_BYTES as u64 + local * block_bytes
+}
+
+/// Every header page of the region `e` describes, in order: the region header, then the
+/// header of each block slot.
+pub fn header_positions(e: &ExtentConfig, block_bytes: u64) -> impl Iterator<Item = u64> + '_ {
+    let slots = e.bytes.saturating_sub(FILE_HEADER_BYTES as u64) / block_bytes;
+    std::iter::once(e.start).chain((0..slots).map(move |j| slot_base(e.start, j, block_bytes)))
 }
 
 /// The size of a file or block device, by seeking to its end: a block device's stat size
