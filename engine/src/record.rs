@@ -298,22 +298,16 @@ pub fn set_name_of(encoded: &[u8]) -> &[u8] {
 /// checking anything but magic and length: hints for prefetching only, never trusted.
 pub fn digests_ahead(block: &[u8], mut pos: usize) -> Vec<Digest> {
     let mut out = Vec::new();
-    while pos + RECORD_FIXED_BYTES <= block.len() {
-        let b = &block[pos..];
-        if u32::from_be_bytes(b[0..4].try_into().expect("4 bytes")) != RECORD_MAGIC {
-            break;
-        }
-        let total = u32::from_be_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
-        if total < RECORD_FIXED_BYTES || total > b.len() {
-            break;
-        }
-        out.push(Digest::from_slice(&b[28..28 + DIGEST_BYTES]).expect("20 bytes"));
+    while let Ok(total) = record_len(&block[pos..]) {
+        out.push(Digest::from_slice(&block[pos + 28..pos + 28 + DIGEST_BYTES]).expect("20 bytes"));
         pos += total;
     }
     out
 }
 
-pub fn decode_header_tagged(bytes: &[u8], tag: u32) -> Result<RecordHeader, RecordDecodeError> {
+/// The length of the record `bytes` start with, from its magic and length fields alone (no
+/// checksum): `End` at the zero terminator.
+fn record_len(bytes: &[u8]) -> Result<usize, RecordDecodeError> {
     if bytes.len() < 8 {
         return Err(RecordDecodeError::End);
     }
@@ -328,6 +322,11 @@ pub fn decode_header_tagged(bytes: &[u8], tag: u32) -> Result<RecordHeader, Reco
     if (total as usize) < RECORD_FIXED_BYTES + 3 || total as usize > bytes.len() {
         return Err(RecordDecodeError::BadLength(total));
     }
+    Ok(total as usize)
+}
+
+pub fn decode_header_tagged(bytes: &[u8], tag: u32) -> Result<RecordHeader, RecordDecodeError> {
+    let total = record_len(bytes)? as u32;
     let rec = &bytes[..total as usize];
     let stored = u32::from_be_bytes(rec[8..12].try_into().expect("4 bytes")) ^ tag;
     let computed = checksum(rec);
