@@ -152,8 +152,7 @@ mod tests {
     }
 
     fn bytes(w: &WriteBlock) -> Vec<u8> {
-        let (_, pages, _) = w.dirty_pages().unwrap();
-        let mut v = pages.to_vec();
+        let mut v = w.pending_write().unwrap().bytes().to_vec();
         v.resize(BLOCK_SIZE_BYTES_MIN, 0);
         v
     }

@@ -20,10 +20,13 @@ use std::time::{Duration, Instant};
 use apogee_wire::digest::PARTITION_COUNT;
 use apogee_wire::Digest;
 use futures_lite::StreamExt;
+use futures_util::future::join_all;
 use glommio::io::{MergedBufferLimit, ReadAmplificationLimit};
 use glommio::sync::Semaphore;
 
-use crate::block::{BlockHeader, BlockState, WriteBlock, BLOCK_HEADER_BYTES, IO_ALIGN_BYTES};
+use crate::block::{
+    BlockHeader, BlockState, Page, PendingWrite, WriteBlock, BLOCK_HEADER_BYTES, IO_ALIGN_BYTES,
+};
 use crate::cache::RecordCache;
 use crate::clock;
 use crate::error::StoreError;
@@ -42,6 +45,11 @@ use crate::tuning::{Setting, Tuning};
 /// Blocks allowed in memory that are not yet fully on the device. A writer that finds this many
 /// waits for a flush, so a slow device bounds memory instead of growing it.
 pub const UNFLUSHED_BLOCKS_MAX: usize = 8;
+/// Buffers of retired blocks kept for reuse: as many as may wait for the device, so a steady
+/// writer never maps a fresh one (page faults and zeroing: ~0.8 ms per 1 MiB here), within
+/// SPARE_BYTES_MAX.
+const SPARE_BUFFERS_MAX: usize = UNFLUSHED_BLOCKS_MAX + 2;
+const SPARE_BYTES_MAX: usize = 16 << 20;
 /// A read that finds its record moved by defragmentation mid-read tries again this often.
 const READ_ATTEMPTS_MAX: usize = 4;
 
@@ -110,12 +118,17 @@ struct State {
     next_sequence: u64,
     /// Bytes appended since start (a log position that only grows, unlike file offsets).
     appended_lsn: u64,
+    /// The log position where the open block's first record starts: every append before it
+    /// lies in a sealed block.
+    open_start_lsn: u64,
     /// Every append up to this position is durable (written and synced).
     durable_lsn: u64,
     /// Every append up to this position is written to the device, maybe not yet synced.
     written_lsn: u64,
     /// Extents written since their last fdatasync (by write-behind without sync).
     unsynced: Vec<bool>,
+    /// Buffers of retired blocks, for the next blocks to fill (at most SPARE_BUFFERS_MAX).
+    spare_buffers: Vec<Box<[Page]>>,
     failed: Option<String>,
 }
 
@@ -130,6 +143,10 @@ pub struct ShardStore {
     cache: RefCell<RecordCache>,
     /// One flush at a time; writers queued behind it share the next one (group commit).
     flush_lock: Semaphore,
+    /// Permits for the tasks waiting on write-behinds, given as each finishes.
+    write_done: Semaphore,
+    /// How many tasks wait on `write_done`.
+    write_waiters: Cell<u64>,
     /// One defragmentation pass at a time.
     defrag_lock: Semaphore,
     flushes: Cell<u64>,
@@ -155,6 +172,32 @@ impl Incoming<'_> {
         match self {
             Incoming::Record(r) => r.encoded_bytes(),
             Incoming::Bytes { bytes, .. } => bytes.len(),
+        }
+    }
+}
+
+/// Notes the extents a write touched as needing an fdatasync.
+fn mark_unsynced(st: &mut State, marks: &[bool]) {
+    if st.unsynced.len() < marks.len() {
+        st.unsynced.resize(marks.len(), false);
+    }
+    for (was, &mark) in st.unsynced.iter_mut().zip(marks) {
+        *was |= mark;
+    }
+}
+
+/// Drops the sealed blocks at the front that are wholly on the device: reads find them there.
+fn retire_durable(st: &mut State) {
+    while st.blocks.len() > 1 {
+        let front = st.blocks.front().expect("non-empty");
+        if front.sealed && front.is_durable() {
+            let retired = st.blocks.pop_front().expect("non-empty");
+            let bytes = retired.used_capacity();
+            if st.spare_buffers.len() < SPARE_BUFFERS_MAX.min(SPARE_BYTES_MAX / bytes).max(1) {
+                st.spare_buffers.extend(retired.into_buffer());
+            }
+        } else {
+            break;
         }
     }
 }
@@ -232,6 +275,8 @@ impl ShardStore {
             tuning: Arc::new(Tuning::from_config(&cfg)),
             cfg,
             flush_lock: Semaphore::new(1),
+            write_done: Semaphore::new(0),
+            write_waiters: Cell::new(0),
             defrag_lock: Semaphore::new(1),
             flushes: Cell::new(0),
             blocks_defragged: Cell::new(0),
@@ -470,9 +515,11 @@ impl ShardStore {
             blocks: VecDeque::from([open]),
             next_sequence: max_sequence + 2,
             appended_lsn: 0,
+            open_start_lsn: 0,
             durable_lsn: 0,
             written_lsn: 0,
             unsynced: Vec::new(),
+            spare_buffers: Vec::new(),
             failed: None,
         };
         Ok((state, report))
@@ -624,12 +671,39 @@ impl ShardStore {
     pub async fn commit(&self, ticket: CommitTicket) -> Result<(), StoreError> {
         if self.cfg.commit_to_device {
             self.flush_to(ticket.0).await
-        } else if self.state.borrow().blocks.len() > UNFLUSHED_BLOCKS_MAX {
-            // Back-pressure only: the bytes must leave memory, not yet reach stable media.
-            self.flush(ticket.0, false).await
         } else {
-            Ok(())
+            // Back-pressure only: sealed blocks must leave memory, not yet reach stable media.
+            // The writer waits for the oldest block's write, not for every write under way.
+            loop {
+                let (too_many, front_writing, sealed_end) = {
+                    let st = self.state.borrow();
+                    let front = st.blocks.front().expect("open block");
+                    (
+                        st.blocks.len() > UNFLUSHED_BLOCKS_MAX,
+                        front.writing,
+                        st.open_start_lsn,
+                    )
+                };
+                if !too_many {
+                    return Ok(());
+                }
+                if front_writing {
+                    self.wait_for_write_behind().await;
+                } else {
+                    self.flush(sealed_end, false).await?;
+                }
+            }
         }
+    }
+
+    /// Waits until some write-behind finishes.
+    async fn wait_for_write_behind(&self) {
+        self.write_waiters.set(self.write_waiters.get() + 1);
+        self.write_done
+            .acquire(1)
+            .await
+            .expect("write-done semaphore is never closed");
+        self.write_waiters.set(self.write_waiters.get() - 1);
     }
 
     /// The largest record this store accepts.
@@ -717,19 +791,22 @@ impl ShardStore {
             };
             st.next_sequence += 1;
             let last = st.blocks.back_mut().expect("open block");
-            last.sealed = true;
+            last.seal();
             let sealed_idx = st.table.block_of(last.base);
             st.table.seal(sealed_idx);
             // Write-behind: the full block goes to the device now, while appends go on into
             // the next one (a writer waits only once UNFLUSHED_BLOCKS_MAX blocks are pending).
-            write_behind = Some(st.appended_lsn);
-            st.blocks.push_back(WriteBlock::new(
+            write_behind = Some(last.base);
+            st.open_start_lsn = st.appended_lsn;
+            let spare = st.spare_buffers.pop();
+            st.blocks.push_back(WriteBlock::reusing(
                 st.table.base_of(idx),
                 BlockHeader {
                     sequence,
                     shard: self.cfg.shard,
                     block_bytes: self.cfg.block_bytes as u32,
                 },
+                spare,
             ));
         }
         let open = st.blocks.back_mut().expect("open block");
@@ -789,14 +866,8 @@ impl ShardStore {
         let ticket = CommitTicket(st.appended_lsn);
         drop(guard);
         // Started after the state is released: glommio runs a spawned task at once.
-        if let (Some(lsn), Some(me)) = (write_behind, self.me.upgrade()) {
-            glommio::spawn_local(async move {
-                // A failure marks the shard failed (and is logged) inside flush. Synced only
-                // when writes are acknowledged on the device anyway.
-                let sync = me.cfg.commit_to_device;
-                let _ = me.flush(lsn, sync).await;
-            })
-            .detach();
+        if let (Some(base), Some(me)) = (write_behind, self.me.upgrade()) {
+            glommio::spawn_local(async move { me.write_behind(base).await }).detach();
         }
         Ok(ticket)
     }
@@ -808,10 +879,69 @@ impl ShardStore {
         self.flush(target, true).await
     }
 
+    /// Writes a sealed block at once, from its own buffer and outside the flush lock, so the
+    /// device works while appends fill the next blocks (a write waiting for the lock would
+    /// start only once the executor noticed the previous one finish, which a core busy
+    /// appending does late). [`ShardStore::flush`] waits for it instead of writing it again.
+    /// Not synced: the flusher, a commit or a later flush syncs the extents it marks.
+    async fn write_behind(&self, base: u64) {
+        let pending = {
+            let mut st = self.state.borrow_mut();
+            if st.failed.is_some() {
+                return;
+            }
+            let Some(block) = st.blocks.iter_mut().find(|b| b.base == base) else {
+                return;
+            };
+            let Some(pending) = block.pending_write() else {
+                return;
+            };
+            block.writing = true;
+            pending
+        };
+        let used = pending.used;
+        let mut marks = self.media.written_marks();
+        let outcome = self.write_pending(pending, &mut marks).await;
+        {
+            let mut st = self.state.borrow_mut();
+            mark_unsynced(&mut st, &marks);
+            if let Some(block) = st.blocks.iter_mut().find(|b| b.base == base) {
+                block.writing = false;
+                if outcome.is_ok() {
+                    block.mark_durable(used);
+                }
+            }
+            retire_durable(&mut st);
+        }
+        if let Err(reason) = outcome {
+            self.fail(reason);
+        }
+        // Every waiter gets a permit and looks again (a spare one is harmless: waiters check
+        // their condition before they wait).
+        self.write_done.signal(self.write_waiters.get().max(1));
+    }
+
+    /// Writes one block's pending pages; the error says what went wrong where. An armed fault
+    /// (tests) replaces the device's answer.
+    async fn write_pending(&self, w: PendingWrite, marks: &mut [bool]) -> Result<(), String> {
+        let (offset, len) = (w.offset, w.bytes().len());
+        let outcome = match self.fault.take() {
+            None => self.media.write(w.pages, w.range, offset, marks).await,
+            Some(InjectedFault::Eio) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+            Some(InjectedFault::Enospc) => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+            Some(InjectedFault::ShortWrite) => Ok(len / 2),
+        };
+        match outcome {
+            Ok(n) if n == len => Ok(()),
+            Ok(n) => Err(format!("short write: {n} of {len} bytes at {offset}")),
+            Err(e) => Err(format!("write at {offset} failed: {e}")),
+        }
+    }
+
     /// Writes every append up to `target` to the device, and with `sync` makes it durable
-    /// (fdatasync of every extent written since the last sync). Without `sync` (write-behind
-    /// and back-pressure under `commit-to-device false`, where the background flusher syncs
-    /// every `flush-max-ms`) the bytes are on the device but not yet forced to stable media.
+    /// (fdatasync of every extent written since the last sync). Without `sync` (back-pressure
+    /// under `commit-to-device false`, where the background flusher syncs every
+    /// `flush-max-ms`) the bytes are on the device but not yet forced to stable media.
     async fn flush(&self, target: u64, sync: bool) -> Result<(), StoreError> {
         let done = |st: &State| {
             if sync {
@@ -833,38 +963,49 @@ impl ShardStore {
             if done(&st) {
                 return Ok(());
             }
-            if let Some(reason) = &st.failed {
-                return Err(StoreError::DeviceFailed {
-                    shard: self.cfg.shard,
-                    reason: reason.clone(),
-                });
-            }
+            self.check_failed(&st)?;
+            // A target within the sealed blocks (back-pressure) leaves the open block alone:
+            // its partial page would only be written again once it fills. Blocks whose
+            // write-behind is under way are waited for below, not written twice.
+            let sealed_only = target <= st.open_start_lsn;
             let segments: Vec<_> = st
                 .blocks
                 .iter()
-                .filter_map(|b| b.dirty_pages().map(|d| (b.base, d)))
-                .map(|(base, (offset, pages, used))| (base, offset, self.media.buffer(pages), used))
+                .filter(|b| (b.sealed || !sealed_only) && !b.writing)
+                .filter_map(|b| b.pending_write().map(|w| (b.base, w)))
                 .collect();
-            (segments, st.appended_lsn)
-        };
-        let mut written = Vec::with_capacity(segments.len());
-        let mut extents_written = self.media.written_marks();
-        for (base, offset, buf, used) in segments {
-            let len = buf.len();
-            let outcome = match self.fault.take() {
-                None => self.media.write(buf, offset, &mut extents_written).await,
-                Some(InjectedFault::Eio) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
-                Some(InjectedFault::Enospc) => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
-                Some(InjectedFault::ShortWrite) => Ok(len / 2),
+            let upto = if sealed_only {
+                st.open_start_lsn
+            } else {
+                st.appended_lsn
             };
+            (segments, upto)
+        };
+        // Every segment's write is in flight at once.
+        let writes = segments.into_iter().map(|(base, w)| {
+            let used = w.used;
+            let mut marks = self.media.written_marks();
+            async move {
+                let outcome = self.write_pending(w, &mut marks).await;
+                (base, used, outcome, marks)
+            }
+        });
+        let mut extents_written = self.media.written_marks();
+        let mut written = Vec::new();
+        for (base, used, outcome, marks) in join_all(writes).await {
+            for (all, one) in extents_written.iter_mut().zip(marks) {
+                *all |= one;
+            }
             match outcome {
-                Ok(n) if n == len => written.push((base, used)),
-                Ok(n) => {
-                    return Err(self.fail(format!("short write: {n} of {len} bytes at {offset}")))
-                }
-                Err(e) => return Err(self.fail(format!("write at {offset} failed: {e}"))),
+                Ok(()) => written.push((base, used)),
+                Err(reason) => return Err(self.fail(reason)),
             }
         }
+        // Every write-behind started before this flush must land too.
+        while self.state.borrow().blocks.iter().any(|b| b.writing) {
+            self.wait_for_write_behind().await;
+        }
+        self.check_failed(&self.state.borrow())?;
         if sync {
             let unsynced = std::mem::take(&mut self.state.borrow_mut().unsynced);
             for (mark, was) in extents_written.iter_mut().zip(unsynced) {
@@ -874,13 +1015,7 @@ impl ShardStore {
                 return Err(self.fail(format!("fdatasync of {path} failed: {e}")));
             }
         } else {
-            let mut st = self.state.borrow_mut();
-            if st.unsynced.len() < extents_written.len() {
-                st.unsynced.resize(extents_written.len(), false);
-            }
-            for (was, mark) in st.unsynced.iter_mut().zip(&extents_written) {
-                *was |= *mark;
-            }
+            mark_unsynced(&mut self.state.borrow_mut(), &extents_written);
         }
         self.flushes.set(self.flushes.get() + 1);
         let mut st = self.state.borrow_mut();
@@ -894,15 +1029,19 @@ impl ShardStore {
             assert!(upto >= st.durable_lsn, "durable_lsn only grows");
             st.durable_lsn = upto;
         }
-        while st.blocks.len() > 1 {
-            let front = st.blocks.front().expect("non-empty");
-            if front.sealed && front.is_durable() {
-                st.blocks.pop_front();
-            } else {
-                break;
-            }
-        }
+        retire_durable(&mut st);
         Ok(())
+    }
+
+    /// A shard that failed a device write refuses every further write and flush.
+    fn check_failed(&self, st: &State) -> Result<(), StoreError> {
+        match &st.failed {
+            Some(reason) => Err(StoreError::DeviceFailed {
+                shard: self.cfg.shard,
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Arms a fault for the next device write (tests only).
