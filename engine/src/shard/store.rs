@@ -773,6 +773,8 @@ impl ShardStore {
     ) -> Result<CommitTicket, StoreError> {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
+        // The index slot this digest lands in is fetched while the record is encoded below.
+        st.index.prefetch(&digest, true);
         if let Some(reason) = &st.failed {
             return Err(StoreError::DeviceFailed {
                 shard: self.cfg.shard,
