@@ -9,6 +9,9 @@
 //!   engine-io write-shards <dir> <records> <shards>
 //!                                     the same spread over <shards> stores, one per core,
 //!                                     writing at once
+//!   engine-io read-shards <dir> <records> <shards> <seconds>
+//!                                     random reads of what write-shards wrote, one store per
+//!                                     core, the queue depth split between them
 //!   engine-io recover <dir>           cold start: rebuild the index; prints seconds and MB/s
 //!
 //! One shard, 1 MiB write blocks. Run `write` first; `read` and `recover` reuse its files.
@@ -116,6 +119,11 @@ fn main() -> ExitCode {
         if mode == "write-shards" {
             let shards: u32 = arg(&args, 4, "<shards>")?;
             return write_shards(dir, records, shards);
+        }
+        if mode == "read-shards" {
+            let shards: u32 = arg(&args, 4, "<shards>")?;
+            let seconds: u64 = arg(&args, 5, "<seconds>")?;
+            return read_shards(dir, records, shards, seconds);
         }
         let mut builder = glommio::LocalExecutorBuilder::default();
         if let Some(us) = std::env::var("SPIN_US").ok().and_then(|v| v.parse().ok()) {
@@ -237,16 +245,32 @@ async fn read(dir: PathBuf, records: u64, seconds: u64) -> Result<(), String> {
         ));
     }
     // Digests computed before the clock starts, as for writes: clients send them.
-    let digests: Rc<Vec<Digest>> = Rc::new(
-        (0..records)
-            .map(|i| Digest::of_integer("s", i as i64))
-            .collect(),
+    let digests = (0..records)
+        .map(|i| Digest::of_integer("s", i as i64))
+        .collect();
+    let (total, secs) = read_randomly(&store, digests, queue_depth(), seconds).await;
+    println!(
+        "engine random read: {total} reads of 1 KiB at queue depth {} in {secs:.1} s: {:.0} reads/s",
+        queue_depth(),
+        total as f64 / secs,
     );
+    Ok(())
+}
+
+/// `in_flight` tasks each reading random records of `digests` until `seconds` pass; returns
+/// the reads done and the seconds taken.
+async fn read_randomly(
+    store: &Rc<ShardStore>,
+    digests: Vec<Digest>,
+    in_flight: usize,
+    seconds: u64,
+) -> (u64, f64) {
+    let digests = Rc::new(digests);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let workers: Vec<_> = (0..queue_depth() as u64)
+    let workers: Vec<_> = (0..in_flight as u64)
         .map(|w| {
-            let store: Rc<ShardStore> = store.clone();
+            let store = store.clone();
             let digests = digests.clone();
             glommio::spawn_local(async move {
                 let mut x = w.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -255,8 +279,8 @@ async fn read(dir: PathBuf, records: u64, seconds: u64) -> Result<(), String> {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let i = x % records;
-                    let r = store.get(&digests[i as usize]).await;
+                    let i = (x % digests.len() as u64) as usize;
+                    let r = store.get(&digests[i]).await;
                     assert!(matches!(r, Ok(Some(_))), "record {i} unreadable: {r:?}");
                     n += 1;
                 }
@@ -268,11 +292,57 @@ async fn read(dir: PathBuf, records: u64, seconds: u64) -> Result<(), String> {
     for w in workers {
         total += w.await;
     }
-    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(
+        store.stats().snapshot().device_reads,
+        total,
+        "every read went to the device (cache off)"
+    );
+    (total, started.elapsed().as_secs_f64())
+}
+
+/// Random reads of the records `write-shards` wrote, one store per core as the server runs
+/// them, the queue depth split evenly between them; prints reads/s of all together.
+fn read_shards(dir: PathBuf, records: u64, shards: u32, seconds: u64) -> Result<(), String> {
+    if shards == 0 || !queue_depth().is_multiple_of(shards as usize) {
+        return Err("<shards> must divide the queue depth".into());
+    }
+    let start = Arc::new(std::sync::Barrier::new(shards as usize));
+    let handles: Vec<_> = (0..shards)
+        .map(|shard| {
+            let (dir, start) = (dir.clone(), start.clone());
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(shard as usize))
+                .spawn(move || async move {
+                    let cfg = StoreConfig {
+                        shard,
+                        shard_count: shards,
+                        ..config(dir)
+                    };
+                    let mine = (0..records).filter(|i| i % u64::from(shards) == u64::from(shard));
+                    let digests: Vec<Digest> =
+                        mine.map(|i| Digest::of_integer("s", i as i64)).collect();
+                    let (store, report) = ShardStore::open(cfg, Arc::default())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if report.objects < digests.len() as u64 {
+                        return Err(format!("shard {shard}: run write-shards first"));
+                    }
+                    start.wait();
+                    let per_shard = queue_depth() / shards as usize;
+                    Ok(read_randomly(&store, digests, per_shard, seconds).await)
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let (mut total, mut slowest) = (0, 0f64);
+    for h in handles {
+        let (n, secs) = h.join().map_err(|e| e.to_string())??;
+        total += n;
+        slowest = slowest.max(secs);
+    }
     println!(
-        "engine random read: {total} reads of 1 KiB at queue depth {QUEUE_DEPTH} in {secs:.1} s: {:.0} reads/s (device reads {})",
-        total as f64 / secs,
-        store.stats().snapshot().device_reads
+        "engine random read, {shards} shards: {total} reads of 1 KiB at queue depth {} in {slowest:.1} s: {:.0} reads/s",
+        queue_depth(),
+        total as f64 / slowest
     );
     Ok(())
 }
