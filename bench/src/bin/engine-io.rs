@@ -153,16 +153,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// `records` records spread over `shards` stores, one per core as the server runs them, all
-/// writing at once; prints MB/s of record bytes over the slowest shard's time.
-fn write_shards(dir: PathBuf, records: u64, shards: u32) -> Result<(), String> {
+/// Runs `job` on `shards` stores, one per core (pinned) as the server runs them, each given
+/// the digests of its records (record `i` belongs to shard `i % shards`) and how many records
+/// it recovered; all start together. Returns each shard's result.
+fn on_each_shard<T, J, F>(dir: PathBuf, records: u64, shards: u32, job: J) -> Result<Vec<T>, String>
+where
+    T: Send + 'static,
+    J: Fn(Rc<ShardStore>, Vec<Digest>, u64) -> F + Send + Clone + 'static,
+    F: std::future::Future<Output = Result<T, String>>,
+{
     if shards == 0 {
         return Err("<shards> must be at least 1".into());
     }
     let start = Arc::new(std::sync::Barrier::new(shards as usize));
     let handles: Vec<_> = (0..shards)
         .map(|shard| {
-            let (dir, start) = (dir.clone(), start.clone());
+            let (dir, start, job) = (dir.clone(), start.clone(), job.clone());
             glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(shard as usize))
                 .spawn(move || async move {
                     let cfg = StoreConfig {
@@ -173,23 +179,30 @@ fn write_shards(dir: PathBuf, records: u64, shards: u32) -> Result<(), String> {
                     let mine = (0..records).filter(|i| i % u64::from(shards) == u64::from(shard));
                     let digests: Vec<Digest> =
                         mine.map(|i| Digest::of_integer("s", i as i64)).collect();
-                    let (store, _) = ShardStore::open(cfg, Arc::default())
+                    let (store, report) = ShardStore::open(cfg, Arc::default())
                         .await
                         .map_err(|e| e.to_string())?;
                     start.wait();
-                    let secs = write_digests(&store, &digests).await?;
-                    Ok::<_, String>((digests.len(), secs))
+                    job(store, digests, report.objects).await
                 })
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
-    let mut slowest = 0f64;
-    let mut written = 0;
-    for h in handles {
-        let (n, secs) = h.join().map_err(|e| e.to_string())??;
-        written += n;
-        slowest = slowest.max(secs);
-    }
+    handles
+        .into_iter()
+        .map(|h| h.join().map_err(|e| e.to_string())?)
+        .collect()
+}
+
+/// `records` records spread over `shards` stores, one per core as the server runs them, all
+/// writing at once; prints MB/s of record bytes over the slowest shard's time.
+fn write_shards(dir: PathBuf, records: u64, shards: u32) -> Result<(), String> {
+    let done = on_each_shard(dir, records, shards, |store, digests, _| async move {
+        let secs = write_digests(&store, &digests).await?;
+        Ok((digests.len(), secs))
+    })?;
+    let written: usize = done.iter().map(|d| d.0).sum();
+    let slowest = done.iter().map(|d| d.1).fold(0f64, f64::max);
     println!(
         "engine write, {shards} shards: {written} records of {} bytes in {slowest:.2} s: {:.1} MB/s",
         record_bytes(),
@@ -306,39 +319,20 @@ fn read_shards(dir: PathBuf, records: u64, shards: u32, seconds: u64) -> Result<
     if shards == 0 || !queue_depth().is_multiple_of(shards as usize) {
         return Err("<shards> must divide the queue depth".into());
     }
-    let start = Arc::new(std::sync::Barrier::new(shards as usize));
-    let handles: Vec<_> = (0..shards)
-        .map(|shard| {
-            let (dir, start) = (dir.clone(), start.clone());
-            glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(shard as usize))
-                .spawn(move || async move {
-                    let cfg = StoreConfig {
-                        shard,
-                        shard_count: shards,
-                        ..config(dir)
-                    };
-                    let mine = (0..records).filter(|i| i % u64::from(shards) == u64::from(shard));
-                    let digests: Vec<Digest> =
-                        mine.map(|i| Digest::of_integer("s", i as i64)).collect();
-                    let (store, report) = ShardStore::open(cfg, Arc::default())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if report.objects < digests.len() as u64 {
-                        return Err(format!("shard {shard}: run write-shards first"));
-                    }
-                    start.wait();
-                    let per_shard = queue_depth() / shards as usize;
-                    Ok(read_randomly(&store, digests, per_shard, seconds).await)
-                })
-                .map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    let (mut total, mut slowest) = (0, 0f64);
-    for h in handles {
-        let (n, secs) = h.join().map_err(|e| e.to_string())??;
-        total += n;
-        slowest = slowest.max(secs);
-    }
+    let per_shard = queue_depth() / shards as usize;
+    let done = on_each_shard(
+        dir,
+        records,
+        shards,
+        move |store, digests, objects| async move {
+            if objects < digests.len() as u64 {
+                return Err("run write-shards first".to_string());
+            }
+            Ok(read_randomly(&store, digests, per_shard, seconds).await)
+        },
+    )?;
+    let total: u64 = done.iter().map(|d| d.0).sum();
+    let slowest = done.iter().map(|d| d.1).fold(0f64, f64::max);
     println!(
         "engine random read, {shards} shards: {total} reads of 1 KiB at queue depth {} in {slowest:.1} s: {:.0} reads/s",
         queue_depth(),
