@@ -13,6 +13,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -25,6 +26,7 @@ use glommio::io::{DmaFile, OpenOptions, ReadResult};
 use crate::block::{page_bytes, SharedPages, IO_ALIGN_BYTES};
 use crate::error::StoreError;
 use crate::file_header::{FileHeader, FILE_HEADER_BYTES, FORMAT_VERSION};
+use crate::shard::read_ring::{ReadRing, RingBytes};
 use crate::shard::store::{io_err, StoreConfig};
 
 /// The blocks of a memory namespace's shard, by block index (`None`: never written or freed).
@@ -43,6 +45,9 @@ pub struct ExtentConfig {
 
 /// The opened extents of one shard.
 pub struct Media {
+    /// Record reads (`None` in memory). Declared before `extents`, so dropped first: it waits
+    /// for its reads in flight while their files are still open.
+    reader: Option<ReadRing>,
     extents: Vec<Extent>,
     /// `storage-engine memory`: block `i`'s bytes, once written (`None` in the device case).
     ram: Option<RefCell<RamBlocks>>,
@@ -191,6 +196,7 @@ impl Media {
         let bs = cfg.block_bytes as u64;
         if cfg.memory && cfg.extents.is_empty() {
             return Ok(Media {
+                reader: None,
                 extents: Vec::new(),
                 ram: Some(RefCell::new(Vec::new())),
                 block_bytes: bs,
@@ -247,6 +253,10 @@ impl Media {
             });
         }
         Ok(Media {
+            reader: Some(ReadRing::new().map_err(|e| StoreError::Io {
+                path: "io_uring for record reads".into(),
+                source: e,
+            })?),
             extents,
             // Memory persisted to files: every block also lives in RAM, reads never go to
             // the files, which are written only to be read back at the next start.
@@ -343,7 +353,7 @@ impl Media {
         )
     }
 
-    /// `len` bytes at virtual offset `v` (O_DIRECT alignment handled by glommio).
+    /// `len` bytes at virtual offset `v` (a record), through the shard's own read ring.
     pub async fn read(&self, v: u64, len: usize) -> std::io::Result<Bytes> {
         if let Some(ram) = &self.ram {
             let (b, at) = self.ram_slot(v);
@@ -354,7 +364,12 @@ impl Media {
             return Ok(Bytes::Ram(block[at..(at + len).min(block.len())].to_vec()));
         }
         let (e, at) = self.locate(v);
-        Ok(Bytes::Dma(self.file(e).read_at(at, len).await?))
+        let reader = self
+            .reader
+            .as_ref()
+            .expect("media with extents have a reader");
+        let fd = self.file(e).as_raw_fd();
+        Ok(Bytes::Ring(reader.read(fd, at, len).await?))
     }
 
     /// A whole block at its (aligned) virtual base `v`.
@@ -489,6 +504,7 @@ fn byte_size(path: &Path) -> std::io::Result<u64> {
 /// Bytes read from the media.
 pub enum Bytes {
     Dma(ReadResult),
+    Ring(RingBytes),
     Ram(Vec<u8>),
 }
 
@@ -497,6 +513,7 @@ impl std::ops::Deref for Bytes {
     fn deref(&self) -> &[u8] {
         match self {
             Bytes::Dma(r) => r,
+            Bytes::Ring(r) => r,
             Bytes::Ram(v) => v,
         }
     }

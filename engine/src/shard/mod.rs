@@ -4,6 +4,7 @@
 //! it only through the server's cross-core channels.
 
 pub mod media;
+mod read_ring;
 pub mod space;
 pub mod store;
 
