@@ -20,12 +20,15 @@ use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
 use futures_lite::AsyncReadExt;
-use glommio::sync::Semaphore;
+use glommio::sync::{Semaphore, StaticPermit};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::block::{page_bytes, Page, IO_ALIGN_BYTES};
 
-/// Reads in flight at most: two ring entries each (the read and its notice).
+/// Reads in flight at most: two ring entries each (the read and its notice). Also bounds the
+/// notices waiting in the socket pair between two reaps (a read's permit is given back only
+/// once its completion is reaped, abandoned or not), well within a socket buffer, so a notice
+/// never blocks.
 const READS_IN_FLIGHT_MAX: usize = 128;
 const RING_ENTRIES: u32 = 2 * READS_IN_FLIGHT_MAX as u32;
 /// The `user_data` of the notice writes, which need no handling.
@@ -40,10 +43,13 @@ enum Slot {
         buf: Box<[Page]>,
         waker: Option<Waker>,
         abandoned: bool,
+        /// Given back when the slot is freed, so an abandoned read still counts.
+        _permit: StaticPermit,
     },
     Done {
         buf: Box<[Page]>,
         result: i32,
+        _permit: StaticPermit,
     },
 }
 
@@ -59,7 +65,7 @@ struct Inner {
 /// One shard's reader. `!Send`: lives on its core.
 pub struct ReadRing {
     inner: Rc<RefCell<Inner>>,
-    permits: Semaphore,
+    permits: Rc<Semaphore>,
 }
 
 /// The bytes of one read.
@@ -106,23 +112,23 @@ impl ReadRing {
         .detach();
         Ok(ReadRing {
             inner,
-            permits: Semaphore::new(READS_IN_FLIGHT_MAX as u64),
+            permits: Rc::new(Semaphore::new(READS_IN_FLIGHT_MAX as u64)),
         })
     }
 
     /// `len` bytes at `offset` of `fd` (opened with O_DIRECT): the read covers the aligned
     /// pages around them. Fewer bytes come back past the end of the file.
     pub async fn read(&self, fd: RawFd, offset: u64, len: usize) -> io::Result<RingBytes> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire_permit(1)
+            .acquire_static_permit(1)
             .await
             .expect("read permits are never closed");
         let align = IO_ALIGN_BYTES as u64;
         let start = offset / align * align;
         let skip = (offset - start) as usize;
         let pages = (skip + len).div_ceil(IO_ALIGN_BYTES);
-        let id = self.inner.borrow_mut().submit(fd, start, pages)?;
+        let id = self.inner.borrow_mut().submit(fd, start, pages, permit)?;
         // Marks the read abandoned if this future is dropped before it completes, so the
         // reaper frees the buffer once the kernel is done with it.
         let guard = Abandon {
@@ -138,7 +144,7 @@ impl ReadRing {
                     Poll::Pending
                 }
                 Slot::Done { .. } => {
-                    let Slot::Done { buf, result } = std::mem::replace(slot, Slot::Free) else {
+                    let Slot::Done { buf, result, .. } = std::mem::replace(slot, Slot::Free) else {
                         unreachable!("matched Done")
                     };
                     inner.free.push(id);
@@ -182,7 +188,13 @@ impl Drop for Abandon<'_> {
 
 impl Inner {
     /// Submits a read of `pages` pages at `start` of `fd` and its notice; returns its slot.
-    fn submit(&mut self, fd: RawFd, start: u64, pages: usize) -> io::Result<usize> {
+    fn submit(
+        &mut self,
+        fd: RawFd,
+        start: u64,
+        pages: usize,
+        permit: StaticPermit,
+    ) -> io::Result<usize> {
         let mut buf: Box<[Page]> = bytemuck::zeroed_slice_box(pages);
         let bytes = (pages * IO_ALIGN_BYTES) as u32;
         let read = opcode::Read::new(types::Fd(fd), buf.as_mut_ptr().cast::<u8>(), bytes)
@@ -220,14 +232,23 @@ impl Inner {
             buf,
             waker: None,
             abandoned: false,
+            _permit: permit,
         };
-        if let Err(e) = self.ring.submit() {
-            // The kernel took none of it: the slot is free again.
-            self.slots[id] = Slot::Free;
-            self.free.push(id);
-            return Err(e);
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return Ok(id),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // The entries stay in the submission queue and go with the next submit
+                    // (or the drop's): the buffer must outlive them, so the read is
+                    // abandoned, not freed.
+                    if let Slot::InFlight { abandoned, .. } = &mut self.slots[id] {
+                        *abandoned = true;
+                    }
+                    return Err(e);
+                }
+            }
         }
-        Ok(id)
     }
 
     /// Hands every completed read to its reader (or frees an abandoned one's buffer).
@@ -254,10 +275,14 @@ impl Inner {
                 continue;
             }
             let waker = waker.take();
-            let Slot::InFlight { buf, .. } = std::mem::replace(slot, Slot::Free) else {
+            let Slot::InFlight { buf, _permit, .. } = std::mem::replace(slot, Slot::Free) else {
                 unreachable!("matched InFlight")
             };
-            *slot = Slot::Done { buf, result };
+            *slot = Slot::Done {
+                buf,
+                result,
+                _permit,
+            };
             if let Some(w) = waker {
                 w.wake();
             }
@@ -382,8 +407,13 @@ mod tests {
                     let (at, got) = r.await;
                     assert_eq!(got, &bytes[at..at + 300]);
                 }
+                assert_eq!(
+                    ring.permits.available(),
+                    READS_IN_FLIGHT_MAX as u64,
+                    "abandoned reads gave their permits back once reaped"
+                );
                 let inner = ring.inner.borrow();
-                assert!(inner.slots.len() <= READS_IN_FLIGHT_MAX + 50);
+                assert!(inner.slots.len() <= READS_IN_FLIGHT_MAX);
                 assert!(inner.slots.iter().all(|s| !matches!(s, Slot::Done { .. })));
             })
         });
