@@ -100,12 +100,21 @@ impl ReadRing {
         let weak: Weak<RefCell<Inner>> = Rc::downgrade(&inner);
         glommio::spawn_local(async move {
             let mut notices = [0u8; 256];
-            // Ends when the ring is dropped: its end of the pair closes, the read returns 0.
-            while let Ok(n) = notice_rx.read(&mut notices).await {
+            loop {
+                let got = notice_rx.read(&mut notices).await;
+                // Ends when the ring is dropped (its end of the pair closes: a read of 0).
                 let Some(inner) = weak.upgrade() else { break };
                 inner.borrow_mut().reap();
-                if n == 0 {
-                    break;
+                drop(inner);
+                match got {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Never seen; if the pair ever fails, reads are still reaped, once a
+                        // millisecond instead of at once, rather than never.
+                        tracing::warn!(error = %e, "read ring notices failed; polling instead");
+                        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    }
                 }
             }
         })
