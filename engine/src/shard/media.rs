@@ -368,8 +368,11 @@ impl Media {
             .reader
             .as_ref()
             .expect("media with extents have a reader");
-        let fd = self.file(e).as_raw_fd();
-        Ok(Bytes::Ring(reader.read(fd, at, len).await?))
+        let file = self.file(e);
+        let align = file.align_up(1);
+        Ok(Bytes::Ring(
+            reader.read(file.as_raw_fd(), at, len, align).await?,
+        ))
     }
 
     /// A whole block at its (aligned) virtual base `v`.

@@ -125,19 +125,30 @@ impl ReadRing {
         })
     }
 
-    /// `len` bytes at `offset` of `fd` (opened with O_DIRECT): the read covers the aligned
-    /// pages around them. Fewer bytes come back past the end of the file.
-    pub async fn read(&self, fd: RawFd, offset: u64, len: usize) -> io::Result<RingBytes> {
+    /// `len` bytes at `offset` of `fd` (opened with O_DIRECT, whose device reads in units of
+    /// `align` bytes, a power of two from 512 to 4096): the read covers the aligned units
+    /// around them (a 1 KiB record across a 4 KiB boundary costs 1.5 KiB, not 8, on a
+    /// 512-byte device). Fewer bytes come back past the end of the file.
+    pub async fn read(
+        &self,
+        fd: RawFd,
+        offset: u64,
+        len: usize,
+        align: u64,
+    ) -> io::Result<RingBytes> {
+        assert!(
+            align.is_power_of_two() && (512..=IO_ALIGN_BYTES as u64).contains(&align),
+            "O_DIRECT unit {align}"
+        );
         let permit = self
             .permits
             .acquire_static_permit(1)
             .await
             .expect("read permits are never closed");
-        let align = IO_ALIGN_BYTES as u64;
         let start = offset / align * align;
         let skip = (offset - start) as usize;
-        let pages = (skip + len).div_ceil(IO_ALIGN_BYTES);
-        let id = self.inner.borrow_mut().submit(fd, start, pages, permit)?;
+        let bytes = (skip + len).div_ceil(align as usize) * align as usize;
+        let id = self.inner.borrow_mut().submit(fd, start, bytes, permit)?;
         // Marks the read abandoned if this future is dropped before it completes, so the
         // reaper frees the buffer once the kernel is done with it.
         let guard = Abandon {
@@ -196,16 +207,17 @@ impl Drop for Abandon<'_> {
 }
 
 impl Inner {
-    /// Submits a read of `pages` pages at `start` of `fd` and its notice; returns its slot.
+    /// Submits a read of `bytes` bytes at `start` of `fd` (both aligned for O_DIRECT) and its
+    /// notice; returns its slot. The buffer is whole pages (page-aligned memory).
     fn submit(
         &mut self,
         fd: RawFd,
         start: u64,
-        pages: usize,
+        bytes: usize,
         permit: StaticPermit,
     ) -> io::Result<usize> {
-        let mut buf: Box<[Page]> = bytemuck::zeroed_slice_box(pages);
-        let bytes = (pages * IO_ALIGN_BYTES) as u32;
+        let mut buf: Box<[Page]> = bytemuck::zeroed_slice_box(bytes.div_ceil(IO_ALIGN_BYTES));
+        let bytes = u32::try_from(bytes).expect("a record read is under 4 GiB");
         let read = opcode::Read::new(types::Fd(fd), buf.as_mut_ptr().cast::<u8>(), bytes)
             .offset(start)
             .build()
@@ -331,6 +343,14 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 
+    /// The O_DIRECT unit of the device under `dir` (512 on most disks, 4096 on some).
+    async fn unit(dir: &std::path::Path) -> u64 {
+        let f = glommio::io::DmaFile::open(dir.join("data")).await.unwrap();
+        let unit = f.align_up(1);
+        f.close().await.unwrap();
+        unit
+    }
+
     /// A file of `pages` pages whose byte `i` is `i % 251`, opened again with O_DIRECT.
     fn patterned(dir: &std::path::Path, pages: usize) -> (std::fs::File, Vec<u8>) {
         let path = dir.join("data");
@@ -364,6 +384,7 @@ mod tests {
             Box::pin(async {
                 let dir = tempfile::tempdir().unwrap();
                 let (f, bytes) = patterned(dir.path(), 8);
+                let unit = unit(dir.path()).await;
                 let ring = ReadRing::new().unwrap();
                 for (at, len) in [
                     (0, 10),
@@ -372,16 +393,22 @@ mod tests {
                     (100, 1),
                     (8 * 4096 - 7, 7),
                 ] {
-                    let got = ring.read(f.as_raw_fd(), at as u64, len).await.unwrap();
+                    let got = ring
+                        .read(f.as_raw_fd(), at as u64, len, unit)
+                        .await
+                        .unwrap();
                     assert_eq!(&got[..], &bytes[at..at + len], "read of {len} at {at}");
                 }
-                let tail = ring.read(f.as_raw_fd(), 8 * 4096 - 5, 100).await.unwrap();
+                let tail = ring
+                    .read(f.as_raw_fd(), 8 * 4096 - 5, 100, 4096)
+                    .await
+                    .unwrap();
                 assert_eq!(
                     &tail[..],
                     &bytes[8 * 4096 - 5..],
                     "stops at the end of the file"
                 );
-                let past = ring.read(f.as_raw_fd(), 9 * 4096, 10).await.unwrap();
+                let past = ring.read(f.as_raw_fd(), 9 * 4096, 10, 4096).await.unwrap();
                 assert!(past.is_empty());
             })
         });
@@ -393,12 +420,13 @@ mod tests {
             Box::pin(async {
                 let dir = tempfile::tempdir().unwrap();
                 let (f, bytes) = patterned(dir.path(), 64);
+                let unit = unit(dir.path()).await;
                 let fd = f.as_raw_fd();
                 let ring = Rc::new(ReadRing::new().unwrap());
                 // Reads dropped right after submission: their buffers stay with the kernel
                 // until it is done, and their slots come back.
                 for i in 0..50u64 {
-                    let read = ring.read(fd, i * 1000, 100);
+                    let read = ring.read(fd, i * 1000, 100, 4096);
                     futures_lite::pin!(read);
                     assert!(futures_lite::future::poll_once(&mut read).await.is_none());
                 }
@@ -408,7 +436,10 @@ mod tests {
                         let ring = ring.clone();
                         glommio::spawn_local(async move {
                             let at = (i * 997) % (63 * IO_ALIGN_BYTES);
-                            (at, ring.read(fd, at as u64, 300).await.unwrap().to_vec())
+                            (
+                                at,
+                                ring.read(fd, at as u64, 300, unit).await.unwrap().to_vec(),
+                            )
                         })
                     })
                     .collect();
@@ -436,9 +467,13 @@ mod tests {
                 let (f, bytes) = patterned(dir.path(), 2);
                 let ring = ReadRing::new().unwrap();
                 let wrong = std::fs::File::create(dir.path().join("write-only")).unwrap();
-                let err = ring.read(wrong.as_raw_fd(), 0, 10).await.err().unwrap();
+                let err = ring
+                    .read(wrong.as_raw_fd(), 0, 10, 4096)
+                    .await
+                    .err()
+                    .unwrap();
                 assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
-                let got = ring.read(f.as_raw_fd(), 3, 4).await.unwrap();
+                let got = ring.read(f.as_raw_fd(), 3, 4, 4096).await.unwrap();
                 assert_eq!(&got[..], &bytes[3..7]);
             })
         });
