@@ -775,12 +775,7 @@ impl ShardStore {
         let st = &mut *guard;
         // The index slot this digest lands in is fetched while the record is encoded below.
         st.index.prefetch(&digest, true);
-        if let Some(reason) = &st.failed {
-            return Err(StoreError::DeviceFailed {
-                shard: self.cfg.shard,
-                reason: reason.clone(),
-            });
-        }
+        self.check_failed(st)?;
         let mut write_behind = None;
         let len = incoming.len();
         if !st.blocks.back().expect("open block").fits(len) {
