@@ -12,7 +12,6 @@
 //! This module never decides what to write.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -23,7 +22,7 @@ use std::cell::RefCell;
 
 use glommio::io::{DmaFile, OpenOptions, ReadResult};
 
-use crate::block::{page_bytes, SharedPages, IO_ALIGN_BYTES};
+use crate::block::{PendingWrite, IO_ALIGN_BYTES};
 use crate::error::StoreError;
 use crate::file_header::{FileHeader, FILE_HEADER_BYTES, FORMAT_VERSION};
 use crate::shard::read_ring::{ReadRing, RingBytes};
@@ -408,8 +407,9 @@ impl Media {
         }
     }
 
-    /// Writes `pages[range]` at virtual offset `v` (aligned pages of one block); returns the
-    /// bytes written. The extent written is marked in `written` for the next [`Media::sync`].
+    /// Writes `w`'s pages (aligned pages of one block, at virtual offset `w.offset`); returns
+    /// the bytes written. The extent written is marked in `written` for the next
+    /// [`Media::sync`].
     ///
     /// The write starts at once, on the executor's blocking thread (a `pwrite` as `fio`'s
     /// psync engine does), not in glommio's ring: a ring request waits in the submission
@@ -418,27 +418,17 @@ impl Media {
     /// Only the completion waits for the poll. The pages are shared, so a cancelled flush
     /// cannot free them under the write, and the file is the extent's own handle, kept alive
     /// by the write.
-    pub async fn write(
-        &self,
-        pages: SharedPages,
-        range: Range<usize>,
-        v: u64,
-        written: &mut [bool],
-    ) -> std::io::Result<usize> {
-        let len = page_bytes(&pages[range.clone()]).len();
-        self.to_ram(v, page_bytes(&pages[range.clone()]));
+    pub async fn write(&self, w: PendingWrite, written: &mut [bool]) -> std::io::Result<usize> {
+        let len = w.bytes().len();
+        self.to_ram(w.offset, w.bytes());
         if self.extents.is_empty() {
             return Ok(len);
         }
-        let (e, at) = self.locate(v);
+        let (e, at) = self.locate(w.offset);
         written[e] = true;
         let writer = Arc::clone(&self.extents[e].writer);
         glommio::executor()
-            .spawn_blocking(move || {
-                writer
-                    .write_all_at(page_bytes(&pages[range]), at)
-                    .map(|()| len)
-            })
+            .spawn_blocking(move || writer.write_all_at(w.bytes(), at).map(|()| len))
             .await
     }
 

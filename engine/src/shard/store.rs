@@ -923,7 +923,7 @@ impl ShardStore {
     async fn write_pending(&self, w: PendingWrite, marks: &mut [bool]) -> Result<(), String> {
         let (offset, len) = (w.offset, w.bytes().len());
         let outcome = match self.fault.take() {
-            None => self.media.write(w.pages, w.range, offset, marks).await,
+            None => self.media.write(w, marks).await,
             Some(InjectedFault::Eio) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
             Some(InjectedFault::Enospc) => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
             Some(InjectedFault::ShortWrite) => Ok(len / 2),
