@@ -40,6 +40,10 @@ pub fn page_bytes(pages: &[Page]) -> &[u8] {
     bytemuck::cast_slice(pages)
 }
 
+fn page_bytes_mut(pages: &mut [Page]) -> &mut [u8] {
+    bytemuck::cast_slice_mut(pages)
+}
+
 /// Pages of a block a flush must write.
 pub struct PendingWrite {
     /// File offset of the first page written.
@@ -163,7 +167,7 @@ impl WriteBlock {
     }
 
     /// Bytes of the block's buffer.
-    pub fn used_capacity(&self) -> usize {
+    pub fn buffer_bytes(&self) -> usize {
         self.bytes().len()
     }
 
@@ -176,9 +180,8 @@ impl WriteBlock {
     /// terminator included) are zeroed now: the buffer may be a reused one, and a sealed
     /// block's pages go to the device as they are.
     pub fn seal(&mut self) {
-        let end = self.written_end();
-        let pages = Arc::get_mut(&mut self.buf).expect("an open block's buffer is never shared");
-        bytemuck::cast_slice_mut::<Page, u8>(pages)[self.used..end].fill(0);
+        let (used, end) = (self.used, self.written_end());
+        self.bytes_mut()[used..end].fill(0);
         self.sealed = true;
     }
 
@@ -206,6 +209,10 @@ impl WriteBlock {
         page_bytes(&self.buf)
     }
 
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        page_bytes_mut(Arc::get_mut(&mut self.buf).expect("an open block's buffer is never shared"))
+    }
+
     pub fn fits(&self, n: usize) -> bool {
         !self.sealed && self.used + n <= self.bytes().len()
     }
@@ -220,8 +227,7 @@ impl WriteBlock {
     pub fn append_with(&mut self, n: usize, fill: impl FnOnce(&mut [u8])) -> u64 {
         assert!(self.fits(n), "append past the end of a block");
         let at = self.used;
-        let pages = Arc::get_mut(&mut self.buf).expect("an open block's buffer is never shared");
-        fill(&mut bytemuck::cast_slice_mut(pages)[at..at + n]);
+        fill(&mut self.bytes_mut()[at..at + n]);
         self.used += n;
         self.base + at as u64
     }
@@ -252,7 +258,7 @@ impl WriteBlock {
         } else {
             let mut copy: Box<[Page]> = self.buf[first..last].into();
             let tail = self.used - first * IO_ALIGN_BYTES;
-            bytemuck::cast_slice_mut::<Page, u8>(&mut copy)[tail..].fill(0);
+            page_bytes_mut(&mut copy)[tail..].fill(0);
             (Arc::new(copy), 0..last - first)
         };
         Some(PendingWrite {

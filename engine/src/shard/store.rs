@@ -192,7 +192,7 @@ fn retire_durable(st: &mut State) {
         let front = st.blocks.front().expect("non-empty");
         if front.sealed && front.is_durable() {
             let retired = st.blocks.pop_front().expect("non-empty");
-            let bytes = retired.used_capacity();
+            let bytes = retired.buffer_bytes();
             if st.spare_buffers.len() < SPARE_BUFFERS_MAX.min(SPARE_BYTES_MAX / bytes).max(1) {
                 st.spare_buffers.extend(retired.into_buffer());
             }
