@@ -343,33 +343,42 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 
-    /// The O_DIRECT unit of the device under `dir` (512 on most disks, 4096 on some).
-    async fn unit(dir: &std::path::Path) -> u64 {
-        let f = glommio::io::DmaFile::open(dir.join("data")).await.unwrap();
-        let unit = f.align_up(1);
-        f.close().await.unwrap();
-        unit
+    /// A file of `pages` pages whose byte `i` is `i % 251`, opened with O_DIRECT, and the
+    /// O_DIRECT unit of its device (512 on most disks, 4096 on some).
+    struct Patterned {
+        dir: tempfile::TempDir,
+        file: std::fs::File,
+        bytes: Vec<u8>,
+        unit: u64,
     }
 
-    /// A file of `pages` pages whose byte `i` is `i % 251`, opened again with O_DIRECT.
-    fn patterned(dir: &std::path::Path, pages: usize) -> (std::fs::File, Vec<u8>) {
-        let path = dir.join("data");
+    async fn patterned(pages: usize) -> Patterned {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
         let bytes: Vec<u8> = (0..pages * IO_ALIGN_BYTES)
             .map(|i| (i % 251) as u8)
             .collect();
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(&bytes))
             .unwrap();
-        let f = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
             .open(&path)
             .unwrap();
-        (f, bytes)
+        let dma = glommio::io::DmaFile::open(&path).await.unwrap();
+        let unit = dma.align_up(1);
+        dma.close().await.unwrap();
+        Patterned {
+            dir,
+            file,
+            bytes,
+            unit,
+        }
     }
 
-    fn on_executor(
-        test: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + 'static,
+    fn on_executor<F: std::future::Future<Output = ()> + 'static>(
+        test: impl FnOnce() -> F + Send + 'static,
     ) {
         glommio::LocalExecutorBuilder::default()
             .spawn(test)
@@ -380,102 +389,86 @@ mod tests {
 
     #[test]
     fn reads_return_the_bytes_asked_for_and_fewer_past_the_end() {
-        on_executor(|| {
-            Box::pin(async {
-                let dir = tempfile::tempdir().unwrap();
-                let (f, bytes) = patterned(dir.path(), 8);
-                let unit = unit(dir.path()).await;
-                let ring = ReadRing::new().unwrap();
-                for (at, len) in [
-                    (0, 10),
-                    (4090, 20),
-                    (5000, 8192),
-                    (100, 1),
-                    (8 * 4096 - 7, 7),
-                ] {
-                    let got = ring
-                        .read(f.as_raw_fd(), at as u64, len, unit)
-                        .await
-                        .unwrap();
-                    assert_eq!(&got[..], &bytes[at..at + len], "read of {len} at {at}");
-                }
-                let tail = ring
-                    .read(f.as_raw_fd(), 8 * 4096 - 5, 100, 4096)
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    &tail[..],
-                    &bytes[8 * 4096 - 5..],
-                    "stops at the end of the file"
-                );
-                let past = ring.read(f.as_raw_fd(), 9 * 4096, 10, 4096).await.unwrap();
-                assert!(past.is_empty());
-            })
+        on_executor(|| async {
+            let p = patterned(8).await;
+            let (fd, bytes) = (p.file.as_raw_fd(), &p.bytes);
+            let ring = ReadRing::new().unwrap();
+            for (at, len) in [
+                (0, 10),
+                (4090, 20),
+                (5000, 8192),
+                (100, 1),
+                (8 * 4096 - 7, 7),
+            ] {
+                let got = ring.read(fd, at as u64, len, p.unit).await.unwrap();
+                assert_eq!(&got[..], &bytes[at..at + len], "read of {len} at {at}");
+            }
+            let tail = ring.read(fd, 8 * 4096 - 5, 100, 4096).await.unwrap();
+            assert_eq!(
+                &tail[..],
+                &bytes[8 * 4096 - 5..],
+                "stops at the end of the file"
+            );
+            let past = ring.read(fd, 9 * 4096, 10, 4096).await.unwrap();
+            assert!(past.is_empty());
         });
     }
 
     #[test]
     fn many_reads_in_flight_and_abandoned_ones_keep_the_ring_sound() {
-        on_executor(|| {
-            Box::pin(async {
-                let dir = tempfile::tempdir().unwrap();
-                let (f, bytes) = patterned(dir.path(), 64);
-                let unit = unit(dir.path()).await;
-                let fd = f.as_raw_fd();
-                let ring = Rc::new(ReadRing::new().unwrap());
-                // Reads dropped right after submission: their buffers stay with the kernel
-                // until it is done, and their slots come back.
-                for i in 0..50u64 {
-                    let read = ring.read(fd, i * 1000, 100, 4096);
-                    futures_lite::pin!(read);
-                    assert!(futures_lite::future::poll_once(&mut read).await.is_none());
-                }
-                // More readers than reads allowed in flight: the rest wait their turn.
-                let readers: Vec<_> = (0..3 * READS_IN_FLIGHT_MAX)
-                    .map(|i| {
-                        let ring = ring.clone();
-                        glommio::spawn_local(async move {
-                            let at = (i * 997) % (63 * IO_ALIGN_BYTES);
-                            (
-                                at,
-                                ring.read(fd, at as u64, 300, unit).await.unwrap().to_vec(),
-                            )
-                        })
+        on_executor(|| async {
+            let p = patterned(64).await;
+            let fd = p.file.as_raw_fd();
+            let ring = Rc::new(ReadRing::new().unwrap());
+            // Reads dropped right after submission: their buffers stay with the kernel
+            // until it is done, and their slots come back.
+            for i in 0..50u64 {
+                let read = ring.read(fd, i * 1000, 100, 4096);
+                futures_lite::pin!(read);
+                assert!(futures_lite::future::poll_once(&mut read).await.is_none());
+            }
+            // More readers than reads allowed in flight: the rest wait their turn.
+            let readers: Vec<_> = (0..3 * READS_IN_FLIGHT_MAX)
+                .map(|i| {
+                    let (ring, unit) = (ring.clone(), p.unit);
+                    glommio::spawn_local(async move {
+                        let at = (i * 997) % (63 * IO_ALIGN_BYTES);
+                        (
+                            at,
+                            ring.read(fd, at as u64, 300, unit).await.unwrap().to_vec(),
+                        )
                     })
-                    .collect();
-                for r in readers {
-                    let (at, got) = r.await;
-                    assert_eq!(got, &bytes[at..at + 300]);
-                }
-                assert_eq!(
-                    ring.permits.available(),
-                    READS_IN_FLIGHT_MAX as u64,
-                    "abandoned reads gave their permits back once reaped"
-                );
-                let inner = ring.inner.borrow();
-                assert!(inner.slots.len() <= READS_IN_FLIGHT_MAX);
-                assert!(inner.slots.iter().all(|s| !matches!(s, Slot::Done { .. })));
-            })
+                })
+                .collect();
+            for r in readers {
+                let (at, got) = r.await;
+                assert_eq!(got, &p.bytes[at..at + 300]);
+            }
+            assert_eq!(
+                ring.permits.available(),
+                READS_IN_FLIGHT_MAX as u64,
+                "abandoned reads gave their permits back once reaped"
+            );
+            let inner = ring.inner.borrow();
+            assert!(inner.slots.len() <= READS_IN_FLIGHT_MAX);
+            assert!(inner.slots.iter().all(|s| !matches!(s, Slot::Done { .. })));
         });
     }
 
     #[test]
     fn a_failed_read_is_an_error_and_the_ring_goes_on() {
-        on_executor(|| {
-            Box::pin(async {
-                let dir = tempfile::tempdir().unwrap();
-                let (f, bytes) = patterned(dir.path(), 2);
-                let ring = ReadRing::new().unwrap();
-                let wrong = std::fs::File::create(dir.path().join("write-only")).unwrap();
-                let err = ring
-                    .read(wrong.as_raw_fd(), 0, 10, 4096)
-                    .await
-                    .err()
-                    .unwrap();
-                assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
-                let got = ring.read(f.as_raw_fd(), 3, 4, 4096).await.unwrap();
-                assert_eq!(&got[..], &bytes[3..7]);
-            })
+        on_executor(|| async {
+            let p = patterned(2).await;
+            let ring = ReadRing::new().unwrap();
+            let wrong = std::fs::File::create(p.dir.path().join("write-only")).unwrap();
+            let err = ring
+                .read(wrong.as_raw_fd(), 0, 10, 4096)
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
+            let got = ring.read(p.file.as_raw_fd(), 3, 4, 4096).await.unwrap();
+            assert_eq!(&got[..], &p.bytes[3..7]);
         });
     }
 }
