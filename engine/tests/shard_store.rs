@@ -230,6 +230,26 @@ async fn defrag_all(store: &ShardStore) -> u64 {
     n
 }
 
+/// `rounds` rounds of overwriting records 0..200 (and, with `delete_every`, deleting every
+/// such record after each round), each round defragmented to completion; returns the largest
+/// span of the data seen.
+async fn churn(store: &ShardStore, rounds: u32, delete_every: Option<usize>) -> u64 {
+    let mut max_span = 0;
+    for round in 0..rounds {
+        for i in 0..200 {
+            store.put(&versioned(i, round)).await.unwrap();
+        }
+        if let Some(step) = delete_every {
+            for i in (0..200).step_by(step) {
+                store.put(&tombstone(i)).await.unwrap();
+            }
+        }
+        defrag_all(store).await;
+        max_span = max_span.max(store.file_span_bytes());
+    }
+    max_span
+}
+
 fn versioned(i: u32, round: u32) -> Record {
     let mut r = record(i, 1000);
     r.meta.generation = (round % 60_000 + 1) as u16;
@@ -246,14 +266,7 @@ fn overwriting_the_same_keys_runs_at_constant_disk_usage() {
         let block = 128 * 1024u64;
         // 200 records of ~1.1 KiB (about 2 blocks live), overwritten 60 times (about 100
         // blocks written, 13 MiB, 100x the live data).
-        let mut max_span = 0;
-        for round in 0..60 {
-            for i in 0..200 {
-                store.put(&versioned(i, round)).await.unwrap();
-            }
-            defrag_all(&store).await;
-            max_span = max_span.max(store.file_span_bytes());
-        }
+        let max_span = churn(&store, 60, None).await;
         assert!(
             store.blocks_defragged() > 50,
             "{}",
@@ -713,17 +726,7 @@ fn memory_stores_keep_blocks_in_ram_only() {
         };
         let (store, report) = open(mem()).await;
         assert_eq!(report.objects, 0);
-        let mut max_span = 0;
-        for round in 0..30 {
-            for i in 0..200 {
-                store.put(&versioned(i, round)).await.unwrap();
-            }
-            for i in (0..200).step_by(7) {
-                store.put(&tombstone(i)).await.unwrap();
-            }
-            defrag_all(&store).await;
-            max_span = max_span.max(store.file_span_bytes());
-        }
+        let max_span = churn(&store, 30, Some(7)).await;
         assert!(
             store.blocks_defragged() > 20,
             "{}",
