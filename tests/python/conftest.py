@@ -82,7 +82,12 @@ class Apogee:
 def apogee(tmp_path):
     started = []
 
-    def make(name="data", cores=2, extra=(), prefix=()):
+    def make(name="data", cores=2, extra=(), prefix=(), config=None):
+        """A server over `tmp_path/name`; `config`: TOML text for its --config file."""
+        if config is not None:
+            path = tmp_path / f"{name}.toml"
+            path.write_text(config)
+            extra = [*extra, "--config", str(path)]
         a = Apogee(tmp_path / name, cores, extra, prefix)
         started.append(a)
         return a

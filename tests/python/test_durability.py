@@ -79,7 +79,7 @@ def test_flipped_bytes_are_detected_and_never_served(apogee):
 
 def test_sigterm_flushes_and_exits_zero(apogee):
     # commit-to-device off: acknowledged from memory, so only the shutdown flush saves them.
-    a = apogee(extra=["--config", str(write_config())]).start()
+    a = apogee(config="[namespace.test]\ncommit-to-device = false\nflush-max-ms = 100000\n").start()
     c = a.client()
     for i in range(1000):
         c.put(("test", "term", i), {"v": i})
@@ -93,18 +93,8 @@ def test_sigterm_flushes_and_exits_zero(apogee):
     c.close()
 
 
-def write_config():
-    import tempfile
-    from pathlib import Path
-    p = Path(tempfile.mkdtemp()) / "apogee.toml"
-    p.write_text('[namespace.test]\ncommit-to-device = false\nflush-max-ms = 100000\n')
-    return p
-
-
-def test_expiry_sweep_removes_expired_records(apogee, tmp_path):
-    cfg = tmp_path / "nsup.toml"
-    cfg.write_text("[namespace.test]\nnsup-period = 1\n")
-    a = apogee(extra=["--config", str(cfg)]).start()
+def test_expiry_sweep_removes_expired_records(apogee):
+    a = apogee(config="[namespace.test]\nnsup-period = 1\n").start()
     c = a.client()
     c.put(("test", "exp", "short"), {"a": 1}, meta={"ttl": 1})
     c.put(("test", "exp", "long"), {"a": 2})
@@ -128,11 +118,9 @@ def test_expiry_sweep_removes_expired_records(apogee, tmp_path):
     c.close()
 
 
-def test_stop_writes_fails_writes_with_code_8_and_keeps_reads(apogee, tmp_path):
-    cfg = tmp_path / "small.toml"
-    cfg.write_text("[namespace.test]\nwrite-block-size = 131072\n"
-                   f"filesize = {4096 + 10 * 131072}\n")
-    a = apogee(cores=1, extra=["--config", str(cfg)]).start()
+def test_stop_writes_fails_writes_with_code_8_and_keeps_reads(apogee):
+    a = apogee(cores=1, config="[namespace.test]\nwrite-block-size = 131072\n"
+                               f"filesize = {4096 + 10 * 131072}\n").start()
     c = a.client()
     written = 0
     with pytest.raises(ex.AerospikeError) as err:

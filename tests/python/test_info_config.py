@@ -26,11 +26,9 @@ def test_set_config_default_ttl_applies_to_new_writes(server, client):
     assert 990 <= meta["ttl"] <= 1000
 
 
-def test_set_config_nsup_period_starts_expiry_sweeps(apogee, tmp_path):
+def test_set_config_nsup_period_starts_expiry_sweeps(apogee):
     # Sweeps off at start (nsup-period 0): expired records are hidden but stay counted.
-    cfg = tmp_path / "apogee.toml"
-    cfg.write_text("[namespace.test]\nnsup-period = 0\n")
-    server = apogee(extra=["--config", str(cfg)]).start()
+    server = apogee(config="[namespace.test]\nnsup-period = 0\n").start()
     c = server.client()
     for i in range(20):
         c.put(("test", "demo", i), {"a": i}, meta={"ttl": 1})

@@ -98,9 +98,8 @@ def test_raw_device_survives_sigkill(apogee, tmp_path):
     if dev is None:
         pytest.skip("no loop device on this machine (needs root and losetup)")
     try:
-        cfg = tmp_path / "dev.toml"
-        cfg.write_text(f'[namespace.test]\ndevice = ["{dev}"]\nwrite-block-size = 131072\n')
-        a = apogee(cores=2, extra=["--config", str(cfg)]).start()
+        a = apogee(cores=2, config=f'[namespace.test]\ndevice = ["{dev}"]\n'
+                                   "write-block-size = 131072\n").start()
         c = a.client()
         for i in range(3000):
             c.put(("test", "d", i), {"v": i, "p": "y" * 300})
@@ -120,11 +119,9 @@ def test_raw_device_survives_sigkill(apogee, tmp_path):
         subprocess.run(["losetup", "-d", dev], check=False)
 
 
-def test_memory_namespace_serves_from_ram_and_forgets_at_restart(apogee, tmp_path):
-    cfg = tmp_path / "mem.toml"
-    cfg.write_text('[namespace.test]\nstorage-engine = "memory"\n'
-                   f"data-size = {64 * MIB}\nwrite-block-size = 131072\n")
-    a = apogee(cores=2, extra=["--config", str(cfg)]).start()
+def test_memory_namespace_serves_from_ram_and_forgets_at_restart(apogee):
+    a = apogee(cores=2, config='[namespace.test]\nstorage-engine = "memory"\n'
+                               f"data-size = {64 * MIB}\nwrite-block-size = 131072\n").start()
     c = a.client()
     for i in range(2000):
         c.put(("test", "m", i), {"v": i, "l": [i]})
@@ -148,10 +145,9 @@ def test_memory_namespace_serves_from_ram_and_forgets_at_restart(apogee, tmp_pat
 
 def test_memory_persisted_to_a_file_survives_sigkill(apogee, tmp_path):
     f = tmp_path / "mem.dat"
-    cfg = tmp_path / "memfile.toml"
-    cfg.write_text('[namespace.test]\nstorage-engine = "memory"\n'
-                   f'file = "{f}"\nfilesize = {64 * MIB}\nwrite-block-size = 131072\n')
-    a = apogee(cores=2, extra=["--config", str(cfg)]).start()
+    a = apogee(cores=2, config='[namespace.test]\nstorage-engine = "memory"\n'
+                               f'file = "{f}"\nfilesize = {64 * MIB}\nwrite-block-size = 131072\n'
+               ).start()
     c = a.client()
     for i in range(3000):
         c.put(("test", "p", i), {"v": i})
