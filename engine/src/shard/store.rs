@@ -50,6 +50,10 @@ pub const UNFLUSHED_BLOCKS_MAX: usize = 8;
 /// SPARE_BYTES_MAX.
 const SPARE_BUFFERS_MAX: usize = UNFLUSHED_BLOCKS_MAX + 2;
 const SPARE_BYTES_MAX: usize = 16 << 20;
+/// Records up to this size are encoded in the shard's staging buffer and streamed into the
+/// block (see `append_bytes`); larger ones, rare, are encoded in the block itself, so the
+/// buffer never grows past this.
+const STAGING_BYTES_MAX: usize = 64 << 10;
 /// A read that finds its record moved by defragmentation mid-read tries again this often.
 const READ_ATTEMPTS_MAX: usize = 4;
 
@@ -129,6 +133,8 @@ struct State {
     unsynced: Vec<bool>,
     /// Buffers of retired blocks, for the next blocks to fill (at most SPARE_BUFFERS_MAX).
     spare_buffers: Vec<Box<[Page]>>,
+    /// Where a record is encoded before it is streamed into its block (≤ STAGING_BYTES_MAX).
+    staging: Vec<u8>,
     failed: Option<String>,
 }
 
@@ -172,6 +178,21 @@ impl Incoming<'_> {
         match self {
             Incoming::Record(r) => r.encoded_bytes(),
             Incoming::Bytes { bytes, .. } => bytes.len(),
+        }
+    }
+
+    /// Writes the record's bytes into `slot` (exactly [`Incoming::len`] long), tagged for the
+    /// block whose tag is `to_tag`.
+    fn fill(self, slot: &mut [u8], to_tag: u32) {
+        match self {
+            Incoming::Record(r) => {
+                r.encode_to(slot);
+                retag(slot, 0, to_tag);
+            }
+            Incoming::Bytes { bytes, tag } => {
+                slot.copy_from_slice(bytes);
+                retag(slot, tag, to_tag);
+            }
         }
     }
 }
@@ -520,6 +541,7 @@ impl ShardStore {
             written_lsn: 0,
             unsynced: Vec::new(),
             spare_buffers: Vec::new(),
+            staging: Vec::new(),
             failed: None,
         };
         Ok((state, report))
@@ -773,8 +795,8 @@ impl ShardStore {
     ) -> Result<CommitTicket, StoreError> {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
-        // The index slot this digest lands in is fetched while the record is encoded below.
-        st.index.prefetch(&digest, true);
+        // The partition header is fetched while the record is encoded below, then the slot.
+        st.index.prefetch(&digest, false);
         self.check_failed(st)?;
         let mut write_behind = None;
         let len = incoming.len();
@@ -808,22 +830,31 @@ impl ShardStore {
         }
         let open = st.blocks.back_mut().expect("open block");
         let to_tag = block_tag(open.sequence);
-        let offset = open.append_with(len, |slot| match incoming {
-            Incoming::Record(r) => {
-                r.encode_to(slot);
-                retag(slot, 0, to_tag);
+        // A record is encoded (and checksummed) in a staging buffer that stays in this core's
+        // cache, then streamed into the block: the block's bytes are for the device, and
+        // ordinary stores would first read each line from memory and then evict the index
+        // lines the next writes need (a tenth of a write-heavy core's time).
+        let staged = len <= STAGING_BYTES_MAX;
+        let offset = if staged {
+            if st.staging.len() < len {
+                st.staging.resize(len, 0);
             }
-            Incoming::Bytes { bytes, tag } => {
-                slot.copy_from_slice(bytes);
-                retag(slot, tag, to_tag);
-            }
-        });
-        let bytes = st
-            .blocks
-            .back()
-            .expect("open block")
-            .slice_at(offset, len)
-            .expect("just appended");
+            incoming.fill(&mut st.staging[..len], to_tag);
+            st.index.prefetch(&digest, true);
+            open.append_streaming(&st.staging[..len])
+        } else {
+            st.index.prefetch(&digest, true);
+            open.append_with(len, |slot| incoming.fill(slot, to_tag))
+        };
+        let bytes = if staged {
+            &st.staging[..len]
+        } else {
+            st.blocks
+                .back()
+                .expect("open block")
+                .slice_at(offset, len)
+                .expect("just appended")
+        };
         let len = len as u32;
         // The version this one replaces: the live entry, or a shadow (at most one exists).
         let replaced = if shadow {
