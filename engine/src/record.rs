@@ -107,6 +107,12 @@ pub fn retag(bytes: &mut [u8], from: u32, to: u32) {
     bytes[8..12].copy_from_slice(&(stored ^ from ^ to).to_be_bytes());
 }
 
+/// Stores the checksum (tag 0) of an encoded record in its header.
+pub fn write_checksum(encoded: &mut [u8]) {
+    let crc = checksum(encoded);
+    encoded[8..12].copy_from_slice(&crc.to_be_bytes());
+}
+
 fn checksum(bytes: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&bytes[0..8]);
@@ -156,6 +162,13 @@ impl Record {
     /// Encodes the record (with its checksum, tag 0) into `out`, which must be exactly
     /// [`Record::encoded_bytes`] long: the store encodes straight into its write block.
     pub fn encode_to(&self, out: &mut [u8]) {
+        self.encode_unsummed(out);
+        write_checksum(out);
+    }
+
+    /// [`Record::encode_to`] without the checksum, left zero: [`write_checksum`] completes it
+    /// (the store does other work between the two while the bytes are still in cache).
+    pub fn encode_unsummed(&self, out: &mut [u8]) {
         assert!(
             self.set_name.len() <= SET_NAME_BYTES_MAX,
             "set name too long"
@@ -199,8 +212,6 @@ impl Record {
             put(&b.value);
         }
         assert_eq!(at, total, "encoded size matches encoded_bytes");
-        let crc = checksum(out);
-        out[8..12].copy_from_slice(&crc.to_be_bytes());
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -33,8 +33,8 @@ use crate::error::StoreError;
 use crate::file_header::FILE_HEADER_BYTES;
 use crate::index::{Index, IndexEntry, Shadow, Shadows};
 use crate::record::{
-    block_tag, decode_header_tagged, retag, set_name_of, Record, RecordDecodeError, RecordHeader,
-    RECORD_FIXED_BYTES,
+    block_tag, decode_header_tagged, retag, set_name_of, write_checksum, Record, RecordDecodeError,
+    RecordHeader, RECORD_FIXED_BYTES,
 };
 use crate::recovery;
 use crate::shard::media::{ExtentConfig, Media};
@@ -182,15 +182,19 @@ impl Incoming<'_> {
     }
 
     /// Writes the record's bytes into `slot` (exactly [`Incoming::len`] long), tagged for the
-    /// block whose tag is `to_tag`.
-    fn fill(self, slot: &mut [u8], to_tag: u32) {
+    /// block whose tag is `to_tag`; runs `meanwhile` once the bytes are in place, before the
+    /// record's checksum is computed.
+    fn fill(self, slot: &mut [u8], to_tag: u32, meanwhile: impl FnOnce()) {
         match self {
             Incoming::Record(r) => {
-                r.encode_to(slot);
+                r.encode_unsummed(slot);
+                meanwhile();
+                write_checksum(slot);
                 retag(slot, 0, to_tag);
             }
             Incoming::Bytes { bytes, tag } => {
                 slot.copy_from_slice(bytes);
+                meanwhile();
                 retag(slot, tag, to_tag);
             }
         }
@@ -839,12 +843,17 @@ impl ShardStore {
             if st.staging.len() < len {
                 st.staging.resize(len, 0);
             }
-            incoming.fill(&mut st.staging[..len], to_tag);
-            st.index.prefetch(&digest, true);
+            // The header has had the encode's time to arrive; the slot gets the checksum's.
+            let index = &st.index;
+            incoming.fill(&mut st.staging[..len], to_tag, || {
+                index.prefetch(&digest, true)
+            });
             open.append_streaming(&st.staging[..len])
         } else {
-            st.index.prefetch(&digest, true);
-            open.append_with(len, |slot| incoming.fill(slot, to_tag))
+            let index = &st.index;
+            open.append_with(len, |slot| {
+                incoming.fill(slot, to_tag, || index.prefetch(&digest, true))
+            })
         };
         let bytes = if staged {
             &st.staging[..len]
