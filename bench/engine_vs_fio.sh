@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The storage engine against fio on the same file system, side by side in one run:
-#   1. write throughput: engine appends of 1 KiB records (1 MiB blocks, O_DIRECT, fdatasync
-#      every 9 blocks at most) vs fio sequential O_DIRECT writes, bs=1M, fdatasync every 8;
+#   1. write throughput: engine appends of 1 KiB records (1 MiB blocks, O_DIRECT, written as
+#      each block fills, one fdatasync at the end: commit-to-device off) vs fio sequential
+#      O_DIRECT writes, bs=1M, fdatasync every 8 (fio is no slower without: checked);
 #      then the same with one shard per core (CORES, default nproc) vs fio with as many jobs;
 #   2. random reads at queue depth 32: engine reads of 1 KiB records, cache off, vs fio 4 KiB
 #      random reads (io_uring, iodepth=32) of the same file; then the records of 1b read by
 #      one shard per core, the 32 reads in flight split between them;
 #   3. cold start: engine recovery of the file vs fio reading it sequentially, bs=1M.
 # Targets (issue 4): 1 >= 85 %, 2 >= 80 %, 3 <= 1.5x fio's time.
-# The write measurements alternate engine and fio ROUNDS times (default 3) and report the
+# Every measurement alternates engine and fio ROUNDS times (default 3) and reports the
 # ratio of each pair and their median: this machine's device swings by a third from one
 # second to the next, so one pair alone says little.
 #
@@ -58,36 +59,45 @@ for round in $(seq "$ROUNDS"); do
     WN_PAIRS+=("$ENGINE_WN/$FIO_WN")
 done
 
-echo "== 2. random reads at queue depth 32"
-OUT=$("$BIN" read "$DIR/engine" "$RECORDS" "$SECS"); echo "$OUT"
-ENGINE_R=$(echo "$OUT" | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
-FIO_R=$(fio_json --name=r --filename="$FILE" --rw=randread --bs=4k --iodepth=32 --direct=1 \
-    --ioengine=io_uring --runtime="$SECS" --time_based | field "j['read']['iops']")
-echo "fio 4 KiB random read: $FIO_R IOPS"
-OUT=$(QD=$((32 / CORES * CORES)) "$BIN" read-shards "$DIR/engine-n" "$RECORDS" "$CORES" "$SECS"); echo "$OUT"
-ENGINE_RN=$(echo "$OUT" | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
+R_PAIRS=()
+RN_PAIRS=()
+C_PAIRS=()
+for round in $(seq "$ROUNDS"); do
+    echo "== 2. random reads at queue depth 32 (round $round of $ROUNDS)"
+    OUT=$("$BIN" read "$DIR/engine" "$RECORDS" "$SECS"); echo "$OUT"
+    ENGINE_R=$(echo "$OUT" | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
+    FIO_R=$(fio_json --name=r --filename="$FILE" --rw=randread --bs=4k --iodepth=32 --direct=1 \
+        --ioengine=io_uring --runtime="$SECS" --time_based | field "j['read']['iops']")
+    echo "fio 4 KiB random read: $FIO_R IOPS"
+    OUT=$(QD=$((32 / CORES * CORES)) "$BIN" read-shards "$DIR/engine-n" "$RECORDS" "$CORES" "$SECS"); echo "$OUT"
+    ENGINE_RN=$(echo "$OUT" | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
+    R_PAIRS+=("$ENGINE_R/$FIO_R")
+    RN_PAIRS+=("$ENGINE_RN/$FIO_R")
+
+    echo "== 3. cold start (round $round of $ROUNDS)"
+    START=$(date +%s.%N)
+    "$BIN" recover "$DIR/engine"
+    END=$(date +%s.%N)
+    FIO_T=$(fio_json --name=c --filename="$FILE" --rw=read --bs=1M --direct=1 --ioengine=psync \
+        | field "j['read']['runtime']/1000")
+    echo "fio sequential read of the same file: $FIO_T s"
+    C_PAIRS+=("$(python3 -c "print($END - $START)")/$FIO_T")
+done
 rm -rf "$DIR/engine-n"
 
-echo "== 3. cold start"
-START=$(date +%s.%N)
-"$BIN" recover "$DIR/engine"
-END=$(date +%s.%N)
-FIO_T=$(fio_json --name=c --filename="$FILE" --rw=read --bs=1M --direct=1 --ioengine=psync \
-    | field "j['read']['runtime']/1000")
-echo "fio sequential read of the same file: $FIO_T s"
-
-python3 - "$ENGINE_R" "$FIO_R" "$START" "$END" "$FIO_T" "$CORES" "$ENGINE_RN" "${W_PAIRS[*]}" "${WN_PAIRS[*]}" <<'PY'
+python3 - "$CORES" "${W_PAIRS[*]}" "${WN_PAIRS[*]}" "${R_PAIRS[*]}" "${RN_PAIRS[*]}" "${C_PAIRS[*]}" <<'PY'
 import statistics
 import sys
-er, fr, s, e, ft, cores, ern = map(float, sys.argv[1:8])
+cores = int(sys.argv[1])
 def ratios(pairs):
     return [float(a) / float(b) for a, b in (p.split("/") for p in pairs.split())]
-w, wn = ratios(sys.argv[8]), ratios(sys.argv[9])
-show = lambda rs: " ".join(f"{r:.2f}" for r in rs)
+w, wn, r, rn, c = (ratios(a) for a in sys.argv[2:7])
+def show(rs):
+    return f"{statistics.median(rs):.2f} median of " + " ".join(f"{x:.2f}" for x in rs)
 print()
-print(f"write throughput   engine/fio = {statistics.median(w):.2f} median of {show(w)}   (target >= 0.85)")
-print(f"  {int(cores)} shards / {int(cores)} fio jobs = {statistics.median(wn):.2f} median of {show(wn)}")
-print(f"random reads QD32  engine/fio = {er / fr:.2f}   (target >= 0.80)")
-print(f"  {int(cores)} shards, QD32 in all / fio = {ern / fr:.2f}")
-print(f"cold start time    engine/fio = {(e - s) / ft:.2f}   (target <= 1.50; engine time includes process start)")
+print(f"write throughput   engine/fio = {show(w)}   (target >= 0.85)")
+print(f"  {cores} shards / {cores} fio jobs = {show(wn)}")
+print(f"random reads QD32  engine/fio = {show(r)}   (target >= 0.80)")
+print(f"  {cores} shards, QD32 in all / fio = {show(rn)}")
+print(f"cold start time    engine/fio = {show(c)}   (target <= 1.50; engine time includes process start)")
 PY
