@@ -160,7 +160,7 @@ impl Record {
     }
 
     /// Encodes the record (with its checksum, tag 0) into `out`, which must be exactly
-    /// [`Record::encoded_bytes`] long: the store encodes straight into its write block.
+    /// [`Record::encoded_bytes`] long.
     pub fn encode_to(&self, out: &mut [u8]) {
         self.encode_unsummed(out);
         write_checksum(out);

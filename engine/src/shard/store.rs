@@ -166,7 +166,7 @@ pub struct ShardStore {
 /// What an append writes into the block.
 #[derive(Clone, Copy)]
 enum Incoming<'a> {
-    /// A record, encoded straight into the block.
+    /// A record, encoded into the block (through the staging buffer up to STAGING_BYTES_MAX).
     Record(&'a Record),
     /// Bytes of a record already encoded, with the checksum tag of the block they came from
     /// (defragmentation moving a record).
@@ -789,7 +789,7 @@ impl ShardStore {
     /// Appends a record version: the one place that moves index entries, shadows, cache
     /// entries and block live bytes together. `shadow` says the bytes shadow older versions
     /// (a tombstone or an expired record) rather than being the live version. The record is
-    /// encoded (or its bytes copied) straight into the open block and tagged for it there.
+    /// encoded (or its bytes copied) and tagged for the open block, then appended to it.
     fn append_bytes(
         &self,
         incoming: Incoming<'_>,
