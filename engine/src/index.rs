@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use apogee_wire::digest::PARTITION_COUNT;
 use apogee_wire::Digest;
+use thin_vec::ThinVec;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::record::RecordMeta;
@@ -170,6 +171,9 @@ impl<P: Copy> Slab<P> {
     }
 }
 
+/// How many entries ahead a resize prefetches (5 cache lines).
+const RESIZE_PREFETCH: usize = 8;
+
 /// Entries per entry page (2,560 bytes).
 const PAGE_ENTRIES: usize = 64;
 /// Slots per slot page (1 KiB).
@@ -191,22 +195,24 @@ const INLINE_IDS: usize = 10;
 /// A partition's page ids: its slot pages, then its entry pages. Kept inside the partition
 /// header while they fit (a partition of up to ~250 records), so the cache miss that loads
 /// the header brings them too; a lookup then costs the header, a slot page and an entry page.
+/// A bigger partition's ids live in one heap array, one more miss.
 #[derive(Debug, Default)]
 struct PageIds {
     slots: u32,
     entries: u32,
     inline: [u32; INLINE_IDS],
-    /// All the ids, once they no longer fit inline. Boxed on purpose: a thin pointer keeps the
-    /// header to one cache line.
-    #[allow(clippy::box_collection)]
-    spill: Option<Box<Vec<u32>>>,
+    /// All the ids, once they no longer fit inline (empty while they do). A `ThinVec` keeps
+    /// its length in the array it points to: a thin pointer keeps the header to one cache
+    /// line, and, unlike a boxed `Vec`, reaching the ids takes one load that may miss, not two.
+    spill: ThinVec<u32>,
 }
 
 impl PageIds {
     fn all(&self) -> &[u32] {
-        match &self.spill {
-            Some(v) => v,
-            None => &self.inline[..(self.slots + self.entries) as usize],
+        if self.spill.is_empty() {
+            &self.inline[..(self.slots + self.entries) as usize]
+        } else {
+            &self.spill
         }
     }
 
@@ -231,15 +237,15 @@ impl PageIds {
         self.entries = (ids.len() - slots) as u32;
         if ids.len() <= INLINE_IDS {
             self.inline[..ids.len()].copy_from_slice(&ids);
-            self.spill = None;
+            self.spill = ThinVec::new();
         } else {
-            self.spill = Some(Box::new(ids));
+            self.spill = ThinVec::from(ids);
         }
     }
 
     fn push_entry(&mut self, id: u32) {
-        if let Some(v) = &mut self.spill {
-            v.push(id);
+        if !self.spill.is_empty() {
+            self.spill.push(id);
             self.entries += 1;
             return;
         }
@@ -252,9 +258,9 @@ impl PageIds {
         if self.entries == 0 {
             return None;
         }
-        if let Some(v) = &mut self.spill {
+        if !self.spill.is_empty() {
             self.entries -= 1;
-            return v.pop();
+            return self.spill.pop();
         }
         let mut ids = self.all().to_vec();
         let id = ids.pop();
@@ -319,9 +325,8 @@ impl Partition {
         pages.slots.get(self.ids.slot_page(i / PAGE_SLOTS))[i % PAGE_SLOTS]
     }
 
-    /// The slot a hash starts probing at (multiply-shift: any table size works).
     fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.slot_count() as u128) >> 64) as usize
+        home_in(hash, self.slot_count())
     }
 
     fn next(&self, i: usize) -> usize {
@@ -374,7 +379,7 @@ impl Table<'_> {
     }
 
     fn hash_at(&self, pos: usize) -> u64 {
-        hash_of(&digest_of(self.pid, &self.entry(pos)), self.seed)
+        hash_of_packed(self.part.entry(self.pages, pos), self.seed)
     }
 
     /// The first empty slot of the probe run from `hash`.
@@ -399,23 +404,51 @@ impl Table<'_> {
         }
     }
 
-    /// Rebuilds the slots in `n_pages` fresh pages (entries do not move).
+    /// Rebuilds the slots in `n_pages` fresh pages (entries do not move). A bulk load runs
+    /// this for every record about five times over (a table grows by a quarter at a time), so
+    /// it walks the entry pages in order and fills the new slot pages through a local list of
+    /// their ids, instead of a lookup of both through the partition's page list per record.
     fn resize(&mut self, n_pages: usize) {
-        assert!(
-            n_pages * PAGE_SLOTS > self.part.len(),
-            "a table keeps at least one empty slot"
-        );
+        let len = self.part.len();
+        let slot_count = n_pages * PAGE_SLOTS;
+        assert!(slot_count > len, "a table keeps at least one empty slot");
         // Old pages back first, so a shrinking table reuses them instead of growing the slab.
         for id in self.part.ids.replace_slots(Vec::new()) {
             self.pages.slots.give(id);
         }
         let fresh: Vec<u32> = (0..n_pages).map(|_| self.pages.slots.take()).collect();
-        self.part.ids.replace_slots(fresh);
-        for pos in 0..self.part.len() {
-            let hash = self.hash_at(pos);
-            let i = self.empty_slot(hash);
-            self.set_slot(i, slot_value(pos, hash));
+        let Pages { entries, slots } = &mut *self.pages;
+        let entry_ids: Vec<u32> = (0..self.part.ids.entry_pages())
+            .map(|j| self.part.ids.entry_page(j))
+            .collect();
+        for (first, (k, &id)) in (0..len)
+            .step_by(PAGE_ENTRIES)
+            .zip(entry_ids.iter().enumerate())
+        {
+            let page = entries.get(id);
+            let next = entry_ids.get(k + 1).map(|&n| entries.get(n));
+            for (pos, packed) in (first..len).zip(page.iter()) {
+                // Entry pages lie apart in the slab, so the hardware's streaming prefetch
+                // stops at each one's end: fetch a few entries ahead, across into the next.
+                let ahead = pos % PAGE_ENTRIES + RESIZE_PREFETCH;
+                match (page.get(ahead), next) {
+                    (Some(e), _) => prefetch(e),
+                    (None, Some(n)) => prefetch(&n[ahead - PAGE_ENTRIES]),
+                    (None, None) => {}
+                }
+                let hash = hash_of_packed(packed, self.seed);
+                let mut i = home_in(hash, slot_count);
+                loop {
+                    let slot = &mut slots.get_mut(fresh[i / PAGE_SLOTS])[i % PAGE_SLOTS];
+                    if *slot == 0 {
+                        *slot = slot_value(pos, hash);
+                        break;
+                    }
+                    i = if i + 1 == slot_count { 0 } else { i + 1 };
+                }
+            }
         }
+        self.part.ids.replace_slots(fresh);
     }
 
     /// Adds a digest known to be absent.
@@ -515,8 +548,22 @@ fn prefetch<T>(r: &T) {
     let _ = r;
 }
 
+/// The hash of a digest. Its first byte is left out: that is the partition's (see
+/// [`digest_of`]), the same for every digest of a table, and leaving it out lets a resize hash
+/// a packed entry where it lies, without rebuilding the digest first.
 fn hash_of(digest: &Digest, seed: u64) -> u64 {
-    xxh3_64_with_seed(&digest.0, seed)
+    xxh3_64_with_seed(&digest.0[1..], seed)
+}
+
+/// [`hash_of`] the digest a packed entry holds.
+fn hash_of_packed(p: &Packed, seed: u64) -> u64 {
+    xxh3_64_with_seed(&p[..19], seed)
+}
+
+/// The slot a hash starts probing at in a table of `slot_count` slots (multiply-shift: any
+/// table size works).
+fn home_in(hash: u64, slot_count: usize) -> usize {
+    ((u128::from(hash) * slot_count as u128) >> 64) as usize
 }
 
 fn slot_value(pos: usize, hash: u64) -> u32 {
@@ -843,6 +890,11 @@ mod tests {
             assert_eq!(IndexEntry::unpack(&p), e);
             assert_eq!(digest_of(usize::from(d.partition().0), &p), d);
         }
+        // A resize hashes packed entries, a lookup digests: both must agree, bit for bit.
+        for n in 0..1000 {
+            let d = Digest::of_integer("s", n);
+            assert_eq!(hash_of_packed(&entry(0).pack(&d), 7), hash_of(&d, 7));
+        }
         let mut late = entry(0);
         late.meta.last_update_ms = u64::MAX;
         assert_eq!(
@@ -917,7 +969,7 @@ mod tests {
         assert!(idx
             .partitions
             .iter()
-            .all(|p| p.ids.all().is_empty() && p.ids.spill.is_none()));
+            .all(|p| p.ids.all().is_empty() && p.ids.spill.is_empty()));
         assert_eq!(idx.pages.entries.free.len() as u32, idx.pages.entries.made);
         assert_eq!(idx.pages.slots.free.len() as u32, idx.pages.slots.made);
     }
