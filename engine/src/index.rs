@@ -121,7 +121,7 @@ struct Slab<P: Copy> {
     zero: P,
 }
 
-/// Pages a slab block holds: 512 KiB blocks for slot pages, 1.25 MiB for entry pages.
+/// Pages a slab block holds: 1 MiB blocks for slot pages, 1.25 MiB for entry pages.
 const PAGES_PER_BLOCK: usize = 512;
 
 impl<P: Copy> Slab<P> {
@@ -176,8 +176,9 @@ const RESIZE_PREFETCH: usize = 8;
 
 /// Entries per entry page (2,560 bytes).
 const PAGE_ENTRIES: usize = 64;
-/// Slots per slot page (1 KiB).
-const PAGE_SLOTS: usize = 256;
+/// Slots per slot page (2 KiB): the [`INLINE_IDS`] a partition header holds cover the slot
+/// pages of a partition of up to ~3,700 records (15 million a shard).
+const PAGE_SLOTS: usize = 512;
 
 type EntryPage = [Packed; PAGE_ENTRIES];
 type SlotPage = [u32; PAGE_SLOTS];
@@ -190,38 +191,55 @@ struct Pages {
 }
 
 /// Page ids a partition header holds itself; more spill to the heap.
-const INLINE_IDS: usize = 10;
+const INLINE_IDS: usize = 9;
 
-/// A partition's page ids: its slot pages, then its entry pages. Kept inside the partition
-/// header while they fit (a partition of up to ~250 records), so the cache miss that loads
-/// the header brings them too; a lookup then costs the header, a slot page and an entry page.
-/// A bigger partition's ids live in one heap array, one more miss.
+/// A partition's page ids: its slot pages, then its entry pages. The first [`INLINE_IDS`] live
+/// inside the partition header, so the cache miss that loads the header brings them too: a
+/// partition of up to ~200 records has all its ids there, and one of up to ~3,700 records
+/// (15 million a shard) all its slot pages' ids, so a lookup costs the header, a slot page and
+/// an entry page (and an insert finds where its entry goes through [`PageIds::last_entry`]).
 #[derive(Debug, Default)]
 struct PageIds {
     slots: u32,
     entries: u32,
     inline: [u32; INLINE_IDS],
-    /// All the ids, once they no longer fit inline (empty while they do). A `ThinVec` keeps
-    /// its length in the array it points to: a thin pointer keeps the header to one cache
-    /// line, and, unlike a boxed `Vec`, reaching the ids takes one load that may miss, not two.
+    /// The ids after the first [`INLINE_IDS`]. A `ThinVec` keeps its length in the array it
+    /// points to: a thin pointer keeps the header to one cache line, and, unlike a boxed
+    /// `Vec`, reaching the ids takes one load that may miss, not two.
     spill: ThinVec<u32>,
+    /// The last entry page's id (if there is one): where an insert's entry goes, found
+    /// without the spilled ids (see [`Index::prefetch`]).
+    last_entry: u32,
 }
 
 impl PageIds {
-    fn all(&self) -> &[u32] {
-        if self.spill.is_empty() {
-            &self.inline[..(self.slots + self.entries) as usize]
-        } else {
-            &self.spill
+    fn count(&self) -> usize {
+        (self.slots + self.entries) as usize
+    }
+
+    /// Id number `k` of the list (slot pages, then entry pages).
+    fn id(&self, k: usize) -> u32 {
+        debug_assert!(k < self.count());
+        match self.inline.get(k) {
+            Some(&id) => id,
+            None => self.spill[k - INLINE_IDS],
         }
     }
 
+    fn to_vec(&self) -> Vec<u32> {
+        (0..self.count()).map(|k| self.id(k)).collect()
+    }
+
     fn slot_page(&self, i: usize) -> u32 {
-        self.all()[i]
+        debug_assert!(i < self.slots as usize);
+        self.id(i)
     }
 
     fn entry_page(&self, j: usize) -> u32 {
-        self.all()[self.slots as usize + j]
+        if j + 1 == self.entries as usize {
+            return self.last_entry;
+        }
+        self.id(self.slots as usize + j)
     }
 
     fn slot_pages(&self) -> usize {
@@ -235,57 +253,64 @@ impl PageIds {
     fn store(&mut self, ids: Vec<u32>, slots: usize) {
         self.slots = slots as u32;
         self.entries = (ids.len() - slots) as u32;
-        if ids.len() <= INLINE_IDS {
-            self.inline[..ids.len()].copy_from_slice(&ids);
-            self.spill = ThinVec::new();
+        let here = ids.len().min(INLINE_IDS);
+        self.inline[..here].copy_from_slice(&ids[..here]);
+        self.spill = ids[here..].iter().copied().collect();
+        self.last_entry = if self.entries > 0 {
+            ids[ids.len() - 1]
         } else {
-            self.spill = ThinVec::from(ids);
-        }
+            0
+        };
     }
 
     fn push_entry(&mut self, id: u32) {
-        if !self.spill.is_empty() {
-            self.spill.push(id);
-            self.entries += 1;
-            return;
+        let k = self.count();
+        match self.inline.get_mut(k) {
+            Some(slot) => *slot = id,
+            None => self.spill.push(id),
         }
-        let mut ids = self.all().to_vec();
-        ids.push(id);
-        self.store(ids, self.slots as usize);
+        self.entries += 1;
+        self.last_entry = id;
     }
 
     fn pop_entry(&mut self) -> Option<u32> {
         if self.entries == 0 {
             return None;
         }
-        if !self.spill.is_empty() {
-            self.entries -= 1;
-            return self.spill.pop();
-        }
-        let mut ids = self.all().to_vec();
-        let id = ids.pop();
-        self.store(ids, self.slots as usize);
-        id
+        let last = self.count() - 1;
+        let id = match self.inline.get(last) {
+            Some(&id) => id,
+            None => self
+                .spill
+                .pop()
+                .expect("ids past the inline ones are spilled"),
+        };
+        self.entries -= 1;
+        self.last_entry = if self.entries > 0 {
+            self.id(self.count() - 1)
+        } else {
+            0
+        };
+        Some(id)
     }
 
     /// Replaces the slot pages, returning the old ones.
     fn replace_slots(&mut self, new: Vec<u32>) -> Vec<u32> {
-        let all = self.all();
-        let old = all[..self.slots as usize].to_vec();
+        let mut all = self.to_vec();
+        let entries = all.split_off(self.slots as usize);
         let n = new.len();
         let mut ids = new;
-        ids.extend_from_slice(&all[self.slots as usize..]);
+        ids.extend_from_slice(&entries);
         self.store(ids, n);
-        old
+        all
     }
 
     /// Every id, leaving none.
     fn take_all(&mut self) -> (Vec<u32>, Vec<u32>) {
-        let all = self.all();
-        let (s, e) = all.split_at(self.slots as usize);
-        let out = (s.to_vec(), e.to_vec());
+        let mut slots = self.to_vec();
+        let entries = slots.split_off(self.slots as usize);
         *self = PageIds::default();
-        out
+        (slots, entries)
     }
 }
 
@@ -835,7 +860,7 @@ mod tests {
     #[test]
     fn bulk_hints_grow_at_once_and_end_bulk_shrinks_back() {
         let mut idx = Index::default();
-        idx.expect_records(4096 * 1000, 4096);
+        idx.expect_records(4096 * 2000, 4096);
         let n = 20_000;
         for i in 0..n {
             idx.insert(Digest::of_integer("b", i), entry(0));
@@ -956,6 +981,9 @@ mod tests {
                 all.sort_by_key(|(d, _)| *d);
                 let want: Vec<_> = model.iter().map(|(d, e)| (*d, *e)).collect();
                 assert_eq!(all, want, "step {step}");
+                for p in idx.partitions.iter().filter(|p| p.ids.entry_pages() > 0) {
+                    assert_eq!(p.ids.last_entry, p.ids.id(p.ids.count() - 1), "step {step}");
+                }
             }
         }
         for (d, e) in &model {
@@ -969,7 +997,7 @@ mod tests {
         assert!(idx
             .partitions
             .iter()
-            .all(|p| p.ids.all().is_empty() && p.ids.spill.is_empty()));
+            .all(|p| p.ids.count() == 0 && p.ids.spill.is_empty()));
         assert_eq!(idx.pages.entries.free.len() as u32, idx.pages.entries.made);
         assert_eq!(idx.pages.slots.free.len() as u32, idx.pages.slots.made);
     }
