@@ -278,6 +278,11 @@ impl WriteBlock {
 
     fn bytes_mut(&mut self) -> &mut [u8] {
         self.streamed.fence();
+        self.bytes_mut_unfenced()
+    }
+
+    /// The buffer for more streamed stores: no fence, since stores need none between them.
+    fn bytes_mut_unfenced(&mut self) -> &mut [u8] {
         page_bytes_mut(Arc::get_mut(&mut self.buf).expect("an open block's buffer is never shared"))
     }
 
@@ -290,8 +295,7 @@ impl WriteBlock {
     pub fn append_streaming(&mut self, bytes: &[u8]) -> u64 {
         assert!(self.fits(bytes.len()), "append past the end of a block");
         let at = self.used;
-        let buf = Arc::get_mut(&mut self.buf).expect("an open block's buffer is never shared");
-        copy_streaming(&mut page_bytes_mut(buf)[at..at + bytes.len()], bytes);
+        copy_streaming(&mut self.bytes_mut_unfenced()[at..at + bytes.len()], bytes);
         self.streamed.note();
         self.used += bytes.len();
         self.base + at as u64

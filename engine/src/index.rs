@@ -355,11 +355,7 @@ impl Partition {
     }
 
     fn next(&self, i: usize) -> usize {
-        if i + 1 == self.slot_count() {
-            0
-        } else {
-            i + 1
-        }
+        next_in(i, self.slot_count())
     }
 
     /// `Ok(slot)` holding `digest`, or `Err(empty slot)` where it would go.
@@ -469,7 +465,7 @@ impl Table<'_> {
                         *slot = slot_value(pos, hash);
                         break;
                     }
-                    i = if i + 1 == slot_count { 0 } else { i + 1 };
+                    i = next_in(i, slot_count);
                 }
             }
         }
@@ -589,6 +585,15 @@ fn hash_of_packed(p: &Packed, seed: u64) -> u64 {
 /// table size works).
 fn home_in(hash: u64, slot_count: usize) -> usize {
     ((u128::from(hash) * slot_count as u128) >> 64) as usize
+}
+
+/// The slot probed after `i` in a table of `slot_count` slots (the probe wraps around).
+fn next_in(i: usize, slot_count: usize) -> usize {
+    if i + 1 == slot_count {
+        0
+    } else {
+        i + 1
+    }
 }
 
 fn slot_value(pos: usize, hash: u64) -> u32 {

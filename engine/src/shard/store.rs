@@ -839,21 +839,17 @@ impl ShardStore {
         // ordinary stores would first read each line from memory and then evict the index
         // lines the next writes need (a tenth of a write-heavy core's time).
         let staged = len <= STAGING_BYTES_MAX;
+        // The header has had the encode's time to arrive; the slot gets the checksum's.
+        let index = &st.index;
+        let prefetch_slot = || index.prefetch(&digest, true);
         let offset = if staged {
             if st.staging.len() < len {
                 st.staging.resize(len, 0);
             }
-            // The header has had the encode's time to arrive; the slot gets the checksum's.
-            let index = &st.index;
-            incoming.fill(&mut st.staging[..len], to_tag, || {
-                index.prefetch(&digest, true)
-            });
+            incoming.fill(&mut st.staging[..len], to_tag, prefetch_slot);
             open.append_streaming(&st.staging[..len])
         } else {
-            let index = &st.index;
-            open.append_with(len, |slot| {
-                incoming.fill(slot, to_tag, || index.prefetch(&digest, true))
-            })
+            open.append_with(len, |slot| incoming.fill(slot, to_tag, prefetch_slot))
         };
         let bytes = if staged {
             &st.staging[..len]
