@@ -9,16 +9,22 @@
 #      one shard per core, the 32 reads in flight split between them;
 #   3. cold start: engine recovery of the file vs fio reading it sequentially, bs=1M.
 # Targets (issue 4): 1 >= 85 %, 2 >= 80 %, 3 <= 1.5x fio's time.
-# Every measurement alternates engine and fio ROUNDS times (default 3) and reports the
+# Every measurement alternates engine and fio ROUNDS times (default 5) and reports the
 # ratio of each pair and their median: this machine's device swings by a third from one
 # second to the next, so one pair alone says little.
+# Every write measurement, engine's or fio's, starts after `settle`: the files deleted before
+# it are synced away and the device gets SETTLE seconds (default 3). A file system mounted
+# with `discard` (this one is) trims a deleted file's blocks, and a write run started right
+# after deleting a GiB measured a few per cent slower; before, only the engine's runs
+# followed a deletion, which biased the write ratio against it.
 #
-#   bash bench/engine_vs_fio.sh              # RECORDS=1000000 (1 GiB), SECS=10, ROUNDS=3
+#   bash bench/engine_vs_fio.sh              # RECORDS=1000000 (1 GiB), SECS=10, ROUNDS=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS=${RECORDS:-1000000}
 SECS=${SECS:-10}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
+SETTLE=${SETTLE:-3}
 DIR=${DIR:-target/engine-io}
 
 command -v fio >/dev/null || { apt-get update -qq && apt-get install -y -qq fio; }
@@ -31,6 +37,7 @@ fio_json() { fio --output-format=json "$@" 2>/dev/null; }
 field() { python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; print($1)"; }
 
 CORES=${CORES:-$(nproc)}
+settle() { sync; sleep "$SETTLE"; }
 # Each engine line is printed, then its number taken from it (tee to /dev/stderr would reopen
 # a redirected log file at offset 0 and overwrite it).
 mbps() { sed -E 's/.*: ([0-9.]+) MB\/s/\1/'; }
@@ -39,8 +46,10 @@ WN_PAIRS=()
 for round in $(seq "$ROUNDS"); do
     echo "== 1. write throughput (round $round of $ROUNDS)"
     rm -rf "$DIR/engine"
+    settle
     OUT=$("$BIN" write "$DIR/engine" "$RECORDS"); echo "$OUT"
     ENGINE_W=$(echo "$OUT" | mbps)
+    settle
     FIO_W=$(fio_json --name=w --filename="$DIR/fio.dat" --rw=write --bs=1M --size=$((RECORDS))k \
         --direct=1 --ioengine=psync --fdatasync=8 --end_fsync=1 | field "j['write']['bw_bytes']/1e6")
     rm -f "$DIR/fio.dat"
@@ -49,8 +58,10 @@ for round in $(seq "$ROUNDS"); do
 
     echo "== 1b. write throughput with one shard per core, as the server runs, vs fio with as many jobs (round $round of $ROUNDS)"
     rm -rf "$DIR/engine-n"
+    settle
     OUT=$("$BIN" write-shards "$DIR/engine-n" "$RECORDS" "$CORES"); echo "$OUT"
     ENGINE_WN=$(echo "$OUT" | mbps)
+    settle
     FIO_WN=$(fio_json --name=w --directory="$DIR" --rw=write --bs=1M --size=$((RECORDS / CORES))k \
         --numjobs="$CORES" --group_reporting --direct=1 --ioengine=psync --fdatasync=8 --end_fsync=1 \
         | field "j['write']['bw_bytes']/1e6")

@@ -198,22 +198,53 @@ where
 /// writing at once; prints MB/s of record bytes over the slowest shard's time.
 fn write_shards(dir: PathBuf, records: u64, shards: u32) -> Result<(), String> {
     let done = on_each_shard(dir, records, shards, |store, digests, _| async move {
-        let secs = write_digests(&store, &digests).await?;
-        Ok((digests.len(), secs))
+        let took = write_digests(&store, &digests).await?;
+        Ok((digests.len(), took))
     })?;
     let written: usize = done.iter().map(|d| d.0).sum();
-    let slowest = done.iter().map(|d| d.1).fold(0f64, f64::max);
+    let slowest = done
+        .into_iter()
+        .map(|d| d.1)
+        .max_by(|a, b| a.secs.total_cmp(&b.secs))
+        .expect("at least one shard");
     println!(
-        "engine write, {shards} shards: {written} records of {} bytes in {slowest:.2} s: {:.1} MB/s",
+        "engine write, {shards} shards: {written} records of {} bytes in {:.2} s{}: {:.1} MB/s",
         record_bytes(),
-        written as f64 * record_bytes() as f64 / slowest / 1e6
+        slowest.secs,
+        slowest.busy_note(),
+        written as f64 * record_bytes() as f64 / slowest.secs / 1e6
     );
     Ok(())
 }
 
-/// Writes one record per digest and flushes; returns the seconds it took.
-async fn write_digests(store: &ShardStore, digests: &[Digest]) -> Result<f64, String> {
+/// Seconds this thread has run on a CPU (Linux's schedstat), to tell a writer that waits on
+/// the device from one that is short of CPU; `None` where the kernel does not say.
+fn thread_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+/// What one shard's writes took: wall seconds, and the share of them its core was busy
+/// (`None` when unknown).
+struct WriteTime {
+    secs: f64,
+    busy: Option<f64>,
+}
+
+impl WriteTime {
+    /// `" (core busy N %)"`, or nothing when unknown.
+    fn busy_note(&self) -> String {
+        self.busy
+            .map(|b| format!(" (core busy {:.0} %)", b * 100.0))
+            .unwrap_or_default()
+    }
+}
+
+/// Writes one record per digest and flushes; returns the time it took.
+async fn write_digests(store: &ShardStore, digests: &[Digest]) -> Result<WriteTime, String> {
     let mut r = record(0);
+    let cpu_before = thread_cpu_secs();
     let started = Instant::now();
     for (i, d) in digests.iter().enumerate() {
         r.digest = *d;
@@ -226,7 +257,11 @@ async fn write_digests(store: &ShardStore, digests: &[Digest]) -> Result<f64, St
         }
     }
     store.flush_all().await.map_err(|e| e.to_string())?;
-    Ok(started.elapsed().as_secs_f64())
+    let secs = started.elapsed().as_secs_f64();
+    let busy = cpu_before
+        .zip(thread_cpu_secs())
+        .map(|(before, after)| (after - before) / secs);
+    Ok(WriteTime { secs, busy })
 }
 
 async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
@@ -238,11 +273,13 @@ async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
     let digests: Vec<Digest> = (0..records)
         .map(|i| Digest::of_integer("s", i as i64))
         .collect();
-    let secs = write_digests(&store, &digests).await?;
+    let took = write_digests(&store, &digests).await?;
     println!(
-        "engine write: {records} records of {} bytes in {secs:.2} s: {:.1} MB/s",
+        "engine write: {records} records of {} bytes in {:.2} s{}: {:.1} MB/s",
         record_bytes(),
-        records as f64 * record_bytes() as f64 / secs / 1e6
+        took.secs,
+        took.busy_note(),
+        records as f64 * record_bytes() as f64 / took.secs / 1e6
     );
     Ok(())
 }
