@@ -24,9 +24,28 @@ use crate::shard::{ShardStore, StoreConfig};
 /// What a re-homing did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RehomeReport {
-    pub from_shards: u32,
+    /// The core count the data was written with; `None` when an interrupted run had already
+    /// moved the data on and its old layout is gone, so this run only finished the job.
+    pub from_shards: Option<u32>,
     pub to_shards: u32,
+    /// Records this run copied into the new layout.
     pub records: u64,
+}
+
+/// The staging copy's `COMPLETE` marker: written once staging is durable, it names the core
+/// count the data came from, which a resumed run can no longer read from the wiped layout.
+fn complete_marker(from_shards: u32) -> String {
+    format!("staged from {from_shards} shards\n")
+}
+
+/// The core count a `COMPLETE` marker names; `None` for a marker without one (as written
+/// before markers named it) or an unreadable one.
+fn marker_from_shards(marker: &str) -> Option<u32> {
+    marker
+        .strip_prefix("staged from ")?
+        .strip_suffix(" shards\n")?
+        .parse()
+        .ok()
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
@@ -70,7 +89,12 @@ pub async fn rehome(template: &StoreConfig) -> Result<RehomeReport, StoreError> 
     if done_dir.exists() {
         std::fs::remove_dir_all(&done_dir).map_err(io_err(&done_dir))?;
         if !old_dir.exists() {
-            return Ok(RehomeReport::default());
+            // The copy was committed; only the old directory's removal was interrupted.
+            return Ok(RehomeReport {
+                from_shards: None,
+                to_shards: template.shard_count,
+                records: 0,
+            });
         }
     }
     if !old_dir.exists() {
@@ -109,7 +133,7 @@ pub async fn rehome(template: &StoreConfig) -> Result<RehomeReport, StoreError> 
         })
         .collect();
     let report = RehomeReport {
-        from_shards: from,
+        from_shards: Some(from),
         to_shards: to,
         records: copy_all(sources, &targets).await?,
     };
@@ -200,7 +224,12 @@ pub async fn rehome_extents(new: &[StoreConfig], stage: &Path) -> Result<RehomeR
     if done.exists() {
         std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
         if !stage.exists() {
-            return Ok(RehomeReport::default());
+            // The load was committed; only the staging copy's removal was interrupted.
+            return Ok(RehomeReport {
+                from_shards: None,
+                to_shards: to,
+                records: 0,
+            });
         }
     }
     let marker = stage.join("COMPLETE");
@@ -216,11 +245,14 @@ pub async fn rehome_extents(new: &[StoreConfig], stage: &Path) -> Result<RehomeR
         ..template.clone()
     };
     let mut report = RehomeReport {
-        from_shards: 0,
+        from_shards: None,
         to_shards: to,
         records: 0,
     };
-    if !marker.exists() {
+    if marker.exists() {
+        let text = std::fs::read_to_string(&marker).map_err(io_err(&marker))?;
+        report.from_shards = marker_from_shards(&text);
+    } else {
         if stage.exists() {
             std::fs::remove_dir_all(stage).map_err(io_err(stage))?;
         }
@@ -251,10 +283,10 @@ pub async fn rehome_extents(new: &[StoreConfig], stage: &Path) -> Result<RehomeR
         for shard in 0..to {
             targets.push(ShardStore::open(staged(shard), Arc::default()).await?.0);
         }
-        report.from_shards = old.shard_count;
-        report.records = copy_all(sources, &targets).await?;
+        report.from_shards = Some(old.shard_count);
+        copy_all(sources, &targets).await?;
         drop(targets);
-        std::fs::write(&marker, b"staged\n").map_err(io_err(&marker))?;
+        std::fs::write(&marker, complete_marker(old.shard_count)).map_err(io_err(&marker))?;
         std::fs::File::open(stage)
             .and_then(|d| d.sync_all())
             .map_err(io_err(stage))?;
@@ -289,4 +321,19 @@ pub async fn rehome_extents(new: &[StoreConfig], stage: &Path) -> Result<RehomeR
     sync_parent(stage)?;
     std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_complete_marker_names_the_old_core_count() {
+        assert_eq!(marker_from_shards(&complete_marker(2)), Some(2));
+        assert_eq!(marker_from_shards(&complete_marker(256)), Some(256));
+        // A marker from before it named the count, or a damaged one: unknown, not zero.
+        assert_eq!(marker_from_shards("staged\n"), None);
+        assert_eq!(marker_from_shards("staged from x shards\n"), None);
+        assert_eq!(marker_from_shards(""), None);
+    }
 }

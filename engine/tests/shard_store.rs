@@ -812,6 +812,69 @@ fn memory_persisted_to_files_recovers_and_reads_from_ram() {
     });
 }
 
+/// Re-homing the default layout: a full run reports where the data came from; a run that
+/// only finds the committed copy's leftover (`<dir>.rehome-done`, as a crash just before its
+/// removal leaves it) removes it and says the old core count is unknown, not zero.
+#[test]
+fn default_layout_rehome_reports_what_it_did() {
+    use apogee_engine::rehome::{needed, rehome};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("ns");
+    run(move || async move {
+        let layout = |shards: u32| -> Vec<StoreConfig> {
+            (0..shards)
+                .map(|shard| StoreConfig {
+                    shard,
+                    shard_count: shards,
+                    ..cfg(&d, true)
+                })
+                .collect()
+        };
+        let owner = |i: u32, n: u32| u32::from(versioned(i, 0).digest.partition().0) % n;
+        for c in layout(2) {
+            let (store, _) = open(c.clone()).await;
+            for i in (0..300).filter(|&i| owner(i, 2) == c.shard) {
+                store.put(&versioned(i, 1)).await.unwrap();
+            }
+            store.flush_all().await.unwrap();
+        }
+        let template = layout(3).remove(0);
+        assert!(needed(&template).unwrap());
+        let report = rehome(&template).await.unwrap();
+        assert_eq!(
+            (report.from_shards, report.to_shards, report.records),
+            (Some(2), 3, 300)
+        );
+        assert!(!needed(&template).unwrap());
+        // A crash between the commit (the rename to .rehome-done) and its removal.
+        let done = d.with_file_name("ns.rehome-done");
+        std::fs::create_dir_all(&done).unwrap();
+        std::fs::write(done.join("shard-0.dat"), b"the old copy").unwrap();
+        assert!(needed(&template).unwrap());
+        let report = rehome(&template).await.unwrap();
+        assert_eq!(
+            (report.from_shards, report.to_shards, report.records),
+            (None, 3, 0)
+        );
+        assert!(!done.exists());
+        let mut found = 0;
+        for c in layout(3) {
+            let (store, _) = open(c.clone()).await;
+            let mut owned = 0;
+            for i in (0..300).filter(|&i| owner(i, 3) == c.shard) {
+                assert_eq!(
+                    store.get(&versioned(i, 0).digest).await.unwrap(),
+                    Some(versioned(i, 1))
+                );
+                owned += 1;
+            }
+            assert_eq!(store.object_count(), owned);
+            found += owned;
+        }
+        assert_eq!(found, 300);
+    });
+}
+
 /// Re-homing configured files to another core count, including its two resume paths: a
 /// staging directory without `COMPLETE` (staging starts over from the old layout), and one
 /// with it over files left half-wiped (the staging copy is loaded again).
@@ -875,7 +938,7 @@ fn configured_files_rehome_and_resume_after_interruption() {
         let report = rehome_extents(&layout(3), &stage).await.unwrap();
         assert_eq!(
             (report.from_shards, report.to_shards, report.records),
-            (2, 3, 900)
+            (Some(2), 3, 900)
         );
         assert!(!stage.exists());
         assert!(!extents_needed(&layout(3)[0], &stage).unwrap());
@@ -883,7 +946,10 @@ fn configured_files_rehome_and_resume_after_interruption() {
         // Interrupted after staging: a complete staging copy (made by a first run that is
         // then "undone" by half-wiping the files) must be loaded again.
         let report = rehome_extents(&layout(2), &stage).await.unwrap();
-        assert_eq!(report.records, 900);
+        assert_eq!(
+            (report.from_shards, report.to_shards, report.records),
+            (Some(3), 2, 900)
+        );
         {
             // Rebuild the staging copy by hand, as a crash after COMPLETE would leave it.
             let mut staged = Vec::new();
@@ -905,7 +971,8 @@ fn configured_files_rehome_and_resume_after_interruption() {
             for s in &staged {
                 s.flush_all().await.unwrap();
             }
-            std::fs::write(stage.join("COMPLETE"), b"staged\n").unwrap();
+            // As a first run from 3 cores writes it (the old layout is wiped after this).
+            std::fs::write(stage.join("COMPLETE"), b"staged from 3 shards\n").unwrap();
         }
         for (p, _) in &paths {
             let mut bytes = std::fs::read(p).unwrap();
@@ -915,7 +982,11 @@ fn configured_files_rehome_and_resume_after_interruption() {
         }
         assert!(extents_needed(&layout(2)[0], &stage).unwrap());
         let report = rehome_extents(&layout(2), &stage).await.unwrap();
-        assert_eq!(report.records, 900);
+        // The resumed run reads the old core count from the marker, not the wiped files.
+        assert_eq!(
+            (report.from_shards, report.to_shards, report.records),
+            (Some(3), 2, 900)
+        );
         check(2).await;
     });
 }

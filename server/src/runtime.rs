@@ -84,9 +84,14 @@ fn rehome_if_needed(config: &Config) -> Result<(), String> {
                 };
                 let report =
                     report.map_err(|e| format!("re-homing namespace {namespace} failed: {e}"))?;
+                // An interrupted run may already have moved the data away from the old
+                // layout: then the old core count is unknown, and said to be.
+                let from_cores = report
+                    .from_shards
+                    .map_or_else(|| "unknown".to_string(), |n| n.to_string());
                 tracing::info!(
                     namespace = %namespace,
-                    from_cores = report.from_shards,
+                    from_cores = %from_cores,
                     to_cores = report.to_shards,
                     records = report.records,
                     elapsed_ms = started.elapsed().as_millis() as u64,
