@@ -812,6 +812,43 @@ fn memory_persisted_to_files_recovers_and_reads_from_ram() {
     });
 }
 
+/// The shard of `shards` that owns record `i` of [`versioned`] (its partition modulo the
+/// core count, as re-homing places it).
+fn owner(i: u32, shards: u32) -> u32 {
+    u32::from(versioned(i, 0).digest.partition().0) % shards
+}
+
+/// Writes records `0..n` (round 1) into the shards of `layout` that own them, durably.
+async fn write_owned(layout: Vec<StoreConfig>, n: u32) {
+    for c in layout {
+        let (store, _) = open(c.clone()).await;
+        for i in (0..n).filter(|&i| owner(i, c.shard_count) == c.shard) {
+            store.put(&versioned(i, 1)).await.unwrap();
+        }
+        store.flush_all().await.unwrap();
+    }
+}
+
+/// Every record `0..n` reads back (round 1) from the shard of `layout` that owns it, and no
+/// shard holds a record it does not own.
+async fn check_owned(layout: Vec<StoreConfig>, n: u32) {
+    let mut found = 0;
+    for c in layout {
+        let (store, _) = open(c.clone()).await;
+        let mut owned = 0;
+        for i in (0..n).filter(|&i| owner(i, c.shard_count) == c.shard) {
+            assert_eq!(
+                store.get(&versioned(i, 0).digest).await.unwrap(),
+                Some(versioned(i, 1))
+            );
+            owned += 1;
+        }
+        assert_eq!(store.object_count(), owned);
+        found += owned;
+    }
+    assert_eq!(found, n as usize);
+}
+
 /// Re-homing the default layout: a full run reports where the data came from; a run that
 /// only finds the committed copy's leftover (`<dir>.rehome-done`, as a crash just before its
 /// removal leaves it) removes it and says the old core count is unknown, not zero.
@@ -830,14 +867,7 @@ fn default_layout_rehome_reports_what_it_did() {
                 })
                 .collect()
         };
-        let owner = |i: u32, n: u32| u32::from(versioned(i, 0).digest.partition().0) % n;
-        for c in layout(2) {
-            let (store, _) = open(c.clone()).await;
-            for i in (0..300).filter(|&i| owner(i, 2) == c.shard) {
-                store.put(&versioned(i, 1)).await.unwrap();
-            }
-            store.flush_all().await.unwrap();
-        }
+        write_owned(layout(2), 300).await;
         let template = layout(3).remove(0);
         assert!(needed(&template).unwrap());
         let report = rehome(&template).await.unwrap();
@@ -857,21 +887,7 @@ fn default_layout_rehome_reports_what_it_did() {
             (None, 3, 0)
         );
         assert!(!done.exists());
-        let mut found = 0;
-        for c in layout(3) {
-            let (store, _) = open(c.clone()).await;
-            let mut owned = 0;
-            for i in (0..300).filter(|&i| owner(i, 3) == c.shard) {
-                assert_eq!(
-                    store.get(&versioned(i, 0).digest).await.unwrap(),
-                    Some(versioned(i, 1))
-                );
-                owned += 1;
-            }
-            assert_eq!(store.object_count(), owned);
-            found += owned;
-        }
-        assert_eq!(found, 300);
+        check_owned(layout(3), 300).await;
     });
 }
 
@@ -900,37 +916,10 @@ fn configured_files_rehome_and_resume_after_interruption() {
                 })
                 .collect()
         };
-        let owner = |i: u32, n: u32| u32::from(versioned(i, 0).digest.partition().0) % n;
         // Written by 2 shards.
-        for c in layout(2) {
-            let (store, _) = open(c.clone()).await;
-            for i in (0..900).filter(|&i| owner(i, 2) == c.shard) {
-                store.put(&versioned(i, 1)).await.unwrap();
-            }
-            store.flush_all().await.unwrap();
-        }
+        write_owned(layout(2), 900).await;
         let stage = d.join("ns.rehome-stage");
-        let check = |n: u32| {
-            let layout = layout(n);
-            async move {
-                let mut found = 0;
-                for c in layout {
-                    let (store, _) = open(c.clone()).await;
-                    let mut owned = 0;
-                    for i in (0..900).filter(|&i| owner(i, n) == c.shard) {
-                        assert_eq!(
-                            store.get(&versioned(i, 0).digest).await.unwrap(),
-                            Some(versioned(i, 1))
-                        );
-                        owned += 1;
-                    }
-                    // Nothing else: no record landed with a shard that does not own it.
-                    assert_eq!(store.object_count(), owned);
-                    found += owned;
-                }
-                assert_eq!(found, 900);
-            }
-        };
+        let check = |n: u32| check_owned(layout(n), 900);
         // Interrupted while staging: junk in the staging directory, no COMPLETE.
         std::fs::create_dir_all(&stage).unwrap();
         std::fs::write(stage.join("shard-0.dat"), b"half a copy").unwrap();
