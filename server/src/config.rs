@@ -14,7 +14,7 @@ use apogee_engine::block::{
 };
 use apogee_engine::file_header::FILE_HEADER_BYTES;
 use apogee_engine::file_header::NAMESPACE_BYTES_MAX;
-use apogee_engine::shard::media::regions;
+use apogee_engine::shard::media::{region_bytes_max, regions, unaddressed_bytes};
 use apogee_engine::shard::ExtentConfig;
 use apogee_engine::tuning::Setting;
 use serde::Deserialize;
@@ -353,6 +353,39 @@ impl Config {
                 value: paths[0].0.display().to_string(),
                 allowed: e,
             })?;
+        let unused =
+            unaddressed_bytes(&paths, cores as u32).map_err(|e| ConfigError::OutOfRange {
+                key: key(k),
+                value: paths[0].0.display().to_string(),
+                allowed: e,
+            })?;
+        if unused > 0 {
+            // A core's regions over all the paths together stay within the 1 TiB its index
+            // addresses: a larger filesize would be space the node can never use.
+            let cap = region_bytes_max(paths.len());
+            if k == "file" {
+                return Err(ConfigError::OutOfRange {
+                    key: key("filesize"),
+                    value: format!("{} bytes", paths[0].1.unwrap_or_default()),
+                    allowed: format!(
+                        "at most {} bytes with {} files on {cores} cores (a core's regions of \
+                         all the files together are at most 1 TiB, what its index addresses)",
+                        cap * cores as u64,
+                        paths.len()
+                    ),
+                });
+            }
+            // A device is as large as it is: use what can be addressed, and say so.
+            tracing::warn!(
+                key = %key(k),
+                devices = paths.len(),
+                cores,
+                used_per_core_per_device = cap,
+                unused_per_core_per_device = unused,
+                "part of each device is left unused: a core addresses at most 1 TiB over all \
+                 its regions; run more cores to use it all"
+            );
+        }
         let region = per_core[0][0].bytes;
         let least = (FILE_HEADER_BYTES + 8 * wbs) as u64;
         if region < least {
@@ -592,6 +625,16 @@ mod tests {
         assert!(
             err("[namespace.bar]\ndevice = [\"/nonexistent/dev\"]").contains("cannot size device")
         );
+        // Two files of 1.5 TiB on 2 cores: 768 GiB a core on each, 1.5 TiB a core in all,
+        // more than a core's index addresses. One file of that size is fine.
+        let big = "[service]\ncores = 2\n[namespace.bar]\nfilesize = 1649267441664\nfile = ";
+        let e = err(&format!("{big}[\"/a\", \"/b\"]"));
+        assert!(
+            e.contains("namespace.bar.filesize = 1649267441664 bytes")
+                && e.contains("at most 1099511627776 bytes with 2 files on 2 cores"),
+            "{e}"
+        );
+        assert!(Config::from_toml(&format!("{big}\"/a\""), &o).is_ok());
     }
 
     fn c_cores() -> usize {

@@ -512,15 +512,15 @@ impl std::ops::Deref for Bytes {
     }
 }
 
-/// The regions of `paths` (files of `file_bytes` each, or devices of their own size) that
-/// shard `shard` of `shards` owns: each is split into `shards` equal regions, rounded down to
-/// whole MiB, all as large as the smallest device's, and together at most 1 TiB per shard
-/// (what the index addresses; the rest of a larger device is left unused). Reads device sizes with std I/O.
-pub fn regions(
-    paths: &[(PathBuf, Option<u64>)],
-    shard: u32,
-    shards: u32,
-) -> Result<Vec<ExtentConfig>, String> {
+/// The most bytes a region may hold when a shard owns one on each of `paths` paths: a
+/// shard's regions together stay within the 1 TiB its index addresses.
+pub fn region_bytes_max(paths: usize) -> u64 {
+    (crate::index::OFFSET_MAX + 1) / paths.max(1) as u64
+}
+
+/// The smallest of `paths`' sizes: a file's configured size, or a device's own (read with
+/// std I/O).
+fn smallest_size(paths: &[(PathBuf, Option<u64>)]) -> Result<u64, String> {
     let mut smallest = u64::MAX;
     for (path, bytes) in paths {
         let size = match bytes {
@@ -530,9 +530,20 @@ pub fn regions(
         };
         smallest = smallest.min(size);
     }
-    // A shard's blocks over all its regions must stay within what the index addresses.
-    let addressable = (crate::index::OFFSET_MAX + 1) / paths.len().max(1) as u64;
-    let region = (smallest / u64::from(shards)).min(addressable) / MIB * MIB;
+    Ok(smallest)
+}
+
+/// The regions of `paths` (files of `file_bytes` each, or devices of their own size) that
+/// shard `shard` of `shards` owns: each is split into `shards` equal regions, rounded down to
+/// whole MiB, all as large as the smallest device's, and each at most
+/// [`region_bytes_max`] (what [`unaddressed_bytes`] says is left over goes unused).
+pub fn regions(
+    paths: &[(PathBuf, Option<u64>)],
+    shard: u32,
+    shards: u32,
+) -> Result<Vec<ExtentConfig>, String> {
+    let smallest = smallest_size(paths)?;
+    let region = (smallest / u64::from(shards)).min(region_bytes_max(paths.len())) / MIB * MIB;
     if region == 0 {
         return Err(format!(
             "{smallest} bytes split over {shards} cores leaves no whole MiB per core"
@@ -546,6 +557,13 @@ pub fn regions(
             bytes: region,
         })
         .collect())
+}
+
+/// Bytes of each core's share of the smallest path that [`regions`] leaves unused because a
+/// shard's regions together may not pass 1 TiB (0 when the whole share is used).
+pub fn unaddressed_bytes(paths: &[(PathBuf, Option<u64>)], shards: u32) -> Result<u64, String> {
+    let share = smallest_size(paths)? / u64::from(shards.max(1));
+    Ok(share.saturating_sub(region_bytes_max(paths.len())))
 }
 
 #[cfg(test)]
@@ -578,5 +596,24 @@ mod tests {
         assert!(regions(&[(PathBuf::from("/c"), Some(MIB))], 0, 2)
             .unwrap_err()
             .contains("no whole MiB"));
+        assert_eq!(unaddressed_bytes(&paths, 3).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_shard_addresses_at_most_one_tib_over_all_its_regions() {
+        const TIB: u64 = 1 << 40;
+        // Two 3 TiB devices on 2 cores: 1.5 TiB a core on each, but a core's two regions
+        // together may hold only 1 TiB, so 512 GiB each and 1 TiB of each share is unused.
+        let paths = vec![
+            (PathBuf::from("/a"), Some(3 * TIB)),
+            (PathBuf::from("/b"), Some(3 * TIB)),
+        ];
+        let r = regions(&paths, 1, 2).unwrap();
+        assert!(r.iter().all(|e| e.bytes == TIB / 2 && e.start == TIB / 2));
+        assert_eq!(unaddressed_bytes(&paths, 2).unwrap(), TIB);
+        // One path, exactly 1 TiB a core: all of it used.
+        let one = vec![(PathBuf::from("/a"), Some(2 * TIB))];
+        assert_eq!(regions(&one, 1, 2).unwrap()[0].bytes, TIB);
+        assert_eq!(unaddressed_bytes(&one, 2).unwrap(), 0);
     }
 }
