@@ -43,6 +43,7 @@ settle() { sync; sleep "$SETTLE"; }
 # Each engine line is printed, then its number taken from it (tee to /dev/stderr would reopen
 # a redirected log file at offset 0 and overwrite it).
 mbps() { sed -E 's/.*: ([0-9.]+) MB\/s/\1/'; }
+reads_per_s() { sed -E 's/.*: ([0-9]+) reads\/s.*/\1/'; }
 W_PAIRS=()
 WN_PAIRS=()
 for round in $(seq "$ROUNDS"); do
@@ -78,12 +79,12 @@ C_PAIRS=()
 for round in $(seq "$ROUNDS"); do
     echo "== 2. random reads at queue depth 32 (round $round of $ROUNDS)"
     OUT=$("$BIN" read "$DIR/engine" "$RECORDS" "$SECS"); echo "$OUT"
-    ENGINE_R=$(echo "$OUT" | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
+    ENGINE_R=$(echo "$OUT" | reads_per_s)
     FIO_R=$(fio_json --name=r --filename="$FILE" --rw=randread --bs=4k --iodepth=32 --direct=1 \
         --ioengine=io_uring --runtime="$SECS" --time_based | field "j['read']['iops']")
     echo "fio 4 KiB random read: $FIO_R IOPS"
     OUT=$(QD=$((32 / CORES * CORES)) "$BIN" read-shards "$DIR/engine-n" "$RECORDS" "$CORES" "$SECS"); echo "$OUT"
-    ENGINE_RN=$(echo "$OUT" | sed -E 's/.*: ([0-9]+) reads\/s.*/\1/')
+    ENGINE_RN=$(echo "$OUT" | reads_per_s)
     R_PAIRS+=("$ENGINE_R/$FIO_R")
     RN_PAIRS+=("$ENGINE_RN/$FIO_R")
 

@@ -48,6 +48,18 @@ fn marker_from_shards(marker: &str) -> Option<u32> {
         .ok()
 }
 
+impl RehomeReport {
+    /// What a run reports when an earlier one committed the new layout and was interrupted
+    /// only while removing the old copy: nothing copied, the old core count gone with it.
+    fn committed_earlier(to_shards: u32) -> RehomeReport {
+        RehomeReport {
+            from_shards: None,
+            to_shards,
+            records: 0,
+        }
+    }
+}
+
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     let name = dir
         .file_name()
@@ -89,12 +101,7 @@ pub async fn rehome(template: &StoreConfig) -> Result<RehomeReport, StoreError> 
     if done_dir.exists() {
         std::fs::remove_dir_all(&done_dir).map_err(io_err(&done_dir))?;
         if !old_dir.exists() {
-            // The copy was committed; only the old directory's removal was interrupted.
-            return Ok(RehomeReport {
-                from_shards: None,
-                to_shards: template.shard_count,
-                records: 0,
-            });
+            return Ok(RehomeReport::committed_earlier(template.shard_count));
         }
     }
     if !old_dir.exists() {
@@ -224,12 +231,7 @@ pub async fn rehome_extents(new: &[StoreConfig], stage: &Path) -> Result<RehomeR
     if done.exists() {
         std::fs::remove_dir_all(&done).map_err(io_err(&done))?;
         if !stage.exists() {
-            // The load was committed; only the staging copy's removal was interrupted.
-            return Ok(RehomeReport {
-                from_shards: None,
-                to_shards: to,
-                records: 0,
-            });
+            return Ok(RehomeReport::committed_earlier(to));
         }
     }
     let marker = stage.join("COMPLETE");

@@ -345,20 +345,17 @@ impl Config {
                 });
             }
         }
+        // A path that cannot be sized or split, named under the key that lists it.
+        let unusable = |e: String| ConfigError::OutOfRange {
+            key: key(k),
+            value: paths[0].0.display().to_string(),
+            allowed: e,
+        };
         let per_core = (0..cores as u32)
             .map(|shard| regions(&paths, shard, cores as u32))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError::OutOfRange {
-                key: key(k),
-                value: paths[0].0.display().to_string(),
-                allowed: e,
-            })?;
-        let unused =
-            unaddressed_bytes(&paths, cores as u32).map_err(|e| ConfigError::OutOfRange {
-                key: key(k),
-                value: paths[0].0.display().to_string(),
-                allowed: e,
-            })?;
+            .map_err(unusable)?;
+        let unused = unaddressed_bytes(&paths, cores as u32).map_err(unusable)?;
         if unused > 0 {
             // A core's regions over all the paths together stay within the 1 TiB its index
             // addresses: a larger filesize would be space the node can never use.

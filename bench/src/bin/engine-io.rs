@@ -208,11 +208,8 @@ fn write_shards(dir: PathBuf, records: u64, shards: u32) -> Result<(), String> {
         .max_by(|a, b| a.secs.total_cmp(&b.secs))
         .expect("at least one shard");
     println!(
-        "engine write, {shards} shards: {written} records of {} bytes in {:.2} s{}: {:.1} MB/s",
-        record_bytes(),
-        slowest.secs,
-        slowest.busy_note(),
-        written as f64 * record_bytes() as f64 / slowest.secs / 1e6
+        "engine write, {shards} shards: {}",
+        slowest.summary(written as u64)
     );
     Ok(())
 }
@@ -233,11 +230,19 @@ struct WriteTime {
 }
 
 impl WriteTime {
-    /// `" (core busy N %)"`, or nothing when unknown.
-    fn busy_note(&self) -> String {
-        self.busy
+    /// `"N records of B bytes in T s (core busy P %): X MB/s"` (the busy share only when
+    /// known); `bench/engine_vs_fio.sh` takes the MB/s from the end.
+    fn summary(&self, records: u64) -> String {
+        let busy = self
+            .busy
             .map(|b| format!(" (core busy {:.0} %)", b * 100.0))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        format!(
+            "{records} records of {} bytes in {:.2} s{busy}: {:.1} MB/s",
+            record_bytes(),
+            self.secs,
+            records as f64 * record_bytes() as f64 / self.secs / 1e6
+        )
     }
 }
 
@@ -274,13 +279,7 @@ async fn write(dir: PathBuf, records: u64) -> Result<(), String> {
         .map(|i| Digest::of_integer("s", i as i64))
         .collect();
     let took = write_digests(&store, &digests).await?;
-    println!(
-        "engine write: {records} records of {} bytes in {:.2} s{}: {:.1} MB/s",
-        record_bytes(),
-        took.secs,
-        took.busy_note(),
-        records as f64 * record_bytes() as f64 / took.secs / 1e6
-    );
+    println!("engine write: {}", took.summary(records));
     Ok(())
 }
 
