@@ -100,14 +100,12 @@ async fn exercise(target: Target, port: u16) {
     let mut conn = Conn::connect(target, &c.addr, &c.keyspace).await.unwrap();
     assert_eq!(conn.read(10_000_000).await.unwrap(), 2);
     assert_eq!(conn.read(5).await.unwrap(), 0);
-    // Batch reads of 20 keys: answered row by row (RESP) or, on Apogee today, "unsupported".
+    // Batch reads of 20 keys: a RESP pipeline, or an Aerospike batch answered row by row.
     let mut batched = cfg(target, port, Mix::ycsb("C").unwrap(), 50);
     batched.batch = 20;
     let r = runner::run(&batched).await.unwrap();
-    match target {
-        Target::Redis => assert_eq!(r.recorder.latency[&OpKind::BatchRead].len(), 50),
-        Target::Aerospike => assert_eq!(r.recorder.errors[&(OpKind::BatchRead, 16)], 50),
-    }
+    assert_eq!(r.recorder.latency[&OpKind::BatchRead].len(), 50);
+    assert_eq!(r.recorder.error_count(), 0, "{:?}", r.recorder.errors);
     // Open loop at a fixed rate: about rate × time operations, latency from the intended time.
     let mut open = cfg(target, port, Mix::ycsb("B").unwrap(), 0);
     open.operations = None;

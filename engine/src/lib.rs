@@ -12,6 +12,7 @@ pub mod clock;
 pub mod error;
 pub mod file_header;
 pub mod index;
+pub mod placement;
 pub mod record;
 pub mod recovery;
 pub mod rehome;

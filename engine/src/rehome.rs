@@ -205,7 +205,7 @@ async fn copy_all(
             let Some(record) = source.get(&digest).await? else {
                 continue; // expired since
             };
-            let owner = u32::from(digest.partition().0) % to;
+            let owner = crate::placement::home_shard(digest.partition().0, to);
             targets[owner as usize].put(&record).await?;
             records += 1;
         }

@@ -1,7 +1,8 @@
 //! The shard store on a real file with O_DIRECT, inside a real glommio executor: round trips,
 //! recovery across blocks, group commit, the commit-to-device modes and refusal of foreign files.
 
-use std::path::Path;
+mod common;
+
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -9,30 +10,7 @@ use apogee_engine::record::{Bin, Record, RecordMeta};
 use apogee_engine::shard::{InjectedFault, ShardStore, StoreConfig};
 use apogee_engine::StoreError;
 use apogee_wire::Digest;
-use glommio::LocalExecutorBuilder;
-
-fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
-    StoreConfig {
-        dir: dir.to_path_buf(),
-        namespace: "test".into(),
-        shard: 0,
-        shard_count: 1,
-        block_bytes: 128 * 1024,
-        commit_to_device,
-        flush_max_ms: 60_000,
-        // Off, so these tests exercise the device read path.
-        cache_bytes: 0,
-        defrag_lwm_pct: 50,
-        defrag_sleep_us: 0,
-        nsup_period_secs: 0,
-        file_bytes_max: 0,
-        stop_writes_used_pct: 70,
-        stop_writes_avail_pct: 5,
-        evict_used_pct: 0,
-        extents: Vec::new(),
-        memory: false,
-    }
-}
+use common::{cfg, run};
 
 fn record(i: u32, value_bytes: usize) -> Record {
     Record {
@@ -61,18 +39,6 @@ async fn open(c: StoreConfig) -> (Rc<ShardStore>, apogee_engine::shard::store::R
 /// The tombstone that deletes record `i`.
 fn tombstone(i: u32) -> Record {
     Record::tombstone(Digest::of_integer("s", i64::from(i)), 1, 1)
-}
-
-fn run<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    LocalExecutorBuilder::default()
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap();
 }
 
 #[test]
@@ -222,6 +188,22 @@ fn cached_reads_do_no_io_and_never_serve_stale_versions() {
 }
 
 /// Runs every pending defragmentation to completion.
+/// Writes `make(i)` for `i = first, first + 1, ...` until a write is refused; returns that `i`
+/// and the error. Fails the test if `limit` writes all pass.
+async fn write_until_refused(
+    store: &ShardStore,
+    first: u32,
+    limit: u32,
+    make: impl Fn(u32) -> Record,
+) -> (u32, StoreError) {
+    for i in first..first + limit {
+        if let Err(e) = store.put(&make(i)).await {
+            return (i, e);
+        }
+    }
+    panic!("{limit} writes from {first} were never refused");
+}
+
 async fn defrag_all(store: &ShardStore) -> u64 {
     let mut n = 0;
     while store.defrag_once().await.unwrap() {
@@ -444,14 +426,7 @@ fn stop_writes_refuses_writes_keeps_reads_and_resumes_after_deletes() {
         // 20 blocks of 128 KiB: writes stop once live data reaches 70 % (about 1.8 MiB).
         c.file_bytes_max = 4096 + 20 * 128 * 1024;
         let (store, _) = open(c.clone()).await;
-        let mut written = 0;
-        let err = loop {
-            match store.put(&record(written, 1000)).await {
-                Ok(()) => written += 1,
-                Err(e) => break e,
-            }
-            assert!(written < 10_000, "writes never stopped");
-        };
+        let (written, err) = write_until_refused(&store, 0, 10_000, |i| record(i, 1000)).await;
         assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err}");
         assert!(err.to_string().contains("stop-writes"), "{err}");
         assert!(written > 1000, "stopped too early: {written}");
@@ -479,14 +454,13 @@ fn stop_writes_refuses_writes_keeps_reads_and_resumes_after_deletes() {
     });
 }
 
-/// EIO, ENOSPC and a short write on the device: the write in flight is not acknowledged, the
-/// shard refuses writes from then on, reads of what is on disk keep working, and after a
-/// restart every acknowledged record is there and writes work again.
+/// EIO and a short write on the device: the write in flight is not acknowledged, the shard
+/// refuses writes from then on, reads of what is on disk keep working, and after a restart
+/// every acknowledged record is there and writes work again.
 #[test]
 fn device_faults_are_never_acknowledged_and_stop_the_shard() {
     for (fault, message) in [
         (InjectedFault::Eio, "Input/output error"),
-        (InjectedFault::Enospc, "No space left on device"),
         (InjectedFault::ShortWrite, "short write"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -526,6 +500,49 @@ fn device_faults_are_never_acknowledged_and_stop_the_shard() {
             store.put(&record(52, 1000)).await.unwrap();
         });
     }
+}
+
+/// ENOSPC from a block write is a full filesystem, not a broken device: the write in flight
+/// is answered out-of-space (not acknowledged), client writes are refused until a flush
+/// succeeds, reads and deletes go on, the block stays in memory and is written again, and
+/// writes resume without a restart. The refused write is in doubt: it is in memory and
+/// lands with the next successful flush, like a write whose answer was lost.
+#[test]
+fn enospc_answers_out_of_space_and_the_shard_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (store, _) = open(cfg(&d, true)).await;
+        for i in 0..50 {
+            store.put(&record(i, 1000)).await.unwrap();
+        }
+        store.inject_fault(InjectedFault::Enospc);
+        let err = store.put(&record(50, 1000)).await.unwrap_err();
+        assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err}");
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        let again = store.put(&record(51, 1000)).await.unwrap_err();
+        assert!(matches!(again, StoreError::OutOfSpace { .. }), "{again}");
+        assert!(again.to_string().contains("filesystem is full"), "{again}");
+        for i in 0..50 {
+            assert_eq!(
+                store.get(&record(i, 1000).digest).await.unwrap(),
+                Some(record(i, 1000))
+            );
+        }
+        // A delete is not refused; its flush writes the kept block again, which succeeds now.
+        store.put(&tombstone(0)).await.unwrap();
+        store.put(&record(52, 1000)).await.unwrap();
+        drop(store);
+        let (store, _) = open(cfg(&d, true)).await;
+        assert_eq!(store.get(&record(0, 1000).digest).await.unwrap(), None);
+        for i in (1..51).chain([52]) {
+            assert_eq!(
+                store.get(&record(i, 1000).digest).await.unwrap(),
+                Some(record(i, 1000)),
+                "{i}"
+            );
+        }
+    });
 }
 
 #[test]
@@ -682,17 +699,8 @@ fn configured_files_are_split_into_regions_and_striped() {
             assert_eq!(store.get(&versioned(i, 0).digest).await.unwrap(), want(i));
         }
         // Fill it: writes end in out-of-space, never past the regions.
-        let mut i = 1000;
-        let err = loop {
-            match store.put(&versioned(i, 0)).await {
-                Ok(()) => i += 1,
-                Err(e) => break e,
-            }
-            assert!(
-                i < 10_000,
-                "93 blocks of 128 KiB hold far fewer 1 KiB records"
-            );
-        };
+        // 93 blocks of 128 KiB hold far fewer than 9,000 1 KiB records.
+        let (_, err) = write_until_refused(&store, 1000, 9_000, |i| versioned(i, 0)).await;
         assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err}");
         drop(store);
         for (p, _) in &paths {
@@ -750,14 +758,7 @@ fn memory_stores_keep_blocks_in_ram_only() {
             "reads came from the RAM blocks"
         );
         // Fills to its data size, then refuses writes with out-of-space.
-        let mut i = 1000;
-        let err = loop {
-            match store.put(&versioned(i, 0)).await {
-                Ok(()) => i += 1,
-                Err(e) => break e,
-            }
-            assert!(i < 20_000);
-        };
+        let (_, err) = write_until_refused(&store, 1000, 19_000, |i| versioned(i, 0)).await;
         assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err}");
         drop(store);
         assert!(!d.exists(), "a memory store writes no file");
@@ -978,4 +979,92 @@ fn configured_files_rehome_and_resume_after_interruption() {
         );
         check(2).await;
     });
+}
+
+/// A real full filesystem (a 16 MiB tmpfs, so only as root): a block taken while the store's
+/// last look at the filesystem still showed room, then filled by another file, meets a real
+/// ENOSPC when written. The write is answered out-of-space, client writes are refused, reads
+/// go on; once the other file is gone the next space check reserves the block, the kept
+/// block is written, and writes resume without a restart; nothing acknowledged is lost.
+#[test]
+fn a_real_enospc_is_out_of_space_and_passes_once_space_is_back() {
+    if effective_uid() != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("fs");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let d = mnt.join("ns");
+    let filler = mnt.join("filler");
+    run(move || async move {
+        let (store, _) = open(cfg(&d, true)).await;
+        // The store's open block and headroom are reserved; now another file takes the rest.
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let page = [0u8; 4096];
+            loop {
+                if let Err(e) = f.write_all(&page) {
+                    assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+                    break;
+                }
+            }
+        }
+        // Fills the open block (reserved), then takes a new one on the stale room.
+        let (written, err) = write_until_refused(&store, 0, 1000, |i| record(i, 1000)).await;
+        assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err}");
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        let again = store.put(&record(written + 1, 1000)).await.unwrap_err();
+        assert!(matches!(again, StoreError::OutOfSpace { .. }), "{again}");
+        for i in 0..written {
+            assert_eq!(
+                store.get(&record(i, 1000).digest).await.unwrap(),
+                Some(record(i, 1000))
+            );
+        }
+        std::fs::remove_file(&filler).unwrap();
+        // What the defragmenter does every 250 ms: a growth started before may still run.
+        let mut checks = 0;
+        while store.put(&record(written + 2, 1000)).await.is_err() {
+            checks += 1;
+            assert!(checks < 50, "writes did not resume");
+            store.tend_space().await;
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(store);
+        let (store, _) = open(cfg(&d, true)).await;
+        for i in (0..=written).chain([written + 2]) {
+            assert_eq!(
+                store.get(&record(i, 1000).digest).await.unwrap(),
+                Some(record(i, 1000)),
+                "{i}"
+            );
+        }
+    });
+}
+
+fn effective_uid() -> u32 {
+    // The owner of /proc/self is the process's effective user.
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
 }

@@ -1,6 +1,7 @@
 //! List/map (CDT) and bit op payloads against list, map and blob bins: the first byte picks the
 //! bin's particle type and splits the rest into bin bytes and op payload. Any outcome but a
-//! panic is fine; a successful modify must leave a bin that decodes again.
+//! panic is fine; a successful modify must leave a bin that decodes again, and every value that
+//! decodes passes the write path's nesting check.
 #![no_main]
 
 use apogee_ops::{bits, cdt, hll, value};
@@ -21,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = bits::apply(bin, payload, modify);
         let _ = hll::apply(bin, payload, modify);
     }
+    let _ = value::check_nesting(data);
     if let Ok(v) = value::decode(data) {
-        value::decode(&v.encode()).expect("a decoded value re-encodes");
+        let again = v.encode();
+        value::decode(&again).expect("a decoded value re-encodes");
+        // decode and the write path's nesting check bound depth the same way.
+        value::check_nesting(&again).expect("a decoded value is within the nesting limit");
     }
 });

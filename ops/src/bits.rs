@@ -207,9 +207,7 @@ fn write(b: &mut Vec<u8>, c: u8, a: &[Value], f: i64) -> OpResult<()> {
             if (rf & resize_flag::GROW_ONLY != 0 && size < b.len())
                 || (rf & resize_flag::SHRINK_ONLY != 0 && size > b.len())
             {
-                return Err(OpError::NotApplicable(
-                    "resize against its grow/shrink flag",
-                ));
+                return Err(OpError::Parameter("resize against its grow/shrink flag"));
             }
             if rf & resize_flag::FROM_FRONT != 0 {
                 if size < b.len() {
@@ -234,15 +232,20 @@ fn write(b: &mut Vec<u8>, c: u8, a: &[Value], f: i64) -> OpResult<()> {
             b.splice(off..off, v.iter().copied());
         }
         code::REMOVE => {
-            let off = usize::try_from(int(a, 0)?).map_err(|_| OpError::NotApplicable("offset"))?;
-            let size = usize::try_from(int(a, 1)?).map_err(|_| OpError::Parameter("size"))?;
-            let end = off.saturating_add(size);
-            if off > b.len() || (end > b.len() && !partial) {
-                return Err(OpError::NotApplicable(
-                    "remove range past the end of the blob",
-                ));
+            // Aerospike answers 4 (not 26) for any remove outside the blob, an empty one included;
+            // a negative offset counts from the end.
+            let len = b.len() as i64;
+            let off = int(a, 0)?;
+            let off = if off < 0 { off + len } else { off };
+            let size = int(a, 1)?;
+            if off < 0 || off >= len || size <= 0 {
+                return Err(OpError::Parameter("remove offset or size out of range"));
             }
-            b.drain(off..end.min(b.len()));
+            let end = off.saturating_add(size);
+            if end > len && !partial {
+                return Err(OpError::Parameter("remove range past the end of the blob"));
+            }
+            b.drain(off as usize..end.min(len) as usize);
         }
         code::SET | code::OR | code::XOR | code::AND => {
             let (s, e) = bit_range(b.len(), int(a, 0)?, int(a, 1)?, partial)?;
@@ -292,18 +295,42 @@ fn write(b: &mut Vec<u8>, c: u8, a: &[Value], f: i64) -> OpResult<()> {
                 v as u64
             } else {
                 let flags = opt_int(a, 4)?.unwrap_or(0);
-                let v = if c == code::SUBTRACT {
-                    v.wrapping_neg()
-                } else {
-                    v
-                };
-                add_in_bits(read_uint(b, s, n), n, v, flags)?
+                add_in_bits(read_uint(b, s, n), n, operand(v, n, c, flags), flags)?
             };
             write_uint(b, s, n, new);
         }
         _ => return Err(OpError::Parameter("unknown bit modify code")),
     }
     Ok(())
+}
+
+/// The delta an add or subtract applies, as Aerospike reads its operand: cut to the field's `n`
+/// bits first. Unsigned, the cut operand is added or subtracted; signed, a subtract adds the
+/// negated operand, cut and sign-extended (so subtracting 156 from an 8-bit -1 gives 99, and
+/// subtracting 128 overflows).
+fn operand(v: i64, n: usize, c: u8, flags: i64) -> i64 {
+    debug_assert!((1..=64).contains(&n));
+    let mask: u64 = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+    if flags & int_flag::SIGNED != 0 {
+        let v = if c == code::SUBTRACT {
+            v.wrapping_neg()
+        } else {
+            v
+        };
+        let cut = (v as u64) & mask;
+        if n < 64 && cut >> (n - 1) & 1 == 1 {
+            (cut | !mask) as i64
+        } else {
+            cut as i64
+        }
+    } else {
+        let cut = ((v as u64) & mask) as i64;
+        if c == code::SUBTRACT {
+            cut.wrapping_neg()
+        } else {
+            cut
+        }
+    }
 }
 
 /// Adds `delta` to an `n`-bit field under the overflow action: fail (26), saturate or wrap.
@@ -522,5 +549,59 @@ mod tests {
             false,
         );
         assert_eq!(wrong.unwrap_err().result_code(), 12);
+    }
+
+    /// Answers of Aerospike CE 8.1.2 on the five bytes 0xff or 0x01.
+    #[test]
+    fn integer_operands_are_cut_to_the_field_as_aerospike_does() {
+        let ff = [0xff; 5];
+        let ones = [0x01; 5];
+        let sub = |b: &[u8], v: i64, flags: i64| {
+            modify(b, vec![i(11), i(0), i(8), i(v), i(0), i(flags)]).map(|x| x[0])
+        };
+        let add = |b: &[u8], v: i64, flags: i64| {
+            modify(b, vec![i(10), i(0), i(8), i(v), i(0), i(flags)]).map(|x| x[0])
+        };
+        let signed = int_flag::SIGNED;
+        assert_eq!(sub(&ff, 156, signed).unwrap(), 99);
+        assert_eq!(sub(&ff, 200, signed).unwrap(), 0x37);
+        assert_eq!(sub(&ff, 128, signed).unwrap_err().result_code(), 26);
+        assert_eq!(sub(&ones, 129, signed).unwrap_err().result_code(), 26);
+        assert_eq!(sub(&ones, 300, signed).unwrap(), 0xd5);
+        assert_eq!(sub(&ones, 130, signed | int_flag::SATURATE).unwrap(), 0x7f);
+        assert_eq!(add(&ff, 156, signed).unwrap(), 0x9b);
+        assert_eq!(add(&ff, 128, signed).unwrap_err().result_code(), 26);
+        assert_eq!(add(&ones, 129, signed).unwrap(), 0x82);
+        assert_eq!(add(&ones, 300, 0).unwrap(), 0x2d);
+        assert_eq!(add(&ones, 255, 0).unwrap_err().result_code(), 26);
+        assert_eq!(sub(&ff, 300, 0).unwrap(), 0xd3);
+    }
+
+    /// Aerospike CE 8.1.2 answers 4 for a remove or resize it refuses, on five zero bytes.
+    #[test]
+    fn remove_and_resize_refusals_answer_parameter() {
+        let z = [0u8; 5];
+        let remove = |off: i64, size: i64, flags: i64| {
+            modify(&z, vec![i(2), i(off), i(size), i(flags)]).map(|b| b.len())
+        };
+        for (off, size, flags) in [(6, 1, 0), (0, 6, 0), (3, 3, 0), (5, 0, 0), (0, 0, 0)] {
+            assert_eq!(remove(off, size, flags).unwrap_err().result_code(), 4);
+        }
+        assert_eq!(remove(5, 1, policy::PARTIAL).unwrap_err().result_code(), 4);
+        assert_eq!(remove(4, 2, policy::PARTIAL).unwrap(), 4);
+        assert_eq!(remove(-1, 1, 0).unwrap(), 4);
+        assert_eq!(remove(0, 5, 0).unwrap(), 0);
+        let resize = |size: i64, rf: i64| modify(&z, vec![i(0), i(size), i(0), i(rf)]);
+        assert_eq!(
+            resize(1, resize_flag::GROW_ONLY).unwrap_err().result_code(),
+            4
+        );
+        assert_eq!(
+            resize(10, resize_flag::SHRINK_ONLY)
+                .unwrap_err()
+                .result_code(),
+            4
+        );
+        assert_eq!(resize(5, resize_flag::GROW_ONLY).unwrap().len(), 5);
     }
 }

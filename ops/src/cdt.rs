@@ -125,6 +125,17 @@ pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult
                 new_bin: None,
             })
         }
+        // Aerospike CE 8.1.2: a list op that does not create (pop, remove, trim...) on a missing
+        // bin answers nothing and stores nothing (so on a missing record, 2); a sort answers 12.
+        None if p.ctx.is_empty() && matches!(kind, Kind::List) && !creates => {
+            if p.code == list::code::SORT {
+                return Err(OpError::IncompatibleType("sort of a missing list bin"));
+            }
+            return Ok(Outcome {
+                result: None,
+                new_bin: None,
+            });
+        }
         None => match p.ctx.first().and_then(Value::as_int) {
             Some(t) if t & 0x30 == 0x20 => Value::Map(Map::default()),
             Some(_) => Value::List(List::default()),
@@ -294,11 +305,14 @@ fn step<'a>(
             Ok(&mut m.entries[p].1)
         }
         (0x14 | 0x24, _) => Err(OpError::Unsupported("expression context")),
+        // Aerospike CE 8.1 answers 26, not 12, when a context step meets an element of the
+        // wrong kind (a list step into a map or a scalar), for reads and modifies alike, with
+        // or without create flags. Only the element the op itself works on answers 12.
         (ctx::LIST_INDEX | ctx::LIST_RANK | ctx::LIST_VALUE, _) => {
-            Err(OpError::IncompatibleType("list context on a non-list"))
+            Err(OpError::NotApplicable("list context on a non-list"))
         }
         (ctx::MAP_INDEX | ctx::MAP_RANK | ctx::MAP_KEY | ctx::MAP_VALUE, _) => {
-            Err(OpError::IncompatibleType("map context on a non-map"))
+            Err(OpError::NotApplicable("map context on a non-map"))
         }
         _ => Err(OpError::Parameter("unknown context type")),
     }
@@ -331,6 +345,32 @@ mod tests {
         );
     }
 
+    /// Aerospike CE 8.1.2: pop, remove-by-index, trim on a missing list bin answer nothing and
+    /// store nothing; a sort answers 12; an append creates the bin.
+    #[test]
+    fn non_creating_list_ops_on_a_missing_bin() {
+        let payload = |items: Vec<i64>| {
+            Value::List(List {
+                ordered: false,
+                items: items.into_iter().map(Value::Int).collect(),
+            })
+            .encode()
+        };
+        let rt_value = 7;
+        for p in [
+            payload(vec![i64::from(list::code::POP), 0]),
+            payload(vec![i64::from(list::code::REMOVE_BY_INDEX), rt_value, 0]),
+            payload(vec![i64::from(list::code::TRIM), 0, 2]),
+        ] {
+            let out = apply(None, &p, true).unwrap();
+            assert!(out.result.is_none() && out.new_bin.is_none());
+        }
+        let sort = payload(vec![i64::from(list::code::SORT), 0]);
+        assert_eq!(apply(None, &sort, true).unwrap_err().result_code(), 12);
+        let append = payload(vec![i64::from(list::code::APPEND), 1]);
+        assert!(apply(None, &append, true).unwrap().new_bin.is_some());
+    }
+
     #[test]
     fn captured_payloads_apply() {
         // map_put('m','k2',22) then map_get_by_key('m','k',VALUE) and map_size.
@@ -344,6 +384,32 @@ mod tests {
         assert!(out.new_bin.is_none());
         let out = apply(Some((ptype::MAP, &bin)), &[0x91, 0x60], false).unwrap();
         assert_eq!(out.result.unwrap().as_int(), Some(1));
+    }
+
+    #[test]
+    fn a_context_step_into_the_wrong_kind_is_26() {
+        // {"b": 5, "c": [1]}
+        let m = [0x82, 0xa2, 0x03, b'b', 0x05, 0xa2, 0x03, b'c', 0x91, 0x01];
+        // map_size through [map_key "b", map_index 0]: a map step into the scalar 5.
+        let through_scalar = [
+            0x93, 0xcc, 0xff, 0x94, 0x22, 0xa2, 0x03, b'b', 0x20, 0x00, 0x91, 0x60,
+        ];
+        // map_size through [list_index 0]: a list step into the map.
+        let list_step_on_map = [0x93, 0xcc, 0xff, 0x92, 0x10, 0x00, 0x91, 0x60];
+        for p in [&through_scalar[..], &list_step_on_map[..]] {
+            for modify in [false, true] {
+                let code = apply(Some((ptype::MAP, &m)), p, modify)
+                    .unwrap_err()
+                    .result_code();
+                assert_eq!(code, 26, "{p:02x?}");
+            }
+        }
+        // The op's own element of the wrong kind stays 12: map_size at [map_key "c"].
+        let op_on_list = [0x93, 0xcc, 0xff, 0x92, 0x22, 0xa2, 0x03, b'c', 0x91, 0x60];
+        let code = apply(Some((ptype::MAP, &m)), &op_on_list, false)
+            .unwrap_err()
+            .result_code();
+        assert_eq!(code, 12);
     }
 
     #[test]

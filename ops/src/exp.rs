@@ -117,10 +117,12 @@ pub enum Exp {
     Regex(regex::Regex, Box<Exp>),
 }
 
-/// POSIX `regcomp` flags as the clients send them (spec §4.8, REGEX).
+/// POSIX `regcomp` flags as Aerospike reads them: glibc's values, handed to `regcomp` as sent.
+/// The clients' constants differ (their REGEX_NEWLINE is 8, glibc's REG_NOSUB): Aerospike CE
+/// 8.1.2 gives newline semantics to the clients' REGEX_NOSUB (4), and none to their 8.
 mod regex_flag {
     pub const ICASE: i64 = 2;
-    pub const NEWLINE: i64 = 8;
+    pub const NEWLINE: i64 = 4;
 }
 
 /// Largest compiled regular expression (bytes of program), so a pattern cannot eat memory.
@@ -725,6 +727,23 @@ mod tests {
         // A missing bin is unknown: the filter fails without an error.
         r.bins.remove(0);
         assert!(!filter(&eq, &r).unwrap());
+    }
+
+    /// Aerospike CE 8.1.2 on "abc\nxyz": newline semantics for flag 4 (the clients'
+    /// REGEX_NOSUB), none for 8 (their REGEX_NEWLINE).
+    #[test]
+    fn regex_newline_is_glibc_flag_4() {
+        let mut r = rec();
+        r.bins[1].2 = b"abc\nxyz".to_vec();
+        let regex = |flags: u8| {
+            let mut e = vec![0x94, code::REGEX, flags, 0xa4];
+            e.extend_from_slice(b"^xyz");
+            e.extend_from_slice(&[0x93, 0x51, 0x03, 0xa1, b's']);
+            e
+        };
+        assert!(filter(&regex(4), &r).unwrap());
+        assert!(!filter(&regex(8), &r).unwrap());
+        assert!(!filter(&regex(0), &r).unwrap());
     }
 
     #[test]

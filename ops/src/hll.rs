@@ -3,13 +3,12 @@
 //! may-contain reads, with the HLL write flags.
 //!
 //! Layout of an HLL bin (particle type 18), the same header shape as Aerospike's:
-//! `flags u8, index_bits u8, minhash_bits u8, cached_count u64 BE`, then `2^index_bits`
+//! `flags u8, index_bits u8, minhash_bits u8, cached_count u64 LE`, then `2^index_bits`
 //! registers packed most significant bit first, each 6 bits of HLL rank followed by
-//! `minhash_bits` bits of min-hash. Elements are hashed with XXH3-128 over their msgpack bytes;
-//! the register index is the hash's top `index_bits` bits. The bytes are Apogee's own: an HLL
-//! written by Aerospike is not guaranteed to read back the same estimates here (see
-//! docs/storage-format.md). Estimates of intersections and similarity use inclusion–exclusion
-//! over unions, not the min-hash bits.
+//! `minhash_bits` bits of min-hash. Elements are placed and counted as Aerospike does
+//! (MurmurHash3 x64-128 over their msgpack bytes, Ertl's estimator; see [`Hll::place`]), so
+//! the registers, and the counts, match Aerospike's for the same elements. Estimates of
+//! intersections and similarity use inclusion–exclusion over unions, not the min-hash bits.
 
 use crate::args::{int, list_items, opt_int};
 use crate::error::{OpError, OpResult};
@@ -39,6 +38,8 @@ mod flag {
 
 const HEADER_BYTES: usize = 11;
 const RANK_BITS: usize = 6;
+/// Largest rank a 6-bit register holds.
+const RANK_MAX: u32 = 63;
 pub const INDEX_BITS_MIN: u8 = 4;
 pub const INDEX_BITS_MAX: u8 = 16;
 pub const MINHASH_BITS_MIN: u8 = 4;
@@ -57,6 +58,9 @@ pub struct Hll {
     pub minhash_bits: u8,
     pub ranks: Vec<u8>,
     pub minhashes: Vec<u64>,
+    /// The header's cached count, 0 for none: as Aerospike, only a refresh sets it and a
+    /// changed register clears it.
+    pub cached_count: u64,
 }
 
 fn check_bits(index_bits: i64, minhash_bits: i64) -> OpResult<(u8, u8)> {
@@ -82,6 +86,7 @@ impl Hll {
             minhash_bits,
             ranks: vec![0; n],
             minhashes: vec![0; n],
+            cached_count: 0,
         }
     }
 
@@ -98,6 +103,8 @@ impl Hll {
         }
         let regs = &b[HEADER_BYTES..];
         let mut h = Hll::new(ib, mb);
+        // Aerospike keeps the cached count in host (little-endian) order.
+        h.cached_count = u64::from_le_bytes(b[3..11].try_into().expect("header is 11 bytes"));
         for i in 0..n {
             let v = read_bits(regs, i * width, width);
             h.ranks[i] = (v >> mb) as u8;
@@ -112,7 +119,7 @@ impl Hll {
         let mut out = vec![0u8; HEADER_BYTES + (n * width).div_ceil(8)];
         out[1] = self.index_bits;
         out[2] = self.minhash_bits;
-        out[3..11].copy_from_slice(&self.count().to_be_bytes());
+        out[3..11].copy_from_slice(&self.cached_count.to_le_bytes());
         for i in 0..n {
             let v = (u64::from(self.ranks[i]) << self.minhash_bits) | self.minhashes[i];
             write_bits(&mut out[HEADER_BYTES..], i * width, width, v);
@@ -120,60 +127,69 @@ impl Hll {
         out
     }
 
-    /// Adds one element; true when a register changed.
+    /// Adds one element; true when a register changed. As Aerospike, a register keeps the
+    /// larger of its packed `rank << minhash_bits | minhash` values.
     fn add(&mut self, element: &Value) -> bool {
         let (index, rank, minhash) = self.place(element);
-        let changed = rank > self.ranks[index]
-            || (rank == self.ranks[index]
-                && self.minhash_bits > 0
-                && minhash < self.minhashes[index]);
+        let mb = self.minhash_bits;
+        let packed = |r: u8, m: u64| (u64::from(r) << mb) | m;
+        let changed = packed(rank, minhash) > packed(self.ranks[index], self.minhashes[index]);
         if changed {
-            if rank > self.ranks[index] || self.ranks[index] == 0 {
-                self.minhashes[index] = minhash;
-            } else {
-                self.minhashes[index] = self.minhashes[index].min(minhash);
-            }
             self.ranks[index] = rank;
+            self.minhashes[index] = minhash;
+            self.cached_count = 0;
         }
         changed
     }
 
-    /// The register an element lands in, its rank there and its min-hash bits.
+    /// The register an element lands in, its rank there and its min-hash bits, as Aerospike
+    /// places them: MurmurHash3 x64-128 (seed 0) over the element's msgpack bytes; the register
+    /// is the low `index_bits` of the first half, the min-hash the next `minhash_bits`, the rank
+    /// one more than the trailing zeros of the second half.
     fn place(&self, element: &Value) -> (usize, u8, u64) {
-        let h = xxhash_rust::xxh3::xxh3_128(&element.encode());
-        let hi = (h >> 64) as u64;
-        let lo = h as u64;
+        let (h1, h2) = murmur3_x64_128(&element.encode());
         let p = u32::from(self.index_bits);
-        let index = (hi >> (64 - p)) as usize;
-        let rest = hi << p;
-        let rank = (rest.leading_zeros().min(64 - p) + 1) as u8;
+        let index = (h1 & ((1u64 << p) - 1)) as usize;
         let mb = u32::from(self.minhash_bits);
-        let minhash = if mb == 0 { 0 } else { lo >> (64 - mb) };
+        let minhash = if mb == 0 {
+            0
+        } else {
+            (h1 >> p) & ((1u64 << mb) - 1)
+        };
+        // A rank is 6 bits; an all-zero second half (2^-64) is held at the largest.
+        let rank = (h2.trailing_zeros() + 1).min(RANK_MAX) as u8;
         (index, rank, minhash)
     }
 
-    /// The HyperLogLog estimate with linear counting for small cardinalities.
+    /// Ertl's improved estimator ("New cardinality estimation algorithms for HyperLogLog
+    /// sketches", 2017, algorithm 6) over ranks 0..=64, with the classic alpha, as Aerospike
+    /// computes it: the same registers give the same count on both servers.
     pub fn count(&self) -> u64 {
+        if self.cached_count != 0 {
+            return self.cached_count;
+        }
+        const Q: usize = 64;
         let m = self.ranks.len() as f64;
-        let alpha = match self.ranks.len() {
-            16 => 0.673,
-            32 => 0.697,
-            64 => 0.709,
+        let mut c = [0u32; Q + 1];
+        for &r in &self.ranks {
+            c[usize::from(r).min(Q)] += 1;
+        }
+        let mut z = m * tau(f64::from(c[Q]) / m);
+        for k in (1..=Q).rev() {
+            z = 0.5 * (z + f64::from(c[k]));
+        }
+        z += m * sigma(f64::from(c[0]) / m);
+        let alpha = match self.index_bits {
+            4 => 0.673,
+            5 => 0.697,
+            6 => 0.709,
             _ => 0.7213 / (1.0 + 1.079 / m),
         };
-        let sum: f64 = self.ranks.iter().map(|&r| 2f64.powi(-i32::from(r))).sum();
-        let estimate = alpha * m * m / sum;
-        let zeros = self.ranks.iter().filter(|&&r| r == 0).count();
-        let e = if estimate <= 2.5 * m && zeros > 0 {
-            m * (m / zeros as f64).ln()
-        } else {
-            estimate
-        };
-        e.round() as u64
+        (alpha * m * m / z).round() as u64
     }
 
-    /// Folds to fewer index bits: each new register takes the largest rank of the old registers
-    /// that map to it, with the index bits dropped counted into the rank.
+    /// Folds to fewer index bits: register `i` goes to `i` masked to the new index bits, each
+    /// keeping the largest value (the index is the hash's low bits, so this is exact).
     fn fold(&self, to: u8) -> OpResult<Hll> {
         if to > self.index_bits {
             return Err(OpError::Parameter("HLL fold to more index bits"));
@@ -183,23 +199,13 @@ impl Hll {
                 "HLL with min-hash bits cannot be folded",
             ));
         }
-        let drop = u32::from(self.index_bits - to);
+        if to == self.index_bits {
+            return Ok(self.clone());
+        }
         let mut out = Hll::new(to, self.minhash_bits);
-        for (i, &r) in self.ranks.iter().enumerate() {
-            if r == 0 {
-                continue;
-            }
-            let dropped = (i as u64) & ((1u64 << drop) - 1);
-            let rank = if dropped != 0 {
-                (drop - (64 - dropped.leading_zeros()) + 1) as u8
-            } else {
-                r + drop as u8
-            };
-            let j = i >> drop;
-            if rank > out.ranks[j] {
-                out.ranks[j] = rank;
-                out.minhashes[j] = self.minhashes[i];
-            }
+        let mask = (1usize << to) - 1;
+        for i in 0..self.ranks.len() {
+            out.take_larger(i & mask, self.ranks[i], self.minhashes[i]);
         }
         Ok(out)
     }
@@ -208,12 +214,114 @@ impl Hll {
     fn merge(&mut self, other: &Hll) {
         debug_assert_eq!(self.index_bits, other.index_bits);
         for i in 0..self.ranks.len() {
-            if other.ranks[i] > self.ranks[i] {
-                self.ranks[i] = other.ranks[i];
-                self.minhashes[i] = other.minhashes[i];
-            }
+            self.take_larger(i, other.ranks[i], other.minhashes[i]);
         }
     }
+
+    fn take_larger(&mut self, i: usize, rank: u8, minhash: u64) {
+        let mb = self.minhash_bits;
+        if (u64::from(rank) << mb) | minhash > (u64::from(self.ranks[i]) << mb) | self.minhashes[i]
+        {
+            self.ranks[i] = rank;
+            self.minhashes[i] = minhash;
+        }
+    }
+}
+
+/// Ertl's tau: the correction for registers at the largest rank.
+fn tau(x: f64) -> f64 {
+    if x == 0.0 || x == 1.0 {
+        return 0.0;
+    }
+    let (mut x, mut y, mut z) = (x, 1.0, 1.0 - x);
+    // Converges in well under 64 rounds in f64; the bound keeps a NaN from looping forever.
+    for _ in 0..TERMS_MAX {
+        x = x.sqrt();
+        let before = z;
+        y *= 0.5;
+        z -= (1.0 - x).powi(2) * y;
+        if z == before {
+            break;
+        }
+    }
+    z / 3.0
+}
+
+/// Ertl's sigma: the correction for empty registers.
+fn sigma(x: f64) -> f64 {
+    if x == 1.0 {
+        return f64::INFINITY;
+    }
+    let (mut x, mut y, mut z) = (x, 1.0, x);
+    for _ in 0..TERMS_MAX {
+        x *= x;
+        let before = z;
+        z += x * y;
+        y += y;
+        if z == before {
+            break;
+        }
+    }
+    z
+}
+
+/// Most rounds tau and sigma take; both converge in f64 long before.
+const TERMS_MAX: usize = 1024;
+
+/// MurmurHash3 x64-128 with seed 0 (Austin Appleby's public-domain algorithm), the hash
+/// Aerospike places HLL elements with. Returns the two 64-bit halves, h1 first.
+fn murmur3_x64_128(data: &[u8]) -> (u64, u64) {
+    const C1: u64 = 0x87c3_7b91_1142_53d5;
+    const C2: u64 = 0x4cf5_ad43_2745_937f;
+    fn fmix(mut k: u64) -> u64 {
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^ (k >> 33)
+    }
+    let mix1 = |k: u64| k.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
+    let mix2 = |k: u64| k.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
+    let (mut h1, mut h2) = (0u64, 0u64);
+    let mut blocks = data.chunks_exact(16);
+    for b in &mut blocks {
+        let k1 = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+        let k2 = u64::from_le_bytes(b[8..].try_into().expect("8 bytes"));
+        h1 ^= mix1(k1);
+        h1 = h1
+            .rotate_left(27)
+            .wrapping_add(h2)
+            .wrapping_mul(5)
+            .wrapping_add(0x52dc_e729);
+        h2 ^= mix2(k2);
+        h2 = h2
+            .rotate_left(31)
+            .wrapping_add(h1)
+            .wrapping_mul(5)
+            .wrapping_add(0x3849_5ab5);
+    }
+    let tail = blocks.remainder();
+    let le = |b: &[u8]| {
+        b.iter()
+            .rev()
+            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+    };
+    if tail.len() > 8 {
+        h2 ^= mix2(le(&tail[8..]));
+    }
+    if !tail.is_empty() {
+        h1 ^= mix1(le(&tail[..tail.len().min(8)]));
+    }
+    let len = data.len() as u64;
+    h1 ^= len;
+    h2 ^= len;
+    h1 = h1.wrapping_add(h2);
+    h2 = h2.wrapping_add(h1);
+    h1 = fmix(h1);
+    h2 = fmix(h2);
+    h1 = h1.wrapping_add(h2);
+    h2 = h2.wrapping_add(h1);
+    (h1, h2)
 }
 
 fn read_bits(b: &[u8], start: usize, n: usize) -> u64 {
@@ -333,6 +441,19 @@ pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult
         _ => None,
     }
     .unwrap_or(0);
+    let allowed = match c {
+        code::INIT => flag::CREATE_ONLY | flag::UPDATE_ONLY | flag::NO_FAIL,
+        code::ADD => flag::CREATE_ONLY | flag::NO_FAIL,
+        code::UNION => flag::CREATE_ONLY | flag::UPDATE_ONLY | flag::ALLOW_FOLD | flag::NO_FAIL,
+        _ => 0,
+    };
+    // As Aerospike: a flag the op does not take, or create-only with update-only, is a bad
+    // request (4) that NO_FAIL does not hide.
+    if flags & !allowed != 0
+        || flags & (flag::CREATE_ONLY | flag::UPDATE_ONLY) == flag::CREATE_ONLY | flag::UPDATE_ONLY
+    {
+        return Err(OpError::Parameter("HLL flags not allowed for this op"));
+    }
     match write(current, c, a, flags) {
         Ok((result, h)) => Ok(Outcome {
             result,
@@ -360,7 +481,7 @@ fn write(current: Option<Hll>, c: u8, a: &[Value], flags: i64) -> OpResult<Writt
             let ib = opt_int(a, 0)?.filter(|&b| b != -1);
             let mb = opt_int(a, 1)?.filter(|&b| b != -1);
             let ib = ib.or(current.as_ref().map(|h| i64::from(h.index_bits)));
-            let ib = ib.ok_or(OpError::Parameter("HLL init needs index bits"))?;
+            let ib = ib.ok_or(OpError::NotApplicable("HLL init needs index bits"))?;
             let mb = mb
                 .or(current.as_ref().map(|h| i64::from(h.minhash_bits)))
                 .unwrap_or(0);
@@ -373,7 +494,9 @@ fn write(current: Option<Hll>, c: u8, a: &[Value], flags: i64) -> OpResult<Writt
                 Some(h) => h,
                 None => {
                     let ib = opt_int(a, 1)?.filter(|&b| b != -1);
-                    let ib = ib.ok_or(OpError::BinNotFound)?;
+                    let ib = ib.ok_or(OpError::NotApplicable(
+                        "HLL add cannot create a bin without index bits",
+                    ))?;
                     let mb = opt_int(a, 2)?.filter(|&b| b != -1).unwrap_or(0);
                     let (ib, mb) = check_bits(ib, mb)?;
                     Hll::new(ib, mb)
@@ -413,11 +536,15 @@ fn write(current: Option<Hll>, c: u8, a: &[Value], flags: i64) -> OpResult<Writt
                 }
                 h.merge(&o);
             }
+            // Aerospike rebuilds the HLL on a union: no cached count survives it.
+            h.cached_count = 0;
             Ok((None, Some(h)))
         }
         code::REFRESH_COUNT => {
-            let h = current.ok_or(OpError::BinNotFound)?;
-            Ok((Some(Value::Int(h.count() as i64)), Some(h)))
+            let mut h = current.ok_or(OpError::BinNotFound)?;
+            h.cached_count = 0;
+            h.cached_count = h.count();
+            Ok((Some(Value::Int(h.cached_count as i64)), Some(h)))
         }
         code::FOLD => {
             let h = current.ok_or(OpError::BinNotFound)?;
@@ -619,6 +746,56 @@ mod tests {
             .result_code(),
             12
         );
+    }
+
+    /// Counts Aerospike CE 8.1.2 gives for the suite's HLLs ("key0".. with 8 and 10 index
+    /// bits); the register bytes match Aerospike's too.
+    #[test]
+    fn counts_match_aerospike() {
+        let count_of = |n: usize, bits: i64| {
+            let names: Vec<String> = (0..n).map(|i| format!("key{i}")).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let p = payload(vec![
+                Value::Int(1),
+                strs(&refs),
+                Value::Int(bits),
+                Value::Int(-1),
+                Value::Int(0),
+            ]);
+            let b = apply(None, &p, true).unwrap().new_hll.unwrap();
+            assert_eq!(&b[3..11], &[0; 8], "an add leaves no cached count");
+            read_of(&b, vec![Value::Int(50)]).as_int().unwrap()
+        };
+        assert_eq!(count_of(100, 8), 97);
+        assert_eq!(count_of(1000, 10), 976);
+        assert_eq!(count_of(5, 8), 5);
+        assert_eq!(murmur3_x64_128(b""), (0, 0));
+    }
+
+    /// Aerospike CE 8.1.2: add takes no UPDATE_ONLY (4, even with NO_FAIL); creating a bin
+    /// without index bits is not applicable (26), for add and init alike.
+    #[test]
+    fn flags_and_creation_are_checked_as_aerospike_does() {
+        let code_of = |items: Vec<Value>| {
+            apply(None, &payload(items), true)
+                .unwrap_err()
+                .result_code()
+        };
+        let i = Value::Int;
+        let ab = || strs(&["a", "b"]);
+        assert_eq!(
+            code_of(vec![i(1), ab(), i(8), i(-1), i(flag::UPDATE_ONLY)]),
+            4
+        );
+        let quiet_update = flag::UPDATE_ONLY | flag::NO_FAIL;
+        assert_eq!(code_of(vec![i(1), ab(), i(8), i(-1), i(quiet_update)]), 4);
+        assert_eq!(
+            code_of(vec![i(1), ab(), i(-1), i(-1), i(flag::CREATE_ONLY)]),
+            26
+        );
+        assert_eq!(code_of(vec![i(0), i(-1), i(-1), i(0)]), 26);
+        let both = flag::CREATE_ONLY | flag::UPDATE_ONLY;
+        assert_eq!(code_of(vec![i(0), i(8), i(-1), i(both)]), 4);
     }
 }
 

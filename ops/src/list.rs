@@ -253,10 +253,9 @@ pub fn add_number(current: Option<&Value>, delta: &Value) -> OpResult<Value> {
         (Some(Value::Int(c)), Value::Float(d)) => Value::Int(c.wrapping_add(*d as i64)),
         (Some(Value::Float(c)), Value::Float(d)) => Value::Float(c + d),
         (Some(Value::Float(c)), Value::Int(d)) => Value::Float(c + *d as f64),
+        // Aerospike CE 8.1 answers 4, not 12, for a list or map element that is not a number.
         (Some(_), Value::Int(_) | Value::Float(_)) => {
-            return Err(OpError::IncompatibleType(
-                "increment of a non-numeric element",
-            ))
+            return Err(OpError::Parameter("increment of a non-numeric element"))
         }
         _ => return Err(OpError::Parameter("increment by a non-number")),
     })
@@ -352,9 +351,9 @@ pub fn apply(l: &mut List, c: u8, a: &[Value]) -> OpResult<Option<Value>> {
         code::TRIM => {
             args::expect_max(a, 2)?;
             let n = l.items.len();
-            let index = int(a, 0)?;
-            select::single(n, index)?;
-            let (s, e) = select::range(n, index, Some(int(a, 1)?))?;
+            // Aerospike CE 8.1 trims to the index range as any range op clips it: a range
+            // outside the list keeps nothing (`trim(4, 1)` of 4 elements empties the list).
+            let (s, e) = select::range(n, int(a, 0)?, Some(int(a, 1)?))?;
             l.items.truncate(e);
             l.items.drain(..s);
             Ok(Some(Value::Int((n - (e - s)) as i64)))
@@ -419,6 +418,7 @@ fn by(l: &mut List, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<
                     begin,
                     &args::end_bound(a, 2),
                 ))
+                .ranks_ascending()
             }
             c => {
                 let shared = match c {
@@ -431,7 +431,12 @@ fn by(l: &mut List, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<
                     code::GET_BY_VALUE_REL_RANK_RANGE => By::ValueRelRank,
                     _ => return Err(OpError::Parameter("unknown list op code")),
                 };
-                select::by(shared, &values, a)?
+                let sel = select::by(shared, &values, a)?;
+                if l.ordered {
+                    sel
+                } else {
+                    sel.list_rank_range_order(values.len())
+                }
             }
         };
         let sel = sel.apply_inversion(values.len(), rt);
@@ -466,6 +471,52 @@ mod tests {
 
     fn i(v: i64) -> Value {
         Value::Int(v)
+    }
+
+    /// Result orders of Aerospike CE 8.1.2 on the unordered list [7, 6, 5, 8, 9, 10] (and on
+    /// [3, 1, 4, 11, 5, 9, 2, 6, 15, 0] for the rank-range direction).
+    #[test]
+    fn result_orders_match_aerospike() {
+        let inv = rt::INVERTED;
+        let get =
+            |v: &[i64], c: u8, a: &[Value]| as_ints(&apply(&mut ints(v), c, a).unwrap().unwrap());
+        let l = [7, 6, 5, 8, 9, 10];
+        let rr = code::GET_BY_RANK_RANGE;
+        assert_eq!(get(&l, rr, &[i(rt::VALUE), i(0), i(3)]), [7, 6, 5]);
+        assert_eq!(get(&l, rr, &[i(rt::VALUE), i(2), i(2)]), [8, 7]);
+        assert_eq!(get(&l, rr, &[i(rt::INDEX), i(0), i(3)]), [0, 1, 2]);
+        assert_eq!(get(&l, rr, &[i(rt::RANK), i(2), i(2)]), [2, 3]);
+        assert_eq!(get(&l, rr, &[i(rt::RANK | inv), i(2), i(2)]), [0, 1, 4, 5]);
+        assert_eq!(
+            get(&l, rr, &[i(rt::VALUE | inv), i(2), i(2)]),
+            [6, 5, 9, 10]
+        );
+        let rel = code::GET_BY_VALUE_REL_RANK_RANGE;
+        assert_eq!(get(&l, rel, &[i(rt::VALUE), i(6), i(0), i(3)]), [8, 7, 6]);
+        assert_eq!(get(&l, rel, &[i(rt::INDEX), i(6), i(0), i(3)]), [0, 1, 3]);
+        let wanted = Value::List(ints(&[10, 5, 7]));
+        let vl = code::GET_ALL_BY_VALUE_LIST;
+        assert_eq!(get(&l, vl, &[i(rt::RANK), wanted.clone()]), [5, 0, 2]);
+        assert_eq!(get(&l, vl, &[i(rt::VALUE), wanted.clone()]), [7, 5, 10]);
+        assert_eq!(get(&l, vl, &[i(rt::RANK | inv), wanted]), [1, 3, 4]);
+        let vr = code::GET_BY_VALUE_INTERVAL;
+        assert_eq!(get(&l, vr, &[i(rt::RANK), i(5), i(9)]), [0, 1, 2, 3]);
+        assert_eq!(
+            get(&l, vr, &[i(rt::REVERSE_RANK), i(5), i(9)]),
+            [2, 3, 4, 5]
+        );
+        let big = [3, 1, 4, 11, 5, 9, 2, 6, 15, 0];
+        assert_eq!(get(&big, rr, &[i(rt::VALUE), i(-3), i(3)]), [9, 11, 15]);
+        assert_eq!(get(&big, rr, &[i(rt::VALUE), i(4), i(3)]), [4, 5, 6]);
+        assert_eq!(get(&big, rr, &[i(rt::VALUE), i(4), i(2)]), [5, 4]);
+        assert_eq!(get(&big, rr, &[i(rt::VALUE), i(3), i(3)]), [5, 4, 3]);
+        let mut sorted = ints(&big);
+        sorted.items.sort_by(compare);
+        sorted.ordered = true;
+        let r = apply(&mut sorted, rr, &[i(rt::VALUE), i(2), i(3)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(as_ints(&r), [2, 3, 4]);
     }
 
     #[test]
@@ -505,6 +556,41 @@ mod tests {
         assert_eq!(skipped.unwrap().unwrap().as_int(), Some(7));
     }
 
+    /// Aerospike CE 8.1 answers for `trim(index, count)` of `[1, 2, 3, 4]`: the number removed
+    /// and what is kept.
+    #[test]
+    fn increment_of_a_non_number_is_4() {
+        for v in [Value::Str(b"hey".to_vec()), Value::List(ints(&[1]))] {
+            let mut l = List {
+                ordered: false,
+                items: vec![v],
+            };
+            let e = apply(&mut l, code::INCREMENT, &[i(0), i(1)]).unwrap_err();
+            assert_eq!(e.result_code(), 4);
+        }
+    }
+
+    #[test]
+    fn trim_clips_like_a_range() {
+        let cases: [(i64, i64, i64, &[i64]); 6] = [
+            (1, -9, 1, &[2, 3, 4]),
+            (-2, -1, 2, &[3, 4]),
+            (5, 2, 4, &[]),
+            (-9, 2, 4, &[]),
+            (-6, 3, 3, &[1]),
+            (1, 0, 4, &[]),
+        ];
+        for (index, count, removed, kept) in cases {
+            let mut l = ints(&[1, 2, 3, 4]);
+            let r = apply(&mut l, code::TRIM, &[i(index), i(count)]).unwrap();
+            assert_eq!(r.unwrap().as_int(), Some(removed), "trim({index}, {count})");
+            assert_eq!(as_ints(&Value::List(l)), kept, "trim({index}, {count})");
+        }
+        let mut empty = ints(&[]);
+        let r = apply(&mut empty, code::TRIM, &[i(0), i(1)]).unwrap();
+        assert_eq!(r.unwrap().as_int(), Some(0));
+    }
+
     #[test]
     fn ordered_lists_stay_sorted() {
         let mut l = List::default();
@@ -532,7 +618,8 @@ mod tests {
                 code::GET_BY_RANK_RANGE,
                 &[i(rt::VALUE), i(0), i(3)]
             )),
-            [1, 3, 3]
+            // Aerospike CE 8.1.2: a low rank range of an unordered list comes high to low.
+            [3, 3, 1]
         );
         assert_eq!(
             r(&mut l, code::GET_BY_RANK, &[i(rt::VALUE), i(-1)]).as_int(),

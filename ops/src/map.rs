@@ -275,11 +275,10 @@ fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<V
         }
         code::GET_BY_VALUE_INTERVAL => {
             args::expect_max(a, 3)?;
-            let mut picked = select::value_interval(&values, arg(a, 1)?, &args::end_bound(a, 2));
-            // Results of a value range come in value order.
-            let rank = select::ranks(&select::rank_order(&values));
-            picked.sort_by_key(|&p| rank[p]);
-            Selection::many(picked)
+            // Results of a value range come in key order, ranks ascending (Aerospike CE 8.1.2,
+            // any map order).
+            let picked = select::value_interval(&values, arg(a, 1)?, &args::end_bound(a, 2));
+            Selection::many(picked).ranks_ascending()
         }
         code::GET_BY_KEY_REL_INDEX_RANGE => {
             args::expect_max(a, 4)?;
@@ -423,6 +422,37 @@ mod tests {
                 &[i(rt::KEY), s("c"), i(-1), i(2)]
             )),
             ["b", "c"]
+        );
+    }
+
+    /// Aerospike CE 8.1.2: key-value results are a flat list in selection order, a value range
+    /// comes in key order, ranks of a value list in the order of the asked-for values.
+    #[test]
+    fn result_shapes_and_orders_match_aerospike() {
+        let mut m = doc_map();
+        let mut g = |c, a: &[Value]| apply(&mut m, c, a).unwrap().unwrap().encode();
+        let list = |items: Vec<Value>| {
+            Value::List(crate::List {
+                ordered: false,
+                items,
+            })
+        };
+        assert_eq!(
+            g(code::GET_BY_KEY, &[i(rt::KEY_VALUE), s("c")]),
+            list(vec![s("c"), i(30)]).encode()
+        );
+        assert_eq!(
+            g(code::GET_BY_RANK_RANGE, &[i(rt::KEY_VALUE), i(1), i(2)]),
+            list(vec![s("b"), i(2), s("z"), i(26)]).encode()
+        );
+        assert_eq!(
+            g(code::GET_BY_VALUE_INTERVAL, &[i(rt::KEY), i(1), i(27)]),
+            list(vec![s("a"), s("b"), s("z")]).encode()
+        );
+        let wanted = list(vec![i(26), i(1)]);
+        assert_eq!(
+            g(code::GET_BY_VALUE_LIST, &[i(rt::RANK), wanted]),
+            list(vec![i(2), i(0)]).encode()
         );
     }
 

@@ -40,14 +40,26 @@ impl ReturnType {
             .as_int()
             .ok_or(OpError::Parameter("return type is not an integer"))?;
         let kind = raw & !rt::INVERTED;
+        // Aerospike CE 8.1 answers 26 for a return type it does not know (42), not 4.
         if !matches!(kind, 0..=8 | 13 | 16 | 17) {
-            return Err(OpError::Parameter("unknown return type"));
+            return Err(OpError::NotApplicable("unknown return type"));
         }
         Ok(ReturnType {
             kind,
             inverted: raw & rt::INVERTED != 0,
         })
     }
+}
+
+/// The order rank results (return types 3 and 4) come in. Aerospike CE 8.1.2 lists them by
+/// position for index selections, ascending for value and rank selections (inverted or not),
+/// and in the order of the asked-for values for an uninverted value list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RankResults {
+    ByPosition,
+    Ascending,
+    /// Positions in the order their ranks are listed.
+    InOrder(Vec<usize>),
 }
 
 /// Positions chosen by an op, and whether the client asked for a single element.
@@ -57,6 +69,11 @@ pub struct Selection {
     pub positions: Vec<usize>,
     /// A by-index / by-rank / by-key op: scalar results instead of lists.
     pub single: bool,
+    /// Index results (return types 1 and 2) ascending rather than in `positions` order.
+    pub indexes_sorted: bool,
+    pub ranks: RankResults,
+    /// `[first, end)` ranks of an uninverted rank selection, its positions in rank order.
+    pub rank_span: Option<(usize, usize)>,
 }
 
 impl Selection {
@@ -64,6 +81,9 @@ impl Selection {
         Selection {
             positions,
             single: false,
+            indexes_sorted: false,
+            ranks: RankResults::ByPosition,
+            rank_span: None,
         }
     }
 
@@ -71,6 +91,17 @@ impl Selection {
         Selection {
             positions: position.into_iter().collect(),
             single: true,
+            indexes_sorted: false,
+            ranks: RankResults::ByPosition,
+            rank_span: None,
+        }
+    }
+
+    /// The same positions, their ranks listed ascending.
+    pub fn ranks_ascending(self) -> Selection {
+        Selection {
+            ranks: RankResults::Ascending,
+            ..self
         }
     }
 
@@ -83,19 +114,51 @@ impl Selection {
         for &p in &self.positions {
             chosen[p] = true;
         }
-        Selection::many((0..n).filter(|&p| !chosen[p]).collect())
+        let ranks = if self.ranks == RankResults::ByPosition {
+            RankResults::ByPosition
+        } else {
+            RankResults::Ascending
+        };
+        Selection {
+            ranks,
+            ..Selection::many((0..n).filter(|&p| !chosen[p]).collect())
+        }
+    }
+
+    /// An unordered list's uninverted rank range as Aerospike CE 8.1.2 answers it: values in descending
+    /// rank when the range lies no further from the low end than from the high end (`[7, 6, 5]`
+    /// for ranks 0..3 of `[7, 6, 5, 8, 9, 10]`), ascending otherwise; indexes ascending.
+    pub fn list_rank_range_order(mut self, n: usize) -> Selection {
+        let Some((first, end)) = self.rank_span else {
+            return self;
+        };
+        debug_assert!(first <= end && end <= n);
+        debug_assert_eq!(self.positions.len(), end - first);
+        if first <= n - end {
+            self.positions.reverse();
+        }
+        self.indexes_sorted = true;
+        self
+    }
+}
+
+/// Aerospike reads a range's count as an unsigned 64-bit number, so a negative count (as the
+/// clients send it) is a count past any collection's end: absent and negative both mean "to
+/// the end". Aerospike CE 8.1: `list_get_range(1, -9)` of `[1, 2, 3, 4]` is `[2, 3, 4]`.
+fn count_or_rest(count: Option<i64>) -> i64 {
+    match count {
+        Some(c) if c >= 0 => c,
+        _ => i64::MAX,
     }
 }
 
 /// Aerospike's range rule: a negative index counts from the end; a range that starts before the
 /// first element is clipped (and its count shortened); one that starts past the end is empty.
-/// `count` absent means "to the end". Returns `[start, end)`.
+/// `count` absent (or negative, see [`count_or_rest`]) means "to the end". Returns
+/// `[start, end)`.
 pub fn range(n: usize, index: i64, count: Option<i64>) -> OpResult<(usize, usize)> {
-    if count.is_some_and(|c| c < 0) {
-        return Err(OpError::Parameter("negative count"));
-    }
     let n_i = i64::try_from(n).expect("collection length fits in i64");
-    let mut count = count.unwrap_or(i64::MAX);
+    let mut count = count_or_rest(count);
     let mut start = if index < 0 { index + n_i } else { index };
     if start < 0 {
         count = count.saturating_add(start);
@@ -146,20 +209,21 @@ pub fn value_interval(values: &[&Value], begin: &Value, end: &Value) -> Vec<usiz
         .collect()
 }
 
-/// Rank-ordered positions starting `rank` places from where `value` would rank.
+/// Rank-ordered positions starting `rank` places from where `value` would rank, and their
+/// `[first, end)` ranks.
 pub fn value_rel_rank(
     values: &[&Value],
     value: &Value,
     rank: i64,
     count: Option<i64>,
-) -> OpResult<Vec<usize>> {
+) -> OpResult<(Vec<usize>, (usize, usize))> {
     let order = rank_order(values);
     let below = values
         .iter()
         .filter(|v| compare(v, value) == Ordering::Less)
         .count();
     let (s, e) = relative(order.len(), below, rank, count)?;
-    Ok(order[s..e].to_vec())
+    Ok((order[s..e].to_vec(), (s, e)))
 }
 
 /// `[start, end)` of a range `offset` places from `anchor`, clipped like [`range`] but with no
@@ -170,14 +234,11 @@ pub fn relative(
     offset: i64,
     count: Option<i64>,
 ) -> OpResult<(usize, usize)> {
-    if count.is_some_and(|c| c < 0) {
-        return Err(OpError::Parameter("negative count"));
-    }
     let n_i = i64::try_from(n).expect("collection length fits in i64");
     let mut start = i64::try_from(anchor)
         .expect("anchor fits in i64")
         .saturating_add(offset);
-    let mut count = count.unwrap_or(i64::MAX);
+    let mut count = count_or_rest(count);
     if start < 0 {
         count = count.saturating_add(start);
         start = 0;
@@ -274,11 +335,27 @@ pub fn by(by: By, values: &[&Value], a: &[Value]) -> OpResult<Selection> {
         By::Value => {
             expect_max(a, 2)?;
             let v = arg(a, 1)?;
-            Selection::many((0..n).filter(|&p| equal(values[p], v)).collect())
+            Selection::many((0..n).filter(|&p| equal(values[p], v)).collect()).ranks_ascending()
         }
         By::ValueList => {
             expect_max(a, 2)?;
-            Selection::many(matching_any(values, list_items(a, 1)?)?)
+            let wanted = list_items(a, 1)?;
+            let positions = matching_any(values, wanted)?;
+            // Ranks come in the order of the asked-for values.
+            let mut by_wanted = positions.clone();
+            if !wanted.iter().any(has_wildcard) {
+                let mut sorted: Vec<(usize, &Value)> = wanted.iter().enumerate().collect();
+                sorted.sort_by(|a, b| compare(a.1, b.1).then(a.0.cmp(&b.0)));
+                let first_wanted = |p: usize| {
+                    let i = sorted.partition_point(|w| compare(w.1, values[p]) == Ordering::Less);
+                    sorted.get(i).map_or(usize::MAX, |w| w.0)
+                };
+                by_wanted.sort_by_key(|&p| first_wanted(p));
+            }
+            Selection {
+                ranks: RankResults::InOrder(by_wanted),
+                ..Selection::many(positions)
+            }
         }
         By::IndexRange => {
             expect_max(a, 3)?;
@@ -289,16 +366,18 @@ pub fn by(by: By, values: &[&Value], a: &[Value]) -> OpResult<Selection> {
             expect_max(a, 3)?;
             let order = rank_order(values);
             let (s, e) = range(n, int(a, 1)?, opt_int(a, 2)?)?;
-            Selection::many(order[s..e].to_vec())
+            Selection {
+                rank_span: Some((s, e)),
+                ..Selection::many(order[s..e].to_vec()).ranks_ascending()
+            }
         }
         By::ValueRelRank => {
             expect_max(a, 4)?;
-            Selection::many(value_rel_rank(
-                values,
-                arg(a, 1)?,
-                int(a, 2)?,
-                opt_int(a, 3)?,
-            )?)
+            let (positions, span) = value_rel_rank(values, arg(a, 1)?, int(a, 2)?, opt_int(a, 3)?)?;
+            Selection {
+                rank_span: Some(span),
+                ..Selection::many(positions).ranks_ascending()
+            }
         }
     })
 }
@@ -329,19 +408,45 @@ pub fn result(
     } else {
         vec![]
     };
-    let each = |f: &dyn Fn(usize) -> Value| -> Value {
+    let in_order = |order: &[usize], f: &dyn Fn(usize) -> Value| -> Value {
         if single {
-            sel.positions.first().map_or(Value::Nil, |&p| f(p))
+            order.first().map_or(Value::Nil, |&p| f(p))
         } else {
-            list_of(sel.positions.iter().map(|&p| f(p)).collect())
+            list_of(order.iter().map(|&p| f(p)).collect())
         }
+    };
+    let each = |f: &dyn Fn(usize) -> Value| in_order(&sel.positions, f);
+    let index_order = || {
+        if sel.indexes_sorted {
+            let mut sorted = sel.positions.clone();
+            sorted.sort_unstable();
+            sorted
+        } else {
+            sel.positions.clone()
+        }
+    };
+    // Ascending means ascending in what is returned: reverse ranks ascend too.
+    let rank_order_of_results = |reverse: bool| match &sel.ranks {
+        RankResults::ByPosition => sel.positions.clone(),
+        RankResults::Ascending => {
+            let mut sorted = sel.positions.clone();
+            sorted.sort_by_key(|&p| {
+                if reverse {
+                    n - 1 - rank_of[p]
+                } else {
+                    rank_of[p]
+                }
+            });
+            sorted
+        }
+        RankResults::InOrder(order) => order.clone(),
     };
     Ok(Some(match rt.kind {
         rt::NONE => return Ok(None),
-        rt::INDEX => each(&int),
-        rt::REVERSE_INDEX => each(&|p| int(n - 1 - p)),
-        rt::RANK => each(&|p| int(rank_of[p])),
-        rt::REVERSE_RANK => each(&|p| int(n - 1 - rank_of[p])),
+        rt::INDEX => in_order(&index_order(), &int),
+        rt::REVERSE_INDEX => in_order(&index_order(), &|p| int(n - 1 - p)),
+        rt::RANK => in_order(&rank_order_of_results(false), &|p| int(rank_of[p])),
+        rt::REVERSE_RANK => in_order(&rank_order_of_results(true), &|p| int(n - 1 - rank_of[p])),
         rt::COUNT => int(sel.positions.len()),
         rt::EXISTS => Value::Bool(!sel.positions.is_empty()),
         rt::VALUE => each(&|p| values[p].clone()),
@@ -351,15 +456,22 @@ pub fn result(
         }
         rt::KEY_VALUE | rt::UNORDERED_MAP | rt::ORDERED_MAP => {
             let keys = keys.ok_or(OpError::Parameter("key-value return type on a list"))?;
+            if rt.kind == rt::KEY_VALUE {
+                // Aerospike CE 8.1.2 answers key-value as a flat list `[k1, v1, k2, v2, ...]` in
+                // selection order (a rank range keeps its rank order), a single key included.
+                let flat = sel
+                    .positions
+                    .iter()
+                    .flat_map(|&p| [keys[p].clone(), values[p].clone()])
+                    .collect();
+                return Ok(Some(list_of(flat)));
+            }
             let entries = sel
                 .positions
                 .iter()
                 .map(|&p| (keys[p].clone(), values[p].clone()))
                 .collect();
-            if rt.kind == rt::KEY_VALUE {
-                // In selection order: a rank range keeps its rank order, as the real server does.
-                Value::Map(Map { order: 0, entries })
-            } else {
+            {
                 let order = if rt.kind == rt::ORDERED_MAP { 1 } else { 0 };
                 Value::Map(Map::from_entries(order, entries))
             }
@@ -373,13 +485,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unknown_return_type_is_26() {
+        let e = ReturnType::parse(&Value::Int(42)).unwrap_err();
+        assert_eq!(e.result_code(), 26);
+    }
+
+    #[test]
     fn ranges_follow_aerospike_rules() {
         assert_eq!(range(5, 1, Some(2)).unwrap(), (1, 3));
         assert_eq!(range(5, -2, None).unwrap(), (3, 5));
         assert_eq!(range(5, -7, Some(3)).unwrap(), (0, 1));
         assert_eq!(range(5, 9, Some(3)).unwrap(), (5, 5));
         assert_eq!(range(5, 3, Some(100)).unwrap(), (3, 5));
-        assert!(range(5, 0, Some(-1)).is_err());
+        // Aerospike CE 8.1: a negative count runs to the end.
+        assert_eq!(range(5, 1, Some(-1)).unwrap(), (1, 5));
+        assert_eq!(range(5, -7, Some(-9)).unwrap(), (0, 5));
+        assert_eq!(relative(5, 2, -1, Some(-1)).unwrap(), (1, 5));
         assert_eq!(single(3, -1).unwrap(), 2);
         assert!(single(3, 3).is_err());
         assert!(single(3, -4).is_err());
@@ -392,6 +513,7 @@ mod tests {
         let refs: Vec<&Value> = items.iter().collect();
         let pick = |v: i64, r: i64, c: Option<i64>| -> Vec<i64> {
             value_rel_rank(&refs, &Value::Int(v), r, c)
+                .map(|(p, _)| p)
                 .unwrap()
                 .iter()
                 .map(|&p| items[p].as_int().unwrap())

@@ -13,7 +13,9 @@ use rmp::Marker;
 
 use crate::error::{OpError, OpResult};
 
-/// Deepest nesting of lists and maps accepted in one value.
+/// Most levels of lists and maps nested in one value (a top-level list is one level). The
+/// official clients (C, Python) cannot unpack a 65th level, so a write that would store one is
+/// refused (Aerospike 8.1.2.0 stores it, and then no client can read the record back).
 pub const DEPTH_MAX: usize = 64;
 
 /// Particle types of the scalar values that can sit inside a collection (spec §4.3).
@@ -227,6 +229,11 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
         (Value::Bytes(tx, x), Value::Bytes(ty, y)) => x.cmp(y).then(tx.cmp(ty)),
         (Value::List(x), Value::List(y)) => {
             for (p, q) in x.items.iter().zip(&y.items) {
+                // As Aerospike: a wildcard element matches the rest of the other list, however
+                // long (`[1, *]` matches `[1, "d", "e"]`).
+                if matches!(p, Value::Wildcard) || matches!(q, Value::Wildcard) {
+                    return Ordering::Equal;
+                }
                 let o = compare(p, q);
                 if o != Ordering::Equal {
                     return o;
@@ -262,6 +269,77 @@ pub fn decode(bytes: &[u8]) -> OpResult<Value> {
         return Err(OpError::Parameter("trailing bytes after a msgpack value"));
     }
     Ok(v)
+}
+
+/// Checks that `bytes` are exactly one msgpack value whose lists and maps nest at most
+/// [`DEPTH_MAX`] levels, without decoding it: a write checks every list and map bin it stores.
+/// Walks the bytes once with no recursion and no allocation beyond [`DEPTH_MAX`] counters.
+pub fn check_nesting(bytes: &[u8]) -> OpResult<()> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let be_len = |b: &[u8]| b.iter().fold(0usize, |n, &x| (n << 8) | usize::from(x));
+    // Elements still to read in each enclosing list or map, outermost first.
+    let mut open: Vec<usize> = Vec::with_capacity(DEPTH_MAX);
+    // Elements still to read at the current level: the one top-level value.
+    let mut left = 1usize;
+    loop {
+        if left == 0 {
+            match open.pop() {
+                Some(n) => {
+                    left = n;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        left -= 1;
+        let marker = Marker::from_u8(r.take(1)?[0]);
+        let (skip, elements) = match marker {
+            Marker::FixArray(n) => (0, Some(usize::from(n))),
+            Marker::Array16 => (0, Some(be_len(r.take(2)?))),
+            Marker::Array32 => (0, Some(be_len(r.take(4)?))),
+            Marker::FixMap(n) => (0, Some(2 * usize::from(n))),
+            Marker::Map16 => (0, Some(2 * be_len(r.take(2)?))),
+            Marker::Map32 => (0, Some(2 * be_len(r.take(4)?))),
+            Marker::Null | Marker::True | Marker::False | Marker::FixPos(_) | Marker::FixNeg(_) => {
+                (0, None)
+            }
+            Marker::U8 | Marker::I8 => (1, None),
+            Marker::U16 | Marker::I16 => (2, None),
+            Marker::U32 | Marker::I32 | Marker::F32 => (4, None),
+            Marker::U64 | Marker::I64 | Marker::F64 => (8, None),
+            Marker::FixStr(n) => (usize::from(n), None),
+            Marker::Str8 | Marker::Bin8 => (be_len(r.take(1)?), None),
+            Marker::Str16 | Marker::Bin16 => (be_len(r.take(2)?), None),
+            Marker::Str32 | Marker::Bin32 => (be_len(r.take(4)?), None),
+            // Ext: a type byte, then the data.
+            Marker::FixExt1 => (2, None),
+            Marker::FixExt2 => (3, None),
+            Marker::FixExt4 => (5, None),
+            Marker::FixExt8 => (9, None),
+            Marker::FixExt16 => (17, None),
+            Marker::Ext8 => (be_len(r.take(1)?) + 1, None),
+            Marker::Ext16 => (be_len(r.take(2)?) + 1, None),
+            Marker::Ext32 => (be_len(r.take(4)?) + 1, None),
+            Marker::Reserved => return Err(OpError::Parameter("reserved msgpack byte 0xc1")),
+        };
+        r.take(skip)?;
+        if let Some(n) = elements {
+            if open.len() == DEPTH_MAX {
+                return Err(OpError::Parameter("msgpack value nested too deeply"));
+            }
+            // Each element takes at least one byte: a count beyond that is a lie.
+            if n > r.remaining() {
+                return Err(OpError::Parameter("msgpack array count exceeds its bytes"));
+            }
+            open.push(left);
+            left = n;
+        }
+    }
+    debug_assert!(open.is_empty());
+    if !r.at_end() {
+        return Err(OpError::Parameter("trailing bytes after a msgpack value"));
+    }
+    Ok(())
 }
 
 /// A cursor over msgpack bytes; also used by the expression parser, which needs to read raw
@@ -449,6 +527,10 @@ impl<'a> Reader<'a> {
     }
 
     fn list(&mut self, n: usize, depth: usize) -> OpResult<Value> {
+        // `depth` counts from 0: this list is level `depth + 1`.
+        if depth >= DEPTH_MAX {
+            return Err(OpError::Parameter("msgpack value nested too deeply"));
+        }
         let flags = self.order_ext(n)?;
         let n = n - usize::from(flags.is_some());
         // Each element takes at least one byte: a count beyond that is a lie.
@@ -467,6 +549,9 @@ impl<'a> Reader<'a> {
     }
 
     fn map(&mut self, n: usize, depth: usize) -> OpResult<Value> {
+        if depth >= DEPTH_MAX {
+            return Err(OpError::Parameter("msgpack value nested too deeply"));
+        }
         let flags = self.order_ext(n)?;
         let mut n = n;
         if flags.is_some() {
@@ -562,6 +647,22 @@ mod tests {
             assert_eq!(compare(&w[0], &w[1]), Ordering::Less, "{w:?}");
         }
         assert!(equal(&Value::Wildcard, &s("anything")));
+        // Aerospike CE 8.1.2: a wildcard ends a list comparison, whatever follows on either side.
+        let list = |items: Vec<Value>| {
+            Value::List(List {
+                ordered: false,
+                items,
+            })
+        };
+        let long = list(vec![Value::Int(1), s("d"), s("e")]);
+        assert!(equal(&list(vec![Value::Int(1), Value::Wildcard]), &long));
+        assert!(equal(&list(vec![Value::Wildcard, s("b")]), &long));
+        let tail = list(vec![Value::Int(1), Value::Wildcard, s("x")]);
+        assert!(equal(&tail, &list(vec![Value::Int(1), s("b")])));
+        assert!(!equal(
+            &list(vec![Value::Int(1), s("d"), Value::Wildcard]),
+            &list(vec![Value::Int(1), s("b")])
+        ));
     }
 
     #[test]
@@ -579,5 +680,89 @@ mod tests {
         }
         let deep = vec![0x91u8; DEPTH_MAX + 2];
         assert!(decode(&deep).is_err());
+        for bad in [
+            &[0x92u8, 0x01][..],
+            &[0x01, 0x02],
+            &[0xc1],
+            &[0xa5, 3, 1],
+            &[0xdc],
+        ] {
+            assert!(check_nesting(bad).is_err(), "{bad:x?}");
+        }
+    }
+
+    /// `levels` lists (or single-entry maps) nested, the innermost holding `inner`.
+    fn nested(levels: usize, map: bool, inner: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for _ in 0..levels {
+            v.extend_from_slice(if map {
+                &[0x81, 0xa2, 0x03, b'k'][..]
+            } else {
+                &[0x91]
+            });
+        }
+        v.extend_from_slice(inner);
+        v
+    }
+
+    #[test]
+    fn nesting_is_bounded_the_same_for_decode_and_the_write_check() {
+        for map in [false, true] {
+            for inner in [&[0x90u8][..], &[0x80], &[0x01], &[0xa2, 0x03, b'x']] {
+                // `inner` adds a level when it is a list or map.
+                let extra = usize::from(matches!(inner[0], 0x90 | 0x80));
+                let ok = nested(DEPTH_MAX - extra, map, inner);
+                assert!(decode(&ok).is_ok(), "map {map} inner {inner:x?}");
+                assert!(check_nesting(&ok).is_ok(), "map {map} inner {inner:x?}");
+                let deep = nested(DEPTH_MAX + 1 - extra, map, inner);
+                assert!(decode(&deep).is_err(), "map {map} inner {inner:x?}");
+                assert!(check_nesting(&deep).is_err(), "map {map} inner {inner:x?}");
+            }
+        }
+        // Deep but hostile: a million levels are refused at the 65th, without recursion.
+        assert!(check_nesting(&vec![0x91; 1 << 20]).is_err());
+    }
+
+    #[test]
+    fn the_write_check_accepts_every_value_the_codec_writes() {
+        let ordered_map = [
+            0x83, 0xc7, 0x00, 0x01, 0xc0, 0xa2, 0x03, 0x61, 0x01, 0xa2, 0x03, 0x62, 0x02,
+        ];
+        let all = Value::List(List {
+            ordered: false,
+            items: vec![
+                Value::Nil,
+                Value::Bool(true),
+                Value::Int(-200),
+                Value::Int(1 << 40),
+                Value::Float(2.5),
+                s("a string"),
+                Value::Bytes(ptype::BLOB, vec![0; 300]),
+                Value::Bytes(ptype::GEOJSON, b"{}".to_vec()),
+                Value::List(List {
+                    ordered: true,
+                    items: vec![Value::Int(1), Value::Int(2)],
+                }),
+                decode(&ordered_map).unwrap(),
+                Value::List(List {
+                    ordered: false,
+                    items: vec![s("x"); 70_000],
+                }),
+            ],
+        });
+        let bytes = all.encode();
+        check_nesting(&bytes).unwrap();
+        // Ext, bin and 32-bit forms the codec does not write but clients may.
+        for other in [
+            &[0xd5, 0x01, 0xaa, 0xbb][..],
+            &[0xc7, 0x02, 0x05, 0xaa, 0xbb],
+            &[0xc4, 0x02, 0x04, 0xaa],
+            &[0xdd, 0, 0, 0, 1, 0x01],
+            &[0xdf, 0, 0, 0, 1, 0x01, 0x02],
+            &[0xca, 0, 0, 0, 0],
+        ] {
+            check_nesting(other).unwrap();
+        }
+        assert!(check_nesting(&[bytes.as_slice(), &[0x01]].concat()).is_err());
     }
 }

@@ -118,7 +118,23 @@ pub struct Config {
     pub cores: usize,
     pub data_dir: PathBuf,
     pub namespaces: Vec<NamespaceConfig>,
+    /// Most client connections open at once (Aerospike's `proto-fd-max`); a connection over
+    /// it is accepted and closed at once.
+    pub proto_fd_max: usize,
+    /// Whether `proto-fd-max` was set by the user: the default may be lowered to fit the
+    /// process's file limit, a chosen value may not.
+    pub proto_fd_max_set: bool,
+    /// A client connection with no request for this long is closed; 0 keeps idle connections
+    /// open (Aerospike's `proto-fd-idle-ms`, 0 by default in 8.x).
+    pub proto_fd_idle_ms: u64,
 }
+
+/// Aerospike's default `proto-fd-max`.
+pub const PROTO_FD_MAX_DEFAULT: usize = 15_000;
+/// Largest `proto-fd-max` (Aerospike's bound).
+pub const PROTO_FD_MAX_MAX: usize = 2_000_000;
+/// Largest `proto-fd-idle-ms`: one day.
+pub const PROTO_FD_IDLE_MS_MAX: u64 = 86_400_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -134,6 +150,8 @@ struct ServiceSection {
     port: Option<u16>,
     cores: Option<usize>,
     data_dir: Option<PathBuf>,
+    proto_fd_max: Option<usize>,
+    proto_fd_idle_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,6 +290,21 @@ impl Config {
                 .or(svc.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./apogee-data")),
             namespaces,
+            proto_fd_max: range(
+                "proto-fd-max",
+                svc.proto_fd_max.unwrap_or(PROTO_FD_MAX_DEFAULT),
+                1,
+                PROTO_FD_MAX_MAX,
+                " connections",
+            )?,
+            proto_fd_max_set: svc.proto_fd_max.is_some(),
+            proto_fd_idle_ms: range(
+                "proto-fd-idle-ms",
+                svc.proto_fd_idle_ms.unwrap_or(0),
+                0,
+                PROTO_FD_IDLE_MS_MAX,
+                " ms",
+            )?,
         })
     }
 
@@ -545,6 +578,28 @@ mod tests {
         assert_eq!(c.namespaces[0].name, "test");
         assert!(c.namespaces[0].commit_to_device);
         assert_eq!(c.data_dir, PathBuf::from("./apogee-data"));
+        assert_eq!((c.proto_fd_max, c.proto_fd_max_set), (15_000, false));
+        assert_eq!(c.proto_fd_idle_ms, 0);
+    }
+
+    #[test]
+    fn connection_limits() {
+        let o = Overrides::default();
+        let c = Config::from_toml(
+            "[service]\nproto-fd-max = 100\nproto-fd-idle-ms = 2500\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!((c.proto_fd_max, c.proto_fd_max_set), (100, true));
+        assert_eq!(c.proto_fd_idle_ms, 2500);
+        let e = Config::from_toml("[service]\nproto-fd-max = 0\n", &o).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("proto-fd-max = 0 is out of range"),
+            "{e}"
+        );
+        let e = Config::from_toml("[service]\nproto-fd-idle-ms = 86400001\n", &o).unwrap_err();
+        assert!(e.to_string().contains("proto-fd-idle-ms"), "{e}");
     }
 
     #[test]

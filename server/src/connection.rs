@@ -1,142 +1,172 @@
-//! One client connection: reads frames, answers each, and closes the connection on malformed
-//! framing (with a log line) while the node keeps serving everyone else.
+//! One client connection: reads frames, hands each to the dispatch pipeline, and closes the connection on malformed
+//! framing, on a request that stalls mid-frame, on idleness past `proto-fd-idle-ms` and when
+//! its core's partial-frame budget is spent (each with a rate-limited log line), while the
+//! node keeps serving everyone else.
 //!
-//! Owns the per-connection read limits. It must never trust a size from the wire to allocate
+//! Owns the per-connection read path. It must never trust a size from the wire to allocate
 //! memory up front, and never panic on any byte sequence.
 
 use std::rc::Rc;
+use std::time::Duration;
 
-use apogee_wire::compression::{deflate_frame, inflate_message, COMPRESS_REPLY_BYTES_MIN};
-use apogee_wire::msg::info1;
-use apogee_wire::msg::Message;
-use apogee_wire::proto::{frame, ProtoHeader, PROTO_HEADER_BYTES};
-use apogee_wire::{MsgType, ResultCode};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use apogee_wire::proto::{ProtoHeader, PROTO_HEADER_BYTES};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 
+use crate::admission::{
+    Closed, FrameBudget, OpenConnection, OverBudget, FRAME_FIRST_READ_BYTES, FRAME_STALL_MS,
+    PARTIAL_FRAME_BYTES_MAX_PER_CORE,
+};
 use crate::core::Core;
-use crate::info;
+use crate::dispatch::{self, ReplySink};
 
-/// The body buffer grows by at most this much per read, so a header announcing 128 MiB costs
-/// nothing until the bytes actually arrive.
-const BODY_CHUNK_BYTES: usize = 64 * 1024;
+/// Why reading a request stopped.
+enum ReadError {
+    /// The client closed or the socket failed: nothing to log above debug.
+    Gone(std::io::Error),
+    /// No request within `proto-fd-idle-ms`.
+    Idle,
+    /// A proto header that is not version 2, of an unknown type or over the size limit.
+    BadHeader(apogee_wire::DecodeError),
+    /// The client closed mid-body.
+    CutShort { received: usize, size: usize },
+    /// A body made no progress for [`FRAME_STALL_MS`].
+    Stalled { received: usize, size: usize },
+    /// The core's partial-frame budget could not hold more of this body.
+    OverBudget(OverBudget, usize),
+}
 
-async fn read_body(stream: &mut TcpStream, size: usize) -> std::io::Result<Vec<u8>> {
-    let mut body = Vec::with_capacity(size.min(BODY_CHUNK_BYTES));
-    while body.len() < size {
-        let start = body.len();
-        let end = size.min(start + BODY_CHUNK_BYTES);
-        body.resize(end, 0);
-        stream.read_exact(&mut body[start..end]).await?;
+fn timed_out(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+}
+
+/// Reads a body of `size` bytes, making room only as bytes arrive: the first read gets up to
+/// [`FRAME_FIRST_READ_BYTES`], and every later growth, at most doubling what has arrived, is
+/// taken from the core's partial-frame budget until the body is complete.
+async fn read_body(
+    stream: &mut TcpStream,
+    size: usize,
+    budget: &FrameBudget,
+) -> Result<Vec<u8>, ReadError> {
+    let mut claim = budget.claim();
+    let mut body = vec![0u8; size.min(FRAME_FIRST_READ_BYTES)];
+    let mut filled = 0;
+    while filled < size {
+        if filled == body.len() {
+            let more = filled.min(size - filled);
+            claim
+                .grow(more)
+                .map_err(|e| ReadError::OverBudget(e, size))?;
+            body.resize(filled + more, 0);
+        }
+        match stream.read(&mut body[filled..]).await {
+            Ok(0) => {
+                return Err(ReadError::CutShort {
+                    received: filled,
+                    size,
+                })
+            }
+            Ok(n) => filled += n,
+            Err(e) if timed_out(&e) => {
+                return Err(ReadError::Stalled {
+                    received: filled,
+                    size,
+                })
+            }
+            Err(e) => return Err(ReadError::Gone(e)),
+        }
     }
+    debug_assert_eq!(body.len(), size);
     Ok(body)
 }
 
-/// The admin (type 2) reply of a server without security: result 52 "security not enabled",
-/// after which the clients carry on without authenticating (spec §10, A.11).
-/// Runs a command; a panic inside it becomes a server-error reply (result 1) and a log line
-/// instead of taking the core, and with it the node, down. Every decoder is total and fuzzed:
-/// this is the last line of defence, not the error path.
-pub async fn guarded(command: impl std::future::Future<Output = Vec<u8>>) -> Vec<u8> {
-    use futures_lite::FutureExt;
-    match std::panic::AssertUnwindSafe(command).catch_unwind().await {
-        Ok(reply) => reply,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(panic = %what, "a command panicked; answered with a server error");
-            crate::command::Reply::code(apogee_wire::ResultCode::ServerError).into_frame()
+/// Reads one request: its header (waiting at most `proto-fd-idle-ms` when that is set) and
+/// its body (closing the connection if it stalls).
+async fn read_request(
+    stream: &mut TcpStream,
+    core: &Core,
+) -> Result<(ProtoHeader, Vec<u8>), ReadError> {
+    let idle_ms = core.node.config.proto_fd_idle_ms;
+    let _ = stream.set_read_timeout((idle_ms > 0).then(|| Duration::from_millis(idle_ms)));
+    let mut head = [0u8; PROTO_HEADER_BYTES];
+    stream.read_exact(&mut head).await.map_err(|e| {
+        if timed_out(&e) {
+            ReadError::Idle
+        } else {
+            ReadError::Gone(e)
         }
-    }
+    })?;
+    let header = ProtoHeader::decode(&head).map_err(ReadError::BadHeader)?;
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(FRAME_STALL_MS)));
+    let body = read_body(stream, header.body_bytes as usize, &core.frame_budget).await?;
+    Ok((header, body))
 }
 
-/// A reply frame, compressed (type 4) when the client asked for it and it is worth it.
-/// Aerospike CE never compresses replies; both clients accept either (spec §1.5).
-fn compress_if(asked: bool, reply: Vec<u8>) -> Vec<u8> {
-    if asked && reply.len() > COMPRESS_REPLY_BYTES_MIN {
-        deflate_frame(&reply)
-    } else {
-        reply
-    }
-}
-
-fn admin_reply() -> Vec<u8> {
-    let mut body = [0u8; 16];
-    body[1] = ResultCode::SecurityNotEnabled as u8;
-    frame(MsgType::Admin, &body)
-}
-
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+/// Serves one admitted connection until its client closes it, it breaks the protocol, or a
+/// limit closes it.
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnection) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
+    let logs = &core.logs;
     loop {
-        let mut head = [0u8; PROTO_HEADER_BYTES];
-        if let Err(e) = stream.read_exact(&mut head).await {
-            if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                tracing::debug!(%peer, error = %e, "connection read failed");
+        let (header, body) = match read_request(&mut stream, &core).await {
+            Ok(request) => request,
+            Err(ReadError::BadHeader(e)) => {
+                if let Some(n) = logs.bad_header.allow() {
+                    tracing::warn!(%peer, error = %e, connections = n, "closing connection: malformed frame header");
+                }
+                return;
             }
-            return;
-        }
-        let header = match ProtoHeader::decode(&head) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection: malformed frame header");
+            Err(ReadError::Gone(e)) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(%peer, error = %e, "connection read failed");
+                }
+                return;
+            }
+            Err(ReadError::CutShort { received, size }) => {
+                if let Some(n) = logs.frame_cut_short.allow() {
+                    tracing::warn!(%peer, received, size, connections = n, "closing connection: frame body cut short");
+                }
+                return;
+            }
+            Err(ReadError::Idle) => {
+                core.node.connections.count_closed_by(Closed::IdleReaped);
+                if let Some(n) = logs.idle_reaped.allow() {
+                    tracing::info!(%peer, proto_fd_idle_ms = core.node.config.proto_fd_idle_ms, connections = n, "closing idle connection (proto-fd-idle-ms)");
+                }
+                return;
+            }
+            Err(ReadError::Stalled { received, size }) => {
+                core.node.connections.count_closed_by(Closed::Stalled);
+                if let Some(n) = logs.frame_stalled.allow() {
+                    tracing::warn!(%peer, received, size, stall_ms = FRAME_STALL_MS, connections = n, "closing connection: its request stopped arriving mid-frame");
+                }
+                return;
+            }
+            Err(ReadError::OverBudget(e, size)) => {
+                core.node.connections.count_closed_by(Closed::OverBudget);
+                if let Some(n) = logs.frame_budget.allow() {
+                    tracing::warn!(%peer, size, held_bytes = e.held_bytes, wanted_bytes = e.wanted_bytes,
+                        limit_bytes = PARTIAL_FRAME_BYTES_MAX_PER_CORE, connections = n,
+                        "closing connection: this core's partly received requests would exceed the partial-frame limit");
+                }
                 return;
             }
         };
-        let body = match read_body(&mut stream, header.body_bytes as usize).await {
-            Ok(b) => b,
+        let request = match dispatch::classify(&header, body) {
+            Ok(request) => request,
             Err(e) => {
-                tracing::warn!(%peer, error = %e, size = header.body_bytes, "closing connection: frame body cut short");
+                if let Some(n) = logs.bad_message.allow() {
+                    tracing::warn!(%peer, error = %e, connections = n, "closing connection: malformed message");
+                }
                 return;
             }
         };
-        let reply = match header.msg_type {
-            MsgType::Info => frame(MsgType::Info, info::answer(&core.node, &body).as_bytes()),
-            MsgType::Admin => admin_reply(),
-            MsgType::Message => match Message::decode(&body) {
-                Ok(msg) => {
-                    let compress = msg.header.info1 & info1::COMPRESS_RESPONSE != 0;
-                    compress_if(compress, guarded(core.handle(msg)).await)
-                }
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "closing connection: malformed message");
-                    return;
-                }
-            },
-            MsgType::Compressed => match inflate_message(&body).and_then(|b| Message::decode(&b)) {
-                Ok(msg) => {
-                    let compress = msg.header.info1 & info1::COMPRESS_RESPONSE != 0;
-                    compress_if(compress, guarded(core.handle(msg)).await)
-                }
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "closing connection: malformed compressed message");
-                    return;
-                }
-            },
-        };
-        if let Err(e) = stream.write_all(&reply).await {
+        if let Err(e) = dispatch::serve(&core, request, &mut ReplySink::new(&mut stream)).await {
             tracing::debug!(%peer, error = %e, "connection write failed");
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panicking_command_answers_server_error() {
-        let reply = futures_lite::future::block_on(guarded(async { panic!("boom") }));
-        let msg = apogee_wire::Message::decode(&reply[8..]).unwrap();
-        assert_eq!(msg.header.result_code, 1);
-        let fine = futures_lite::future::block_on(guarded(async { vec![7u8] }));
-        assert_eq!(fine, [7]);
     }
 }

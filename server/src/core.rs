@@ -1,6 +1,6 @@
 //! One core of the node: its shard stores (one per namespace), its listener, its inbox of
-//! requests forwarded by other cores, and the routing of each keyed command to the core that
-//! owns the record's partition.
+//! work forwarded by other cores, and the execution of commands on the records it owns
+//! (which core a request goes to is `dispatch`'s business).
 //!
 //! Everything here lives on one glommio executor. It must never block the executor and never
 //! touch another core's store except by sending it a `ShardRequest`.
@@ -10,19 +10,22 @@ use std::sync::Arc;
 
 use apogee_engine::shard::{ShardStore, StoreConfig};
 use apogee_engine::stats::ShardStats;
-use apogee_wire::msg::{info1, info2, Message};
-use apogee_wire::{FieldType, ResultCode};
-use futures_lite::future;
+use apogee_wire::msg::{info2, Message};
+use apogee_wire::ResultCode;
+use futures_lite::{future, FutureExt};
 use glommio::net::TcpListener;
 
-use crate::command::{self, reply::stream_error_frame, Reply};
+use crate::admission::{FrameBudget, PARTIAL_FRAME_BYTES_MAX_PER_CORE};
+use crate::command::{self, Reply};
 use crate::config::NamespaceConfig;
 use crate::connection;
 use crate::latency;
-use crate::node::{Node, ShardRequest};
+use crate::log_limit::CoreLogLimits;
+use crate::node::{Node, ShardWork};
 
-/// Field 41 carries a batch.
-const FIELD_BATCH_INDEX: FieldType = FieldType(41);
+/// How long a core waits before accepting again after `accept` failed (e.g. out of file
+/// descriptors), so a persistent failure does not spin the core.
+const ACCEPT_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The store settings of one shard of namespace `ns`.
 pub fn store_config(
@@ -56,8 +59,16 @@ pub struct Core {
     pub node: Arc<Node>,
     /// `stores[namespace]`.
     pub stores: Vec<Rc<ShardStore>>,
-    /// `seen_bins[namespace]`: bin names this core has already handed to the registry.
+    /// `seen_bins[namespace]`: bin names the registry has already admitted for this core.
     seen_bins: std::cell::RefCell<Vec<std::collections::HashSet<Vec<u8>>>>,
+    /// Bytes of request bodies this core's connections are still receiving.
+    pub frame_budget: FrameBudget,
+    /// Rate limits of this core's repeated log lines.
+    pub logs: CoreLogLimits,
+    /// `poisoned[namespace]`: set, with its cause, once a write panicked on this shard.
+    poisoned: Vec<std::cell::OnceCell<String>>,
+    /// The fault-injection bin of [`Core::inject_write_panic`] (debug builds).
+    fault_panic_bin: Option<Vec<u8>>,
 }
 
 impl Core {
@@ -66,8 +77,9 @@ impl Core {
         let mut stores = Vec::new();
         for (i, ns) in node.config.namespaces.iter().enumerate() {
             let cfg = store_config(&node.config, ns, shard);
-            let stats: Arc<ShardStats> = node.stats[i][shard].clone();
-            let (store, report) = ShardStore::open(cfg, stats)
+            let stats: Arc<ShardStats> = node.namespaces[i].stats[shard].clone();
+            let truncated = node.namespaces[i].truncated().clone();
+            let (store, report) = ShardStore::open_truncated(cfg, stats, &truncated)
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(
@@ -78,6 +90,7 @@ impl Core {
                 records = report.records,
                 bad_records = report.bad_records,
                 corrupt_blocks = report.corrupt_blocks,
+                truncated = report.truncated,
                 elapsed_ms = report.elapsed_ms,
                 "shard recovered"
             );
@@ -89,14 +102,13 @@ impl Core {
                     "skipped records that failed their checksum"
                 );
             }
-            node.tunings
-                .lock()
-                .expect("a core panicked while registering its settings")[i]
-                .push(store.tuning());
-            node.set_stats
-                .lock()
-                .expect("a core panicked while registering its set counts")[i]
-                .push(store.set_stats());
+            node.namespaces[i].register_shard(crate::namespace::ShardHandles {
+                shard,
+                tuning: store.tuning(),
+                set_stats: store.set_stats(),
+                truncate_points: store.truncate_points(),
+            });
+            store.spawn_truncator();
             store.spawn_background_flusher();
             store.spawn_defragmenter();
             store.spawn_expirer();
@@ -104,83 +116,102 @@ impl Core {
         }
         Ok(Core {
             shard,
+            poisoned: vec![std::cell::OnceCell::new(); stores.len()],
             seen_bins: std::cell::RefCell::new(vec![
                 Default::default();
                 node.config.namespaces.len()
             ]),
             node,
             stores,
+            frame_budget: FrameBudget::new(PARTIAL_FRAME_BYTES_MAX_PER_CORE),
+            logs: CoreLogLimits::default(),
+            fault_panic_bin: cfg!(debug_assertions)
+                .then(|| std::env::var_os("APOGEE_FAULT_PANIC_BIN"))
+                .flatten()
+                .map(|b| b.into_encoded_bytes()),
         })
     }
 
-    /// Handles one AS_MSG request and returns the reply frame.
-    pub async fn handle(&self, msg: Message) -> Vec<u8> {
-        if msg.header.info1 & info1::BATCH != 0 || msg.field(FIELD_BATCH_INDEX).is_some() {
-            return stream_error_frame(ResultCode::UnsupportedFeature);
+    /// Runs a command whose record this core owns. A write that panics poisons the shard it
+    /// ran on (its index may be half-updated): from then on that shard refuses writes while
+    /// reads go on, and the cause is logged once.
+    pub async fn execute(&self, ns: usize, msg: &Message) -> Vec<u8> {
+        self.execute_reply(ns, msg).await.into_frame()
+    }
+
+    /// [`Core::execute`] before encoding: batch rows take this path too, so a batch write is
+    /// the single-record write (bin-name admission, poisoning included).
+    pub async fn execute_reply(&self, ns: usize, msg: &Message) -> Reply {
+        let writes = msg.header.info2 & info2::WRITE != 0;
+        if !writes {
+            let limits = self.node.namespaces[ns].live.limits();
+            return command::execute(&self.stores[ns], limits, msg).await;
         }
-        if msg.field(FieldType::DIGEST).is_none() {
-            // Scan or query: not in this server yet.
-            return stream_error_frame(ResultCode::UnsupportedFeature);
+        if self.poisoned[ns].get().is_some() {
+            return Reply::code(ResultCode::ServerError);
         }
-        let Some(ns) = msg
-            .field(FieldType::NAMESPACE)
-            .and_then(|n| self.node.config.namespace_index(n))
-        else {
-            return Reply::code(ResultCode::Namespace).into_frame();
+        if let Err(rc) = self.admit_bin_names(ns, msg) {
+            return Reply::code(rc);
+        }
+        let run = async {
+            self.inject_write_panic(msg);
+            command::execute(
+                &self.stores[ns],
+                self.node.namespaces[ns].live.limits(),
+                msg,
+            )
+            .await
         };
-        let kind = if msg.header.info2 & info2::WRITE != 0 {
-            latency::Kind::Write
-        } else {
-            latency::Kind::Read
+        let reply = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+            Ok(reply) => reply,
+            Err(panic) => {
+                let cause = crate::dispatch::panic_message(panic.as_ref());
+                tracing::error!(
+                    namespace = %self.node.config.namespaces[ns].name,
+                    shard = self.shard,
+                    panic = %cause,
+                    "a write panicked: this shard is poisoned and refuses writes until restart \
+                     (reads go on); its index may be inconsistent"
+                );
+                let _ = self.poisoned[ns].set(cause);
+                self.node
+                    .poisoned_shards
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Reply::code(ResultCode::ServerError);
+            }
         };
-        let started = std::time::Instant::now();
-        let reply = self.route(ns, msg).await;
-        self.node.latency[ns][self.shard][kind as usize].record(started.elapsed());
         reply
     }
 
-    /// Runs the command here when this core owns its record, else on the owning core.
-    async fn route(&self, ns: usize, msg: Message) -> Vec<u8> {
-        let digest = match command::digest_of(&msg) {
-            Ok(d) => d,
-            Err(rc) => return Reply::code(rc).into_frame(),
-        };
-        let owner = self.node.shard_of(digest.partition().0);
-        if owner == self.shard {
-            return self.execute(ns, &msg).await;
+    /// Debug builds only: a write to the bin named by `APOGEE_FAULT_PANIC_BIN` panics, so
+    /// tests can drive the poisoning path of a real process.
+    fn inject_write_panic(&self, msg: &Message) {
+        if let Some(bin) = &self.fault_panic_bin {
+            if msg.ops.iter().any(|op| op.name == *bin) {
+                panic!(
+                    "fault injected: a write to bin {}",
+                    String::from_utf8_lossy(bin)
+                );
+            }
         }
-        let (tx, rx) = flume::bounded(1);
-        let request = ShardRequest {
-            namespace: ns,
-            msg,
-            reply: tx,
-        };
-        if self.node.inboxes[owner].send_async(request).await.is_err() {
-            return Reply::code(ResultCode::ServerError).into_frame();
-        }
-        rx.recv_async()
-            .await
-            .unwrap_or_else(|_| Reply::code(ResultCode::ServerError).into_frame())
-    }
-
-    /// Runs a command whose record this core owns.
-    pub async fn execute(&self, ns: usize, msg: &Message) -> Vec<u8> {
-        let reply = command::execute(&self.stores[ns], self.node.live[ns].limits(), msg).await;
-        if reply.result == 0 && msg.header.info2 & info2::WRITE != 0 {
-            self.note_bin_names(ns, msg);
-        }
-        reply.into_frame()
     }
 
     /// Serves requests forwarded by other cores until the executor stops.
-    pub fn spawn_inbox(self: &Rc<Self>, inbox: flume::Receiver<ShardRequest>) {
+    pub fn spawn_inbox(self: &Rc<Self>, inbox: flume::Receiver<ShardWork>) {
         let core = self.clone();
         glommio::spawn_local(async move {
-            while let Ok(req) = inbox.recv_async().await {
+            while let Ok(work) = inbox.recv_async().await {
                 let core = core.clone();
+                let req = match work {
+                    ShardWork::Keyed(req) => req,
+                    ShardWork::Batch(batch) => {
+                        glommio::spawn_local(crate::batch::run_rows(core, batch)).detach();
+                        continue;
+                    }
+                };
                 glommio::spawn_local(async move {
                     let reply =
-                        crate::connection::guarded(core.execute(req.namespace, &req.msg)).await;
+                        crate::dispatch::guarded(core.execute(req.namespace, &req.msg)).await;
                     // The requester may have gone (connection closed); nothing to do then.
                     let _ = req.reply.send(reply);
                 })
@@ -190,33 +221,34 @@ impl Core {
         .detach();
     }
 
-    /// Hands the names of bins a successful write may have created to the node's registry,
-    /// once per name per core.
-    fn note_bin_names(&self, ns: usize, msg: &Message) {
-        use apogee_wire::msg::{particle, OpType};
-        let mut seen = self.seen_bins.borrow_mut();
-        for op in &msg.ops {
-            let creates = match op.op_type {
-                OpType::WRITE => op.particle_type != particle::NULL,
-                t => matches!(
-                    t,
-                    OpType::INCR
-                        | OpType::APPEND
-                        | OpType::PREPEND
-                        | OpType::CDT_MODIFY
-                        | OpType::BIT_MODIFY
-                        | OpType::HLL_MODIFY
-                        | OpType::EXP_MODIFY
-                ),
-            };
-            if creates
-                && !op.name.is_empty()
-                && !seen[ns].contains(&op.name)
-                && self.node.bin_names.offer(ns, &op.name)
-            {
-                seen[ns].insert(op.name.clone());
-            }
+    /// Admits the names of bins a write may create to the node's registry before the write
+    /// runs, so every stored name is listed; BIN_NAME (21) when the namespace's quota is full.
+    /// Each core asks once per name: `seen_bins` holds at most the quota per namespace.
+    fn admit_bin_names(&self, ns: usize, msg: &Message) -> Result<(), ResultCode> {
+        let h = &msg.header;
+        if h.info2 & info2::WRITE == 0 || h.info2 & info2::DELETE != 0 {
+            return Ok(());
         }
+        let mut seen = self.seen_bins.borrow_mut();
+        let fresh: Vec<&[u8]> = msg
+            .ops
+            .iter()
+            .filter(|op| crate::bin_names::may_create(op) && !seen[ns].contains(&op.name))
+            .map(|op| op.name.as_slice())
+            .collect();
+        // A request the command refuses anyway (a name too long...) must take no place.
+        if fresh.is_empty() || command::validate(msg).is_err() {
+            return Ok(());
+        }
+        let namespace = &self.node.config.namespaces[ns].name;
+        if let Err(e) = self.node.bin_names.admit(ns, &fresh, namespace) {
+            if let Some(n) = self.node.logs.bin_name_quota.allow() {
+                tracing::warn!(error = %e, writes = n, "write refused: bin-name quota reached");
+            }
+            return Err(ResultCode::BinName);
+        }
+        seen[ns].extend(fresh.into_iter().map(<[u8]>::to_vec));
+        Ok(())
     }
 
     /// Closes this core's latency windows every `WINDOW_SECS`, for `latencies:`.
@@ -226,8 +258,9 @@ impl Core {
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(std::time::Duration::from_secs(latency::WINDOW_SECS)).await;
-                for per_ns in &node.latency {
-                    per_ns[shard]
+                node.batch_latency[shard].close_window();
+                for ns in &node.namespaces {
+                    ns.latency[shard]
                         .iter()
                         .for_each(latency::Histogram::close_window);
                 }
@@ -236,8 +269,11 @@ impl Core {
         .detach();
     }
 
-    /// Accepts connections until `stop` fires, then flushes every store.
+    /// Accepts connections until `stop` fires, then flushes every store. A connection over
+    /// `proto-fd-max` is accepted and closed at once, so the listen queue never fills with
+    /// clients waiting for a slot; a failing accept (out of file descriptors) backs off.
     pub async fn serve(self: Rc<Self>, listener: TcpListener, stop: flume::Receiver<()>) {
+        let max = self.node.config.proto_fd_max;
         loop {
             let accepted = future::or(async { Some(listener.accept().await) }, async {
                 let _ = stop.recv_async().await;
@@ -246,16 +282,35 @@ impl Core {
             .await;
             match accepted {
                 None => break,
-                Some(Ok(stream)) => {
-                    let core = self.clone();
-                    glommio::spawn_local(connection::serve(core, stream)).detach();
-                }
+                Some(Ok(stream)) => match self.node.connections.admit(max) {
+                    Some(admitted) => {
+                        let core = self.clone();
+                        glommio::spawn_local(connection::serve(core, stream, admitted)).detach();
+                    }
+                    None => {
+                        drop(stream);
+                        if let Some(n) = self.logs.over_proto_fd_max.allow() {
+                            tracing::warn!(
+                                proto_fd_max = max,
+                                refused = n,
+                                "refusing client connections: proto-fd-max connections are open"
+                            );
+                        }
+                    }
+                },
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                    if let Some(n) = self.logs.accept_failed.allow() {
+                        tracing::warn!(error = %e, failures = n, "accept failed");
+                    }
+                    glommio::timer::sleep(ACCEPT_RETRY_BACKOFF).await;
                 }
             }
         }
+        self.flush_and_stop().await;
+    }
+
+    /// Flushes every store's write buffers before the core exits.
+    pub async fn flush_and_stop(&self) {
         for store in &self.stores {
             if let Err(e) = store.flush_all().await {
                 tracing::error!(shard = self.shard, error = %e, "final flush failed");

@@ -2,22 +2,37 @@
 //! route and tend, plus namespace and node statistics.
 //!
 //! Owns the text of every info value. Every reply line is `<command>\t<value>\n`, in request
-//! order; a value never contains a tab or newline. It must never change data.
+//! order; neither the echoed command nor the value contains a tab or newline. A reply is never
+//! longer than [`INFO_REPLY_BYTES_MAX`]. It must never change data.
 
-use apogee_wire::info::{parse_request, InfoCommand, INFO_REQUEST_BYTES_MAX};
+use std::borrow::Cow;
+
+use apogee_wire::info::{parse_request, InfoCommand, INFO_COMMANDS_MAX, INFO_REQUEST_BYTES_MAX};
 use apogee_wire::PARTITION_COUNT;
-use base64::Engine as _;
 
 use crate::node::Node;
 
 /// The Aerospike server version Apogee reports; it selects the clients' modern formats (§9.8).
 pub const BUILD: &str = "8.0.0.0";
 
-/// The ownership bitmap of a node that owns every partition, base64 (684 characters).
-fn all_partitions_bitmap() -> String {
-    let bits = vec![0xFFu8; PARTITION_COUNT as usize / 8];
-    base64::engine::general_purpose::STANDARD.encode(bits)
-}
+/// Most bytes of one info reply. Fits a full `bins` of several namespaces (65,535 names are
+/// about 1 MiB) with room to spare; without it one 50 KB request of `bins\n` over 70,000 names
+/// built a 1.83 GB reply. Aerospike (8.1.2.0) has no bound: 100,000 `replicas` there give a
+/// 140 MB reply.
+pub const INFO_REPLY_BYTES_MAX: usize = 16 << 20;
+
+/// The value of a command whose answer does not fit in what is left of the reply.
+const REPLY_FULL: &str = "ERROR:4:info reply over 16777216 bytes";
+
+/// The value of a command that contains a tab. Aerospike echoes such a command as received,
+/// which breaks the reply's framing (`node\tx` gets `node\tx\tERROR:4:unrecognized command`).
+const TAB_IN_COMMAND: &str = "ERROR:4:tab in info command";
+
+// Room is kept for a `REPLY_FULL` line for every command, so the whole request's worth must
+// fit in a reply.
+const _: () = assert!(
+    INFO_REQUEST_BYTES_MAX + INFO_COMMANDS_MAX * (REPLY_FULL.len() + 2) < INFO_REPLY_BYTES_MAX
+);
 
 /// A namespace's configuration as `key=value;...`, with Aerospike's key names; the dynamic
 /// settings as they are now (after any set-config).
@@ -25,12 +40,9 @@ fn namespace_config(node: &Node, i: usize) -> String {
     use apogee_engine::tuning::Setting;
     use std::sync::atomic::Ordering::Relaxed;
     let ns = &node.config.namespaces[i];
-    let live = &node.live[i];
-    let tunings = node
-        .tunings
-        .lock()
-        .expect("set-config never panics holding the lock");
-    let get = |s: Setting, configured: u64| tunings[i].first().map_or(configured, |t| t.get(s));
+    let live = &node.namespaces[i].live;
+    let shards = node.namespaces[i].shards();
+    let get = |s: Setting, configured: u64| shards.first().map_or(configured, |h| h.tuning.get(s));
     format!(
         "replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
@@ -56,28 +68,26 @@ fn namespace_config(node: &Node, i: usize) -> String {
 fn sets(node: &Node, args: &str) -> String {
     let mut want = args.split('/').filter(|a| !a.is_empty());
     let (want_ns, want_set) = (want.next(), want.next());
-    let all = node
-        .set_stats
-        .lock()
-        .expect("registration never panics holding the lock");
     let mut out = Vec::new();
     for (i, ns) in node.config.namespaces.iter().enumerate() {
         if want_ns.is_some_and(|w| w != ns.name) {
             continue;
         }
         let mut totals: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
-        for shard in &all[i] {
-            for (name, n) in shard.snapshot() {
+        for shard in node.namespaces[i].shards().iter() {
+            for (name, n) in shard.set_stats.snapshot() {
                 *totals.entry(name).or_default() += n;
             }
         }
+        let truncated = node.namespaces[i].truncated().clone();
         for (name, objects) in totals {
+            let truncate_lut = truncated.sets.get(&name).copied().unwrap_or(0);
             let name = String::from_utf8_lossy(&name);
             if want_set.is_some_and(|w| w != name) {
                 continue;
             }
             out.push(format!(
-                "ns={}:set={name}:objects={objects}:tombstones=0:truncate_lut=0:sindexes=0:index_populating=false:disable-eviction=false:enable-index=false:stop-writes-count=0",
+                "ns={}:set={name}:objects={objects}:tombstones=0:truncate_lut={truncate_lut}:sindexes=0:index_populating=false:disable-eviction=false:enable-index=false:stop-writes-count=0",
                 ns.name
             ));
         }
@@ -92,18 +102,28 @@ fn sets(node: &Node, args: &str) -> String {
     s
 }
 
-/// `latencies:[hist={ns}-read|{ns}-write]`: per namespace and kind, the last window's ops/sec
-/// and the percentages of requests over 1, 8 and 64 ms, summed over every core.
+/// `latencies:[hist=batch-index|{ns}-read|{ns}-write|{ns}-batch-sub-read|{ns}-batch-sub-write]`:
+/// per namespace and kind (and for whole batches), the last window's ops/sec and the
+/// percentages of requests over 1, 8 and 64 ms, summed over every core.
 fn latencies(node: &Node, cmd: &InfoCommand<'_>) -> String {
     let wanted = cmd.param("hist");
     let mut parts = Vec::new();
+    if wanted.is_none_or(|w| w == "batch-index") {
+        let windows: Vec<_> = node
+            .batch_latency
+            .iter()
+            .map(crate::latency::Histogram::last_window)
+            .collect();
+        parts.push(format!("batch-index:{}", crate::latency::summary(&windows)));
+    }
     for (i, ns) in node.config.namespaces.iter().enumerate() {
-        for (kind, label) in [(0, "read"), (1, "write")] {
+        for (kind, label) in crate::latency::KIND_LABELS.iter().enumerate() {
             let name = format!("{{{}}}-{label}", ns.name);
             if wanted.is_some_and(|w| w != name) {
                 continue;
             }
-            let windows: Vec<_> = node.latency[i]
+            let windows: Vec<_> = node.namespaces[i]
+                .latency
                 .iter()
                 .map(|h| h[kind].last_window())
                 .collect();
@@ -174,15 +194,12 @@ fn set_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
     if changes.is_empty() {
         return "ERROR:4:set-config needs a <parameter>=<value>".into();
     }
-    let tunings = node
-        .tunings
-        .lock()
-        .expect("set-config never panics holding the lock");
+    let namespace = &node.namespaces[i];
     for c in changes {
         match c {
-            Change::DefaultTtl(v) => node.live[i].default_ttl.store(v, Relaxed),
-            Change::MaxRecordSize(v) => node.live[i].max_record_size.store(v, Relaxed),
-            Change::Engine(s, v) => tunings[i].iter().for_each(|t| t.set(s, v)),
+            Change::DefaultTtl(v) => namespace.live.default_ttl.store(v, Relaxed),
+            Change::MaxRecordSize(v) => namespace.live.max_record_size.store(v, Relaxed),
+            Change::Engine(s, v) => namespace.shards().iter().for_each(|h| h.tuning.set(s, v)),
         }
     }
     tracing::info!(command = cmd.raw, "set-config applied");
@@ -195,7 +212,7 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
     Some(format!(
         "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
          expired_objects={};evicted_objects={};data_used_bytes={};data_total_bytes={};data_used_pct={};\
-         index_used_bytes={};{};cache_hits={};device_reads={}",
+         index_used_bytes={};effective_replication_factor={};{};cache_hits={};device_reads={}",
         s.objects,
         s.shadows,
         s.bad_records,
@@ -207,6 +224,7 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         s.total_bytes,
         (s.used_bytes * 100).checked_div(s.total_bytes).unwrap_or(0),
         s.index_bytes,
+        node.partitions.replica_count(i),
         namespace_config(node, i),
         s.cache_hits,
         s.device_reads
@@ -218,11 +236,14 @@ fn get_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
     let cfg = &node.config;
     match cmd.param("context").unwrap_or("service") {
         "service" => format!(
-            "cluster-name=null;service-threads={};address={};port={};data-dir={}",
+            "cluster-name=null;service-threads={};address={};port={};data-dir={};proto-fd-max={};\
+             proto-fd-idle-ms={}",
             cfg.cores,
             cfg.address,
             cfg.port,
-            cfg.data_dir.display()
+            cfg.data_dir.display(),
+            cfg.proto_fd_max,
+            cfg.proto_fd_idle_ms
         ),
         "namespace" => {
             let Some(id) = cmd.param("id") else {
@@ -237,17 +258,45 @@ fn get_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
     }
 }
 
-fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
+/// `bins` and `bins/<ns>`: the names each namespace has seen; `REPLY_FULL` when longer than
+/// `room` bytes.
+fn bins(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
+    let names: Vec<String> = node
+        .config
+        .namespaces
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    let only = match cmd.args {
+        "" => None,
+        ns => match node.config.namespace_index(ns.as_bytes()) {
+            Some(i) => Some(i),
+            None => return "ERROR:20:namespace not found".into(),
+        },
+    };
+    node.bin_names
+        .describe(&names, only, room)
+        .unwrap_or_else(|_| REPLY_FULL.into())
+}
+
+/// The answer to one command; `room` is how many bytes its value may take, which only the
+/// commands whose values can be long look at (the caller checks every value).
+fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
     let cfg = &node.config;
     let ns_names = || cfg.namespaces.iter().map(|n| n.name.as_str());
     let per_ns = |f: &dyn Fn(&str) -> String| ns_names().map(f).collect::<Vec<_>>().join(";");
+    let per_ns_index = |f: &dyn Fn(usize) -> String| {
+        let each = ns_names().enumerate().map(|(i, n)| format!("{n}:{}", f(i)));
+        each.collect::<Vec<_>>().join(";")
+    };
     let service = format!("{}:{}", cfg.address, cfg.port);
     match cmd.name {
         "node" => node.name.clone(),
         "build" => BUILD.into(),
         "version" => format!("Apogee {} (Aerospike protocol, build {BUILD})", env!("CARGO_PKG_VERSION")),
         "edition" => "Apogee".into(),
-        "partition-generation" | "peers-generation" | "rebalance-generation" => "1".into(),
+        "partition-generation" => node.partitions.generation().to_string(),
+        "peers-generation" | "rebalance-generation" => "1".into(),
         "cluster-name" => "null".into(),
         "partitions" => PARTITION_COUNT.to_string(),
         "peers-clear-std" | "peers-clear-alt" | "peers-tls-std" | "peers-tls-alt" => {
@@ -255,18 +304,9 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
         }
         "service" | "service-clear-std" | "service-clear-alt" => service,
         "services" | "services-alumni" | "service-tls-std" | "service-tls-alt" => String::new(),
-        "replicas" => {
-            let bm = all_partitions_bitmap();
-            per_ns(&|n| format!("{n}:0,1,{bm}"))
-        }
-        "replicas-all" => {
-            let bm = all_partitions_bitmap();
-            per_ns(&|n| format!("{n}:1,{bm}"))
-        }
-        "replicas-master" => {
-            let bm = all_partitions_bitmap();
-            per_ns(&|n| format!("{n}:{bm}"))
-        }
+        "replicas" => per_ns_index(&|i| node.partitions.replicas_value(i)),
+        "replicas-all" => per_ns_index(&|i| node.partitions.replicas_all_value(i)),
+        "replicas-master" => per_ns_index(&|i| node.partitions.replicas_master_value(i).into()),
         "rack-ids" => per_ns(&|n| format!("{n}:0")),
         "namespaces" => ns_names().collect::<Vec<_>>().join(";"),
         "namespace" => {
@@ -277,7 +317,12 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
             let objects: u64 = (0..cfg.namespaces.len())
                 .map(|i| node.namespace_stats(i).objects)
                 .sum();
-            format!("cluster_size=1;objects={objects};cores={}", cfg.cores)
+            format!(
+                "cluster_size=1;objects={objects};cores={};shards_poisoned={};{}",
+                cfg.cores,
+                node.poisoned_shards.load(std::sync::atomic::Ordering::Relaxed),
+                node.connections.describe()
+            )
         }
         "features" => "peers;replicas;replicas-all;replicas-master;pipelining;float;geo;batch-any;pscans;query-show".into(),
         "user-agent-set" | "status" => "ok".into(),
@@ -285,35 +330,72 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>) -> String {
         "set-config" => set_config(node, cmd),
         "latencies" => latencies(node, cmd),
         "sets" => sets(node, cmd.args),
-        "bins" => {
-            let names: Vec<String> = cfg.namespaces.iter().map(|n| n.name.clone()).collect();
-            node.bin_names.describe(&names)
-        }
-        _ => "ERROR:4:unrecognized command".into(),
+        "bins" => bins(node, cmd, room),
+        _ => crate::truncate::answer(node, cmd)
+            .unwrap_or_else(|| "ERROR:4:unrecognized command".into()),
     }
 }
 
-/// Answers a whole info request body.
+/// Answers a whole info request body: a line per command, or one `ERROR:4:...` line when the
+/// request is refused whole (too long, too many commands, not UTF-8, empty).
 pub fn answer(node: &Node, body: &[u8]) -> String {
-    if body.len() > INFO_REQUEST_BYTES_MAX {
-        return format!("ERROR:4:info request over {INFO_REQUEST_BYTES_MAX} bytes\n");
-    }
-    let Ok(cmds) = parse_request(body) else {
-        return "ERROR:4:info request is not valid UTF-8\n".into();
+    let cmds = match parse_request(body) {
+        Ok(cmds) if cmds.is_empty() => return "ERROR:4:empty info request\n".into(),
+        Ok(cmds) => cmds,
+        Err(e) => {
+            if let Some(n) = node.logs.info_refused.allow() {
+                tracing::warn!(error = %e, requests = n, "info request refused");
+            }
+            return format!("ERROR:4:{e}\n");
+        }
     };
-    if cmds.is_empty() {
-        return "ERROR:4:empty info request\n".into();
-    }
+    let full_line = |c: &InfoCommand<'_>| c.raw.len() + 2 + REPLY_FULL.len();
+    // Bytes kept for the `REPLY_FULL` lines of the commands not yet answered, so every command
+    // gets a line and the reply still ends within the bound.
+    let mut kept: usize = cmds.iter().map(full_line).sum();
     let mut out = String::new();
     for c in &cmds {
-        let value = answer_one(node, c);
-        debug_assert!(!value.contains(['\t', '\n']));
-        out.push_str(c.raw);
+        kept -= full_line(c);
+        let echo = echo(c.raw);
+        let room = INFO_REPLY_BYTES_MAX - out.len() - kept - echo.len() - 2;
+        let value = if c.raw.contains('\t') {
+            TAB_IN_COMMAND.into()
+        } else {
+            answer_one(node, c, room)
+        };
+        let value = if value.len() > room {
+            if let Some(n) = node.logs.info_reply_full.allow() {
+                tracing::warn!(command = %echo, bytes = value.len(), room,
+                    info_reply_bytes_max = INFO_REPLY_BYTES_MAX, commands = n,
+                    "info value over the reply's bound: answered with an error");
+            }
+            REPLY_FULL.into()
+        } else {
+            value
+        };
+        // Byte searches: std's memchr keeps this cheap in debug builds over a 16 MiB reply.
+        debug_assert!(
+            !value.as_bytes().contains(&b'\t') && !value.as_bytes().contains(&b'\n'),
+            "{}: {value}",
+            c.raw
+        );
+        out.push_str(&echo);
         out.push('\t');
         out.push_str(&value);
         out.push('\n');
     }
+    debug_assert_eq!(kept, 0);
+    debug_assert!(out.len() <= INFO_REPLY_BYTES_MAX);
     out
+}
+
+/// A command as echoed before its value: a tab would end the echo early, so it becomes a space.
+fn echo(raw: &str) -> Cow<'_, str> {
+    if raw.contains('\t') {
+        Cow::Owned(raw.replace('\t', " "))
+    } else {
+        Cow::Borrowed(raw)
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +442,8 @@ mod tests {
         assert!(a.starts_with("get-config:context=namespace;id=test\treplication-factor=1;"));
         assert!(a.contains(";default-ttl=0;") && a.contains(";write-block-size=1048576;"));
         assert!(answer(&n, b"get-config\n").contains("service-threads="));
+        assert!(answer(&n, b"get-config:context=service\n")
+            .ends_with(";proto-fd-max=15000;proto-fd-idle-ms=0\n"));
         assert!(answer(&n, b"get-config:context=namespace;id=nope\n").contains("ERROR:20"));
         assert!(answer(&n, b"get-config:context=namespace\n").contains("ERROR:4"));
         assert!(answer(&n, b"get-config:context=xdr\n").contains("ERROR:4"));
@@ -370,12 +454,15 @@ mod tests {
         let n = node();
         assert_eq!(
             answer(&n, b"latencies:\n"),
-            "latencies:\t{test}-read:msec,0.0,0.00,0.00,0.00;{test}-write:msec,0.0,0.00,0.00,0.00\n"
+            "latencies:\tbatch-index:msec,0.0,0.00,0.00,0.00;\
+             {test}-read:msec,0.0,0.00,0.00,0.00;{test}-write:msec,0.0,0.00,0.00,0.00;\
+             {test}-batch-sub-read:msec,0.0,0.00,0.00,0.00;\
+             {test}-batch-sub-write:msec,0.0,0.00,0.00,0.00\n"
         );
         for ms in [0, 3, 20] {
-            n.latency[0][0][1].record(std::time::Duration::from_millis(ms));
+            n.namespaces[0].latency[0][1].record(std::time::Duration::from_millis(ms));
         }
-        n.latency[0][0][1].close_window();
+        n.namespaces[0].latency[0][1].close_window();
         assert_eq!(
             answer(&n, b"latencies:hist={test}-write\n"),
             "latencies:hist={test}-write\t{test}-write:msec,0.3,66.67,33.33,0.00\n"
@@ -392,7 +479,7 @@ mod tests {
             "set-config:context=namespace;id=test;default-ttl=60\tok\n"
         );
         assert!(get(&n).contains(";default-ttl=60;"));
-        assert_eq!(n.live[0].limits().default_ttl, 60);
+        assert_eq!(n.namespaces[0].live.limits().default_ttl, 60);
         // One bad value in a request changes nothing.
         let bad = answer(
             &n,
@@ -426,5 +513,87 @@ mod tests {
             let a = answer(&n, format!("{req}\n").as_bytes());
             assert!(a.contains(want), "{req}: {a}");
         }
+    }
+
+    #[test]
+    fn reply_full_names_the_bound() {
+        assert!(REPLY_FULL.ends_with(&format!(" {INFO_REPLY_BYTES_MAX} bytes")));
+    }
+
+    #[test]
+    fn requests_refused_whole_get_one_error_line() {
+        let n = node();
+        let many = "replicas\n".repeat(INFO_COMMANDS_MAX + 1);
+        assert_eq!(
+            answer(&n, many.as_bytes()),
+            format!("ERROR:4:info request over {INFO_COMMANDS_MAX} commands\n")
+        );
+        let huge = "replicas\n".repeat(INFO_REQUEST_BYTES_MAX / 9 + 1);
+        assert_eq!(
+            answer(&n, huge.as_bytes()),
+            format!("ERROR:4:info request over {INFO_REQUEST_BYTES_MAX} bytes\n")
+        );
+        assert_eq!(answer(&n, b"\n\n"), "ERROR:4:empty info request\n");
+        // The most commands allowed are all answered.
+        let most = "replicas\n".repeat(INFO_COMMANDS_MAX);
+        let a = answer(&n, most.as_bytes());
+        assert_eq!(a.lines().count(), INFO_COMMANDS_MAX);
+        assert!(a.lines().all(|l| l.starts_with("replicas\ttest:0,1,")));
+    }
+
+    #[test]
+    fn a_tab_in_a_command_keeps_the_framing() {
+        let n = node();
+        assert_eq!(
+            answer(&n, b"node\tx\nbuild\n\tnode\n"),
+            "node x\tERROR:4:tab in info command\nbuild\t8.0.0.0\n node\tERROR:4:tab in info command\n"
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut_off_at_the_reply_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let overrides = Overrides {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let n = Node::new(Config::load(None, &overrides).unwrap(), vec![]);
+        let names: Vec<Vec<u8>> = (0..crate::bin_names::BIN_NAMES_MAX)
+            .map(|i| format!("bin-{i:010}").into_bytes())
+            .collect();
+        for chunk in names.chunks(4096) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            n.bin_names.admit(0, &refs, "test").unwrap();
+        }
+        let one = answer(&n, b"bins\n");
+        assert!(one.starts_with("bins\ttest:bin_names=65535,bin_names_quota=65535,bin-0000000000,"));
+        assert_eq!(one.matches(',').count(), 65_536);
+        let per_ns = answer(&n, b"bins/test\n");
+        assert_eq!(
+            per_ns.strip_prefix("bins/test\t"),
+            one.strip_prefix("bins\ttest:")
+        );
+        assert_eq!(
+            answer(&n, b"bins/nope\n"),
+            "bins/nope\tERROR:20:namespace not found\n"
+        );
+        // Nearly 1 MiB each: the first 16 or so fit, the rest are refused, each on its own
+        // line, and the commands after them are still answered.
+        let req = format!("{}build\n", "bins\n".repeat(INFO_COMMANDS_MAX - 1));
+        let started = std::time::Instant::now();
+        let a = answer(&n, req.as_bytes());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(a.len() <= INFO_REPLY_BYTES_MAX, "{}", a.len());
+        let lines: Vec<&str> = a.lines().collect();
+        assert_eq!(lines.len(), INFO_COMMANDS_MAX);
+        let whole = lines.iter().filter(|l| **l == one.trim_end()).count();
+        let refused = lines
+            .iter()
+            .filter(|l| **l == format!("bins\t{REPLY_FULL}"))
+            .count();
+        let fit = INFO_REPLY_BYTES_MAX / one.len();
+        assert!((fit - 1..=fit).contains(&whole), "{whole} of {fit}");
+        assert_eq!(whole + refused, INFO_COMMANDS_MAX - 1);
+        assert_eq!(lines.last(), Some(&"build\t8.0.0.0"));
     }
 }

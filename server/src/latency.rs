@@ -1,5 +1,5 @@
 //! Request latency histograms for the `latencies:` info command: per namespace, per kind of
-//! command (read, write), per core, in power-of-two millisecond buckets, as Aerospike reports
+//! command (read, write, batch rows) and for whole batches (`batch-index`), per core, in power-of-two millisecond buckets, as Aerospike reports
 //! them (`{ns}-read:msec,<ops/sec>,<% over 1 ms>,<% over 8 ms>,<% over 64 ms>`).
 //!
 //! The core that accepted a request records it (no core writes another's histogram); a
@@ -27,7 +27,15 @@ pub struct Histogram {
 pub enum Kind {
     Read = 0,
     Write = 1,
+    /// A batch row that reads (Aerospike's `batch-sub-read`), recorded by the owning core.
+    BatchSubRead = 2,
+    /// A batch row that writes or deletes (`batch-sub-write`).
+    BatchSubWrite = 3,
 }
+
+/// Kinds per namespace, and their names in `latencies:`, in Aerospike's order.
+pub const KINDS: usize = 4;
+pub const KIND_LABELS: [&str; KINDS] = ["read", "write", "batch-sub-read", "batch-sub-write"];
 
 pub fn bucket_of(elapsed: Duration) -> usize {
     let ms = elapsed.as_millis() as u64;

@@ -4,16 +4,24 @@
 //! runtime. With no arguments it serves namespace `test` on 127.0.0.1:3000 with data under
 //! `./apogee-data`.
 
+mod admission;
+mod batch;
 mod bin_names;
 mod command;
 mod config;
 mod connection;
 mod core;
+mod dispatch;
+mod exclusive;
 mod info;
 mod latency;
+mod log_limit;
+mod namespace;
 mod node;
+mod partition;
 mod preflight;
 mod runtime;
+mod truncate;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -65,7 +73,7 @@ fn main() -> ExitCode {
         cores: args.cores,
         data_dir: args.data_dir,
     };
-    let config = match config::Config::load(args.config.as_deref(), &overrides) {
+    let mut config = match config::Config::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("apogee: configuration error: {e}");
@@ -79,6 +87,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    config.proto_fd_max =
+        match preflight::fit_file_limit(config.proto_fd_max, config.proto_fd_max_set, config.cores)
+        {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("apogee: cannot start: {e}");
+                return ExitCode::from(1);
+            }
+        };
     tracing::info!(kernel = %host.kernel, memlock_kib = host.memlock_bytes / 1024, "host checks passed");
     match runtime::run(config, &host) {
         Ok(()) => ExitCode::SUCCESS,

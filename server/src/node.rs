@@ -1,12 +1,12 @@
 //! What every core of the node shares, read-only after start: the configuration, the node
-//! name, the channels into each shard and each shard's counters.
+//! name, the partition table, the channels into each shard and each namespace's shared state.
 //!
 //! Shared through an `Arc` across cores; nothing in it is mutated on the data path except the
 //! per-shard atomic counters. It must never hold a lock.
 
 use std::sync::Arc;
 
-use apogee_engine::stats::{ShardStats, StatsSnapshot};
+use apogee_engine::stats::StatsSnapshot;
 use apogee_wire::msg::Message;
 
 use crate::config::Config;
@@ -22,67 +22,53 @@ pub struct ShardRequest {
     pub reply: flume::Sender<Vec<u8>>,
 }
 
+/// Work handed to the core that owns it.
+pub enum ShardWork {
+    /// One keyed command.
+    Keyed(ShardRequest),
+    /// The rows of one batch that this shard owns.
+    Batch(crate::batch::ShardBatch),
+}
+
 /// The node-wide shared state.
 pub struct Node {
     pub config: Config,
     /// Node name reported by `node`: the 64-bit node id in upper-case hex.
     pub name: String,
+    /// Where every partition lives: which nodes, which local shard.
+    pub partitions: crate::partition::PartitionTable,
     /// `inboxes[shard]` delivers to that shard's core.
-    pub inboxes: Vec<flume::Sender<ShardRequest>>,
-    /// `stats[namespace][shard]`.
-    pub stats: Vec<Vec<Arc<ShardStats>>>,
-    /// `live[namespace]`: the command-layer settings `set-config` may change.
-    pub live: Vec<NamespaceLive>,
-    /// `tunings[namespace]`: each shard store's live engine settings, registered as the cores
-    /// open them. Locked only by startup and `set-config`, never on the data path.
-    pub tunings: std::sync::Mutex<Vec<Vec<Arc<apogee_engine::tuning::Tuning>>>>,
-    /// `set_stats[namespace]`: each shard's per-set object counts, registered like `tunings`.
-    pub set_stats: std::sync::Mutex<Vec<Vec<Arc<apogee_engine::sets::SetStats>>>>,
+    pub inboxes: Vec<flume::Sender<ShardWork>>,
+    /// `namespaces[i]` is the namespace configured `i`-th.
+    pub namespaces: Vec<crate::namespace::Namespace>,
     /// The bin names each namespace has seen, for `bins`.
     pub bin_names: Arc<crate::bin_names::BinNames>,
-    /// `latency[namespace][shard][kind]`: written by the core that accepted the request.
-    pub latency: Vec<Vec<[crate::latency::Histogram; 2]>>,
-}
-
-/// Namespace settings read by every write, changeable at run time: atomics, read `Relaxed`.
-#[derive(Debug)]
-pub struct NamespaceLive {
-    pub default_ttl: std::sync::atomic::AtomicU32,
-    pub max_record_size: std::sync::atomic::AtomicUsize,
-}
-
-impl NamespaceLive {
-    pub fn new(ns: &crate::config::NamespaceConfig) -> NamespaceLive {
-        NamespaceLive {
-            default_ttl: ns.default_ttl.into(),
-            max_record_size: ns.max_record_size.into(),
-        }
-    }
-
-    pub fn limits(&self) -> crate::command::WriteLimits {
-        use std::sync::atomic::Ordering::Relaxed;
-        crate::command::WriteLimits {
-            default_ttl: self.default_ttl.load(Relaxed),
-            max_record_size: self.max_record_size.load(Relaxed),
-        }
-    }
+    /// Shards whose writes panicked and that now refuse writes, for `statistics`.
+    pub poisoned_shards: std::sync::atomic::AtomicU64,
+    /// Rate limits of repeated node-wide log lines (info and bin-name limits).
+    pub logs: crate::log_limit::NodeLogLimits,
+    /// Client connection counts, for `proto-fd-max` and `statistics`.
+    pub connections: Arc<crate::admission::ConnectionStats>,
+    /// `batch_latency[shard]`: whole batches, written by the core that accepted the batch.
+    pub batch_latency: Vec<crate::latency::Histogram>,
 }
 
 impl Node {
     /// A node over `config` with fresh counters and settings, for the runtime and tests.
-    pub fn new(config: Config, inboxes: Vec<flume::Sender<ShardRequest>>) -> Node {
-        let stats = config
-            .namespaces
-            .iter()
-            .map(|_| (0..config.cores).map(|_| Arc::default()).collect())
-            .collect();
+    pub fn new(config: Config, inboxes: Vec<flume::Sender<ShardWork>>) -> Node {
+        let name = Node::compute_name(&config);
+        let id = u64::from_str_radix(&name, 16).expect("compute_name prints hex");
         Node {
-            name: Node::compute_name(&config),
+            partitions: crate::partition::PartitionTable::single_node(
+                id,
+                u32::try_from(config.cores).expect("core count fits u32"),
+                config.namespaces.len(),
+            ),
+            name,
             inboxes,
-            stats,
-            live: config.namespaces.iter().map(NamespaceLive::new).collect(),
-            tunings: std::sync::Mutex::new(vec![Vec::new(); config.namespaces.len()]),
-            set_stats: std::sync::Mutex::new(vec![Vec::new(); config.namespaces.len()]),
+            namespaces: (config.namespaces.iter())
+                .map(|ns| crate::namespace::Namespace::new(ns, config.cores))
+                .collect(),
             bin_names: crate::bin_names::BinNames::open(
                 &config.data_dir,
                 &config
@@ -91,23 +77,33 @@ impl Node {
                     .map(|n| n.name.clone())
                     .collect::<Vec<_>>(),
             ),
-            latency: config
-                .namespaces
-                .iter()
-                .map(|_| (0..config.cores).map(|_| Default::default()).collect())
-                .collect(),
+            connections: Arc::default(),
+            logs: Default::default(),
+            poisoned_shards: Default::default(),
+            batch_latency: (0..config.cores).map(|_| Default::default()).collect(),
             config,
         }
     }
 
-    /// The shard that owns a partition: `p % cores`.
+    /// Reads every namespace's truncate file (`<data-dir>/truncate-<namespace>`); an
+    /// unreadable or malformed file stops the start, naming the file and line.
+    pub fn load_truncated(&mut self) -> Result<(), String> {
+        use apogee_engine::shard::truncate::Truncated;
+        for (i, ns) in self.config.namespaces.iter().enumerate() {
+            let t = Truncated::load(&Truncated::path(&self.config.data_dir, &ns.name))
+                .map_err(|e| e.to_string())?;
+            *self.namespaces[i].truncated() = t;
+        }
+        Ok(())
+    }
+
+    /// The local shard that serves a partition (the partition table's answer).
     pub fn shard_of(&self, partition: u16) -> usize {
-        partition as usize % self.config.cores
+        self.partitions.shard_of(partition)
     }
 
     pub fn namespace_stats(&self, ns: usize) -> StatsSnapshot {
-        let snaps: Vec<_> = self.stats[ns].iter().map(|s| s.snapshot()).collect();
-        StatsSnapshot::sum(&snaps)
+        self.namespaces[ns].stats_snapshot()
     }
 
     /// A stable node id: the same address, port and data directory give the same name.

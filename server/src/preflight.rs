@@ -31,6 +31,57 @@ pub enum PreflightError {
     },
     #[error("io_uring_setup failed: {0}")]
     UringOther(std::io::Error),
+    #[error("proto-fd-max = {proto_fd_max} needs a file limit (ulimit -n) of at least {need}, but this process may open only {have} files: raise it (`ulimit -n {need}`, or LimitNOFILE= in a systemd unit) or lower proto-fd-max")]
+    FileLimitTooLow {
+        proto_fd_max: usize,
+        need: u64,
+        have: u64,
+    },
+}
+
+/// Descriptors kept for everything but client connections: data files, io_uring rings and
+/// their eventfds, the listener, logs; per node and per core.
+const FILES_RESERVED_BASE: u64 = 256;
+const FILES_RESERVED_PER_CORE: u64 = 32;
+
+/// The `proto-fd-max` this node can honour: the configured value when the file limit
+/// (raised to its hard limit first) leaves room for it beside the reserve; the default is
+/// lowered to fit, with a warning, while a value the user chose is refused.
+pub fn fit_file_limit(
+    proto_fd_max: usize,
+    chosen: bool,
+    cores: usize,
+) -> Result<usize, PreflightError> {
+    let have = raise_limit(libc::RLIMIT_NOFILE);
+    fit_connections(proto_fd_max, chosen, cores, have)
+}
+
+fn fit_connections(
+    proto_fd_max: usize,
+    chosen: bool,
+    cores: usize,
+    have: u64,
+) -> Result<usize, PreflightError> {
+    let reserved = FILES_RESERVED_BASE + FILES_RESERVED_PER_CORE * cores as u64;
+    let need = proto_fd_max as u64 + reserved;
+    if need <= have {
+        return Ok(proto_fd_max);
+    }
+    if chosen || have <= reserved {
+        return Err(PreflightError::FileLimitTooLow {
+            proto_fd_max,
+            need,
+            have,
+        });
+    }
+    let lowered = (have - reserved) as usize;
+    tracing::warn!(
+        file_limit = have,
+        proto_fd_max = lowered,
+        "the file limit (ulimit -n) is below what the default proto-fd-max needs: serving at most \
+         {lowered} client connections; raise the limit for more"
+    );
+    Ok(lowered)
 }
 
 /// Parses "6.18.44-foo" into (6, 18).
@@ -47,14 +98,14 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-/// Raises the soft memlock limit to the hard one and returns the resulting soft limit in bytes.
-fn raise_memlock() -> u64 {
+/// Raises a soft resource limit to the hard one and returns the resulting soft limit.
+fn raise_limit(resource: libc::__rlimit_resource_t) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+    if unsafe { libc::getrlimit(resource, &mut lim) } != 0 {
         return 0;
     }
     if lim.rlim_cur < lim.rlim_max {
@@ -63,7 +114,7 @@ fn raise_memlock() -> u64 {
             rlim_max: lim.rlim_max,
         };
         // SAFETY: setrlimit reads the struct we own.
-        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
+        if unsafe { libc::setrlimit(resource, &raised) } == 0 {
             lim.rlim_cur = lim.rlim_max;
         }
     }
@@ -91,7 +142,7 @@ pub fn check(cores: usize) -> Result<HostReport, PreflightError> {
             return Err(PreflightError::UringDisabled(v));
         }
     }
-    let memlock_bytes = raise_memlock();
+    let memlock_bytes = raise_limit(libc::RLIMIT_MEMLOCK);
     if version < (5, 12) {
         let need = RING_MEMLOCK_BYTES_PER_CORE * cores as u64;
         if memlock_bytes < need {
@@ -135,6 +186,23 @@ mod tests {
         assert_eq!(parse_kernel_version("5.4.0-1-generic"), Some((5, 4)));
         assert_eq!(parse_kernel_version("garbage"), None);
         assert!(parse_kernel_version("5.4.0").unwrap() < KERNEL_MIN);
+    }
+
+    #[test]
+    fn connections_fit_the_file_limit() {
+        let reserved = FILES_RESERVED_BASE + FILES_RESERVED_PER_CORE * 2;
+        assert_eq!(fit_connections(100, true, 2, 100 + reserved).unwrap(), 100);
+        let e = fit_connections(100, true, 2, 99 + reserved).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("proto-fd-max = 100 needs a file limit"),
+            "{e}"
+        );
+        assert_eq!(
+            fit_connections(15_000, false, 2, 1024).unwrap(),
+            1024 - reserved as usize
+        );
+        assert!(fit_connections(15_000, false, 2, reserved).is_err());
     }
 
     #[test]

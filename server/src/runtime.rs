@@ -5,10 +5,12 @@
 //! Owns the threads. It must never let a core fail silently: a core that cannot start, or that
 //! exits early, stops the whole node with an error.
 
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_lite::future;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -16,6 +18,7 @@ use signal_hook::iterator::Signals;
 
 use crate::config::Config;
 use crate::core::Core;
+use crate::exclusive;
 use crate::node::{Node, SHARD_INBOX_CAPACITY};
 use crate::preflight::HostReport;
 
@@ -23,6 +26,8 @@ use crate::preflight::HostReport;
 /// unregistered buffers when registration fails, so this only saves a warning).
 const IO_MEMORY_BYTES_MAX: usize = 10 << 20;
 const IO_MEMORY_BYTES_MIN: usize = 256 << 10;
+/// While shards recover, a progress line this often.
+const RECOVERY_PROGRESS_LOG_SECS: u64 = 5;
 
 /// Sent by a core when it stops, for whatever reason (a drop guard, so panics count too).
 struct ExitNotice(flume::Sender<usize>, usize);
@@ -105,24 +110,81 @@ fn rehome_if_needed(config: &Config) -> Result<(), String> {
         .map_err(|e| format!("re-homing stopped: {e}"))?
 }
 
+/// Waits for every core to report its shards recovered, logging progress every
+/// [`RECOVERY_PROGRESS_LOG_SECS`] seconds meanwhile.
+fn wait_until_recovered(
+    ready_rx: &flume::Receiver<Result<usize, String>>,
+    cores: usize,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut recovered = 0;
+    while recovered < cores {
+        match ready_rx.recv_timeout(Duration::from_secs(RECOVERY_PROGRESS_LOG_SECS)) {
+            Ok(Ok(_)) => recovered += 1,
+            Ok(Err(e)) => return Err(e),
+            Err(flume::RecvTimeoutError::Timeout) => tracing::info!(
+                recovered_cores = recovered,
+                cores,
+                elapsed_secs = started.elapsed().as_secs(),
+                "recovering: the service port opens once every core's shards have recovered"
+            ),
+            Err(flume::RecvTimeoutError::Disconnected) => {
+                return Err("a core exited during start-up".into())
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts listening and hands each core its own descriptor of the one listening socket.
+fn open_port(
+    port: exclusive::PortReservation,
+    listeners: &[flume::Sender<OwnedFd>],
+) -> Result<(), String> {
+    let listener = port.listen().map_err(|e| e.to_string())?;
+    for tx in listeners {
+        let fd = listener
+            .try_clone()
+            .map_err(|e| format!("cannot share the listening socket between cores: {e}"))?;
+        tx.send(OwnedFd::from(fd))
+            .map_err(|_| "a core exited during start-up".to_string())?;
+    }
+    Ok(())
+}
+
 /// Runs the node until SIGTERM or SIGINT; returns an error if any core fails.
 pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
+    // Exclusive first: a second server on the same data or port must change nothing.
+    let data_paths: Vec<_> = config
+        .namespaces
+        .iter()
+        .flat_map(|ns| ns.extents.iter().flatten().map(|e| e.path.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let _locks = exclusive::lock_data(&config.data_dir, &data_paths).map_err(|e| e.to_string())?;
+    let port = exclusive::reserve_port(config.address, config.port).map_err(|e| e.to_string())?;
     rehome_if_needed(&config)?;
     let cores = config.cores;
     let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores)
         .map(|_| flume::bounded(SHARD_INBOX_CAPACITY))
         .unzip();
-    let node = Arc::new(Node::new(config, inbox_txs));
+    let mut node = Node::new(config, inbox_txs);
+    node.load_truncated()?;
+    let node = Arc::new(node);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let io_memory =
         (host.memlock_bytes as usize / cores / 2).clamp(IO_MEMORY_BYTES_MIN, IO_MEMORY_BYTES_MAX);
     let (ready_tx, ready_rx) = flume::bounded::<Result<usize, String>>(cores);
     let (exit_tx, exit_rx) = flume::bounded::<usize>(cores);
     let mut stops = Vec::new();
+    let mut listeners = Vec::new();
     let mut handles = Vec::new();
     for (shard, inbox) in inbox_rxs.into_iter().enumerate() {
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         stops.push(stop_tx);
+        let (listener_tx, listener_rx) = flume::bounded::<OwnedFd>(1);
+        listeners.push(listener_tx);
         let node = node.clone();
         let ready = ready_tx.clone();
         let exit = ExitNotice(exit_tx.clone(), shard);
@@ -144,18 +206,22 @@ pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
                         return;
                     }
                 };
-                let addr = (node.config.address, node.config.port);
-                let listener = match TcpListener::bind(addr) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ =
-                            ready.send(Err(format!("cannot listen on {}:{}: {e}", addr.0, addr.1)));
-                        return;
-                    }
-                };
                 core.spawn_inbox(inbox);
                 core.spawn_latency_ticker();
                 let _ = ready.send(Ok(shard));
+                // The node listens only once every shard has recovered; until then this core
+                // serves forwarded requests (none arrive) and waits for its listener.
+                let listener = future::or(async { listener_rx.recv_async().await.ok() }, async {
+                    let _ = stop_rx.recv_async().await;
+                    None
+                })
+                .await;
+                let Some(fd) = listener else {
+                    core.flush_and_stop().await;
+                    return;
+                };
+                // SAFETY: `fd` is a listening socket the runtime duplicated for this core only.
+                let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
                 core.serve(listener, stop_rx).await;
             })
             .map_err(|e| format!("cannot start core {shard}: {e}"))?;
@@ -167,20 +233,10 @@ pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
             let _ = s.try_send(());
         }
     };
-    let mut failure = None;
-    for _ in 0..cores {
-        match ready_rx.recv() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                failure = Some(e);
-                break;
-            }
-            Err(_) => {
-                failure = Some("a core exited during start-up".into());
-                break;
-            }
-        }
-    }
+    // Every shard has recovered: only now may clients connect.
+    let failure = wait_until_recovered(&ready_rx, cores)
+        .and_then(|()| open_port(port, &listeners))
+        .err();
     if let Some(e) = failure {
         stop_all(&stops);
         for h in handles {

@@ -27,9 +27,21 @@ def info(port, cmds):
     body = cmds.encode()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(struct.pack(">Q", (2 << 56) | (1 << 48) | len(body)) + body)
-        head = s.recv(8, socket.MSG_WAITALL)
+        head = recv_exactly(s, 8)
         size = struct.unpack(">Q", head)[0] & 0xFFFFFFFFFFFF
-        return s.recv(size, socket.MSG_WAITALL).decode()
+        return recv_exactly(s, size).decode()
+
+
+def recv_exactly(sock, size):
+    """`size` bytes from `sock`: MSG_WAITALL alone may return short on a socket with a
+    timeout, so loop."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {size} bytes")
+        data += chunk
+    return bytes(data)
 
 
 class Apogee:

@@ -25,6 +25,8 @@ pub enum DecodeError {
     BadLength { what: &'static str, len: u32 },
     #[error("compressed frame does not inflate to the type-3 frame its header declares")]
     BadCompression,
-    #[error("{0} trailing bytes after the last op")]
+    #[error("{0} trailing bytes after the last op or batch row")]
     TrailingBytes(usize),
+    #[error("batch row {0} repeats a previous row but is the first")]
+    BatchRepeatFirst(u32),
 }

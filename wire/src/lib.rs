@@ -5,6 +5,7 @@
 //! what a command means: the server decides semantics, this crate only decodes and encodes.
 //! Every decoder is total: malformed input returns a [`DecodeError`], never a panic.
 
+pub mod batch;
 pub mod compression;
 pub mod digest;
 pub mod error;

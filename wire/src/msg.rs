@@ -91,6 +91,8 @@ impl FieldType {
     pub const SET: FieldType = FieldType(1);
     pub const KEY: FieldType = FieldType(2);
     pub const DIGEST: FieldType = FieldType(4);
+    pub const BATCH_INDEX: FieldType = FieldType(41);
+    pub const BATCH_INDEX_WITH_SET: FieldType = FieldType(42);
     pub const FILTER_EXP: FieldType = FieldType(43);
 }
 
@@ -161,13 +163,30 @@ pub struct Message {
     pub ops: Vec<Op>,
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+pub(crate) struct Cursor<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Cursor<'a> {
+        Cursor { bytes, pos: 0 }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let have = self.bytes.len() - self.pos;
         if n > have {
             return Err(DecodeError::Truncated {
@@ -181,19 +200,66 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         let b = self.take(4, what)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
+/// Reads `n_fields` fields then `n_ops` ops (spec §3.1, §4.1) at the cursor.
+pub(crate) fn read_fields_and_ops(
+    c: &mut Cursor,
+    n_fields: u16,
+    n_ops: u16,
+) -> Result<(Vec<Field>, Vec<Op>), DecodeError> {
+    // Counts come from the wire: cap preallocation by what the bytes could possibly hold.
+    let remaining = c.remaining();
+    let mut fields = Vec::with_capacity((n_fields as usize).min(remaining / 5));
+    for _ in 0..n_fields {
+        let field_sz = c.u32("field size")?;
+        if field_sz == 0 {
+            return Err(DecodeError::BadLength {
+                what: "field",
+                len: field_sz,
+            });
+        }
+        let data = c.take(field_sz as usize, "field data")?;
+        fields.push(Field {
+            field_type: FieldType(data[0]),
+            data: data[1..].to_vec(),
+        });
+    }
+    let mut ops = Vec::with_capacity((n_ops as usize).min(remaining / 8));
+    for _ in 0..n_ops {
+        let op_sz = c.u32("op size")?;
+        if op_sz < 4 {
+            return Err(DecodeError::BadLength {
+                what: "op",
+                len: op_sz,
+            });
+        }
+        let data = c.take(op_sz as usize, "op data")?;
+        let name_len = data[3] as usize;
+        if 4 + name_len > data.len() {
+            return Err(DecodeError::BadLength {
+                what: "op bin name",
+                len: name_len as u32,
+            });
+        }
+        ops.push(Op {
+            op_type: OpType(data[0]),
+            particle_type: data[1],
+            name: data[4..4 + name_len].to_vec(),
+            value: data[4 + name_len..].to_vec(),
+        });
+    }
+    Ok((fields, ops))
+}
+
 impl Message {
     /// Decodes exactly one message that fills `body` (a single-record request).
     pub fn decode(body: &[u8]) -> Result<Message, DecodeError> {
-        let mut c = Cursor {
-            bytes: body,
-            pos: 0,
-        };
+        let mut c = Cursor::new(body);
         let h = c.take(MSG_HEADER_BYTES, "message header")?;
         if h[0] as usize != MSG_HEADER_BYTES {
             return Err(DecodeError::BadHeaderSize(h[0]));
@@ -211,47 +277,7 @@ impl Message {
             n_fields: u16::from_be_bytes([h[18], h[19]]),
             n_ops: u16::from_be_bytes([h[20], h[21]]),
         };
-        // Counts come from the wire: cap preallocation by what the body could possibly hold.
-        let remaining = body.len() - MSG_HEADER_BYTES;
-        let mut fields = Vec::with_capacity((header.n_fields as usize).min(remaining / 5));
-        for _ in 0..header.n_fields {
-            let field_sz = c.u32("field size")?;
-            if field_sz == 0 {
-                return Err(DecodeError::BadLength {
-                    what: "field",
-                    len: field_sz,
-                });
-            }
-            let data = c.take(field_sz as usize, "field data")?;
-            fields.push(Field {
-                field_type: FieldType(data[0]),
-                data: data[1..].to_vec(),
-            });
-        }
-        let mut ops = Vec::with_capacity((header.n_ops as usize).min(remaining / 8));
-        for _ in 0..header.n_ops {
-            let op_sz = c.u32("op size")?;
-            if op_sz < 4 {
-                return Err(DecodeError::BadLength {
-                    what: "op",
-                    len: op_sz,
-                });
-            }
-            let data = c.take(op_sz as usize, "op data")?;
-            let name_len = data[3] as usize;
-            if 4 + name_len > data.len() {
-                return Err(DecodeError::BadLength {
-                    what: "op bin name",
-                    len: name_len as u32,
-                });
-            }
-            ops.push(Op {
-                op_type: OpType(data[0]),
-                particle_type: data[1],
-                name: data[4..4 + name_len].to_vec(),
-                value: data[4 + name_len..].to_vec(),
-            });
-        }
+        let (fields, ops) = read_fields_and_ops(&mut c, header.n_fields, header.n_ops)?;
         if c.pos != body.len() {
             return Err(DecodeError::TrailingBytes(body.len() - c.pos));
         }

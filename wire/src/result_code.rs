@@ -13,6 +13,8 @@ pub enum ResultCode {
     BinExists = 6,
     OutOfSpace = 8,
     Timeout = 9,
+    /// The partition is not served by this node (AS_ERR_UNAVAILABLE).
+    PartitionUnavailable = 11,
     IncompatibleType = 12,
     RecordTooBig = 13,
     KeyBusy = 14,

@@ -53,6 +53,8 @@ pub struct Media {
     block_bytes: u64,
     /// Blocks each extent holds (`None`: the default layout's file, which grows as needed).
     blocks_per_extent: Option<u32>,
+    /// The filesystem refused `fallocate` (EOPNOTSUPP): the file grows as blocks are written.
+    reserve_unsupported: std::cell::Cell<bool>,
 }
 
 struct Extent {
@@ -200,6 +202,7 @@ impl Media {
                 ram: Some(RefCell::new(Vec::new())),
                 block_bytes: bs,
                 blocks_per_extent: None,
+                reserve_unsupported: Default::default(),
             });
         }
         let (specs, blocks_per_extent) = if cfg.extents.is_empty() {
@@ -262,11 +265,76 @@ impl Media {
             ram: cfg.memory.then(|| RefCell::new(Vec::new())),
             block_bytes: bs,
             blocks_per_extent,
+            reserve_unsupported: Default::default(),
         })
     }
 
     pub fn extent_count(&self) -> usize {
         self.extents.len()
+    }
+
+    /// Whether the blocks live in the shard's own file, which grows on a filesystem it shares
+    /// (the default layout): then the store reserves space before it uses a block.
+    pub fn grows(&self) -> bool {
+        self.blocks_per_extent.is_none() && self.extents.len() == 1 && self.ram.is_none()
+    }
+
+    /// Bytes the filesystem holding the shard's own file has free for unprivileged writers
+    /// (`statvfs`'s `f_bavail`), on the blocking thread. Only for a file that [`grows`].
+    ///
+    /// [`grows`]: Media::grows
+    pub async fn fs_free_bytes(&self) -> std::io::Result<u64> {
+        assert!(self.grows(), "only a shard's own file reads its filesystem");
+        let writer = Arc::clone(&self.extents[0].writer);
+        glommio::executor()
+            .spawn_blocking(move || {
+                // SAFETY: fstatvfs writes into the zeroed struct we own; the descriptor is
+                // kept open by `writer`.
+                let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+                if unsafe { libc::fstatvfs(writer.as_raw_fd(), &mut st) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(st.f_bavail.saturating_mul(st.f_frsize))
+            })
+            .await
+    }
+
+    /// Makes the file hold `bytes` of space from virtual offset `v` on (`fallocate`, which
+    /// also extends the file: the range reads as zeros, so recovery sees free blocks), on the
+    /// blocking thread. Only for a file that [`grows`]. Fails with ENOSPC (see [`no_space`])
+    /// when the filesystem cannot hold it. A filesystem that cannot reserve (EOPNOTSUPP: some
+    /// network or FUSE ones) is warned about once and then not asked again: its file grows as
+    /// blocks are written, and an ENOSPC comes from a write, which the store retries.
+    ///
+    /// [`grows`]: Media::grows
+    pub async fn reserve(&self, v: u64, bytes: u64) -> std::io::Result<()> {
+        assert!(self.grows(), "only a shard's own file is reserved");
+        if self.reserve_unsupported.get() {
+            return Ok(());
+        }
+        let (e_idx, at) = self.locate(v);
+        let writer = Arc::clone(&self.extents[e_idx].writer);
+        let (at, len) = (
+            libc::off_t::try_from(at).map_err(std::io::Error::other)?,
+            libc::off_t::try_from(bytes).map_err(std::io::Error::other)?,
+        );
+        let result = glommio::executor()
+            .spawn_blocking(move || {
+                // SAFETY: a plain syscall on a descriptor `writer` keeps open.
+                if unsafe { libc::fallocate(writer.as_raw_fd(), 0, at, len) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+            .await;
+        match result {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                tracing::warn!(path = %self.extents[e_idx].path, "the filesystem cannot reserve space (fallocate): a full filesystem is noticed only when a write fails");
+                self.reserve_unsupported.set(true);
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Blocks the extents can hold at most (`None`: the default layout, limited by filesize).
@@ -474,6 +542,17 @@ impl Media {
     pub async fn sync_all(&self) -> Result<(), (String, std::io::Error)> {
         self.sync(&vec![true; self.extents.len()]).await
     }
+}
+
+/// Whether an I/O error means the filesystem (or the user's quota) is full: the store then
+/// answers out-of-space and keeps the write to retry, instead of failing the shard. Errors
+/// that passed through glommio keep only their kind, so the kind counts too.
+pub fn no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
 }
 
 /// Where block slot `local` of the region at `start` begins: after the region's header page.

@@ -7,6 +7,7 @@ pub mod media;
 mod read_ring;
 pub mod space;
 pub mod store;
+pub mod truncate;
 
 pub use media::ExtentConfig;
 pub use store::{CommitTicket, InjectedFault, ShardStore, StoreConfig};

@@ -9,6 +9,14 @@
 //! record in it has a durable copy elsewhere and its header on disk is zero; after any device
 //! error the shard refuses all writes (reads of data already indexed keep working). It must
 //! never acknowledge a write whose bytes are not durable when `commit-to-device` is on.
+//!
+//! A full filesystem is not a device error: the default layout's file reserves (`fallocate`)
+//! its blocks ahead of use, so a full filesystem stops growth — client writes get
+//! out-of-space while deletes and defragmentation use the headroom the file keeps (see
+//! `space`). An ENOSPC that still reaches a write or sync (a block taken on a stale look at
+//! the filesystem, a configured file, a filesystem that cannot reserve) leaves the block in
+//! memory to be written again, answers out-of-space, and refuses client writes until a flush
+//! succeeds; it never fails the shard.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -37,8 +45,12 @@ use crate::record::{
     RecordHeader, RECORD_FIXED_BYTES,
 };
 use crate::recovery;
-use crate::shard::media::{ExtentConfig, Media};
-use crate::shard::space::{BlockInfo, BlockTable, BlockUse};
+use crate::shard::media::{no_space, ExtentConfig, Media};
+use crate::shard::space::{
+    client_room_blocks, BlockInfo, BlockTable, BlockUse, Claim, Growth, GrowthWanted,
+    HEADROOM_BLOCKS,
+};
+use crate::shard::truncate::{self, TruncatePoints, Truncated};
 use crate::stats::ShardStats;
 use crate::tuning::{Setting, Tuning};
 
@@ -56,6 +68,10 @@ const SPARE_BYTES_MAX: usize = 16 << 20;
 const STAGING_BYTES_MAX: usize = 64 << 10;
 /// A read that finds its record moved by defragmentation mid-read tries again this often.
 const READ_ATTEMPTS_MAX: usize = 4;
+/// How often the defragmenter looks at the filesystem's free space (one `statvfs`), so
+/// stop-writes follows space used or freed by others and a file that could not grow for
+/// lack of space grows once there is some again.
+const SPACE_CHECK_PERIOD_MS: u64 = 250;
 
 /// Proof of an append: the log position the device must reach for that record to be durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,10 +129,10 @@ pub struct StoreConfig {
     pub memory: bool,
 }
 
-struct State {
-    index: Index,
+pub(super) struct State {
+    pub(super) index: Index,
     shadows: Shadows,
-    table: BlockTable,
+    pub(super) table: BlockTable,
     /// Front: oldest block not yet wholly durable; back: the open block. Never empty.
     blocks: VecDeque<WriteBlock>,
     next_sequence: u64,
@@ -131,6 +147,12 @@ struct State {
     written_lsn: u64,
     /// Extents written since their last fdatasync (by write-behind without sync).
     unsynced: Vec<bool>,
+    /// Why the last write or sync ran out of filesystem space, until a flush succeeds: client
+    /// writes are refused meanwhile (deletes and defragmentation go on).
+    no_space: Option<String>,
+    /// Out-of-space write or sync failures so far, so a flush can tell that one of the
+    /// write-behinds it waited for failed.
+    no_space_events: u64,
     /// Buffers of retired blocks, for the next blocks to fill (at most SPARE_BUFFERS_MAX).
     spare_buffers: Vec<Box<[Page]>>,
     /// Where a record is encoded before it is streamed into its block (≤ STAGING_BYTES_MAX).
@@ -142,11 +164,11 @@ struct State {
 pub struct ShardStore {
     /// Itself, for the write-behind flushes it starts when a block fills.
     me: std::rc::Weak<ShardStore>,
-    cfg: StoreConfig,
+    pub(super) cfg: StoreConfig,
     path: String,
     media: Media,
-    state: RefCell<State>,
-    cache: RefCell<RecordCache>,
+    pub(super) state: RefCell<State>,
+    pub(super) cache: RefCell<RecordCache>,
     /// One flush at a time; writers queued behind it share the next one (group commit).
     flush_lock: Semaphore,
     /// Permits for the tasks waiting on write-behinds, given as each finishes.
@@ -155,10 +177,16 @@ pub struct ShardStore {
     write_waiters: Cell<u64>,
     /// One defragmentation pass at a time.
     defrag_lock: Semaphore,
+    /// A growth of the file (reserving blocks) is under way: one at a time.
+    growing: Cell<bool>,
+    /// The last growth failed for lack of filesystem space.
+    fs_full: Cell<bool>,
     flushes: Cell<u64>,
     blocks_defragged: Cell<u64>,
     fault: Cell<Option<InjectedFault>>,
-    stats: Arc<ShardStats>,
+    pub(super) stats: Arc<ShardStats>,
+    /// The namespace's and sets' truncate cut-offs as this shard's set ids see them.
+    pub(super) truncate: Arc<TruncatePoints>,
     /// The settings `set-config` may change while the store runs.
     tuning: Arc<Tuning>,
 }
@@ -248,6 +276,8 @@ pub struct RecoveryReport {
     pub bad_records: u64,
     pub corrupt_blocks: u64,
     pub objects: u64,
+    /// Records skipped because a truncate cut them off.
+    pub truncated: u64,
     pub elapsed_ms: u64,
 }
 
@@ -258,10 +288,62 @@ pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ 
     }
 }
 
+/// Reserves up to `want` blocks of `block_bytes` in the file from virtual offset `from` on:
+/// all at once, or, when that fails, one at a time, so a full filesystem still grants what
+/// fits; returns how many were reserved and the error that stopped it (see `no_space`).
+async fn reserve_blocks(
+    media: &Media,
+    from: u64,
+    block_bytes: u64,
+    want: u64,
+) -> (u64, Option<std::io::Error>) {
+    if want > 1 && media.reserve(from, want * block_bytes).await.is_ok() {
+        return (want, None);
+    }
+    for n in 0..want {
+        if let Err(e) = media.reserve(from + n * block_bytes, block_bytes).await {
+            return (n, Some(e));
+        }
+    }
+    (want, None)
+}
+
+/// Clears the store's growth flag when the growth ends, however it ends.
+struct GrowingGuard<'a>(&'a Cell<bool>);
+
+impl Drop for GrowingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// Why a block write or sync did not land.
+enum WriteFault {
+    /// The filesystem is full: the bytes stay in memory and are written again later.
+    NoSpace(String),
+    /// Anything else: the shard stops accepting writes.
+    Failed(String),
+}
+
+impl WriteFault {
+    fn of(e: &std::io::Error, what: String) -> WriteFault {
+        if no_space(e) {
+            WriteFault::NoSpace(format!("{what}: {e}"))
+        } else {
+            WriteFault::Failed(format!("{what}: {e}"))
+        }
+    }
+}
+
 impl ShardStore {
     /// The shard's per-set object counts, for the `sets` info command.
     pub fn set_stats(&self) -> Arc<crate::sets::SetStats> {
         self.state.borrow().index.set_stats()
+    }
+
+    /// The shard's truncate cut-offs, for the `truncate` info commands.
+    pub fn truncate_points(&self) -> Arc<TruncatePoints> {
+        self.truncate.clone()
     }
 
     /// The store's live settings, for `set-config`.
@@ -274,12 +356,28 @@ impl ShardStore {
         cfg: StoreConfig,
         stats: Arc<ShardStats>,
     ) -> Result<(Rc<ShardStore>, RecoveryReport), StoreError> {
+        Self::open_truncated(cfg, stats, &Truncated::default()).await
+    }
+
+    /// [`ShardStore::open`], skipping the records `truncated` cuts off, so that a truncate
+    /// survives a restart.
+    pub async fn open_truncated(
+        cfg: StoreConfig,
+        stats: Arc<ShardStats>,
+        truncated: &Truncated,
+    ) -> Result<(Rc<ShardStore>, RecoveryReport), StoreError> {
         assert!(cfg.shard < cfg.shard_count);
         assert!(cfg.block_bytes.is_multiple_of(IO_ALIGN_BYTES));
         assert!((1..100).contains(&cfg.defrag_lwm_pct));
         let media = Media::open(&cfg).await?;
         let path_s = media.describe();
-        let (state, report) = Self::recover(&cfg, &media, &path_s).await?;
+        let (mut state, mut report) = Self::recover(&cfg, &media, &path_s).await?;
+        let truncate = Arc::new(TruncatePoints::default());
+        report.truncated = truncate::skip_truncated(&mut state, &truncate, truncated);
+        report.objects = state.index.len() as u64;
+        if media.grows() && cfg.shard == 0 && cfg.file_bytes_max > 0 {
+            Self::warn_if_filesize_does_not_fit(&cfg, &media, state.table.span_bytes()).await;
+        }
         stats.add_bad_records(report.bad_records);
         stats.set_objects(report.objects);
         stats.set_shadows(state.shadows.len() as u64);
@@ -303,12 +401,43 @@ impl ShardStore {
             write_done: Semaphore::new(0),
             write_waiters: Cell::new(0),
             defrag_lock: Semaphore::new(1),
+            growing: Cell::new(false),
+            fs_full: Cell::new(false),
             flushes: Cell::new(0),
             blocks_defragged: Cell::new(0),
             fault: Cell::new(None),
             stats,
+            truncate,
         });
+        // Recovery's open block came out of the headroom: refill it before serving.
+        store.grow_file().await;
         Ok((store, report))
+    }
+
+    /// Logs a warning when the filesystem cannot hold the namespace's `filesize`: the files
+    /// grow only as data comes, so the server starts, but client writes will stop with
+    /// out-of-space once the filesystem fills, well before `filesize`. Shard 0 speaks for the
+    /// namespace, assuming the other shards' files are as large as its own.
+    async fn warn_if_filesize_does_not_fit(cfg: &StoreConfig, media: &Media, span_bytes: u64) {
+        let fs_free = match media.fs_free_bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(dir = %cfg.dir.display(), error = %e, "cannot read the filesystem's free space");
+                return;
+            }
+        };
+        let shards = u64::from(cfg.shard_count);
+        let growth_bytes = cfg.file_bytes_max.saturating_sub(span_bytes) * shards;
+        if growth_bytes > fs_free {
+            tracing::warn!(
+                namespace = %cfg.namespace,
+                dir = %cfg.dir.display(),
+                filesize_bytes = cfg.file_bytes_max * shards,
+                fs_free_bytes = fs_free,
+                "filesize is more than the filesystem has free: writes will stop with out-of-space \
+                 (result 8) when it fills, before filesize; lower filesize or free space"
+            );
+        }
     }
 
     /// Rebuilds the index: reads every block header, replays the blocks in sequence order
@@ -340,7 +469,12 @@ impl ShardStore {
                 u32::try_from(cfg.file_bytes_max.saturating_sub(first) / bs).unwrap_or(u32::MAX)
             })
         });
-        let mut table = BlockTable::new(first, bs, capacity);
+        let growth = if media.grows() {
+            Growth::Reserved
+        } else {
+            Growth::OnDemand
+        };
+        let mut table = BlockTable::new(first, bs, capacity, growth);
         let mut report = RecoveryReport::default();
         // Pass 1: headers, to learn each block's sequence number. Many reads in flight at
         // once (glommio's ordered bulk I/O), one stream per extent: on an SSD this pass is
@@ -504,25 +638,67 @@ impl ShardStore {
             }
         }
         if !to_zero.is_empty() {
+            let mut zeroed = Ok(());
             for &k in &to_zero {
-                media.zero_header(table.base_of(k)).await.map_err(io)?;
-            }
-            media.sync_all().await.map_err(|(_, e)| io(e))?;
-            for &k in &to_zero {
-                if table.info(k).state == BlockUse::Sealed {
-                    table.release(k);
+                zeroed = media.zero_header(table.base_of(k)).await;
+                if zeroed.is_err() {
+                    break;
                 }
             }
+            if zeroed.is_ok() {
+                zeroed = media.sync_all().await.map_err(|(_, e)| e);
+            }
+            match zeroed {
+                Ok(()) => {
+                    for &k in &to_zero {
+                        if table.info(k).state == BlockUse::Sealed {
+                            table.release(k);
+                        }
+                    }
+                }
+                // Rewriting a header page needs no new space on a filesystem that updates in
+                // place; where it does, the empty blocks stay sealed and defragmentation
+                // frees them once there is space: the store must still start and serve.
+                Err(e) if no_space(&e) => {
+                    tracing::warn!(path, error = %e, "filesystem full: empty blocks are freed later");
+                }
+                Err(e) => return Err(io(e)),
+            }
         }
-        let open_idx = table
-            .allocate(max_sequence + 1)
-            .ok_or(StoreError::OutOfSpace {
-                shard: cfg.shard,
-                reason: format!(
-                    "{path} has no free block for new writes within {} bytes; raise filesize",
-                    cfg.file_bytes_max
+        if media.grows() {
+            // The open block comes out of the free blocks: reserve one beyond the headroom.
+            let fs_free = media.fs_free_bytes().await.map_err(io)?;
+            table.set_fs_room(client_room_blocks(fs_free, cfg.shard_count, bs));
+            let want = table.growth_wanted();
+            let want = want.unreserved + want.headroom + u64::from(want.headroom > 0);
+            let want = want.min(table.capacity_left_blocks());
+            let (n, err) = reserve_blocks(media, table.reserved_end(), bs, want).await;
+            table.reserved(n);
+            match err {
+                Some(e) if no_space(&e) => tracing::warn!(
+                    path,
+                    free_blocks = table.free_count(),
+                    error = %e,
+                    "filesystem full: the data file cannot reserve its free blocks; client \
+                     writes answer out-of-space until space is freed"
                 ),
-            })?;
+                Some(e) => return Err(io(e)),
+                None => {}
+            }
+        }
+        // A full filesystem and no free block in the file (one written before blocks were
+        // reserved) still opens a block, unreserved: its writes answer out-of-space and are
+        // retried until there is space again, and reads are served meanwhile.
+        let open_idx =
+            table
+                .allocate(max_sequence + 1, Claim::Open)
+                .ok_or(StoreError::OutOfSpace {
+                    shard: cfg.shard,
+                    reason: format!(
+                        "{path} has no free block for new writes within {} bytes; raise filesize",
+                        cfg.file_bytes_max
+                    ),
+                })?;
         let open = WriteBlock::new(
             table.base_of(open_idx),
             BlockHeader {
@@ -544,6 +720,8 @@ impl ShardStore {
             durable_lsn: 0,
             written_lsn: 0,
             unsynced: Vec::new(),
+            no_space: None,
+            no_space_events: 0,
             spare_buffers: Vec::new(),
             staging: Vec::new(),
             failed: None,
@@ -595,7 +773,9 @@ impl ShardStore {
     pub fn meta(&self, digest: &Digest) -> Option<IndexEntry> {
         let st = self.state.borrow();
         let e = st.index.get(digest)?;
-        (!clock::is_expired(e.meta.void_time, clock::now_secs())).then_some(e)
+        let gone = clock::is_expired(e.meta.void_time, clock::now_secs())
+            || self.truncate.is_truncated(e.meta.last_update_ms, e.set_id);
+        (!gone).then_some(e)
     }
 
     /// Reads the newest live version of a record: from the cache, from a write block still in
@@ -748,27 +928,48 @@ impl ShardStore {
                 max: self.record_bytes_max(),
             });
         }
-        if !record.tombstone {
+        let claim = if record.tombstone {
+            Claim::Delete
+        } else {
             self.check_stop_writes()?;
-        }
+            Claim::Client
+        };
         let ticket = self.append_bytes(
             Incoming::Record(record),
             record.digest,
             record.meta,
             record.tombstone,
+            claim,
         )?;
         self.stats.count_write();
         Ok(ticket)
     }
 
     /// Refuses client writes (deletes still pass) while live data fills `stop-writes-used-pct`
-    /// of the capacity or fewer than `stop-writes-avail-pct` of the blocks are available; the
-    /// reserve left is what defragmentation needs to free space again.
+    /// of the capacity, fewer than `stop-writes-avail-pct` of the blocks or no more than the
+    /// headroom are available, or the last write ran out of filesystem space; the reserve
+    /// left is what deletes and defragmentation need to free space again. The capacity of
+    /// the default layout's file is what the filesystem can hold now (see `space`).
     fn check_stop_writes(&self) -> Result<(), StoreError> {
         let st = self.state.borrow();
+        if let Some(reason) = &st.no_space {
+            return Err(StoreError::OutOfSpace {
+                shard: self.cfg.shard,
+                reason: format!(
+                    "the filesystem is full ({reason}); writes resume once a flush succeeds"
+                ),
+            });
+        }
         let Some(capacity) = st.table.capacity_blocks() else {
             return Ok(());
         };
+        let available = st.table.available_blocks();
+        if available <= HEADROOM_BLOCKS {
+            return Err(StoreError::OutOfSpace {
+                shard: self.cfg.shard,
+                reason: self.full_reason(&st.table),
+            });
+        }
         let capacity = u64::from(capacity.max(1));
         let used_pct = st.table.live_total() * 100 / (capacity * self.cfg.block_bytes as u64);
         let avail_pct = st.table.available_blocks() * 100 / capacity;
@@ -786,6 +987,23 @@ impl ShardStore {
         Ok(())
     }
 
+    /// Why `table` has no block for a client write (the headroom is all that is left).
+    fn full_reason(&self, table: &BlockTable) -> String {
+        let left = table.capacity_left_blocks();
+        if left == 0 {
+            format!(
+                "every block of the data file is in use (filesize {} bytes per core reached)",
+                self.cfg.file_bytes_max
+            )
+        } else {
+            format!(
+                "the filesystem holding {} is nearly full: the last {HEADROOM_BLOCKS} free blocks \
+                 are kept for deletes and defragmentation",
+                self.path
+            )
+        }
+    }
+
     /// Appends a record version: the one place that moves index entries, shadows, cache
     /// entries and block live bytes together. `shadow` says the bytes shadow older versions
     /// (a tombstone or an expired record) rather than being the live version. The record is
@@ -796,6 +1014,7 @@ impl ShardStore {
         digest: Digest,
         meta: crate::record::RecordMeta,
         shadow: bool,
+        claim: Claim,
     ) -> Result<CommitTicket, StoreError> {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
@@ -803,15 +1022,24 @@ impl ShardStore {
         st.index.prefetch(&digest, false);
         self.check_failed(st)?;
         let mut write_behind = None;
+        let mut grow = false;
         let len = incoming.len();
         if !st.blocks.back().expect("open block").fits(len) {
             let sequence = st.next_sequence;
-            let Some(idx) = st.table.allocate(sequence) else {
+            let Some(idx) = st.table.allocate(sequence, claim) else {
+                let reason = match claim {
+                    Claim::Client => self.full_reason(&st.table),
+                    Claim::Delete => "no free block left for deletes: the headroom is used up \
+                                      until defragmentation frees a block"
+                        .into(),
+                    Claim::Defrag | Claim::Open => "no free block left at all".into(),
+                };
                 return Err(StoreError::OutOfSpace {
                     shard: self.cfg.shard,
-                    reason: "every block of the data file is in use (filesize reached)".into(),
+                    reason,
                 });
             };
+            grow = st.table.growth_wanted() != GrowthWanted::default();
             st.next_sequence += 1;
             let last = st.blocks.back_mut().expect("open block");
             last.seal();
@@ -902,6 +1130,11 @@ impl ShardStore {
         if let (Some(base), Some(me)) = (write_behind, self.me.upgrade()) {
             glommio::spawn_local(async move { me.write_behind(base).await }).detach();
         }
+        if grow && !self.growing.get() {
+            if let Some(me) = self.me.upgrade() {
+                glommio::spawn_local(async move { me.grow_file().await }).detach();
+            }
+        }
         Ok(ticket)
     }
 
@@ -946,8 +1179,9 @@ impl ShardStore {
             }
             retire_durable(&mut st);
         }
-        if let Err(reason) = outcome {
-            self.fail(reason);
+        if let Err(fault) = outcome {
+            // Out of space: the block stays in memory, and the next flush writes it again.
+            let _ = self.fault(fault);
         }
         // Every waiter gets a permit and looks again (a spare one is harmless: waiters check
         // their condition before they wait).
@@ -956,7 +1190,7 @@ impl ShardStore {
 
     /// Writes one block's pending pages; the error says what went wrong where. An armed fault
     /// (tests) replaces the device's answer.
-    async fn write_pending(&self, w: PendingWrite, marks: &mut [bool]) -> Result<(), String> {
+    async fn write_pending(&self, w: PendingWrite, marks: &mut [bool]) -> Result<(), WriteFault> {
         let (offset, len) = (w.offset, w.bytes().len());
         let outcome = match self.fault.take() {
             None => self.media.write(w, marks).await,
@@ -966,8 +1200,10 @@ impl ShardStore {
         };
         match outcome {
             Ok(n) if n == len => Ok(()),
-            Ok(n) => Err(format!("short write: {n} of {len} bytes at {offset}")),
-            Err(e) => Err(format!("write at {offset} failed: {e}")),
+            Ok(n) => Err(WriteFault::Failed(format!(
+                "short write: {n} of {len} bytes at {offset}"
+            ))),
+            Err(e) => Err(WriteFault::of(&e, format!("write at {offset} failed"))),
         }
     }
 
@@ -991,12 +1227,14 @@ impl ShardStore {
             .acquire_permit(1)
             .await
             .expect("flush lock semaphore is never closed");
+        let no_space_before;
         let (segments, upto) = {
             let st = self.state.borrow();
             if done(&st) {
                 return Ok(());
             }
             self.check_failed(&st)?;
+            no_space_before = st.no_space_events;
             // A target within the sealed blocks (back-pressure) leaves the open block alone:
             // its partial page would only be written again once it fills. Blocks whose
             // write-behind is under way are waited for below, not written twice.
@@ -1025,27 +1263,46 @@ impl ShardStore {
         });
         let mut extents_written = self.media.written_marks();
         let mut written = Vec::new();
+        let mut first_fault = None;
         for (base, used, outcome, marks) in join_all(writes).await {
             for (all, one) in extents_written.iter_mut().zip(marks) {
                 *all |= one;
             }
             match outcome {
                 Ok(()) => written.push((base, used)),
-                Err(reason) => return Err(self.fail(reason)),
+                Err(fault) => {
+                    first_fault.get_or_insert(fault);
+                }
             }
+        }
+        if let Some(fault) = first_fault {
+            // What did land is not marked durable: the next flush writes it again.
+            mark_unsynced(&mut self.state.borrow_mut(), &extents_written);
+            return Err(self.fault(fault));
         }
         // Every write-behind started before this flush must land too.
         while self.state.borrow().blocks.iter().any(|b| b.writing) {
             self.wait_for_write_behind().await;
         }
-        self.check_failed(&self.state.borrow())?;
+        {
+            let st = self.state.borrow();
+            self.check_failed(&st)?;
+            if st.no_space_events != no_space_before {
+                // A write-behind this flush waited for ran out of space.
+                return Err(StoreError::OutOfSpace {
+                    shard: self.cfg.shard,
+                    reason: st.no_space.clone().unwrap_or_default(),
+                });
+            }
+        }
         if sync {
             let unsynced = std::mem::take(&mut self.state.borrow_mut().unsynced);
             for (mark, was) in extents_written.iter_mut().zip(unsynced) {
                 *mark |= was;
             }
             if let Err((path, e)) = self.media.sync(&extents_written).await {
-                return Err(self.fail(format!("fdatasync of {path} failed: {e}")));
+                mark_unsynced(&mut self.state.borrow_mut(), &extents_written);
+                return Err(self.fault(WriteFault::of(&e, format!("fdatasync of {path} failed"))));
             }
         } else {
             mark_unsynced(&mut self.state.borrow_mut(), &extents_written);
@@ -1061,6 +1318,9 @@ impl ShardStore {
         if sync {
             assert!(upto >= st.durable_lsn, "durable_lsn only grows");
             st.durable_lsn = upto;
+        }
+        if let Some(reason) = st.no_space.take() {
+            tracing::info!(path = %self.path, shard = self.cfg.shard, was = %reason, "writes to the device succeed again: client writes resume");
         }
         retire_durable(&mut st);
         Ok(())
@@ -1080,6 +1340,27 @@ impl ShardStore {
     /// Arms a fault for the next device write (tests only).
     pub fn inject_fault(&self, fault: InjectedFault) {
         self.fault.set(Some(fault));
+    }
+
+    /// Answers a failed write or sync: out of space keeps the shard serving (the bytes stay
+    /// in memory and client writes are refused until a flush succeeds); anything else fails
+    /// the shard.
+    fn fault(&self, fault: WriteFault) -> StoreError {
+        match fault {
+            WriteFault::Failed(reason) => self.fail(reason),
+            WriteFault::NoSpace(reason) => {
+                let mut st = self.state.borrow_mut();
+                if st.no_space.is_none() {
+                    tracing::warn!(path = %self.path, shard = self.cfg.shard, %reason, "filesystem full: client writes answer out-of-space until a flush succeeds");
+                }
+                st.no_space = Some(reason.clone());
+                st.no_space_events += 1;
+                StoreError::OutOfSpace {
+                    shard: self.cfg.shard,
+                    reason,
+                }
+            }
+        }
     }
 
     fn fail(&self, reason: String) -> StoreError {
@@ -1214,8 +1495,13 @@ impl ShardStore {
                 continue;
             }
             let tombstone = Record::tombstone(digest, generation, clock::now_ms());
-            let _ =
-                self.append_bytes(Incoming::Record(&tombstone), digest, tombstone.meta, true)?;
+            let _ = self.append_bytes(
+                Incoming::Record(&tombstone),
+                digest,
+                tombstone.meta,
+                true,
+                Claim::Delete,
+            )?;
             evicted += 1;
         }
         self.stats.add_evicted(evicted as u64);
@@ -1265,9 +1551,14 @@ impl ShardStore {
         let weak = Rc::downgrade(self);
         let tuning = self.tuning.clone();
         glommio::spawn_local(async move {
+            let mut space_checked = Instant::now();
             loop {
                 let pause = Duration::from_micros(tuning.get(Setting::DefragSleep));
                 let Some(store) = weak.upgrade() else { break };
+                if space_checked.elapsed() >= Duration::from_millis(SPACE_CHECK_PERIOD_MS) {
+                    store.tend_space().await;
+                    space_checked = Instant::now();
+                }
                 let outcome = store.defrag_once().await;
                 drop(store);
                 match outcome {
@@ -1281,6 +1572,81 @@ impl ShardStore {
             }
         })
         .detach();
+    }
+
+    /// Looks at the filesystem's free space again and grows the file if it wants to (see
+    /// [`ShardStore::grow_file`]); after an out-of-space write, tries the flush again, so
+    /// client writes resume as soon as there is space.
+    pub async fn tend_space(&self) {
+        self.grow_file().await;
+        if self.state.borrow().no_space.is_some() {
+            if let Err(e) = self.flush_all().await {
+                tracing::debug!(shard = self.cfg.shard, error = %e, "flush still fails");
+            }
+        }
+    }
+
+    /// Brings the default layout's file up to the free blocks its table wants: reads the
+    /// filesystem's free space (which also sets the room client writes have), then reserves
+    /// blocks at the end of the file, the headroom from any space left, blocks ahead of
+    /// client writes only within their room. One growth at a time; nothing for other media.
+    async fn grow_file(&self) {
+        if !self.media.grows() || self.growing.replace(true) {
+            return;
+        }
+        let _growing = GrowingGuard(&self.growing);
+        let bs = self.cfg.block_bytes as u64;
+        let fs_free = match self.media.fs_free_bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %self.path, error = %e, "cannot read the filesystem's free space");
+                return;
+            }
+        };
+        let (want, from) = {
+            let mut st = self.state.borrow_mut();
+            st.table
+                .set_fs_room(client_room_blocks(fs_free, self.cfg.shard_count, bs));
+            let w = st.table.growth_wanted();
+            (
+                w.unreserved + w.headroom + w.ahead.min(st.table.growth_room()),
+                st.table.reserved_end(),
+            )
+        };
+        if want == 0 {
+            return;
+        }
+        let (n, err) = reserve_blocks(&self.media, from, bs, want).await;
+        {
+            let mut st = self.state.borrow_mut();
+            assert_eq!(st.table.reserved_end(), from, "only this growth reserves");
+            // Blocks appended on demand meanwhile lie after `from`: the first `n` reserved
+            // are still the first `n` after it.
+            st.table.reserved(n);
+            if err.is_some() {
+                st.table.set_fs_room(0);
+            }
+        }
+        // Logged when the file stops or starts growing, not at every look.
+        let was_full = self.fs_full.replace(err.as_ref().is_some_and(no_space));
+        match err {
+            None if was_full => {
+                tracing::info!(path = %self.path, "the filesystem has space again: the data file grows")
+            }
+            None => {}
+            Some(e) if no_space(&e) && !was_full => tracing::warn!(
+                path = %self.path,
+                reserved = n,
+                wanted = want,
+                error = %e,
+                "filesystem full: the data file cannot grow; client writes answer \
+                 out-of-space while deletes and defragmentation use its free blocks"
+            ),
+            Some(e) if no_space(&e) => {}
+            Some(e) => {
+                tracing::warn!(path = %self.path, error = %e, "reserving space in the data file failed")
+            }
+        }
     }
 
     /// Defragments the emptiest sealed block below the low-water mark: re-appends its live
@@ -1349,11 +1715,15 @@ impl ShardStore {
             });
         }
         self.flush_all().await?;
+        // Out of space here leaves the block sealed and empty: a later pass zeroes it again.
         if let Err(e) = self.media.zero_header(base).await {
-            return Err(self.fail(format!("zeroing block {idx} failed: {e}")));
+            return Err(self.fault(WriteFault::of(&e, format!("zeroing block {idx} failed"))));
         }
         if let Err((_, e)) = self.media.sync_all().await {
-            return Err(self.fail(format!("fdatasync after zeroing block {idx} failed: {e}")));
+            return Err(self.fault(WriteFault::of(
+                &e,
+                format!("fdatasync after zeroing block {idx} failed"),
+            )));
         }
         self.state.borrow_mut().table.release(idx);
         self.blocks_defragged.set(self.blocks_defragged.get() + 1);
@@ -1388,7 +1758,13 @@ impl ShardStore {
             return Ok(());
         }
         if live || shadow {
-            let _ = self.append_bytes(Incoming::Bytes { bytes, tag }, h.digest, h.meta, shadow)?;
+            let _ = self.append_bytes(
+                Incoming::Bytes { bytes, tag },
+                h.digest,
+                h.meta,
+                shadow,
+                Claim::Defrag,
+            )?;
         }
         Ok(())
     }

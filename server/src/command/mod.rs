@@ -146,6 +146,12 @@ pub fn store_error_code(e: &StoreError) -> ResultCode {
     match e {
         StoreError::RecordTooBig { .. } => ResultCode::RecordTooBig,
         StoreError::OutOfSpace { .. } => ResultCode::OutOfSpace,
+        // The store answers a full filesystem with OutOfSpace itself; an ENOSPC that reaches
+        // here some other way is still a full disk to the client, not a server error.
+        StoreError::Io { source, .. } if apogee_engine::shard::media::no_space(source) => {
+            tracing::warn!(error = %e, "storage error: filesystem full");
+            ResultCode::OutOfSpace
+        }
         other => {
             tracing::error!(error = %other, "storage error");
             ResultCode::ServerError

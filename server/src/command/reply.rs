@@ -30,6 +30,23 @@ impl Reply {
         }
     }
 
+    /// Appends the reply as one row message of a batch reply (spec §7.4): the row's index
+    /// goes in `transaction_ttl`, where the client looks for it.
+    pub fn encode_row_into(self, index: u32, out: &mut Vec<u8>) {
+        let msg = Message {
+            header: MsgHeader {
+                result_code: self.result,
+                generation: self.generation,
+                record_ttl: self.void_time,
+                transaction_ttl: index,
+                ..Default::default()
+            },
+            fields: vec![],
+            ops: self.ops,
+        };
+        out.extend_from_slice(&msg.encode());
+    }
+
     /// Encodes the reply as a whole type-3 frame.
     pub fn into_frame(self) -> Vec<u8> {
         let msg = Message {

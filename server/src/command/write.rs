@@ -34,6 +34,18 @@ fn is_read_all(op: &Op, info1_bits: u8) -> bool {
     op.op_type == OpType::READ && op.name.is_empty() && info1_bits & info1::GET_ALL != 0
 }
 
+/// Refuses a list or map bin nested deeper than [`DEPTH_MAX`](apogee_ops::value::DEPTH_MAX)
+/// (result 4): the official clients cannot read one back, and the server's own list and map
+/// ops refuse it. Every list and map a write stores passes here: put values, list/map op
+/// results, expression results.
+fn check_collection(particle_type: u8, bytes: &[u8]) -> Result<(), ResultCode> {
+    use apogee_ops::value::{check_nesting, ptype};
+    if matches!(particle_type, ptype::LIST | ptype::MAP) {
+        check_nesting(bytes).map_err(|e| op_error_code(&e))?;
+    }
+    Ok(())
+}
+
 /// Request-shape checks of the real server (spec §6.4 step 1).
 fn check_request(msg: &Message) -> Result<(), ResultCode> {
     let h = &msg.header;
@@ -78,6 +90,9 @@ fn check_request(msg: &Message) -> Result<(), ResultCode> {
             );
         if needs_name && op.name.is_empty() {
             return Err(ResultCode::Parameter);
+        }
+        if op.op_type == OpType::WRITE {
+            check_collection(op.particle_type, &op.value)?;
         }
     }
     Ok(())
@@ -153,46 +168,64 @@ fn eight_bytes(b: &Bin) -> Result<[u8; 8], ResultCode> {
         .map_err(|_| ResultCode::IncompatibleType)
 }
 
+/// The bin an INCR, APPEND or PREPEND op combines with, or `None` once the op has been done:
+/// a missing bin simply takes the op's value, whatever its particle type (Aerospike checks no
+/// type there: an INCR by a string, an APPEND of a map). A NULL value is refused (4) before the
+/// bin is looked at; an existing bin must have the op's particle type, one of `kinds` (12).
+fn combine_target<'a>(
+    bins: &'a mut BinSet,
+    op: &Op,
+    kinds: [u8; 2],
+) -> Result<Option<&'a Bin>, ResultCode> {
+    if op.particle_type == particle::NULL {
+        return Err(ResultCode::Parameter);
+    }
+    if bins.get(&op.name).is_none() {
+        check_collection(op.particle_type, &op.value)?;
+        bins.set(&op.name, op.particle_type, op.value.clone());
+        return Ok(None);
+    }
+    let current = bins.get(&op.name).ok_or(ResultCode::ServerError)?;
+    // A GeoJSON particle has no modify method in Aerospike: it answers a server error.
+    if current.particle_type == apogee_ops::value::ptype::GEOJSON {
+        return Err(ResultCode::ServerError);
+    }
+    if current.particle_type != op.particle_type || !kinds.contains(&op.particle_type) {
+        return Err(ResultCode::IncompatibleType);
+    }
+    Ok(Some(current))
+}
+
 fn increment(bins: &mut BinSet, op: &Op) -> Result<(), ResultCode> {
+    let Some(current) = combine_target(bins, op, [particle::INTEGER, particle::FLOAT])? else {
+        return Ok(());
+    };
     let arg: [u8; 8] = op
         .value
         .as_slice()
         .try_into()
         .map_err(|_| ResultCode::Parameter)?;
-    let current = bins.get(&op.name);
-    let value = match (op.particle_type, current) {
-        (particle::INTEGER, None) => arg,
-        (particle::FLOAT, None) => arg,
-        (particle::INTEGER, Some(b)) if b.particle_type == particle::INTEGER => {
-            let cur = i64::from_be_bytes(eight_bytes(b)?);
-            // Aerospike wraps on overflow.
-            cur.wrapping_add(i64::from_be_bytes(arg)).to_be_bytes()
-        }
-        (particle::FLOAT, Some(b)) if b.particle_type == particle::FLOAT => {
-            let cur = f64::from_be_bytes(eight_bytes(b)?);
-            (cur + f64::from_be_bytes(arg)).to_be_bytes()
-        }
-        (particle::INTEGER | particle::FLOAT, Some(_)) => return Err(ResultCode::IncompatibleType),
-        _ => return Err(ResultCode::Parameter),
+    let cur = eight_bytes(current)?;
+    let value = if op.particle_type == particle::INTEGER {
+        // Aerospike wraps on overflow.
+        i64::from_be_bytes(cur)
+            .wrapping_add(i64::from_be_bytes(arg))
+            .to_be_bytes()
+    } else {
+        (f64::from_be_bytes(cur) + f64::from_be_bytes(arg)).to_be_bytes()
     };
     bins.set(&op.name, op.particle_type, value.to_vec());
     Ok(())
 }
 
 fn concat(bins: &mut BinSet, op: &Op, append: bool) -> Result<(), ResultCode> {
-    if !matches!(op.particle_type, particle::STRING | particle::BLOB) {
-        return Err(ResultCode::IncompatibleType);
-    }
-    let value = match bins.get(&op.name) {
-        None => op.value.clone(),
-        Some(b) if b.particle_type == op.particle_type => {
-            if append {
-                [b.value.as_slice(), op.value.as_slice()].concat()
-            } else {
-                [op.value.as_slice(), b.value.as_slice()].concat()
-            }
-        }
-        Some(_) => return Err(ResultCode::IncompatibleType),
+    let Some(current) = combine_target(bins, op, [particle::STRING, particle::BLOB])? else {
+        return Ok(());
+    };
+    let value = if append {
+        [current.value.as_slice(), op.value.as_slice()].concat()
+    } else {
+        [op.value.as_slice(), current.value.as_slice()].concat()
     };
     bins.set(&op.name, op.particle_type, value);
     Ok(())
@@ -229,6 +262,7 @@ fn expression_write(bins: &mut BinSet, op: &Op, meta: &Meta) -> Result<(), Resul
         Some(apogee_ops::Value::Nil) => return Err(ResultCode::OpNotApplicable),
         Some(v) => {
             let (particle_type, bytes) = v.to_particle();
+            check_collection(particle_type, &bytes)?;
             bins.set(&op.name, particle_type, bytes);
         }
     }
@@ -300,6 +334,7 @@ fn apply_ops(msg: &Message, bins: &mut BinSet, meta: &Meta) -> Result<Vec<Op>, R
                 let outcome = apogee_ops::apply(family, bin, &op.value, modify)
                     .map_err(|e| op_error_code(&e))?;
                 if let Some((particle_type, bytes)) = outcome.new_bin {
+                    check_collection(particle_type, &bytes)?;
                     bins.set(&op.name, particle_type, bytes);
                 }
                 match outcome.result {
@@ -374,8 +409,12 @@ fn plan(
         return Err(ResultCode::Parameter);
     }
 
+    if bins.is_empty() && existing.is_none() {
+        // Aerospike refuses to create a record with no bins: NOT_FOUND, as for a touch.
+        return Err(ResultCode::NotFound);
+    }
     if bins.is_empty() {
-        // No bins left: the record is deleted (a tombstone when it existed).
+        // No bins left: the record is deleted (a tombstone).
         let tombstone =
             existing.map(|r| Record::tombstone(digest, r.meta.generation, clock::now_ms()));
         return Ok((tombstone, Reply::ok(0, 0, reply_ops)));
@@ -516,6 +555,153 @@ mod tests {
             apply_ops(&m, &mut bins, &meta),
             Err(ResultCode::IncompatibleType)
         );
+    }
+
+    /// Aerospike CE 8.1: INCR / APPEND / PREPEND on a missing bin store the op's value whatever
+    /// its type; on an existing bin of another type, or a non-numeric INCR, 12; a NULL value, 4;
+    /// an existing GeoJSON bin, 1.
+    #[test]
+    fn scalar_modify_of_missing_and_mismatched_bins() {
+        let mut m = Message::default();
+        m.header.info2 = info2::WRITE;
+        let meta = Meta::default();
+        let mut bins = BinSet::new(Vec::new());
+        m.ops = vec![
+            op(
+                OpType::PREPEND,
+                particle::INTEGER,
+                "i",
+                4i64.to_be_bytes().to_vec(),
+            ),
+            op(OpType::INCR, particle::STRING, "s", b"aerospike".to_vec()),
+            op(OpType::APPEND, 19, "m", vec![0x81, 0xa2, 0x03, b'a', 0x01]),
+            op(OpType::INCR, 23, "g", b"{}".to_vec()),
+        ];
+        apply_ops(&m, &mut bins, &meta).unwrap();
+        assert_eq!(bins.get(b"i").unwrap().particle_type, particle::INTEGER);
+        assert_eq!(bins.get(b"i").unwrap().value, 4i64.to_be_bytes());
+        assert_eq!(bins.get(b"s").unwrap().value, b"aerospike");
+        assert_eq!(bins.get(b"m").unwrap().particle_type, 19);
+        assert_eq!(bins.get(b"g").unwrap().particle_type, 23);
+        let refused = [
+            (
+                OpType::INCR,
+                particle::STRING,
+                "s",
+                ResultCode::IncompatibleType,
+            ),
+            (
+                OpType::PREPEND,
+                particle::INTEGER,
+                "i",
+                ResultCode::IncompatibleType,
+            ),
+            (OpType::APPEND, particle::NULL, "i", ResultCode::Parameter),
+            (
+                OpType::PREPEND,
+                particle::NULL,
+                "new",
+                ResultCode::Parameter,
+            ),
+            (
+                OpType::APPEND,
+                particle::STRING,
+                "g",
+                ResultCode::ServerError,
+            ),
+        ];
+        for (t, p, name, rc) in refused {
+            m.ops = vec![op(t, p, name, b"12345678".to_vec())];
+            assert_eq!(apply_ops(&m, &mut bins, &meta), Err(rc), "{name}");
+        }
+    }
+
+    /// Aerospike CE 8.1: ops that leave a record that did not exist without bins (a delete, a
+    /// bin delete, a list clear) answer NOT_FOUND; on an existing record they delete it.
+    #[test]
+    fn binless_result_of_a_missing_record_is_not_found() {
+        let limits = WriteLimits {
+            default_ttl: 0,
+            max_record_size: 1 << 20,
+        };
+        let mut m = Message::default();
+        m.header.info2 = info2::WRITE;
+        m.ops = vec![op(OpType::DELETE, 0, "", vec![])];
+        let digest = Digest([7; 20]);
+        assert_eq!(
+            plan(limits, &m, digest, None, 1000).err(),
+            Some(ResultCode::NotFound)
+        );
+        let existing = Record {
+            digest,
+            meta: RecordMeta {
+                generation: 3,
+                ..Default::default()
+            },
+            set_name: Vec::new(),
+            user_key: None,
+            bins: vec![Bin {
+                name: b"a".to_vec(),
+                particle_type: particle::INTEGER,
+                value: 1i64.to_be_bytes().to_vec(),
+            }],
+            tombstone: false,
+        };
+        let (record, _) = plan(limits, &m, digest, Some(existing), 1000).unwrap();
+        assert!(record.is_some_and(|r| r.tombstone));
+    }
+
+    /// `levels` lists nested, the innermost empty.
+    fn nested(levels: usize) -> Vec<u8> {
+        let mut v = vec![0x91; levels - 1];
+        v.push(0x90);
+        v
+    }
+
+    #[test]
+    fn lists_and_maps_nested_too_deep_are_refused() {
+        use apogee_ops::value::{ptype, DEPTH_MAX};
+        let mut m = Message::default();
+        m.header.info2 = info2::WRITE;
+        m.ops = vec![op(OpType::WRITE, ptype::LIST, "l", nested(DEPTH_MAX))];
+        assert_eq!(check_request(&m), Ok(()));
+        m.ops[0].value = nested(DEPTH_MAX + 1);
+        assert_eq!(check_request(&m), Err(ResultCode::Parameter));
+        // A map holding the list is one level more.
+        m.ops[0] = op(
+            OpType::WRITE,
+            ptype::MAP,
+            "m",
+            [&[0x81, 0xa2, 0x03, b'k'][..], &nested(DEPTH_MAX - 1)].concat(),
+        );
+        assert_eq!(check_request(&m), Ok(()));
+        m.ops[0].value = [&[0x81, 0xa2, 0x03, b'k'][..], &nested(DEPTH_MAX)].concat();
+        assert_eq!(check_request(&m), Err(ResultCode::Parameter));
+        // Malformed msgpack in a list bin is refused too.
+        m.ops[0] = op(OpType::WRITE, ptype::LIST, "l", vec![0x92, 0x01]);
+        assert_eq!(check_request(&m), Err(ResultCode::Parameter));
+
+        // A list op that builds past the limit: 32 context steps down a 64-level bin reach
+        // level 33, where appending a list of `n` levels makes the bin 32 + n deep.
+        let append_deep = |n: usize| {
+            let mut p = vec![0x93, 0xcc, 0xff, 0xdc, 0x00, 0x40];
+            p.extend([0x10, 0x00].repeat(32));
+            p.extend([0x92, 0x01]);
+            p.extend(nested(n));
+            op(OpType::CDT_MODIFY, 0, "l", p)
+        };
+        let meta = Meta::default();
+        let mut bins = BinSet::new(vec![Bin {
+            name: b"l".to_vec(),
+            particle_type: ptype::LIST,
+            value: nested(DEPTH_MAX),
+        }]);
+        m.ops = vec![append_deep(DEPTH_MAX - 33)];
+        assert!(apply_ops(&m, &mut bins, &meta).is_ok());
+        let before = bins.get(b"l").unwrap().value.clone();
+        m.ops = vec![append_deep(DEPTH_MAX - 32)];
+        assert_eq!(apply_ops(&m, &mut bins, &meta), Err(ResultCode::Parameter));
+        assert_eq!(bins.get(b"l").unwrap().value, before);
     }
 
     /// Ten increments of one on-disk record start together, so all ten are reading it when the

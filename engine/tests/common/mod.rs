@@ -1,0 +1,45 @@
+//! Helpers shared by the engine's integration tests (each test file is its own crate and
+//! includes this module).
+
+use std::path::Path;
+
+use apogee_engine::shard::StoreConfig;
+use glommio::LocalExecutorBuilder;
+
+/// Runs `f` to completion on a fresh glommio executor (a store lives on one executor).
+pub fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::default()
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// One shard of namespace `test` in `dir`: 128 KiB blocks, no read cache (reads go to the
+/// device), no background timers.
+pub fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
+    StoreConfig {
+        dir: dir.to_path_buf(),
+        namespace: "test".into(),
+        shard: 0,
+        shard_count: 1,
+        block_bytes: 128 * 1024,
+        commit_to_device,
+        flush_max_ms: 60_000,
+        // Off, so these tests exercise the device read path.
+        cache_bytes: 0,
+        defrag_lwm_pct: 50,
+        defrag_sleep_us: 0,
+        nsup_period_secs: 0,
+        file_bytes_max: 0,
+        stop_writes_used_pct: 70,
+        stop_writes_avail_pct: 5,
+        evict_used_pct: 0,
+        extents: Vec::new(),
+        memory: false,
+    }
+}

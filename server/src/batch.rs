@@ -1,0 +1,278 @@
+//! Batch reads (spec §7): classifies each row of a batch once, fans the rows out to the cores
+//! that own them (one message per shard, carrying all of that shard's rows), and streams the
+//! row replies back to the client in blocks of at most [`BLOCK_BYTES_MAX`] as they arrive.
+//!
+//! Memory is bounded per batch: each shard fills one block at a time and the channel back to
+//! the connection holds at most [`BLOCKS_IN_FLIGHT_MAX`] blocks, so a slow client slows the
+//! shards instead of growing a buffer. A client that goes away drops the channel; every shard
+//! then stops at its next block. Every row runs as the keyed command it stands for, through
+//! the single-record path ([`Core::execute_reply`]): writes and deletes included; UDF rows are
+//! answered 16 (not yet) by that path. This module must never run a row on a core that does
+//! not own it.
+
+use std::rc::Rc;
+
+use crate::dispatch::ReplySink;
+use apogee_wire::batch::{self as wire_batch, BatchRow};
+use apogee_wire::msg::{info1, info2, info3, Message, MsgHeader};
+use apogee_wire::proto::{ProtoHeader, PROTO_HEADER_BYTES};
+use apogee_wire::{FieldType, MsgType, ResultCode};
+use futures_lite::FutureExt;
+
+use crate::command::{reply::stream_error_frame, Reply};
+use crate::core::Core;
+use crate::latency;
+use crate::node::ShardWork;
+
+/// A block is sent as one frame once it holds this many bytes (the real server's 128 KiB).
+pub const BLOCK_BYTES_MAX: usize = 128 * 1024;
+/// Blocks one batch may have queued towards its connection before its shards wait.
+pub const BLOCKS_IN_FLIGHT_MAX: usize = 4;
+
+/// A frame of row replies being filled: proto header space, then row messages.
+pub struct RowBlock {
+    frame: Vec<u8>,
+    pub rows: u32,
+}
+
+impl RowBlock {
+    fn new() -> RowBlock {
+        let mut frame = Vec::with_capacity(BLOCK_BYTES_MAX + PROTO_HEADER_BYTES);
+        frame.resize(PROTO_HEADER_BYTES, 0);
+        RowBlock { frame, rows: 0 }
+    }
+
+    fn push(&mut self, index: u32, reply: Reply) {
+        reply.encode_row_into(index, &mut self.frame);
+        self.rows += 1;
+    }
+
+    fn is_full(&self) -> bool {
+        self.frame.len() - PROTO_HEADER_BYTES >= BLOCK_BYTES_MAX
+    }
+
+    /// The block as a type-3 frame; `None` when it holds no row (no empty frames, spec §1.4).
+    fn into_frame(mut self) -> Option<(Vec<u8>, u32)> {
+        if self.rows == 0 {
+            return None;
+        }
+        let body = self.frame.len() - PROTO_HEADER_BYTES;
+        self.frame[..PROTO_HEADER_BYTES]
+            .copy_from_slice(&ProtoHeader::encode(MsgType::Message, body));
+        Some((self.frame, self.rows))
+    }
+}
+
+/// The rows of one batch that one shard owns, with the channel their replies go back on.
+pub struct ShardBatch {
+    /// `(namespace, row)`, in the order the client sent them.
+    pub rows: Vec<(usize, BatchRow)>,
+    /// Encoded frames and the number of rows each holds.
+    pub sink: flume::Sender<(Vec<u8>, u32)>,
+}
+
+/// True when a message is a batch request (the connection streams its reply).
+pub fn is_batch(msg: &Message) -> bool {
+    msg.header.info1 & info1::BATCH != 0
+        || msg.field(FieldType::BATCH_INDEX).is_some()
+        || msg.field(FieldType::BATCH_INDEX_WITH_SET).is_some()
+}
+
+/// Runs a shard's rows of a batch on the core that owns them, sending a frame each time a
+/// block fills. Stops early when the connection has gone.
+pub async fn run_rows(core: Rc<Core>, batch: ShardBatch) {
+    let mut block = RowBlock::new();
+    for (ns, row) in batch.rows {
+        debug_assert_eq!(core.node.shard_of(row.digest.partition().0), core.shard);
+        let msg = row.message();
+        let kind = if msg.header.info2 & info2::WRITE != 0 {
+            latency::Kind::BatchSubWrite
+        } else {
+            latency::Kind::BatchSubRead
+        };
+        let started = std::time::Instant::now();
+        let run = core.execute_reply(ns, &msg);
+        let reply = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+            Ok(reply) => reply,
+            Err(panic) => {
+                let cause = crate::dispatch::panic_message(panic.as_ref());
+                tracing::error!(panic = %cause, "a batch row panicked; answered with a server error");
+                Reply::code(ResultCode::ServerError)
+            }
+        };
+        core.node.namespaces[ns].latency[core.shard][kind as usize].record(started.elapsed());
+        block.push(row.index, reply);
+        if block.is_full() {
+            let full = std::mem::replace(&mut block, RowBlock::new());
+            if let Some(frame) = full.into_frame() {
+                if batch.sink.send_async(frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if let Some(frame) = block.into_frame() {
+        let _ = batch.sink.send_async(frame).await;
+    }
+}
+
+/// What the connection's core decides for one row without touching a store.
+fn classify(core: &Core, row: &BatchRow) -> Result<usize, ResultCode> {
+    row.command
+        .field(FieldType::NAMESPACE)
+        .and_then(|n| core.node.config.namespace_index(n))
+        .ok_or(ResultCode::Namespace)
+}
+
+/// Answers one batch request on `stream`: row frames as they are ready, then a LAST
+/// message. `Err` only when writing to the client failed (the connection is then closed).
+pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> std::io::Result<()> {
+    let parsed = if msg.field(FieldType::BATCH_INDEX_WITH_SET).is_some() {
+        // The pre-6.0 batch format; clients send field 41 to a server of build ≥ 6.0.
+        Err(ResultCode::UnsupportedFeature)
+    } else if !msg.ops.is_empty() {
+        Err(ResultCode::Parameter)
+    } else {
+        match msg.field(FieldType::BATCH_INDEX) {
+            None => Err(ResultCode::Parameter),
+            Some(data) => wire_batch::decode(data, &msg.header, msg.field(FieldType::FILTER_EXP))
+                .map_err(|e| {
+                    if let Some(n) = core.logs.bad_batch.allow() {
+                        tracing::warn!(error = %e, batches = n, "batch refused: malformed rows");
+                    }
+                    ResultCode::Parameter
+                }),
+        }
+    };
+    let batch = match parsed {
+        Ok(b) => b,
+        Err(rc) => return out.send(&stream_error_frame(rc)).await,
+    };
+    drop(msg);
+    let started = std::time::Instant::now();
+    let expected = batch.rows.len() as u64;
+    let mut answered: u64 = 0;
+
+    // Classify every row once: answered here, or grouped by the shard that owns it.
+    let mut groups: Vec<Vec<(usize, BatchRow)>> =
+        (0..core.node.config.cores).map(|_| Vec::new()).collect();
+    let mut local = RowBlock::new();
+    for row in batch.rows {
+        match classify(core, &row) {
+            Ok(ns) => {
+                let owner = core.node.shard_of(row.digest.partition().0);
+                groups[owner].push((ns, row));
+            }
+            Err(rc) => {
+                local.push(row.index, Reply::code(rc));
+                if local.is_full() {
+                    let full = std::mem::replace(&mut local, RowBlock::new());
+                    if let Some((frame, rows)) = full.into_frame() {
+                        out.send(&frame).await?;
+                        answered += u64::from(rows);
+                    }
+                }
+            }
+        }
+    }
+    if let Some((frame, rows)) = local.into_frame() {
+        out.send(&frame).await?;
+        answered += u64::from(rows);
+    }
+
+    // Fan out: one message per shard, carrying all its rows.
+    let (sink, blocks) = flume::bounded(BLOCKS_IN_FLIGHT_MAX);
+    for (shard, rows) in groups.into_iter().enumerate() {
+        if rows.is_empty() {
+            continue;
+        }
+        let work = ShardBatch {
+            rows,
+            sink: sink.clone(),
+        };
+        if shard == core.shard {
+            glommio::spawn_local(run_rows(core.clone(), work)).detach();
+        } else if core.node.inboxes[shard]
+            .send_async(ShardWork::Batch(work))
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                shard,
+                "a shard's inbox is closed; its batch rows go unanswered"
+            );
+        }
+    }
+    drop(sink);
+    // Every shard's sender dropped (rows done or shard gone) ends the stream.
+    while let Ok((frame, rows)) = blocks.recv_async().await {
+        out.send(&frame).await?;
+        answered += u64::from(rows);
+    }
+    debug_assert!(answered <= expected);
+    let result = if answered == expected {
+        ResultCode::Ok
+    } else {
+        tracing::error!(
+            expected,
+            answered,
+            "batch rows went unanswered; the batch ends with a server error"
+        );
+        ResultCode::ServerError
+    };
+    core.node.batch_latency[core.shard].record(started.elapsed());
+    let last = Message {
+        header: MsgHeader {
+            info3: info3::LAST,
+            result_code: result as u8,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    out.send(&apogee_wire::proto::frame(MsgType::Message, &last.encode()))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_block_sends_no_frame() {
+        assert!(RowBlock::new().into_frame().is_none());
+    }
+
+    #[test]
+    fn a_block_frames_its_rows_with_their_indexes() {
+        let mut block = RowBlock::new();
+        block.push(7, Reply::code(ResultCode::NotFound));
+        block.push(3, Reply::ok(2, 0, vec![]));
+        assert!(!block.is_full());
+        let (frame, rows) = block.into_frame().expect("two rows");
+        assert_eq!(rows, 2);
+        let head: [u8; PROTO_HEADER_BYTES] = frame[..PROTO_HEADER_BYTES].try_into().unwrap();
+        let header = ProtoHeader::decode(&head).expect("a valid header");
+        assert_eq!(header.body_bytes as usize, frame.len() - PROTO_HEADER_BYTES);
+        let body = &frame[PROTO_HEADER_BYTES..];
+        let first = Message::decode(&body[..22]).expect("row 7");
+        assert_eq!(
+            (first.header.result_code, first.header.transaction_ttl),
+            (2, 7)
+        );
+        let second = Message::decode(&body[22..]).expect("row 3");
+        assert_eq!(second.header.transaction_ttl, 3);
+        assert_eq!(second.header.generation, 2);
+        assert_eq!(second.header.info3 & info3::LAST, 0, "rows are not LAST");
+    }
+
+    #[test]
+    fn a_block_is_full_at_its_byte_limit() {
+        let mut block = RowBlock::new();
+        let rows = BLOCK_BYTES_MAX / 22 + 1;
+        for i in 0..rows {
+            assert!(!block.is_full());
+            block.push(i as u32, Reply::code(ResultCode::NotFound));
+        }
+        assert!(block.is_full());
+    }
+}

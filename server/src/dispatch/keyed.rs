@@ -1,0 +1,66 @@
+//! Requests for one record: run on this core when it owns the record's partition, else handed
+//! to the owning core and its reply awaited.
+//!
+//! Owns the route of a keyed command, never its execution (that is `Core::execute`, on the
+//! owning core). It must never touch another core's store except through its inbox.
+
+use apogee_wire::msg::{info2, Message};
+use apogee_wire::{FieldType, ResultCode};
+
+use crate::command::{self, Reply};
+use crate::core::Core;
+use crate::latency;
+use crate::node::{ShardRequest, ShardWork};
+
+/// Answers one keyed command with its reply frame, recording its latency.
+pub async fn serve(core: &Core, msg: Message) -> Vec<u8> {
+    let Some(ns) = msg
+        .field(FieldType::NAMESPACE)
+        .and_then(|n| core.node.config.namespace_index(n))
+    else {
+        return Reply::code(ResultCode::Namespace).into_frame();
+    };
+    let kind = if msg.header.info2 & info2::WRITE != 0 {
+        latency::Kind::Write
+    } else {
+        latency::Kind::Read
+    };
+    let started = std::time::Instant::now();
+    let reply = route(core, ns, msg).await;
+    core.node.namespaces[ns].latency[core.shard][kind as usize].record(started.elapsed());
+    reply
+}
+
+/// Runs the command here when this core owns its record, else on the owning core.
+async fn route(core: &Core, ns: usize, msg: Message) -> Vec<u8> {
+    let digest = match command::digest_of(&msg) {
+        Ok(d) => d,
+        Err(rc) => return Reply::code(rc).into_frame(),
+    };
+    let partition = digest.partition().0;
+    if !core.node.partitions.is_master(ns, partition) {
+        // A node alone masters everything; in a cluster this is where a request for
+        // another node's partition will be proxied.
+        return Reply::code(ResultCode::PartitionUnavailable).into_frame();
+    }
+    let owner = core.node.shard_of(partition);
+    if owner == core.shard {
+        return core.execute(ns, &msg).await;
+    }
+    let (tx, rx) = flume::bounded(1);
+    let request = ShardRequest {
+        namespace: ns,
+        msg,
+        reply: tx,
+    };
+    if core.node.inboxes[owner]
+        .send_async(ShardWork::Keyed(request))
+        .await
+        .is_err()
+    {
+        return Reply::code(ResultCode::ServerError).into_frame();
+    }
+    rx.recv_async()
+        .await
+        .unwrap_or_else(|_| Reply::code(ResultCode::ServerError).into_frame())
+}
