@@ -13,6 +13,7 @@
 use apogee_engine::clock::{self, CITRUSLEAF_EPOCH_UNIX_SECS};
 use apogee_engine::shard::truncate::{apply, Truncated, SET_NAME_BYTES_MAX};
 use apogee_wire::info::InfoCommand;
+use std::time::{Duration, Instant};
 
 use crate::node::Node;
 
@@ -99,15 +100,33 @@ fn run(node: &Node, cmd: &InfoCommand<'_>, kind: Kind) -> Result<String, String>
         command = cmd.name,
         "truncate"
     );
+    wait_for_clock(ms);
     Ok("ok".into())
 }
 
-/// The cut-off in ms since 2010-01-01: now when `lut` is absent, else `lut` nanoseconds since
+/// Longest a truncate waits for the clock to reach its cut-off: normally under 1 ms; the
+/// bound only matters if the clock is stepped back meanwhile.
+const CUT_OFF_WAIT_MS_MAX: u64 = 5;
+
+/// Blocks (this core, under a millisecond) until the clock reaches `cut_off_ms`, so a write
+/// acknowledged after the truncate's answer is never older than its cut-off.
+fn wait_for_clock(cut_off_ms: u64) {
+    let deadline = Instant::now() + Duration::from_millis(CUT_OFF_WAIT_MS_MAX);
+    while clock::now_ms() < cut_off_ms && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// The cut-off in ms since 2010-01-01: the next millisecond when `lut` is absent, else `lut` nanoseconds since
 /// the Unix epoch, parsed as C's `strtoul(lut, NULL, 0)` does (Aerospike's parser: decimal,
 /// `0x` hex or `0` octal, up to the first character that does not fit).
 fn cut_off_ms(lut: Option<&str>) -> Result<u64, String> {
     let now = clock::now_ms();
-    let Some(lut) = lut else { return Ok(now) };
+    // Without `lut` the cut-off is the next millisecond, and `run` answers only once the clock
+    // has reached it: every record written before the command (last-update time <= now) is
+    // truncated, even one written in the same millisecond, and every write that starts after
+    // the answer gets a last-update time at or past the cut-off, so it is kept.
+    let Some(lut) = lut else { return Ok(now + 1) };
     if lut.is_empty() {
         return Err("ERROR:4:missing 'lut' value".into());
     }

@@ -89,6 +89,20 @@ def test_truncate_with_lut_keeps_records_written_after_it(apogee):
     wait_for(lambda: set_objects(a.port, "a") == 50, "set a to count 50 objects")
 
 
+def test_a_write_in_the_same_millisecond_as_the_truncate_is_ordered_by_the_reply(apogee):
+    # A record written just before a truncate without `lut` (often in the same millisecond)
+    # is gone; one written just after its answer is kept. 100 rounds make a shared
+    # millisecond certain on loopback.
+    a = apogee().start()
+    c = a.client()
+    for i in range(100):
+        c.put(("test", "r", i), {"v": i})
+        assert info(a.port, "truncate:namespace=test;set=r\n").endswith("\tok\n")
+        assert absent(c, "r", i), i
+        c.put(("test", "r", 1000 + i), {"v": i})
+        assert c.get(("test", "r", 1000 + i))[2] == {"v": i}, i
+
+
 def test_truncate_namespace(apogee):
     a = apogee().start()
     c = a.client()
