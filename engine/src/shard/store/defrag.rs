@@ -5,7 +5,6 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-
 use crate::block::{BlockHeader, BlockState, BLOCK_HEADER_BYTES};
 use crate::error::StoreError;
 use crate::record::{
@@ -16,7 +15,7 @@ use crate::tuning::Setting;
 
 use super::commit::WriteFault;
 use super::write::Incoming;
-use super::ShardStore;
+use super::{Change, ShardStore};
 
 /// How often the defragmenter looks at the filesystem's free space (one `statvfs`), so
 /// stop-writes follows space used or freed by others and a file that could not grow for
@@ -146,9 +145,14 @@ impl ShardStore {
     ) -> Result<(), StoreError> {
         let (live, shadow) = {
             let st = self.state.borrow();
-            let live = st.index.get(&h.digest).is_some_and(|e| e.offset == offset);
+            let live = st
+                .keydir
+                .index()
+                .get(&h.digest)
+                .is_some_and(|e| e.offset == offset);
             let shadow = st
-                .shadows
+                .keydir
+                .shadows()
                 .get(&h.digest)
                 .is_some_and(|s| s.offset == offset);
             (live, shadow)
@@ -156,9 +160,10 @@ impl ShardStore {
         if shadow && self.state.borrow().table.is_oldest_in_use(idx) {
             // No older version of this digest can remain anywhere: the shadow is not needed.
             let mut st = self.state.borrow_mut();
-            st.shadows.remove(&h.digest);
-            st.table.remove_live(offset, h.total_bytes);
-            self.stats.set_shadows(st.shadows.len() as u64);
+            let st = &mut *st;
+            st.keydir
+                .mutate(Change::DropShadow { digest: h.digest }, &mut st.table);
+            self.stats.set_shadows(st.keydir.shadows().len() as u64);
             return Ok(());
         }
         if live || shadow {

@@ -9,13 +9,12 @@ use apogee_wire::Digest;
 
 use crate::clock;
 use crate::error::StoreError;
-use crate::index::Shadow;
 use crate::record::Record;
 use crate::shard::space::Claim;
 use crate::tuning::Setting;
 
 use super::write::Incoming;
-use super::ShardStore;
+use super::{Change, ShardStore};
 
 /// Records the expiry sweep and eviction handle between two yields to the executor.
 pub(super) const SWEEP_CHUNK_RECORDS: usize = 4096;
@@ -28,7 +27,8 @@ impl ShardStore {
         let candidates: Vec<Digest> = self
             .state
             .borrow()
-            .index
+            .keydir
+            .index()
             .iter()
             .filter(|(_, e)| clock::is_expired(e.meta.void_time, now_secs))
             .map(|(d, _)| d)
@@ -52,27 +52,21 @@ impl ShardStore {
         let mut expired = 0;
         for d in digests {
             // A write between chunks may have given the record a new life.
-            let Some(e) = st.index.get(d) else {
+            let Some(e) = st.keydir.index().get(d) else {
                 continue;
             };
             if !clock::is_expired(e.meta.void_time, now_secs) {
                 continue;
             }
-            st.index.remove(d);
+            st.keydir
+                .mutate(Change::Expire { digest: *d }, &mut st.table);
             cache.remove(d);
-            st.shadows.insert(
-                *d,
-                Shadow {
-                    offset: e.offset,
-                    bytes: e.bytes,
-                },
-            );
             expired += 1;
         }
-        self.stats.set_objects(st.index.len() as u64);
-        self.stats.set_shadows(st.shadows.len() as u64);
+        self.stats.set_objects(st.keydir.index().len() as u64);
+        self.stats.set_shadows(st.keydir.shadows().len() as u64);
         self.stats
-            .set_usage(st.table.live_total(), st.index.memory_bytes());
+            .set_usage(st.table.live_total(), st.keydir.index().memory_bytes());
         expired
     }
 
@@ -95,7 +89,8 @@ impl ShardStore {
         let mut candidates: Vec<(u32, Digest, u16)> = self
             .state
             .borrow()
-            .index
+            .keydir
+            .index()
             .iter()
             .filter(|(_, e)| e.meta.void_time != 0)
             .map(|(d, e)| (e.meta.void_time, d, e.meta.generation))
@@ -111,10 +106,13 @@ impl ShardStore {
             }
             // A write while this loop yielded may have renewed the record: evict only the
             // version that was chosen.
-            let unchanged =
-                self.state.borrow().index.get(&digest).is_some_and(|e| {
-                    e.meta.generation == generation && e.meta.void_time == void_time
-                });
+            let unchanged = self
+                .state
+                .borrow()
+                .keydir
+                .index()
+                .get(&digest)
+                .is_some_and(|e| e.meta.generation == generation && e.meta.void_time == void_time);
             if !unchanged {
                 continue;
             }

@@ -3,7 +3,6 @@
 
 use std::cell::Cell;
 
-
 use crate::shard::media::{no_space, Media};
 use crate::shard::space::client_room_blocks;
 

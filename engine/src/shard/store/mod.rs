@@ -21,20 +21,28 @@
 //! One file per concern: `config` (what the store is told), `write` (the append path and
 //! stop-writes), `commit` (log positions, write-behind, flushes, device faults), `read`,
 //! `recover` (cold start), `expiry` (expiry and eviction), `defrag`, and `growth` (reserving
-//! file space). This file holds the store's state and `open`.
+//! file space), `keydir` (the index and shadows, with the one mutation point every record
+//! change goes through), `update` (read-modify-write with its optimistic retries) and
+//! `apply` (storing a version decided elsewhere if it is newer). This file holds the store's state and `open`.
 
+mod apply;
 mod commit;
 mod config;
 mod defrag;
 mod expiry;
 mod growth;
+mod keydir;
 mod read;
 mod recover;
+mod update;
 mod write;
 
+pub use apply::{is_newer, Applied};
 pub use commit::UNFLUSHED_BLOCKS_MAX;
 pub use config::StoreConfig;
+pub(crate) use keydir::{Change, Keydir, Uncounted};
 pub use recover::RecoveryReport;
+pub use update::{Decision, UpdateError, UPDATE_ATTEMPTS_MAX};
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -48,7 +56,6 @@ use glommio::sync::Semaphore;
 use crate::block::{Page, WriteBlock, IO_ALIGN_BYTES};
 use crate::cache::RecordCache;
 use crate::error::StoreError;
-use crate::index::{Index, Shadows};
 use crate::shard::media::Media;
 use crate::shard::space::BlockTable;
 use crate::shard::truncate::{self, TruncatePoints, Truncated};
@@ -73,8 +80,8 @@ pub enum InjectedFault {
 }
 
 pub(super) struct State {
-    pub(super) index: Index,
-    shadows: Shadows,
+    /// The index and shadows; every change to them goes through `Keydir::mutate`.
+    pub(super) keydir: Keydir,
     pub(super) table: BlockTable,
     /// Front: oldest block not yet wholly durable; back: the open block. Never empty.
     blocks: VecDeque<WriteBlock>,
@@ -144,7 +151,7 @@ pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ 
 impl ShardStore {
     /// The shard's per-set object counts, for the `sets` info command.
     pub fn set_stats(&self) -> Arc<crate::sets::SetStats> {
-        self.state.borrow().index.set_stats()
+        self.state.borrow().keydir.index().set_stats()
     }
 
     /// The shard's truncate cut-offs, for the `truncate` info commands.
@@ -180,14 +187,17 @@ impl ShardStore {
         let (mut state, mut report) = Self::recover(&cfg, &media, &path_s).await?;
         let truncate = Arc::new(TruncatePoints::default());
         report.truncated = truncate::skip_truncated(&mut state, &truncate, truncated);
-        report.objects = state.index.len() as u64;
+        report.objects = state.keydir.index().len() as u64;
         if media.grows() && cfg.shard == 0 && cfg.file_bytes_max > 0 {
             Self::warn_if_filesize_does_not_fit(&cfg, &media, state.table.span_bytes()).await;
         }
         stats.add_bad_records(report.bad_records);
         stats.set_objects(report.objects);
-        stats.set_shadows(state.shadows.len() as u64);
-        stats.set_usage(state.table.live_total(), state.index.memory_bytes());
+        stats.set_shadows(state.keydir.shadows().len() as u64);
+        stats.set_usage(
+            state.table.live_total(),
+            state.keydir.index().memory_bytes(),
+        );
         stats.set_total_bytes(if cfg.extents.is_empty() {
             cfg.file_bytes_max
         } else {
@@ -266,16 +276,22 @@ impl ShardStore {
     }
 
     pub fn object_count(&self) -> usize {
-        self.state.borrow().index.len()
+        self.state.borrow().keydir.index().len()
     }
 
     /// The digests of every live (indexed) record, for re-homing.
     pub fn live_digests(&self) -> Vec<Digest> {
-        self.state.borrow().index.iter().map(|(d, _)| d).collect()
+        self.state
+            .borrow()
+            .keydir
+            .index()
+            .iter()
+            .map(|(d, _)| d)
+            .collect()
     }
 
     /// Tombstones and expired records still kept on disk to shadow older versions.
     pub fn shadow_count(&self) -> usize {
-        self.state.borrow().shadows.len()
+        self.state.borrow().keydir.shadows().len()
     }
 }

@@ -16,16 +16,21 @@ pub(super) const READ_ATTEMPTS_MAX: usize = 4;
 
 impl ShardStore {
     /// The identity of the record's current version (its file offset), expired or not;
-    /// `None` when it has no live entry. Any write or delete of the record changes it, so a
-    /// caller that read a record can tell whether it is still the newest version.
+    /// `None` when it has no live entry. Any write or delete of the record changes it, so
+    /// `update` can tell whether the record it read is still the newest version.
     pub fn version(&self, digest: &Digest) -> Option<u64> {
-        self.state.borrow().index.get(digest).map(|e| e.offset)
+        self.state
+            .borrow()
+            .keydir
+            .index()
+            .get(digest)
+            .map(|e| e.offset)
     }
 
     /// Metadata of a live record, without I/O. Expired records are absent.
     pub fn meta(&self, digest: &Digest) -> Option<IndexEntry> {
         let st = self.state.borrow();
-        let e = st.index.get(digest)?;
+        let e = st.keydir.index().get(digest)?;
         let gone = clock::is_expired(e.meta.void_time, clock::now_secs())
             || self.truncate.is_truncated(e.meta.last_update_ms, e.set_id);
         (!gone).then_some(e)

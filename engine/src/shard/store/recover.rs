@@ -13,14 +13,13 @@ use crate::block::{BlockHeader, BlockState, WriteBlock, IO_ALIGN_BYTES};
 use crate::clock;
 use crate::error::StoreError;
 use crate::file_header::FILE_HEADER_BYTES;
-use crate::index::{Index, Shadows};
 use crate::recovery;
 use crate::shard::media::{no_space, Media};
 use crate::shard::space::{client_room_blocks, BlockInfo, BlockTable, BlockUse, Claim, Growth};
 
 use super::config::StoreConfig;
 use super::growth::reserve_blocks;
-use super::{ShardStore, State};
+use super::{Keydir, ShardStore, State};
 
 /// Block-header reads recovery keeps in flight.
 pub(super) const RECOVERY_READS_IN_FLIGHT: usize = 64;
@@ -153,8 +152,7 @@ impl ShardStore {
         drop(head_reads);
         order.sort_unstable();
         // Pass 2: replay in sequence order.
-        let mut index = Index::default();
-        let mut shadows = Shadows::default();
+        let mut keydir = Keydir::default();
         let now = clock::now_secs();
         let mut buf = vec![0u8; cfg.block_bytes];
         let mut last_log = Instant::now();
@@ -195,14 +193,14 @@ impl ShardStore {
                 &buf
             };
             media.recovered_block(base, block);
-            let (_, replay) = recovery::replay_block(block, base, &mut index, &mut shadows, now)
+            let (_, replay) = recovery::replay_block(block, base, &mut keydir, now)
                 .expect("pass 1 saw a valid header");
             if n == 0 {
                 // Size the tables once from the first block (an upper bound: versions later
                 // overwritten count too; end_bulk shrinks what was over-reserved).
                 let estimate = replay.records as usize * order.len();
                 let partitions = PARTITION_COUNT as usize / cfg.shard_count as usize;
-                index.expect_records(estimate, partitions.max(1));
+                keydir.expect_records(estimate, partitions.max(1));
             }
             report.blocks += 1;
             report.records += replay.records;
@@ -229,11 +227,11 @@ impl ShardStore {
                 last_log = Instant::now();
             }
         }
-        index.end_bulk();
-        for (_, e) in index.iter() {
+        keydir.end_bulk();
+        for (_, e) in keydir.index().iter() {
             table.add_live(e.offset, e.bytes);
         }
-        for s in shadows.values() {
+        for s in keydir.shadows().values() {
             table.add_live(s.offset, s.bytes);
         }
         // Blocks with nothing live are zeroed on disk before reuse, so their old records can
@@ -313,11 +311,10 @@ impl ShardStore {
                 block_bytes: cfg.block_bytes as u32,
             },
         );
-        report.objects = index.len() as u64;
+        report.objects = keydir.index().len() as u64;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         let state = State {
-            index,
-            shadows,
+            keydir,
             table,
             blocks: VecDeque::from([open]),
             next_sequence: max_sequence + 2,

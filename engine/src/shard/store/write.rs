@@ -12,7 +12,7 @@ use crate::record::{block_tag, retag, set_name_of, write_checksum, Record};
 use crate::shard::space::{BlockTable, Claim, GrowthWanted, HEADROOM_BLOCKS};
 use crate::tuning::Setting;
 
-use super::{CommitTicket, ShardStore};
+use super::{Change, CommitTicket, ShardStore};
 
 /// Records up to this size are encoded in the shard's staging buffer and streamed into the
 /// block (see `append_bytes`); larger ones, rare, are encoded in the block itself, so the
@@ -157,8 +157,8 @@ impl ShardStore {
         }
     }
 
-    /// Appends a record version: the one place that moves index entries, shadows, cache
-    /// entries and block live bytes together. `shadow` says the bytes shadow older versions
+    /// Appends a record version and applies it to the keydir (`Keydir::mutate`, which moves
+    /// index entries, shadows and block live bytes together) and to the cache. `shadow` says the bytes shadow older versions
     /// (a tombstone or an expired record) rather than being the live version. The record is
     /// encoded (or its bytes copied) and tagged for the open block, then appended to it.
     pub(super) fn append_bytes(
@@ -172,7 +172,7 @@ impl ShardStore {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         // The partition header is fetched while the record is encoded below, then the slot.
-        st.index.prefetch(&digest, false);
+        st.keydir.index().prefetch(&digest, false);
         self.check_failed(st)?;
         let mut write_behind = None;
         let mut grow = false;
@@ -221,8 +221,8 @@ impl ShardStore {
         // lines the next writes need (a tenth of a write-heavy core's time).
         let staged = len <= STAGING_BYTES_MAX;
         // The header has had the encode's time to arrive; the slot gets the checksum's.
-        let index = &st.index;
-        let prefetch_slot = || index.prefetch(&digest, true);
+        let keydir = &st.keydir;
+        let prefetch_slot = || keydir.index().prefetch(&digest, true);
         let offset = if staged {
             if st.staging.len() < len {
                 st.staging.resize(len, 0);
@@ -242,41 +242,33 @@ impl ShardStore {
                 .expect("just appended")
         };
         let len = len as u32;
-        // The version this one replaces: the live entry, or a shadow (at most one exists).
-        let replaced = if shadow {
-            st.index.remove(&digest)
-        } else {
-            let set_id = st.index.set_id(set_name_of(bytes));
-            st.index.insert(
+        let change = if shadow {
+            Change::Shadow {
                 digest,
-                IndexEntry {
+                shadow: Shadow { offset, bytes: len },
+            }
+        } else {
+            Change::Live {
+                digest,
+                entry: IndexEntry {
                     offset,
                     bytes: len,
                     meta,
-                    set_id,
+                    set_id: st.keydir.set_id(set_name_of(bytes)),
                 },
-            )
-        };
-        if let Some(old) = replaced {
-            st.table.remove_live(old.offset, old.bytes);
-        }
-        if !st.shadows.is_empty() {
-            if let Some(old) = st.shadows.remove(&digest) {
-                st.table.remove_live(old.offset, old.bytes);
             }
-        }
-        st.table.add_live(offset, len);
+        };
+        st.keydir.mutate(change, &mut st.table);
         if shadow {
-            st.shadows.insert(digest, Shadow { offset, bytes: len });
             self.cache.borrow_mut().remove(&digest);
         } else {
             self.cache.borrow_mut().insert(digest, offset, bytes);
         }
         st.appended_lsn += u64::from(len);
-        self.stats.set_objects(st.index.len() as u64);
-        self.stats.set_shadows(st.shadows.len() as u64);
+        self.stats.set_objects(st.keydir.index().len() as u64);
+        self.stats.set_shadows(st.keydir.shadows().len() as u64);
         self.stats
-            .set_usage(st.table.live_total(), st.index.memory_bytes());
+            .set_usage(st.table.live_total(), st.keydir.index().memory_bytes());
         let ticket = CommitTicket(st.appended_lsn);
         drop(guard);
         // Started after the state is released: glommio runs a spawned task at once.
