@@ -17,8 +17,9 @@ pub(super) const READ_ATTEMPTS_MAX: usize = 4;
 impl ShardStore {
     /// The identity of the record's current version (its file offset), expired or not;
     /// `None` when it has no live entry. Any write or delete of the record changes it, so
-    /// `update` can tell whether the record it read is still the newest version.
-    pub fn version(&self, digest: &Digest) -> Option<u64> {
+    /// `update` can tell whether the record it read is still the newest version. Engine-only:
+    /// what a version is stays inside the engine.
+    pub(crate) fn version(&self, digest: &Digest) -> Option<u64> {
         self.state
             .borrow()
             .keydir
