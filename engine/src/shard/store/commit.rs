@@ -295,6 +295,7 @@ impl ShardStore {
             assert!(upto >= st.durable_lsn, "durable_lsn only grows");
             st.durable_lsn = upto;
         }
+        st.assert_log_positions();
         if let Some(reason) = st.no_space.take() {
             tracing::info!(path = %self.path, shard = self.cfg.shard, was = %reason, "writes to the device succeed again: client writes resume");
         }

@@ -110,6 +110,31 @@ pub(super) struct State {
     failed: Option<String>,
 }
 
+impl State {
+    /// The order of the log positions, checked after every change to them: every durable byte
+    /// is written, every written byte appended, and the open block starts within the log.
+    pub(super) fn assert_log_positions(&self) {
+        assert!(
+            self.durable_lsn <= self.written_lsn,
+            "durable {} past written {}",
+            self.durable_lsn,
+            self.written_lsn
+        );
+        assert!(
+            self.written_lsn <= self.appended_lsn,
+            "written {} past appended {}",
+            self.written_lsn,
+            self.appended_lsn
+        );
+        assert!(
+            self.open_start_lsn <= self.appended_lsn,
+            "open block starts at {} past appended {}",
+            self.open_start_lsn,
+            self.appended_lsn
+        );
+    }
+}
+
 /// The storage of one shard. Single-threaded: lives on its core behind an `Rc`.
 pub struct ShardStore {
     /// Itself, for the write-behind flushes it starts when a block fills.

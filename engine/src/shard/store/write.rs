@@ -265,6 +265,7 @@ impl ShardStore {
             self.cache.borrow_mut().insert(digest, offset, bytes);
         }
         st.appended_lsn += u64::from(len);
+        st.assert_log_positions();
         self.stats.set_objects(st.keydir.index().len() as u64);
         self.stats.set_shadows(st.keydir.shadows().len() as u64);
         self.stats
