@@ -220,3 +220,29 @@ pub async fn execute(
     };
     result.unwrap_or_else(Reply::code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apogee_engine::shard::UpdateError;
+
+    #[test]
+    fn update_errors_map_to_the_codes_clients_expect() {
+        assert_eq!(
+            update_error_code(UpdateError::Refused(ResultCode::Generation)),
+            ResultCode::Generation
+        );
+        assert_eq!(
+            update_error_code(UpdateError::Busy { attempts: 8 }),
+            ResultCode::KeyBusy
+        );
+        let full = StoreError::OutOfSpace {
+            shard: 0,
+            reason: "test".into(),
+        };
+        assert_eq!(
+            update_error_code(UpdateError::Store(full)),
+            ResultCode::OutOfSpace
+        );
+    }
+}
