@@ -9,11 +9,12 @@
 
 use crate::block::{BlockHeader, BlockState, BLOCK_HEADER_BYTES};
 use crate::clock;
-use crate::index::{Index, IndexEntry, Shadow, Shadows};
+use crate::index::{IndexEntry, Shadow};
 use crate::record::{
     block_tag, decode_header_tagged, digests_ahead, set_name_of, RecordDecodeError,
     RECORD_FIXED_BYTES,
 };
+use crate::shard::store::{Change, Keydir, Uncounted};
 
 /// What replaying one block found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +25,13 @@ pub struct BlockReplay {
     pub stopped_early: bool,
 }
 
-/// Replays the records of `block` (read from file offset `base`) into `index`.
+/// Replays the records of `block` (read from file offset `base`) into `keydir`, through its
+/// one mutation point (live bytes are counted by the caller once every block is replayed).
 /// Returns `None` for a block that was never written.
-pub fn replay_block(
+pub(crate) fn replay_block(
     block: &[u8],
     base: u64,
-    index: &mut Index,
-    shadows: &mut Shadows,
+    keydir: &mut Keydir,
     now_secs: u32,
 ) -> Option<(BlockState, BlockReplay)> {
     let state = BlockHeader::decode(block);
@@ -50,38 +51,36 @@ pub fn replay_block(
     let mut n = 0;
     while pos + RECORD_FIXED_BYTES <= block.len() {
         if let Some(d) = ahead.get(n + 2) {
-            index.prefetch(d, false);
+            keydir.index().prefetch(d, false);
         }
         if let Some(d) = ahead.get(n + 1) {
-            index.prefetch(d, true);
+            keydir.index().prefetch(d, true);
         }
         n += 1;
         match decode_header_tagged(&block[pos..], tag) {
             Ok(h) => {
                 out.records += 1;
                 let offset = base + pos as u64;
-                if h.tombstone || clock::is_expired(h.meta.void_time, now_secs) {
-                    index.remove(&h.digest);
-                    shadows.insert(
-                        h.digest,
-                        Shadow {
+                let change = if h.tombstone || clock::is_expired(h.meta.void_time, now_secs) {
+                    Change::Shadow {
+                        digest: h.digest,
+                        shadow: Shadow {
                             offset,
                             bytes: h.total_bytes,
                         },
-                    );
+                    }
                 } else {
-                    shadows.remove(&h.digest);
-                    let set_id = index.set_id(set_name_of(&block[pos..]));
-                    index.insert(
-                        h.digest,
-                        IndexEntry {
+                    Change::Live {
+                        digest: h.digest,
+                        entry: IndexEntry {
                             offset,
                             bytes: h.total_bytes,
                             meta: h.meta,
-                            set_id,
+                            set_id: keydir.set_id(set_name_of(&block[pos..])),
                         },
-                    );
-                }
+                    }
+                };
+                keydir.mutate(change, &mut Uncounted);
                 pos += h.total_bytes as usize;
             }
             Err(RecordDecodeError::End) => break,
@@ -182,14 +181,17 @@ mod tests {
             rec("a", 2, 2, false),
             rec("b", 2, 0, true),
         ]);
-        let mut idx = Index::default();
-        let mut shadows = Shadows::default();
-        let (_, r) = replay_block(&bytes(&w), w.base, &mut idx, &mut shadows, 0).unwrap();
+        let mut idx = Keydir::default();
+        let (_, r) = replay_block(&bytes(&w), w.base, &mut idx, 0).unwrap();
         assert_eq!(r.records, 4);
-        assert_eq!(shadows.len(), 1, "the tombstone of b stays as a shadow");
+        assert_eq!(
+            idx.shadows().len(),
+            1,
+            "the tombstone of b stays as a shadow"
+        );
         assert_eq!(r.bad_records, 0);
-        assert_eq!(idx.len(), 1);
-        let a = idx.get(&Digest::of_string("s", "a")).unwrap();
+        assert_eq!(idx.index().len(), 1);
+        let a = idx.index().get(&Digest::of_string("s", "a")).unwrap();
         assert_eq!(a.offset, offs[2]);
         assert_eq!(a.meta.generation, 2);
     }
@@ -204,16 +206,19 @@ mod tests {
         let mut b = bytes(&w);
         let flip = (offs[1] - w.base) as usize + RECORD_FIXED_BYTES + 4;
         b[flip] ^= 0xff;
-        let mut idx = Index::default();
-        let (_, r) = replay_block(&b, w.base, &mut idx, &mut Shadows::default(), 0).unwrap();
+        let mut idx = Keydir::default();
+        let (_, r) = replay_block(&b, w.base, &mut idx, 0).unwrap();
         assert_eq!(r.bad_records, 1);
         assert!(!r.stopped_early);
         assert_eq!(
-            idx.get(&Digest::of_string("s", "a")).unwrap().offset,
+            idx.index()
+                .get(&Digest::of_string("s", "a"))
+                .unwrap()
+                .offset,
             offs[0]
         );
         assert!(
-            idx.get(&Digest::of_string("s", "c")).is_some(),
+            idx.index().get(&Digest::of_string("s", "c")).is_some(),
             "later record survives"
         );
     }
@@ -231,9 +236,9 @@ mod tests {
             }
             .encode(),
         );
-        let mut idx = Index::default();
-        let (_, r) = replay_block(&b, w.base, &mut idx, &mut Shadows::default(), 0).unwrap();
-        assert_eq!(idx.len(), 0);
+        let mut idx = Keydir::default();
+        let (_, r) = replay_block(&b, w.base, &mut idx, 0).unwrap();
+        assert_eq!(idx.index().len(), 0);
         assert_eq!(r.bad_records, 1);
     }
 
@@ -242,23 +247,26 @@ mod tests {
         let mut r = rec("a", 1, 1, false);
         r.meta.void_time = 100;
         let (w, _) = block_with(&[r]);
-        let mut idx = Index::default();
-        replay_block(&bytes(&w), w.base, &mut idx, &mut Shadows::default(), 50).unwrap();
-        assert_eq!(idx.len(), 1);
-        let mut idx = Index::default();
-        let mut shadows = Shadows::default();
-        replay_block(&bytes(&w), w.base, &mut idx, &mut shadows, 100).unwrap();
-        assert_eq!(idx.len(), 0);
-        assert_eq!(shadows.len(), 1, "an expired record shadows older versions");
+        let mut idx = Keydir::default();
+        replay_block(&bytes(&w), w.base, &mut idx, 50).unwrap();
+        assert_eq!(idx.index().len(), 1);
+        let mut idx = Keydir::default();
+        replay_block(&bytes(&w), w.base, &mut idx, 100).unwrap();
+        assert_eq!(idx.index().len(), 0);
+        assert_eq!(
+            idx.shadows().len(),
+            1,
+            "an expired record shadows older versions"
+        );
     }
 
     #[test]
     fn empty_and_corrupt_blocks() {
-        let mut idx = Index::default();
-        assert!(replay_block(&vec![0; 8192], 0, &mut idx, &mut Shadows::default(), 0).is_none());
+        let mut idx = Keydir::default();
+        assert!(replay_block(&vec![0; 8192], 0, &mut idx, 0).is_none());
         let mut junk = vec![0u8; 8192];
         junk[0] = 1;
-        let (state, r) = replay_block(&junk, 0, &mut idx, &mut Shadows::default(), 0).unwrap();
+        let (state, r) = replay_block(&junk, 0, &mut idx, 0).unwrap();
         assert_eq!(state, BlockState::Corrupt);
         assert!(r.stopped_early);
     }

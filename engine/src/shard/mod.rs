@@ -10,4 +10,7 @@ pub mod store;
 pub mod truncate;
 
 pub use media::ExtentConfig;
-pub use store::{CommitTicket, InjectedFault, ShardStore, StoreConfig};
+pub use store::{
+    Applied, CommitTicket, Decision, InjectedFault, ShardStore, StoreConfig, UpdateError,
+    UPDATE_ATTEMPTS_MAX,
+};

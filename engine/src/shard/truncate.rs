@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use apogee_wire::Digest;
 
-use super::store::{ShardStore, State};
+use super::store::{Change, ShardStore, State};
 use crate::index::IndexEntry;
 use crate::sets::SetStats;
 
@@ -265,7 +265,7 @@ pub(super) fn skip_truncated(
         points.set(None, truncated.namespace_ms);
     }
     for (name, &ms) in &truncated.sets {
-        match st.index.set_id(name) {
+        match st.keydir.set_id(name) {
             0 => tracing::warn!(
                 set = %String::from_utf8_lossy(name),
                 "set limit reached: a truncate of this set is not applied"
@@ -277,13 +277,14 @@ pub(super) fn skip_truncated(
         return 0;
     }
     let cut: Vec<(Digest, IndexEntry)> = st
-        .index
+        .keydir
+        .index()
         .iter()
         .filter(|(_, e)| points.is_truncated(e.meta.last_update_ms, e.set_id))
         .collect();
-    for (d, e) in &cut {
-        st.index.remove(d);
-        st.table.remove_live(e.offset, e.bytes);
+    for (d, _) in &cut {
+        st.keydir
+            .mutate(Change::Remove { digest: *d }, &mut st.table);
     }
     cut.len() as u64
 }
@@ -296,7 +297,8 @@ impl ShardStore {
     pub async fn truncate_sweep(&self) -> usize {
         let candidates: Vec<Digest> = {
             let st = self.state.borrow();
-            st.index
+            st.keydir
+                .index()
                 .iter()
                 .filter(|(_, e)| self.truncate.is_truncated(e.meta.last_update_ms, e.set_id))
                 .map(|(d, _)| d)
@@ -318,20 +320,20 @@ impl ShardStore {
         let mut cache = self.cache.borrow_mut();
         let mut removed = 0;
         for d in digests {
-            let Some(e) = st.index.get(d) else {
+            let Some(e) = st.keydir.index().get(d) else {
                 continue;
             };
             if !self.truncate.is_truncated(e.meta.last_update_ms, e.set_id) {
                 continue;
             }
-            st.index.remove(d);
-            st.table.remove_live(e.offset, e.bytes);
+            st.keydir
+                .mutate(Change::Remove { digest: *d }, &mut st.table);
             cache.remove(d);
             removed += 1;
         }
-        self.stats.set_objects(st.index.len() as u64);
+        self.stats.set_objects(st.keydir.index().len() as u64);
         self.stats
-            .set_usage(st.table.live_total(), st.index.memory_bytes());
+            .set_usage(st.table.live_total(), st.keydir.index().memory_bytes());
         removed
     }
 

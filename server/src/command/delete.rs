@@ -1,7 +1,8 @@
 //! Delete (spec §6.5): writes a tombstone, so the record stays deleted across restarts.
 
+use apogee_engine::clock;
 use apogee_engine::record::Record;
-use apogee_engine::{clock, shard::ShardStore};
+use apogee_engine::shard::{Decision, ShardStore};
 use apogee_wire::msg::{info2, Message};
 use apogee_wire::{Digest, ResultCode};
 
@@ -9,25 +10,24 @@ use super::Reply;
 
 pub async fn run(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Reply, ResultCode> {
     if super::filter::has_filter(msg) {
-        // The filter needs the record's bins: read it, then delete only if no other write
-        // changed it meanwhile (as writes do).
-        for _ in 0..super::write::WRITE_ATTEMPTS_MAX {
-            let seen = store.version(&digest);
-            let record = store
-                .get(&digest)
-                .await
-                .map_err(|e| super::store_error_code(&e))?
-                .ok_or(ResultCode::NotFound)?;
-            super::filter::check(msg, &record)?;
-            if store.version(&digest) == seen {
-                return delete_now(store, msg, digest).await;
-            }
-        }
-        return Err(ResultCode::KeyBusy);
+        // The filter needs the record's bins: the engine's read-modify-write reads it and
+        // deletes only if no other write changed it meanwhile (as writes do).
+        let h = &msg.header;
+        return store
+            .update(&digest, |record| {
+                let record = record.ok_or(ResultCode::NotFound)?;
+                super::filter::check(msg, &record)?;
+                super::write::check_generation(h.info2, h.generation, record.meta.generation)?;
+                Ok((Decision::Delete, Reply::ok(0, 0, vec![])))
+            })
+            .await
+            .map_err(super::update_error_code);
     }
     delete_now(store, msg, digest).await
 }
 
+/// Deletes without reading the record: the generation check needs only its metadata, and
+/// there is no await between that check and the append, so no retry is needed.
 async fn delete_now(
     store: &ShardStore,
     msg: &Message,

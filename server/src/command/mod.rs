@@ -159,6 +159,24 @@ pub fn store_error_code(e: &StoreError) -> ResultCode {
     }
 }
 
+/// Maps a failed read-modify-write (`ShardStore::update`) to the result code the client sees:
+/// the command's own refusal as it is, a storage failure as [`store_error_code`] maps it, and
+/// a record that kept changing under the command as KEY_BUSY (14).
+pub fn update_error_code(e: apogee_engine::shard::UpdateError<ResultCode>) -> ResultCode {
+    use apogee_engine::shard::UpdateError;
+    match e {
+        UpdateError::Refused(rc) => rc,
+        UpdateError::Store(e) => store_error_code(&e),
+        UpdateError::Busy { attempts } => {
+            tracing::debug!(
+                attempts,
+                "record kept changing during its read-modify-write"
+            );
+            ResultCode::KeyBusy
+        }
+    }
+}
+
 /// Appends `record` (synchronously: the caller's checks still hold) and waits for its commit.
 pub async fn append_and_commit(
     store: &apogee_engine::shard::ShardStore,
@@ -201,4 +219,30 @@ pub async fn execute(
         Err(ResultCode::Parameter)
     };
     result.unwrap_or_else(Reply::code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apogee_engine::shard::UpdateError;
+
+    #[test]
+    fn update_errors_map_to_the_codes_clients_expect() {
+        assert_eq!(
+            update_error_code(UpdateError::Refused(ResultCode::Generation)),
+            ResultCode::Generation
+        );
+        assert_eq!(
+            update_error_code(UpdateError::Busy { attempts: 8 }),
+            ResultCode::KeyBusy
+        );
+        let full = StoreError::OutOfSpace {
+            shard: 0,
+            reason: "test".into(),
+        };
+        assert_eq!(
+            update_error_code(UpdateError::Store(full)),
+            ResultCode::OutOfSpace
+        );
+    }
 }

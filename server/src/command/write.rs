@@ -6,15 +6,16 @@
 
 use std::collections::HashMap;
 
+use apogee_engine::clock;
 use apogee_engine::record::{Bin, Record, RecordMeta, UserKey};
-use apogee_engine::{clock, shard::ShardStore};
+use apogee_engine::shard::{Decision, ShardStore};
 use apogee_wire::msg::{info1, info2, info3, particle, Message, Op, OpType};
 use apogee_wire::{Digest, FieldType, ResultCode};
 
 use super::read::{bin_op, nil_op, value_op};
 use super::ttl::void_time_for;
 use super::{
-    filter, op_error_code, store_error_code, value_op_family, Reply, WorkBudget, WriteLimits,
+    filter, op_error_code, update_error_code, value_op_family, Reply, WorkBudget, WriteLimits,
 };
 use apogee_ops::exp::Meta;
 
@@ -356,19 +357,15 @@ fn apply_ops(msg: &Message, bins: &mut BinSet, meta: &Meta) -> Result<Vec<Op>, R
 /// is a u16 on the wire, in range.
 pub const BINS_PER_RECORD_MAX: usize = 32_767;
 
-/// How often a write re-reads a record that another write changed while it was reading,
-/// before it gives up with KEY_BUSY (14), as Aerospike does for hot keys.
-pub const WRITE_ATTEMPTS_MAX: usize = 8;
-
 /// Decides what a write does to the record as it was read (`existing`): the new version to
-/// append (`None` when there is nothing to store) and the reply. Pure: no I/O, no await.
+/// append, a delete (the last bin removed) or nothing, and the reply. Pure: no I/O, no await.
 fn plan(
     ns: WriteLimits,
     msg: &Message,
     digest: Digest,
     existing: Option<Record>,
     now: u32,
-) -> Result<(Option<Record>, Reply), ResultCode> {
+) -> Result<(Decision, Reply), ResultCode> {
     let h = &msg.header;
     let has_touch = msg.ops.iter().any(|op| op.op_type == OpType::TOUCH);
     let must_exist = h.info3 & (info3::UPDATE_ONLY | info3::REPLACE_ONLY) != 0 || has_touch;
@@ -414,10 +411,8 @@ fn plan(
         return Err(ResultCode::NotFound);
     }
     if bins.is_empty() {
-        // No bins left: the record is deleted (a tombstone).
-        let tombstone =
-            existing.map(|r| Record::tombstone(digest, r.meta.generation, clock::now_ms()));
-        return Ok((tombstone, Reply::ok(0, 0, reply_ops)));
+        // No bins left: the record is deleted (a tombstone; `existing` is there, see above).
+        return Ok((Decision::Delete, Reply::ok(0, 0, reply_ops)));
     }
 
     let generation = match stored_generation {
@@ -451,12 +446,15 @@ fn plan(
     if record.encoded_bytes() > ns.max_record_size {
         return Err(ResultCode::RecordTooBig);
     }
-    Ok((Some(record), Reply::ok(generation, void_time, reply_ops)))
+    Ok((
+        Decision::Write(record),
+        Reply::ok(generation, void_time, reply_ops),
+    ))
 }
 
-/// Read, decide, append — optimistically: if another write changed the record while this one
-/// was reading it, read again. The version check and the append run with no await between
-/// them, so on this single-threaded shard nothing can slip in.
+/// Read, decide, append: the engine's read-modify-write (`ShardStore::update`) re-reads and
+/// decides again when another write changed the record meanwhile, and answers KEY_BUSY (14)
+/// when that keeps happening, as Aerospike does for hot keys.
 pub async fn run(
     store: &ShardStore,
     ns: WriteLimits,
@@ -464,19 +462,12 @@ pub async fn run(
     digest: Digest,
 ) -> Result<Reply, ResultCode> {
     check_request(msg)?;
-    for _ in 0..WRITE_ATTEMPTS_MAX {
-        let seen = store.version(&digest);
-        let existing = store.get(&digest).await.map_err(|e| store_error_code(&e))?;
-        let (record, reply) = plan(ns, msg, digest, existing, clock::now_secs())?;
-        if store.version(&digest) != seen {
-            continue;
-        }
-        if let Some(record) = record {
-            super::append_and_commit(store, &record).await?;
-        }
-        return Ok(reply);
-    }
-    Err(ResultCode::KeyBusy)
+    store
+        .update(&digest, |existing| {
+            plan(ns, msg, digest, existing, clock::now_secs())
+        })
+        .await
+        .map_err(update_error_code)
 }
 
 #[cfg(test)]
@@ -647,8 +638,8 @@ mod tests {
             }],
             tombstone: false,
         };
-        let (record, _) = plan(limits, &m, digest, Some(existing), 1000).unwrap();
-        assert!(record.is_some_and(|r| r.tombstone));
+        let (decision, _) = plan(limits, &m, digest, Some(existing), 1000).unwrap();
+        assert_eq!(decision, Decision::Delete);
     }
 
     /// `levels` lists nested, the innermost empty.

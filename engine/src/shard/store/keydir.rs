@@ -1,0 +1,281 @@
+//! The keydir: what one shard knows per key — the index of live versions and the shadows
+//! (tombstones and expired records still on disk) — with **one** mutation point,
+//! [`Keydir::mutate`].
+//!
+//! Every insert, replace or removal of an index entry or a shadow goes through `mutate`:
+//! client writes and deletes, evictions, expiry, defragmentation moving a record, truncation
+//! and recovery's replay. It is the hook where secondary indexes, replication and migration
+//! will observe record changes later: one `match` on [`Change`] sees them all. Reading is
+//! through [`Keydir::index`] and [`Keydir::shadows`] (read-only; scans and iteration use
+//! these).
+//!
+//! Owns the index and the shadows; block live bytes belong to the block table, which
+//! `mutate` keeps in step through [`LiveBytes`]. Invariant, checked in debug builds after
+//! every change: a digest is never both live in the index and a shadow. It must never do I/O
+//! or touch the record cache (the store does, around it).
+
+use apogee_wire::Digest;
+
+use crate::index::{Index, IndexEntry, Shadow, Shadows};
+use crate::shard::space::BlockTable;
+
+/// One change to what the shard knows about a digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A new live version at `entry` (just appended, or replayed) replaces whatever the digest
+    /// had: its live entry or its shadow.
+    Live { digest: Digest, entry: IndexEntry },
+    /// A new version that shadows older ones (a tombstone, or an expired record appended or
+    /// replayed) replaces the live entry or shadow the digest had.
+    Shadow { digest: Digest, shadow: Shadow },
+    /// The live entry expired: its bytes stay where they are, now as the digest's shadow.
+    Expire { digest: Digest },
+    /// The live entry is dropped with no shadow (truncation: the durable cut-off is what keeps
+    /// older versions dead).
+    Remove { digest: Digest },
+    /// The shadow is dropped: no older version of the digest remains anywhere (defragmentation
+    /// of the oldest block in use).
+    DropShadow { digest: Digest },
+}
+
+impl Change {
+    pub(crate) fn digest(&self) -> &Digest {
+        match self {
+            Change::Live { digest, .. }
+            | Change::Shadow { digest, .. }
+            | Change::Expire { digest }
+            | Change::Remove { digest }
+            | Change::DropShadow { digest } => digest,
+        }
+    }
+}
+
+/// What a change replaced: the digest's live entry and shadow before it (at most one of the
+/// two exists).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Replaced {
+    pub(crate) live: Option<IndexEntry>,
+    pub(crate) shadow: Option<Shadow>,
+}
+
+/// Where block live bytes are accounted: the block table while the store runs; nothing during
+/// recovery's replay, which counts live bytes once at its end.
+pub(crate) trait LiveBytes {
+    fn add_live(&mut self, offset: u64, bytes: u32);
+    fn remove_live(&mut self, offset: u64, bytes: u32);
+}
+
+impl LiveBytes for BlockTable {
+    fn add_live(&mut self, offset: u64, bytes: u32) {
+        BlockTable::add_live(self, offset, bytes);
+    }
+    fn remove_live(&mut self, offset: u64, bytes: u32) {
+        BlockTable::remove_live(self, offset, bytes);
+    }
+}
+
+/// Live bytes not accounted yet (recovery's replay).
+pub(crate) struct Uncounted;
+
+impl LiveBytes for Uncounted {
+    fn add_live(&mut self, _: u64, _: u32) {}
+    fn remove_live(&mut self, _: u64, _: u32) {}
+}
+
+/// The index and the shadows of one shard.
+#[derive(Default)]
+pub(crate) struct Keydir {
+    index: Index,
+    shadows: Shadows,
+}
+
+impl Keydir {
+    /// The index of live versions, read-only (lookups, iteration per partition, stats).
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Tombstones and expired records kept on disk to shadow older versions, read-only.
+    pub(crate) fn shadows(&self) -> &Shadows {
+        &self.shadows
+    }
+
+    /// The shard's id for a set name, registering it on first sight (0: no set, or the set
+    /// limit is reached). Not a record change: ids only name sets.
+    pub(crate) fn set_id(&mut self, name: &[u8]) -> u16 {
+        self.index.set_id(name)
+    }
+
+    /// Sizes the index for a bulk load (recovery) of about `records` over `partitions`.
+    pub(crate) fn expect_records(&mut self, records: usize, partitions: usize) {
+        self.index.expect_records(records, partitions);
+    }
+
+    /// Ends a bulk load: gives back what `expect_records` over-reserved.
+    pub(crate) fn end_bulk(&mut self) {
+        self.index.end_bulk();
+    }
+
+    /// Applies one change: the single place where index entries and shadows are inserted,
+    /// replaced or removed, and where the block live bytes they hold move with them. Secondary
+    /// indexes and replication hook here.
+    pub(crate) fn mutate(&mut self, change: Change, live: &mut impl LiveBytes) -> Replaced {
+        let mut replaced = Replaced::default();
+        let mut added = None;
+        match change {
+            Change::Live { digest, entry } => {
+                replaced.live = self.index.insert(digest, entry);
+                // The common case has no shadows at all: skip the hash of the lookup.
+                if !self.shadows.is_empty() {
+                    replaced.shadow = self.shadows.remove(&digest);
+                }
+                added = Some((entry.offset, entry.bytes));
+            }
+            Change::Shadow { digest, shadow } => {
+                replaced.live = self.index.remove(&digest);
+                replaced.shadow = self.shadows.insert(digest, shadow);
+                added = Some((shadow.offset, shadow.bytes));
+            }
+            Change::Expire { digest } => {
+                // The bytes stay live where they are: only their role changes.
+                if let Some(e) = self.index.remove(&digest) {
+                    let shadow = Shadow {
+                        offset: e.offset,
+                        bytes: e.bytes,
+                    };
+                    let before = self.shadows.insert(digest, shadow);
+                    debug_assert!(before.is_none(), "a digest was live and a shadow");
+                    replaced.live = Some(e);
+                }
+                debug_assert!(replaced.live.is_some(), "expired a digest with no entry");
+                return replaced;
+            }
+            Change::Remove { digest } => {
+                replaced.live = self.index.remove(&digest);
+                debug_assert!(replaced.live.is_some(), "removed a digest with no entry");
+            }
+            Change::DropShadow { digest } => {
+                replaced.shadow = self.shadows.remove(&digest);
+                debug_assert!(
+                    replaced.shadow.is_some(),
+                    "dropped a shadow that is not there"
+                );
+            }
+        }
+        if let Some(old) = replaced.live {
+            live.remove_live(old.offset, old.bytes);
+        }
+        if let Some(old) = replaced.shadow {
+            live.remove_live(old.offset, old.bytes);
+        }
+        // After the removals: the old version's bytes leave before the new one's arrive.
+        if let Some((offset, bytes)) = added {
+            live.add_live(offset, bytes);
+        }
+        debug_assert!(
+            !(replaced.live.is_some() && replaced.shadow.is_some()),
+            "a digest was live and a shadow"
+        );
+        debug_assert!(
+            !(self.index.get(change.digest()).is_some()
+                && self.shadows.contains_key(change.digest())),
+            "a digest is live and a shadow after {change:?}"
+        );
+        replaced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RecordMeta;
+
+    /// Live bytes per offset, to check what `mutate` accounts.
+    #[derive(Default)]
+    struct Ledger(std::collections::BTreeMap<u64, u32>);
+
+    impl LiveBytes for Ledger {
+        fn add_live(&mut self, offset: u64, bytes: u32) {
+            assert!(self.0.insert(offset, bytes).is_none(), "added twice");
+        }
+        fn remove_live(&mut self, offset: u64, bytes: u32) {
+            assert_eq!(
+                self.0.remove(&offset),
+                Some(bytes),
+                "removed what was not live"
+            );
+        }
+    }
+
+    fn entry(offset: u64) -> IndexEntry {
+        IndexEntry {
+            offset,
+            bytes: 100,
+            meta: RecordMeta {
+                generation: 1,
+                void_time: 0,
+                last_update_ms: 5,
+            },
+            set_id: 0,
+        }
+    }
+
+    #[test]
+    fn every_change_moves_entries_shadows_and_live_bytes_together() {
+        let d = Digest([7; 20]);
+        let mut k = Keydir::default();
+        let mut live = Ledger::default();
+        let r = k.mutate(
+            Change::Live {
+                digest: d,
+                entry: entry(4096),
+            },
+            &mut live,
+        );
+        assert_eq!(r, Replaced::default());
+        // A newer version replaces the old: only the new one's bytes are live.
+        let r = k.mutate(
+            Change::Live {
+                digest: d,
+                entry: entry(8192),
+            },
+            &mut live,
+        );
+        assert_eq!(r.live.map(|e| e.offset), Some(4096));
+        assert_eq!(live.0.keys().copied().collect::<Vec<_>>(), vec![8192]);
+        // A tombstone: no live entry, a shadow holding its bytes.
+        let shadow = Shadow {
+            offset: 12288,
+            bytes: 40,
+        };
+        k.mutate(Change::Shadow { digest: d, shadow }, &mut live);
+        assert!(k.index().get(&d).is_none());
+        assert_eq!(k.shadows().get(&d), Some(&shadow));
+        assert_eq!(live.0.keys().copied().collect::<Vec<_>>(), vec![12288]);
+        // Written again: the shadow goes.
+        k.mutate(
+            Change::Live {
+                digest: d,
+                entry: entry(16384),
+            },
+            &mut live,
+        );
+        assert!(k.shadows().is_empty());
+        // Expiry keeps the bytes live, as a shadow.
+        k.mutate(Change::Expire { digest: d }, &mut live);
+        assert_eq!(k.shadows().get(&d).map(|s| s.offset), Some(16384));
+        assert_eq!(live.0.keys().copied().collect::<Vec<_>>(), vec![16384]);
+        k.mutate(Change::DropShadow { digest: d }, &mut live);
+        assert!(k.shadows().is_empty() && live.0.is_empty());
+        // Truncation drops a live entry without a shadow.
+        k.mutate(
+            Change::Live {
+                digest: d,
+                entry: entry(20480),
+            },
+            &mut live,
+        );
+        k.mutate(Change::Remove { digest: d }, &mut live);
+        assert!(k.index().is_empty() && k.shadows().is_empty() && live.0.is_empty());
+    }
+}

@@ -1,0 +1,125 @@
+//! Reads of one record: from the cache, a write block still in memory, or the device, with
+//! the checksum verified. It must never return bytes of a version other than the one the
+//! index named (a record moved by defragmentation mid-read is read again).
+
+use apogee_wire::Digest;
+
+use crate::clock;
+use crate::error::StoreError;
+use crate::index::IndexEntry;
+use crate::record::{block_tag, Record, RecordDecodeError};
+
+use super::ShardStore;
+
+/// A read that finds its record moved by defragmentation mid-read tries again this often.
+pub(super) const READ_ATTEMPTS_MAX: usize = 4;
+
+impl ShardStore {
+    /// The identity of the record's current version (its file offset), expired or not;
+    /// `None` when it has no live entry. Any write or delete of the record changes it, so
+    /// `update` can tell whether the record it read is still the newest version. Engine-only:
+    /// what a version is stays inside the engine.
+    pub(crate) fn version(&self, digest: &Digest) -> Option<u64> {
+        self.state
+            .borrow()
+            .keydir
+            .index()
+            .get(digest)
+            .map(|e| e.offset)
+    }
+
+    /// Metadata of a live record, without I/O. Expired records are absent.
+    pub fn meta(&self, digest: &Digest) -> Option<IndexEntry> {
+        let st = self.state.borrow();
+        let e = st.keydir.index().get(digest)?;
+        let gone = clock::is_expired(e.meta.void_time, clock::now_secs())
+            || self.truncate.is_truncated(e.meta.last_update_ms, e.set_id);
+        (!gone).then_some(e)
+    }
+
+    /// Reads the newest live version of a record: from the cache, from a write block still in
+    /// memory, or from the device. The bytes are checksummed before they are returned. A read
+    /// whose record moved (defragmentation) while it waited on the device starts over.
+    pub async fn get(&self, digest: &Digest) -> Result<Option<Record>, StoreError> {
+        self.stats.count_read();
+        for _ in 0..READ_ATTEMPTS_MAX {
+            let Some(entry) = self.meta(digest) else {
+                return Ok(None);
+            };
+            match self.read_version(digest, entry).await? {
+                Ok(record) => return Ok(Some(record)),
+                Err(reason) if self.version(digest) == Some(entry.offset) => {
+                    return Err(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        offset: entry.offset,
+                        reason,
+                    })
+                }
+                Err(_) => continue,
+            }
+        }
+        Err(StoreError::Corrupt {
+            path: self.path.clone(),
+            offset: 0,
+            reason: format!("record {digest:?} kept moving while being read"),
+        })
+    }
+
+    /// The checksum tag of the block holding file offset `offset`.
+    pub(super) fn tag_at(&self, offset: u64) -> u32 {
+        let st = self.state.borrow();
+        block_tag(st.table.info(st.table.block_of(offset)).sequence)
+    }
+
+    /// One attempt at reading the version `entry` names. The inner error says why the bytes
+    /// found were not that version.
+    pub(super) async fn read_version(
+        &self,
+        digest: &Digest,
+        entry: IndexEntry,
+    ) -> Result<Result<Record, String>, StoreError> {
+        let check = |r: Result<Record, RecordDecodeError>| match r {
+            Ok(rec) if rec.digest == *digest => Ok(rec),
+            Ok(rec) => Err(format!(
+                "holds digest {:?}, index expected {digest:?}",
+                rec.digest
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        let tag = self.tag_at(entry.offset);
+        if let Some(bytes) = self.cache.borrow_mut().get(digest, entry.offset) {
+            self.stats.count_cache_hit();
+            return Ok(check(Record::decode_tagged(&bytes, tag)));
+        }
+        let in_memory = {
+            let st = self.state.borrow();
+            st.blocks
+                .iter()
+                .find_map(|b| b.slice_at(entry.offset, entry.bytes as usize))
+                .map(|bytes| Record::decode_tagged(bytes, tag))
+        };
+        if let Some(r) = in_memory {
+            return Ok(check(r));
+        }
+        self.stats.count_device_read();
+        let bytes = self
+            .media
+            .read(entry.offset, entry.bytes as usize)
+            .await
+            .map_err(|source| StoreError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        let record = check(Record::decode_tagged(&bytes, tag));
+        // Cache it only if it is still the newest version after the await.
+        if record.is_ok()
+            && self.cache.borrow().enabled()
+            && self.version(digest) == Some(entry.offset)
+        {
+            self.cache
+                .borrow_mut()
+                .insert(*digest, entry.offset, &bytes[..]);
+        }
+        Ok(record)
+    }
+}
