@@ -84,7 +84,7 @@ fn a_partition_walks_in_descending_digest_order_in_chunks_and_resumes_below() {
                 .await
                 .unwrap();
         }
-        mine.sort_by(|a, b| b.0.cmp(&a.0));
+        mine.sort_by_key(|d| std::cmp::Reverse(d.0));
 
         let all = walk(&store, PartitionCursor::new(5, None), None).await;
         assert_eq!(all, mine, "every record once, largest digest first");
@@ -148,7 +148,7 @@ fn expired_truncated_and_other_set_records_are_skipped() {
             Some(b"a"),
             900
         ));
-        keep.sort_by(|a, b| b.0.cmp(&a.0));
+        keep.sort_by_key(|d| std::cmp::Reverse(d.0));
         let got = walk(&store, PartitionCursor::new(9, None), Some(b"a")).await;
         assert_eq!(got, keep);
         let whole = walk(&store, PartitionCursor::new(9, None), None).await;

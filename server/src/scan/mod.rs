@@ -162,6 +162,11 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
         }
         Some(msg.ops.iter().map(|op| op.name.clone()).collect())
     };
+    if let Some(f) = msg.field(FieldType::FILTER_EXP) {
+        // A malformed filter fails the request up front, as Aerospike's does, instead of
+        // filtering every record out.
+        apogee_ops::exp::parse(f).map_err(|e| crate::command::op_error_code(&e))?;
+    }
     let filter = msg.field(FieldType::FILTER_EXP).map(|f| Message {
         fields: vec![apogee_wire::msg::Field {
             field_type: FieldType::FILTER_EXP,
