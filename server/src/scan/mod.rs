@@ -298,9 +298,7 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
     let req = match parse(core, &msg) {
         Ok(r) => r,
         Err(rc) => {
-            if let Some(n) = core.logs.bad_batch.allow() {
-                tracing::debug!(code = rc as u8, scans = n, "scan refused");
-            }
+            tracing::debug!(code = rc as u8, "scan refused");
             return out.send(&stream_error_frame(rc)).await;
         }
     };
