@@ -49,8 +49,8 @@ pub struct ScanSpec {
     pub bins: Option<Vec<Vec<u8>>>,
     /// Metadata only (info1 GET_NOBINDATA).
     pub no_bins: bool,
-    /// A message carrying only the filter expression, for `command::filter::check`.
-    pub filter: Option<Message>,
+    /// The filter expression, parsed once for every record.
+    pub filter: Option<apogee_ops::exp::Exp>,
     /// Records sampled, in percent of those matching (legacy field 8; 100: all).
     pub sample_pct: u8,
     /// Most records per second over the whole node (0: no limit).
@@ -162,18 +162,12 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
         }
         Some(msg.ops.iter().map(|op| op.name.clone()).collect())
     };
-    if let Some(f) = msg.field(FieldType::FILTER_EXP) {
-        // A malformed filter fails the request up front, as Aerospike's does, instead of
-        // filtering every record out.
-        apogee_ops::exp::parse(f).map_err(|e| crate::command::op_error_code(&e))?;
-    }
-    let filter = msg.field(FieldType::FILTER_EXP).map(|f| Message {
-        fields: vec![apogee_wire::msg::Field {
-            field_type: FieldType::FILTER_EXP,
-            data: f.to_vec(),
-        }],
-        ..Default::default()
-    });
+    // A malformed filter fails the request up front, as Aerospike's does, instead of
+    // filtering every record out.
+    let filter = match msg.field(FieldType::FILTER_EXP) {
+        Some(f) => Some(apogee_ops::exp::parse(f).map_err(|e| crate::command::op_error_code(&e))?),
+        None => None,
+    };
     Ok(ScanRequest {
         spec: ScanSpec {
             namespace,

@@ -104,6 +104,20 @@ fn sampled(pct: u8, record: &Record) -> bool {
     pct >= 100 || u32::from(record.digest.0[19]) * 100 / 256 < u32::from(pct)
 }
 
+/// Whether a record passes the scan's filter: only when the expression is definitely true
+/// (false, unknown and evaluation errors leave the record out, as Aerospike's scans do).
+fn matches_filter(e: &apogee_ops::exp::Exp, record: &Record) -> bool {
+    let meta = filter::meta_of(record);
+    let view = filter::View {
+        bins: &record.bins,
+        meta: &meta,
+    };
+    matches!(
+        apogee_ops::exp::evaluate(e, &view),
+        Ok(Some(apogee_ops::Value::Bool(true)))
+    )
+}
+
 /// Keeps a shard at or under its share of the scan's records-per-second.
 struct Throttle {
     per_second: u32,
@@ -163,7 +177,7 @@ pub async fn run(core: Rc<Core>, work: ShardScan) {
                     continue;
                 }
                 if let Some(f) = &spec.filter {
-                    if filter::check(f, &record).is_err() {
+                    if !matches_filter(f, &record) {
                         job.count_filtered();
                         continue;
                     }
