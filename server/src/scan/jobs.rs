@@ -138,7 +138,7 @@ impl Job {
         }
     }
 
-    fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.done_after_ms.load(Relaxed) != 0
     }
 
@@ -183,6 +183,19 @@ impl Job {
             self.from,
             if self.background { "background-ops" } else { "basic" },
         )
+    }
+}
+
+/// Ends a foreground job however its request ends: a connection dropped while it waited on
+/// its shards leaves the job "abandoned" instead of "active" forever, and stops the shards.
+pub struct EndOnDrop(pub Arc<Job>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if !self.0.is_done() {
+            self.0.abort("client-disconnected");
+            self.0.finish();
+        }
     }
 }
 

@@ -319,6 +319,7 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
         .detach();
         return out.send(&last_frame(ResultCode::Ok)).await;
     }
+    let _end = jobs::EndOnDrop(job.clone());
     let (frames, incoming) = flume::bounded(FRAMES_IN_FLIGHT_MAX);
     let (finished, unavailable) = fan_out(core, req, &job, Some(frames)).await;
     drop(finished);
