@@ -74,6 +74,8 @@ pub struct ShardScan {
     pub spec: Arc<ScanSpec>,
     pub partitions: Vec<(u16, Option<Digest>)>,
     pub job: Arc<Job>,
+    /// How many shards run this scan: each keeps to its share of `records_per_second`.
+    pub shards: u32,
     /// Encoded frames towards the connection (foreground); `None` for background scans. A
     /// shard also holds `done` while it runs: when every sender is gone, the scan is over.
     pub frames: Option<flume::Sender<Vec<u8>>>,
@@ -252,6 +254,7 @@ async fn fan_out(
             unavailable.push(pid);
         }
     }
+    let shards = groups.iter().filter(|g| !g.is_empty()).count() as u32;
     for (shard, partitions) in groups.into_iter().enumerate() {
         if partitions.is_empty() {
             continue;
@@ -260,6 +263,7 @@ async fn fan_out(
             spec: spec.clone(),
             partitions,
             job: job.clone(),
+            shards,
             frames: frames.clone(),
             done: done.clone(),
         };

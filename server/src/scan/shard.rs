@@ -145,14 +145,14 @@ pub async fn run(core: Rc<Core>, work: ShardScan) {
         spec,
         partitions,
         job,
+        shards,
         frames,
         done,
     } = work;
     let store = core.stores[spec.namespace].clone();
     let namespace = core.node.config.namespaces[spec.namespace].name.clone();
-    let shards = core.node.config.cores.max(1) as u32;
     let mut throttle = Throttle {
-        per_second: spec.records_per_second.div_ceil(shards),
+        per_second: spec.records_per_second.div_ceil(shards.max(1)),
         started: Instant::now(),
         passed: 0,
     };
