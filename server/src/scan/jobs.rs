@@ -20,8 +20,8 @@ use crate::node::Node;
 
 /// Finished jobs kept for `query-show` (Aerospike's `query-max-done` default is 100).
 pub const DONE_JOBS_KEPT_MAX: usize = 100;
-/// Jobs running at once on the node; more are refused with result 22 FORBIDDEN... never in
-/// practice: one per scanning connection or background scan.
+/// Jobs running at once on the node; a scan beyond it is refused with result 22 (FORBIDDEN).
+/// Bounds the table, whose entries are one per scanning connection or background scan.
 pub const ACTIVE_JOBS_MAX: usize = 4096;
 
 /// One scan's identity and progress.
@@ -207,8 +207,8 @@ pub struct JobTable {
 
 impl JobTable {
     /// Adds a starting job; finished jobs beyond [`DONE_JOBS_KEPT_MAX`] are forgotten, oldest
-    /// first. A task id already running is refused (Aerospike: result 4... the clients pick
-    /// random 64-bit ids, so this is a client bug).
+    /// first. A task id that is already running is refused with result 4 (the clients pick
+    /// random 64-bit ids, so a clash is a client bug).
     pub fn register(&self, job: Job) -> Result<Arc<Job>, ResultCode> {
         let mut jobs = self.jobs.lock().expect("job table lock");
         if jobs.iter().any(|j| j.trid == job.trid && !j.is_done()) {
