@@ -797,6 +797,22 @@ impl Index {
         self.len == 0
     }
 
+    /// The entries of one partition, in no particular order (scans sort what they take).
+    pub fn partition_entries(&self, pid: u16) -> impl Iterator<Item = (Digest, IndexEntry)> + '_ {
+        let pid = usize::from(pid);
+        let p = &self.partitions[pid];
+        let pages = &self.pages;
+        (0..p.len()).map(move |pos| {
+            let packed = p.entry(pages, pos);
+            (digest_of(pid, packed), IndexEntry::unpack(packed))
+        })
+    }
+
+    /// The id a set name already has, without registering it (scans filter by it).
+    pub fn known_set_id(&self, name: &[u8]) -> Option<u16> {
+        self.set_ids.get(name).copied()
+    }
+
     /// Every entry, partition by partition.
     pub fn iter(&self) -> impl Iterator<Item = (Digest, IndexEntry)> + '_ {
         let pages = &self.pages;

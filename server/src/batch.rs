@@ -1,6 +1,6 @@
 //! Batch reads (spec §7): classifies each row of a batch once, fans the rows out to the cores
 //! that own them (one message per shard, carrying all of that shard's rows), and streams the
-//! row replies back to the client in blocks of at most [`BLOCK_BYTES_MAX`] as they arrive.
+//! row replies back to the client in blocks of at most [`crate::stream::FRAME_BYTES_MAX`] as they arrive.
 //!
 //! Memory is bounded per batch: each shard fills one block at a time and the channel back to
 //! the connection holds at most [`BLOCKS_IN_FLIGHT_MAX`] blocks, so a slow client slows the
@@ -14,52 +14,42 @@ use std::rc::Rc;
 
 use crate::dispatch::ReplySink;
 use apogee_wire::batch::{self as wire_batch, BatchRow};
-use apogee_wire::msg::{info1, info2, info3, Message, MsgHeader};
-use apogee_wire::proto::{ProtoHeader, PROTO_HEADER_BYTES};
-use apogee_wire::{FieldType, MsgType, ResultCode};
+use apogee_wire::msg::{info1, info2, Message};
+use apogee_wire::{FieldType, ResultCode};
 use futures_lite::FutureExt;
 
 use crate::command::{reply::stream_error_frame, Reply};
 use crate::core::Core;
 use crate::latency;
 use crate::node::ShardWork;
+use crate::stream::{last_frame, FrameBuilder};
 
-/// A block is sent as one frame once it holds this many bytes (the real server's 128 KiB).
-pub const BLOCK_BYTES_MAX: usize = 128 * 1024;
 /// Blocks one batch may have queued towards its connection before its shards wait.
 pub const BLOCKS_IN_FLIGHT_MAX: usize = 4;
 
-/// A frame of row replies being filled: proto header space, then row messages.
+/// A frame of row replies being filled (frame building is `crate::stream`'s).
+#[derive(Default)]
 pub struct RowBlock {
-    frame: Vec<u8>,
-    pub rows: u32,
+    frame: FrameBuilder,
 }
 
 impl RowBlock {
     fn new() -> RowBlock {
-        let mut frame = Vec::with_capacity(BLOCK_BYTES_MAX + PROTO_HEADER_BYTES);
-        frame.resize(PROTO_HEADER_BYTES, 0);
-        RowBlock { frame, rows: 0 }
+        RowBlock::default()
     }
 
     fn push(&mut self, index: u32, reply: Reply) {
-        reply.encode_row_into(index, &mut self.frame);
-        self.rows += 1;
+        self.frame
+            .push_with(|out| reply.encode_row_into(index, out));
     }
 
     fn is_full(&self) -> bool {
-        self.frame.len() - PROTO_HEADER_BYTES >= BLOCK_BYTES_MAX
+        self.frame.is_full()
     }
 
     /// The block as a type-3 frame; `None` when it holds no row (no empty frames, spec §1.4).
-    fn into_frame(mut self) -> Option<(Vec<u8>, u32)> {
-        if self.rows == 0 {
-            return None;
-        }
-        let body = self.frame.len() - PROTO_HEADER_BYTES;
-        self.frame[..PROTO_HEADER_BYTES]
-            .copy_from_slice(&ProtoHeader::encode(MsgType::Message, body));
-        Some((self.frame, self.rows))
+    fn into_frame(self) -> Option<(Vec<u8>, u32)> {
+        self.frame.into_frame()
     }
 }
 
@@ -221,21 +211,15 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
         ResultCode::ServerError
     };
     core.node.batch_latency[core.shard].record(started.elapsed());
-    let last = Message {
-        header: MsgHeader {
-            info3: info3::LAST,
-            result_code: result as u8,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    out.send(&apogee_wire::proto::frame(MsgType::Message, &last.encode()))
-        .await
+    out.send(&last_frame(result)).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::FRAME_BYTES_MAX as BLOCK_BYTES_MAX;
+    use apogee_wire::msg::info3;
+    use apogee_wire::proto::{ProtoHeader, PROTO_HEADER_BYTES};
 
     #[test]
     fn an_empty_block_sends_no_frame() {

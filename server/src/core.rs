@@ -208,6 +208,10 @@ impl Core {
                         glommio::spawn_local(crate::batch::run_rows(core, batch)).detach();
                         continue;
                     }
+                    ShardWork::Scan(scan) => {
+                        glommio::spawn_local(crate::scan::shard::run(core, scan)).detach();
+                        continue;
+                    }
                 };
                 glommio::spawn_local(async move {
                     let reply =

@@ -21,6 +21,8 @@ mod node;
 mod partition;
 mod preflight;
 mod runtime;
+mod scan;
+mod stream;
 mod truncate;
 
 use std::net::IpAddr;

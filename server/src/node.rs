@@ -28,6 +28,8 @@ pub enum ShardWork {
     Keyed(ShardRequest),
     /// The rows of one batch that this shard owns.
     Batch(crate::batch::ShardBatch),
+    /// The partitions of one scan that this shard owns.
+    Scan(crate::scan::ShardScan),
 }
 
 /// The node-wide shared state.
@@ -51,6 +53,8 @@ pub struct Node {
     pub connections: Arc<crate::admission::ConnectionStats>,
     /// `batch_latency[shard]`: whole batches, written by the core that accepted the batch.
     pub batch_latency: Vec<crate::latency::Histogram>,
+    /// Running and recently finished scans, for `query-show` and `query-abort`.
+    pub jobs: crate::scan::jobs::JobTable,
 }
 
 impl Node {
@@ -81,6 +85,7 @@ impl Node {
             logs: Default::default(),
             poisoned_shards: Default::default(),
             batch_latency: (0..config.cores).map(|_| Default::default()).collect(),
+            jobs: Default::default(),
             config,
         }
     }

@@ -3,6 +3,7 @@
 //! Everything here is owned by exactly one glommio executor and is `!Send`; other cores reach
 //! it only through the server's cross-core channels.
 
+pub mod iterate;
 pub mod media;
 mod read_ring;
 pub mod space;

@@ -18,7 +18,6 @@ use apogee_wire::proto::{frame, ProtoHeader};
 use apogee_wire::{FieldType, MsgType, ResultCode};
 
 use crate::batch;
-use crate::command::reply::stream_error_frame;
 use crate::core::Core;
 use crate::info;
 pub use sink::ReplySink;
@@ -93,11 +92,8 @@ pub async fn serve(
             batch::serve(core, msg, sink).await
         }
         Request::Scan(msg) => {
-            // Scans and queries: not in this server yet.
-            drop(msg);
             sink.begin(false);
-            sink.reply(stream_error_frame(ResultCode::UnsupportedFeature))
-                .await
+            crate::scan::serve(core, msg, sink).await
         }
     }
 }

@@ -42,6 +42,14 @@ impl<'a> ReplySink<'a> {
         self.send(&frame).await
     }
 
+    /// The client's address as `query-show` lists it (`host+port`).
+    pub fn peer(&self) -> String {
+        self.stream
+            .peer_addr()
+            .map(|a| format!("{}+{}", a.ip(), a.port()))
+            .unwrap_or_default()
+    }
+
     /// Writes one frame of a stream as it is, returning once the socket took all of it.
     pub async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(frame).await
