@@ -14,8 +14,11 @@ use std::cmp::Ordering;
 use crate::error::{OpError, OpResult};
 use crate::value::{compare, equal, ptype, Reader, Value, DEPTH_MAX};
 
+mod build;
+
 /// Expression op codes (spec §4.8).
 mod code {
+    pub const UNKNOWN: u8 = 0;
     pub const EQ: u8 = 1;
     pub const NE: u8 = 2;
     pub const GT: u8 = 3;
@@ -93,6 +96,8 @@ fn particle_of_exp_type(t: i64) -> OpResult<u8> {
 
 /// CALL system types (low bits) and the "modify locally" flag.
 const CALL_SYSTEM_CDT: i64 = 0;
+const CALL_SYSTEM_BITS: i64 = 1;
+const CALL_SYSTEM_HLL: i64 = 2;
 const CALL_MODIFY: i64 = 0x40;
 
 /// Nanoseconds between the Unix epoch and Aerospike's (2010-01-01).
@@ -109,6 +114,8 @@ pub enum Exp {
     Var(Vec<u8>),
     Let(Vec<(Vec<u8>, Exp)>, Box<Exp>),
     Call {
+        /// The declared result type (an expression value type, 0..=9).
+        result: i64,
         system: i64,
         op: Value,
         bin: Box<Exp>,
@@ -158,6 +165,16 @@ pub fn parse(bytes: &[u8]) -> OpResult<Exp> {
         return Err(OpError::Parameter("trailing bytes after an expression"));
     }
     within_limits(&e)?;
+    build::type_of(&e)?;
+    Ok(e)
+}
+
+/// Parses and builds a filter expression: one whose result is a boolean.
+pub fn parse_filter(bytes: &[u8]) -> OpResult<Exp> {
+    let e = parse(bytes)?;
+    if build::type_of(&e)? != build::Ty::Bool {
+        return Err(OpError::Parameter("a filter expression must be boolean"));
+    }
     Ok(e)
 }
 
@@ -260,10 +277,11 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
         }
         code::CALL => {
             arity(5)?;
-            let _result_type = small_int(&r.read_value(depth)?, "call result type")?;
+            let result = small_int(&r.read_value(depth)?, "call result type")?;
             let system = small_int(&r.read_value(depth)?, "call system type")?;
             let op = r.read_value(depth)?;
             Exp::Call {
+                result,
                 system,
                 op,
                 bin: Box::new(parse_at(r, depth + 1)?),
@@ -302,12 +320,12 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
 }
 
 fn is_known(op: u8) -> bool {
-    matches!(op, 1..=6 | 9 | 16..=41 | 50 | 51 | 64..=74 | code::COND)
+    matches!(op, 0..=6 | 9 | 16..=41 | 50 | 51 | 64..=74 | code::COND)
 }
 
 /// Evaluates a filter expression: true only when it is definitely true.
 pub fn filter(bytes: &[u8], rec: &dyn RecordAccess) -> OpResult<bool> {
-    let e = parse(bytes)?;
+    let e = parse_filter(bytes)?;
     Ok(matches!(
         eval(&e, &mut Env::new(rec))?,
         Some(Value::Bool(true))
@@ -373,7 +391,9 @@ fn eval(e: &Exp, env: &mut Env) -> OpResult<Option<Value>> {
             env.vars.truncate(mark);
             out?
         }
-        Exp::Call { system, op, bin } => call(*system, op, eval(bin, env)?)?,
+        Exp::Call {
+            system, op, bin, ..
+        } => call(*system, op, eval(bin, env)?)?,
         Exp::Regex(re, e) => match eval(e, env)? {
             Some(Value::Str(s)) => Some(Value::Bool(
                 std::str::from_utf8(&s).is_ok_and(|s| re.is_match(s)),
@@ -385,18 +405,29 @@ fn eval(e: &Exp, env: &mut Env) -> OpResult<Option<Value>> {
 }
 
 fn call(system: i64, op: &Value, bin: Option<Value>) -> OpResult<Option<Value>> {
-    if system & !CALL_MODIFY != CALL_SYSTEM_CDT {
-        return Err(OpError::Unsupported("bit and HLL expression calls"));
-    }
+    let family = match system & !CALL_MODIFY {
+        CALL_SYSTEM_CDT => crate::Family::Cdt,
+        CALL_SYSTEM_BITS => crate::Family::Bits,
+        CALL_SYSTEM_HLL => crate::Family::Hll,
+        _ => return Err(OpError::Parameter("unknown expression call system")),
+    };
     let Some(v) = bin else { return Ok(None) };
-    if !matches!(v, Value::List(_) | Value::Map(_)) {
+    let (t, bytes) = v.to_particle();
+    let fits = match family {
+        crate::Family::Cdt => matches!(t, ptype::LIST | ptype::MAP),
+        crate::Family::Bits => t == ptype::BLOB,
+        crate::Family::Hll => t == ptype::HLL,
+    };
+    if !fits {
         return Ok(None);
     }
-    let (t, bytes) = v.to_particle();
     let modify = system & CALL_MODIFY != 0;
-    let out = crate::cdt::apply(Some((t, &bytes)), &op.encode(), modify)?;
+    let out = crate::apply(family, Some((t, &bytes)), &op.encode(), modify)?;
     Ok(if modify {
-        out.new_bin.or(Some(v))
+        match out.new_bin {
+            Some((t, b)) => Some(Value::from_particle(t, &b)?),
+            None => Some(v),
+        }
     } else {
         out.result
     })
@@ -406,6 +437,7 @@ fn eval_op(op: u8, args: &[Exp], env: &mut Env) -> OpResult<Option<Value>> {
     use code::*;
     let meta = env.rec.meta();
     Ok(match op {
+        UNKNOWN => None,
         EQ | NE | GT | GE | LT | LE => {
             args_n(args, 2)?;
             let (Some(a), Some(b)) = (eval(&args[0], env)?, eval(&args[1], env)?) else {
@@ -673,6 +705,7 @@ pub fn parse_op(payload: &[u8]) -> OpResult<(Exp, i64)> {
     }
     let e = parse_at(&mut r, 1)?;
     within_limits(&e)?;
+    build::type_of(&e)?;
     let flags = small_int(&r.read_value(1)?, "expression op flags")?;
     if !r.at_end() {
         return Err(OpError::Parameter("trailing bytes after an expression op"));
@@ -681,135 +714,4 @@ pub fn parse_op(payload: &[u8]) -> OpResult<(Exp, i64)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Rec {
-        bins: Vec<(Vec<u8>, u8, Vec<u8>)>,
-        meta: Meta,
-    }
-
-    impl RecordAccess for Rec {
-        fn bin(&self, name: &[u8]) -> Option<(u8, &[u8])> {
-            self.bins
-                .iter()
-                .find(|b| b.0 == name)
-                .map(|b| (b.1, b.2.as_slice()))
-        }
-        fn meta(&self) -> &Meta {
-            &self.meta
-        }
-    }
-
-    fn rec() -> Rec {
-        Rec {
-            bins: vec![
-                (b"a".to_vec(), ptype::INTEGER, 8i64.to_be_bytes().to_vec()),
-                (b"s".to_vec(), ptype::STRING, b"hi".to_vec()),
-                (b"l".to_vec(), ptype::LIST, vec![0x93, 1, 2, 3]),
-            ],
-            meta: Meta {
-                set_name: b"demo".to_vec(),
-                void_time: 0,
-                ..Default::default()
-            },
-        }
-    }
-
-    #[test]
-    fn captured_filter_evaluates() {
-        // Eq(IntBin('a'), 8) as the Python client sends it (spec §4.8).
-        let eq = [0x93, 0x01, 0x93, 0x51, 0x02, 0xa1, 0x61, 0x08];
-        assert!(filter(&eq, &rec()).unwrap());
-        let mut r = rec();
-        r.bins[0].2 = 9i64.to_be_bytes().to_vec();
-        assert!(!filter(&eq, &r).unwrap());
-        // A missing bin is unknown: the filter fails without an error.
-        r.bins.remove(0);
-        assert!(!filter(&eq, &r).unwrap());
-    }
-
-    /// Aerospike CE 8.1.2 on "abc\nxyz": newline semantics for flag 4 (the clients'
-    /// REGEX_NOSUB), none for 8 (their REGEX_NEWLINE).
-    #[test]
-    fn regex_newline_is_glibc_flag_4() {
-        let mut r = rec();
-        r.bins[1].2 = b"abc\nxyz".to_vec();
-        let regex = |flags: u8| {
-            let mut e = vec![0x94, code::REGEX, flags, 0xa4];
-            e.extend_from_slice(b"^xyz");
-            e.extend_from_slice(&[0x93, 0x51, 0x03, 0xa1, b's']);
-            e
-        };
-        assert!(filter(&regex(4), &r).unwrap());
-        assert!(!filter(&regex(8), &r).unwrap());
-        assert!(!filter(&regex(0), &r).unwrap());
-    }
-
-    #[test]
-    fn logic_is_three_valued() {
-        // Or(Eq(IntBin('zz'), 1), Eq(StrBin('s'), 'hi')): unknown OR true = true.
-        let e = [
-            0x93, 0x11, 0x93, 0x01, 0x93, 0x51, 0x02, 0xa2, b'z', b'z', 0x01, 0x93, 0x01, 0x93,
-            0x51, 0x03, 0xa1, b's', 0xa3, 0x03, b'h', b'i',
-        ];
-        assert!(filter(&e, &rec()).unwrap());
-        // Not(Eq(IntBin('zz'), 1)) stays unknown.
-        let e = [
-            0x92, 0x12, 0x93, 0x01, 0x93, 0x51, 0x02, 0xa2, b'z', b'z', 0x01,
-        ];
-        assert!(!filter(&e, &rec()).unwrap());
-    }
-
-    #[test]
-    fn let_cond_arithmetic_and_list_calls() {
-        // Let(Def('x', Add(IntBin('a'), 2)), Cond(Gt(Var('x'), 9), Var('x'), 0)) = 10.
-        let e = [
-            0x94, 0x7d, 0xa1, b'x', 0x93, 0x14, 0x93, 0x51, 0x02, 0xa1, b'a', 0x02, 0x94, 0x7b,
-            0x93, 0x03, 0x92, 0x7c, 0xa1, b'x', 0x09, 0x92, 0x7c, 0xa1, b'x', 0x00,
-        ];
-        let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
-        assert_eq!(v.unwrap().as_int(), Some(10));
-        // ListExp.size(ListBin('l')) = [127, 2, 0, [16], [81, 4, 'l']] = 3.
-        let e = [
-            0x95, 0x7f, 0x02, 0x00, 0x91, 0x10, 0x93, 0x51, 0x04, 0xa1, b'l',
-        ];
-        let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
-        assert_eq!(v.unwrap().as_int(), Some(3));
-    }
-
-    #[test]
-    fn oversized_expressions_are_refused() {
-        // And(true x 5000): too many nodes. Or of 65 ListSize calls: too many calls.
-        let mut big = vec![0xdc, 0x13, 0x89, 0x10];
-        big.extend(std::iter::repeat_n(0xc3, 5000));
-        assert_eq!(parse(&big).unwrap_err().result_code(), 4);
-        let call = [
-            0x95, 0x7f, 0x02, 0x00, 0x91, 0x10, 0x93, 0x51, 0x04, 0xa1, b'l',
-        ];
-        let mut calls = vec![0xdc, 0x00, 66, 0x11];
-        for _ in 0..65 {
-            calls.extend([0x93, 0x03]);
-            calls.extend(call);
-            calls.push(0x00);
-        }
-        assert_eq!(parse(&calls).unwrap_err().result_code(), 4);
-    }
-
-    #[test]
-    fn malformed_expressions_are_errors() {
-        for bad in [
-            &[0x90][..],
-            &[0x91, 0xcc, 0xfa],
-            &[0x93, 0x01, 0x08],
-            &[0x93, 0x51, 0x02, 0x05],
-            &[0x92, 0x7c, 0xa1, b'q'],
-        ] {
-            let r = parse(bad).and_then(|e| evaluate(&e, &rec()));
-            assert!(r.is_err(), "{bad:x?}");
-        }
-        let mut deep = [0x92u8, 0x12].repeat(DEPTH_MAX + 2);
-        deep.push(0xc3);
-        assert!(parse(&deep).is_err());
-    }
-}
+mod tests;
