@@ -117,11 +117,59 @@ pub enum Exp {
         /// The declared result type (an expression value type, 0..=9).
         result: i64,
         system: i64,
-        op: Value,
+        op: CallOp,
         bin: Box<Exp>,
     },
     /// A compiled regular expression matched against a string expression.
     Regex(regex::Regex, Box<Exp>),
+}
+
+/// The op a CALL applies: `[code, args...]` or, inside a CDT context,
+/// `[0xff, ctx, [code, args...]]`. Its arguments are expressions themselves (a literal list
+/// arrives quoted), evaluated before the op runs.
+#[derive(Debug)]
+pub struct CallOp {
+    pub code: i64,
+    pub ctx: Option<Value>,
+    pub args: Vec<Exp>,
+}
+
+/// The op code that wraps a CDT op in a context.
+const CDT_CONTEXT_EVAL: i64 = 0xff;
+
+fn parse_call_op(r: &mut Reader, depth: usize) -> OpResult<CallOp> {
+    let Some(n) = r.array_len()? else {
+        return Err(OpError::Parameter("an expression call's op is not a list"));
+    };
+    if n == 0 {
+        return Err(OpError::Parameter("an expression call's op is empty"));
+    }
+    let code = small_int(&r.read_value(depth)?, "call op code")?;
+    if code == CDT_CONTEXT_EVAL {
+        if n != 3 {
+            return Err(OpError::Parameter(
+                "a CDT context call needs [0xff, ctx, op]",
+            ));
+        }
+        let ctx = r.read_value(depth)?;
+        let inner = parse_call_op(r, depth + 1)?;
+        if inner.ctx.is_some() {
+            return Err(OpError::Parameter("a CDT context call nests another"));
+        }
+        return Ok(CallOp {
+            ctx: Some(ctx),
+            ..inner
+        });
+    }
+    let mut args = Vec::with_capacity(n - 1);
+    for _ in 1..n {
+        args.push(parse_at(r, depth + 1)?);
+    }
+    Ok(CallOp {
+        code,
+        ctx: None,
+        args,
+    })
 }
 
 /// POSIX `regcomp` flags as Aerospike reads them: glibc's values, handed to `regcomp` as sent.
@@ -193,8 +241,9 @@ fn within_limits(e: &Exp) -> OpResult<()> {
                 defs.iter().for_each(|(_, d)| walk(d, nodes, calls));
                 walk(scope, nodes, calls);
             }
-            Exp::Call { bin, .. } => {
+            Exp::Call { bin, op, .. } => {
                 *calls += 1;
+                op.args.iter().for_each(|a| walk(a, nodes, calls));
                 walk(bin, nodes, calls);
             }
             Exp::Regex(_, e) => walk(e, nodes, calls),
@@ -279,7 +328,7 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
             arity(5)?;
             let result = small_int(&r.read_value(depth)?, "call result type")?;
             let system = small_int(&r.read_value(depth)?, "call system type")?;
-            let op = r.read_value(depth)?;
+            let op = parse_call_op(r, depth + 1)?;
             Exp::Call {
                 result,
                 system,
@@ -393,7 +442,26 @@ fn eval(e: &Exp, env: &mut Env) -> OpResult<Option<Value>> {
         }
         Exp::Call {
             system, op, bin, ..
-        } => call(*system, op, eval(bin, env)?)?,
+        } => {
+            let mut items = vec![Value::Int(op.code)];
+            for a in &op.args {
+                match eval(a, env)? {
+                    Some(v) => items.push(v),
+                    None => return Ok(None),
+                }
+            }
+            let mut payload = Value::List(crate::value::List {
+                ordered: false,
+                items,
+            });
+            if let Some(ctx) = &op.ctx {
+                payload = Value::List(crate::value::List {
+                    ordered: false,
+                    items: vec![Value::Int(CDT_CONTEXT_EVAL), ctx.clone(), payload],
+                });
+            }
+            call(*system, &payload, eval(bin, env)?)?
+        }
         Exp::Regex(re, e) => match eval(e, env)? {
             Some(Value::Str(s)) => Some(Value::Bool(
                 std::str::from_utf8(&s).is_ok_and(|s| re.is_match(s)),

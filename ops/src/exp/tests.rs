@@ -184,3 +184,27 @@ fn cond_actions_share_one_type_but_unknown_fits_any() {
     let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
     assert_eq!(v.unwrap().as_int(), Some(1));
 }
+
+/// A call's op arguments are expressions: a literal list arrives quoted ([126, [...]]) and an
+/// argument may read a bin. ListExp.get_by_value_list(VALUE, [2, 3], ListBin('l')) = [2, 3].
+#[test]
+fn call_arguments_are_expressions() {
+    // [127, 4, 0, [23, 7, [126, [2, 3]]], [81, 4, 'l']]
+    let e = [
+        0x95, 0x7f, 0x04, 0x00, 0x93, 0x17, 0x07, 0x92, 0x7e, 0x92, 0x02, 0x03, 0x93, 0x51, 0x04,
+        0xa1, b'l',
+    ];
+    let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap().unwrap();
+    let Value::List(l) = v else {
+        panic!("not a list: {v:?}")
+    };
+    let got: Vec<i64> = l.items.iter().filter_map(Value::as_int).collect();
+    assert_eq!(got, [2, 3]);
+    // ListExp.get_by_index(VALUE, INT, Sub(IntBin('a'), 7), ListBin('l')) = l[1] = 2.
+    let e = [
+        0x95, 0x7f, 0x02, 0x00, 0x93, 0x13, 0x07, 0x93, 0x15, 0x93, 0x51, 0x02, 0xa1, b'a', 0x07,
+        0x93, 0x51, 0x04, 0xa1, b'l',
+    ];
+    let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
+    assert_eq!(v.unwrap().as_int(), Some(2));
+}
