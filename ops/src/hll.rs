@@ -48,8 +48,9 @@ pub const MINHASH_BITS_MAX: u8 = 51;
 pub const HLLS_PER_OP_MAX: usize = 12;
 /// Most HLLs (the bin's included) an intersect count or similarity may combine: the
 /// inclusion–exclusion walks 2^n subsets, each a union of up to 65,536 registers per HLL, so
-/// the bound keeps one op to milliseconds.
-pub const INTERSECT_HLLS_MAX: usize = 5;
+/// the bound keeps one op to milliseconds. Aerospike CE 8.1.2 takes the bin and at most two
+/// others (three in all) and answers PARAMETER_ERROR beyond.
+pub const INTERSECT_HLLS_MAX: usize = 3;
 
 /// A decoded HLL: registers unpacked to (rank, minhash).
 #[derive(Debug, Clone, PartialEq)]
@@ -347,6 +348,10 @@ pub struct Outcome {
 }
 
 fn hll_list(a: &[Value], i: usize) -> OpResult<Vec<Hll>> {
+    // A single HLL stands for a list of one (expressions send HLLGetUnion(hll, bin) so).
+    if let Some(Value::Bytes(ptype::HLL, b)) = a.get(i) {
+        return Ok(vec![Hll::decode(b)?]);
+    }
     let items = list_items(a, i)?;
     if items.is_empty() || items.len() > HLLS_PER_OP_MAX {
         return Err(OpError::Parameter("HLL list must hold 1 to 12 HLLs"));
@@ -390,7 +395,7 @@ fn union_of(hlls: &[Hll]) -> OpResult<Hll> {
 /// |A1 ∩ … ∩ An| by inclusion–exclusion over the union counts of every non-empty subset.
 fn intersect_count(hlls: &[Hll]) -> OpResult<f64> {
     if hlls.len() > INTERSECT_HLLS_MAX {
-        return Err(OpError::Parameter("intersect count of more than 5 HLLs"));
+        return Err(OpError::Parameter("intersect count of more than 3 HLLs"));
     }
     let hlls = common_shape(hlls)?;
     let n = hlls.len();
@@ -822,5 +827,42 @@ mod limit_tests {
         let r = apply(Some((ptype::HLL, bin)), &p, false);
         assert_eq!(r.unwrap_err().result_code(), 4);
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    /// Aerospike CE 8.1.2: an intersect count or similarity takes the bin and at most two
+    /// other HLLs; a union takes a lone HLL where a list is expected.
+    #[test]
+    fn intersections_take_two_others_and_a_lone_hll_is_a_list_of_one() {
+        let h = Value::Bytes(ptype::HLL, Hll::new(8, 0).encode());
+        let Value::Bytes(_, bin) = &h else {
+            unreachable!()
+        };
+        let payload = |code: i64, arg: Value| {
+            Value::List(List {
+                ordered: false,
+                items: vec![Value::Int(code), arg],
+            })
+            .encode()
+        };
+        let list = |n: usize| {
+            Value::List(List {
+                ordered: false,
+                items: vec![h.clone(); n],
+            })
+        };
+        for code in [
+            i64::from(code::INTERSECT_COUNT),
+            i64::from(code::SIMILARITY),
+        ] {
+            assert!(apply(Some((ptype::HLL, bin)), &payload(code, list(2)), false).is_ok());
+            let refused = apply(Some((ptype::HLL, bin)), &payload(code, list(3)), false);
+            assert_eq!(refused.unwrap_err().result_code(), 4);
+        }
+        let union = apply(
+            Some((ptype::HLL, bin)),
+            &payload(i64::from(code::UNION_COUNT), h.clone()),
+            false,
+        );
+        assert_eq!(union.unwrap().result.unwrap().as_int(), Some(0));
     }
 }

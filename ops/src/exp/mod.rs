@@ -490,7 +490,13 @@ fn call(system: i64, op: &Value, bin: Option<Value>) -> OpResult<Option<Value>> 
         return Ok(None);
     }
     let modify = system & CALL_MODIFY != 0;
-    let out = crate::apply(family, Some((t, &bytes)), &op.encode(), modify)?;
+    // A call that fails on this record (a create-only init of an existing HLL, an index out of
+    // range...) makes the expression unknown, as on Aerospike CE, rather than failing the
+    // command: the caller decides what unknown means (filtered out, OP_NOT_APPLICABLE, or
+    // nothing under EVAL_NO_FAIL).
+    let Ok(out) = crate::apply(family, Some((t, &bytes)), &op.encode(), modify) else {
+        return Ok(None);
+    };
     Ok(if modify {
         match out.new_bin {
             Some((t, b)) => Some(Value::from_particle(t, &b)?),

@@ -208,3 +208,21 @@ fn call_arguments_are_expressions() {
     let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
     assert_eq!(v.unwrap().as_int(), Some(2));
 }
+
+/// Aerospike CE 8.1.2: a call that fails on the record (here a bounded insert past the end)
+/// makes the expression unknown; the command then answers 26 or filters the record out.
+#[test]
+fn a_failing_call_is_unknown() {
+    // ListExp.size(ListExp.insert({write_flags: INSERT_BOUNDED}, 100, 5, ListBin('l'))):
+    // [127, 2, 0, [16], [127, 4, 0x40, [3, 100, 5, 2], [81, 4, 'l']]]
+    let e = [
+        0x95, 0x7f, 0x02, 0x00, 0x91, 0x10, 0x95, 0x7f, 0x04, 0x40, 0x94, 0x03, 0x64, 0x05, 0x02,
+        0x93, 0x51, 0x04, 0xa1, b'l',
+    ];
+    assert!(evaluate(&parse(&e).unwrap(), &rec()).unwrap().is_none());
+    // Unbounded, the same insert pads with nils: 101 items.
+    let mut unbounded = e;
+    unbounded[14] = 0x00;
+    let v = evaluate(&parse(&unbounded).unwrap(), &rec()).unwrap();
+    assert_eq!(v.unwrap().as_int(), Some(101));
+}
