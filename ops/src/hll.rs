@@ -351,8 +351,9 @@ pub struct Outcome {
 }
 
 fn hll_list(a: &[Value], i: usize) -> OpResult<Vec<Hll>> {
-    // A single HLL stands for a list of one (expressions send HLLGetUnion(hll, bin) so).
-    if let Some(Value::Bytes(ptype::HLL, b)) = a.get(i) {
+    // A single HLL stands for a list of one (expressions send HLLGetUnion(hll, bin) so, and
+    // the Python client sends an HLL value as a plain blob: Aerospike reads the bytes).
+    if let Some(Value::Bytes(ptype::HLL | ptype::BLOB, b)) = a.get(i) {
         return Ok(vec![Hll::decode(b)?]);
     }
     let items = list_items(a, i)?;
@@ -362,7 +363,7 @@ fn hll_list(a: &[Value], i: usize) -> OpResult<Vec<Hll>> {
     items
         .iter()
         .map(|v| match v {
-            Value::Bytes(ptype::HLL, b) => Hll::decode(b),
+            Value::Bytes(ptype::HLL | ptype::BLOB, b) => Hll::decode(b),
             _ => Err(OpError::Parameter("HLL list holds a non-HLL value")),
         })
         .collect()
@@ -880,6 +881,14 @@ mod limit_tests {
         let union = apply(
             Some((ptype::HLL, bin)),
             &payload(i64::from(code::UNION_COUNT), h.clone()),
+            false,
+        );
+        assert_eq!(union.unwrap().result.unwrap().as_int(), Some(0));
+        // The same HLL sent as a plain blob, as the Python client's expressions send it.
+        let blob = Value::Bytes(ptype::BLOB, bin.clone());
+        let union = apply(
+            Some((ptype::HLL, bin)),
+            &payload(i64::from(code::UNION_COUNT), blob),
             false,
         );
         assert_eq!(union.unwrap().result.unwrap().as_int(), Some(0));
