@@ -198,9 +198,11 @@ pub fn ranks(order: &[usize]) -> Vec<usize> {
     r
 }
 
-/// Positions whose value lies in `[begin, end)`, in position order. `end` nil means infinity.
+/// Positions whose value lies in `[begin, end)`, in position order. `end` infinite (absent
+/// on the wire, or the clients' CDTInfinite) means no end; an explicit nil end is the value
+/// nil, the lowest of all, so `[x, nil)` is empty (Aerospike CE 8.1.2).
 pub fn value_interval(values: &[&Value], begin: &Value, end: &Value) -> Vec<usize> {
-    let unbounded = matches!(end, Value::Nil | Value::Inf);
+    let unbounded = matches!(end, Value::Inf);
     (0..values.len())
         .filter(|&p| {
             compare(values[p], begin) != Ordering::Less
@@ -528,5 +530,19 @@ mod tests {
         assert_eq!(pick(5, 0, Some(2)), [5, 9]);
         assert_eq!(pick(3, -3, Some(2)), [] as [i64; 0]);
         assert_eq!(pick(3, -3, Some(3)), [0]);
+    }
+
+    /// Aerospike CE 8.1.2: `[b, nil)` is empty (nil is the lowest value); only an absent end
+    /// (or CDTInfinite) reaches the end.
+    #[test]
+    fn a_nil_range_end_is_the_value_nil() {
+        let items: Vec<Value> = ["b", "d", "f"]
+            .iter()
+            .map(|s| Value::Str(s.as_bytes().to_vec()))
+            .collect();
+        let values: Vec<&Value> = items.iter().collect();
+        assert!(value_interval(&values, &items[0], &Value::Nil).is_empty());
+        assert_eq!(value_interval(&values, &items[0], &Value::Inf), [0, 1, 2]);
+        assert_eq!(value_interval(&values, &Value::Nil, &items[1]), [0]);
     }
 }
