@@ -69,3 +69,20 @@ def test_bit_and_hll_calls(client, rec):
     n = hllexp.HLLGetCount(exp.HLLBin("h"))
     _, _, bins = client.operate(rec, [eo.expression_read("r", n.compile())])
     assert bins["r"] == 3
+
+
+def test_geo_comparisons(client):
+    circle = aerospike.GeoJSON({"type": "AeroCircle", "coordinates": [[-132.0, 37.5], 1000]})
+    pt = aerospike.GeoJSON({"type": "Point", "coordinates": [-132.0, 37.5]})
+    far = aerospike.GeoJSON({"type": "Point", "coordinates": [-60.5, 20]})
+    key = ("test", "exp", "geo")
+    client.put(key, {"point": pt, "region": circle, "far": far})
+    # As on CE 8.1.2: a point within a region and a region containing a point match, two
+    # points never do, and geojson values cannot be compared with Eq (PARAMETER_ERROR).
+    assert get(client, key, exp.CmpGeo(exp.GeoBin("point"), circle))[2]["far"]
+    assert get(client, key, exp.CmpGeo(exp.GeoBin("region"), pt))[2]["far"]
+    for no in [exp.CmpGeo(exp.GeoBin("far"), circle), exp.CmpGeo(exp.GeoBin("point"), pt)]:
+        with pytest.raises(ex.FilteredOut):
+            get(client, key, no)
+    with pytest.raises(ex.InvalidRequest):
+        get(client, key, exp.Eq(exp.GeoBin("point"), pt))

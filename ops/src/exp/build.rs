@@ -107,6 +107,11 @@ fn is_unknown(e: &Exp) -> bool {
 
 fn ty(e: &Exp, scope: &mut Scope) -> OpResult<Ty> {
     Ok(match e {
+        Exp::Lit(Value::Bytes(ptype::GEOJSON, b)) => {
+            // Aerospike compiles a GeoJSON literal when it builds the expression.
+            crate::geo::parse(b)?;
+            Ty::Geo
+        }
         Exp::Lit(v) => Ty::of_value(v),
         Exp::Bin(p, name) => {
             if name.is_empty() || name.len() > BIN_NAME_BYTES_MAX {

@@ -352,7 +352,10 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
                 .map_err(|_| OpError::Parameter("invalid regular expression"))?;
             Exp::Regex(re, Box::new(parse_at(r, depth + 1)?))
         }
-        code::GEO => return Err(OpError::Unsupported("geo expressions")),
+        code::GEO => {
+            arity(3)?;
+            Exp::Op(op, vec![parse_at(r, depth + 1)?, parse_at(r, depth + 1)?])
+        }
         code::DIGEST_MODULO => {
             arity(2)?;
             Exp::Op(op, vec![parse_at(r, depth + 1)?])
@@ -369,7 +372,7 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
 }
 
 fn is_known(op: u8) -> bool {
-    matches!(op, 0..=6 | 9 | 16..=41 | 50 | 51 | 64..=74 | code::COND)
+    matches!(op, 0..=6 | 8 | 9 | 16..=41 | 50 | 51 | 64..=74 | code::COND)
 }
 
 /// Evaluates a filter expression: true only when it is definitely true.
@@ -526,6 +529,18 @@ fn eval_op(op: u8, args: &[Exp], env: &mut Env) -> OpResult<Option<Value>> {
                 LT => o == Ordering::Less,
                 _ => o != Ordering::Greater,
             }))
+        }
+        GEO => {
+            args_n(args, 2)?;
+            let (Some(Value::Bytes(ptype::GEOJSON, a)), Some(Value::Bytes(ptype::GEOJSON, b))) =
+                (eval(&args[0], env)?, eval(&args[1], env)?)
+            else {
+                return Ok(None);
+            };
+            match (crate::geo::parse(&a), crate::geo::parse(&b)) {
+                (Ok(a), Ok(b)) => Some(Value::Bool(crate::geo::matches(&a, &b))),
+                _ => None,
+            }
         }
         IN_LIST => {
             args_n(args, 2)?;
