@@ -362,6 +362,6 @@ fn op_ty(op: u8, args: &[Exp], scope: &mut Scope) -> OpResult<Ty> {
             }
             out.unwrap_or(Ty::Bool)
         }
-        _ => return Err(OpError::Unsupported("expression op")),
+        _ => return Err(OpError::Parameter("unknown expression op code")),
     })
 }

@@ -367,7 +367,8 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
             }
             Exp::Op(op, args)
         }
-        _ => return Err(OpError::Unsupported("expression op")),
+        // Aerospike CE refuses an op code it has no entry for while building: 4, not 16.
+        _ => return Err(OpError::Parameter("unknown expression op code")),
     })
 }
 
