@@ -1,8 +1,10 @@
 //! Aerospike expressions (spec §4.7–§4.8): filter expressions (field 43) and the values of
-//! expression read/write ops. Parses the msgpack prefix tree into [`Exp`] and evaluates it
-//! against one record: comparison, logic, arithmetic, integer bit ops, min/max, record
-//! metadata, keys and bins of every type, `let`/`var`, `cond`, and list/map read and modify
-//! calls (through the CDT module).
+//! expression read/write ops. Parses the msgpack prefix tree into [`Exp`], builds it once
+//! into a typed tree ([`build`]: an ill-typed expression is refused with PARAMETER_ERROR
+//! before any record is read, as Aerospike does) and evaluates it against one record:
+//! comparison, regex, geo (through [`crate::geo`]), logic, arithmetic, integer bit ops,
+//! min/max, record metadata, keys and bins of every type, `let`/`var`, `cond`, and list, map,
+//! bit and HLL read and modify calls whose arguments are expressions themselves.
 //!
 //! Evaluation is three-valued as on the real server: a missing bin or a bin of another type
 //! makes the expression *unknown* (`None`), and a filter passes only on a definite `true`.
