@@ -1,6 +1,6 @@
 //! Aerospike expressions (spec §4.7–§4.8): filter expressions (field 43) and the values of
 //! expression read/write ops. Parses the msgpack prefix tree into [`Exp`], builds it once
-//! into a typed tree ([`build`]: an ill-typed expression is refused with PARAMETER_ERROR
+//! into a typed tree (`build.rs`: an ill-typed expression is refused with PARAMETER_ERROR
 //! before any record is read, as Aerospike does) and evaluates it against one record:
 //! comparison, regex, geo (through [`crate::geo`]), logic, arithmetic, integer bit ops,
 //! min/max, record metadata, keys and bins of every type, `let`/`var`, `cond`, and list, map,
@@ -9,7 +9,7 @@
 //! Evaluation is three-valued as on the real server: a missing bin or a bin of another type
 //! makes the expression *unknown* (`None`), and a filter passes only on a definite `true`.
 //! Must never panic or recurse without bound on hostile input: depth is capped by
-//! [`DEPTH_MAX`](crate::value::DEPTH_MAX) and every count is checked against the bytes.
+//! [`DEPTH_MAX`] and every count is checked against the bytes.
 
 use std::cmp::Ordering;
 
