@@ -46,7 +46,7 @@ pub fn flags(args: &[Value], i: usize) -> OpResult<i64> {
     Ok(opt_int(args, i)?.unwrap_or(0))
 }
 
-/// A range end: absent or nil means "no end".
+/// A range end: absent means "no end" (infinity); an explicit nil is the value nil.
 pub fn end_bound(args: &[Value], i: usize) -> Value {
     args.get(i).cloned().unwrap_or(Value::Inf)
 }

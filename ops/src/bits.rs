@@ -75,6 +75,33 @@ fn policy_index(c: u8) -> usize {
     }
 }
 
+/// The write flags an op may carry, as Aerospike CE 8.1.2 checks them before anything else
+/// (PARAMETER_ERROR whatever the bin holds, even under NO_FAIL): CREATE_ONLY and UPDATE_ONLY
+/// exclude each other, only the ops that can create a bin (resize, insert) take CREATE_ONLY,
+/// and PARTIAL only fits the ops that write a range in place (remove, set, the logical ops,
+/// the shifts), not resize, insert or the integer ops.
+fn check_policy(c: u8, f: i64) -> OpResult<()> {
+    if f & policy::CREATE_ONLY != 0 && f & policy::UPDATE_ONLY != 0 {
+        return Err(OpError::Parameter(
+            "bit write flags CREATE_ONLY and UPDATE_ONLY together",
+        ));
+    }
+    let creates = matches!(c, code::RESIZE | code::INSERT);
+    if f & policy::CREATE_ONLY != 0 && !creates {
+        return Err(OpError::Parameter(
+            "CREATE_ONLY on a bit op that cannot create the bin",
+        ));
+    }
+    if f & policy::PARTIAL != 0
+        && (creates || matches!(c, code::ADD | code::SUBTRACT | code::SET_INT))
+    {
+        return Err(OpError::Parameter(
+            "PARTIAL on a bit op that cannot apply partly",
+        ));
+    }
+    Ok(())
+}
+
 /// Applies one bit op (payload `[code, args...]`) to a bin given as (particle type, bytes).
 pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult<Outcome> {
     let (c, a) = crate::args::op_payload(payload)?;
@@ -103,6 +130,7 @@ pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult
         });
     }
     let f = flags(a, policy_index(c))?;
+    check_policy(c, f)?;
     let refused = match blob {
         Some(_) if f & policy::CREATE_ONLY != 0 => Some(OpError::BinExists),
         None if f & policy::UPDATE_ONLY != 0 || !matches!(c, code::RESIZE | code::INSERT) => {
@@ -549,6 +577,32 @@ mod tests {
             false,
         );
         assert_eq!(wrong.unwrap_err().result_code(), 12);
+    }
+
+    /// Aerospike CE 8.1.2 checks the write flags first, with PARAMETER_ERROR even under
+    /// NO_FAIL: PARTIAL on resize / insert / add, CREATE_ONLY on set / or, both CREATE_ONLY and
+    /// UPDATE_ONLY; PARTIAL on set is fine.
+    #[test]
+    fn write_flags_that_do_not_fit_the_op_are_parameter_errors() {
+        let on_doc = |items| apply(Some((ptype::BLOB, &DOC)), &op(items), true);
+        let (c, u, n, p) = (
+            policy::CREATE_ONLY,
+            policy::UPDATE_ONLY,
+            policy::NO_FAIL,
+            policy::PARTIAL,
+        );
+        for items in [
+            vec![i(0), i(15), i(c | n | p), i(0)],
+            vec![i(1), i(0), blob(&[1]), i(p)],
+            vec![i(10), i(0), i(8), i(1), i(p), i(0)],
+            vec![i(3), i(0), i(8), blob(&[0xff]), i(c | n)],
+            vec![i(4), i(0), i(8), blob(&[1]), i(c)],
+            vec![i(0), i(15), i(c | u), i(0)],
+        ] {
+            let code = items[0].as_int();
+            assert_eq!(on_doc(items).unwrap_err().result_code(), 4, "op {code:?}");
+        }
+        assert!(on_doc(vec![i(3), i(0), i(8), blob(&[0xff]), i(p)]).is_ok());
     }
 
     /// Answers of Aerospike CE 8.1.2 on the five bytes 0xff or 0x01.

@@ -48,8 +48,12 @@ pub const MINHASH_BITS_MAX: u8 = 51;
 pub const HLLS_PER_OP_MAX: usize = 12;
 /// Most HLLs (the bin's included) an intersect count or similarity may combine: the
 /// inclusion–exclusion walks 2^n subsets, each a union of up to 65,536 registers per HLL, so
-/// the bound keeps one op to milliseconds.
+/// the bound keeps one op to milliseconds. Aerospike CE 8.1.2 estimates HLLs with min-hash
+/// bits otherwise and takes up to 13 of them; Apogee stops at this many.
 pub const INTERSECT_HLLS_MAX: usize = 5;
+/// Most HLLs without min-hash bits an intersect count or similarity combines: Aerospike CE
+/// 8.1.2 takes the bin and two others and answers PARAMETER_ERROR beyond.
+pub const INTERSECT_PLAIN_HLLS_MAX: usize = 3;
 
 /// A decoded HLL: registers unpacked to (rank, minhash).
 #[derive(Debug, Clone, PartialEq)]
@@ -347,6 +351,11 @@ pub struct Outcome {
 }
 
 fn hll_list(a: &[Value], i: usize) -> OpResult<Vec<Hll>> {
+    // A single HLL stands for a list of one (expressions send HLLGetUnion(hll, bin) so, and
+    // the Python client sends an HLL value as a plain blob: Aerospike reads the bytes).
+    if let Some(Value::Bytes(ptype::HLL | ptype::BLOB, b)) = a.get(i) {
+        return Ok(vec![Hll::decode(b)?]);
+    }
     let items = list_items(a, i)?;
     if items.is_empty() || items.len() > HLLS_PER_OP_MAX {
         return Err(OpError::Parameter("HLL list must hold 1 to 12 HLLs"));
@@ -354,7 +363,7 @@ fn hll_list(a: &[Value], i: usize) -> OpResult<Vec<Hll>> {
     items
         .iter()
         .map(|v| match v {
-            Value::Bytes(ptype::HLL, b) => Hll::decode(b),
+            Value::Bytes(ptype::HLL | ptype::BLOB, b) => Hll::decode(b),
             _ => Err(OpError::Parameter("HLL list holds a non-HLL value")),
         })
         .collect()
@@ -393,6 +402,11 @@ fn intersect_count(hlls: &[Hll]) -> OpResult<f64> {
         return Err(OpError::Parameter("intersect count of more than 5 HLLs"));
     }
     let hlls = common_shape(hlls)?;
+    if hlls.len() > INTERSECT_PLAIN_HLLS_MAX && hlls.iter().any(|h| h.minhash_bits == 0) {
+        return Err(OpError::Parameter(
+            "intersect count of more than 3 HLLs without min-hash bits",
+        ));
+    }
     let n = hlls.len();
     let mut total = 0f64;
     for mask in 1u32..(1 << n) {
@@ -822,5 +836,61 @@ mod limit_tests {
         let r = apply(Some((ptype::HLL, bin)), &p, false);
         assert_eq!(r.unwrap_err().result_code(), 4);
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    /// Aerospike CE 8.1.2: an intersect count or similarity of HLLs without min-hash bits
+    /// takes the bin and at most two others; a union takes a lone HLL where a list is expected.
+    #[test]
+    fn intersections_take_two_others_and_a_lone_hll_is_a_list_of_one() {
+        let h = Value::Bytes(ptype::HLL, Hll::new(8, 0).encode());
+        let Value::Bytes(_, bin) = &h else {
+            unreachable!()
+        };
+        let payload = |code: i64, arg: Value| {
+            Value::List(List {
+                ordered: false,
+                items: vec![Value::Int(code), arg],
+            })
+            .encode()
+        };
+        let list = |n: usize| {
+            Value::List(List {
+                ordered: false,
+                items: vec![h.clone(); n],
+            })
+        };
+        for code in [
+            i64::from(code::INTERSECT_COUNT),
+            i64::from(code::SIMILARITY),
+        ] {
+            assert!(apply(Some((ptype::HLL, bin)), &payload(code, list(2)), false).is_ok());
+            let refused = apply(Some((ptype::HLL, bin)), &payload(code, list(3)), false);
+            assert_eq!(refused.unwrap_err().result_code(), 4);
+        }
+        // With min-hash bits, the bin and four others are combined.
+        let mh = Value::Bytes(ptype::HLL, Hll::new(6, 12).encode());
+        let Value::Bytes(_, mh_bin) = &mh else {
+            unreachable!()
+        };
+        let four = Value::List(List {
+            ordered: false,
+            items: vec![mh.clone(); 4],
+        });
+        let code = i64::from(code::INTERSECT_COUNT);
+        assert!(apply(Some((ptype::HLL, mh_bin)), &payload(code, four), false).is_ok());
+        let union = apply(
+            Some((ptype::HLL, bin)),
+            &payload(i64::from(code::UNION_COUNT), h.clone()),
+            false,
+        );
+        assert_eq!(union.unwrap().result.unwrap().as_int(), Some(0));
+        // The same HLL sent as a plain blob, as the Python client's expressions send it.
+        let blob = Value::Bytes(ptype::BLOB, bin.clone());
+        let union = apply(
+            Some((ptype::HLL, bin)),
+            &payload(i64::from(code::UNION_COUNT), blob),
+            false,
+        );
+        assert_eq!(union.unwrap().result.unwrap().as_int(), Some(0));
     }
 }

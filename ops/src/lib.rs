@@ -10,6 +10,7 @@ pub mod bits;
 pub mod cdt;
 pub mod error;
 pub mod exp;
+pub mod geo;
 pub mod hll;
 pub mod list;
 pub mod map;

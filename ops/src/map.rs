@@ -302,7 +302,7 @@ fn by(m: &mut Map, get_code: u8, a: &[Value], remove: bool) -> OpResult<Option<V
             select::by(shared, &values, a)?
         }
     };
-    let sel = sel.apply_inversion(n, rt);
+    let sel = sel.apply_map_inversion(&values, rt);
     let out = select::result(rt, &sel, Some(&keys), &values)?;
     if remove {
         select::remove_positions(&mut m.entries, &sel.positions);

@@ -125,6 +125,26 @@ impl Selection {
         }
     }
 
+    /// A map's inversion: as [`Selection::apply_inversion`], except that the complement of a
+    /// rank range touching either end is itself one rank range and comes in rank order
+    /// (Aerospike CE 8.1.2: ranks 0..2 of five inverted answer ranks 2..5 ascending, while
+    /// ranks 1..3 inverted answer ranks 0, 3 and 4 in key order). Lists keep index order.
+    pub fn apply_map_inversion(self, values: &[&Value], rt: ReturnType) -> Selection {
+        let n = values.len();
+        match self.rank_span {
+            Some((first, end)) if rt.inverted && (first == 0 || end == n) => {
+                let order = rank_order(values);
+                let rest = if first == 0 {
+                    order[end..].to_vec()
+                } else {
+                    order[..first].to_vec()
+                };
+                Selection::many(rest).ranks_ascending()
+            }
+            _ => self.apply_inversion(n, rt),
+        }
+    }
+
     /// An unordered list's uninverted rank range as Aerospike CE 8.1.2 answers it: values in descending
     /// rank when the range lies no further from the low end than from the high end (`[7, 6, 5]`
     /// for ranks 0..3 of `[7, 6, 5, 8, 9, 10]`), ascending otherwise; indexes ascending.
@@ -198,9 +218,11 @@ pub fn ranks(order: &[usize]) -> Vec<usize> {
     r
 }
 
-/// Positions whose value lies in `[begin, end)`, in position order. `end` nil means infinity.
+/// Positions whose value lies in `[begin, end)`, in position order. `end` infinite (absent
+/// on the wire, or the clients' CDTInfinite) means no end; an explicit nil end is the value
+/// nil, the lowest of all, so `[x, nil)` is empty (Aerospike CE 8.1.2).
 pub fn value_interval(values: &[&Value], begin: &Value, end: &Value) -> Vec<usize> {
-    let unbounded = matches!(end, Value::Nil | Value::Inf);
+    let unbounded = matches!(end, Value::Inf);
     (0..values.len())
         .filter(|&p| {
             compare(values[p], begin) != Ordering::Less
@@ -528,5 +550,59 @@ mod tests {
         assert_eq!(pick(5, 0, Some(2)), [5, 9]);
         assert_eq!(pick(3, -3, Some(2)), [] as [i64; 0]);
         assert_eq!(pick(3, -3, Some(3)), [0]);
+    }
+
+    /// Aerospike CE 8.1.2: `[b, nil)` is empty (nil is the lowest value); only an absent end
+    /// (or CDTInfinite) reaches the end.
+    #[test]
+    fn a_nil_range_end_is_the_value_nil() {
+        let items: Vec<Value> = ["b", "d", "f"]
+            .iter()
+            .map(|s| Value::Str(s.as_bytes().to_vec()))
+            .collect();
+        let values: Vec<&Value> = items.iter().collect();
+        assert!(value_interval(&values, &items[0], &Value::Nil).is_empty());
+        assert_eq!(value_interval(&values, &items[0], &Value::Inf), [0, 1, 2]);
+        assert_eq!(value_interval(&values, &Value::Nil, &items[1]), [0]);
+    }
+
+    /// Aerospike CE 8.1.2 on a map whose values rank 5 < 'ant' < 'dog' < ['bird'] < {x}: an
+    /// inverted rank range touching an end answers the rest in rank order, otherwise in key
+    /// (position) order.
+    #[test]
+    fn a_map_inversion_of_an_end_rank_range_keeps_rank_order() {
+        // Positions in key order a..e hold ['bird'], {x}, 'dog', 5, 'ant'.
+        let items = [
+            Value::List(List::default()),
+            Value::Map(crate::value::Map::default()),
+            Value::Str(b"dog".to_vec()),
+            Value::Int(5),
+            Value::Str(b"ant".to_vec()),
+        ];
+        let values: Vec<&Value> = items.iter().collect();
+        let inverted = ReturnType {
+            kind: rt::VALUE,
+            inverted: true,
+        };
+        let order = rank_order(&values);
+        let span = |first: usize, end: usize| Selection {
+            rank_span: Some((first, end)),
+            ..Selection::many(order[first..end].to_vec()).ranks_ascending()
+        };
+        // Ranks 4..5 inverted: ranks 0..4 ascending (5, 'ant', 'dog', ['bird']).
+        assert_eq!(
+            span(4, 5).apply_map_inversion(&values, inverted).positions,
+            [3, 4, 2, 0]
+        );
+        // Ranks 0..2 inverted: ranks 2..5 ascending ('dog', ['bird'], {x}).
+        assert_eq!(
+            span(0, 2).apply_map_inversion(&values, inverted).positions,
+            [2, 0, 1]
+        );
+        // Ranks 1..3 inverted: ranks 0, 3, 4 in key order (['bird'], {x}, 5).
+        assert_eq!(
+            span(1, 3).apply_map_inversion(&values, inverted).positions,
+            [0, 1, 3]
+        );
     }
 }

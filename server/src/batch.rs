@@ -122,6 +122,11 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
         Err(ResultCode::UnsupportedFeature)
     } else if !msg.ops.is_empty() {
         Err(ResultCode::Parameter)
+    } else if let Some(Err(rc)) = msg
+        .field(FieldType::FILTER_EXP)
+        .map(crate::command::filter::build)
+    {
+        Err(rc)
     } else {
         match msg.field(FieldType::BATCH_INDEX) {
             None => Err(ResultCode::Parameter),

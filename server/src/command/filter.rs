@@ -53,6 +53,15 @@ pub fn has_filter(msg: &Message) -> bool {
     msg.field(FieldType::FILTER_EXP).is_some()
 }
 
+/// Builds a filter expression without a record, as Aerospike does when the request arrives:
+/// an ill-typed or malformed filter is PARAMETER_ERROR (4) whatever the records hold. A batch
+/// checks its batch-level filter this way so a bad one fails the whole batch, not each row.
+pub fn build(bytes: &[u8]) -> Result<(), ResultCode> {
+    exp::parse_filter(bytes)
+        .map(drop)
+        .map_err(|e| op_error_code(&e))
+}
+
 /// Applies the command's filter expression, if any, to an existing record.
 pub fn check(msg: &Message, record: &Record) -> Result<(), ResultCode> {
     let Some(bytes) = msg.field(FieldType::FILTER_EXP) else {

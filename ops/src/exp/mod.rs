@@ -1,21 +1,26 @@
 //! Aerospike expressions (spec §4.7–§4.8): filter expressions (field 43) and the values of
-//! expression read/write ops. Parses the msgpack prefix tree into [`Exp`] and evaluates it
-//! against one record: comparison, logic, arithmetic, integer bit ops, min/max, record
-//! metadata, keys and bins of every type, `let`/`var`, `cond`, and list/map read and modify
-//! calls (through the CDT module).
+//! expression read/write ops. Parses the msgpack prefix tree into [`Exp`], builds it once
+//! into a typed tree (`build.rs`: an ill-typed expression is refused with PARAMETER_ERROR
+//! before any record is read, as Aerospike does) and evaluates it against one record:
+//! comparison, regex, geo (through [`crate::geo`]), logic, arithmetic, integer bit ops,
+//! min/max, record metadata, keys and bins of every type, `let`/`var`, `cond`, and list, map,
+//! bit and HLL read and modify calls whose arguments are expressions themselves.
 //!
 //! Evaluation is three-valued as on the real server: a missing bin or a bin of another type
 //! makes the expression *unknown* (`None`), and a filter passes only on a definite `true`.
 //! Must never panic or recurse without bound on hostile input: depth is capped by
-//! [`DEPTH_MAX`](crate::value::DEPTH_MAX) and every count is checked against the bytes.
+//! [`DEPTH_MAX`] and every count is checked against the bytes.
 
 use std::cmp::Ordering;
 
 use crate::error::{OpError, OpResult};
 use crate::value::{compare, equal, ptype, Reader, Value, DEPTH_MAX};
 
+mod build;
+
 /// Expression op codes (spec §4.8).
 mod code {
+    pub const UNKNOWN: u8 = 0;
     pub const EQ: u8 = 1;
     pub const NE: u8 = 2;
     pub const GT: u8 = 3;
@@ -93,6 +98,8 @@ fn particle_of_exp_type(t: i64) -> OpResult<u8> {
 
 /// CALL system types (low bits) and the "modify locally" flag.
 const CALL_SYSTEM_CDT: i64 = 0;
+const CALL_SYSTEM_BITS: i64 = 1;
+const CALL_SYSTEM_HLL: i64 = 2;
 const CALL_MODIFY: i64 = 0x40;
 
 /// Nanoseconds between the Unix epoch and Aerospike's (2010-01-01).
@@ -109,12 +116,62 @@ pub enum Exp {
     Var(Vec<u8>),
     Let(Vec<(Vec<u8>, Exp)>, Box<Exp>),
     Call {
+        /// The declared result type (an expression value type, 0..=9).
+        result: i64,
         system: i64,
-        op: Value,
+        op: CallOp,
         bin: Box<Exp>,
     },
     /// A compiled regular expression matched against a string expression.
     Regex(regex::Regex, Box<Exp>),
+}
+
+/// The op a CALL applies: `[code, args...]` or, inside a CDT context,
+/// `[0xff, ctx, [code, args...]]`. Its arguments are expressions themselves (a literal list
+/// arrives quoted), evaluated before the op runs.
+#[derive(Debug)]
+pub struct CallOp {
+    pub code: i64,
+    pub ctx: Option<Value>,
+    pub args: Vec<Exp>,
+}
+
+/// The op code that wraps a CDT op in a context.
+const CDT_CONTEXT_EVAL: i64 = 0xff;
+
+fn parse_call_op(r: &mut Reader, depth: usize) -> OpResult<CallOp> {
+    let Some(n) = r.array_len()? else {
+        return Err(OpError::Parameter("an expression call's op is not a list"));
+    };
+    if n == 0 {
+        return Err(OpError::Parameter("an expression call's op is empty"));
+    }
+    let code = small_int(&r.read_value(depth)?, "call op code")?;
+    if code == CDT_CONTEXT_EVAL {
+        if n != 3 {
+            return Err(OpError::Parameter(
+                "a CDT context call needs [0xff, ctx, op]",
+            ));
+        }
+        let ctx = r.read_value(depth)?;
+        let inner = parse_call_op(r, depth + 1)?;
+        if inner.ctx.is_some() {
+            return Err(OpError::Parameter("a CDT context call nests another"));
+        }
+        return Ok(CallOp {
+            ctx: Some(ctx),
+            ..inner
+        });
+    }
+    let mut args = Vec::with_capacity(n - 1);
+    for _ in 1..n {
+        args.push(parse_at(r, depth + 1)?);
+    }
+    Ok(CallOp {
+        code,
+        ctx: None,
+        args,
+    })
 }
 
 /// POSIX `regcomp` flags as Aerospike reads them: glibc's values, handed to `regcomp` as sent.
@@ -158,6 +215,16 @@ pub fn parse(bytes: &[u8]) -> OpResult<Exp> {
         return Err(OpError::Parameter("trailing bytes after an expression"));
     }
     within_limits(&e)?;
+    build::type_of(&e)?;
+    Ok(e)
+}
+
+/// Parses and builds a filter expression: one whose result is a boolean.
+pub fn parse_filter(bytes: &[u8]) -> OpResult<Exp> {
+    let e = parse(bytes)?;
+    if build::type_of(&e)? != build::Ty::Bool {
+        return Err(OpError::Parameter("a filter expression must be boolean"));
+    }
     Ok(e)
 }
 
@@ -176,8 +243,9 @@ fn within_limits(e: &Exp) -> OpResult<()> {
                 defs.iter().for_each(|(_, d)| walk(d, nodes, calls));
                 walk(scope, nodes, calls);
             }
-            Exp::Call { bin, .. } => {
+            Exp::Call { bin, op, .. } => {
                 *calls += 1;
+                op.args.iter().for_each(|a| walk(a, nodes, calls));
                 walk(bin, nodes, calls);
             }
             Exp::Regex(_, e) => walk(e, nodes, calls),
@@ -260,10 +328,11 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
         }
         code::CALL => {
             arity(5)?;
-            let _result_type = small_int(&r.read_value(depth)?, "call result type")?;
+            let result = small_int(&r.read_value(depth)?, "call result type")?;
             let system = small_int(&r.read_value(depth)?, "call system type")?;
-            let op = r.read_value(depth)?;
+            let op = parse_call_op(r, depth + 1)?;
             Exp::Call {
+                result,
                 system,
                 op,
                 bin: Box::new(parse_at(r, depth + 1)?),
@@ -285,7 +354,10 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
                 .map_err(|_| OpError::Parameter("invalid regular expression"))?;
             Exp::Regex(re, Box::new(parse_at(r, depth + 1)?))
         }
-        code::GEO => return Err(OpError::Unsupported("geo expressions")),
+        code::GEO => {
+            arity(3)?;
+            Exp::Op(op, vec![parse_at(r, depth + 1)?, parse_at(r, depth + 1)?])
+        }
         code::DIGEST_MODULO => {
             arity(2)?;
             Exp::Op(op, vec![parse_at(r, depth + 1)?])
@@ -297,17 +369,18 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
             }
             Exp::Op(op, args)
         }
-        _ => return Err(OpError::Unsupported("expression op")),
+        // Aerospike CE refuses an op code it has no entry for while building: 4, not 16.
+        _ => return Err(OpError::Parameter("unknown expression op code")),
     })
 }
 
 fn is_known(op: u8) -> bool {
-    matches!(op, 1..=6 | 9 | 16..=41 | 50 | 51 | 64..=74 | code::COND)
+    matches!(op, 0..=6 | 8 | 9 | 16..=41 | 50 | 51 | 64..=74 | code::COND)
 }
 
 /// Evaluates a filter expression: true only when it is definitely true.
 pub fn filter(bytes: &[u8], rec: &dyn RecordAccess) -> OpResult<bool> {
-    let e = parse(bytes)?;
+    let e = parse_filter(bytes)?;
     Ok(matches!(
         eval(&e, &mut Env::new(rec))?,
         Some(Value::Bool(true))
@@ -373,7 +446,28 @@ fn eval(e: &Exp, env: &mut Env) -> OpResult<Option<Value>> {
             env.vars.truncate(mark);
             out?
         }
-        Exp::Call { system, op, bin } => call(*system, op, eval(bin, env)?)?,
+        Exp::Call {
+            system, op, bin, ..
+        } => {
+            let mut items = vec![Value::Int(op.code)];
+            for a in &op.args {
+                match eval(a, env)? {
+                    Some(v) => items.push(v),
+                    None => return Ok(None),
+                }
+            }
+            let mut payload = Value::List(crate::value::List {
+                ordered: false,
+                items,
+            });
+            if let Some(ctx) = &op.ctx {
+                payload = Value::List(crate::value::List {
+                    ordered: false,
+                    items: vec![Value::Int(CDT_CONTEXT_EVAL), ctx.clone(), payload],
+                });
+            }
+            call(*system, &payload, eval(bin, env)?)?
+        }
         Exp::Regex(re, e) => match eval(e, env)? {
             Some(Value::Str(s)) => Some(Value::Bool(
                 std::str::from_utf8(&s).is_ok_and(|s| re.is_match(s)),
@@ -385,18 +479,35 @@ fn eval(e: &Exp, env: &mut Env) -> OpResult<Option<Value>> {
 }
 
 fn call(system: i64, op: &Value, bin: Option<Value>) -> OpResult<Option<Value>> {
-    if system & !CALL_MODIFY != CALL_SYSTEM_CDT {
-        return Err(OpError::Unsupported("bit and HLL expression calls"));
-    }
+    let family = match system & !CALL_MODIFY {
+        CALL_SYSTEM_CDT => crate::Family::Cdt,
+        CALL_SYSTEM_BITS => crate::Family::Bits,
+        CALL_SYSTEM_HLL => crate::Family::Hll,
+        _ => return Err(OpError::Parameter("unknown expression call system")),
+    };
     let Some(v) = bin else { return Ok(None) };
-    if !matches!(v, Value::List(_) | Value::Map(_)) {
+    let (t, bytes) = v.to_particle();
+    let fits = match family {
+        crate::Family::Cdt => matches!(t, ptype::LIST | ptype::MAP),
+        crate::Family::Bits => t == ptype::BLOB,
+        crate::Family::Hll => t == ptype::HLL,
+    };
+    if !fits {
         return Ok(None);
     }
-    let (t, bytes) = v.to_particle();
     let modify = system & CALL_MODIFY != 0;
-    let out = crate::cdt::apply(Some((t, &bytes)), &op.encode(), modify)?;
+    // A call that fails on this record (a create-only init of an existing HLL, an index out of
+    // range...) makes the expression unknown, as on Aerospike CE, rather than failing the
+    // command: the caller decides what unknown means (filtered out, OP_NOT_APPLICABLE, or
+    // nothing under EVAL_NO_FAIL).
+    let Ok(out) = crate::apply(family, Some((t, &bytes)), &op.encode(), modify) else {
+        return Ok(None);
+    };
     Ok(if modify {
-        out.new_bin.or(Some(v))
+        match out.new_bin {
+            Some((t, b)) => Some(Value::from_particle(t, &b)?),
+            None => Some(v),
+        }
     } else {
         out.result
     })
@@ -406,6 +517,7 @@ fn eval_op(op: u8, args: &[Exp], env: &mut Env) -> OpResult<Option<Value>> {
     use code::*;
     let meta = env.rec.meta();
     Ok(match op {
+        UNKNOWN => None,
         EQ | NE | GT | GE | LT | LE => {
             args_n(args, 2)?;
             let (Some(a), Some(b)) = (eval(&args[0], env)?, eval(&args[1], env)?) else {
@@ -420,6 +532,18 @@ fn eval_op(op: u8, args: &[Exp], env: &mut Env) -> OpResult<Option<Value>> {
                 LT => o == Ordering::Less,
                 _ => o != Ordering::Greater,
             }))
+        }
+        GEO => {
+            args_n(args, 2)?;
+            let (Some(Value::Bytes(ptype::GEOJSON, a)), Some(Value::Bytes(ptype::GEOJSON, b))) =
+                (eval(&args[0], env)?, eval(&args[1], env)?)
+            else {
+                return Ok(None);
+            };
+            match (crate::geo::parse(&a), crate::geo::parse(&b)) {
+                (Ok(a), Ok(b)) => Some(Value::Bool(crate::geo::matches(&a, &b))),
+                _ => None,
+            }
         }
         IN_LIST => {
             args_n(args, 2)?;
@@ -673,6 +797,7 @@ pub fn parse_op(payload: &[u8]) -> OpResult<(Exp, i64)> {
     }
     let e = parse_at(&mut r, 1)?;
     within_limits(&e)?;
+    build::type_of(&e)?;
     let flags = small_int(&r.read_value(1)?, "expression op flags")?;
     if !r.at_end() {
         return Err(OpError::Parameter("trailing bytes after an expression op"));
@@ -681,135 +806,4 @@ pub fn parse_op(payload: &[u8]) -> OpResult<(Exp, i64)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Rec {
-        bins: Vec<(Vec<u8>, u8, Vec<u8>)>,
-        meta: Meta,
-    }
-
-    impl RecordAccess for Rec {
-        fn bin(&self, name: &[u8]) -> Option<(u8, &[u8])> {
-            self.bins
-                .iter()
-                .find(|b| b.0 == name)
-                .map(|b| (b.1, b.2.as_slice()))
-        }
-        fn meta(&self) -> &Meta {
-            &self.meta
-        }
-    }
-
-    fn rec() -> Rec {
-        Rec {
-            bins: vec![
-                (b"a".to_vec(), ptype::INTEGER, 8i64.to_be_bytes().to_vec()),
-                (b"s".to_vec(), ptype::STRING, b"hi".to_vec()),
-                (b"l".to_vec(), ptype::LIST, vec![0x93, 1, 2, 3]),
-            ],
-            meta: Meta {
-                set_name: b"demo".to_vec(),
-                void_time: 0,
-                ..Default::default()
-            },
-        }
-    }
-
-    #[test]
-    fn captured_filter_evaluates() {
-        // Eq(IntBin('a'), 8) as the Python client sends it (spec §4.8).
-        let eq = [0x93, 0x01, 0x93, 0x51, 0x02, 0xa1, 0x61, 0x08];
-        assert!(filter(&eq, &rec()).unwrap());
-        let mut r = rec();
-        r.bins[0].2 = 9i64.to_be_bytes().to_vec();
-        assert!(!filter(&eq, &r).unwrap());
-        // A missing bin is unknown: the filter fails without an error.
-        r.bins.remove(0);
-        assert!(!filter(&eq, &r).unwrap());
-    }
-
-    /// Aerospike CE 8.1.2 on "abc\nxyz": newline semantics for flag 4 (the clients'
-    /// REGEX_NOSUB), none for 8 (their REGEX_NEWLINE).
-    #[test]
-    fn regex_newline_is_glibc_flag_4() {
-        let mut r = rec();
-        r.bins[1].2 = b"abc\nxyz".to_vec();
-        let regex = |flags: u8| {
-            let mut e = vec![0x94, code::REGEX, flags, 0xa4];
-            e.extend_from_slice(b"^xyz");
-            e.extend_from_slice(&[0x93, 0x51, 0x03, 0xa1, b's']);
-            e
-        };
-        assert!(filter(&regex(4), &r).unwrap());
-        assert!(!filter(&regex(8), &r).unwrap());
-        assert!(!filter(&regex(0), &r).unwrap());
-    }
-
-    #[test]
-    fn logic_is_three_valued() {
-        // Or(Eq(IntBin('zz'), 1), Eq(StrBin('s'), 'hi')): unknown OR true = true.
-        let e = [
-            0x93, 0x11, 0x93, 0x01, 0x93, 0x51, 0x02, 0xa2, b'z', b'z', 0x01, 0x93, 0x01, 0x93,
-            0x51, 0x03, 0xa1, b's', 0xa3, 0x03, b'h', b'i',
-        ];
-        assert!(filter(&e, &rec()).unwrap());
-        // Not(Eq(IntBin('zz'), 1)) stays unknown.
-        let e = [
-            0x92, 0x12, 0x93, 0x01, 0x93, 0x51, 0x02, 0xa2, b'z', b'z', 0x01,
-        ];
-        assert!(!filter(&e, &rec()).unwrap());
-    }
-
-    #[test]
-    fn let_cond_arithmetic_and_list_calls() {
-        // Let(Def('x', Add(IntBin('a'), 2)), Cond(Gt(Var('x'), 9), Var('x'), 0)) = 10.
-        let e = [
-            0x94, 0x7d, 0xa1, b'x', 0x93, 0x14, 0x93, 0x51, 0x02, 0xa1, b'a', 0x02, 0x94, 0x7b,
-            0x93, 0x03, 0x92, 0x7c, 0xa1, b'x', 0x09, 0x92, 0x7c, 0xa1, b'x', 0x00,
-        ];
-        let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
-        assert_eq!(v.unwrap().as_int(), Some(10));
-        // ListExp.size(ListBin('l')) = [127, 2, 0, [16], [81, 4, 'l']] = 3.
-        let e = [
-            0x95, 0x7f, 0x02, 0x00, 0x91, 0x10, 0x93, 0x51, 0x04, 0xa1, b'l',
-        ];
-        let v = evaluate(&parse(&e).unwrap(), &rec()).unwrap();
-        assert_eq!(v.unwrap().as_int(), Some(3));
-    }
-
-    #[test]
-    fn oversized_expressions_are_refused() {
-        // And(true x 5000): too many nodes. Or of 65 ListSize calls: too many calls.
-        let mut big = vec![0xdc, 0x13, 0x89, 0x10];
-        big.extend(std::iter::repeat_n(0xc3, 5000));
-        assert_eq!(parse(&big).unwrap_err().result_code(), 4);
-        let call = [
-            0x95, 0x7f, 0x02, 0x00, 0x91, 0x10, 0x93, 0x51, 0x04, 0xa1, b'l',
-        ];
-        let mut calls = vec![0xdc, 0x00, 66, 0x11];
-        for _ in 0..65 {
-            calls.extend([0x93, 0x03]);
-            calls.extend(call);
-            calls.push(0x00);
-        }
-        assert_eq!(parse(&calls).unwrap_err().result_code(), 4);
-    }
-
-    #[test]
-    fn malformed_expressions_are_errors() {
-        for bad in [
-            &[0x90][..],
-            &[0x91, 0xcc, 0xfa],
-            &[0x93, 0x01, 0x08],
-            &[0x93, 0x51, 0x02, 0x05],
-            &[0x92, 0x7c, 0xa1, b'q'],
-        ] {
-            let r = parse(bad).and_then(|e| evaluate(&e, &rec()));
-            assert!(r.is_err(), "{bad:x?}");
-        }
-        let mut deep = [0x92u8, 0x12].repeat(DEPTH_MAX + 2);
-        deep.push(0xc3);
-        assert!(parse(&deep).is_err());
-    }
-}
+mod tests;
