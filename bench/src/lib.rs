@@ -4,6 +4,7 @@
 //!
 //! This crate must never be a dependency of the server; it measures, it does not serve data.
 
+pub mod batch_compare;
 pub mod distribution;
 pub mod driver;
 pub mod histogram;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use apogee_bench::driver::resp::RespConn;
 use apogee_bench::driver::{Conn, Keyspace, Target};
 use apogee_bench::runner::{self, RunConfig};
 use apogee_bench::workload::{Mix, OpKind, RecordShape};
@@ -122,20 +123,13 @@ async fn exercise(target: Target, port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aerospike_driver_against_apogee() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = Command::new(apogee_bin())
-        .args(["--port", &port.to_string(), "--cores", "2", "--data-dir"])
-        .arg(dir.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(port, &mut child);
-    let _server = Proc(child);
+    let (_server, port) = start_apogee(dir.path());
     exercise(Target::Aerospike, port).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resp_driver_against_redis() {
+/// Starts Debian's redis-server on a free port; `None` (the test skips) only when it is missing
+/// and APOGEE_SKIP_REDIS is set.
+fn start_redis() -> Option<(Proc, u16)> {
     let port = free_port();
     let spawned = Command::new("redis-server")
         .args([
@@ -154,13 +148,92 @@ async fn resp_driver_against_redis() {
         Ok(c) => c,
         Err(e) if std::env::var_os("APOGEE_SKIP_REDIS").is_some() => {
             eprintln!("skipping: redis-server unavailable ({e}) and APOGEE_SKIP_REDIS is set");
-            return;
+            return None;
         }
         Err(e) => panic!("redis-server is needed (apt-get install redis-server): {e}"),
     };
     wait_listening(port, &mut child);
-    let _server = Proc(child);
+    Some((Proc(child), port))
+}
+
+fn start_apogee(dir: &std::path::Path) -> (Proc, u16) {
+    let port = free_port();
+    let mut child = Command::new(apogee_bin())
+        .args(["--port", &port.to_string(), "--cores", "2", "--data-dir"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port, &mut child);
+    (Proc(child), port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp_driver_against_redis() {
+    let Some((_server, port)) = start_redis() else {
+        return;
+    };
     exercise(Target::Redis, port).await;
+    // Records as one string each, read by pipelines of GETs (batch-compare's Redis side).
+    let ks = Keyspace {
+        namespace: "test".into(),
+        set: "strings".into(),
+        shape: RecordShape {
+            bins: 3,
+            bin_bytes: 10,
+        },
+    };
+    let mut c = RespConn::connect(&format!("127.0.0.1:{port}"), ks)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        assert_eq!(c.set_string(i).await.unwrap(), 0);
+    }
+    assert_eq!(c.get_pipeline(&[0, 1, 2, 3, 4]).await.unwrap(), 0);
+    assert_eq!(
+        c.get_pipeline(&[4, 999, 0]).await.unwrap(),
+        2,
+        "a missing key"
+    );
+    // The connection is still in step after a miss: every reply was consumed.
+    assert_eq!(c.get_pipeline(&[3]).await.unwrap(), 0);
+}
+
+/// batch-compare end to end on tiny settings: loads both targets, runs alternated rounds and
+/// prints the ratios the issue asks for.
+#[test]
+fn batch_compare_prints_ratios_against_apogee_and_redis() {
+    let Some((_redis, rport)) = start_redis() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_apogee, aport) = start_apogee(dir.path());
+    let out = Command::new(bench_bin())
+        .args(["batch-compare", "--apogee", &format!("127.0.0.1:{aport}")])
+        .args(["--redis", &format!("127.0.0.1:{rport}")])
+        .args(["--records", "300", "--connections", "2", "--seconds", "1"])
+        .args(["--rounds", "2", "--batch-sizes", "10"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "loaded 300 records",
+        "round 2 records/s: apogee get",
+        "apogee batch-10 / apogee get",
+        "apogee batch-10 / redis pipeline-10",
+        "redis pipeline-10 GET",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("aerospike batch"),
+        "no Aerospike side was given:\n{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,6 +282,14 @@ fn bad_flags_exit_non_zero_with_a_message() {
         ),
         (
             vec!["run", "--port", "1", "--records", "10"],
+            "cannot connect to 127.0.0.1:1",
+        ),
+        (
+            vec!["batch-compare", "--batch-sizes", "1"],
+            "--batch-sizes must list sizes of 2..=5000",
+        ),
+        (
+            vec!["batch-compare", "--apogee", "127.0.0.1:1", "--rounds", "1"],
             "cannot connect to 127.0.0.1:1",
         ),
     ] {

@@ -87,10 +87,50 @@ struct RunArgs {
     seed: u64,
 }
 
+#[derive(clap::Args)]
+struct BatchCompareArgs {
+    /// Apogee's address.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    apogee: String,
+    /// Redis's address (pipelines of GETs); left out: no Redis side.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Aerospike CE's address (batches and gets); left out: no Aerospike side.
+    #[arg(long)]
+    aerospike: Option<String>,
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Connections per side, each with one request in flight.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Keys per batch, comma-separated.
+    #[arg(long, default_value = "10,100", value_delimiter = ',')]
+    batch_sizes: Vec<usize>,
+    #[arg(long, default_value_t = 10)]
+    bins: usize,
+    #[arg(long, default_value_t = 100)]
+    bin_bytes: usize,
+    #[arg(long, default_value = "test")]
+    namespace: String,
+    #[arg(long, default_value = "batchcmp")]
+    set: String,
+    /// The records are already loaded (same --records, --set and shape).
+    #[arg(long)]
+    no_load: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Load records and/or run a workload against a server.
     Run(Box<RunArgs>),
+    /// Batch reads of N keys as records/s against single gets on the same server, Redis
+    /// pipelines of N GETs and another Aerospike server's batches (CE), phases alternated.
+    BatchCompare(Box<BatchCompareArgs>),
     /// Serve canned replies to every Aerospike-protocol request (the machine's ceiling).
     NullServer {
         #[arg(long, default_value = "127.0.0.1")]
@@ -123,6 +163,36 @@ fn real_main() -> Result<ExitCode, String> {
                 return Err("--cores must be 1..=256".into());
             }
             apogee_bench::null_server::run(&address, port, cores)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BatchCompare(a) => {
+            if a.bins == 0 || a.bins > 1000 || a.bin_bytes > 1 << 20 {
+                return Err("--bins must be 1..=1000 and --bin-bytes at most 1 MiB".into());
+            }
+            let cfg = apogee_bench::batch_compare::Config {
+                apogee: a.apogee,
+                redis: a.redis,
+                aerospike: a.aerospike,
+                keyspace: Keyspace {
+                    namespace: a.namespace,
+                    set: a.set,
+                    shape: RecordShape {
+                        bins: a.bins,
+                        bin_bytes: a.bin_bytes,
+                    },
+                },
+                records: a.records,
+                connections: a.connections,
+                phase_secs: a.seconds,
+                rounds: a.rounds,
+                batch_sizes: a.batch_sizes,
+                no_load: a.no_load,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            rt.block_on(apogee_bench::batch_compare::run(&cfg))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run(args) => {
