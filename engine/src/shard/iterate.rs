@@ -101,10 +101,11 @@ impl ShardStore {
         let st = self.state.borrow();
         // A set beyond the set limit is indexed as set 0; its records are told apart by name
         // once read.
-        let set_id = set.map(|name| st.index.known_set_id(name).unwrap_or(0));
+        let set_id = set.map(|name| st.keydir.index().known_set_id(name).unwrap_or(0));
         let now = clock::now_secs();
         let mut digests: Vec<Digest> = st
-            .index
+            .keydir
+            .index()
             .partition_entries(cursor.partition)
             .filter(|(d, e)| {
                 cursor.below.is_none_or(|b| d.0 < b.0)
