@@ -1,6 +1,6 @@
 //! The namespace settings `set-config` may change while the node runs: defragmentation,
-//! expiry, eviction, stop-writes and flush pacing. One `Tuning` per shard store, shared
-//! (behind an `Arc`) between the store that reads it and the info handler that writes it.
+//! expiry, eviction, stop-writes and flush pacing. One `Tuning` per namespace, shared
+//! (behind an `Arc`) between the shard stores that read it and the info handler that writes it.
 //!
 //! Plain atomics read with `Relaxed` loads: a new value takes effect at the store's next
 //! decision, and a reader never sees a torn value. Validation of new values (ranges) happens

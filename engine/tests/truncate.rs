@@ -11,6 +11,7 @@ use std::sync::Arc;
 use apogee_engine::record::{Bin, Record, RecordMeta};
 use apogee_engine::shard::truncate::{apply, Truncated};
 use apogee_engine::shard::{ShardStore, StoreConfig};
+use apogee_engine::tuning::Tuning;
 use apogee_wire::Digest;
 use common::run;
 
@@ -95,9 +96,14 @@ fn set_truncate_hides_at_once_sweeps_and_survives_reopen() {
         store.put(&record("a", 7, 2000)).await.unwrap();
         drop(store);
 
-        let (store, report) = ShardStore::open_truncated(cfg(&d), Arc::default(), &durable)
-            .await
-            .unwrap();
+        let (store, report) = ShardStore::open_truncated(
+            cfg(&d),
+            Arc::default(),
+            &durable,
+            Arc::new(Tuning::from_config(&cfg(&d))),
+        )
+        .await
+        .unwrap();
         // The swept records are still on disk (no tombstones): the cut-off skips them, all but
         // a/7, whose newest version came after it.
         assert_eq!(report.truncated, 299);
@@ -136,9 +142,14 @@ fn recovery_skips_records_before_the_namespace_cut_off() {
             ..Default::default()
         };
         let stats = Arc::new(apogee_engine::stats::ShardStats::default());
-        let (store, report) = ShardStore::open_truncated(cfg(&d), stats.clone(), &durable)
-            .await
-            .unwrap();
+        let (store, report) = ShardStore::open_truncated(
+            cfg(&d),
+            stats.clone(),
+            &durable,
+            Arc::new(Tuning::from_config(&cfg(&d))),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.truncated, 600);
         assert_eq!(report.objects, 200);
         assert_eq!(stats.snapshot().objects, 200);

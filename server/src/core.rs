@@ -79,7 +79,8 @@ impl Core {
             let cfg = store_config(&node.config, ns, shard);
             let stats: Arc<ShardStats> = node.namespaces[i].stats[shard].clone();
             let truncated = node.namespaces[i].truncated().clone();
-            let (store, report) = ShardStore::open_truncated(cfg, stats, &truncated)
+            let tuning = node.namespaces[i].tuning.clone();
+            let (store, report) = ShardStore::open_truncated(cfg, stats, &truncated, tuning)
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(
@@ -104,7 +105,6 @@ impl Core {
             }
             node.namespaces[i].register_shard(crate::namespace::ShardHandles {
                 shard,
-                tuning: store.tuning(),
                 set_stats: store.set_stats(),
                 truncate_points: store.truncate_points(),
             });

@@ -41,25 +41,25 @@ fn namespace_config(node: &Node, i: usize) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let ns = &node.config.namespaces[i];
     let live = &node.namespaces[i].live;
-    let shards = node.namespaces[i].shards();
-    let get = |s: Setting, configured: u64| shards.first().map_or(configured, |h| h.tuning.get(s));
+    let tuning = &node.namespaces[i].tuning;
+    let get = |s: Setting| tuning.get(s);
     format!(
         "replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
          filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={}",
         live.default_ttl.load(Relaxed),
-        get(Setting::NsupPeriod, ns.nsup_period),
+        get(Setting::NsupPeriod),
         ns.write_block_size,
         ns.commit_to_device,
-        get(Setting::FlushMaxMs, ns.flush_max_ms),
+        get(Setting::FlushMaxMs),
         live.max_record_size.load(Relaxed),
         ns.read_cache_size,
-        get(Setting::DefragLwmPct, ns.defrag_lwm_pct),
-        get(Setting::DefragSleep, ns.defrag_sleep_us),
+        get(Setting::DefragLwmPct),
+        get(Setting::DefragSleep),
         ns.filesize,
-        get(Setting::StopWritesUsedPct, ns.stop_writes_used_pct),
-        get(Setting::StopWritesAvailPct, ns.stop_writes_avail_pct),
-        get(Setting::EvictUsedPct, ns.evict_used_pct),
+        get(Setting::StopWritesUsedPct),
+        get(Setting::StopWritesAvailPct),
+        get(Setting::EvictUsedPct),
     )
 }
 
@@ -199,7 +199,7 @@ fn set_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
         match c {
             Change::DefaultTtl(v) => namespace.live.default_ttl.store(v, Relaxed),
             Change::MaxRecordSize(v) => namespace.live.max_record_size.store(v, Relaxed),
-            Change::Engine(s, v) => namespace.shards().iter().for_each(|h| h.tuning.set(s, v)),
+            Change::Engine(s, v) => namespace.tuning.set(s, v),
         }
     }
     tracing::info!(command = cmd.raw, "set-config applied");

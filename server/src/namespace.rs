@@ -40,10 +40,9 @@ impl NamespaceLive {
 }
 
 /// What one shard's store hands the namespace when it opens: handles to state the store
-/// keeps updating, read by info commands and changed by `set-config` and truncate.
+/// keeps updating, read by info commands and changed by truncate.
 pub struct ShardHandles {
     pub shard: usize,
-    pub tuning: Arc<Tuning>,
     pub set_stats: Arc<SetStats>,
     pub truncate_points: Arc<TruncatePoints>,
 }
@@ -51,6 +50,9 @@ pub struct ShardHandles {
 /// One configured namespace.
 pub struct Namespace {
     pub live: NamespaceLive,
+    /// The engine's live settings (defragmentation, expiry, stop-writes, flush pacing): one
+    /// for the namespace, read by every shard's store, changed by `set-config`.
+    pub tuning: Arc<Tuning>,
     /// `stats[shard]`: each shard's counters, created before the shards open.
     pub stats: Vec<Arc<ShardStats>>,
     /// `latency[shard][kind]`: written by the core that accepted the request (for batch
@@ -65,9 +67,12 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    pub fn new(config: &NamespaceConfig, cores: usize) -> Namespace {
+    /// `tuning` starts from the namespace's store settings (those of any shard: the tuned
+    /// ones are the same for all).
+    pub fn new(config: &NamespaceConfig, cores: usize, tuning: Tuning) -> Namespace {
         Namespace {
             live: NamespaceLive::new(config),
+            tuning: Arc::new(tuning),
             stats: (0..cores).map(|_| Arc::default()).collect(),
             latency: (0..cores).map(|_| Default::default()).collect(),
             truncated: Mutex::default(),

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use apogee_engine::stats::StatsSnapshot;
+use apogee_engine::tuning::Tuning;
 use apogee_wire::msg::Message;
 
 use crate::config::Config;
@@ -71,7 +72,10 @@ impl Node {
             name,
             inboxes,
             namespaces: (config.namespaces.iter())
-                .map(|ns| crate::namespace::Namespace::new(ns, config.cores))
+                .map(|ns| {
+                    let tuning = Tuning::from_config(&crate::core::store_config(&config, ns, 0));
+                    crate::namespace::Namespace::new(ns, config.cores, tuning)
+                })
                 .collect(),
             bin_names: crate::bin_names::BinNames::open(
                 &config.data_dir,

@@ -184,25 +184,23 @@ impl ShardStore {
         self.truncate.clone()
     }
 
-    /// The store's live settings, for `set-config`.
-    pub fn tuning(&self) -> Arc<Tuning> {
-        self.tuning.clone()
-    }
-
     /// Opens (creating if needed) the shard's media and rebuilds the index from it.
     pub async fn open(
         cfg: StoreConfig,
         stats: Arc<ShardStats>,
     ) -> Result<(Rc<ShardStore>, RecoveryReport), StoreError> {
-        Self::open_truncated(cfg, stats, &Truncated::default()).await
+        let tuning = Arc::new(Tuning::from_config(&cfg));
+        Self::open_truncated(cfg, stats, &Truncated::default(), tuning).await
     }
 
     /// [`ShardStore::open`], skipping the records `truncated` cuts off, so that a truncate
-    /// survives a restart.
+    /// survives a restart, and reading its live settings from `tuning`: one per namespace,
+    /// shared by all its shards, so `set-config` changes them in one place.
     pub async fn open_truncated(
         cfg: StoreConfig,
         stats: Arc<ShardStats>,
         truncated: &Truncated,
+        tuning: Arc<Tuning>,
     ) -> Result<(Rc<ShardStore>, RecoveryReport), StoreError> {
         assert!(cfg.shard < cfg.shard_count);
         assert!(cfg.block_bytes.is_multiple_of(IO_ALIGN_BYTES));
@@ -236,7 +234,7 @@ impl ShardStore {
             media,
             state: RefCell::new(state),
             cache: RefCell::new(RecordCache::new(cfg.cache_bytes)),
-            tuning: Arc::new(Tuning::from_config(&cfg)),
+            tuning,
             cfg,
             flush_lock: Semaphore::new(1),
             write_done: Semaphore::new(0),
