@@ -86,3 +86,16 @@ def test_geo_comparisons(client):
             get(client, key, no)
     with pytest.raises(ex.InvalidRequest):
         get(client, key, exp.Eq(exp.GeoBin("point"), pt))
+
+
+def test_write_flags_are_judged_before_the_expression_is_evaluated(client, rec):
+    # An expression that is unknown on this record (the bin it reads is missing): CE answers
+    # BIN_EXISTS / BIN_NOT_FOUND from the flags first, not OP_NOT_APPLICABLE.
+    unknown = exp.IntBin("no-such-bin").compile()
+    existing = next(iter(client.get(rec)[2]))
+    with pytest.raises(ex.BinExistsError):
+        client.operate(rec, [eo.expression_write(existing, unknown, aerospike.EXP_WRITE_CREATE_ONLY)])
+    with pytest.raises(ex.BinNotFound):
+        client.operate(rec, [eo.expression_write("absent", unknown, aerospike.EXP_WRITE_UPDATE_ONLY)])
+    with pytest.raises(ex.OpNotApplicable):
+        client.operate(rec, [eo.expression_write("absent", unknown, aerospike.EXP_WRITE_DEFAULT)])

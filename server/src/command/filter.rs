@@ -82,12 +82,26 @@ pub fn check(msg: &Message, record: &Record) -> Result<(), ResultCode> {
 /// Evaluates an expression op's payload against `view`: the value, or `None` when the
 /// expression was unknown and the op's flags say to carry on (EVAL_NO_FAIL).
 pub fn evaluate_op(payload: &[u8], view: &View) -> Result<(Option<Value>, i64), ResultCode> {
-    let (e, flags) = exp::parse_op(payload).map_err(|e| op_error_code(&e))?;
-    match exp::evaluate(&e, view) {
-        Ok(Some(v)) => Ok((Some(v), flags)),
-        Ok(None) if flags & exp::op_flag::EVAL_NO_FAIL != 0 => Ok((None, flags)),
+    let (e, flags) = parse_op(payload)?;
+    Ok((evaluate_parsed_op(&e, flags, view)?, flags))
+}
+
+/// Parses and type-checks an expression op's payload: the expression and the op's flags.
+pub fn parse_op(payload: &[u8]) -> Result<(exp::Exp, i64), ResultCode> {
+    exp::parse_op(payload).map_err(|e| op_error_code(&e))
+}
+
+/// Evaluates an expression op parsed by [`parse_op`] against `view`, as [`evaluate_op`].
+pub fn evaluate_parsed_op(
+    e: &exp::Exp,
+    flags: i64,
+    view: &View,
+) -> Result<Option<Value>, ResultCode> {
+    match exp::evaluate(e, view) {
+        Ok(Some(v)) => Ok(Some(v)),
+        Ok(None) if flags & exp::op_flag::EVAL_NO_FAIL != 0 => Ok(None),
         Ok(None) => Err(ResultCode::OpNotApplicable),
-        Err(_) if flags & exp::op_flag::EVAL_NO_FAIL != 0 => Ok((None, flags)),
+        Err(_) if flags & exp::op_flag::EVAL_NO_FAIL != 0 => Ok(None),
         Err(e) => Err(op_error_code(&e)),
     }
 }

@@ -236,11 +236,10 @@ fn concat(bins: &mut BinSet, op: &Op, append: bool) -> Result<(), ResultCode> {
 /// create/update/delete flags.
 fn expression_write(bins: &mut BinSet, op: &Op, meta: &Meta) -> Result<(), ResultCode> {
     use apogee_ops::exp::op_flag;
-    let view = filter::View {
-        bins: &bins.bins,
-        meta,
-    };
-    let (value, flags) = filter::evaluate_op(&op.value, &view)?;
+    // As Aerospike: CREATE_ONLY / UPDATE_ONLY are judged on the bin before the expression is
+    // evaluated, so a refused op answers BIN_EXISTS / BIN_NOT_FOUND even when its expression
+    // would have been unknown.
+    let (e, flags) = filter::parse_op(&op.value)?;
     let exists = bins.get(&op.name).is_some();
     let refusal = if flags & op_flag::CREATE_ONLY != 0 && exists {
         Some(ResultCode::BinExists)
@@ -256,7 +255,11 @@ fn expression_write(bins: &mut BinSet, op: &Op, meta: &Meta) -> Result<(), Resul
             Err(rc)
         };
     }
-    match value {
+    let view = filter::View {
+        bins: &bins.bins,
+        meta,
+    };
+    match filter::evaluate_parsed_op(&e, flags, &view)? {
         // Unknown under EVAL_NO_FAIL: nothing to write.
         None => {}
         Some(apogee_ops::Value::Nil) if flags & op_flag::ALLOW_DELETE != 0 => bins.remove(&op.name),
