@@ -250,8 +250,12 @@ mod tests {
         let mut idx = Keydir::default();
         replay_block(&bytes(&w), w.base, &mut idx, 50).unwrap();
         assert_eq!(idx.index().len(), 1);
+        // Readable through its void-time second (clock::is_expired), gone the second after.
         let mut idx = Keydir::default();
         replay_block(&bytes(&w), w.base, &mut idx, 100).unwrap();
+        assert_eq!(idx.index().len(), 1);
+        let mut idx = Keydir::default();
+        replay_block(&bytes(&w), w.base, &mut idx, 101).unwrap();
         assert_eq!(idx.index().len(), 0);
         assert_eq!(
             idx.shadows().len(),
