@@ -18,6 +18,8 @@ use crate::workload::{Mix, OpKind};
 pub const CONNECTION_FAILED: i32 = -1;
 /// Most connections one run opens.
 pub const CONNECTIONS_MAX: usize = 4096;
+/// Longest YCSB E short scan, in records (YCSB's `maxscanlength` default).
+pub const SCAN_LENGTH_MAX: u64 = 100;
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -279,8 +281,11 @@ async fn connection_loop(
                     other => other,
                 }
             }
-            // Scans are not served yet by Apogee nor by this driver.
-            OpKind::Scan => Ok(16),
+            OpKind::Scan => {
+                let k = chooser.as_ref().map_or(0, |c| c.next(&mut rng, latest));
+                // YCSB E: scan lengths uniform in 1..=maxscanlength (default 100).
+                conn.short_scan(k, rng.gen_range(1..=SCAN_LENGTH_MAX)).await
+            }
         };
         match result {
             Ok(0) => rec.record(kind, intended.elapsed().as_micros() as u64),

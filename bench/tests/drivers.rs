@@ -125,6 +125,12 @@ async fn aerospike_driver_against_apogee() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, port) = start_apogee(dir.path());
     exercise(Target::Aerospike, port).await;
+    // Workload E: short scans (one partition from a key down, up to 100 records) and inserts.
+    let r = runner::run(&cfg(Target::Aerospike, port, Mix::ycsb("E").unwrap(), 200))
+        .await
+        .unwrap();
+    assert_eq!(r.recorder.error_count(), 0, "{:?}", r.recorder.errors);
+    assert!(r.recorder.latency[&OpKind::Scan].len() > 150);
 }
 
 /// Starts Debian's redis-server on a free port; `None` (the test skips) only when it is missing
@@ -269,7 +275,7 @@ fn bad_flags_exit_non_zero_with_a_message() {
     for (args, msg) in [
         (vec!["run", "--workload", "Z"], "unknown workload 'Z'"),
         (
-            vec!["run", "--workload", "E"],
+            vec!["run", "--workload", "E", "--target", "redis"],
             "workload E needs short scans",
         ),
         (
