@@ -45,10 +45,11 @@ class Model:
 
 def ttl_expiry(sent, acked):
     """The server sets void time = its whole seconds + TTL when it applies the write, at some
-    moment in [sent, acked], and a record is gone once its void time is reached: it is held
-    before sent + TTL - 1 and gone from acked + TTL on. `acked` may be much later than `sent`
-    when the machine is loaded."""
-    return (sent + SHORT_TTL - 1, acked + SHORT_TTL)
+    moment in [sent, acked], and a record stays readable through its void-time second, as on
+    Aerospike (gone once the whole seconds pass it): it is held before sent + TTL and gone
+    from acked + TTL + 1 on. `acked` may be much later than `sent` when the machine is
+    loaded."""
+    return (sent + SHORT_TTL, acked + SHORT_TTL + 1)
 
 
 def recreated(call):
