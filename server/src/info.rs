@@ -295,6 +295,8 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
         "build" => BUILD.into(),
         "version" => format!("Apogee {} (Aerospike protocol, build {BUILD})", env!("CARGO_PKG_VERSION")),
         "edition" => "Apogee".into(),
+        // Aerospike lists its log sinks as `id:path`; Apogee has one, its standard error.
+        "logs" => "0:stderr".into(),
         "partition-generation" => node.partitions.generation().to_string(),
         "peers-generation" | "rebalance-generation" => "1".into(),
         "cluster-name" => "null".into(),

@@ -117,3 +117,9 @@ def test_bins_lists_names_written_and_survives_restart(apogee):
     assert server.stop() == 0
     server.start()
     assert bin_names(server.port) == (3, ["alpha", "beta", "gamma"])
+
+
+def test_logs_lists_the_one_log_sink_as_aerospike_does(server, client):
+    # Aerospike answers `id:path` per sink (the official client's info tests ask for it).
+    assert info(server.port, "logs\n") == "logs\t0:stderr\n"
+    assert client.info_random_node("logs").strip() == "logs\t0:stderr"
