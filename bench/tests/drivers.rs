@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use apogee_bench::driver::aerospike::AeroConn;
 use apogee_bench::driver::resp::RespConn;
 use apogee_bench::driver::{Conn, Keyspace, Target};
 use apogee_bench::runner::{self, RunConfig};
@@ -131,6 +132,15 @@ async fn aerospike_driver_against_apogee() {
         .unwrap();
     assert_eq!(r.recorder.error_count(), 0, "{:?}", r.recorder.errors);
     assert!(r.recorder.latency[&OpKind::Scan].len() > 150);
+    // A full scan of a set returns each of its records once.
+    let mut ks = cfg(Target::Aerospike, port, Mix::ycsb("A").unwrap(), 0).keyspace;
+    ks.set = "scanned".into();
+    let addr = format!("127.0.0.1:{port}");
+    let mut conn = AeroConn::connect(&addr, ks).await.unwrap();
+    for i in 0..300 {
+        assert_eq!(conn.write(i, None).await.unwrap(), 0);
+    }
+    assert_eq!(conn.full_scan().await.unwrap(), 300);
 }
 
 /// Starts Debian's redis-server on a free port; `None` (the test skips) only when it is missing

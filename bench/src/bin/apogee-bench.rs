@@ -131,6 +131,17 @@ enum Cmd {
     /// Batch reads of N keys as records/s against single gets on the same server, Redis
     /// pipelines of N GETs and another Aerospike server's batches (CE), phases alternated.
     BatchCompare(Box<BatchCompareArgs>),
+    /// Scan a whole set once and print records/s (one connection, every partition).
+    FullScan {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        #[arg(long, default_value = "test")]
+        namespace: String,
+        #[arg(long, default_value = "usertable")]
+        set: String,
+    },
     /// Serve canned replies to every Aerospike-protocol request (the machine's ceiling).
     NullServer {
         #[arg(long, default_value = "127.0.0.1")]
@@ -163,6 +174,42 @@ fn real_main() -> Result<ExitCode, String> {
                 return Err("--cores must be 1..=256".into());
             }
             apogee_bench::null_server::run(&address, port, cores)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::FullScan {
+            host,
+            port,
+            namespace,
+            set,
+        } => {
+            let ks = Keyspace {
+                namespace,
+                set,
+                shape: RecordShape {
+                    bins: 1,
+                    bin_bytes: 0,
+                },
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            let addr = format!("{host}:{port}");
+            let (records, secs) = rt.block_on(async {
+                let mut c = apogee_bench::driver::aerospike::AeroConn::connect(&addr, ks)
+                    .await
+                    .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+                let started = std::time::Instant::now();
+                let n = c
+                    .full_scan()
+                    .await
+                    .map_err(|e| format!("scan failed: {e}"))?;
+                Ok::<_, String>((n, started.elapsed().as_secs_f64()))
+            })?;
+            println!(
+                "full-scan: {records} records in {secs:.2} s: {:.0} records/s",
+                records as f64 / secs
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::BatchCompare(a) => {

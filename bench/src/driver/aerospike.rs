@@ -21,7 +21,14 @@ pub struct AeroConn {
     stream: TcpStream,
     ks: Keyspace,
     reply: Vec<u8>,
+    /// Messages of the last streamed reply (see `read_stream`).
+    streamed: u64,
 }
+
+/// info3 bit of a scan request (the client takes per-partition markers) and of a marker.
+const INFO3_PARTITION_DONE: u8 = 0x04;
+/// Most frames a full scan's reply may take: one record per frame at worst, 4 G records.
+const FULL_SCAN_FRAMES_MAX: usize = 1 << 32;
 
 fn bad(msg: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
@@ -44,6 +51,7 @@ impl AeroConn {
             stream,
             ks,
             reply: Vec::new(),
+            streamed: 0,
         })
     }
 
@@ -133,7 +141,7 @@ impl AeroConn {
         let mut m = Message::default();
         m.header.info1 = info1::READ | info1::GET_ALL;
         // PARTITION_DONE: this client takes per-partition markers, as every 4.9+ client does.
-        m.header.info3 = 0x04;
+        m.header.info3 = INFO3_PARTITION_DONE;
         m.header.transaction_ttl = 1000;
         m.fields = vec![
             Field {
@@ -160,11 +168,38 @@ impl AeroConn {
         self.read_stream(len as usize + 3).await
     }
 
+    /// Scans every record of the keyspace's set (all partitions) and returns how many came
+    /// back; a failure code in the reply is an error.
+    pub async fn full_scan(&mut self) -> std::io::Result<u64> {
+        let mut m = Message::default();
+        m.header.info1 = info1::READ | info1::GET_ALL;
+        m.header.info3 = INFO3_PARTITION_DONE;
+        m.fields = vec![
+            Field {
+                field_type: FieldType::NAMESPACE,
+                data: self.ks.namespace.as_bytes().to_vec(),
+            },
+            Field {
+                field_type: FieldType::SET,
+                data: self.ks.set.as_bytes().to_vec(),
+            },
+        ];
+        self.stream
+            .write_all(&frame(MsgType::Message, &m.encode()))
+            .await?;
+        match self.read_stream(FULL_SCAN_FRAMES_MAX).await? {
+            0 => Ok(self.streamed),
+            rc => Err(bad(format!("scan answered result code {rc}"))),
+        }
+    }
+
     /// Reads a multi-message reply (batch, scan) up to its LAST message, in at most
     /// `frames_max` frames. Returns 0 when every message answered 0, else the first failure
-    /// code.
+    /// code; `self.streamed` counts the messages before LAST that were not partition-done
+    /// markers (records, or batch rows).
     async fn read_stream(&mut self, frames_max: usize) -> std::io::Result<i32> {
         let mut first_failure = 0;
+        self.streamed = 0;
         for _ in 0..frames_max {
             let mut head = [0u8; PROTO_HEADER_BYTES];
             self.stream.read_exact(&mut head).await?;
@@ -195,6 +230,9 @@ impl AeroConn {
                 }
                 if info3 & apogee_wire::msg::info3::LAST != 0 {
                     return Ok(first_failure);
+                }
+                if info3 & INFO3_PARTITION_DONE == 0 {
+                    self.streamed += 1;
                 }
             }
         }
