@@ -181,3 +181,46 @@ fn a_chunk_of_large_records_stops_near_its_byte_bound() {
         assert_eq!(first.len() + rest.len(), 40);
     });
 }
+
+#[test]
+fn scan_reads_come_from_the_device_in_order_and_leave_the_cache_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let cfg = || apogee_engine::shard::StoreConfig {
+            cache_bytes: 4 << 20,
+            ..common::cfg(&d, true)
+        };
+        let mut mine: Vec<Digest> = (0..600).map(|i| digest_in(4, i)).collect();
+        {
+            let (store, _) = ShardStore::open(cfg(), Arc::default()).await.unwrap();
+            for &dg in &mine {
+                store.put(&record(dg, "s", 0, 1000, 100)).await.unwrap();
+            }
+            store.flush_all().await.unwrap();
+        }
+        mine.sort_by_key(|d| std::cmp::Reverse(d.0));
+        // Reopened: every record is on the device and the cache is empty.
+        let (store, _) = ShardStore::open(cfg(), Arc::default()).await.unwrap();
+        let before = store.stats().snapshot();
+        let all = walk(&store, PartitionCursor::new(4, None), None).await;
+        assert_eq!(
+            all, mine,
+            "reads in flight together still come back in digest order"
+        );
+        let after = store.stats().snapshot();
+        assert_eq!(after.device_reads - before.device_reads, 600);
+        assert_eq!(after.cache_hits, before.cache_hits);
+        // The scan cached nothing: a get goes to the device, and only then is cached.
+        for dg in &mine[..10] {
+            assert!(store.get(dg).await.unwrap().is_some());
+        }
+        let got = store.stats().snapshot();
+        assert_eq!(got.device_reads - after.device_reads, 10);
+        assert_eq!(got.cache_hits, after.cache_hits);
+        for dg in &mine[..10] {
+            assert!(store.get(dg).await.unwrap().is_some());
+        }
+        assert_eq!(store.stats().snapshot().cache_hits - got.cache_hits, 10);
+    });
+}

@@ -10,6 +10,9 @@
 
 use apogee_wire::Digest;
 
+use futures_util::stream::{self, StreamExt};
+
+use super::store::CacheFill;
 use super::ShardStore;
 use crate::clock;
 use crate::record::Record;
@@ -17,9 +20,12 @@ use crate::StoreError;
 
 /// Most index entries one chunk takes (and so most records it reads).
 pub const SCAN_CHUNK_ENTRIES_MAX: usize = 256;
-/// A chunk stops reading once its records hold this many encoded bytes (1 MiB), so a
+/// A chunk holds records of at most this many stored bytes (1 MiB; at least one record), so a
 /// partition of large records does not fill memory before its caller streams them out.
 pub const SCAN_CHUNK_BYTES_MAX: usize = 1 << 20;
+/// Device reads one chunk keeps in flight at most: fio's queue depth for the random-read
+/// comparison, and well under the shard's read ring (128).
+pub const SCAN_READS_IN_FLIGHT_MAX: usize = 32;
 
 /// Where the walk of one partition stands.
 #[derive(Debug, Clone)]
@@ -61,6 +67,10 @@ impl ShardStore {
     /// records (and about [`SCAN_CHUNK_BYTES_MAX`] bytes) of `set` (`None`: every set), largest
     /// digest first, each below the previous chunk's. An empty chunk with `cursor.is_done()`
     /// ends the partition.
+    ///
+    /// The chunk's records are read from the device [`SCAN_READS_IN_FLIGHT_MAX`] at a time
+    /// (one after another, a scan ran at a quarter of the device's random-read rate) and come
+    /// back in digest order. Scan reads do not enter the record cache.
     pub async fn scan_chunk(
         &self,
         cursor: &mut PartitionCursor,
@@ -70,29 +80,29 @@ impl ShardStore {
             return Ok(Vec::new());
         }
         let (candidates, exhausted) = self.chunk_candidates(cursor, set);
+        let mut reads = stream::iter(&candidates)
+            .map(|digest| self.get_with(digest, CacheFill::Skip))
+            .buffered(SCAN_READS_IN_FLIGHT_MAX);
         let mut records = Vec::with_capacity(candidates.len());
-        let mut bytes = 0usize;
-        let mut consumed = 0;
-        for digest in &candidates {
-            consumed += 1;
-            cursor.below = Some(*digest);
-            // `get` checks liveness again: the record may have changed since the index look.
-            if let Some(record) = self.get(digest).await? {
+        // `get` checks liveness again: a record may have changed since the index look.
+        while let Some(read) = reads.next().await {
+            if let Some(record) = read? {
                 if set.is_none_or(|s| record.set_name == s) {
-                    bytes += record.encoded_bytes();
                     records.push(record);
                 }
             }
-            if bytes >= SCAN_CHUNK_BYTES_MAX {
-                break;
-            }
         }
-        cursor.done = exhausted && consumed == candidates.len();
+        if let Some(last) = candidates.last() {
+            cursor.below = Some(*last);
+        }
+        cursor.done = exhausted;
         Ok(records)
     }
 
     /// The digests of the chunk's candidates, descending, and whether they are the last of
-    /// the partition. Synchronous: the state is borrowed only here.
+    /// the partition. The chunk is cut where its records' stored sizes (known from the index)
+    /// pass [`SCAN_CHUNK_BYTES_MAX`], so all of it can be read at once. Synchronous: the state
+    /// is borrowed only here.
     fn chunk_candidates(
         &self,
         cursor: &PartitionCursor,
@@ -103,7 +113,7 @@ impl ShardStore {
         // once read.
         let set_id = set.map(|name| st.keydir.index().known_set_id(name).unwrap_or(0));
         let now = clock::now_secs();
-        let mut digests: Vec<Digest> = st
+        let mut entries: Vec<(Digest, u32)> = st
             .keydir
             .index()
             .partition_entries(cursor.partition)
@@ -113,14 +123,27 @@ impl ShardStore {
                     && !clock::is_expired(e.meta.void_time, now)
                     && !self.truncate.is_truncated(e.meta.last_update_ms, e.set_id)
             })
-            .map(|(d, _)| d)
+            .map(|(d, e)| (d, e.bytes))
             .collect();
-        let exhausted = digests.len() <= SCAN_CHUNK_ENTRIES_MAX;
+        let mut exhausted = entries.len() <= SCAN_CHUNK_ENTRIES_MAX;
         if !exhausted {
-            digests.select_nth_unstable_by(SCAN_CHUNK_ENTRIES_MAX - 1, |a, b| b.0.cmp(&a.0));
-            digests.truncate(SCAN_CHUNK_ENTRIES_MAX);
+            entries.select_nth_unstable_by(SCAN_CHUNK_ENTRIES_MAX - 1, |a, b| b.0 .0.cmp(&a.0 .0));
+            entries.truncate(SCAN_CHUNK_ENTRIES_MAX);
         }
-        digests.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
-        (digests, exhausted)
+        entries.sort_unstable_by_key(|(d, _)| std::cmp::Reverse(d.0));
+        let mut bytes = 0usize;
+        let mut take = 0;
+        for (_, len) in &entries {
+            // At least one record, however large, so the walk always moves on.
+            if take > 0 && bytes + *len as usize > SCAN_CHUNK_BYTES_MAX {
+                exhausted = false;
+                break;
+            }
+            bytes += *len as usize;
+            take += 1;
+        }
+        entries.truncate(take);
+        debug_assert!(take > 0 || exhausted);
+        (entries.into_iter().map(|(d, _)| d).collect(), exhausted)
     }
 }

@@ -41,6 +41,7 @@ pub use apply::{is_newer, Applied};
 pub use commit::UNFLUSHED_BLOCKS_MAX;
 pub use config::StoreConfig;
 pub(crate) use keydir::{Change, Keydir, Uncounted};
+pub(crate) use read::CacheFill;
 pub use recover::RecoveryReport;
 pub use update::{Decision, UpdateError, UPDATE_ATTEMPTS_MAX};
 

@@ -11,6 +11,13 @@ use crate::record::{block_tag, Record, RecordDecodeError};
 
 use super::ShardStore;
 
+/// Whether a record read from the device enters the record cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheFill {
+    Fill,
+    Skip,
+}
+
 /// A read that finds its record moved by defragmentation mid-read tries again this often.
 pub(super) const READ_ATTEMPTS_MAX: usize = 4;
 
@@ -41,12 +48,22 @@ impl ShardStore {
     /// memory, or from the device. The bytes are checksummed before they are returned. A read
     /// whose record moved (defragmentation) while it waited on the device starts over.
     pub async fn get(&self, digest: &Digest) -> Result<Option<Record>, StoreError> {
+        self.get_with(digest, CacheFill::Fill).await
+    }
+
+    /// [`get`](Self::get), choosing whether a device read enters the record cache (a scan's
+    /// reads do not: one pass over every record would evict the hot ones).
+    pub(crate) async fn get_with(
+        &self,
+        digest: &Digest,
+        fill: CacheFill,
+    ) -> Result<Option<Record>, StoreError> {
         self.stats.count_read();
         for _ in 0..READ_ATTEMPTS_MAX {
             let Some(entry) = self.meta(digest) else {
                 return Ok(None);
             };
-            match self.read_version(digest, entry).await? {
+            match self.read_version(digest, entry, fill).await? {
                 Ok(record) => return Ok(Some(record)),
                 Err(reason) if self.version(digest) == Some(entry.offset) => {
                     return Err(StoreError::Corrupt {
@@ -77,6 +94,7 @@ impl ShardStore {
         &self,
         digest: &Digest,
         entry: IndexEntry,
+        fill: CacheFill,
     ) -> Result<Result<Record, String>, StoreError> {
         let check = |r: Result<Record, RecordDecodeError>| match r {
             Ok(rec) if rec.digest == *digest => Ok(rec),
@@ -113,6 +131,7 @@ impl ShardStore {
         let record = check(Record::decode_tagged(&bytes, tag));
         // Cache it only if it is still the newest version after the await.
         if record.is_ok()
+            && fill == CacheFill::Fill
             && self.cache.borrow().enabled()
             && self.version(digest) == Some(entry.offset)
         {
