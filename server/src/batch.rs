@@ -17,6 +17,7 @@ use apogee_wire::batch::{self as wire_batch, BatchRow};
 use apogee_wire::msg::{info1, info2, Message};
 use apogee_wire::{FieldType, ResultCode};
 use futures_lite::FutureExt;
+use futures_util::stream::{self, StreamExt};
 
 use crate::command::{reply::stream_error_frame, Reply};
 use crate::core::Core;
@@ -68,30 +69,29 @@ pub fn is_batch(msg: &Message) -> bool {
         || msg.field(FieldType::BATCH_INDEX_WITH_SET).is_some()
 }
 
-/// Runs a shard's rows of a batch on the core that owns them, sending a frame each time a
-/// block fills. Stops early when the connection has gone.
+/// Rows one shard runs at once for one batch. One after another, every read that missed the
+/// cache waited alone on the device and every durable write waited for its own block flush
+/// (a 2,000-row batch write cost 150 µs of server CPU a row); together, reads overlap and
+/// writes share flushes.
+pub const ROWS_IN_FLIGHT_MAX: usize = 32;
+
+/// Runs a shard's rows of a batch on the core that owns them, up to [`ROWS_IN_FLIGHT_MAX`] at a
+/// time, sending a frame each time a block fills (replies keep the rows' order). A batch
+/// naming one record twice runs its rows one at a time, so the later row sees the earlier one
+/// as the client wrote them. Stops early when the connection has gone.
 pub async fn run_rows(core: Rc<Core>, batch: ShardBatch) {
+    let in_flight = if repeats_a_record(&batch.rows) {
+        1
+    } else {
+        ROWS_IN_FLIGHT_MAX
+    };
+    let core = &core;
+    let mut replies = stream::iter(batch.rows)
+        .map(|(ns, row)| async move { (row.index, run_row(core, ns, &row).await) })
+        .buffered(in_flight);
     let mut block = RowBlock::new();
-    for (ns, row) in batch.rows {
-        debug_assert_eq!(core.node.shard_of(row.digest.partition().0), core.shard);
-        let msg = row.message();
-        let kind = if msg.header.info2 & info2::WRITE != 0 {
-            latency::Kind::BatchSubWrite
-        } else {
-            latency::Kind::BatchSubRead
-        };
-        let started = std::time::Instant::now();
-        let run = core.execute_reply(ns, &msg);
-        let reply = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
-            Ok(reply) => reply,
-            Err(panic) => {
-                let cause = crate::dispatch::panic_message(panic.as_ref());
-                tracing::error!(panic = %cause, "a batch row panicked; answered with a server error");
-                Reply::code(ResultCode::ServerError)
-            }
-        };
-        core.node.namespaces[ns].latency[core.shard][kind as usize].record(started.elapsed());
-        block.push(row.index, reply);
+    while let Some((index, reply)) = replies.next().await {
+        block.push(index, reply);
         if block.is_full() {
             let full = std::mem::replace(&mut block, RowBlock::new());
             if let Some(frame) = full.into_frame() {
@@ -104,6 +104,37 @@ pub async fn run_rows(core: Rc<Core>, batch: ShardBatch) {
     if let Some(frame) = block.into_frame() {
         let _ = batch.sink.send_async(frame).await;
     }
+}
+
+/// Whether two rows name the same record.
+fn repeats_a_record(rows: &[(usize, BatchRow)]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    !rows
+        .iter()
+        .all(|(ns, row)| seen.insert((*ns, row.digest.0)))
+}
+
+/// One row, as the keyed command it stands for; a panic in it answers that row 1.
+async fn run_row(core: &Rc<Core>, ns: usize, row: &BatchRow) -> Reply {
+    debug_assert_eq!(core.node.shard_of(row.digest.partition().0), core.shard);
+    let msg = row.message();
+    let kind = if msg.header.info2 & info2::WRITE != 0 {
+        latency::Kind::BatchSubWrite
+    } else {
+        latency::Kind::BatchSubRead
+    };
+    let started = std::time::Instant::now();
+    let run = core.execute_reply(ns, &msg);
+    let reply = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(reply) => reply,
+        Err(panic) => {
+            let cause = crate::dispatch::panic_message(panic.as_ref());
+            tracing::error!(panic = %cause, "a batch row panicked; answered with a server error");
+            Reply::code(ResultCode::ServerError)
+        }
+    };
+    core.node.namespaces[ns].latency[core.shard][kind as usize].record(started.elapsed());
+    reply
 }
 
 /// What the connection's core decides for one row without touching a store.
@@ -225,6 +256,23 @@ mod tests {
     use crate::stream::FRAME_BYTES_MAX as BLOCK_BYTES_MAX;
     use apogee_wire::msg::info3;
     use apogee_wire::proto::{ProtoHeader, PROTO_HEADER_BYTES};
+
+    #[test]
+    fn rows_of_one_record_in_one_namespace_are_repeats() {
+        let row = |index: u32, key: i64| BatchRow {
+            index,
+            digest: apogee_wire::Digest::of_integer("s", key),
+            command: std::sync::Arc::new(Message::default()),
+        };
+        assert!(!repeats_a_record(&[(0, row(0, 1)), (0, row(1, 2))]));
+        assert!(repeats_a_record(&[
+            (0, row(0, 1)),
+            (0, row(1, 2)),
+            (0, row(2, 1))
+        ]));
+        // The same digest in two namespaces names two records.
+        assert!(!repeats_a_record(&[(0, row(0, 1)), (1, row(1, 1))]));
+    }
 
     #[test]
     fn an_empty_block_sends_no_frame() {

@@ -112,6 +112,27 @@ def test_batch_write_rows_take_the_single_record_write_path(client, loaded):
     assert client.exists(loaded[2])[1] is None
 
 
+def test_rows_naming_one_record_run_in_the_order_sent(apogee):
+    # Rows of different records run together; rows of one record must not overtake each other,
+    # even when each must first read its record from the device (cold cache after a restart).
+    server = apogee().start()
+    client = server.client()
+    keys = [("test", "s1", f"ordered{i}") for i in range(30)]
+    for k in keys:
+        client.put(k, {"n": 0})
+    client.close()
+    assert server.stop() == 0
+    server.start()
+    client = server.client()
+    rows = [br.Write(k, [op.increment("n", 1), op.read("n")]) for _ in range(5) for k in keys]
+    res = client.batch_write(br.BatchRecords(rows), {"total_timeout": 10_000})
+    assert all(r.result == 0 for r in res.batch_records)
+    for i, k in enumerate(keys):
+        seen = [res.batch_records[j * len(keys) + i].record[2]["n"] for j in range(5)]
+        assert seen == [1, 2, 3, 4, 5], (k, seen)
+    client.close()
+
+
 def test_batch_operate_and_remove(client, loaded):
     keys = loaded[:5]
     res = client.batch_operate(keys, [op.increment("a", 10), op.read("a")])

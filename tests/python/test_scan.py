@@ -13,6 +13,7 @@ import time
 import aerospike
 import pytest
 from aerospike_helpers import expressions as exp
+from aerospike_helpers.batch.records import BatchRecords, Write
 from aerospike_helpers.operations import operations as op
 
 import conftest
@@ -115,6 +116,38 @@ def test_an_interrupted_scan_resumes_by_partition_status_exactly(client):
     assert len(rest) == len(set(rest)) and len(first) == len(set(first))
     assert set(first) & set(rest) == {first[-1]}
     assert sorted(set(first) | set(rest)) == list(range(20_000))
+
+
+def test_a_million_record_scan_interrupted_and_resumed_returns_each_once(client):
+    # Loaded with batch writes of 2,000 rows (a put each would take minutes in a debug build).
+    total, per_batch = 1_000_000, 2_000
+    for start in range(0, total, per_batch):
+        rows = [
+            Write(("test", "big", i), ops=[op.write("i", i)])
+            for i in range(start, start + per_batch)
+        ]
+        done = client.batch_write(BatchRecords(rows), {"total_timeout": 30_000})
+        assert {r.result for r in done.batch_records} == {0}, start
+    first = []
+
+    def take(*args):
+        first.append(args[-1][2]["i"])
+        return len(first) < 400_000
+
+    scan = client.scan("test", "big")
+    scan.foreach(take, {"partition_filter": {"begin": 0, "count": 4096}})
+    assert len(first) == 400_000
+    status = scan.get_partitions_status()
+    rest = []
+    client.scan("test", "big").foreach(
+        lambda *args: rest.append(args[-1][2]["i"]),
+        {"partition_filter": {"begin": 0, "count": 4096, "partition_status": status}},
+    )
+    # As in the 20,000-record test: only the record whose callback stopped the scan comes twice.
+    assert len(first) == len(set(first)) and len(rest) == len(set(rest))
+    assert set(first) & set(rest) == {first[-1]}
+    assert len(set(first) | set(rest)) == total
+    assert min(first + rest) == 0 and max(first + rest) == total - 1
 
 
 def test_bin_selection_and_no_bins(client):
