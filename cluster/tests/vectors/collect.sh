@@ -9,6 +9,8 @@
 #   and, per node, its node id and its raw `replicas` answer. Run it with the AS_RF the
 #   cluster was started with.
 #
+# AS_SCRIPT: the aerospike.sh to ask (default /work/shared/anchors/aerospike.sh).
+#
 # Only for making vectors: Apogee's tests read the .txt files and never need Aerospike.
 set -eu
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
