@@ -11,5 +11,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod balance;
+pub mod view;
 
 pub use balance::{BalanceError, NodeId, PartitionMap, Succession, CLUSTER_NODES_MAX};
