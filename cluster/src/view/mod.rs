@@ -8,8 +8,9 @@
 //! committed, the node orphaned). It must never do I/O, read a clock, or panic on what a peer
 //! sends: every unexpected or malformed message is a `ViewError` value and changes nothing.
 //!
-//! The rules, all evaluated once per quantum (changes are batched into quanta, as Aerospike
-//! does, so a burst of heartbeat changes makes one view change rather than many):
+//! The rules. Decisions are taken once per quantum (changes are batched into quanta, as
+//! Aerospike does, so a burst of heartbeat changes makes one view change rather than many);
+//! only losing sight of one's principal acts at once.
 //! - Every node tells every peer it sees its view (key and principal) and its adjacency, in a
 //!   `Status`, each quantum and whenever it sees a new peer or changes view. This is what
 //!   Aerospike's heartbeats carry; a principal learns from them who sees whom.
@@ -17,22 +18,32 @@
 //!   other (a clique). A principal computes the clique greedily: itself, then each candidate
 //!   peer in descending id order that is seen by, and sees, every node already chosen (from
 //!   their latest `Status`), up to `CLUSTER_NODES_MAX`. Candidates are lower ids that see it
-//!   and are orphans, its own members, or members of a lower principal's cluster (merge) or of
-//!   one whose principal it no longer sees. When the clique differs from its view, it proposes
-//!   a new random 48-bit key and the clique as the succession list; when every proposed member
-//!   has accepted, it commits and tells them to commit.
-//! - When adjacency is not a clique (A sees B, B sees C, C does not see A), the greedy rule
-//!   keeps the higher ids and evicts the rest; this is the simplest deterministic rule, and
-//!   it follows the design's "highest id among nodes that all see each other". An evicted node
-//!   becomes an orphan; it forms its own cluster only when no higher node it sees could absorb
-//!   it, so a node seen by a cluster but not by all of its members stays an orphan (answers
-//!   "no cluster") rather than serving alone beside it — our choice where unsure of CE.
+//!   and are orphans, its own members, or members of a lower principal's cluster (a merge).
+//!   When the clique differs from its view, or a member's status shows it fell out of the
+//!   view, it proposes a new random 48-bit key and the clique as the succession list; when
+//!   every proposed member has accepted, it commits and tells them to commit. A round not
+//!   finished by the next quantum is dropped and decided afresh.
+//! - A member accepts a proposal from its own principal, from a higher one (clusters merge
+//!   into the higher principal's), or from any principal once its own is out of sight; only if
+//!   it sees every proposed member, and only if the proposal was made from the view the
+//!   principal's latest status names (so a late copy of an old proposal is stale).
 //! - A member whose principal it no longer sees, or whose principal has moved to another
 //!   view, becomes an orphan; it keeps its last view for `orphan_quanta` quanta (so clients
 //!   keep being served while the cluster re-forms) and then reports that it has no cluster.
-//! - An orphan forms a cluster with itself as principal unless a higher node it sees, and that
-//!   sees it, is a principal or an orphan (that node will absorb it). A node that sees no one
-//!   forms a cluster of one at its next quantum, as a lone Aerospike node does.
+//! - An orphan leads (forms a cluster with itself as principal and every candidate above)
+//!   unless a higher node it sees, and that sees it, is a principal or an orphan: that node
+//!   will take it in. For its first `ORPHAN_DEFER_QUANTA` quanta it also holds back while a
+//!   peer still follows a higher principal this orphan no longer sees (that peer is about to
+//!   be an orphan too). The highest node of any group never waits, so some node always leads;
+//!   a node that sees no one forms a cluster of one, as a lone Aerospike node does (CE 8.1.2.0
+//!   observed: the survivor of a 2-node cluster whose principal was killed showed
+//!   `cluster_is_member=false` at 1.5 s and was principal of a cluster of one at 2.4 s).
+//! - When adjacency is not a clique, the greedy rule keeps the higher ids and leaves the rest
+//!   out: the simplest deterministic reading of the design's "highest id among nodes that all
+//!   see each other" (we are not sure what CE does here). A node left out that still sees a
+//!   principal which sees it waits for it, and so stays an orphan and reports no cluster after
+//!   the timeout (result 11 to clients) rather than serving alone beside that cluster; a node
+//!   left out that sees no such principal forms its own cluster and serves (AP).
 
 pub mod message;
 
