@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod balance;
+pub mod detector;
 pub mod view;
 
 pub use balance::{BalanceError, NodeId, PartitionMap, Succession, CLUSTER_NODES_MAX};
