@@ -318,10 +318,14 @@ impl Node {
         let new: Vec<NodeId> = peers.difference(&self.adjacency).copied().collect();
         self.reports.retain(|p, _| peers.contains(p));
         self.adjacency = peers;
-        if let Some(view) = self.view() {
+        if let Membership::Member { view, .. } = &self.membership {
             let principal = view.principal();
             if principal != self.id && !self.adjacency.contains(&principal) {
                 self.become_orphan(now);
+                // Tell every peer at once: a new leader waits for peers that still seem to
+                // follow the lost principal, and this spares it a quantum.
+                self.broadcast_status(out);
+                return Ok(());
             }
         }
         let status = self.status();

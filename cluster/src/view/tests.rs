@@ -378,7 +378,16 @@ fn a_member_whose_principal_vanishes_keeps_its_view_for_the_orphan_timeout() {
         &mut out,
     )
     .unwrap();
+    let mut out = Output::default();
     n.set_adjacency(ms(100), [NodeId(2)], &mut out).unwrap();
+    // Peers hear at once that it is an orphan now (a new leader need not wait a quantum).
+    assert_eq!(
+        out.messages,
+        vec![Outgoing {
+            to: NodeId(2),
+            message: status(None, &[2])
+        }]
+    );
     n.on_message(ms(101), NodeId(2), status(None, &[1]), &mut out)
         .unwrap();
     assert!(!n.is_member(), "orphan as soon as its principal is gone");
