@@ -312,6 +312,9 @@ impl Node {
         out: &mut Output,
     ) -> Result<(), ViewError> {
         let peers: BTreeSet<NodeId> = peers.into_iter().filter(|&p| p != self.id).collect();
+        if peers.contains(&NodeId(0)) {
+            return Err(ViewError::ZeroNode);
+        }
         if peers.len() > ADJACENCY_NODES_MAX {
             return Err(ViewError::TooManyPeers { count: peers.len() });
         }
@@ -551,8 +554,9 @@ impl Node {
         if p.accepted.len() + 1 < p.view.succession.len() {
             return Ok(());
         }
+        // Present: borrowed just above. Taken now to end the round.
         let Some(p) = self.proposal.take() else {
-            unreachable!("checked above");
+            return Ok(());
         };
         debug_assert!(p.accepted.iter().all(|n| p.view.succession.contains(*n)));
         for &to in p.view.succession.nodes().iter().filter(|&&n| n != self.id) {
@@ -708,9 +712,12 @@ impl Node {
                 chosen.push(peer);
             }
         }
-        let succession = match Succession::new(chosen) {
-            Ok(s) => s,
-            Err(e) => unreachable!("a clique of distinct non-zero ids is a succession: {e}"),
+        // Distinct (map keys), non-zero (refused by `set_adjacency`), at most
+        // CLUSTER_NODES_MAX (capped above): always a succession list. Were it not, leading
+        // nobody this quantum is the safe way out.
+        let Ok(succession) = Succession::new(chosen) else {
+            debug_assert!(false, "a clique of distinct non-zero ids is a succession");
+            return;
         };
         debug_assert_eq!(succession.principal(), self.id);
 
