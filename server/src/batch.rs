@@ -16,8 +16,9 @@ use crate::dispatch::ReplySink;
 use apogee_wire::batch::{self as wire_batch, BatchRow};
 use apogee_wire::msg::{info1, info2, Message};
 use apogee_wire::{FieldType, ResultCode};
+use futures_lite::future::poll_once;
 use futures_lite::FutureExt;
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use crate::command::{reply::stream_error_frame, Reply};
 use crate::core::Core;
@@ -46,6 +47,25 @@ impl RowBlock {
 
     fn is_full(&self) -> bool {
         self.frame.is_full()
+    }
+
+    /// Adds a row's reply, sending the block on `sink` once it is full; false when the
+    /// connection has gone.
+    async fn add(
+        &mut self,
+        index: u32,
+        reply: Reply,
+        sink: &flume::Sender<(Vec<u8>, u32)>,
+    ) -> bool {
+        self.push(index, reply);
+        if !self.is_full() {
+            return true;
+        }
+        let full = std::mem::replace(self, RowBlock::new());
+        match full.into_frame() {
+            Some(frame) => sink.send_async(frame).await.is_ok(),
+            None => true,
+        }
     }
 
     /// The block as a type-3 frame; `None` when it holds no row (no empty frames, spec §1.4).
@@ -86,25 +106,44 @@ pub async fn run_rows(core: Rc<Core>, batch: ShardBatch) {
         ROWS_IN_FLIGHT_MAX
     };
     let core = &core;
-    let mut replies = stream::iter(batch.rows)
-        .map(|(ns, row)| async move { (row.index, run_row(core, ns, &row).await) })
-        .buffered(in_flight);
+    // Rows that had to wait (device reads, durable writes), oldest first.
+    let mut waiting: FuturesOrdered<RowRun<'_>> = FuturesOrdered::new();
     let mut block = RowBlock::new();
-    while let Some((index, reply)) = replies.next().await {
-        block.push(index, reply);
-        if block.is_full() {
-            let full = std::mem::replace(&mut block, RowBlock::new());
-            if let Some(frame) = full.into_frame() {
-                if batch.sink.send_async(frame).await.is_err() {
+    for (ns, row) in batch.rows {
+        while waiting.len() >= in_flight {
+            let Some((index, reply)) = waiting.next().await else {
+                break;
+            };
+            if !block.add(index, reply, &batch.sink).await {
+                return;
+            }
+        }
+        let mut run: RowRun<'_> =
+            Box::pin(async move { (row.index, run_row(core, ns, &row).await) });
+        // Most rows (memory, cache, write-behind) finish on their first poll: answered at
+        // once, without the in-flight set's bookkeeping, when no earlier row still waits.
+        if waiting.is_empty() {
+            if let Some((index, reply)) = poll_once(&mut run).await {
+                if !block.add(index, reply, &batch.sink).await {
                     return;
                 }
+                continue;
             }
+        }
+        waiting.push_back(run);
+    }
+    while let Some((index, reply)) = waiting.next().await {
+        if !block.add(index, reply, &batch.sink).await {
+            return;
         }
     }
     if let Some(frame) = block.into_frame() {
         let _ = batch.sink.send_async(frame).await;
     }
 }
+
+/// One row being run: its index and, once done, its reply.
+type RowRun<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (u32, Reply)> + 'a>>;
 
 /// Whether two rows name the same record.
 fn repeats_a_record(rows: &[(usize, BatchRow)]) -> bool {
