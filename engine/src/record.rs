@@ -228,46 +228,117 @@ impl Record {
     /// Decodes a whole record from `bytes` (which may run past its end), checksum first, as
     /// stored in a block with checksum tag `tag`.
     pub fn decode_tagged(bytes: &[u8], tag: u32) -> Result<Record, RecordDecodeError> {
+        Ok(RecordView::decode_tagged(bytes, tag)?.to_record())
+    }
+}
+
+/// A verified record read where its bytes lie: the header decoded, the set name, key and bins
+/// borrowed. A read that only re-encodes bins (a get of every bin) needs no owned copy.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub digest: Digest,
+    pub meta: RecordMeta,
+    pub tombstone: bool,
+    pub set_name: &'a [u8],
+    /// (particle type, bytes) of the stored user key.
+    pub user_key: Option<(u8, &'a [u8])>,
+    bin_count: u16,
+    /// The bins' bytes, every length in them checked by [`RecordView::decode_tagged`].
+    bins: &'a [u8],
+}
+
+/// One bin of a [`RecordView`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinView<'a> {
+    pub name: &'a [u8],
+    pub particle_type: u8,
+    pub value: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// Verifies the record `bytes` start with (checksum first, as stored in a block with
+    /// checksum tag `tag`) and checks every length in it, so iterating its bins cannot fail.
+    pub fn decode_tagged(bytes: &'a [u8], tag: u32) -> Result<RecordView<'a>, RecordDecodeError> {
         let h = decode_header_tagged(bytes, tag)?;
         let body = &bytes[RECORD_FIXED_BYTES..h.total_bytes as usize];
         let mut r = Reader { bytes: body };
         let set_len = bytes[13] as usize;
-        let set_name = r.take(set_len)?.to_vec();
+        let set_name = r.take(set_len)?;
         let key_type = r.take(1)?[0];
         let user_key = if key_type == 0 {
             None
         } else {
             let n = r.u32()? as usize;
-            Some(UserKey {
-                particle_type: key_type,
-                bytes: r.take(n)?.to_vec(),
-            })
+            Some((key_type, r.take(n)?))
         };
-        let n_bins = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes")) as usize;
-        let mut bins = Vec::with_capacity(n_bins.min(body.len() / 6));
-        for _ in 0..n_bins {
-            let name_len = r.take(1)?[0] as usize;
-            let name = r.take(name_len)?.to_vec();
-            let particle_type = r.take(1)?[0];
-            let n = r.u32()? as usize;
-            bins.push(Bin {
-                name,
-                particle_type,
-                value: r.take(n)?.to_vec(),
-            });
+        let bin_count = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes"));
+        let bins = r.bytes;
+        for _ in 0..bin_count {
+            next_bin(&mut r)?;
         }
         if !r.bytes.is_empty() {
             return Err(RecordDecodeError::Malformed("bytes after the last bin"));
         }
-        Ok(Record {
+        Ok(RecordView {
             digest: h.digest,
             meta: h.meta,
+            tombstone: h.tombstone,
             set_name,
             user_key,
+            bin_count,
             bins,
-            tombstone: h.tombstone,
         })
     }
+
+    pub fn bin_count(&self) -> usize {
+        usize::from(self.bin_count)
+    }
+
+    /// The bytes the bins take as stored: per bin, 6 bytes of lengths and type besides its
+    /// name and value.
+    pub fn stored_bin_bytes(&self) -> usize {
+        self.bins.len()
+    }
+
+    /// The bins in stored order.
+    pub fn bins(&self) -> impl Iterator<Item = BinView<'a>> + 'a {
+        let mut r = Reader { bytes: self.bins };
+        (0..self.bin_count).map(move |_| next_bin(&mut r).expect("lengths checked at decode"))
+    }
+
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            digest: self.digest,
+            meta: self.meta,
+            set_name: self.set_name.to_vec(),
+            user_key: self.user_key.map(|(particle_type, bytes)| UserKey {
+                particle_type,
+                bytes: bytes.to_vec(),
+            }),
+            bins: (self.bins())
+                .map(|b| Bin {
+                    name: b.name.to_vec(),
+                    particle_type: b.particle_type,
+                    value: b.value.to_vec(),
+                })
+                .collect(),
+            tombstone: self.tombstone,
+        }
+    }
+}
+
+/// The next bin of a record body: name length, name, particle type, value length, value.
+fn next_bin<'a>(r: &mut Reader<'a>) -> Result<BinView<'a>, RecordDecodeError> {
+    let name_len = r.take(1)?[0] as usize;
+    let name = r.take(name_len)?;
+    let particle_type = r.take(1)?[0];
+    let n = r.u32()? as usize;
+    Ok(BinView {
+        name,
+        particle_type,
+        value: r.take(n)?,
+    })
 }
 
 struct Reader<'a> {
@@ -403,6 +474,44 @@ mod tests {
         let h = decode_header(&padded).unwrap();
         assert_eq!(h.total_bytes as usize, bytes.len());
         assert_eq!(h.meta.generation, 3);
+    }
+
+    #[test]
+    fn a_view_borrows_what_decode_copies() {
+        let r = sample(3);
+        let bytes = r.encode();
+        let v = RecordView::decode_tagged(&bytes, 0).unwrap();
+        assert_eq!((v.digest, v.meta, v.tombstone), (r.digest, r.meta, false));
+        assert_eq!(v.set_name, b"demo");
+        assert_eq!(v.user_key, Some((3, &b"key1"[..])));
+        let bins: Vec<BinView<'_>> = v.bins().collect();
+        assert_eq!(bins.len(), v.bin_count());
+        assert_eq!(
+            bins[1],
+            BinView {
+                name: b"longest_bin_nam",
+                particle_type: 3,
+                value: b"hello",
+            }
+        );
+        // Per bin 6 bytes besides name and value: (1 + 6 + 8) + (15 + 6 + 5).
+        assert_eq!(v.stored_bin_bytes(), 41);
+        assert_eq!(v.to_record(), r);
+    }
+
+    #[test]
+    fn a_bin_count_past_the_bytes_is_refused() {
+        // Claim a third bin; the checksum is rewritten so only the lengths are wrong.
+        let r = sample(1);
+        let mut bytes = r.encode();
+        let at = RECORD_FIXED_BYTES + r.set_name.len() + 1 + 4 + 4;
+        assert_eq!(&bytes[at..at + 2], &[0, 2]);
+        bytes[at + 1] = 3;
+        write_checksum(&mut bytes);
+        assert!(matches!(
+            RecordView::decode_tagged(&bytes, 0),
+            Err(RecordDecodeError::Malformed(_))
+        ));
     }
 
     #[test]

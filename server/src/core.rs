@@ -11,7 +11,7 @@ use std::sync::Arc;
 use apogee_engine::shard::{ShardStore, StoreConfig};
 use apogee_engine::stats::ShardStats;
 use apogee_wire::msg::{info2, Message};
-use apogee_wire::ResultCode;
+use apogee_wire::{Digest, ResultCode};
 use futures_lite::{future, FutureExt};
 use glommio::net::TcpListener;
 
@@ -41,7 +41,13 @@ pub fn store_config(
         block_bytes: ns.write_block_size,
         commit_to_device: ns.commit_to_device,
         flush_max_ms: ns.flush_max_ms,
-        cache_bytes: ns.read_cache_size / config.cores,
+        // A memory namespace reads its records where they lie in RAM: a cache would only
+        // hold second copies.
+        cache_bytes: if ns.memory {
+            0
+        } else {
+            ns.read_cache_size / config.cores
+        },
         defrag_lwm_pct: ns.defrag_lwm_pct,
         defrag_sleep_us: ns.defrag_sleep_us,
         nsup_period_secs: ns.nsup_period,
@@ -136,16 +142,16 @@ impl Core {
     /// ran on (its index may be half-updated): from then on that shard refuses writes while
     /// reads go on, and the cause is logged once.
     pub async fn execute(&self, ns: usize, msg: &Message) -> Vec<u8> {
-        self.execute_reply(ns, msg).await.into_frame()
+        self.execute_reply(ns, msg, None).await.into_frame()
     }
 
     /// [`Core::execute`] before encoding: batch rows take this path too, so a batch write is
     /// the single-record write (bin-name admission, poisoning included).
-    pub async fn execute_reply(&self, ns: usize, msg: &Message) -> Reply {
+    pub async fn execute_reply(&self, ns: usize, msg: &Message, digest: Option<Digest>) -> Reply {
         let writes = msg.header.info2 & info2::WRITE != 0;
         if !writes {
             let limits = self.node.namespaces[ns].live.limits();
-            return command::execute(&self.stores[ns], limits, msg).await;
+            return command::execute(&self.stores[ns], limits, msg, digest).await;
         }
         if self.poisoned[ns].get().is_some() {
             return Reply::code(ResultCode::ServerError);
@@ -159,6 +165,7 @@ impl Core {
                 &self.stores[ns],
                 self.node.namespaces[ns].live.limits(),
                 msg,
+                digest,
             )
             .await
         };

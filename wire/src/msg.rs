@@ -146,13 +146,31 @@ impl Op {
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let name_len = u8::try_from(self.name.len()).expect("bin name length fits a byte");
-        let op_sz = (4 + self.name.len() + self.value.len()) as u32;
-        out.extend_from_slice(&op_sz.to_be_bytes());
-        out.extend_from_slice(&[self.op_type.0, self.particle_type, 0, name_len]);
-        out.extend_from_slice(&self.name);
-        out.extend_from_slice(&self.value);
+        encode_op_into(
+            self.op_type,
+            self.particle_type,
+            &self.name,
+            &self.value,
+            out,
+        );
     }
+}
+
+/// Appends one op in wire form from borrowed parts (a reply can encode a stored bin without
+/// first copying it into an [`Op`]).
+pub fn encode_op_into(
+    op_type: OpType,
+    particle_type: u8,
+    name: &[u8],
+    value: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let name_len = u8::try_from(name.len()).expect("bin name length fits a byte");
+    let op_sz = u32::try_from(4 + name.len() + value.len()).expect("op size fits u32");
+    out.extend_from_slice(&op_sz.to_be_bytes());
+    out.extend_from_slice(&[op_type.0, particle_type, 0, name_len]);
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
 }
 
 /// A whole AS_MSG message, owned so it can cross cores.
@@ -298,24 +316,29 @@ impl Message {
 
     /// Encodes the message body (no proto header), recomputing the field and op counts.
     pub fn encode(&self) -> Vec<u8> {
-        let mut header = self.header;
-        header.n_fields = u16::try_from(self.fields.len()).expect("field count fits u16");
-        header.n_ops = u16::try_from(self.ops.len()).expect("op count fits u16");
         let mut out = Vec::with_capacity(
             MSG_HEADER_BYTES
                 + self.fields.iter().map(|f| 5 + f.data.len()).sum::<usize>()
                 + self.ops.iter().map(Op::encoded_bytes).sum::<usize>(),
         );
-        header.encode_into(&mut out);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// [`Message::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut header = self.header;
+        header.n_fields = u16::try_from(self.fields.len()).expect("field count fits u16");
+        header.n_ops = u16::try_from(self.ops.len()).expect("op count fits u16");
+        header.encode_into(out);
         for f in &self.fields {
             out.extend_from_slice(&((f.data.len() + 1) as u32).to_be_bytes());
             out.push(f.field_type.0);
             out.extend_from_slice(&f.data);
         }
         for op in &self.ops {
-            op.encode_into(&mut out);
+            op.encode_into(out);
         }
-        out
     }
 }
 

@@ -442,6 +442,22 @@ impl Media {
         ))
     }
 
+    /// `f` over the `len` bytes at virtual offset `v` where they lie, for a memory namespace
+    /// (`None` for a device, or when that block was never written): a read from RAM needs
+    /// neither a copy nor the record cache.
+    pub fn with_ram<R>(&self, v: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let ram = self.ram.as_ref()?;
+        let (b, at) = self.ram_slot(v);
+        let ram = ram.borrow();
+        let block = ram.get(b)?.as_ref()?;
+        Some(f(&block[at..(at + len).min(block.len())]))
+    }
+
+    /// Whether records live in RAM (`storage-engine memory`).
+    pub fn is_ram(&self) -> bool {
+        self.ram.is_some()
+    }
+
     /// A whole block at its (aligned) virtual base `v`.
     pub async fn read_block(&self, v: u64) -> std::io::Result<Bytes> {
         if self.ram.is_some() {

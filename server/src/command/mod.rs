@@ -194,15 +194,19 @@ pub struct WriteLimits {
 }
 
 /// Runs a validated keyed command against the shard store that owns its record.
+///
+/// `digest` names the record when the message does not carry it (a batch row's digest sits
+/// beside its shared command); `None` reads the message's DIGEST field.
 pub async fn execute(
     store: &apogee_engine::shard::ShardStore,
     limits: WriteLimits,
     msg: &Message,
+    digest: Option<Digest>,
 ) -> Reply {
     if let Err(rc) = validate(msg) {
         return Reply::code(rc);
     }
-    let digest = match digest_of(msg) {
+    let digest = match digest.map_or_else(|| digest_of(msg), Ok) {
         Ok(d) => d,
         Err(rc) => return Reply::code(rc),
     };

@@ -141,6 +141,14 @@ async fn read(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Reply
     if !get_all && !header_only && msg.ops.is_empty() {
         return Err(ResultCode::Parameter);
     }
+    if get_all && !header_only && !filter::has_filter(msg) {
+        // Every bin, no filter: encoded straight from the stored bytes.
+        return store
+            .view(&digest, |record| Reply::all_bins(&record))
+            .await
+            .map_err(|e| store_error_code(&e))?
+            .ok_or(ResultCode::NotFound);
+    }
     let record = store
         .get(&digest)
         .await
@@ -155,11 +163,17 @@ async fn read(store: &ShardStore, msg: &Message, digest: Digest) -> Result<Reply
         ));
     }
     let ops = if get_all {
-        record
-            .bins
-            .iter()
-            .map(|b| bin_op(OpType::READ, b))
-            .collect()
+        // The record is this read's own copy: its bins move into the reply, not copied again.
+        let (generation, void_time) = (record.meta.generation, record.meta.void_time);
+        let ops = (record.bins.into_iter())
+            .map(|b| Op {
+                op_type: OpType::READ,
+                particle_type: b.particle_type,
+                name: b.name,
+                value: b.value,
+            })
+            .collect();
+        return Ok(Reply::ok(generation, void_time, ops));
     } else {
         let respond_all = h.info2 & info2::RESPOND_ALL_OPS != 0;
         let mut ops = Vec::with_capacity(msg.ops.len());

@@ -234,7 +234,7 @@ async fn apply_write(
             data: record.set_name.clone(),
         });
     }
-    let reply = core.execute_reply(spec.namespace, &msg).await;
+    let reply = core.execute_reply(spec.namespace, &msg, None).await;
     if reply.result == ResultCode::Ok as u8 {
         job.count_succeeded();
     } else if reply.result == ResultCode::FilteredOut as u8
