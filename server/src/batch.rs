@@ -106,10 +106,19 @@ pub async fn run_rows(core: Rc<Core>, batch: ShardBatch) {
         ROWS_IN_FLIGHT_MAX
     };
     let core = &core;
+    let rows = batch.rows;
     // Rows that had to wait (device reads, durable writes), oldest first.
     let mut waiting: FuturesOrdered<RowRun<'_>> = FuturesOrdered::new();
     let mut block = RowBlock::new();
-    for (ns, row) in batch.rows {
+    for i in 0..rows.len() {
+        // Rows ahead: start the loads their index lookups and reads will wait on.
+        for (stage, ahead) in PREFETCH_ROWS_AHEAD.iter().enumerate() {
+            if let Some((ns, row)) = rows.get(i + ahead) {
+                core.stores[*ns].prefetch(&row.digest, stage);
+            }
+        }
+        let (ns, row) = &rows[i];
+        let ns = *ns;
         while waiting.len() >= in_flight {
             let Some((index, reply)) = waiting.next().await else {
                 break;
@@ -119,7 +128,7 @@ pub async fn run_rows(core: Rc<Core>, batch: ShardBatch) {
             }
         }
         let mut run: RowRun<'_> =
-            Box::pin(async move { (row.index, run_row(core, ns, &row).await) });
+            Box::pin(async move { (row.index, run_row(core, ns, row).await) });
         // Most rows (memory, cache, write-behind) finish on their first poll: answered at
         // once, without the in-flight set's bookkeeping, when no earlier row still waits.
         if waiting.is_empty() {
@@ -141,6 +150,10 @@ pub async fn run_rows(core: Rc<Core>, batch: ShardBatch) {
         let _ = batch.sink.send_async(frame).await;
     }
 }
+
+/// How many rows ahead of the one running a shard starts loading, per prefetch stage: the
+/// index slot, the index entry (the slot is in cache by then), the record's bytes.
+const PREFETCH_ROWS_AHEAD: [usize; 3] = [6, 4, 2];
 
 /// One row being run: its index and, once done, its reply.
 type RowRun<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (u32, Reply)> + 'a>>;

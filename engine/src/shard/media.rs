@@ -453,6 +453,22 @@ impl Media {
         Some(f(&block[at..(at + len).min(block.len())]))
     }
 
+    /// Starts loading the first cache lines of the `len` bytes at virtual offset `v` of a
+    /// memory namespace (a hint; nothing for a device).
+    pub fn prefetch_ram(&self, v: u64, len: usize) {
+        let Some(ram) = &self.ram else { return };
+        let (b, at) = self.ram_slot(v);
+        let ram = ram.borrow();
+        let Some(block) = ram.get(b).and_then(|x| x.as_ref()) else {
+            return;
+        };
+        let end = (at + len).min(block.len());
+        // The first lines; the hardware prefetcher follows a sequential read from there.
+        for line in (at..end).step_by(64).take(4) {
+            crate::index::prefetch(&block[line]);
+        }
+    }
+
     /// Whether records live in RAM (`storage-engine memory`).
     pub fn is_ram(&self) -> bool {
         self.ram.is_some()
