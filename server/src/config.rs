@@ -807,6 +807,14 @@ impl Config {
         })
     }
 
+    /// The namespaces' configured replication factors, in configuration order.
+    pub fn replication_factors(&self) -> Vec<u32> {
+        self.namespaces
+            .iter()
+            .map(|n| n.replication_factor)
+            .collect()
+    }
+
     pub fn namespace_index(&self, name: &[u8]) -> Option<usize> {
         self.namespaces
             .iter()

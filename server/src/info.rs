@@ -44,9 +44,10 @@ fn namespace_config(node: &Node, i: usize) -> String {
     let tuning = &node.namespaces[i].tuning;
     let get = |s: Setting| tuning.get(s);
     format!(
-        "replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
+        "replication-factor={};default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
          filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={}",
+        ns.replication_factor,
         live.default_ttl.load(Relaxed),
         get(Setting::NsupPeriod),
         ns.write_block_size,
@@ -224,7 +225,7 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         s.total_bytes,
         (s.used_bytes * 100).checked_div(s.total_bytes).unwrap_or(0),
         s.index_bytes,
-        node.partitions.replica_count(i),
+        node.partitions.load().replica_count(i),
         namespace_config(node, i),
         s.cache_hits,
         s.device_reads
@@ -236,8 +237,10 @@ fn get_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
     let cfg = &node.config;
     match cmd.param("context").unwrap_or("service") {
         "service" => format!(
-            "cluster-name=null;service-threads={};address={};port={};data-dir={};proto-fd-max={};\
-             proto-fd-idle-ms={}",
+            "cluster-name={};node-id={};service-threads={};address={};port={};data-dir={};\
+             proto-fd-max={};proto-fd-idle-ms={}",
+            cfg.cluster.cluster_name.as_deref().unwrap_or("null"),
+            node.name,
             cfg.cores,
             cfg.address,
             cfg.port,
@@ -297,18 +300,36 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
         "edition" => "Apogee".into(),
         // Aerospike lists its log sinks as `id:path`; Apogee has one, its standard error.
         "logs" => "0:stderr".into(),
-        "partition-generation" => node.partitions.generation().to_string(),
-        "peers-generation" | "rebalance-generation" => "1".into(),
-        "cluster-name" => "null".into(),
+        "partition-generation" | "rebalance-generation" => {
+            node.partitions.load().generation().to_string()
+        }
+        "peers-generation" => node.cluster.load().peers_generation.to_string(),
+        "cluster-name" => cfg.cluster.cluster_name.as_deref().unwrap_or("null").into(),
+        "cluster-stable" => node
+            .cluster
+            .load()
+            .cluster_stable(cmd.args, |ns| cfg.namespace_index(ns.as_bytes()).is_some()),
         "partitions" => PARTITION_COUNT.to_string(),
-        "peers-clear-std" | "peers-clear-alt" | "peers-tls-std" | "peers-tls-alt" => {
-            format!("1,{},[]", cfg.port)
+        "peers-clear-std" | "peers-clear-alt" => node.cluster.load().peers_value(cfg.port),
+        // No TLS: no peer has a TLS address.
+        "peers-tls-std" | "peers-tls-alt" => {
+            format!("{},,[]", node.cluster.load().peers_generation)
         }
         "service" | "service-clear-std" | "service-clear-alt" => service,
-        "services" | "services-alumni" | "service-tls-std" | "service-tls-alt" => String::new(),
-        "replicas" => per_ns_index(&|i| node.partitions.replicas_value(i)),
-        "replicas-all" => per_ns_index(&|i| node.partitions.replicas_all_value(i)),
-        "replicas-master" => per_ns_index(&|i| node.partitions.replicas_master_value(i).into()),
+        "services" => node.cluster.load().services_value(),
+        "services-alumni" | "service-tls-std" | "service-tls-alt" => String::new(),
+        "replicas" => {
+            let t = node.partitions.load();
+            per_ns_index(&|i| t.replicas_value(i))
+        }
+        "replicas-all" => {
+            let t = node.partitions.load();
+            per_ns_index(&|i| t.replicas_all_value(i))
+        }
+        "replicas-master" => {
+            let t = node.partitions.load();
+            per_ns_index(&|i| t.replicas_master_value(i).into())
+        }
         "rack-ids" => per_ns(&|n| format!("{n}:0")),
         "namespaces" => ns_names().collect::<Vec<_>>().join(";"),
         "namespace" => {
@@ -320,7 +341,8 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
                 .map(|i| node.namespace_stats(i).objects)
                 .sum();
             format!(
-                "cluster_size=1;objects={objects};cores={};shards_poisoned={};{}",
+                "{};objects={objects};cores={};shards_poisoned={};{}",
+                node.cluster.load().statistics(),
                 cfg.cores,
                 node.poisoned_shards.load(std::sync::atomic::Ordering::Relaxed),
                 node.connections.describe()
@@ -442,7 +464,7 @@ mod tests {
     fn get_config_contexts() {
         let n = node();
         let a = answer(&n, b"get-config:context=namespace;id=test\n");
-        assert!(a.starts_with("get-config:context=namespace;id=test\treplication-factor=1;"));
+        assert!(a.starts_with("get-config:context=namespace;id=test\treplication-factor=2;"));
         assert!(a.contains(";default-ttl=0;") && a.contains(";write-block-size=1048576;"));
         assert!(answer(&n, b"get-config\n").contains("service-threads="));
         assert!(answer(&n, b"get-config:context=service\n")

@@ -7,6 +7,7 @@
 mod admission;
 mod batch;
 mod bin_names;
+mod cluster;
 mod command;
 mod config;
 mod connection;

@@ -38,9 +38,10 @@ async fn route(core: &Core, ns: usize, msg: Message) -> Vec<u8> {
         Err(rc) => return Reply::code(rc).into_frame(),
     };
     let partition = digest.partition().0;
-    if !core.node.partitions.is_master(ns, partition) {
-        // A node alone masters everything; in a cluster this is where a request for
-        // another node's partition will be proxied.
+    if !core.node.partitions.load().is_master(ns, partition) {
+        // Another node's partition, or none's (no cluster yet, or orphaned): result 11, on
+        // which the official clients refresh their partition map and retry. Aerospike would
+        // proxy it over the fabric to the master; that comes with the fabric.
         return Reply::code(ResultCode::PartitionUnavailable).into_frame();
     }
     let owner = core.node.shard_of(partition);
