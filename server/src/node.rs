@@ -20,6 +20,9 @@ use crate::config::Config;
 /// The file in the data directory that keeps the node id when `node-id` is not set.
 pub const NODE_ID_FILE: &str = "node-id";
 
+/// The file in the data directory that counts this node's starts, for the failure detector.
+pub const START_COUNT_FILE: &str = "cluster-starts";
+
 /// Requests queued for one shard before senders wait: bounds memory when a core falls behind.
 pub const SHARD_INBOX_CAPACITY: usize = 1024;
 
@@ -183,5 +186,32 @@ impl Node {
             }
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
+    }
+
+    /// This start's number, one more than the last start's (kept in `<data-dir>/cluster-starts`):
+    /// the failure detector's identity generation. Peers may still hold this node's previous
+    /// run as down; SWIM lets the later generation (compared with wraparound) win, so it must
+    /// really be later — a random one would lose half the time and keep the node out.
+    pub fn next_start_count(config: &Config) -> Result<u16, String> {
+        let path = config.data_dir.join(START_COUNT_FILE);
+        let last = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u16>().map_err(|_| {
+                format!(
+                    "{} holds {:?}, not a start count (0..=65535): fix or remove it",
+                    path.display(),
+                    text.trim()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let next = last.wrapping_add(1);
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{next}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(next)
     }
 }

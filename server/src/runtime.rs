@@ -171,12 +171,15 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
     // key to change; without a heartbeat section nothing beyond the service port is bound.
     let mut heartbeat_socket = match &config.cluster.heartbeat {
         None => None,
-        Some(h) => Some(std::net::UdpSocket::bind((h.address, h.port)).map_err(|e| {
-            format!(
-                "cannot bind the heartbeat socket {}:{} (network.heartbeat.address/port): {e}",
-                h.address, h.port
-            )
-        })?),
+        Some(h) => Some((
+            std::net::UdpSocket::bind((h.address, h.port)).map_err(|e| {
+                format!(
+                    "cannot bind the heartbeat socket {}:{} (network.heartbeat.address/port): {e}",
+                    h.address, h.port
+                )
+            })?,
+            Node::next_start_count(&config)?,
+        )),
     };
     rehome_if_needed(&config)?;
     let cores = config.cores;
@@ -224,8 +227,10 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
                 };
                 core.spawn_inbox(inbox);
                 core.spawn_latency_ticker();
-                if let (Some(socket), Some(h)) = (heartbeat, &node.config.cluster.heartbeat) {
-                    if let Err(e) = crate::cluster::task::spawn(node.clone(), h, socket) {
+                if let (Some((socket, starts)), Some(h)) =
+                    (heartbeat, &node.config.cluster.heartbeat)
+                {
+                    if let Err(e) = crate::cluster::task::spawn(node.clone(), h, socket, starts) {
                         let _ = ready.send(Err(format!("cannot start the cluster task: {e}")));
                         return;
                     }

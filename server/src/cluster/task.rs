@@ -381,10 +381,12 @@ fn hex_list(nodes: &[NodeId]) -> String {
 }
 
 /// Starts the cluster task on this (core 0's) executor over the bound heartbeat `socket`.
+/// `start_count` numbers this run of the node (see `Node::next_start_count`).
 pub fn spawn(
     node: Arc<Node>,
     heartbeat: &HeartbeatConfig,
     socket: std::net::UdpSocket,
+    start_count: u16,
 ) -> Result<(), String> {
     let local = socket
         .local_addr()
@@ -397,11 +399,9 @@ pub fn spawn(
     };
     let origin = std::time::Instant::now();
     let now = Instant::from_millis(0);
-    // A restarted node takes a new SWIM generation so its new identity wins at once over
-    // the old one peers may still hold as down; random is enough (16 bits, compared with
-    // wraparound: a repeat within a few restarts is unlikely and only delays the rejoin).
-    let generation = super::random_u64() as u16;
-    let detector = Detector::new(id, generation, detector_config, super::random_u64());
+    // A restarted node takes the next SWIM generation so its new identity wins at once over
+    // the old one peers may still hold as down.
+    let detector = Detector::new(id, start_count, detector_config, super::random_u64());
     let view = view::Node::new(
         id,
         ViewConfig::from_heartbeat(interval, heartbeat.timeout_intervals),
