@@ -151,10 +151,23 @@ pub struct ClusterConfig {
     /// `None`: no heartbeat section and no heartbeat flag, so the node runs alone, as a single
     /// node always did, and binds nothing beyond its service port.
     pub heartbeat: Option<HeartbeatConfig>,
-    /// `network.fabric`: validated and reported; phase 1 carries nothing over it yet (view
-    /// messages travel on the heartbeat socket), so it is not bound.
+    /// `network.fabric`: bound with the heartbeat; carries proxied requests (view messages
+    /// travel on the heartbeat socket).
     pub fabric_address: IpAddr,
     pub fabric_port: u16,
+}
+
+impl ClusterConfig {
+    /// The fabric address told to peers: `network.fabric.address`, or the access address when
+    /// the fabric listens on every interface.
+    pub fn fabric_advertised(&self) -> SocketAddr {
+        let ip = if self.fabric_address.is_unspecified() {
+            self.access_address
+        } else {
+            self.fabric_address
+        };
+        SocketAddr::new(ip, self.fabric_port)
+    }
 }
 
 /// `network.heartbeat` (mode mesh only).

@@ -341,8 +341,9 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
                 .map(|i| node.namespace_stats(i).objects)
                 .sum();
             format!(
-                "{};objects={objects};cores={};shards_poisoned={};{}",
+                "{};{};objects={objects};cores={};shards_poisoned={};{}",
                 node.cluster.load().statistics(),
+                node.proxy_stats.describe(),
                 cfg.cores,
                 node.poisoned_shards.load(std::sync::atomic::Ordering::Relaxed),
                 node.connections.describe()

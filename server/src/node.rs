@@ -56,6 +56,8 @@ pub struct Node {
     pub partitions: ArcSwap<crate::partition::PartitionTable>,
     /// Membership as `statistics`, `peers-*` and `cluster-stable` report it.
     pub cluster: ArcSwap<crate::cluster::ClusterState>,
+    /// Requests forwarded to, and received from, other nodes over the fabric.
+    pub proxy_stats: crate::cluster::fabric::ProxyStats,
     /// `inboxes[shard]` delivers to that shard's core.
     pub inboxes: Vec<flume::Sender<ShardWork>>,
     /// `namespaces[i]` is the namespace configured `i`-th.
@@ -104,6 +106,7 @@ impl Node {
         Node {
             partitions: ArcSwap::from_pointee(table),
             cluster: ArcSwap::from_pointee(state),
+            proxy_stats: Default::default(),
             name: format!("{:X}", id.0),
             id,
             inboxes,

@@ -118,6 +118,13 @@ impl PartitionTable {
         self.namespaces[ns].replicas[usize::from(partition)].first() == Some(&self.node)
     }
 
+    /// The master of `partition` in `ns`, if any node holds it.
+    pub fn master(&self, ns: usize, partition: u16) -> Option<NodeId> {
+        self.namespaces[ns].replicas[usize::from(partition)]
+            .first()
+            .copied()
+    }
+
     /// The nodes holding `partition` of `ns`, master first (empty when none is known).
     #[cfg(test)]
     pub fn holders(&self, ns: usize, partition: u16) -> &[NodeId] {

@@ -167,19 +167,28 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
     if config.cluster.node_id.is_none() {
         config.cluster.node_id = Some(Node::node_id_file(&config)?);
     }
-    // Bound here, before any core starts, so a busy heartbeat port stops the start with the
-    // key to change; without a heartbeat section nothing beyond the service port is bound.
-    let mut heartbeat_socket = match &config.cluster.heartbeat {
+    // Bound here, before any core starts, so a busy heartbeat or fabric port stops the start
+    // with the key to change; without a heartbeat section nothing beyond the service port is
+    // bound.
+    let mut cluster_sockets = match &config.cluster.heartbeat {
         None => None,
-        Some(h) => Some((
-            std::net::UdpSocket::bind((h.address, h.port)).map_err(|e| {
+        Some(h) => {
+            let heartbeat = std::net::UdpSocket::bind((h.address, h.port)).map_err(|e| {
                 format!(
                     "cannot bind the heartbeat socket {}:{} (network.heartbeat.address/port): {e}",
                     h.address, h.port
                 )
-            })?,
-            Node::next_start_count(&config)?,
-        )),
+            })?;
+            let c = &config.cluster;
+            let fabric =
+                std::net::TcpListener::bind((c.fabric_address, c.fabric_port)).map_err(|e| {
+                    format!(
+                        "cannot bind the fabric port {}:{} (network.fabric.address/port): {e}",
+                        c.fabric_address, c.fabric_port
+                    )
+                })?;
+            Some((heartbeat, fabric, Node::next_start_count(&config)?))
+        }
     };
     rehome_if_needed(&config)?;
     let cores = config.cores;
@@ -204,7 +213,7 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
         listeners.push(listener_tx);
         let node = node.clone();
         // Core 0 owns the cluster task.
-        let heartbeat = heartbeat_socket.take();
+        let cluster = cluster_sockets.take();
         let ready = ready_tx.clone();
         let exit = ExitNotice(exit_tx.clone(), shard);
         // Pin when there is a CPU per core; more cores than CPUs (tests) float.
@@ -227,13 +236,14 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
                 };
                 core.spawn_inbox(inbox);
                 core.spawn_latency_ticker();
-                if let (Some((socket, starts)), Some(h)) =
-                    (heartbeat, &node.config.cluster.heartbeat)
+                if let (Some((socket, fabric, starts)), Some(h)) =
+                    (cluster, &node.config.cluster.heartbeat)
                 {
                     if let Err(e) = crate::cluster::task::spawn(node.clone(), h, socket, starts) {
                         let _ = ready.send(Err(format!("cannot start the cluster task: {e}")));
                         return;
                     }
+                    crate::cluster::fabric::spawn_listener(core.clone(), fabric);
                 }
                 let _ = ready.send(Ok(shard));
                 // The node listens only once every shard has recovered; until then this core

@@ -2,7 +2,8 @@
 the nodes form one cluster and agree on Aerospike's partition map, the client finds every
 node from one seed and routes each key to its master; a SIGKILLed node is dropped and the
 survivors re-form, and it rejoins when restarted. Membership and the partition map only:
-records are not replicated or migrated yet, so no data is expected to survive a node.
+records are not replicated or migrated yet, so no data is expected to survive a node. A
+request that reaches a node which does not master its partition is proxied over the fabric.
 
 Node ids are A1, B2, C3, as in the real CE cluster the balance was checked against
 (design.md §5). Every wait is bounded; times are printed (run with -s to see them)."""
@@ -101,6 +102,7 @@ def partition_of(key):
 class Cluster:
     def __init__(self, tmp_path):
         self.hb = [free_udp_port() for _ in NODE_IDS]
+        self.fabric = [free_port() for _ in NODE_IDS]
         self.nodes = []
         for i, node_id in enumerate(NODE_IDS):
             seeds = []
@@ -108,7 +110,7 @@ class Cluster:
                 if j != i:
                     seeds += ["--mesh-seed-address-port", f"127.0.0.1:{port}"]
             extra = ["--node-id", f"{node_id:x}", "--heartbeat-port", str(self.hb[i]),
-                     "--cluster-name", "pytest", *seeds]
+                     "--fabric-port", str(self.fabric[i]), "--cluster-name", "pytest", *seeds]
             self.nodes.append(Apogee(tmp_path / f"node-{node_id:X}", cores=2, extra=extra))
 
     def start(self):
@@ -204,9 +206,20 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
         assert objects(n.port) == want[node_id], f"node {node_id:X}: want {want}"
     print(f"1000 keys put and read through one seed; objects per master {want}")
 
-    # A request for a partition this node does not master answers result 11.
+    # The client routed every request straight to its master: nothing was proxied.
+    for n in cluster.nodes:
+        s = stats(n.port)
+        assert (s["client_proxy_complete"], s["proxy_received"]) == ("0", "0"), s
+    # A read sent straight to a node that does not master the key is proxied to the master
+    # over the fabric, and its reply relayed: found there, not found for a missing key.
     foreign = next(k for k in keys if rows[partition_of(k)][0] != NODE_IDS[0])
-    assert raw_get_result(seed.port, foreign) == 11
+    master = cluster.nodes[NODE_IDS.index(rows[partition_of(foreign)][0])]
+    assert raw_get_result(seed.port, foreign) == 0
+    missing = next(("test", "cluster", i) for i in range(10_000, 20_000)
+                   if rows[partition_of(("test", "cluster", i))][0] != NODE_IDS[0])
+    assert raw_get_result(seed.port, missing) == 2
+    assert stats(seed.port)["client_proxy_complete"] == "2"
+    assert stats(master.port)["proxy_received"] != "0"
 
     # SIGKILL the principal: the two others re-form without it.
     generation_before = int(one(cluster.nodes[0].port, "partition-generation"))
@@ -278,9 +291,11 @@ def test_a_peer_with_another_cluster_name_is_refused(tmp_path):
     hb = [free_udp_port(), free_udp_port()]
     a = Apogee(tmp_path / "a", extra=["--node-id", "a1", "--cluster-name", "one",
                                       "--heartbeat-port", str(hb[0]),
+                                      "--fabric-port", str(free_port()),
                                       "--mesh-seed-address-port", f"127.0.0.1:{hb[1]}"])
     b = Apogee(tmp_path / "b", extra=["--node-id", "b2", "--cluster-name", "two",
                                       "--heartbeat-port", str(hb[1]),
+                                      "--fabric-port", str(free_port()),
                                       "--mesh-seed-address-port", f"127.0.0.1:{hb[0]}"])
     try:
         a.start()
@@ -305,3 +320,48 @@ def test_a_busy_heartbeat_port_stops_the_start_naming_the_key(tmp_path):
         a = Apogee(tmp_path / "a", extra=["--heartbeat-port", str(port)])
         with pytest.raises(RuntimeError, match="network.heartbeat"):
             a.start()
+
+
+def test_a_busy_fabric_port_stops_the_start_naming_the_key(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        a = Apogee(tmp_path / "a", extra=["--heartbeat-port", str(free_udp_port()),
+                                          "--fabric-port", str(busy.getsockname()[1])])
+        with pytest.raises(RuntimeError, match="network.fabric"):
+            a.start()
+
+
+def closed_by_peer(sock):
+    """The node closed the connection without a reply (a reset when our bytes were unread)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_bad_fabric_input_closes_that_connection_only(tmp_path):
+    fabric = free_port()
+    a = Apogee(tmp_path / "a", extra=["--node-id", "a1", "--heartbeat-port", str(free_udp_port()),
+                                      "--fabric-port", str(fabric)]).start()
+    try:
+        hello_other = (b"APFB" + bytes([1, 1]) + bytes([5]) + b"other" + (0xB2).to_bytes(8, "little"))
+        cases = [
+            b"GET / HTTP/1.0\r\n\r\n",                        # not a fabric frame
+            (0xFFFFFFFF).to_bytes(4, "little"),                 # a length over the bound
+            len(hello_other).to_bytes(4, "little") + hello_other,  # another cluster's hello
+        ]
+        for junk in cases:
+            with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
+                s.sendall(junk)
+                assert closed_by_peer(s), junk
+        # After a valid hello, a malformed proxied request closes the connection too.
+        hello = b"APFB" + bytes([1, 1]) + bytes([0]) + (0xB2).to_bytes(8, "little")
+        bad = b"APFB" + bytes([1, 2]) + b"\x16garbage"
+        with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
+            s.sendall(len(hello).to_bytes(4, "little") + hello + len(bad).to_bytes(4, "little") + bad)
+            assert closed_by_peer(s)
+        assert one(a.port, "node") == "A1"
+        assert "differs from this node's" in a.log()
+    finally:
+        a.kill()

@@ -1,11 +1,12 @@
 //! The heartbeat datagram: what one UDP packet between two nodes carries around a SWIM packet
-//! or a view message — the cluster name (a mismatch refuses the peer), the sender's id and the
-//! address clients reach it at, and a directory of the peers it knows, so that a node learns
-//! how to reach peers SWIM tells it about but it has never heard from.
+//! or a view message — the cluster name (a mismatch refuses the peer), the sender's id, the
+//! address clients reach it at and its fabric address, and a directory of the peers it knows,
+//! so that a node learns how to reach peers SWIM tells it about but it has never heard from.
 //!
 //! Owns the byte layout (ours, not Aerospike's; little-endian):
 //! `magic u32 "APHB" | version u8 | kind u8 | name_len u8, name | sender u64 | service addr |
-//! entries u8, (node u64, heartbeat addr, service addr) × entries | payload_len u16, payload`,
+//! fabric addr | entries u8, (node u64, heartbeat addr, service addr, fabric addr) × entries |
+//! payload_len u16, payload`,
 //! an address being `family u8 (4|6), ip (4|16 bytes), port u16`. It must never panic on bytes
 //! from the network: anything malformed, truncated or with bytes left over is an
 //! `EnvelopeError`, and the packet is dropped.
@@ -37,9 +38,9 @@ pub const ENVELOPE_BYTES_MAX: usize = 4
     + 1
     + CLUSTER_NAME_BYTES_MAX
     + 8
-    + ADDR_BYTES_MAX
+    + 2 * ADDR_BYTES_MAX
     + 1
-    + DIRECTORY_ENTRIES_MAX * (8 + 2 * ADDR_BYTES_MAX)
+    + DIRECTORY_ENTRIES_MAX * (8 + 3 * ADDR_BYTES_MAX)
     + 2
     + PAYLOAD_BYTES_MAX;
 
@@ -55,12 +56,14 @@ pub enum Kind {
     HelloReply = 4,
 }
 
-/// One known peer: its id, where its heartbeat listens, where its clients connect.
+/// One known peer: its id, where its heartbeat listens, where its clients connect, where its
+/// fabric listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DirectoryEntry {
     pub node: NodeId,
     pub heartbeat: SocketAddr,
     pub service: SocketAddr,
+    pub fabric: SocketAddr,
 }
 
 /// One decoded datagram, borrowing its bytes.
@@ -71,6 +74,7 @@ pub struct Envelope<'a> {
     pub cluster_name: Option<&'a str>,
     pub sender: NodeId,
     pub sender_service: SocketAddr,
+    pub sender_fabric: SocketAddr,
     pub directory: Vec<DirectoryEntry>,
     pub payload: &'a [u8],
 }
@@ -118,11 +122,13 @@ impl Envelope<'_> {
         b.extend_from_slice(name.as_bytes());
         b.extend_from_slice(&self.sender.0.to_le_bytes());
         put_addr(&mut b, self.sender_service);
+        put_addr(&mut b, self.sender_fabric);
         b.push(self.directory.len() as u8);
         for e in &self.directory {
             b.extend_from_slice(&e.node.0.to_le_bytes());
             put_addr(&mut b, e.heartbeat);
             put_addr(&mut b, e.service);
+            put_addr(&mut b, e.fabric);
         }
         b.extend_from_slice(&(self.payload.len() as u16).to_le_bytes());
         b.extend_from_slice(self.payload);
@@ -223,6 +229,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let name = std::str::from_utf8(r.take(name_len)?).map_err(|_| EnvelopeError::Name(name_len))?;
     let sender = r.node()?;
     let sender_service = r.addr()?;
+    let sender_fabric = r.addr()?;
     let entries = usize::from(r.u8()?);
     if entries > DIRECTORY_ENTRIES_MAX {
         return Err(EnvelopeError::Directory(entries));
@@ -233,6 +240,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
             node: r.node()?,
             heartbeat: r.addr()?,
             service: r.addr()?,
+            fabric: r.addr()?,
         });
     }
     let payload_len = usize::from(r.u16()?);
@@ -248,6 +256,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         cluster_name: (!name.is_empty()).then_some(name),
         sender,
         sender_service,
+        sender_fabric,
         directory,
         payload,
     })
@@ -263,16 +272,19 @@ mod tests {
             cluster_name: Some("dev"),
             sender: NodeId(0xA1),
             sender_service: "127.0.0.1:3000".parse().unwrap(),
+            sender_fabric: "127.0.0.1:3001".parse().unwrap(),
             directory: vec![
                 DirectoryEntry {
                     node: NodeId(0xB2),
                     heartbeat: "127.0.0.1:3012".parse().unwrap(),
                     service: "127.0.0.1:3010".parse().unwrap(),
+                    fabric: "127.0.0.1:3011".parse().unwrap(),
                 },
                 DirectoryEntry {
                     node: NodeId(u64::MAX),
                     heartbeat: "[::1]:3022".parse().unwrap(),
                     service: "[fe80::1]:3020".parse().unwrap(),
+                    fabric: "[fe80::1]:3021".parse().unwrap(),
                 },
             ],
             payload,
@@ -308,10 +320,12 @@ mod tests {
             node: NodeId(9),
             heartbeat: "[::1]:1".parse().unwrap(),
             service: "[::1]:2".parse().unwrap(),
+            fabric: "[::1]:4".parse().unwrap(),
         };
         let e = Envelope {
             cluster_name: Some(&name),
             sender_service: "[::1]:3".parse().unwrap(),
+            sender_fabric: "[::1]:5".parse().unwrap(),
             directory: vec![entry; DIRECTORY_ENTRIES_MAX],
             ..sample(&payload)
         };

@@ -9,6 +9,7 @@
 //! be on a request's path beyond one pointer load, and never block a core.
 
 pub mod envelope;
+pub mod fabric;
 pub mod task;
 
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ use apogee_cluster::NodeId;
 pub struct PeerService {
     pub node: NodeId,
     pub service: SocketAddr,
+    /// Where its fabric listens: proxied requests go there.
+    pub fabric: SocketAddr,
 }
 
 /// The membership as published to every core (replaced whole by the cluster task).
@@ -105,6 +108,11 @@ impl ClusterState {
         )
     }
 
+    /// The fabric address of member `node`, if it is a peer in this view.
+    pub fn fabric_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.peers.iter().find(|p| p.node == node).map(|p| p.fabric)
+    }
+
     /// `services`: the other members' `addr:port`, `;`-separated (the old discovery command).
     pub fn services_value(&self) -> String {
         let s: Vec<String> = self.peers.iter().map(|p| p.service.to_string()).collect();
@@ -160,10 +168,12 @@ mod tests {
                 PeerService {
                     node: NodeId(0xA1),
                     service: "127.0.0.1:5100".parse().unwrap(),
+                    fabric: "127.0.0.1:5101".parse().unwrap(),
                 },
                 PeerService {
                     node: NodeId(0xC3),
                     service: "127.0.0.1:5120".parse().unwrap(),
+                    fabric: "127.0.0.1:5121".parse().unwrap(),
                 },
             ],
             peers_generation: 4,

@@ -86,6 +86,8 @@ struct Membership {
     cluster_name: Option<String>,
     /// Where clients reach this node (told to peers).
     service: SocketAddr,
+    /// Where peers reach this node's fabric (told to peers).
+    fabric: SocketAddr,
     heartbeat: SocketAddr,
     detector: Detector,
     view: view::Node,
@@ -125,6 +127,7 @@ impl Membership {
             cluster_name: self.cluster_name.as_deref(),
             sender: self.id,
             sender_service: self.service,
+            sender_fabric: self.fabric,
             directory: self.directory(),
             payload,
         }
@@ -242,6 +245,7 @@ impl Membership {
                 Some(e) => peers.push(PeerService {
                     node: n,
                     service: e.service,
+                    fabric: e.fabric,
                 }),
                 None => tracing::warn!(peer = %format!("{:X}", n.0),
                     "a member's service address is not known; clients are not told of it"),
@@ -300,6 +304,7 @@ impl Membership {
                 node: e.sender,
                 heartbeat: from,
                 service: e.sender_service,
+                fabric: e.sender_fabric,
             },
         );
         for d in &e.directory {
@@ -414,6 +419,7 @@ pub fn spawn(
         id,
         cluster_name: config.cluster.cluster_name.clone(),
         service: SocketAddr::new(config.cluster.access_address, config.port),
+        fabric: config.cluster.fabric_advertised(),
         heartbeat: local,
         detector,
         view,
