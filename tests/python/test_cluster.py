@@ -259,6 +259,12 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     print(f"C3 restarted: rejoined {time.monotonic() - t1:.2f}s after its start, cluster_key {key3}")
     cluster.check_map(NODE_IDS)
 
+    # SIGKILL a member that is not the principal: the principal drops it.
+    cluster.nodes[0].kill()
+    took, key4 = cluster.wait_formed(NODE_IDS[1:], old_key=key3, secs=REFORM_SECS_MAX)
+    print(f"SIGKILL of A1 (member): B2 and C3 re-formed in {took:.2f}s, cluster_key {key4}")
+    cluster.check_map(NODE_IDS[1:])
+
 
 def objects(port):
     return int(one(port, "namespace/test").split("objects=")[1].split(";")[0])
@@ -365,3 +371,26 @@ def test_bad_fabric_input_closes_that_connection_only(tmp_path):
         assert "differs from this node's" in a.log()
     finally:
         a.kill()
+
+
+def test_two_nodes_with_one_node_id_refuse_each_other(tmp_path):
+    hb = [free_udp_port(), free_udp_port()]
+    nodes = [Apogee(tmp_path / f"n{i}", extra=["--node-id", "a1", "--heartbeat-port", str(hb[i]),
+                                               "--fabric-port", str(free_port()),
+                                               "--mesh-seed-address-port",
+                                               f"127.0.0.1:{hb[1 - i]}"])
+             for i in range(2)]
+    try:
+        for n in nodes:
+            n.start()
+        deadline = time.monotonic() + FORM_SECS_MAX
+        while not all(stats(n.port)["cluster_is_member"] == "true" for n in nodes):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2)
+        for n in nodes:
+            assert stats(n.port)["cluster_size"] == "1"
+        assert all("has this node's node-id" in n.log() for n in nodes)
+    finally:
+        for n in nodes:
+            n.kill()

@@ -380,6 +380,59 @@ impl Membership {
     }
 }
 
+impl Membership {
+    /// The membership of `node`, whose heartbeat socket is bound at `local`.
+    fn new(
+        node: Arc<Node>,
+        heartbeat: &HeartbeatConfig,
+        local: SocketAddr,
+        start_count: u16,
+    ) -> Result<Membership, String> {
+        let id = node.id;
+        let interval = Duration::from_millis(heartbeat.interval_ms);
+        let detector_config = DetectorConfig {
+            interval,
+            timeout_intervals: heartbeat.timeout_intervals,
+        };
+        let now = Instant::from_millis(0);
+        // A restarted node takes the next SWIM generation so its new identity wins at once
+        // over the old one peers may still hold as down.
+        let detector = Detector::new(id, start_count, detector_config, super::random_u64());
+        let view = view::Node::new(
+            id,
+            ViewConfig::from_heartbeat(interval, heartbeat.timeout_intervals),
+            super::random_u64(),
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        let config = &node.config;
+        Ok(Membership {
+            id,
+            cluster_name: config.cluster.cluster_name.clone(),
+            service: SocketAddr::new(config.cluster.access_address, config.port),
+            fabric: config.cluster.fabric_advertised(),
+            heartbeat: local,
+            detector,
+            view,
+            book: BTreeMap::new(),
+            seeds: heartbeat
+                .seeds
+                .iter()
+                .filter(|&&s| s != local)
+                .map(|&s| (s, None))
+                .collect(),
+            seed_round: interval * heartbeat.timeout_intervals,
+            next_seed_round: now,
+            origin: std::time::Instant::now(),
+            replication_factors: config.replication_factors(),
+            shards: u32::try_from(config.cores).expect("core count fits u32"),
+            outbox: Vec::new(),
+            logs: Logs::default(),
+            node: node.clone(),
+        })
+    }
+}
+
 fn hex_list(nodes: &[NodeId]) -> String {
     let v: Vec<String> = nodes.iter().map(|n| format!("{:X}", n.0)).collect();
     v.join(",")
@@ -396,54 +449,12 @@ pub fn spawn(
     let local = socket
         .local_addr()
         .map_err(|e| format!("heartbeat socket: {e}"))?;
-    let id = node.id;
-    let interval = Duration::from_millis(heartbeat.interval_ms);
-    let detector_config = DetectorConfig {
-        interval,
-        timeout_intervals: heartbeat.timeout_intervals,
-    };
-    let origin = std::time::Instant::now();
-    let now = Instant::from_millis(0);
-    // A restarted node takes the next SWIM generation so its new identity wins at once over
-    // the old one peers may still hold as down.
-    let detector = Detector::new(id, start_count, detector_config, super::random_u64());
-    let view = view::Node::new(
-        id,
-        ViewConfig::from_heartbeat(interval, heartbeat.timeout_intervals),
-        super::random_u64(),
-        now,
-    )
-    .map_err(|e| e.to_string())?;
-    let config = &node.config;
-    let membership = Membership {
-        id,
-        cluster_name: config.cluster.cluster_name.clone(),
-        service: SocketAddr::new(config.cluster.access_address, config.port),
-        fabric: config.cluster.fabric_advertised(),
-        heartbeat: local,
-        detector,
-        view,
-        book: BTreeMap::new(),
-        seeds: heartbeat
-            .seeds
-            .iter()
-            .filter(|&&s| s != local)
-            .map(|&s| (s, None))
-            .collect(),
-        seed_round: interval * heartbeat.timeout_intervals,
-        next_seed_round: now,
-        origin,
-        replication_factors: config.replication_factors(),
-        shards: u32::try_from(config.cores).expect("core count fits u32"),
-        outbox: Vec::new(),
-        logs: Logs::default(),
-        node: node.clone(),
-    };
+    let membership = Membership::new(node.clone(), heartbeat, local, start_count)?;
     tracing::info!(
         node = %node.name,
         heartbeat = %local,
         seeds = heartbeat.seeds.len(),
-        cluster_name = config.cluster.cluster_name.as_deref().unwrap_or("null"),
+        cluster_name = node.config.cluster.cluster_name.as_deref().unwrap_or("null"),
         "heartbeat listening; joining the cluster"
     );
     let state = Rc::new(RefCell::new(membership));
@@ -487,5 +498,108 @@ async fn ticker(state: Rc<RefCell<Membership>>, socket: Rc<glommio::net::UdpSock
         glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
         state.borrow_mut().tick();
         flush(&state, &socket).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides};
+    use apogee_cluster::view::{ClusterKey, View};
+    use apogee_cluster::Succession;
+    use apogee_wire::PARTITION_COUNT;
+
+    fn membership(id: u64, name: Option<&str>, dir: &std::path::Path) -> Membership {
+        let o = Overrides {
+            node_id: Some(format!("{id:x}")),
+            heartbeat_port: Some(4002),
+            cluster_name: name.map(Into::into),
+            cores: Some(2),
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        };
+        let config = Config::load(None, &o).unwrap();
+        let hb = config.cluster.heartbeat.clone().unwrap();
+        let node = Arc::new(Node::new(config, vec![]));
+        Membership::new(node, &hb, "127.0.0.1:4002".parse().unwrap(), 1).unwrap()
+    }
+
+    fn packet(kind: Kind, name: Option<&str>, sender: u64) -> Vec<u8> {
+        Envelope {
+            kind,
+            cluster_name: name,
+            sender: NodeId(sender),
+            sender_service: "127.0.0.1:5010".parse().unwrap(),
+            sender_fabric: "127.0.0.1:5011".parse().unwrap(),
+            directory: vec![],
+            payload: &[],
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_committed_view_publishes_its_balance_and_an_orphan_claims_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = membership(0xB2, Some("dev"), dir.path());
+        let node = m.node.clone();
+        assert_eq!(
+            node.partitions.load().generation(),
+            -1,
+            "nothing before a view"
+        );
+        assert!(!node.partitions.load().is_master(0, 0));
+        let succession = Succession::new([NodeId(0xA1), NodeId(0xB2), NodeId(0xC3)]).unwrap();
+        m.apply(Event::Committed(View {
+            cluster_key: ClusterKey::new(0xABC).unwrap(),
+            succession: succession.clone(),
+        }));
+        let t = node.partitions.load_full();
+        assert_eq!(t.generation(), 1);
+        let map = apogee_cluster::PartitionMap::balance(&succession, 2).unwrap();
+        for p in 0..PARTITION_COUNT {
+            let master = map.master(apogee_wire::PartitionId(p));
+            assert_eq!(t.is_master(0, p), master == NodeId(0xB2));
+            assert_eq!(t.master(0, p), Some(master));
+        }
+        let s = node.cluster.load_full();
+        assert_eq!(s.key, ClusterKey::new(0xABC));
+        assert_eq!(s.succession, succession.nodes());
+        assert_eq!(s.generation, 1);
+        // The peers' addresses were not heard yet: clients are told of none.
+        assert!(s.peers.is_empty());
+
+        m.apply(Event::Orphaned);
+        let t = node.partitions.load_full();
+        assert_eq!(t.generation(), 2);
+        assert!((0..PARTITION_COUNT).all(|p| !t.is_master(0, p) && t.master(0, p).is_none()));
+        let s = node.cluster.load_full();
+        assert!(s.key.is_none() && s.succession.is_empty() && !s.is_member);
+    }
+
+    #[test]
+    fn packets_of_another_cluster_with_this_nodes_id_or_malformed_teach_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = membership(0xB2, Some("dev"), dir.path());
+        let from: SocketAddr = "127.0.0.1:5012".parse().unwrap();
+        for bytes in [
+            packet(Kind::Hello, Some("other"), 0xA1),
+            packet(Kind::Hello, None, 0xA1),
+            packet(Kind::Hello, Some("dev"), 0xB2),
+            b"junk".to_vec(),
+            packet(Kind::Hello, Some("dev"), 0xA1)[..20].to_vec(),
+        ] {
+            m.on_datagram(from, &bytes);
+            assert!(m.book.is_empty() && m.outbox.is_empty());
+        }
+        // A peer of this cluster is learned and answered.
+        m.on_datagram(from, &packet(Kind::Hello, Some("dev"), 0xA1));
+        let e = m.book[&NodeId(0xA1)];
+        assert_eq!((e.heartbeat, e.fabric.port()), (from, 5011));
+        assert_eq!(m.outbox.len(), 1);
+        let (to, reply) = &m.outbox[0];
+        assert_eq!(*to, from);
+        let reply = envelope::decode(reply).unwrap();
+        assert_eq!((reply.kind, reply.sender), (Kind::HelloReply, NodeId(0xB2)));
+        assert_eq!(reply.cluster_name, Some("dev"));
     }
 }
