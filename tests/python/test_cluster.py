@@ -198,6 +198,9 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     # A batch is split by the client per master; every row is found.
     batch = client.batch_read(keys).batch_records
     assert [(r.result, r.record[2]) for r in batch] == [(0, {"v": k[2]}) for k in keys]
+    # A scan is split by the client per node, each node scanning the partitions it masters.
+    scanned = sorted(bins["v"] for _, _, bins in client.scan("test", "cluster").results())
+    assert scanned == list(range(1000))
     rows = balance(NODE_IDS, 2)
     want = {m: 0 for m in NODE_IDS}
     for k in keys:
