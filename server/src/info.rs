@@ -257,8 +257,40 @@ fn get_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
                 None => "ERROR:20:namespace not found".into(),
             }
         }
+        "network" => network_config(cfg),
         other => format!("ERROR:4:unknown get-config context {other}"),
     }
+}
+
+/// `get-config:context=network` with CE 8.1.2.0's key names (`service.port`,
+/// `heartbeat.mesh-seed-address-port=127.0.0.1:3002`, ...). A node without heartbeat reports
+/// `heartbeat.mode=none` (CE always has one).
+fn network_config(cfg: &crate::config::Config) -> String {
+    let c = &cfg.cluster;
+    let mut out = format!(
+        "service.port={};service.address={};service.access-address={};",
+        cfg.port, cfg.address, c.access_address
+    );
+    match &c.heartbeat {
+        None => out.push_str("heartbeat.mode=none;"),
+        Some(h) => {
+            let seeds: Vec<String> = h.seeds.iter().map(|s| s.to_string()).collect();
+            out.push_str(&format!(
+                "heartbeat.mode=mesh;heartbeat.address={};heartbeat.port={};\
+                 heartbeat.mesh-seed-address-port={};heartbeat.interval={};heartbeat.timeout={};",
+                h.address,
+                h.port,
+                seeds.join(","),
+                h.interval_ms,
+                h.timeout_intervals
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "fabric.address={};fabric.port={}",
+        c.fabric_address, c.fabric_port
+    ));
+    out
 }
 
 /// `bins` and `bins/<ns>`: the names each namespace has seen; `REPLY_FULL` when longer than
@@ -473,6 +505,33 @@ mod tests {
         assert!(answer(&n, b"get-config:context=namespace;id=nope\n").contains("ERROR:20"));
         assert!(answer(&n, b"get-config:context=namespace\n").contains("ERROR:4"));
         assert!(answer(&n, b"get-config:context=xdr\n").contains("ERROR:4"));
+        assert_eq!(
+            answer(&n, b"get-config:context=network\n"),
+            "get-config:context=network\tservice.port=3000;service.address=127.0.0.1;\
+             service.access-address=127.0.0.1;heartbeat.mode=none;fabric.address=127.0.0.1;\
+             fabric.port=3001\n"
+        );
+        let o = Overrides {
+            mesh_seeds: vec!["127.0.0.1:4002".into(), "127.0.0.2:4012".into()],
+            cluster_name: Some("dev".into()),
+            ..Default::default()
+        };
+        let clustered = Node::new(Config::load(None, &o).unwrap(), vec![]);
+        let net = answer(&clustered, b"get-config:context=network\n");
+        assert!(
+            net.contains(
+                ";heartbeat.mode=mesh;heartbeat.address=127.0.0.1;heartbeat.port=3002;\
+                 heartbeat.mesh-seed-address-port=127.0.0.1:4002,127.0.0.2:4012;\
+                 heartbeat.interval=150;heartbeat.timeout=10;"
+            ),
+            "{net}"
+        );
+        assert!(answer(&clustered, b"get-config\n").starts_with("get-config\tcluster-name=dev;"));
+        // Clustered, before its first view: no partition claimed, generation -1, no cluster.
+        assert_eq!(
+            answer(&clustered, b"partition-generation\ncluster-stable\n"),
+            "partition-generation\t-1\ncluster-stable\tERROR:7:not a member of a cluster\n"
+        );
     }
 
     #[test]
