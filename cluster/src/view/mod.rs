@@ -224,6 +224,11 @@ struct Accepted {
 /// in flight (a quarter quantum is far above any loopback or LAN latency).
 const STATUS_SETTLE_QUANTUM_FRACTION: u32 = 4;
 
+/// After a peer is lost, the next decision comes within this fraction of a quantum (450 ms
+/// with the defaults: several heartbeat intervals, so the other survivors have declared the
+/// same node dead and will accept the new view).
+const LOSS_SETTLE_QUANTUM_FRACTION: u32 = 4;
+
 /// Quanta a new orphan holds back from leading while peers it sees still follow a principal
 /// it no longer sees: one quantum lets their own decision run and their status arrive.
 const ORPHAN_DEFER_QUANTA: u32 = 2;
@@ -319,6 +324,13 @@ impl Node {
             return Err(ViewError::TooManyPeers { count: peers.len() });
         }
         let new: Vec<NodeId> = peers.difference(&self.adjacency).copied().collect();
+        if self.adjacency.iter().any(|p| !peers.contains(p)) {
+            // A peer is gone: decide soon rather than at the next boundary, which may be
+            // a whole quantum away, once the news has had time to reach every survivor (CE
+            // 8.1.2.0 commits its new view about half a second after declaring a node dead).
+            let soon = now.after(self.config.quantum / LOSS_SETTLE_QUANTUM_FRACTION);
+            self.next_quantum = self.next_quantum.min(soon);
+        }
         self.reports.retain(|p, _| peers.contains(p));
         self.adjacency = peers;
         if let Membership::Member { view, .. } = &self.membership {
