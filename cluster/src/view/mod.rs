@@ -10,7 +10,8 @@
 //!
 //! The rules. Decisions are taken once per quantum (changes are batched into quanta, as
 //! Aerospike does, so a burst of heartbeat changes makes one view change rather than many);
-//! only losing sight of one's principal acts at once.
+//! losing sight of one's principal makes a node an orphan at once, and losing any peer brings
+//! the next decision to within a quarter quantum (a death is acted on in ~2 s, as in CE).
 //! - Every node tells every peer it sees its view (key and principal) and its adjacency, in a
 //!   `Status`, each quantum and whenever it sees a new peer or changes view. This is what
 //!   Aerospike's heartbeats carry; a principal learns from them who sees whom.
