@@ -2,7 +2,8 @@
 //! (`detector`) and the view change (`view`), the detector's live peers fed to the view as
 //! its adjacency, exactly the seam the server will wire. Measures what clients feel: the time
 //! from a node's death to the survivors committing a view without it (Aerospike CE 8.1.2.0,
-//! 2 nodes on loopback, principal killed: the survivor committed its new view 2.4 s later).
+//! 2 nodes on loopback, principal killed: the survivor committed its new view 2.4 s later;
+//! 3 nodes, principal killed: the two others re-formed 2.0-2.1 s later, three runs).
 //! Seeded; `MEMBERSHIP_SIM_SEED` replays a run.
 
 use std::cmp::Reverse;
@@ -213,8 +214,10 @@ fn with_swim_feeding_the_view_a_death_is_a_new_view_within_about_three_seconds()
         took[took.len() / 2],
         took[took.len() - 1]
     );
-    // Detection (~1.5 s, at most ~1.9 s), then the next quantum boundary (at most 1.8 s later),
-    // then one round trip.
-    assert!(took[took.len() - 1] <= 1_900 + 1_800 + 100, "{took:?}");
+    // Detection (~1.5 s, at most ~1.9 s), then the decision a quarter quantum (450 ms) after
+    // the loss, then a round trip or a retried round (73 seeds: at most 2,415 ms). Before the
+    // decision was pulled in, the next quantum boundary could be 1.8 s away: 12 runs gave a
+    // median of 2.7 s and a max of 3.3 s.
+    assert!(took[took.len() - 1] <= 1_900 + 450 + 250, "{took:?}");
     assert!(took[0] >= 1_400, "{took:?}: faster than detection can be");
 }

@@ -192,11 +192,23 @@ async fn run_row(core: &Rc<Core>, ns: usize, row: &BatchRow) -> Reply {
 }
 
 /// What the connection's core decides for one row without touching a store.
-fn classify(core: &Core, row: &BatchRow) -> Result<usize, ResultCode> {
-    row.command
+fn classify(
+    core: &Core,
+    table: &crate::partition::PartitionTable,
+    row: &BatchRow,
+) -> Result<usize, ResultCode> {
+    let ns = row
+        .command
         .field(FieldType::NAMESPACE)
         .and_then(|n| core.node.config.namespace_index(n))
-        .ok_or(ResultCode::Namespace)
+        .ok_or(ResultCode::Namespace)?;
+    // A row of a partition this node does not master (in a cluster: another node's, or
+    // none's while orphaned) is answered 11, as a keyed request is; proxying comes with the
+    // fabric.
+    if !table.is_master(ns, row.digest.partition().0) {
+        return Err(ResultCode::PartitionUnavailable);
+    }
+    Ok(ns)
 }
 
 /// Answers one batch request on `stream`: row frames as they are ready, then a LAST
@@ -237,8 +249,9 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
     let mut groups: Vec<Vec<(usize, BatchRow)>> =
         (0..core.node.config.cores).map(|_| Vec::new()).collect();
     let mut local = RowBlock::new();
+    let table = core.node.partitions.load_full();
     for row in batch.rows {
-        match classify(core, &row) {
+        match classify(core, &table, &row) {
             Ok(ns) => {
                 let owner = core.node.shard_of(row.digest.partition().0);
                 groups[owner].push((ns, row));

@@ -6,7 +6,7 @@
 //! reach the running server.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use apogee_engine::block::{
@@ -78,7 +78,13 @@ pub struct NamespaceConfig {
     /// the cores); nothing survives a restart.
     pub memory: bool,
     pub data_size: u64,
+    /// Copies of each record the namespace asks for; the cluster uses
+    /// `min(replication-factor, members)` (Aerospike's effective replication factor).
+    pub replication_factor: u32,
 }
+
+/// Aerospike's default `replication-factor`.
+pub const REPLICATION_FACTOR_DEFAULT: u32 = 2;
 
 /// Most files or devices one namespace may name (Aerospike's limit).
 pub const STORAGE_PATHS_MAX: usize = 128;
@@ -106,6 +112,7 @@ impl NamespaceConfig {
             extents: Vec::new(),
             memory: false,
             data_size: 4 << 30,
+            replication_factor: REPLICATION_FACTOR_DEFAULT,
         }
     }
 }
@@ -127,7 +134,69 @@ pub struct Config {
     /// A client connection with no request for this long is closed; 0 keeps idle connections
     /// open (Aerospike's `proto-fd-idle-ms`, 0 by default in 8.x).
     pub proto_fd_idle_ms: u64,
+    /// Node id, cluster name, heartbeat and fabric: who this node is and whom it joins.
+    pub cluster: ClusterConfig,
 }
+
+/// `service.node-id`, `service.cluster-name`, `service.access-address`, `network.heartbeat`
+/// and `network.fabric`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `node-id` as set; `None`: the id kept in the data directory (derived on first start).
+    pub node_id: Option<u64>,
+    /// `cluster-name`; `None` is Aerospike's "null" (no name: peers must have none either).
+    pub cluster_name: Option<String>,
+    /// What clients are told this node's address is (in peers); defaults to `address`.
+    pub access_address: IpAddr,
+    /// `None`: no heartbeat section and no heartbeat flag, so the node runs alone, as a single
+    /// node always did, and binds nothing beyond its service port.
+    pub heartbeat: Option<HeartbeatConfig>,
+    /// `network.fabric`: bound with the heartbeat; carries proxied requests (view messages
+    /// travel on the heartbeat socket).
+    pub fabric_address: IpAddr,
+    pub fabric_port: u16,
+}
+
+impl ClusterConfig {
+    /// The fabric address told to peers: `network.fabric.address`, or the access address when
+    /// the fabric listens on every interface.
+    pub fn fabric_advertised(&self) -> SocketAddr {
+        let ip = if self.fabric_address.is_unspecified() {
+            self.access_address
+        } else {
+            self.fabric_address
+        };
+        SocketAddr::new(ip, self.fabric_port)
+    }
+}
+
+/// `network.heartbeat` (mode mesh only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatConfig {
+    pub address: IpAddr,
+    pub port: u16,
+    /// `mesh-seed-address-port`: nodes to announce to at start (resolved at load).
+    pub seeds: Vec<SocketAddr>,
+    pub interval_ms: u64,
+    /// `timeout`, in intervals.
+    pub timeout_intervals: u32,
+}
+
+/// Aerospike's default heartbeat port.
+pub const HEARTBEAT_PORT_DEFAULT: u16 = 3002;
+/// Aerospike's default fabric port.
+pub const FABRIC_PORT_DEFAULT: u16 = 3001;
+/// Aerospike's bounds on heartbeat `interval`, in ms.
+pub const HEARTBEAT_INTERVAL_MS_MIN: u64 = 50;
+pub const HEARTBEAT_INTERVAL_MS_MAX: u64 = 600_000;
+/// Bounds on heartbeat `timeout`, in intervals: SWIM needs two intervals to probe before it
+/// can suspect (Aerospike's minimum is 3 too).
+pub const HEARTBEAT_TIMEOUT_INTERVALS_MIN: u32 = 3;
+pub const HEARTBEAT_TIMEOUT_INTERVALS_MAX: u32 = 1_000;
+/// Most `mesh-seed-address-port` entries.
+pub const MESH_SEEDS_MAX: usize = 64;
+/// Longest `cluster-name`, in bytes (Aerospike's).
+pub const CLUSTER_NAME_BYTES_MAX: usize = 64;
 
 /// Aerospike's default `proto-fd-max`.
 pub const PROTO_FD_MAX_DEFAULT: usize = 15_000;
@@ -140,7 +209,33 @@ pub const PROTO_FD_IDLE_MS_MAX: u64 = 86_400_000;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     service: Option<ServiceSection>,
+    network: Option<NetworkSection>,
     namespace: Option<BTreeMap<String, NamespaceSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct NetworkSection {
+    heartbeat: Option<HeartbeatSection>,
+    fabric: Option<FabricSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HeartbeatSection {
+    mode: Option<String>,
+    address: Option<IpAddr>,
+    port: Option<u16>,
+    mesh_seed_address_port: Option<Vec<String>>,
+    interval: Option<u64>,
+    timeout: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FabricSection {
+    address: Option<IpAddr>,
+    port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +247,9 @@ struct ServiceSection {
     data_dir: Option<PathBuf>,
     proto_fd_max: Option<usize>,
     proto_fd_idle_ms: Option<u64>,
+    node_id: Option<String>,
+    cluster_name: Option<String>,
+    access_address: Option<IpAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +268,7 @@ struct NamespaceSection {
     stop_writes_used_pct: Option<u64>,
     stop_writes_avail_pct: Option<u64>,
     evict_used_pct: Option<u64>,
+    replication_factor: Option<u32>,
     storage_engine: Option<String>,
     data_size: Option<u64>,
     file: Option<OneOrMany>,
@@ -200,6 +299,16 @@ pub struct Overrides {
     pub port: Option<u16>,
     pub cores: Option<usize>,
     pub data_dir: Option<PathBuf>,
+    /// `service.node-id`, hex.
+    pub node_id: Option<String>,
+    pub cluster_name: Option<String>,
+    pub access_address: Option<IpAddr>,
+    /// Any heartbeat flag turns the heartbeat on, as a `[network.heartbeat]` section does.
+    pub heartbeat_address: Option<IpAddr>,
+    pub heartbeat_port: Option<u16>,
+    /// Replaces the file's `mesh-seed-address-port` list when not empty.
+    pub mesh_seeds: Vec<String>,
+    pub fabric_port: Option<u16>,
 }
 
 fn range<T: std::fmt::Display + PartialOrd>(
@@ -270,6 +379,7 @@ impl Config {
         for (name, s) in sections {
             namespaces.push(Self::namespace(&name, s, cores)?);
         }
+        let cluster = Self::cluster(&svc, f.network.unwrap_or_default(), o, port)?;
         if namespaces.is_empty() {
             return Err(ConfigError::OutOfRange {
                 key: "namespace".into(),
@@ -305,6 +415,150 @@ impl Config {
                 PROTO_FD_IDLE_MS_MAX,
                 " ms",
             )?,
+            cluster,
+        })
+    }
+
+    /// `service.node-id`, `cluster-name`, `access-address` and the `network` section.
+    fn cluster(
+        svc: &ServiceSection,
+        net: NetworkSection,
+        o: &Overrides,
+        service_port: u16,
+    ) -> Result<ClusterConfig, ConfigError> {
+        let bad = |key: &str, value: &str, allowed: &str| ConfigError::OutOfRange {
+            key: key.into(),
+            value: value.into(),
+            allowed: allowed.into(),
+        };
+        let node_id = match o.node_id.as_ref().or(svc.node_id.as_ref()) {
+            None => None,
+            Some(text) => Some(parse_node_id(text).ok_or_else(|| {
+                bad(
+                    "service.node-id",
+                    text,
+                    "1 to 16 hex digits, not zero (e.g. a1 or BB9040011AC4202)",
+                )
+            })?),
+        };
+        let cluster_name = match o.cluster_name.as_ref().or(svc.cluster_name.as_ref()) {
+            None => None,
+            // Aerospike's spelling of "no name".
+            Some(n) if n == "null" => None,
+            Some(n) => {
+                let ok = !n.is_empty()
+                    && n.len() <= CLUSTER_NAME_BYTES_MAX
+                    && n.bytes()
+                        .all(|b| b.is_ascii_graphic() && !b";:,=".contains(&b));
+                if !ok {
+                    return Err(bad(
+                        "service.cluster-name",
+                        n,
+                        "1..=64 printable ASCII characters without spaces or ; : , =",
+                    ));
+                }
+                Some(n.clone())
+            }
+        };
+        let address = o
+            .address
+            .or(svc.address)
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let access_address = o.access_address.or(svc.access_address).unwrap_or(address);
+        let hb_flags =
+            o.heartbeat_address.is_some() || o.heartbeat_port.is_some() || !o.mesh_seeds.is_empty();
+        let heartbeat = match (net.heartbeat, hb_flags) {
+            (None, false) => None,
+            (section, _) => {
+                let h = section.unwrap_or_default();
+                if let Some(mode) = h.mode.as_deref().filter(|m| *m != "mesh") {
+                    return Err(bad(
+                        "network.heartbeat.mode",
+                        mode,
+                        "mesh (multicast is not supported)",
+                    ));
+                }
+                let port = o
+                    .heartbeat_port
+                    .or(h.port)
+                    .unwrap_or(HEARTBEAT_PORT_DEFAULT);
+                let port = range("network.heartbeat.port", port, 1, u16::MAX, "")?;
+                if port == service_port {
+                    return Err(bad(
+                        "network.heartbeat.port",
+                        &port.to_string(),
+                        "a port other than the service port",
+                    ));
+                }
+                let texts = if o.mesh_seeds.is_empty() {
+                    h.mesh_seed_address_port.unwrap_or_default()
+                } else {
+                    o.mesh_seeds.clone()
+                };
+                let key = "network.heartbeat.mesh-seed-address-port";
+                range(key, texts.len(), 0, MESH_SEEDS_MAX, " seeds")?;
+                let seeds = texts
+                    .iter()
+                    .map(|t| {
+                        parse_seed(t).ok_or_else(|| {
+                            bad(
+                                key,
+                                t,
+                                "\"<ip address> <port>\" (or <ip>:<port>), port 1..=65535",
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let address = o.heartbeat_address.or(h.address).unwrap_or(address);
+                if address.is_unspecified() && access_address.is_unspecified() {
+                    return Err(bad(
+                        "service.access-address",
+                        &access_address.to_string(),
+                        "an address peers and clients can reach (set it when listening \
+                         on all interfaces)",
+                    ));
+                }
+                Some(HeartbeatConfig {
+                    address,
+                    port,
+                    seeds,
+                    interval_ms: range(
+                        "network.heartbeat.interval",
+                        h.interval
+                            .unwrap_or(apogee_cluster::view::HEARTBEAT_INTERVAL_MS_DEFAULT),
+                        HEARTBEAT_INTERVAL_MS_MIN,
+                        HEARTBEAT_INTERVAL_MS_MAX,
+                        " ms",
+                    )?,
+                    timeout_intervals: range(
+                        "network.heartbeat.timeout",
+                        h.timeout
+                            .unwrap_or(apogee_cluster::view::HEARTBEAT_TIMEOUT_INTERVALS_DEFAULT),
+                        HEARTBEAT_TIMEOUT_INTERVALS_MIN,
+                        HEARTBEAT_TIMEOUT_INTERVALS_MAX,
+                        " intervals",
+                    )?,
+                })
+            }
+        };
+        let fabric = net.fabric.unwrap_or_default();
+        let fabric_port = o.fabric_port.or(fabric.port).unwrap_or(FABRIC_PORT_DEFAULT);
+        let fabric_port = range("network.fabric.port", fabric_port, 1, u16::MAX, "")?;
+        if heartbeat.as_ref().is_some_and(|h| h.port == fabric_port) || fabric_port == service_port
+        {
+            return Err(bad(
+                "network.fabric.port",
+                &fabric_port.to_string(),
+                "a port other than the service and heartbeat ports",
+            ));
+        }
+        Ok(ClusterConfig {
+            node_id,
+            cluster_name,
+            access_address,
+            heartbeat,
+            fabric_address: fabric.address.unwrap_or(address),
+            fabric_port,
         })
     }
 
@@ -484,6 +738,13 @@ impl Config {
             " bytes (at least cores x (4096 + 8 x write-block-size); at most 1 TiB per core)",
         )?;
         Ok(NamespaceConfig {
+            replication_factor: range(
+                &key("replication-factor"),
+                s.replication_factor.unwrap_or(d.replication_factor),
+                1,
+                apogee_cluster::CLUSTER_NODES_MAX as u32,
+                " copies (a CE cluster has at most 8 nodes)",
+            )?,
             extents,
             memory,
             data_size,
@@ -559,11 +820,37 @@ impl Config {
         })
     }
 
+    /// The namespaces' configured replication factors, in configuration order.
+    pub fn replication_factors(&self) -> Vec<u32> {
+        self.namespaces
+            .iter()
+            .map(|n| n.replication_factor)
+            .collect()
+    }
+
     pub fn namespace_index(&self, name: &[u8]) -> Option<usize> {
         self.namespaces
             .iter()
             .position(|n| n.name.as_bytes() == name)
     }
+}
+
+/// A node id as `node-id` takes it: 1 to 16 hex digits, not zero.
+pub fn parse_node_id(text: &str) -> Option<u64> {
+    let ok = (1..=16).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
+    u64::from_str_radix(text, 16).ok().filter(|&v| ok && v != 0)
+}
+
+/// A `mesh-seed-address-port` entry: Aerospike's `"<address> <port>"`, or `<address>:<port>`
+/// (`[v6]:port` for IPv6). Names are not resolved: a seed is an address.
+fn parse_seed(text: &str) -> Option<SocketAddr> {
+    let text = text.trim();
+    if let Some((host, port)) = text.split_once(char::is_whitespace) {
+        let ip: IpAddr = host.trim().parse().ok()?;
+        let port: u16 = port.trim().parse().ok()?;
+        return (port != 0).then_some(SocketAddr::new(ip, port));
+    }
+    text.parse::<SocketAddr>().ok().filter(|a| a.port() != 0)
 }
 
 #[cfg(test)]
@@ -710,5 +997,141 @@ mod tests {
         assert!(e.to_string().contains("namespace"), "{e}");
         let e = Config::from_toml("[namespace.test]\nwrite-block-size = 196608\n", &o).unwrap_err();
         assert!(e.to_string().contains("power of two"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text, &Overrides::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn without_a_heartbeat_section_or_flag_the_node_runs_alone() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.cluster.heartbeat, None);
+        assert_eq!(c.cluster.node_id, None);
+        assert_eq!(c.cluster.cluster_name, None);
+        assert_eq!(c.cluster.fabric_port, 3001);
+        assert_eq!(c.namespaces[0].replication_factor, 2);
+    }
+
+    #[test]
+    fn the_cluster_keys_take_aerospikes_names_and_defaults() {
+        let text = r#"
+            [service]
+            node-id = "a1"
+            cluster-name = "dev"
+            access-address = "10.0.0.7"
+            [network.heartbeat]
+            mode = "mesh"
+            mesh-seed-address-port = ["127.0.0.1 3002", "127.0.0.2:3012"]
+            [network.fabric]
+            port = 4001
+            [namespace.test]
+            replication-factor = 3
+        "#;
+        let c = Config::from_toml(text, &Overrides::default()).unwrap();
+        assert_eq!(c.cluster.node_id, Some(0xA1));
+        assert_eq!(c.cluster.cluster_name.as_deref(), Some("dev"));
+        assert_eq!(c.cluster.access_address, IpAddr::from([10, 0, 0, 7]));
+        let h = c.cluster.heartbeat.unwrap();
+        assert_eq!(
+            (h.port, h.interval_ms, h.timeout_intervals),
+            (3002, 150, 10)
+        );
+        assert_eq!(
+            h.seeds,
+            vec![
+                "127.0.0.1:3002".parse().unwrap(),
+                "127.0.0.2:3012".parse().unwrap()
+            ]
+        );
+        assert_eq!(h.address, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.cluster.fabric_port, 4001);
+        assert_eq!(c.namespaces[0].replication_factor, 3);
+    }
+
+    #[test]
+    fn flags_turn_the_heartbeat_on_and_override_the_file() {
+        let o = Overrides {
+            node_id: Some("B2".into()),
+            heartbeat_port: Some(5012),
+            mesh_seeds: vec!["127.0.0.1:5002".into()],
+            cluster_name: Some("x".into()),
+            ..Default::default()
+        };
+        let c = Config::from_toml("[network.heartbeat]\nport = 9\n", &o).unwrap();
+        assert_eq!(c.cluster.node_id, Some(0xB2));
+        let h = c.cluster.heartbeat.unwrap();
+        assert_eq!(h.port, 5012);
+        assert_eq!(h.seeds, vec!["127.0.0.1:5002".parse().unwrap()]);
+    }
+
+    #[test]
+    fn every_bad_cluster_value_names_its_key() {
+        let cases = [
+            ("[service]\nnode-id = \"0\"", "service.node-id = 0"),
+            ("[service]\nnode-id = \"xyz\"", "service.node-id = xyz"),
+            (
+                "[service]\nnode-id = \"11112222333344445\"",
+                "service.node-id",
+            ),
+            ("[service]\ncluster-name = \"a b\"", "service.cluster-name"),
+            ("[service]\ncluster-name = \"\"", "service.cluster-name"),
+            (
+                "[network.heartbeat]\nmode = \"multicast\"",
+                "network.heartbeat.mode = multicast",
+            ),
+            (
+                "[network.heartbeat]\nport = 0",
+                "network.heartbeat.port = 0",
+            ),
+            (
+                "[network.heartbeat]\nport = 3000",
+                "network.heartbeat.port = 3000",
+            ),
+            (
+                "[network.heartbeat]\ninterval = 10",
+                "network.heartbeat.interval = 10",
+            ),
+            (
+                "[network.heartbeat]\ntimeout = 2",
+                "network.heartbeat.timeout = 2",
+            ),
+            (
+                "[network.heartbeat]\nmesh-seed-address-port = [\"host 3002\"]",
+                "network.heartbeat.mesh-seed-address-port = host 3002",
+            ),
+            (
+                "[network.heartbeat]\nmesh-seed-address-port = [\"127.0.0.1 0\"]",
+                "mesh-seed-address-port = 127.0.0.1 0",
+            ),
+            (
+                "[network.fabric]\nport = 3002\n[network.heartbeat]",
+                "network.fabric.port = 3002",
+            ),
+            ("[network.heartbeat]\nbogus = 1", "bogus"),
+            (
+                "[namespace.test]\nreplication-factor = 0",
+                "namespace.test.replication-factor = 0",
+            ),
+            (
+                "[namespace.test]\nreplication-factor = 9",
+                "namespace.test.replication-factor = 9",
+            ),
+            (
+                "[service]\naddress = \"0.0.0.0\"\n[network.heartbeat]",
+                "service.access-address = 0.0.0.0",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

@@ -44,9 +44,10 @@ fn namespace_config(node: &Node, i: usize) -> String {
     let tuning = &node.namespaces[i].tuning;
     let get = |s: Setting| tuning.get(s);
     format!(
-        "replication-factor=1;default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
+        "replication-factor={};default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
          filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={}",
+        ns.replication_factor,
         live.default_ttl.load(Relaxed),
         get(Setting::NsupPeriod),
         ns.write_block_size,
@@ -224,7 +225,7 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         s.total_bytes,
         (s.used_bytes * 100).checked_div(s.total_bytes).unwrap_or(0),
         s.index_bytes,
-        node.partitions.replica_count(i),
+        node.partitions.load().replica_count(i),
         namespace_config(node, i),
         s.cache_hits,
         s.device_reads
@@ -236,8 +237,10 @@ fn get_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
     let cfg = &node.config;
     match cmd.param("context").unwrap_or("service") {
         "service" => format!(
-            "cluster-name=null;service-threads={};address={};port={};data-dir={};proto-fd-max={};\
-             proto-fd-idle-ms={}",
+            "cluster-name={};node-id={};service-threads={};address={};port={};data-dir={};\
+             proto-fd-max={};proto-fd-idle-ms={}",
+            cfg.cluster.cluster_name.as_deref().unwrap_or("null"),
+            node.name,
             cfg.cores,
             cfg.address,
             cfg.port,
@@ -254,8 +257,40 @@ fn get_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
                 None => "ERROR:20:namespace not found".into(),
             }
         }
+        "network" => network_config(cfg),
         other => format!("ERROR:4:unknown get-config context {other}"),
     }
+}
+
+/// `get-config:context=network` with CE 8.1.2.0's key names (`service.port`,
+/// `heartbeat.mesh-seed-address-port=127.0.0.1:3002`, ...). A node without heartbeat reports
+/// `heartbeat.mode=none` (CE always has one).
+fn network_config(cfg: &crate::config::Config) -> String {
+    let c = &cfg.cluster;
+    let mut out = format!(
+        "service.port={};service.address={};service.access-address={};",
+        cfg.port, cfg.address, c.access_address
+    );
+    match &c.heartbeat {
+        None => out.push_str("heartbeat.mode=none;"),
+        Some(h) => {
+            let seeds: Vec<String> = h.seeds.iter().map(|s| s.to_string()).collect();
+            out.push_str(&format!(
+                "heartbeat.mode=mesh;heartbeat.address={};heartbeat.port={};\
+                 heartbeat.mesh-seed-address-port={};heartbeat.interval={};heartbeat.timeout={};",
+                h.address,
+                h.port,
+                seeds.join(","),
+                h.interval_ms,
+                h.timeout_intervals
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "fabric.address={};fabric.port={}",
+        c.fabric_address, c.fabric_port
+    ));
+    out
 }
 
 /// `bins` and `bins/<ns>`: the names each namespace has seen; `REPLY_FULL` when longer than
@@ -297,18 +332,36 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
         "edition" => "Apogee".into(),
         // Aerospike lists its log sinks as `id:path`; Apogee has one, its standard error.
         "logs" => "0:stderr".into(),
-        "partition-generation" => node.partitions.generation().to_string(),
-        "peers-generation" | "rebalance-generation" => "1".into(),
-        "cluster-name" => "null".into(),
+        "partition-generation" | "rebalance-generation" => {
+            node.partitions.load().generation().to_string()
+        }
+        "peers-generation" => node.cluster.load().peers_generation.to_string(),
+        "cluster-name" => cfg.cluster.cluster_name.as_deref().unwrap_or("null").into(),
+        "cluster-stable" => node
+            .cluster
+            .load()
+            .cluster_stable(cmd.args, |ns| cfg.namespace_index(ns.as_bytes()).is_some()),
         "partitions" => PARTITION_COUNT.to_string(),
-        "peers-clear-std" | "peers-clear-alt" | "peers-tls-std" | "peers-tls-alt" => {
-            format!("1,{},[]", cfg.port)
+        "peers-clear-std" | "peers-clear-alt" => node.cluster.load().peers_value(cfg.port),
+        // No TLS: no peer has a TLS address.
+        "peers-tls-std" | "peers-tls-alt" => {
+            format!("{},,[]", node.cluster.load().peers_generation)
         }
         "service" | "service-clear-std" | "service-clear-alt" => service,
-        "services" | "services-alumni" | "service-tls-std" | "service-tls-alt" => String::new(),
-        "replicas" => per_ns_index(&|i| node.partitions.replicas_value(i)),
-        "replicas-all" => per_ns_index(&|i| node.partitions.replicas_all_value(i)),
-        "replicas-master" => per_ns_index(&|i| node.partitions.replicas_master_value(i).into()),
+        "services" => node.cluster.load().services_value(),
+        "services-alumni" | "service-tls-std" | "service-tls-alt" => String::new(),
+        "replicas" => {
+            let t = node.partitions.load();
+            per_ns_index(&|i| t.replicas_value(i))
+        }
+        "replicas-all" => {
+            let t = node.partitions.load();
+            per_ns_index(&|i| t.replicas_all_value(i))
+        }
+        "replicas-master" => {
+            let t = node.partitions.load();
+            per_ns_index(&|i| t.replicas_master_value(i).into())
+        }
         "rack-ids" => per_ns(&|n| format!("{n}:0")),
         "namespaces" => ns_names().collect::<Vec<_>>().join(";"),
         "namespace" => {
@@ -320,7 +373,9 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
                 .map(|i| node.namespace_stats(i).objects)
                 .sum();
             format!(
-                "cluster_size=1;objects={objects};cores={};shards_poisoned={};{}",
+                "{};{};objects={objects};cores={};shards_poisoned={};{}",
+                node.cluster.load().statistics(),
+                node.proxy_stats.describe(),
                 cfg.cores,
                 node.poisoned_shards.load(std::sync::atomic::Ordering::Relaxed),
                 node.connections.describe()
@@ -442,7 +497,7 @@ mod tests {
     fn get_config_contexts() {
         let n = node();
         let a = answer(&n, b"get-config:context=namespace;id=test\n");
-        assert!(a.starts_with("get-config:context=namespace;id=test\treplication-factor=1;"));
+        assert!(a.starts_with("get-config:context=namespace;id=test\treplication-factor=2;"));
         assert!(a.contains(";default-ttl=0;") && a.contains(";write-block-size=1048576;"));
         assert!(answer(&n, b"get-config\n").contains("service-threads="));
         assert!(answer(&n, b"get-config:context=service\n")
@@ -450,6 +505,33 @@ mod tests {
         assert!(answer(&n, b"get-config:context=namespace;id=nope\n").contains("ERROR:20"));
         assert!(answer(&n, b"get-config:context=namespace\n").contains("ERROR:4"));
         assert!(answer(&n, b"get-config:context=xdr\n").contains("ERROR:4"));
+        assert_eq!(
+            answer(&n, b"get-config:context=network\n"),
+            "get-config:context=network\tservice.port=3000;service.address=127.0.0.1;\
+             service.access-address=127.0.0.1;heartbeat.mode=none;fabric.address=127.0.0.1;\
+             fabric.port=3001\n"
+        );
+        let o = Overrides {
+            mesh_seeds: vec!["127.0.0.1:4002".into(), "127.0.0.2:4012".into()],
+            cluster_name: Some("dev".into()),
+            ..Default::default()
+        };
+        let clustered = Node::new(Config::load(None, &o).unwrap(), vec![]);
+        let net = answer(&clustered, b"get-config:context=network\n");
+        assert!(
+            net.contains(
+                ";heartbeat.mode=mesh;heartbeat.address=127.0.0.1;heartbeat.port=3002;\
+                 heartbeat.mesh-seed-address-port=127.0.0.1:4002,127.0.0.2:4012;\
+                 heartbeat.interval=150;heartbeat.timeout=10;"
+            ),
+            "{net}"
+        );
+        assert!(answer(&clustered, b"get-config\n").starts_with("get-config\tcluster-name=dev;"));
+        // Clustered, before its first view: no partition claimed, generation -1, no cluster.
+        assert_eq!(
+            answer(&clustered, b"partition-generation\ncluster-stable\n"),
+            "partition-generation\t-1\ncluster-stable\tERROR:7:not a member of a cluster\n"
+        );
     }
 
     #[test]

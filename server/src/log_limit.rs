@@ -60,6 +60,13 @@ pub struct NodeLogLimits {
     pub info_refused: RateLimited,
     pub info_reply_full: RateLimited,
     pub bin_name_quota: RateLimited,
+    /// A fabric connection closed for bad bytes.
+    pub fabric_refused: RateLimited,
+    /// A fabric connection refused: the peer is of another cluster (a configuration error,
+    /// so not folded into the bad-bytes line).
+    pub fabric_other_cluster: RateLimited,
+    /// A proxied request that could not reach the partition's master.
+    pub proxy_failed: RateLimited,
 }
 
 /// The per-core limiters of every repeated line.

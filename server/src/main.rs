@@ -7,6 +7,7 @@
 mod admission;
 mod batch;
 mod bin_names;
+mod cluster;
 mod command;
 mod config;
 mod connection;
@@ -57,6 +58,28 @@ struct Args {
     /// Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// `service.node-id`: this node's 64-bit id in hex [default: derived on first start and
+    /// kept in <data-dir>/node-id].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// `service.cluster-name`: peers with another name are refused.
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// `service.access-address`: the address peers and clients are told [default: --address].
+    #[arg(long)]
+    access_address: Option<IpAddr>,
+    /// `network.heartbeat.address`; any heartbeat flag turns clustering on.
+    #[arg(long)]
+    heartbeat_address: Option<IpAddr>,
+    /// `network.heartbeat.port` [default: 3002 once clustering is on].
+    #[arg(long)]
+    heartbeat_port: Option<u16>,
+    /// `network.heartbeat.mesh-seed-address-port`, as `<ip>:<port>`; repeat for several seeds.
+    #[arg(long = "mesh-seed-address-port")]
+    mesh_seeds: Vec<String>,
+    /// `network.fabric.port` [default: 3001].
+    #[arg(long)]
+    fabric_port: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +97,13 @@ fn main() -> ExitCode {
         port: args.port,
         cores: args.cores,
         data_dir: args.data_dir,
+        node_id: args.node_id,
+        cluster_name: args.cluster_name,
+        access_address: args.access_address,
+        heartbeat_address: args.heartbeat_address,
+        heartbeat_port: args.heartbeat_port,
+        mesh_seeds: args.mesh_seeds,
+        fabric_port: args.fabric_port,
     };
     let mut config = match config::Config::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,

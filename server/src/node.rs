@@ -2,15 +2,26 @@
 //! name, the partition table, the channels into each shard and each namespace's shared state.
 //!
 //! Shared through an `Arc` across cores; nothing in it is mutated on the data path except the
-//! per-shard atomic counters. It must never hold a lock.
+//! per-shard atomic counters. The partition table and the cluster's state are replaced whole
+//! by the cluster task (`ArcSwap`: readers load a pointer, never wait). It must never hold a
+//! lock.
 
 use std::sync::Arc;
+
+use apogee_cluster::NodeId;
+use arc_swap::ArcSwap;
 
 use apogee_engine::stats::StatsSnapshot;
 use apogee_engine::tuning::Tuning;
 use apogee_wire::msg::Message;
 
 use crate::config::Config;
+
+/// The file in the data directory that keeps the node id when `node-id` is not set.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// The file in the data directory that counts this node's starts, for the failure detector.
+pub const START_COUNT_FILE: &str = "cluster-starts";
 
 /// Requests queued for one shard before senders wait: bounds memory when a core falls behind.
 pub const SHARD_INBOX_CAPACITY: usize = 1024;
@@ -38,8 +49,15 @@ pub struct Node {
     pub config: Config,
     /// Node name reported by `node`: the 64-bit node id in upper-case hex.
     pub name: String,
-    /// Where every partition lives: which nodes, which local shard.
-    pub partitions: crate::partition::PartitionTable,
+    /// This node's id (`name` as a number).
+    pub id: NodeId,
+    /// Where every partition lives: which nodes, which local shard. Replaced whole on every
+    /// committed view; a request loads it once and routes by that generation.
+    pub partitions: ArcSwap<crate::partition::PartitionTable>,
+    /// Membership as `statistics`, `peers-*` and `cluster-stable` report it.
+    pub cluster: ArcSwap<crate::cluster::ClusterState>,
+    /// Requests forwarded to, and received from, other nodes over the fabric.
+    pub proxy_stats: crate::cluster::fabric::ProxyStats,
     /// `inboxes[shard]` delivers to that shard's core.
     pub inboxes: Vec<flume::Sender<ShardWork>>,
     /// `namespaces[i]` is the namespace configured `i`-th.
@@ -61,15 +79,36 @@ pub struct Node {
 impl Node {
     /// A node over `config` with fresh counters and settings, for the runtime and tests.
     pub fn new(config: Config, inboxes: Vec<flume::Sender<ShardWork>>) -> Node {
-        let name = Node::compute_name(&config);
-        let id = u64::from_str_radix(&name, 16).expect("compute_name prints hex");
+        let id = NodeId(
+            config
+                .cluster
+                .node_id
+                .unwrap_or_else(|| Node::derived_node_id(&config)),
+        );
+        let shards = u32::try_from(config.cores).expect("core count fits u32");
+        let (table, state) = if config.cluster.heartbeat.is_some() {
+            // Clustered: nothing is served until the first view commits.
+            (
+                crate::partition::PartitionTable::unavailable(
+                    id,
+                    shards,
+                    config.namespaces.len(),
+                    -1,
+                ),
+                crate::cluster::ClusterState::forming(),
+            )
+        } else {
+            (
+                crate::partition::PartitionTable::single_node(id, shards, config.namespaces.len()),
+                crate::cluster::ClusterState::alone(id),
+            )
+        };
         Node {
-            partitions: crate::partition::PartitionTable::single_node(
-                id,
-                u32::try_from(config.cores).expect("core count fits u32"),
-                config.namespaces.len(),
-            ),
-            name,
+            partitions: ArcSwap::from_pointee(table),
+            cluster: ArcSwap::from_pointee(state),
+            proxy_stats: Default::default(),
+            name: format!("{:X}", id.0),
+            id,
             inboxes,
             namespaces: (config.namespaces.iter())
                 .map(|ns| {
@@ -106,20 +145,76 @@ impl Node {
         Ok(())
     }
 
-    /// The local shard that serves a partition (the partition table's answer).
+    /// The local shard that serves a partition (the partition table's answer; the same in
+    /// every generation, since it depends only on the core count).
     pub fn shard_of(&self, partition: u16) -> usize {
-        self.partitions.shard_of(partition)
+        self.partitions.load().shard_of(partition)
     }
 
     pub fn namespace_stats(&self, ns: usize) -> StatsSnapshot {
         self.namespaces[ns].stats_snapshot()
     }
 
-    /// A stable node id: the same address, port and data directory give the same name.
-    pub fn compute_name(config: &Config) -> String {
+    /// A node id derived from the address, port and data directory (the first start's id,
+    /// which `node_id_file` then keeps).
+    pub fn derived_node_id(config: &Config) -> u64 {
         let dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
         let seed = format!("{}|{}|{}", config.address, config.port, dir.display());
-        let id = xxhash_rust::xxh3::xxh3_64(seed.as_bytes()) | (1 << 60);
-        format!("{id:X}")
+        xxhash_rust::xxh3::xxh3_64(seed.as_bytes()) | (1 << 60)
+    }
+
+    /// The node id when `node-id` is not set: the one in `<data-dir>/node-id`, written on the
+    /// first start from `derived_node_id`, so a node keeps its id across restarts even when
+    /// its port or address change (its partitions, in a cluster, follow its id).
+    pub fn node_id_file(config: &Config) -> Result<u64, String> {
+        let path = config.data_dir.join(NODE_ID_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => crate::config::parse_node_id(text.trim()).ok_or_else(|| {
+                format!(
+                    "{} holds {:?}, not a node id (1 to 16 hex digits, not zero): fix or \
+                     remove it, or set service.node-id",
+                    path.display(),
+                    text.trim()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = Node::derived_node_id(config);
+                std::fs::create_dir_all(&config.data_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, format!("{id:X}\n"))
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                Ok(id)
+            }
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// This start's number, one more than the last start's (kept in `<data-dir>/cluster-starts`):
+    /// the failure detector's identity generation. Peers may still hold this node's previous
+    /// run as down; SWIM lets the later generation (compared with wraparound) win, so it must
+    /// really be later — a random one would lose half the time and keep the node out.
+    pub fn next_start_count(config: &Config) -> Result<u16, String> {
+        let path = config.data_dir.join(START_COUNT_FILE);
+        let last = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u16>().map_err(|_| {
+                format!(
+                    "{} holds {:?}, not a start count (0..=65535): fix or remove it",
+                    path.display(),
+                    text.trim()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let next = last.wrapping_add(1);
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{next}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(next)
     }
 }

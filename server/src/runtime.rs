@@ -153,7 +153,7 @@ fn open_port(
 }
 
 /// Runs the node until SIGTERM or SIGINT; returns an error if any core fails.
-pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
+pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
     // Exclusive first: a second server on the same data or port must change nothing.
     let data_paths: Vec<_> = config
         .namespaces
@@ -164,6 +164,32 @@ pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
         .collect();
     let _locks = exclusive::lock_data(&config.data_dir, &data_paths).map_err(|e| e.to_string())?;
     let port = exclusive::reserve_port(config.address, config.port).map_err(|e| e.to_string())?;
+    if config.cluster.node_id.is_none() {
+        config.cluster.node_id = Some(Node::node_id_file(&config)?);
+    }
+    // Bound here, before any core starts, so a busy heartbeat or fabric port stops the start
+    // with the key to change; without a heartbeat section nothing beyond the service port is
+    // bound.
+    let mut cluster_sockets = match &config.cluster.heartbeat {
+        None => None,
+        Some(h) => {
+            let heartbeat = std::net::UdpSocket::bind((h.address, h.port)).map_err(|e| {
+                format!(
+                    "cannot bind the heartbeat socket {}:{} (network.heartbeat.address/port): {e}",
+                    h.address, h.port
+                )
+            })?;
+            let c = &config.cluster;
+            let fabric =
+                std::net::TcpListener::bind((c.fabric_address, c.fabric_port)).map_err(|e| {
+                    format!(
+                        "cannot bind the fabric port {}:{} (network.fabric.address/port): {e}",
+                        c.fabric_address, c.fabric_port
+                    )
+                })?;
+            Some((heartbeat, fabric, Node::next_start_count(&config)?))
+        }
+    };
     rehome_if_needed(&config)?;
     let cores = config.cores;
     let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores)
@@ -186,6 +212,8 @@ pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
         let (listener_tx, listener_rx) = flume::bounded::<OwnedFd>(1);
         listeners.push(listener_tx);
         let node = node.clone();
+        // Core 0 owns the cluster task.
+        let cluster = cluster_sockets.take();
         let ready = ready_tx.clone();
         let exit = ExitNotice(exit_tx.clone(), shard);
         // Pin when there is a CPU per core; more cores than CPUs (tests) float.
@@ -208,6 +236,15 @@ pub fn run(config: Config, host: &HostReport) -> Result<(), String> {
                 };
                 core.spawn_inbox(inbox);
                 core.spawn_latency_ticker();
+                if let (Some((socket, fabric, starts)), Some(h)) =
+                    (cluster, &node.config.cluster.heartbeat)
+                {
+                    if let Err(e) = crate::cluster::task::spawn(node.clone(), h, socket, starts) {
+                        let _ = ready.send(Err(format!("cannot start the cluster task: {e}")));
+                        return;
+                    }
+                    crate::cluster::fabric::spawn_listener(core.clone(), fabric);
+                }
                 let _ = ready.send(Ok(shard));
                 // The node listens only once every shard has recovered; until then this core
                 // serves forwarded requests (none arrive) and waits for its listener.

@@ -10,7 +10,8 @@
 //!
 //! The rules. Decisions are taken once per quantum (changes are batched into quanta, as
 //! Aerospike does, so a burst of heartbeat changes makes one view change rather than many);
-//! only losing sight of one's principal acts at once.
+//! losing sight of one's principal makes a node an orphan at once, and losing any peer brings
+//! the next decision to within a quarter quantum (a death is acted on in ~2 s, as in CE).
 //! - Every node tells every peer it sees its view (key and principal) and its adjacency, in a
 //!   `Status`, each quantum and whenever it sees a new peer or changes view. This is what
 //!   Aerospike's heartbeats carry; a principal learns from them who sees whom.
@@ -224,6 +225,11 @@ struct Accepted {
 /// in flight (a quarter quantum is far above any loopback or LAN latency).
 const STATUS_SETTLE_QUANTUM_FRACTION: u32 = 4;
 
+/// After a peer is lost, the next decision comes within this fraction of a quantum (450 ms
+/// with the defaults: several heartbeat intervals, so the other survivors have declared the
+/// same node dead and will accept the new view).
+const LOSS_SETTLE_QUANTUM_FRACTION: u32 = 4;
+
 /// Quanta a new orphan holds back from leading while peers it sees still follow a principal
 /// it no longer sees: one quantum lets their own decision run and their status arrive.
 const ORPHAN_DEFER_QUANTA: u32 = 2;
@@ -319,6 +325,13 @@ impl Node {
             return Err(ViewError::TooManyPeers { count: peers.len() });
         }
         let new: Vec<NodeId> = peers.difference(&self.adjacency).copied().collect();
+        if self.adjacency.iter().any(|p| !peers.contains(p)) {
+            // A peer is gone: decide soon rather than at the next boundary, which may be
+            // a whole quantum away, once the news has had time to reach every survivor (CE
+            // 8.1.2.0 commits its new view about half a second after declaring a node dead).
+            let soon = now.after(self.config.quantum / LOSS_SETTLE_QUANTUM_FRACTION);
+            self.next_quantum = self.next_quantum.min(soon);
+        }
         self.reports.retain(|p, _| peers.contains(p));
         self.adjacency = peers;
         if let Membership::Member { view, .. } = &self.membership {

@@ -420,3 +420,53 @@ fn a_lost_commit_is_recovered_from_the_principals_status() {
     assert!(n.is_member());
     assert_eq!(n.view().unwrap().cluster_key, key(0x31));
 }
+
+#[test]
+fn a_lost_peer_is_decided_on_within_a_quarter_quantum_not_at_the_next_boundary() {
+    // Node 3 and orphan 1 form {3, 1} at the first quantum.
+    let mut n = node(3, &[1]);
+    let mut out = Output::default();
+    n.on_message(ms(1), NodeId(1), status(None, &[3]), &mut out)
+        .unwrap();
+    n.on_tick(ms(quantum_ms()), &mut out);
+    let k = out
+        .messages
+        .iter()
+        .find_map(|m| match &m.message {
+            Message::Propose { cluster_key, .. } => Some(*cluster_key),
+            _ => None,
+        })
+        .unwrap();
+    let mut out = Output::default();
+    n.on_message(
+        ms(quantum_ms() + 5),
+        NodeId(1),
+        Message::Accept { cluster_key: k },
+        &mut out,
+    )
+    .unwrap();
+    assert!(matches!(out.events.as_slice(), [Event::Committed(_)]));
+    // Early in the next quantum, 1 is declared dead.
+    let lost_at = quantum_ms() + 200;
+    n.set_adjacency(ms(lost_at), [], &mut Output::default())
+        .unwrap();
+    let settle = quantum_ms() / LOSS_SETTLE_QUANTUM_FRACTION as u64;
+    let mut out = Output::default();
+    n.on_tick(ms(lost_at + settle - 1), &mut out);
+    assert!(out.events.is_empty(), "not before the news could spread");
+    n.on_tick(ms(lost_at + settle), &mut out);
+    let [Event::Committed(view)] = out.events.as_slice() else {
+        panic!("{:?}", out.events)
+    };
+    assert_eq!(view.succession, succession(&[3]));
+    assert!(
+        lost_at + settle < 2 * quantum_ms(),
+        "earlier than the next boundary"
+    );
+    // Gaining a peer changes no timing: the boundary after the decision stands.
+    let mut out = Output::default();
+    n.set_adjacency(ms(lost_at + settle + 10), [NodeId(1)], &mut out)
+        .unwrap();
+    n.on_tick(ms(lost_at + settle + quantum_ms() - 1), &mut out);
+    assert!(out.events.is_empty());
+}

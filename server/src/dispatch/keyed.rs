@@ -12,8 +12,19 @@ use crate::core::Core;
 use crate::latency;
 use crate::node::{ShardRequest, ShardWork};
 
-/// Answers one keyed command with its reply frame, recording its latency.
+/// Answers one keyed command from a client with its reply frame, recording its latency; a
+/// command for another node's partition is proxied to that node.
 pub async fn serve(core: &Core, msg: Message) -> Vec<u8> {
+    serve_from(core, msg, true).await
+}
+
+/// Answers one keyed command a peer proxied here: never proxied again, so two nodes that
+/// disagree on the map answer 11 instead of forwarding a request back and forth.
+pub async fn serve_proxied(core: &Core, msg: Message) -> Vec<u8> {
+    serve_from(core, msg, false).await
+}
+
+async fn serve_from(core: &Core, msg: Message, may_proxy: bool) -> Vec<u8> {
     let Some(ns) = msg
         .field(FieldType::NAMESPACE)
         .and_then(|n| core.node.config.namespace_index(n))
@@ -26,22 +37,32 @@ pub async fn serve(core: &Core, msg: Message) -> Vec<u8> {
         latency::Kind::Read
     };
     let started = std::time::Instant::now();
-    let reply = route(core, ns, msg).await;
+    let reply = route(core, ns, msg, may_proxy).await;
     core.node.namespaces[ns].latency[core.shard][kind as usize].record(started.elapsed());
     reply
 }
 
 /// Runs the command here when this core owns its record, else on the owning core.
-async fn route(core: &Core, ns: usize, msg: Message) -> Vec<u8> {
+async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8> {
     let digest = match command::digest_of(&msg) {
         Ok(d) => d,
         Err(rc) => return Reply::code(rc).into_frame(),
     };
     let partition = digest.partition().0;
-    if !core.node.partitions.is_master(ns, partition) {
-        // A node alone masters everything; in a cluster this is where a request for
-        // another node's partition will be proxied.
-        return Reply::code(ResultCode::PartitionUnavailable).into_frame();
+    let master = {
+        let table = core.node.partitions.load();
+        (!table.is_master(ns, partition)).then(|| table.master(ns, partition))
+    };
+    if let Some(master) = master {
+        // Another node's partition: forwarded to its master over the fabric, as Aerospike
+        // proxies. None's (no cluster yet, or orphaned), or already proxied here: result 11,
+        // on which the official clients refresh their partition map and retry.
+        return match master {
+            Some(m) if may_proxy && m != core.node.id => {
+                crate::cluster::fabric::proxy(core, m, &msg).await
+            }
+            _ => Reply::code(ResultCode::PartitionUnavailable).into_frame(),
+        };
     }
     let owner = core.node.shard_of(partition);
     if owner == core.shard {

@@ -247,8 +247,9 @@ async fn fan_out(
     let mut groups: Vec<Vec<(u16, Option<Digest>)>> =
         (0..core.node.config.cores).map(|_| Vec::new()).collect();
     let mut unavailable = Vec::new();
+    let table = core.node.partitions.load_full();
     for (pid, digest) in req.partitions {
-        if core.node.partitions.is_master(spec.namespace, pid) {
+        if table.is_master(spec.namespace, pid) {
             groups[core.node.shard_of(pid)].push((pid, digest));
         } else {
             unavailable.push(pid);

@@ -1,0 +1,405 @@
+//! The fabric: TCP between the nodes of a cluster. Phase 1 carries one thing over it: a keyed
+//! request that reached a node which does not master its partition is forwarded to the master
+//! (as Aerospike proxies), and the master's reply frame is relayed to the client unchanged.
+//! Replication and migration will use the same connections.
+//!
+//! Owns the fabric's framing (ours; little-endian): `len u32` (bytes after it, at most
+//! `FABRIC_FRAME_BYTES_MAX`) `| magic "APFB" | version u8 | kind u8 | body`. The first frame on
+//! a connection is a `Hello` (cluster-name length and bytes, sender node id); a peer of
+//! another cluster, another fabric version, or that sends anything malformed has its
+//! connection closed with a rate-limited log line, and nothing else changes. A proxied
+//! request is served by the master's keyed path with proxying off, so two nodes that disagree
+//! on the map answer 11 rather than forward a request in a loop. It must never panic on a
+//! peer's bytes and never allocate more than has arrived.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use apogee_cluster::NodeId;
+use apogee_wire::msg::Message;
+use apogee_wire::ResultCode;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::command::Reply;
+use crate::core::Core;
+
+const MAGIC: [u8; 4] = *b"APFB";
+/// Bumped on any change of the framing; a peer with another version is refused.
+pub const FABRIC_VERSION: u8 = 1;
+/// Bytes of a frame after its length: magic, version, kind.
+const FRAME_HEAD_BYTES: usize = 6;
+/// Largest frame: a request or reply of the largest body a client may send, and the head.
+pub const FABRIC_FRAME_BYTES_MAX: usize =
+    apogee_wire::proto::BODY_SIZE_MAX_BYTES as usize + 64 + FRAME_HEAD_BYTES;
+/// A frame's body is read in pieces of at most this, so memory follows the bytes that came.
+const READ_PIECE_BYTES: usize = 64 << 10;
+/// Aerospike's fabric `connect-timeout-ms`.
+const CONNECT_TIMEOUT_MS: u64 = 500;
+/// A proxied request with no reply in this long answers the client 11, which retries.
+const PROXY_REPLY_TIMEOUT_MS: u64 = 2_000;
+/// A new connection that sends no hello in this long is closed.
+const HELLO_TIMEOUT_MS: u64 = 2_000;
+/// An accepted connection idle this long is closed (its sender reconnects on its next use).
+const IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Idle connections each core keeps to each peer.
+const POOLED_PER_PEER_MAX: usize = 8;
+
+/// What a frame is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Hello = 1,
+    ProxyRequest = 2,
+    ProxyReply = 3,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FabricError {
+    #[error("fabric connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("fabric frame of {0} bytes is outside 6..={FABRIC_FRAME_BYTES_MAX}")]
+    Size(usize),
+    #[error("not an Apogee fabric frame (bad magic)")]
+    Magic,
+    #[error("fabric version {0}, this node speaks {FABRIC_VERSION}")]
+    Version(u8),
+    #[error("unknown fabric frame kind {0}")]
+    Kind(u8),
+    #[error("expected a {expected:?} frame, got {got:?}")]
+    Unexpected { expected: Kind, got: Kind },
+    #[error("malformed hello")]
+    Hello,
+    #[error("peer's cluster-name {theirs:?} differs from this node's {ours:?}")]
+    OtherCluster { theirs: String, ours: String },
+    #[error("proxied request is not one keyed message: {0}")]
+    Request(String),
+    #[error("no hello or reply in time")]
+    Timeout,
+}
+
+/// Proxy counters, node-wide, for `statistics`.
+#[derive(Default)]
+pub struct ProxyStats {
+    /// Requests this node forwarded and relayed a reply for (`client_proxy_complete`).
+    pub complete: AtomicU64,
+    /// Requests this node could not forward or got no reply for (`client_proxy_error`).
+    pub error: AtomicU64,
+    /// Requests peers forwarded to this node (`proxy_received`).
+    pub received: AtomicU64,
+}
+
+impl ProxyStats {
+    pub fn describe(&self) -> String {
+        format!(
+            "client_proxy_complete={};client_proxy_error={};proxy_received={}",
+            self.complete.load(Relaxed),
+            self.error.load(Relaxed),
+            self.received.load(Relaxed)
+        )
+    }
+}
+
+/// One frame's bytes.
+pub fn frame(kind: Kind, body: &[u8]) -> Vec<u8> {
+    let len = FRAME_HEAD_BYTES + body.len();
+    assert!(
+        len <= FABRIC_FRAME_BYTES_MAX,
+        "a fabric frame over its bound"
+    );
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&MAGIC);
+    out.push(FABRIC_VERSION);
+    out.push(kind as u8);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Checks a frame's head (the 6 bytes after its length).
+fn parse_head(head: &[u8; FRAME_HEAD_BYTES]) -> Result<Kind, FabricError> {
+    if head[..4] != MAGIC {
+        return Err(FabricError::Magic);
+    }
+    if head[4] != FABRIC_VERSION {
+        return Err(FabricError::Version(head[4]));
+    }
+    match head[5] {
+        1 => Ok(Kind::Hello),
+        2 => Ok(Kind::ProxyRequest),
+        3 => Ok(Kind::ProxyReply),
+        k => Err(FabricError::Kind(k)),
+    }
+}
+
+/// Reads one frame; its body grows only as bytes arrive.
+async fn read_frame(stream: &mut TcpStream) -> Result<(Kind, Vec<u8>), FabricError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if !(FRAME_HEAD_BYTES..=FABRIC_FRAME_BYTES_MAX).contains(&len) {
+        return Err(FabricError::Size(len));
+    }
+    let mut head = [0u8; FRAME_HEAD_BYTES];
+    stream.read_exact(&mut head).await?;
+    let kind = parse_head(&head)?;
+    let size = len - FRAME_HEAD_BYTES;
+    let mut body = Vec::new();
+    while body.len() < size {
+        let start = body.len();
+        body.resize(start + (size - start).min(READ_PIECE_BYTES), 0);
+        stream.read_exact(&mut body[start..]).await?;
+    }
+    Ok((kind, body))
+}
+
+/// A hello's body: `name_len u8, name, node u64`.
+pub fn hello_body(cluster_name: Option<&str>, node: NodeId) -> Vec<u8> {
+    let name = cluster_name.unwrap_or("");
+    let mut b = vec![name.len() as u8];
+    b.extend_from_slice(name.as_bytes());
+    b.extend_from_slice(&node.0.to_le_bytes());
+    b
+}
+
+/// Decodes a hello: the peer's cluster name (`None`: null) and node id.
+pub fn parse_hello(body: &[u8]) -> Result<(Option<&str>, NodeId), FabricError> {
+    let (&len, rest) = body.split_first().ok_or(FabricError::Hello)?;
+    let len = usize::from(len);
+    if rest.len() != len + 8 || len > crate::config::CLUSTER_NAME_BYTES_MAX {
+        return Err(FabricError::Hello);
+    }
+    let name = std::str::from_utf8(&rest[..len]).map_err(|_| FabricError::Hello)?;
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&rest[len..]);
+    match u64::from_le_bytes(id) {
+        0 => Err(FabricError::Hello),
+        n => Ok(((!name.is_empty()).then_some(name), NodeId(n))),
+    }
+}
+
+/// Accepts fabric connections on this core for the life of the node.
+pub fn spawn_listener(core: Rc<Core>, listener: std::net::TcpListener) {
+    // SAFETY: the descriptor is a bound, listening socket whose ownership moves here whole.
+    let listener = unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    glommio::spawn_local(async move {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    glommio::spawn_local(serve_peer(core.clone(), stream)).detach();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "fabric accept failed");
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// Serves one peer's connection: its hello, then proxied requests one at a time.
+async fn serve_peer(core: Rc<Core>, mut stream: TcpStream) {
+    let from = stream.peer_addr().ok();
+    if let Err(error) = serve_peer_frames(&core, &mut stream).await {
+        let quiet = matches!(&error, FabricError::Io(e)
+            if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::TimedOut));
+        let limit = if matches!(error, FabricError::OtherCluster { .. }) {
+            &core.node.logs.fabric_other_cluster
+        } else {
+            &core.node.logs.fabric_refused
+        };
+        if quiet {
+            tracing::debug!(?from, %error, "fabric connection closed");
+        } else if let Some(n) = limit.allow() {
+            tracing::warn!(?from, %error, suppressed = n, "fabric connection refused or closed");
+        }
+    }
+}
+
+async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<(), FabricError> {
+    let hello = glommio::timer::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), async {
+        Ok(read_frame(stream).await)
+    })
+    .await;
+    let (kind, body) = match hello {
+        Ok(frame) => frame?,
+        Err(_) => return Err(FabricError::Timeout),
+    };
+    if kind != Kind::Hello {
+        return Err(FabricError::Unexpected {
+            expected: Kind::Hello,
+            got: kind,
+        });
+    }
+    let (name, _peer) = parse_hello(&body)?;
+    let ours = core.node.config.cluster.cluster_name.as_deref();
+    if name != ours {
+        return Err(FabricError::OtherCluster {
+            theirs: name.unwrap_or("null").into(),
+            ours: ours.unwrap_or("null").into(),
+        });
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_millis(IDLE_TIMEOUT_MS)))
+        .map_err(|e| FabricError::Io(e.into()))?;
+    loop {
+        let (kind, body) = read_frame(stream).await?;
+        if kind != Kind::ProxyRequest {
+            return Err(FabricError::Unexpected {
+                expected: Kind::ProxyRequest,
+                got: kind,
+            });
+        }
+        let msg = Message::decode(&body).map_err(|e| FabricError::Request(e.to_string()))?;
+        if crate::batch::is_batch(&msg) || msg.field(apogee_wire::FieldType::DIGEST).is_none() {
+            return Err(FabricError::Request("not a keyed request".into()));
+        }
+        drop(body);
+        core.node.proxy_stats.received.fetch_add(1, Relaxed);
+        let reply =
+            crate::dispatch::guarded(crate::dispatch::keyed::serve_proxied(core, msg)).await;
+        stream.write_all(&frame(Kind::ProxyReply, &reply)).await?;
+    }
+}
+
+thread_local! {
+    /// This core's idle connections to each peer's fabric (one executor per thread, so this
+    /// is per core and needs no lock).
+    static POOL: RefCell<HashMap<SocketAddr, Vec<TcpStream>>> = RefCell::new(HashMap::new());
+}
+
+/// Forwards `msg` to `master` and returns its reply frame; on any failure, a result-11 reply
+/// (the client refreshes its map and retries).
+pub async fn proxy(core: &Core, master: NodeId, msg: &Message) -> Vec<u8> {
+    let stats = &core.node.proxy_stats;
+    let Some(addr) = core.node.cluster.load().fabric_of(master) else {
+        stats.error.fetch_add(1, Relaxed);
+        return Reply::code(ResultCode::PartitionUnavailable).into_frame();
+    };
+    let request = frame(Kind::ProxyRequest, &msg.encode());
+    let fresh = || async {
+        let stream = connect(core, addr).await?;
+        exchange(stream, &request).await
+    };
+    let pooled = POOL.with(|p| p.borrow_mut().get_mut(&addr).and_then(Vec::pop));
+    let result = match pooled {
+        // A pooled connection may have been closed by the peer while idle: then once more
+        // on a fresh one (not after a timeout: the master is slow, not gone).
+        Some(stream) => match exchange(stream, &request).await {
+            Err(FabricError::Timeout) => Err(FabricError::Timeout),
+            Err(_) => fresh().await,
+            ok => ok,
+        },
+        None => fresh().await,
+    };
+    match result {
+        Ok((stream, reply)) => {
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                let idle = p.entry(addr).or_default();
+                if idle.len() < POOLED_PER_PEER_MAX {
+                    idle.push(stream);
+                }
+            });
+            stats.complete.fetch_add(1, Relaxed);
+            reply
+        }
+        Err(error) => {
+            if let Some(n) = core.node.logs.proxy_failed.allow() {
+                tracing::warn!(%addr, master = %format!("{:X}", master.0), %error,
+                    suppressed = n, "proxy to the partition's master failed; answered 11");
+            }
+            stats.error.fetch_add(1, Relaxed);
+            Reply::code(ResultCode::PartitionUnavailable).into_frame()
+        }
+    }
+}
+
+async fn connect(core: &Core, addr: SocketAddr) -> Result<TcpStream, FabricError> {
+    let mut stream = TcpStream::connect_timeout(addr, Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .await
+        .map_err(|e| FabricError::Io(e.into()))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| FabricError::Io(e.into()))?;
+    let hello = hello_body(
+        core.node.config.cluster.cluster_name.as_deref(),
+        core.node.id,
+    );
+    stream.write_all(&frame(Kind::Hello, &hello)).await?;
+    Ok(stream)
+}
+
+/// Sends one request and reads its reply, within `PROXY_REPLY_TIMEOUT_MS`.
+async fn exchange(
+    mut stream: TcpStream,
+    request: &[u8],
+) -> Result<(TcpStream, Vec<u8>), FabricError> {
+    let deadline = Duration::from_millis(PROXY_REPLY_TIMEOUT_MS);
+    let outcome = glommio::timer::timeout(deadline, async {
+        let r = async {
+            stream.write_all(request).await?;
+            let (kind, body) = read_frame(&mut stream).await?;
+            if kind != Kind::ProxyReply {
+                return Err(FabricError::Unexpected {
+                    expected: Kind::ProxyReply,
+                    got: kind,
+                });
+            }
+            Ok(body)
+        }
+        .await;
+        Ok(r)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(body)) => Ok((stream, body)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(FabricError::Timeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_and_hellos_are_checked() {
+        let f = frame(Kind::ProxyRequest, &[1, 2, 3]);
+        assert_eq!(
+            u32::from_le_bytes(f[..4].try_into().unwrap()) as usize,
+            f.len() - 4
+        );
+        let head: [u8; 6] = f[4..10].try_into().unwrap();
+        assert_eq!(parse_head(&head).unwrap(), Kind::ProxyRequest);
+        let mut bad = head;
+        bad[0] = b'X';
+        assert!(matches!(parse_head(&bad), Err(FabricError::Magic)));
+        let mut bad = head;
+        bad[4] = 2;
+        assert!(matches!(parse_head(&bad), Err(FabricError::Version(2))));
+        let mut bad = head;
+        bad[5] = 9;
+        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(9))));
+
+        let h = hello_body(Some("dev"), NodeId(0xA1));
+        assert_eq!(parse_hello(&h).unwrap(), (Some("dev"), NodeId(0xA1)));
+        assert_eq!(
+            parse_hello(&hello_body(None, NodeId(7))).unwrap(),
+            (None, NodeId(7))
+        );
+        for cut in 0..h.len() {
+            assert!(parse_hello(&h[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = h.clone();
+        long.push(0);
+        assert!(parse_hello(&long).is_err());
+        assert!(parse_hello(&hello_body(Some("dev"), NodeId(0))).is_err());
+    }
+}

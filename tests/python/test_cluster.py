@@ -1,0 +1,399 @@
+"""A 3-node Apogee cluster on loopback, with real processes and the official Python client:
+the nodes form one cluster and agree on Aerospike's partition map, the client finds every
+node from one seed and routes each key to its master; a SIGKILLed node is dropped and the
+survivors re-form, and it rejoins when restarted. Membership and the partition map only:
+records are not replicated or migrated yet, so no data is expected to survive a node. A
+request that reaches a node which does not master its partition is proxied over the fabric.
+
+Node ids are A1, B2, C3, as in the real CE cluster the balance was checked against
+(design.md §5). Every wait is bounded; times are printed (run with -s to see them)."""
+
+import base64
+import socket
+import struct
+import time
+
+import aerospike
+import pytest
+
+from conftest import Apogee, free_port, info
+
+PARTITIONS = 4096
+NODE_IDS = [0xA1, 0xB2, 0xC3]
+FORM_SECS_MAX = 20
+# Detection (~1.5 s), the next quantum (<= 1.8 s), a round trip: the membership simulation
+# bounds it at 3.8 s; real processes on a busy 2-core machine get slack.
+REFORM_SECS_MAX = 12
+
+
+def fnv64(data):
+    h = 0xCBF29CE484222325
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def jen64(data):
+    m = 0xFFFFFFFFFFFFFFFF
+    h = 0
+    for b in data:
+        h = (h + b) & m
+        h = (h + (h << 10)) & m
+        h ^= h >> 6
+    h = (h + (h << 3)) & m
+    h ^= h >> 11
+    h = (h + (h << 15)) & m
+    return h
+
+
+def balance(succession, rf):
+    """Aerospike's partition map (design.md §5), written again here from the description so
+    the server's Rust is checked against an independent reading of it."""
+    succession = sorted(succession, reverse=True)
+    hashed = [fnv64(n.to_bytes(8, "little")).to_bytes(8, "little") for n in succession]
+    rows = []
+    for p in range(PARTITIONS):
+        hp = fnv64(p.to_bytes(4, "little")).to_bytes(8, "little")
+        ranked = sorted(((jen64(h + hp) & ~7) + i for i, h in enumerate(hashed)), reverse=True)
+        rows.append([succession[v & 7] for v in ranked][: min(rf, len(succession))])
+    return rows
+
+
+def free_udp_port():
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+def stats(port):
+    text = info(port, "statistics\n").split("\t", 1)[1].strip()
+    return dict(kv.split("=", 1) for kv in text.split(";") if "=" in kv)
+
+
+def one(port, cmd):
+    return info(port, cmd + "\n").split("\t", 1)[1].strip()
+
+
+def replicas(port):
+    """{replica index: set of partitions} this node claims for namespace test."""
+    value = one(port, "replicas")
+    entry = next(e for e in value.split(";") if e.startswith("test:"))
+    fields = entry[len("test:"):].split(",")
+    regime, count, maps = int(fields[0]), int(fields[1]), fields[2:]
+    assert regime == 0 and len(maps) == count
+    claims = {}
+    for r, b64 in enumerate(maps):
+        bits = base64.b64decode(b64)
+        claims[r] = {p for p in range(PARTITIONS) if bits[p // 8] & (0x80 >> (p % 8))}
+    return claims
+
+
+def partition_of(key):
+    d = aerospike.calc_digest(*key)
+    return (d[0] | (d[1] << 8)) & (PARTITIONS - 1)
+
+
+class Cluster:
+    def __init__(self, tmp_path):
+        self.hb = [free_udp_port() for _ in NODE_IDS]
+        self.fabric = [free_port() for _ in NODE_IDS]
+        self.nodes = []
+        for i, node_id in enumerate(NODE_IDS):
+            seeds = []
+            for j, port in enumerate(self.hb):
+                if j != i:
+                    seeds += ["--mesh-seed-address-port", f"127.0.0.1:{port}"]
+            extra = ["--node-id", f"{node_id:x}", "--heartbeat-port", str(self.hb[i]),
+                     "--fabric-port", str(self.fabric[i]), "--cluster-name", "pytest", *seeds]
+            self.nodes.append(Apogee(tmp_path / f"node-{node_id:X}", cores=2, extra=extra))
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        return self
+
+    def kill_all(self):
+        for n in self.nodes:
+            n.kill()
+
+    def live(self):
+        return [n for n in self.nodes if n.proc and n.proc.poll() is None]
+
+    def wait_formed(self, members, old_key=None, secs=FORM_SECS_MAX):
+        """Waits until every live node reports one cluster of exactly `members` (node ids)
+        under one key (other than `old_key`); returns (seconds waited, key)."""
+        started = time.monotonic()
+        want = sorted(members, reverse=True)
+        while True:
+            seen = []
+            for n in self.live():
+                s = stats(n.port)
+                seen.append((s["cluster_key"], int(s["cluster_size"]),
+                             s["cluster_is_member"], s["cluster_principal"]))
+            keys = {k for k, *_ in seen}
+            ok = (len(keys) == 1 and old_key not in keys and "0" not in keys
+                  and all(size == len(want) and member == "true" and int(pr, 16) == want[0]
+                          for _, size, member, pr in seen))
+            if ok:
+                return time.monotonic() - started, keys.pop()
+            if time.monotonic() - started > secs:
+                raise AssertionError(f"not formed as {[hex(m) for m in want]} in {secs}s: {seen}")
+            time.sleep(0.05)
+
+    def check_map(self, members):
+        """Every live node claims exactly its rows of the balance for `members`."""
+        rows = balance(members, 2)
+        for n, node_id in zip(self.nodes, NODE_IDS):
+            if n not in self.live():
+                continue
+            claims = replicas(n.port)
+            assert len(claims) == min(2, len(members))
+            for r, parts in claims.items():
+                want = {p for p in range(PARTITIONS) if rows[p][r] == node_id}
+                assert parts == want, f"node {node_id:X} replica {r}: {len(parts)} vs {len(want)}"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    c.kill_all()
+
+
+def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_kill(cluster):
+    t0 = time.monotonic()
+    cluster.start()
+    took, key = cluster.wait_formed(NODE_IDS)
+    print(f"\n3 nodes formed {time.monotonic() - t0:.2f}s after the first start "
+          f"({took:.2f}s after the last), cluster_key {key}")
+    cluster.check_map(NODE_IDS)
+    for n in cluster.nodes:
+        assert one(n.port, "cluster-stable:size=3;ignore-migrations=true;namespace=test") == key
+        assert one(n.port, "cluster-name") == "pytest"
+        peers = one(n.port, "peers-clear-std")
+        others = [x for x, m in zip(cluster.nodes, NODE_IDS) if x is not n]
+        for o, m in zip(others, [m for x, m in zip(cluster.nodes, NODE_IDS) if x is not n]):
+            assert f"[{m:X},,[127.0.0.1:{o.port}]]" in peers, peers
+        assert int(one(n.port, "partition-generation")) >= 1
+
+    # The official client, given one seed, finds all three and routes each key to its master
+    # (a non-master answers result 11, so a put that succeeds landed on its master).
+    seed = cluster.nodes[0]
+    client = aerospike.client({"hosts": [("127.0.0.1", seed.port)],
+                               "policies": {"write": {"max_retries": 0},
+                                            "read": {"max_retries": 0}}}).connect()
+    wait_client_nodes(client, 3)
+    assert sorted(p for _, p in client.get_nodes()) == sorted(n.port for n in cluster.nodes)
+    keys = [("test", "cluster", i) for i in range(1000)]
+    for k in keys:
+        client.put(k, {"v": k[2]})
+    for k in keys:
+        assert client.get(k)[2] == {"v": k[2]}
+    # A batch is split by the client per master; every row is found.
+    batch = client.batch_read(keys).batch_records
+    assert [(r.result, r.record[2]) for r in batch] == [(0, {"v": k[2]}) for k in keys]
+    # A scan is split by the client per node, each node scanning the partitions it masters.
+    scanned = sorted(bins["v"] for _, _, bins in client.scan("test", "cluster").results())
+    assert scanned == list(range(1000))
+    rows = balance(NODE_IDS, 2)
+    want = {m: 0 for m in NODE_IDS}
+    for k in keys:
+        want[rows[partition_of(k)][0]] += 1
+    for n, node_id in zip(cluster.nodes, NODE_IDS):
+        assert objects(n.port) == want[node_id], f"node {node_id:X}: want {want}"
+    print(f"1000 keys put and read through one seed; objects per master {want}")
+
+    # The client routed every request straight to its master: nothing was proxied.
+    for n in cluster.nodes:
+        s = stats(n.port)
+        assert (s["client_proxy_complete"], s["proxy_received"]) == ("0", "0"), s
+    # A read sent straight to a node that does not master the key is proxied to the master
+    # over the fabric, and its reply relayed: found there, not found for a missing key.
+    foreign = next(k for k in keys if rows[partition_of(k)][0] != NODE_IDS[0])
+    master = cluster.nodes[NODE_IDS.index(rows[partition_of(foreign)][0])]
+    assert raw_get_result(seed.port, foreign) == 0
+    missing = next(("test", "cluster", i) for i in range(10_000, 20_000)
+                   if rows[partition_of(("test", "cluster", i))][0] != NODE_IDS[0])
+    assert raw_get_result(seed.port, missing) == 2
+    assert stats(seed.port)["client_proxy_complete"] == "2"
+    assert stats(master.port)["proxy_received"] != "0"
+
+    # SIGKILL the principal: the two others re-form without it.
+    generation_before = int(one(cluster.nodes[0].port, "partition-generation"))
+    victim = cluster.nodes[2]
+    victim.kill()
+    took, key2 = cluster.wait_formed(NODE_IDS[:2], old_key=key, secs=REFORM_SECS_MAX)
+    print(f"SIGKILL of C3 (principal): A1 and B2 re-formed in {took:.2f}s, cluster_key {key2}")
+    cluster.check_map(NODE_IDS[:2])
+    assert int(one(cluster.nodes[0].port, "partition-generation")) > generation_before
+    assert f"{NODE_IDS[2]:X}" not in one(cluster.nodes[0].port, "peers-clear-std")
+
+    # The client follows: it drops the dead node, takes the new map, and new keys land on
+    # their new masters (no data moved: phase 1 has no migration).
+    wait_client_nodes(client, 2)
+    before = [objects(n.port) for n in cluster.nodes[:2]]
+    rows2 = balance(NODE_IDS[:2], 2)
+    fresh = [("test", "after-kill", i) for i in range(300)]
+    deadline = time.monotonic() + REFORM_SECS_MAX
+    for k in fresh:
+        while True:
+            try:
+                client.put(k, {"v": 1})
+                break
+            except aerospike.exception.AerospikeError as e:
+                # Until the client's next tend (1 s) it may still route by the old map.
+                assert time.monotonic() < deadline, f"put {k} still failing: {e}"
+                time.sleep(0.1)
+    for i, node_id in enumerate(NODE_IDS[:2]):
+        landed = sum(1 for k in fresh if rows2[partition_of(k)][0] == node_id)
+        assert objects(cluster.nodes[i].port) - before[i] == landed
+    client.close()
+
+    # Restarted, it rejoins (same data directory, same id).
+    t1 = time.monotonic()
+    victim.start()
+    took, key3 = cluster.wait_formed(NODE_IDS, old_key=key2, secs=REFORM_SECS_MAX)
+    print(f"C3 restarted: rejoined {time.monotonic() - t1:.2f}s after its start, cluster_key {key3}")
+    cluster.check_map(NODE_IDS)
+
+    # SIGKILL a member that is not the principal: the principal drops it.
+    cluster.nodes[0].kill()
+    took, key4 = cluster.wait_formed(NODE_IDS[1:], old_key=key3, secs=REFORM_SECS_MAX)
+    print(f"SIGKILL of A1 (member): B2 and C3 re-formed in {took:.2f}s, cluster_key {key4}")
+    cluster.check_map(NODE_IDS[1:])
+
+
+def objects(port):
+    return int(one(port, "namespace/test").split("objects=")[1].split(";")[0])
+
+
+def wait_client_nodes(client, count):
+    deadline = time.monotonic() + FORM_SECS_MAX
+    while len(client.get_nodes()) != count:
+        assert time.monotonic() < deadline, client.get_nodes()
+        time.sleep(0.1)
+
+
+def raw_get_result(port, key):
+    """The result code of a read of `key` sent straight to `port` (no client routing)."""
+    digest = bytes(aerospike.calc_digest(*key))
+    ns = key[0].encode()
+    fields = struct.pack(">IB", len(ns) + 1, 0) + ns + struct.pack(">IB", 21, 4) + digest
+    # info1 READ|GET_ALL, 2 fields, 0 ops.
+    header = struct.pack(">BBBBBBIIIHH", 22, 1 | 2, 0, 0, 0, 0, 0, 0, 1000, 2, 0)
+    body = header + fields
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(struct.pack(">Q", (2 << 56) | (3 << 48) | len(body)) + body)
+        head = s.recv(8, socket.MSG_WAITALL)
+        size = struct.unpack(">Q", head)[0] & 0xFFFFFFFFFFFF
+        reply = s.recv(size, socket.MSG_WAITALL)
+    return reply[5]
+
+
+def test_a_peer_with_another_cluster_name_is_refused(tmp_path):
+    hb = [free_udp_port(), free_udp_port()]
+    a = Apogee(tmp_path / "a", extra=["--node-id", "a1", "--cluster-name", "one",
+                                      "--heartbeat-port", str(hb[0]),
+                                      "--fabric-port", str(free_port()),
+                                      "--mesh-seed-address-port", f"127.0.0.1:{hb[1]}"])
+    b = Apogee(tmp_path / "b", extra=["--node-id", "b2", "--cluster-name", "two",
+                                      "--heartbeat-port", str(hb[1]),
+                                      "--fabric-port", str(free_port()),
+                                      "--mesh-seed-address-port", f"127.0.0.1:{hb[0]}"])
+    try:
+        a.start()
+        b.start()
+        deadline = time.monotonic() + FORM_SECS_MAX
+        while not all(stats(n.port)["cluster_is_member"] == "true" for n in (a, b)):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2)
+        for n in (a, b):
+            assert stats(n.port)["cluster_size"] == "1"
+        assert "cluster-name differs" in a.log() or "cluster-name differs" in b.log()
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_a_busy_heartbeat_port_stops_the_start_naming_the_key(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        a = Apogee(tmp_path / "a", extra=["--heartbeat-port", str(port)])
+        with pytest.raises(RuntimeError, match="network.heartbeat"):
+            a.start()
+
+
+def test_a_busy_fabric_port_stops_the_start_naming_the_key(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        a = Apogee(tmp_path / "a", extra=["--heartbeat-port", str(free_udp_port()),
+                                          "--fabric-port", str(busy.getsockname()[1])])
+        with pytest.raises(RuntimeError, match="network.fabric"):
+            a.start()
+
+
+def closed_by_peer(sock):
+    """The node closed the connection without a reply (a reset when our bytes were unread)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_bad_fabric_input_closes_that_connection_only(tmp_path):
+    fabric = free_port()
+    a = Apogee(tmp_path / "a", extra=["--node-id", "a1", "--heartbeat-port", str(free_udp_port()),
+                                      "--fabric-port", str(fabric)]).start()
+    try:
+        hello_other = (b"APFB" + bytes([1, 1]) + bytes([5]) + b"other" + (0xB2).to_bytes(8, "little"))
+        cases = [
+            b"GET / HTTP/1.0\r\n\r\n",                        # not a fabric frame
+            (0xFFFFFFFF).to_bytes(4, "little"),                 # a length over the bound
+            len(hello_other).to_bytes(4, "little") + hello_other,  # another cluster's hello
+        ]
+        for junk in cases:
+            with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
+                s.sendall(junk)
+                assert closed_by_peer(s), junk
+        # After a valid hello, a malformed proxied request closes the connection too.
+        hello = b"APFB" + bytes([1, 1]) + bytes([0]) + (0xB2).to_bytes(8, "little")
+        bad = b"APFB" + bytes([1, 2]) + b"\x16garbage"
+        with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
+            s.sendall(len(hello).to_bytes(4, "little") + hello + len(bad).to_bytes(4, "little") + bad)
+            assert closed_by_peer(s)
+        assert one(a.port, "node") == "A1"
+        assert "differs from this node's" in a.log()
+    finally:
+        a.kill()
+
+
+def test_two_nodes_with_one_node_id_refuse_each_other(tmp_path):
+    hb = [free_udp_port(), free_udp_port()]
+    nodes = [Apogee(tmp_path / f"n{i}", extra=["--node-id", "a1", "--heartbeat-port", str(hb[i]),
+                                               "--fabric-port", str(free_port()),
+                                               "--mesh-seed-address-port",
+                                               f"127.0.0.1:{hb[1 - i]}"])
+             for i in range(2)]
+    try:
+        for n in nodes:
+            n.start()
+        deadline = time.monotonic() + FORM_SECS_MAX
+        while not all(stats(n.port)["cluster_is_member"] == "true" for n in nodes):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2)
+        for n in nodes:
+            assert stats(n.port)["cluster_size"] == "1"
+        assert all("has this node's node-id" in n.log() for n in nodes)
+    finally:
+        for n in nodes:
+            n.kill()
