@@ -2,7 +2,8 @@
 # Server CPU per record of batch reads, side by side in one run (issue 16): Apogee (release
 # build, `storage-engine memory`), optionally a second Apogee binary (BASE=path, an A/B of two
 # commits) and Aerospike CE 8.1.2.0 from /work/shared/anchors/aerospike.sh when it is there
-# (NO_CE=1 leaves it out). Each side is loaded with the same records, then rounds alternate the
+# (NO_CE=1 leaves it out) and Redis (`redis-server`, records as hashes of 10 fields read by
+# pipelines of N HGETALLs, the same record shape; NO_REDIS=1 leaves it out). Each side is loaded with the same records, then rounds alternate the
 # sides under the same closed-loop batch load (`apogee-bench run --batch N`); a side's figure
 # is its process's user+system CPU time during its phase divided by the records it returned.
 # On a 2-core machine the client takes the rest of the CPUs, so CPU per record is the figure
@@ -11,7 +12,7 @@
 #   bash bench/batch_cpu.sh                       # BATCH=100 ROUNDS=4 SECS=3 RECORDS=100000
 #   BASE=/path/to/older/apogee bash bench/batch_cpu.sh
 #
-# Ports: 3400 (Apogee), 3420 (BASE), 3410..3413 (CE); stops only what it started.
+# Ports: 3400 (Apogee), 3420 (BASE), 3410..3413 (CE), 3401 (Redis); stops only what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,8 +62,16 @@ if [ -z "${NO_CE:-}" ] && [ -x "$CE" ]; then
     [ -n "$ce_pid" ] || { echo "CE started but its pid was not found" >&2; exit 1; }
     spids+=("$ce_pid"); names+=(aerospike-ce); ports+=(3410)
 fi
-for port in "${ports[@]}"; do
-    "$BIN/apogee-bench" run --target aerospike --port "$port" --records "$RECORDS" \
+targets=()
+for _ in "${ports[@]}"; do targets+=(aerospike); done
+if [ -z "${NO_REDIS:-}" ] && command -v redis-server > /dev/null; then
+    redis-server --port 3401 --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+        > "$OUT/redis.log" 2>&1 &
+    pids+=($!); spids+=($!); names+=(redis-hgetall); ports+=(3401); targets+=(redis)
+    wait_port 3401
+fi
+for i in "${!ports[@]}"; do
+    "$BIN/apogee-bench" run --target "${targets[$i]}" --port "${ports[$i]}" --records "$RECORDS" \
         --phase load --connections 16 > /dev/null
 done
 
@@ -76,7 +85,7 @@ for r in $(seq 1 "$ROUNDS"); do
     if [ $((r % 2)) = 0 ]; then order=$(echo "$order" | tac); fi
     for i in $order; do
         c0=$(cpu_ticks "${spids[$i]}")
-        line=$("$BIN/apogee-bench" run --target aerospike --port "${ports[$i]}" \
+        line=$("$BIN/apogee-bench" run --target "${targets[$i]}" --port "${ports[$i]}" \
             --records "$RECORDS" --phase run --read-pct 100 --distribution uniform \
             --batch "$BATCH" --connections 16 --duration-secs "$SECS" | grep 'ops/s over')
         c1=$(cpu_ticks "${spids[$i]}")
