@@ -3,8 +3,11 @@
 //! its core's partial-frame budget is spent (each with a rate-limited log line), while the
 //! node keeps serving everyone else.
 //!
-//! Owns the per-connection read path. It must never trust a size from the wire to allocate
-//! memory up front, and never panic on any byte sequence.
+//! Owns the per-connection read path. A request is read with one receive of up to
+//! [`FRAME_FIRST_READ_BYTES`] (header and, usually, the whole body), so a waiting connection
+//! holds that much; larger bodies grow against the core's partial-frame budget. It must never
+//! trust a size from the wire to allocate memory up front, and never panic on any byte
+//! sequence.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -40,17 +43,20 @@ fn timed_out(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::TimedOut
 }
 
-/// Reads a body of `size` bytes, making room only as bytes arrive: the first read gets up to
-/// [`FRAME_FIRST_READ_BYTES`], and every later growth, at most doubling what has arrived, is
-/// taken from the core's partial-frame budget until the body is complete.
+/// Reads the rest of a body of `size` bytes after the `body` bytes that came with its header,
+/// making room only as bytes arrive: the first read gets up to [`FRAME_FIRST_READ_BYTES`], and
+/// every later growth, at most doubling what has arrived, is taken from the core's
+/// partial-frame budget until the body is complete.
 async fn read_body(
     stream: &mut TcpStream,
+    mut body: Vec<u8>,
     size: usize,
     budget: &FrameBudget,
 ) -> Result<Vec<u8>, ReadError> {
     let mut claim = budget.claim();
-    let mut body = vec![0u8; size.min(FRAME_FIRST_READ_BYTES)];
-    let mut filled = 0;
+    let mut filled = body.len();
+    debug_assert!(filled < size && filled <= FRAME_FIRST_READ_BYTES);
+    body.resize(size.min(FRAME_FIRST_READ_BYTES), 0);
     while filled < size {
         if filled == body.len() {
             let more = filled.min(size - filled);
@@ -81,24 +87,44 @@ async fn read_body(
 }
 
 /// Reads one request: its header (waiting at most `proto-fd-idle-ms` when that is set) and
-/// its body (closing the connection if it stalls).
+/// its body (closing the connection if it stalls). The header's read asks for up to
+/// [`FRAME_FIRST_READ_BYTES`], so a request that arrived whole costs one receive, not two;
+/// bytes past it (a client that sent its next request at once) wait in `pending`, which holds
+/// less than [`FRAME_FIRST_READ_BYTES`].
 async fn read_request(
     stream: &mut TcpStream,
     core: &Core,
+    pending: &mut Vec<u8>,
 ) -> Result<(ProtoHeader, Vec<u8>), ReadError> {
     let idle_ms = core.node.config.proto_fd_idle_ms;
     let _ = stream.set_read_timeout((idle_ms > 0).then(|| Duration::from_millis(idle_ms)));
-    let mut head = [0u8; PROTO_HEADER_BYTES];
-    stream.read_exact(&mut head).await.map_err(|e| {
-        if timed_out(&e) {
-            ReadError::Idle
-        } else {
-            ReadError::Gone(e)
+    let mut buf = std::mem::take(pending);
+    let mut filled = buf.len();
+    debug_assert!(filled < FRAME_FIRST_READ_BYTES);
+    buf.resize(FRAME_FIRST_READ_BYTES, 0);
+    while filled < PROTO_HEADER_BYTES {
+        match stream.read(&mut buf[filled..]).await {
+            Ok(0) => return Err(ReadError::Gone(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => filled += n,
+            Err(e) if timed_out(&e) => return Err(ReadError::Idle),
+            Err(e) => return Err(ReadError::Gone(e)),
         }
-    })?;
+    }
+    let head: [u8; PROTO_HEADER_BYTES] = buf[..PROTO_HEADER_BYTES].try_into().expect("8 bytes");
     let header = ProtoHeader::decode(&head).map_err(ReadError::BadHeader)?;
+    let size = header.body_bytes as usize;
+    let end = PROTO_HEADER_BYTES + size;
+    if filled >= end {
+        // The whole request is here: its body is the buffer, less the header.
+        *pending = buf[end..filled].to_vec();
+        buf.truncate(end);
+        buf.drain(..PROTO_HEADER_BYTES);
+        return Ok((header, buf));
+    }
+    buf.truncate(filled);
+    buf.drain(..PROTO_HEADER_BYTES);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(FRAME_STALL_MS)));
-    let body = read_body(stream, header.body_bytes as usize, &core.frame_budget).await?;
+    let body = read_body(stream, buf, size, &core.frame_budget).await?;
     Ok((header, body))
 }
 
@@ -110,8 +136,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnect
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
     let logs = &core.logs;
+    let mut pending = Vec::new();
     loop {
-        let (header, body) = match read_request(&mut stream, &core).await {
+        let (header, body) = match read_request(&mut stream, &core, &mut pending).await {
             Ok(request) => request,
             Err(ReadError::BadHeader(e)) => {
                 if let Some(n) = logs.bad_header.allow() {
