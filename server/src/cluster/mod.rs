@@ -10,6 +10,7 @@
 
 pub mod envelope;
 pub mod fabric;
+pub mod replica;
 pub mod task;
 
 use std::net::SocketAddr;
