@@ -285,6 +285,21 @@ fn apply_if_newer_orders_by_generation_then_last_update_time() {
             store.apply_if_newer(&expired, GEN).await.unwrap(),
             Applied::Expired
         );
+        // A tombstone of the very version stored (same generation and time) deletes it.
+        let tie = Record::tombstone(digest(), 2, 101);
+        assert_eq!(
+            store.apply_if_newer(&tie, GEN).await.unwrap(),
+            Applied::Stored
+        );
+        assert_eq!(store.get(&digest()).await.unwrap(), None);
+        assert_eq!(
+            store
+                .apply_if_newer(&version(2, 101, 3), GEN)
+                .await
+                .unwrap(),
+            Applied::Stored,
+            "a shadow keeps no version: a record after it is stored"
+        );
         // A newer tombstone deletes, durably.
         let tombstone = Record::tombstone(digest(), 3, 300);
         assert_eq!(

@@ -1,8 +1,8 @@
 """Replication of writes between real Apogee processes on loopback, through the official
 Python client: with replication-factor 2, every record written lies on exactly its master and
 its replica; a delete reaches the replica as a tombstone; after a SIGKILL of one of 3 nodes
-the survivors promote the replicas and every record written is read back, and no deleted one
-comes back. Under commit level all a write whose replica does not answer is answered 9
+the survivors promote the replicas and every record written (single or batch) is read back,
+and no deleted one comes back; a read sent to a replica is served there. Under commit level all a write whose replica does not answer is answered 9
 (timeout, in doubt), as CE 8.1.2.0 does, and under `write-commit-level-override master` it
 succeeds at once.
 
@@ -17,10 +17,12 @@ import zlib
 
 import aerospike
 import pytest
+from aerospike_helpers.operations import operations as op
 
 from conftest import Apogee, free_port
 from test_cluster import (FORM_SECS_MAX, REFORM_SECS_MAX, Cluster, balance, free_udp_port,
-                          objects, one, partition_of, wait_client_nodes)
+                          objects, one, partition_of, raw_get_result, wait_client_nodes)
+from test_cluster import stats as stats_of
 
 NODE_IDS = [0xA1, 0xB2, 0xC3]
 KEYS = 1000
@@ -90,13 +92,24 @@ def test_every_record_is_on_its_master_and_replica_and_survives_a_sigkill(cluste
     assert sum(int(s["repl_write_success"]) for s in stats) == KEYS
     assert sum(int(s["repl_write_received_stored"]) for s in stats) == KEYS
     assert all(s["repl_write_error"] == "0" and s["repl_write_timeout"] == "0" for s in stats)
+    # Each record read straight from its replica node is served there (not proxied).
+    port_of = {m: n.port for n, m in zip(cluster.nodes, NODE_IDS)}
+    codes = [raw_get_result(port_of[rows[partition_of(k)][1]], k) for k in keys]
+    assert codes == [0] * KEYS
+    for n in cluster.nodes:
+        assert stats_of(n.port)["client_proxy_complete"] == "0"
 
     # Overwrites replicate the new version; deletes replicate as tombstones.
     for k in keys[:100]:
         client.put(k, {"v": -k[2]})
+    # Batch rows are single-record writes: they replicate the same way.
+    res = client.batch_operate(keys[100:200], [op.write("b", 1)])
+    assert [r.result for r in res.batch_records] == [0] * 100
     deleted = keys[900:]
-    for k in deleted:
+    for k in deleted[:50]:
         client.remove(k)
+    res = client.batch_remove(deleted[50:])
+    assert [r.result for r in res.batch_records] == [0] * 50
     got = {m: objects(n.port) for n, m in zip(cluster.nodes, NODE_IDS)}
     assert got == holders_count(rows, keys[:900]), got
 
@@ -118,7 +131,7 @@ def test_every_record_is_on_its_master_and_replica_and_survives_a_sigkill(cluste
         except aerospike.exception.RecordNotFound:
             missing.append(k)
             continue
-        if bins["v"] != (-k[2] if k[2] < 100 else k[2]):
+        if bins["v"] != (-k[2] if k[2] < 100 else k[2]) or (100 <= k[2] < 200) != ("b" in bins):
             wrong.append((k, bins))
     resurrected = []
     for k in deleted:

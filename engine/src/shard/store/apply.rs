@@ -2,12 +2,13 @@
 //! [`ShardStore::apply_if_newer`] stores it only when it is newer than the shard's own, by the
 //! namespace's `conflict-resolution-policy` ([`ConflictPolicy`], Aerospike's names):
 //! `generation` orders versions by generation, then last-update time (design.md §3);
-//! `last-update-time` by last-update time, then generation.
+//! `last-update-time` by last-update time, then generation. A tombstone also wins a tie (it
+//! carries the generation of the version it deleted: see [`supersedes`]).
 //!
 //! Limits, stated so callers do not rely on more: generations wrap at 65,535 and the order does
 //! not see the wrap; a local tombstone (a shadow) keeps no metadata, so an incoming record
-//! always wins over a deleted one. It must never replace a local version that is at least as
-//! new as the incoming one.
+//! always wins over a deleted one (as a record created again after a delete must: it starts
+//! at generation 1). It must never replace a local version newer than the incoming one.
 
 use crate::clock;
 use crate::error::StoreError;
@@ -64,10 +65,27 @@ pub fn is_newer_by(policy: ConflictPolicy, a: &RecordMeta, b: &RecordMeta) -> bo
     }
 }
 
+/// Whether an incoming version replaces the local live version `local` under `policy`: when
+/// it is newer, or when it is a tombstone no older than `local` — a master's delete carries
+/// the generation of the version it deleted and may fall in the same millisecond as its
+/// write, and the delete must still win over that version.
+pub fn supersedes(
+    policy: ConflictPolicy,
+    incoming: &RecordMeta,
+    incoming_is_tombstone: bool,
+    local: &RecordMeta,
+) -> bool {
+    if incoming_is_tombstone {
+        !is_newer_by(policy, local, incoming)
+    } else {
+        is_newer_by(policy, incoming, local)
+    }
+}
+
 impl ShardStore {
     /// Stores `record` (a record or a tombstone, with its own generation and last-update time
-    /// kept as they are) if it is newer by `policy` than the shard's live version of its
-    /// digest, or if the shard has none; acknowledged under the configured commit level.
+    /// kept as they are) if it [`supersedes`] the shard's live version of its digest by
+    /// `policy`, or if the shard has none; acknowledged under the configured commit level.
     pub async fn apply_if_newer(
         &self,
         record: &Record,
@@ -78,7 +96,7 @@ impl ShardStore {
         }
         // No await from the look at the local version to the append.
         if let Some(local) = self.meta(&record.digest) {
-            if !is_newer_by(policy, &record.meta, &local.meta) {
+            if !supersedes(policy, &record.meta, record.tombstone, &local.meta) {
                 return Ok(Applied::NotNewer);
             }
         }
@@ -119,6 +137,31 @@ mod tests {
         let gen = ConflictPolicy::Generation;
         assert!(is_newer_by(gen, &meta(2, 100), &meta(1, 500)));
         assert!(!is_newer_by(lut, &meta(2, 100), &meta(1, 500)));
+    }
+
+    #[test]
+    fn a_tombstone_wins_ties_a_record_does_not() {
+        for policy in [ConflictPolicy::Generation, ConflictPolicy::LastUpdateTime] {
+            let local = meta(4, 100);
+            assert!(supersedes(policy, &meta(4, 100), true, &local));
+            assert!(!supersedes(policy, &meta(4, 100), false, &local));
+            assert!(supersedes(policy, &meta(5, 100), false, &local));
+            assert!(!supersedes(policy, &meta(3, 99), true, &local));
+        }
+        // Only the policy's order says which older-looking tombstone loses.
+        let local = meta(4, 100);
+        assert!(!supersedes(
+            ConflictPolicy::Generation,
+            &meta(3, 500),
+            true,
+            &local
+        ));
+        assert!(supersedes(
+            ConflictPolicy::LastUpdateTime,
+            &meta(3, 500),
+            true,
+            &local
+        ));
     }
 
     #[test]
