@@ -160,12 +160,14 @@ impl Core {
         if let Err(rc) = self.admit_bin_names(ns, msg) {
             return Reply::code(rc);
         }
-        // A clustered master captures what the write stores, to send to the replicas.
-        let target = digest.map_or_else(|| command::digest_of(msg), Ok).ok();
+        // A clustered master captures what the write stores, to send to the replicas; a node
+        // alone does not even look up the partition.
         let mut image = None;
-        let capture = target
-            .is_some_and(|d| replica::wants_image(&self.node, ns, d.partition().0))
-            .then_some(&mut image);
+        let capture = (self.node.config.cluster.heartbeat.is_some()
+            && digest
+                .map_or_else(|| command::digest_of(msg), Ok)
+                .is_ok_and(|d| replica::wants_image(&self.node, ns, d.partition().0)))
+        .then_some(&mut image);
         let run = async {
             self.inject_write_panic(msg);
             command::execute(

@@ -190,6 +190,22 @@ def put_while_paused(nodes, key, bins, policy=None):
     return code, took
 
 
+def replica_reply_bytes(port, key):
+    """The size of the reply to a read of `key` sent straight to `port` (no routing), after
+    checking that it succeeded."""
+    digest = bytes(aerospike.calc_digest(*key))
+    ns = key[0].encode()
+    fields = struct.pack(">IB", len(ns) + 1, 0) + ns + struct.pack(">IB", 21, 4) + digest
+    header = struct.pack(">BBBBBBIIIHH", 22, 1 | 2, 0, 0, 0, 0, 0, 0, 5000, 2, 0)
+    body = header + fields
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(struct.pack(">Q", (2 << 56) | (3 << 48) | len(body)) + body)
+        size = struct.unpack(">Q", s.recv(8, socket.MSG_WAITALL))[0] & 0xFFFFFFFFFFFF
+        reply = s.recv(size, socket.MSG_WAITALL)
+    assert reply[5] == 0, reply[5]
+    return size
+
+
 def a1_key(prefix):
     rows = balance(NODE_IDS[:2], 2)
     return next(("test", prefix, i) for i in range(1000)
@@ -199,6 +215,15 @@ def a1_key(prefix):
 def test_commit_level_all_answers_timeout_when_the_replica_does_not_answer(tmp_path):
     nodes = two_nodes(tmp_path, SLOW_DETECTION)
     try:
+        # A record near the largest (1 MiB blocks) travels whole, in one image.
+        client = client_of(nodes[0].port)
+        wait_client_nodes(client, 2)
+        big = a1_key("big")
+        blob = os.urandom(1_000_000)
+        client.put(big, {"b": blob})
+        client.close()
+        assert replica_reply_bytes(nodes[1].port, big) > 1_000_000
+        assert ns_stats(nodes[1].port)["repl_write_received_stored"] == "1"
         code, took = put_while_paused(nodes, a1_key("all"), {"v": 1})
         print(f"\ncommit level all, replica paused: code {code} after {took:.2f}s")
         assert code == 9 and 0.9 < took < 3
