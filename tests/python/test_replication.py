@@ -98,6 +98,18 @@ def test_every_record_is_on_its_master_and_replica_and_survives_a_sigkill(cluste
     assert codes == [0] * KEYS
     for n in cluster.nodes:
         assert stats_of(n.port)["client_proxy_complete"] == "0"
+    # The official client with replica policy ANY spreads reads over master and replica.
+    before = [int(ns_stats(n.port)["client_read_success"]) for n in cluster.nodes]
+    for k in keys:
+        _, _, bins = client.get(k, policy={"replica": aerospike.POLICY_REPLICA_ANY})
+        assert bins["v"] == k[2]
+    served = [int(ns_stats(n.port)["client_read_success"]) - b
+              for n, b in zip(cluster.nodes, before)]
+    mastered = [sum(1 for k in keys if rows[partition_of(k)][0] == m) for m in NODE_IDS]
+    print(f"replica policy ANY: reads served per node {served}, keys mastered {mastered}")
+    assert sum(served) == KEYS and served != mastered
+    for n in cluster.nodes:
+        assert stats_of(n.port)["client_proxy_complete"] == "0"
 
     # Overwrites replicate the new version; deletes replicate as tombstones.
     for k in keys[:100]:
@@ -299,10 +311,15 @@ def ack(sock):
     return body[6]
 
 
-def test_images_from_the_fabric_are_checked_applied_if_newer_or_refused(tmp_path):
+@pytest.mark.parametrize("policy", ["generation", "last-update-time"])
+def test_images_from_the_fabric_are_checked_applied_if_newer_or_refused(tmp_path, policy):
     fabric = free_port()
+    config = tmp_path / "a.toml"
+    config.write_text(f"[namespace.test]\nconflict-resolution-policy = \"{policy}\"\n")
     a = Apogee(tmp_path / "a", extra=["--node-id", "a1", "--heartbeat-port", str(free_udp_port()),
-                                      "--fabric-port", str(fabric)]).start()
+                                      "--fabric-port", str(fabric),
+                                      "--config", str(config)]).start()
+    by_generation = policy == "generation"
     try:
         deadline = time.monotonic() + FORM_SECS_MAX
         while "ERROR" in one(a.port, "cluster-stable"):
@@ -318,16 +335,18 @@ def test_images_from_the_fabric_are_checked_applied_if_newer_or_refused(tmp_path
             assert ack(s) == 0, "stored"
             s.sendall(image_frame(b"test", digest, 2, 1000, [(b"v", 8)]))
             assert ack(s) == 1, "the same version again: not newer"
+            # A lower generation, later: newer only by last-update time.
             s.sendall(image_frame(b"test", digest, 1, 9000, [(b"v", 9)]))
-            assert ack(s) == 1, "a lower generation, later: not newer by generation"
+            assert ack(s) == (1 if by_generation else 0)
+            # A higher generation, earlier: newer only by generation.
             s.sendall(image_frame(b"test", digest, 3, 500, [(b"v", 10)]))
-            assert ack(s) == 0, "a higher generation, earlier: newer by generation"
+            assert ack(s) == (0 if by_generation else 1)
             # A flipped bit fails the record's checksum: that connection is closed.
             s.sendall(image_frame(b"test", digest, 4, 2000, [(b"v", 11)], flip=30))
             assert s.recv(1) == b""
         c = client_of(a.port)
         _, meta, bins = c.get(("test", "", "raw"))
-        assert bins == {"v": 10} and meta["gen"] == 3
+        assert (bins, meta["gen"]) == (({"v": 10}, 3) if by_generation else ({"v": 9}, 1))
         c.close()
         s = ns_stats(a.port)
         assert (s["repl_write_received_stored"], s["repl_write_received_not_newer"]) == ("2", "2")
