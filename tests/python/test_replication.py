@@ -92,6 +92,8 @@ def test_every_record_is_on_its_master_and_replica_and_survives_a_sigkill(cluste
     assert sum(int(s["repl_write_success"]) for s in stats) == KEYS
     assert sum(int(s["repl_write_received_stored"]) for s in stats) == KEYS
     assert all(s["repl_write_error"] == "0" and s["repl_write_timeout"] == "0" for s in stats)
+    # Images stored by replicas are not client writes there.
+    assert sum(int(s["client_write_success"]) for s in stats) == KEYS
     # Each record read straight from its replica node is served there (not proxied).
     port_of = {m: n.port for n, m in zip(cluster.nodes, NODE_IDS)}
     codes = [raw_get_result(port_of[rows[partition_of(k)][1]], k) for k in keys]

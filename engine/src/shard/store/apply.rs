@@ -100,7 +100,7 @@ impl ShardStore {
                 return Ok(Applied::NotNewer);
             }
         }
-        let ticket = self.append(record)?;
+        let ticket = self.append_uncounted(record)?;
         self.commit(ticket).await?;
         Ok(Applied::Stored)
     }
