@@ -17,6 +17,7 @@ import zlib
 
 import aerospike
 import pytest
+from aerospike_helpers.batch import records as br
 from aerospike_helpers.operations import operations as op
 
 from conftest import Apogee, free_port
@@ -276,6 +277,26 @@ def test_write_commit_level_override_master_acknowledges_before_the_replica(tmp_
         # B2 holds every record: the paused write's key and the 200 others.
         time.sleep(0.5)
         assert objects(nodes[1].port) == 201
+        # Background images are bounded per core (256): with B2 paused, a batch of 2,000
+        # writes mastered by A1 succeeds at once, the images past the bound dropped and counted rather than
+        # 2,000 tasks and connections opened.
+        mastered = balance(NODE_IDS[:2], 2)
+        flood = [k for k in (("test", "flood", i) for i in range(5000))
+                 if mastered[partition_of(k)][0] == NODE_IDS[0]][:2000]
+        rows = [br.Write(k, [op.write("v", 1)]) for k in flood]
+        os.kill(nodes[1].proc.pid, signal.SIGSTOP)
+        t = time.monotonic()
+        try:
+            res = client.batch_write(br.BatchRecords(rows), {"total_timeout": 20_000})
+        finally:
+            took = time.monotonic() - t
+            os.kill(nodes[1].proc.pid, signal.SIGCONT)
+        codes = {r.result for r in res.batch_records}
+        print(f"2000 batch writes under master with the replica paused: {took:.2f}s, "
+              f"codes {codes}")
+        dropped = int(ns_stats(nodes[0].port)["repl_write_dropped"])
+        print(f"images dropped past the bound: {dropped}")
+        assert codes == {0} and took < 5 and 2000 - 2 * 256 <= dropped < 2000
         client.close()
     finally:
         for n in nodes:

@@ -31,6 +31,17 @@ use crate::node::{Node, ShardWork};
 /// told rather than left to time out itself, as a real cluster does when a replica is gone.
 pub const REPLICA_ACK_TIMEOUT_MS: u64 = 1_000;
 
+/// Most images a core sends in the background (commit level master) at once. Past it, an
+/// image is dropped and counted (`repl_write_dropped`), as one that times out is: a replica
+/// slower than the writes must cost neither unbounded tasks and fabric connections nor the
+/// latency the client chose commit level master to avoid.
+pub const BACKGROUND_IMAGES_PER_CORE_MAX: usize = 256;
+
+thread_local! {
+    /// Background images this core has in flight (one executor per thread: per core).
+    static BACKGROUND_IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// What a replica did with an image (the `ReplicaAck` byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplicaStatus {
@@ -153,6 +164,9 @@ pub struct ReplicationStats {
     pub sent_error: AtomicU64,
     /// Images with no answer within `REPLICA_ACK_TIMEOUT_MS`.
     pub sent_timeout: AtomicU64,
+    /// Background images (commit level master) not sent: the core had
+    /// `BACKGROUND_IMAGES_PER_CORE_MAX` in flight.
+    pub sent_dropped: AtomicU64,
     /// Images this node received as replica and stored.
     pub received_stored: AtomicU64,
     /// Images received that were not newer than this node's version (or had expired).
@@ -167,11 +181,12 @@ impl ReplicationStats {
     pub fn describe(&self) -> String {
         format!(
             "repl_write_success={};repl_write_error={};repl_write_timeout={};\
-             repl_write_received_stored={};repl_write_received_not_newer={};\
+             repl_write_dropped={};repl_write_received_stored={};repl_write_received_not_newer={};\
              repl_write_received_refused={};client_write_repl_failed={}",
             self.sent_success.load(Relaxed),
             self.sent_error.load(Relaxed),
             self.sent_timeout.load(Relaxed),
+            self.sent_dropped.load(Relaxed),
             self.received_stored.load(Relaxed),
             self.received_not_newer.load(Relaxed),
             self.received_refused.load(Relaxed),
@@ -219,7 +234,24 @@ pub async fn replicate(
     ));
     if !cfg.write_commit_level_override.waits_for_replicas(info3) {
         for to in targets {
-            glommio::spawn_local(send_one(node.clone(), ns, to, body.clone())).detach();
+            if BACKGROUND_IN_FLIGHT.get() >= BACKGROUND_IMAGES_PER_CORE_MAX {
+                let stats = &node.namespaces[ns].replication;
+                stats.sent_dropped.fetch_add(1, Relaxed);
+                if let Some(n) = node.logs.replica_failed.allow() {
+                    tracing::warn!(replica = %format!("{:X}", to.0), suppressed = n,
+                        in_flight = BACKGROUND_IMAGES_PER_CORE_MAX,
+                        "a write's image was dropped (commit level master, the replica is \
+                         behind): that replica misses it until migration exists");
+                }
+                continue;
+            }
+            let send = send_one(node.clone(), ns, to, body.clone());
+            BACKGROUND_IN_FLIGHT.set(BACKGROUND_IN_FLIGHT.get() + 1);
+            glommio::spawn_local(async move {
+                let _ = send.await;
+                BACKGROUND_IN_FLIGHT.set(BACKGROUND_IN_FLIGHT.get() - 1);
+            })
+            .detach();
         }
         return Ok(());
     }
