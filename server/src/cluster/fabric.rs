@@ -217,7 +217,8 @@ pub fn spawn_listener(core: Rc<Core>, listener: std::net::TcpListener) {
     .detach();
 }
 
-/// Serves one peer's connection: its hello, then proxied requests one at a time.
+/// Serves one peer's connection: its hello, then proxied requests and replica writes, one at
+/// a time.
 async fn serve_peer(core: Rc<Core>, mut stream: TcpStream) {
     let from = stream.peer_addr().ok();
     if let Err(error) = serve_peer_frames(&core, &mut stream).await {
