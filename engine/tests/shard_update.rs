@@ -12,7 +12,7 @@ use std::sync::Arc;
 use apogee_engine::clock;
 use apogee_engine::record::{Bin, Record, RecordMeta};
 use apogee_engine::shard::{
-    Applied, Decision, ShardStore, StoreConfig, UpdateError, UPDATE_ATTEMPTS_MAX,
+    Applied, ConflictPolicy, Decision, ShardStore, StoreConfig, UpdateError, UPDATE_ATTEMPTS_MAX,
 };
 use apogee_wire::Digest;
 use common::{cfg, run};
@@ -198,6 +198,51 @@ fn a_record_that_changes_during_every_read_ends_busy() {
     });
 }
 
+const GEN: ConflictPolicy = ConflictPolicy::Generation;
+
+#[test]
+fn apply_if_newer_by_last_update_time_lets_a_later_time_win_over_a_higher_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let store = open(cfg(&d, true)).await;
+        let lut = ConflictPolicy::LastUpdateTime;
+        assert_eq!(
+            store
+                .apply_if_newer(&version(5, 100, 1), lut)
+                .await
+                .unwrap(),
+            Applied::Stored
+        );
+        // Generation would keep gen 5; last-update-time takes the later write.
+        assert_eq!(
+            store
+                .apply_if_newer(&version(2, 200, 2), GEN)
+                .await
+                .unwrap(),
+            Applied::NotNewer
+        );
+        assert_eq!(
+            store
+                .apply_if_newer(&version(2, 200, 2), lut)
+                .await
+                .unwrap(),
+            Applied::Stored
+        );
+        assert_eq!(
+            store
+                .apply_if_newer(&version(9, 150, 3), lut)
+                .await
+                .unwrap(),
+            Applied::NotNewer
+        );
+        assert_eq!(
+            store.get(&digest()).await.unwrap(),
+            Some(version(2, 200, 2))
+        );
+    });
+}
+
 #[test]
 fn apply_if_newer_orders_by_generation_then_last_update_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,13 +250,16 @@ fn apply_if_newer_orders_by_generation_then_last_update_time() {
     run(move || async move {
         let store = open(cfg(&d, true)).await;
         assert_eq!(
-            store.apply_if_newer(&version(2, 100, 1)).await.unwrap(),
+            store
+                .apply_if_newer(&version(2, 100, 1), GEN)
+                .await
+                .unwrap(),
             Applied::Stored,
             "nothing local: stored"
         );
         for stale in [version(1, 500, 9), version(2, 100, 9), version(2, 99, 9)] {
             assert_eq!(
-                store.apply_if_newer(&stale).await.unwrap(),
+                store.apply_if_newer(&stale, GEN).await.unwrap(),
                 Applied::NotNewer
             );
         }
@@ -220,7 +268,10 @@ fn apply_if_newer_orders_by_generation_then_last_update_time() {
             Some(version(2, 100, 1))
         );
         assert_eq!(
-            store.apply_if_newer(&version(2, 101, 3)).await.unwrap(),
+            store
+                .apply_if_newer(&version(2, 101, 3), GEN)
+                .await
+                .unwrap(),
             Applied::Stored
         );
         // Stored as it came: its generation is not bumped.
@@ -231,13 +282,28 @@ fn apply_if_newer_orders_by_generation_then_last_update_time() {
         let mut expired = version(9, 200, 4);
         expired.meta.void_time = clock::now_secs() - 10;
         assert_eq!(
-            store.apply_if_newer(&expired).await.unwrap(),
+            store.apply_if_newer(&expired, GEN).await.unwrap(),
             Applied::Expired
+        );
+        // A tombstone of the very version stored (same generation and time) deletes it.
+        let tie = Record::tombstone(digest(), 2, 101);
+        assert_eq!(
+            store.apply_if_newer(&tie, GEN).await.unwrap(),
+            Applied::Stored
+        );
+        assert_eq!(store.get(&digest()).await.unwrap(), None);
+        assert_eq!(
+            store
+                .apply_if_newer(&version(2, 101, 3), GEN)
+                .await
+                .unwrap(),
+            Applied::Stored,
+            "a shadow keeps no version: a record after it is stored"
         );
         // A newer tombstone deletes, durably.
         let tombstone = Record::tombstone(digest(), 3, 300);
         assert_eq!(
-            store.apply_if_newer(&tombstone).await.unwrap(),
+            store.apply_if_newer(&tombstone, GEN).await.unwrap(),
             Applied::Stored
         );
         assert_eq!(store.get(&digest()).await.unwrap(), None);

@@ -81,6 +81,41 @@ pub struct NamespaceConfig {
     /// Copies of each record the namespace asks for; the cluster uses
     /// `min(replication-factor, members)` (Aerospike's effective replication factor).
     pub replication_factor: u32,
+    /// When the master acknowledges a write in a cluster (`write-commit-level-override`).
+    pub write_commit_level_override: CommitLevelOverride,
+    /// Which of two versions of a record wins when a replica or migration compares them.
+    pub conflict_resolution_policy: apogee_engine::shard::ConflictPolicy,
+}
+
+/// Aerospike's `write-commit-level-override`: `off` follows each client's commit level
+/// (its default: all), `all` and `master` override it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitLevelOverride {
+    #[default]
+    Off,
+    /// Acknowledge once every replica applied the write.
+    All,
+    /// Acknowledge once the master applied it; replicas are written in the background.
+    Master,
+}
+
+impl CommitLevelOverride {
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitLevelOverride::Off => "off",
+            CommitLevelOverride::All => "all",
+            CommitLevelOverride::Master => "master",
+        }
+    }
+
+    /// Whether a write with the client's info3 bits waits for every replica.
+    pub fn waits_for_replicas(self, info3_bits: u8) -> bool {
+        match self {
+            CommitLevelOverride::Off => info3_bits & apogee_wire::msg::info3::COMMIT_MASTER == 0,
+            CommitLevelOverride::All => true,
+            CommitLevelOverride::Master => false,
+        }
+    }
 }
 
 /// Aerospike's default `replication-factor`.
@@ -113,6 +148,8 @@ impl NamespaceConfig {
             memory: false,
             data_size: 4 << 30,
             replication_factor: REPLICATION_FACTOR_DEFAULT,
+            write_commit_level_override: CommitLevelOverride::Off,
+            conflict_resolution_policy: apogee_engine::shard::ConflictPolicy::Generation,
         }
     }
 }
@@ -269,6 +306,8 @@ struct NamespaceSection {
     stop_writes_avail_pct: Option<u64>,
     evict_used_pct: Option<u64>,
     replication_factor: Option<u32>,
+    write_commit_level_override: Option<String>,
+    conflict_resolution_policy: Option<String>,
     storage_engine: Option<String>,
     data_size: Option<u64>,
     file: Option<OneOrMany>,
@@ -737,7 +776,32 @@ impl Config {
             cores as u64 * (apogee_engine::index::OFFSET_MAX + 1),
             " bytes (at least cores x (4096 + 8 x write-block-size); at most 1 TiB per core)",
         )?;
+        let write_commit_level_override = match s.write_commit_level_override.as_deref() {
+            None | Some("off") => CommitLevelOverride::Off,
+            Some("all") => CommitLevelOverride::All,
+            Some("master") => CommitLevelOverride::Master,
+            Some(other) => {
+                return Err(ConfigError::OutOfRange {
+                    key: key("write-commit-level-override"),
+                    value: other.into(),
+                    allowed: "off, all or master".into(),
+                })
+            }
+        };
+        let conflict_resolution_policy = match s.conflict_resolution_policy.as_deref() {
+            None | Some("generation") => apogee_engine::shard::ConflictPolicy::Generation,
+            Some("last-update-time") => apogee_engine::shard::ConflictPolicy::LastUpdateTime,
+            Some(other) => {
+                return Err(ConfigError::OutOfRange {
+                    key: key("conflict-resolution-policy"),
+                    value: other.into(),
+                    allowed: "generation or last-update-time".into(),
+                })
+            }
+        };
         Ok(NamespaceConfig {
+            write_commit_level_override,
+            conflict_resolution_policy,
             replication_factor: range(
                 &key("replication-factor"),
                 s.replication_factor.unwrap_or(d.replication_factor),
@@ -997,6 +1061,43 @@ mod tests {
         assert!(e.to_string().contains("namespace"), "{e}");
         let e = Config::from_toml("[namespace.test]\nwrite-block-size = 196608\n", &o).unwrap_err();
         assert!(e.to_string().contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn commit_level_and_conflict_policy_take_aerospikes_names() {
+        use apogee_engine::shard::ConflictPolicy;
+        use apogee_wire::msg::info3;
+        let o = Overrides::default();
+        let d = &Config::from_toml("[namespace.test]\n", &o)
+            .unwrap()
+            .namespaces[0];
+        assert_eq!(d.write_commit_level_override, CommitLevelOverride::Off);
+        assert_eq!(d.conflict_resolution_policy, ConflictPolicy::Generation);
+        assert!(d.write_commit_level_override.waits_for_replicas(0));
+        assert!(!d
+            .write_commit_level_override
+            .waits_for_replicas(info3::COMMIT_MASTER));
+        let text = "[namespace.test]\nwrite-commit-level-override = \"master\"\n\
+                    conflict-resolution-policy = \"last-update-time\"\n";
+        let n = &Config::from_toml(text, &o).unwrap().namespaces[0];
+        assert_eq!(n.write_commit_level_override, CommitLevelOverride::Master);
+        assert!(!n.write_commit_level_override.waits_for_replicas(0));
+        assert_eq!(n.conflict_resolution_policy, ConflictPolicy::LastUpdateTime);
+        assert!(CommitLevelOverride::All.waits_for_replicas(info3::COMMIT_MASTER));
+        let e = Config::from_toml(
+            "[namespace.test]\nwrite-commit-level-override = \"one\"",
+            &o,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("namespace.test.write-commit-level-override = one"),
+            "{e}"
+        );
+        let e = Config::from_toml("[namespace.test]\nconflict-resolution-policy = \"x\"", &o)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("generation or last-update-time"), "{e}");
     }
 }
 

@@ -16,6 +16,7 @@ use futures_lite::{future, FutureExt};
 use glommio::net::TcpListener;
 
 use crate::admission::{FrameBudget, PARTIAL_FRAME_BYTES_MAX_PER_CORE};
+use crate::cluster::replica;
 use crate::command::{self, Reply};
 use crate::config::NamespaceConfig;
 use crate::connection;
@@ -151,7 +152,7 @@ impl Core {
         let writes = msg.header.info2 & info2::WRITE != 0;
         if !writes {
             let limits = self.node.namespaces[ns].live.limits();
-            return command::execute(&self.stores[ns], limits, msg, digest).await;
+            return command::execute(&self.stores[ns], limits, msg, digest, None).await;
         }
         if self.poisoned[ns].get().is_some() {
             return Reply::code(ResultCode::ServerError);
@@ -159,6 +160,14 @@ impl Core {
         if let Err(rc) = self.admit_bin_names(ns, msg) {
             return Reply::code(rc);
         }
+        // A clustered master captures what the write stores, to send to the replicas; a node
+        // alone does not even look up the partition.
+        let mut image = None;
+        let capture = (self.node.config.cluster.heartbeat.is_some()
+            && digest
+                .map_or_else(|| command::digest_of(msg), Ok)
+                .is_ok_and(|d| replica::wants_image(&self.node, ns, d.partition().0)))
+        .then_some(&mut image);
         let run = async {
             self.inject_write_panic(msg);
             command::execute(
@@ -166,6 +175,7 @@ impl Core {
                 self.node.namespaces[ns].live.limits(),
                 msg,
                 digest,
+                capture,
             )
             .await
         };
@@ -187,7 +197,54 @@ impl Core {
                 return Reply::code(ResultCode::ServerError);
             }
         };
+        // Under commit level all, the client hears of the write only once every replica
+        // applied it; a write no replica confirmed answers 9 (stored here, in doubt).
+        if let Some(record) = image.filter(|_| reply.result == ResultCode::Ok as u8) {
+            if let Err(rc) = replica::replicate(&self.node, ns, &record, msg.header.info3).await {
+                return Reply::code(rc);
+            }
+        }
         reply
+    }
+
+    /// Applies a master's image of a record of `ns` whose partition this core owns, if it is
+    /// newer by the namespace's conflict-resolution policy.
+    pub async fn apply_replica(
+        &self,
+        ns: usize,
+        record: &apogee_engine::Record,
+    ) -> replica::ReplicaStatus {
+        use apogee_engine::shard::Applied;
+        use replica::ReplicaStatus;
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.node.namespaces[ns].replication;
+        if self.poisoned[ns].get().is_some() {
+            stats.received_refused.fetch_add(1, Relaxed);
+            return ReplicaStatus::StoreFailed;
+        }
+        let policy = self.node.config.namespaces[ns].conflict_resolution_policy;
+        match self.stores[ns].apply_if_newer(record, policy).await {
+            Ok(Applied::Stored) => {
+                stats.received_stored.fetch_add(1, Relaxed);
+                ReplicaStatus::Stored
+            }
+            Ok(Applied::NotNewer) => {
+                stats.received_not_newer.fetch_add(1, Relaxed);
+                ReplicaStatus::NotNewer
+            }
+            Ok(Applied::Expired) => {
+                stats.received_not_newer.fetch_add(1, Relaxed);
+                ReplicaStatus::Expired
+            }
+            Err(error) => {
+                stats.received_refused.fetch_add(1, Relaxed);
+                if let Some(n) = self.node.logs.replica_apply_failed.allow() {
+                    tracing::warn!(shard = self.shard, %error, suppressed = n,
+                        "cannot store a replica image; the master answers its client 9");
+                }
+                ReplicaStatus::StoreFailed
+            }
+        }
     }
 
     /// Debug builds only: a write to the bin named by `APOGEE_FAULT_PANIC_BIN` panics, so
@@ -217,6 +274,14 @@ impl Core {
                     }
                     ShardWork::Scan(scan) => {
                         glommio::spawn_local(crate::scan::shard::run(core, scan)).detach();
+                        continue;
+                    }
+                    ShardWork::Replica(work) => {
+                        glommio::spawn_local(async move {
+                            let status = core.apply_replica(work.namespace, &work.record).await;
+                            let _ = work.reply.send(status);
+                        })
+                        .detach();
                         continue;
                     }
                 };

@@ -46,7 +46,8 @@ fn namespace_config(node: &Node, i: usize) -> String {
     format!(
         "replication-factor={};default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
-         filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={}",
+         filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={};\
+         write-commit-level-override={};conflict-resolution-policy={}",
         ns.replication_factor,
         live.default_ttl.load(Relaxed),
         get(Setting::NsupPeriod),
@@ -61,6 +62,8 @@ fn namespace_config(node: &Node, i: usize) -> String {
         get(Setting::StopWritesUsedPct),
         get(Setting::StopWritesAvailPct),
         get(Setting::EvictUsedPct),
+        ns.write_commit_level_override.name(),
+        ns.conflict_resolution_policy.name(),
     )
 }
 
@@ -213,7 +216,7 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
     Some(format!(
         "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
          expired_objects={};evicted_objects={};data_used_bytes={};data_total_bytes={};data_used_pct={};\
-         index_used_bytes={};effective_replication_factor={};{};cache_hits={};device_reads={}",
+         index_used_bytes={};effective_replication_factor={};{};cache_hits={};device_reads={};{}",
         s.objects,
         s.shadows,
         s.bad_records,
@@ -228,7 +231,8 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         node.partitions.load().replica_count(i),
         namespace_config(node, i),
         s.cache_hits,
-        s.device_reads
+        s.device_reads,
+        node.namespaces[i].replication.describe()
     ))
 }
 

@@ -67,6 +67,10 @@ pub struct NodeLogLimits {
     pub fabric_other_cluster: RateLimited,
     /// A proxied request that could not reach the partition's master.
     pub proxy_failed: RateLimited,
+    /// A write's image that a replica did not apply (refused, unreachable, no answer).
+    pub replica_failed: RateLimited,
+    /// An image this node could not apply as a replica (its store failed).
+    pub replica_apply_failed: RateLimited,
 }
 
 /// The per-core limiters of every repeated line.

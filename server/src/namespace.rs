@@ -64,6 +64,8 @@ pub struct Namespace {
     /// Each open shard's handles, in the order the shards opened: one entry per shard, so
     /// the handles of one shard always travel together.
     shards: Mutex<Vec<ShardHandles>>,
+    /// Replica writes sent and received, for `namespace/<ns>`.
+    pub replication: crate::cluster::replica::ReplicationStats,
 }
 
 impl Namespace {
@@ -77,6 +79,7 @@ impl Namespace {
             latency: (0..cores).map(|_| Default::default()).collect(),
             truncated: Mutex::default(),
             shards: Mutex::default(),
+            replication: Default::default(),
         }
     }
 

@@ -42,6 +42,8 @@ pub enum ShardWork {
     Batch(crate::batch::ShardBatch),
     /// The partitions of one scan that this shard owns.
     Scan(crate::scan::ShardScan),
+    /// A record image from a partition's master, for this shard's replica copy.
+    Replica(crate::cluster::replica::ReplicaApply),
 }
 
 /// The node-wide shared state.

@@ -126,7 +126,6 @@ impl PartitionTable {
     }
 
     /// The nodes holding `partition` of `ns`, master first (empty when none is known).
-    #[cfg(test)]
     pub fn holders(&self, ns: usize, partition: u16) -> &[NodeId] {
         &self.namespaces[ns].replicas[usize::from(partition)]
     }

@@ -1,9 +1,8 @@
 """A 3-node Apogee cluster on loopback, with real processes and the official Python client:
 the nodes form one cluster and agree on Aerospike's partition map, the client finds every
 node from one seed and routes each key to its master; a SIGKILLed node is dropped and the
-survivors re-form, and it rejoins when restarted. Membership and the partition map only:
-records are not replicated or migrated yet, so no data is expected to survive a node. A
-request that reaches a node which does not master its partition is proxied over the fabric.
+survivors re-form, and it rejoins when restarted. Writes are replicated (test_replication.py
+checks what survives a node) but not migrated. A request that reaches a node which does not master its partition is proxied over the fabric.
 
 Node ids are A1, B2, C3, as in the real CE cluster the balance was checked against
 (design.md §5). Every wait is bounded; times are printed (run with -s to see them)."""
@@ -204,22 +203,24 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     rows = balance(NODE_IDS, 2)
     want = {m: 0 for m in NODE_IDS}
     for k in keys:
-        want[rows[partition_of(k)][0]] += 1
+        for holder in rows[partition_of(k)]:
+            want[holder] += 1
     for n, node_id in zip(cluster.nodes, NODE_IDS):
         assert objects(n.port) == want[node_id], f"node {node_id:X}: want {want}"
-    print(f"1000 keys put and read through one seed; objects per master {want}")
+    print(f"1000 keys put and read through one seed; objects per master and replica {want}")
 
     # The client routed every request straight to its master: nothing was proxied.
     for n in cluster.nodes:
         s = stats(n.port)
         assert (s["client_proxy_complete"], s["proxy_received"]) == ("0", "0"), s
-    # A read sent straight to a node that does not master the key is proxied to the master
-    # over the fabric, and its reply relayed: found there, not found for a missing key.
-    foreign = next(k for k in keys if rows[partition_of(k)][0] != NODE_IDS[0])
+    # A read sent straight to a node that does not hold the key is proxied to the master
+    # over the fabric, and its reply relayed: found there, not found for a missing key. (A
+    # node holding it as a replica serves it itself: test_replication.py.)
+    foreign = next(k for k in keys if NODE_IDS[0] not in rows[partition_of(k)])
     master = cluster.nodes[NODE_IDS.index(rows[partition_of(foreign)][0])]
     assert raw_get_result(seed.port, foreign) == 0
     missing = next(("test", "cluster", i) for i in range(10_000, 20_000)
-                   if rows[partition_of(("test", "cluster", i))][0] != NODE_IDS[0])
+                   if NODE_IDS[0] not in rows[partition_of(("test", "cluster", i))])
     assert raw_get_result(seed.port, missing) == 2
     assert stats(seed.port)["client_proxy_complete"] == "2"
     assert stats(master.port)["proxy_received"] != "0"
@@ -235,7 +236,7 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     assert f"{NODE_IDS[2]:X}" not in one(cluster.nodes[0].port, "peers-clear-std")
 
     # The client follows: it drops the dead node, takes the new map, and new keys land on
-    # their new masters (no data moved: phase 1 has no migration).
+    # their new masters and replicas (no data moved: there is no migration yet).
     wait_client_nodes(client, 2)
     before = [objects(n.port) for n in cluster.nodes[:2]]
     rows2 = balance(NODE_IDS[:2], 2)
@@ -251,7 +252,8 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
                 assert time.monotonic() < deadline, f"put {k} still failing: {e}"
                 time.sleep(0.1)
     for i, node_id in enumerate(NODE_IDS[:2]):
-        landed = sum(1 for k in fresh if rows2[partition_of(k)][0] == node_id)
+        landed = sum(1 for k in fresh if node_id in rows2[partition_of(k)])
+        assert landed == len(fresh), "2 nodes, replication-factor 2: each holds every key"
         assert objects(cluster.nodes[i].port) - before[i] == landed
     client.close()
 

@@ -35,6 +35,8 @@ pub mod info2 {
 /// info3 bits.
 pub mod info3 {
     pub const LAST: u8 = 0x01;
+    /// The client's commit level is "master": acknowledge once the master applied the write.
+    pub const COMMIT_MASTER: u8 = 0x02;
     pub const UPDATE_ONLY: u8 = 0x08;
     pub const CREATE_OR_REPLACE: u8 = 0x10;
     pub const REPLACE_ONLY: u8 = 0x20;

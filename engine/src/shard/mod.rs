@@ -12,6 +12,6 @@ pub mod truncate;
 
 pub use media::ExtentConfig;
 pub use store::{
-    Applied, CommitTicket, Decision, InjectedFault, ShardStore, StoreConfig, UpdateError,
-    UPDATE_ATTEMPTS_MAX,
+    Applied, CommitTicket, ConflictPolicy, Decision, InjectedFault, ShardStore, StoreConfig,
+    UpdateError, UPDATE_ATTEMPTS_MAX,
 };

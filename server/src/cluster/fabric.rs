@@ -1,7 +1,9 @@
-//! The fabric: TCP between the nodes of a cluster. Phase 1 carries one thing over it: a keyed
-//! request that reached a node which does not master its partition is forwarded to the master
-//! (as Aerospike proxies), and the master's reply frame is relayed to the client unchanged.
-//! Replication and migration will use the same connections.
+//! The fabric: TCP between the nodes of a cluster. It carries two exchanges, each a request
+//! frame answered by one reply frame on the same connection: a keyed request that reached a
+//! node which does not master its partition is forwarded to the master (as Aerospike proxies)
+//! and the master's reply frame relayed to the client unchanged; and a write's record image
+//! from a partition's master to each replica, answered by what the replica did with it
+//! (`replica`). Migration will use the same connections.
 //!
 //! Owns the fabric's framing (ours; little-endian): `len u32` (bytes after it, at most
 //! `FABRIC_FRAME_BYTES_MAX`) `| magic "APFB" | version u8 | kind u8 | body`. The first frame on
@@ -28,6 +30,7 @@ use glommio::net::TcpStream;
 
 use crate::command::Reply;
 use crate::core::Core;
+use crate::node::Node;
 
 const MAGIC: [u8; 4] = *b"APFB";
 /// Bumped on any change of the framing; a peer with another version is refused.
@@ -56,6 +59,10 @@ pub enum Kind {
     Hello = 1,
     ProxyRequest = 2,
     ProxyReply = 3,
+    /// A record image for a replica (body: `replica::encode_image`).
+    ReplicaWrite = 4,
+    /// A replica's answer: one `replica::ReplicaStatus` byte.
+    ReplicaAck = 5,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,12 @@ pub enum FabricError {
     Request(String),
     #[error("no hello or reply in time")]
     Timeout,
+    #[error(transparent)]
+    Image(#[from] super::replica::ImageError),
+    #[error("malformed replica answer ({0} bytes)")]
+    Ack(usize),
+    #[error("node {0:X} is not a peer in this view")]
+    NoPeer(u64),
 }
 
 /// Proxy counters, node-wide, for `statistics`.
@@ -132,6 +145,8 @@ fn parse_head(head: &[u8; FRAME_HEAD_BYTES]) -> Result<Kind, FabricError> {
         1 => Ok(Kind::Hello),
         2 => Ok(Kind::ProxyRequest),
         3 => Ok(Kind::ProxyReply),
+        4 => Ok(Kind::ReplicaWrite),
+        5 => Ok(Kind::ReplicaAck),
         k => Err(FabricError::Kind(k)),
     }
 }
@@ -202,7 +217,8 @@ pub fn spawn_listener(core: Rc<Core>, listener: std::net::TcpListener) {
     .detach();
 }
 
-/// Serves one peer's connection: its hello, then proxied requests one at a time.
+/// Serves one peer's connection: its hello, then proxied requests and replica writes, one at
+/// a time.
 async fn serve_peer(core: Rc<Core>, mut stream: TcpStream) {
     let from = stream.peer_addr().ok();
     if let Err(error) = serve_peer_frames(&core, &mut stream).await {
@@ -250,6 +266,15 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
         .map_err(|e| FabricError::Io(e.into()))?;
     loop {
         let (kind, body) = read_frame(stream).await?;
+        if kind == Kind::ReplicaWrite {
+            // A malformed image closes the connection (`?`); a well-formed one is answered.
+            let status = super::replica::receive(core, &body).await?;
+            drop(body);
+            stream
+                .write_all(&frame(Kind::ReplicaAck, &[status as u8]))
+                .await?;
+            continue;
+        }
         if kind != Kind::ProxyRequest {
             return Err(FabricError::Unexpected {
                 expected: Kind::ProxyRequest,
@@ -283,30 +308,9 @@ pub async fn proxy(core: &Core, master: NodeId, msg: &Message) -> Vec<u8> {
         return Reply::code(ResultCode::PartitionUnavailable).into_frame();
     };
     let request = frame(Kind::ProxyRequest, &msg.encode());
-    let fresh = || async {
-        let stream = connect(core, addr).await?;
-        exchange(stream, &request).await
-    };
-    let pooled = POOL.with(|p| p.borrow_mut().get_mut(&addr).and_then(Vec::pop));
-    let result = match pooled {
-        // A pooled connection may have been closed by the peer while idle: then once more
-        // on a fresh one (not after a timeout: the master is slow, not gone).
-        Some(stream) => match exchange(stream, &request).await {
-            Err(FabricError::Timeout) => Err(FabricError::Timeout),
-            Err(_) => fresh().await,
-            ok => ok,
-        },
-        None => fresh().await,
-    };
-    match result {
-        Ok((stream, reply)) => {
-            POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                let idle = p.entry(addr).or_default();
-                if idle.len() < POOLED_PER_PEER_MAX {
-                    idle.push(stream);
-                }
-            });
+    let deadline = Duration::from_millis(PROXY_REPLY_TIMEOUT_MS);
+    match request_reply(&core.node, addr, &request, Kind::ProxyReply, deadline).await {
+        Ok(reply) => {
             stats.complete.fetch_add(1, Relaxed);
             reply
         }
@@ -321,34 +325,86 @@ pub async fn proxy(core: &Core, master: NodeId, msg: &Message) -> Vec<u8> {
     }
 }
 
-async fn connect(core: &Core, addr: SocketAddr) -> Result<TcpStream, FabricError> {
+/// Sends a replica-write frame (`replica::replicate` builds it) to `to` and returns the
+/// replica's answer, within `REPLICA_ACK_TIMEOUT_MS`.
+pub async fn replica_write(
+    node: &Node,
+    to: NodeId,
+    request: &[u8],
+) -> Result<super::replica::ReplicaStatus, FabricError> {
+    let addr = node
+        .cluster
+        .load()
+        .fabric_of(to)
+        .ok_or(FabricError::NoPeer(to.0))?;
+    let deadline = Duration::from_millis(super::replica::REPLICA_ACK_TIMEOUT_MS);
+    let body = request_reply(node, addr, request, Kind::ReplicaAck, deadline).await?;
+    match body[..] {
+        [b] => super::replica::ReplicaStatus::from_byte(b).ok_or(FabricError::Ack(1)),
+        _ => Err(FabricError::Ack(body.len())),
+    }
+}
+
+/// One request and its reply on a pooled connection to `addr` (a fresh one when none is
+/// idle), the connection pooled again afterwards.
+async fn request_reply(
+    node: &Node,
+    addr: SocketAddr,
+    request: &[u8],
+    reply_kind: Kind,
+    deadline: Duration,
+) -> Result<Vec<u8>, FabricError> {
+    let fresh = || async {
+        let stream = connect(node, addr).await?;
+        exchange(stream, request, reply_kind, deadline).await
+    };
+    let pooled = POOL.with(|p| p.borrow_mut().get_mut(&addr).and_then(Vec::pop));
+    let (stream, reply) = match pooled {
+        // A pooled connection may have been closed by the peer while idle: then once more
+        // on a fresh one (not after a timeout: the peer is slow, not gone).
+        Some(stream) => match exchange(stream, request, reply_kind, deadline).await {
+            Err(FabricError::Timeout) => Err(FabricError::Timeout),
+            Err(_) => fresh().await,
+            ok => ok,
+        },
+        None => fresh().await,
+    }?;
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let idle = p.entry(addr).or_default();
+        if idle.len() < POOLED_PER_PEER_MAX {
+            idle.push(stream);
+        }
+    });
+    Ok(reply)
+}
+
+async fn connect(node: &Node, addr: SocketAddr) -> Result<TcpStream, FabricError> {
     let mut stream = TcpStream::connect_timeout(addr, Duration::from_millis(CONNECT_TIMEOUT_MS))
         .await
         .map_err(|e| FabricError::Io(e.into()))?;
     stream
         .set_nodelay(true)
         .map_err(|e| FabricError::Io(e.into()))?;
-    let hello = hello_body(
-        core.node.config.cluster.cluster_name.as_deref(),
-        core.node.id,
-    );
+    let hello = hello_body(node.config.cluster.cluster_name.as_deref(), node.id);
     stream.write_all(&frame(Kind::Hello, &hello)).await?;
     Ok(stream)
 }
 
-/// Sends one request and reads its reply, within `PROXY_REPLY_TIMEOUT_MS`.
+/// Sends one request and reads its reply (of kind `reply_kind`), within `deadline`.
 async fn exchange(
     mut stream: TcpStream,
     request: &[u8],
+    reply_kind: Kind,
+    deadline: Duration,
 ) -> Result<(TcpStream, Vec<u8>), FabricError> {
-    let deadline = Duration::from_millis(PROXY_REPLY_TIMEOUT_MS);
     let outcome = glommio::timer::timeout(deadline, async {
         let r = async {
             stream.write_all(request).await?;
             let (kind, body) = read_frame(&mut stream).await?;
-            if kind != Kind::ProxyReply {
+            if kind != reply_kind {
                 return Err(FabricError::Unexpected {
-                    expected: Kind::ProxyReply,
+                    expected: reply_kind,
                     got: kind,
                 });
             }

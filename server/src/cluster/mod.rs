@@ -1,8 +1,9 @@
-//! The cluster, wired into the server (phase 1: membership and the partition map; no
-//! replication or migration yet). `task` runs on core 0: a UDP heartbeat socket carrying the
-//! failure detector's SWIM packets and the view change's messages (`envelope`), feeding
-//! apogee-cluster's pure state machines exactly as `cluster/tests/membership_sim.rs` wires
-//! them, and on every committed view it publishes a new `PartitionTable` and `ClusterState`.
+//! The cluster, wired into the server: membership, the partition map, proxying (`fabric`) and
+//! replication of writes (`replica`); no migration yet. `task` runs on core 0: a UDP heartbeat
+//! socket carrying the failure detector's SWIM packets and the view change's messages
+//! (`envelope`), feeding apogee-cluster's pure state machines exactly as
+//! `cluster/tests/membership_sim.rs` wires them, and on every committed view it publishes a
+//! new `PartitionTable` and `ClusterState`.
 //!
 //! This module owns what clients and operators see of the membership: `ClusterState` and its
 //! info answers (`statistics` fields, `peers-*`, `services`, `cluster-stable`). It must never
@@ -10,6 +11,7 @@
 
 pub mod envelope;
 pub mod fabric;
+pub mod replica;
 pub mod task;
 
 use std::net::SocketAddr;

@@ -193,15 +193,22 @@ pub struct WriteLimits {
     pub max_record_size: usize,
 }
 
+/// Where a write leaves the version it stored, for replication: the whole new record, or a
+/// tombstone for a delete; left `None` when the command stored nothing. Only a clustered
+/// node's master asks (`Some(capture)`), so a node alone never copies a record for it.
+pub type Image<'a> = Option<&'a mut Option<apogee_engine::Record>>;
+
 /// Runs a validated keyed command against the shard store that owns its record.
 ///
 /// `digest` names the record when the message does not carry it (a batch row's digest sits
-/// beside its shared command); `None` reads the message's DIGEST field.
+/// beside its shared command); `None` reads the message's DIGEST field. `image`: see
+/// [`Image`].
 pub async fn execute(
     store: &apogee_engine::shard::ShardStore,
     limits: WriteLimits,
     msg: &Message,
     digest: Option<Digest>,
+    image: Image<'_>,
 ) -> Reply {
     if let Err(rc) = validate(msg) {
         return Reply::code(rc);
@@ -213,9 +220,9 @@ pub async fn execute(
     let h = &msg.header;
     let result = if h.info2 & info2::WRITE != 0 {
         if h.info2 & info2::DELETE != 0 {
-            delete::run(store, msg, digest).await
+            delete::run(store, msg, digest, image).await
         } else {
-            write::run(store, limits, msg, digest).await
+            write::run(store, limits, msg, digest, image).await
         }
     } else if h.info1 & info1::READ != 0 {
         read::run(store, limits, msg, digest).await

@@ -104,7 +104,8 @@ async fn read_touch(
         name: vec![],
         value: vec![],
     }];
-    if let Err(rc) = super::write::run(store, limits, &touch, digest).await {
+    // Not replicated (a read has no replication path yet): a replica keeps the old TTL.
+    if let Err(rc) = super::write::run(store, limits, &touch, digest, None).await {
         tracing::debug!(code = rc as u8, "read-touch skipped");
     }
 }

@@ -463,14 +463,37 @@ pub async fn run(
     ns: WriteLimits,
     msg: &Message,
     digest: Digest,
+    image: super::Image<'_>,
 ) -> Result<Reply, ResultCode> {
     check_request(msg)?;
-    store
+    let Some(image) = image else {
+        return store
+            .update(&digest, |existing| {
+                plan(ns, msg, digest, existing, clock::now_secs())
+            })
+            .await
+            .map_err(update_error_code);
+    };
+    // The last decision taken is the one appended (an earlier one was dropped for a retry),
+    // so each decision overwrites the image.
+    let reply = store
         .update(&digest, |existing| {
-            plan(ns, msg, digest, existing, clock::now_secs())
+            let generation = existing.as_ref().map(|r| r.meta.generation);
+            let (decision, reply) = plan(ns, msg, digest, existing, clock::now_secs())?;
+            *image = match (&decision, generation) {
+                (Decision::Write(r), _) => Some(r.clone()),
+                // As `update` writes it: the read version's generation, a time of now.
+                (Decision::Delete, Some(g)) => Some(Record::tombstone(digest, g, clock::now_ms())),
+                (Decision::Delete, None) | (Decision::Keep, _) => None,
+            };
+            Ok((decision, reply))
         })
         .await
-        .map_err(update_error_code)
+        .map_err(update_error_code);
+    if reply.is_err() {
+        *image = None;
+    }
+    reply
 }
 
 #[cfg(test)]
@@ -749,14 +772,14 @@ mod tests {
                     )];
                     m
                 };
-                run(&store, ns, &incr(100), digest).await.unwrap();
+                run(&store, ns, &incr(100), digest, None).await.unwrap();
                 // Fill two more blocks so the hot record's block is flushed and leaves memory.
                 for i in 0..300 {
                     let mut m = incr(1);
                     m.ops[0].name = b"pad".to_vec();
                     m.ops
                         .push(op(OpType::WRITE, particle::BLOB, "b", vec![0; 1000]));
-                    run(&store, ns, &m, Digest::of_integer("s", i))
+                    run(&store, ns, &m, Digest::of_integer("s", i), None)
                         .await
                         .unwrap();
                 }
@@ -764,15 +787,46 @@ mod tests {
                     .map(|_| {
                         let store = store.clone();
                         let m = incr(1);
-                        glommio::spawn_local(async move { run(&store, ns, &m, digest).await })
+                        // Each captures the image of what it stored, for replication.
+                        glommio::spawn_local(async move {
+                            let mut image = None;
+                            run(&store, ns, &m, digest, Some(&mut image)).await?;
+                            Ok::<_, ResultCode>(image)
+                        })
                     })
                     .collect();
+                let mut images = Vec::new();
                 for w in writers {
-                    w.await.unwrap();
+                    images.push(w.await.unwrap().expect("a write stores an image"));
                 }
                 let r = store.get(&digest).await.unwrap().unwrap();
                 assert_eq!(r.bins[0].value, 110i64.to_be_bytes());
                 assert_eq!(r.meta.generation, 11);
+                // Retried writes leave the image of the version they appended, not of an
+                // attempt dropped: one image per generation, the last one the stored record.
+                images.sort_by_key(|i| i.meta.generation);
+                let generations: Vec<u16> = images.iter().map(|i| i.meta.generation).collect();
+                assert_eq!(generations, (2..=11).collect::<Vec<u16>>());
+                assert_eq!(images.last(), Some(&r));
+                // A refused write leaves none; a delete leaves its tombstone.
+                let mut stale = incr(1);
+                stale.header.info2 |= info2::GENERATION;
+                stale.header.generation = 3;
+                let mut image = None;
+                assert_eq!(
+                    run(&store, ns, &stale, digest, Some(&mut image))
+                        .await
+                        .err(),
+                    Some(ResultCode::Generation)
+                );
+                assert_eq!(image, None);
+                let mut del = Message::default();
+                del.header.info2 = info2::WRITE | info2::DELETE;
+                super::super::delete::run(&store, &del, digest, Some(&mut image))
+                    .await
+                    .unwrap();
+                let t = image.expect("a delete's tombstone");
+                assert!(t.tombstone && t.meta.generation == 11 && t.digest == digest);
             })
             .unwrap()
             .join()

@@ -1,5 +1,7 @@
 //! Requests for one record: run on this core when it owns the record's partition, else handed
-//! to the owning core and its reply awaited.
+//! to the owning core and its reply awaited. A write runs on the partition's master only; a
+//! read also on a replica (the client's replica policy chose it); anything else is proxied to
+//! the master.
 //!
 //! Owns the route of a keyed command, never its execution (that is `Core::execute`, on the
 //! owning core). It must never touch another core's store except through its inbox.
@@ -51,7 +53,14 @@ async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8>
     let partition = digest.partition().0;
     let master = {
         let table = core.node.partitions.load();
-        (!table.is_master(ns, partition)).then(|| table.master(ns, partition))
+        // A read of a partition this node holds as a replica is served here, as an AP
+        // Aerospike node serves a client whose replica policy sent it there; not one that
+        // touches the record (read-touch-ttl), which writes and so belongs to the master.
+        let local = table.is_master(ns, partition)
+            || (msg.header.info2 & info2::WRITE == 0
+                && msg.header.record_ttl == 0
+                && table.holders(ns, partition).contains(&core.node.id));
+        (!local).then(|| table.master(ns, partition))
     };
     if let Some(master) = master {
         // Another node's partition: forwarded to its master over the fabric, as Aerospike

@@ -1,11 +1,14 @@
 //! Applying a record version that was decided elsewhere (replication, migration, re-homing):
 //! [`ShardStore::apply_if_newer`] stores it only when it is newer than the shard's own, by the
-//! order design.md §3 gives versions — generation first, then last-update time.
+//! namespace's `conflict-resolution-policy` ([`ConflictPolicy`], Aerospike's names):
+//! `generation` orders versions by generation, then last-update time (design.md §3);
+//! `last-update-time` by last-update time, then generation. A tombstone also wins a tie (it
+//! carries the generation of the version it deleted: see [`supersedes`]).
 //!
 //! Limits, stated so callers do not rely on more: generations wrap at 65,535 and the order does
 //! not see the wrap; a local tombstone (a shadow) keeps no metadata, so an incoming record
-//! always wins over a deleted one. It must never replace a local version that is at least as
-//! new as the incoming one.
+//! always wins over a deleted one (as a record created again after a delete must: it starts
+//! at generation 1). It must never replace a local version newer than the incoming one.
 
 use crate::clock;
 use crate::error::StoreError;
@@ -24,26 +27,80 @@ pub enum Applied {
     Expired,
 }
 
+/// How two versions of one record are ordered (Aerospike's `conflict-resolution-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConflictPolicy {
+    /// The higher generation wins; equal generations: the later last-update time.
+    #[default]
+    Generation,
+    /// The later last-update time wins; equal times: the higher generation.
+    LastUpdateTime,
+}
+
+impl ConflictPolicy {
+    /// Aerospike's name of the policy, as `get-config` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConflictPolicy::Generation => "generation",
+            ConflictPolicy::LastUpdateTime => "last-update-time",
+        }
+    }
+}
+
 /// Whether version `a` is newer than version `b`: by generation, then by last-update time.
 pub fn is_newer(a: &RecordMeta, b: &RecordMeta) -> bool {
-    (a.generation, a.last_update_ms) > (b.generation, b.last_update_ms)
+    is_newer_by(ConflictPolicy::Generation, a, b)
+}
+
+/// Whether version `a` is newer than version `b` under `policy`. Equal versions are not
+/// newer, so an image received twice is stored once.
+pub fn is_newer_by(policy: ConflictPolicy, a: &RecordMeta, b: &RecordMeta) -> bool {
+    match policy {
+        ConflictPolicy::Generation => {
+            (a.generation, a.last_update_ms) > (b.generation, b.last_update_ms)
+        }
+        ConflictPolicy::LastUpdateTime => {
+            (a.last_update_ms, a.generation) > (b.last_update_ms, b.generation)
+        }
+    }
+}
+
+/// Whether an incoming version replaces the local live version `local` under `policy`: when
+/// it is newer, or when it is a tombstone no older than `local` — a master's delete carries
+/// the generation of the version it deleted and may fall in the same millisecond as its
+/// write, and the delete must still win over that version.
+pub fn supersedes(
+    policy: ConflictPolicy,
+    incoming: &RecordMeta,
+    incoming_is_tombstone: bool,
+    local: &RecordMeta,
+) -> bool {
+    if incoming_is_tombstone {
+        !is_newer_by(policy, local, incoming)
+    } else {
+        is_newer_by(policy, incoming, local)
+    }
 }
 
 impl ShardStore {
     /// Stores `record` (a record or a tombstone, with its own generation and last-update time
-    /// kept as they are) if it is newer than the shard's live version of its digest, or if
-    /// the shard has none; acknowledged under the configured commit level.
-    pub async fn apply_if_newer(&self, record: &Record) -> Result<Applied, StoreError> {
+    /// kept as they are) if it [`supersedes`] the shard's live version of its digest by
+    /// `policy`, or if the shard has none; acknowledged under the configured commit level.
+    pub async fn apply_if_newer(
+        &self,
+        record: &Record,
+        policy: ConflictPolicy,
+    ) -> Result<Applied, StoreError> {
         if !record.tombstone && clock::is_expired(record.meta.void_time, clock::now_secs()) {
             return Ok(Applied::Expired);
         }
         // No await from the look at the local version to the append.
         if let Some(local) = self.meta(&record.digest) {
-            if !is_newer(&record.meta, &local.meta) {
+            if !supersedes(policy, &record.meta, record.tombstone, &local.meta) {
                 return Ok(Applied::NotNewer);
             }
         }
-        let ticket = self.append(record)?;
+        let ticket = self.append_uncounted(record)?;
         self.commit(ticket).await?;
         Ok(Applied::Stored)
     }
@@ -67,5 +124,62 @@ mod tests {
         assert!(is_newer(&meta(2, 101), &meta(2, 100)));
         assert!(!is_newer(&meta(2, 100), &meta(2, 100)));
         assert!(!is_newer(&meta(1, 500), &meta(2, 100)));
+    }
+
+    #[test]
+    fn last_update_time_orders_first_then_generation() {
+        let lut = ConflictPolicy::LastUpdateTime;
+        assert!(is_newer_by(lut, &meta(1, 500), &meta(2, 100)));
+        assert!(!is_newer_by(lut, &meta(9, 99), &meta(2, 100)));
+        assert!(is_newer_by(lut, &meta(3, 100), &meta(2, 100)));
+        assert!(!is_newer_by(lut, &meta(2, 100), &meta(2, 100)));
+        // The two policies disagree exactly when generation and time disagree.
+        let gen = ConflictPolicy::Generation;
+        assert!(is_newer_by(gen, &meta(2, 100), &meta(1, 500)));
+        assert!(!is_newer_by(lut, &meta(2, 100), &meta(1, 500)));
+    }
+
+    #[test]
+    fn a_tombstone_wins_ties_a_record_does_not() {
+        for policy in [ConflictPolicy::Generation, ConflictPolicy::LastUpdateTime] {
+            let local = meta(4, 100);
+            assert!(supersedes(policy, &meta(4, 100), true, &local));
+            assert!(!supersedes(policy, &meta(4, 100), false, &local));
+            assert!(supersedes(policy, &meta(5, 100), false, &local));
+            assert!(!supersedes(policy, &meta(3, 99), true, &local));
+        }
+        // Only the policy's order says which older-looking tombstone loses.
+        let local = meta(4, 100);
+        assert!(!supersedes(
+            ConflictPolicy::Generation,
+            &meta(3, 500),
+            true,
+            &local
+        ));
+        assert!(supersedes(
+            ConflictPolicy::LastUpdateTime,
+            &meta(3, 500),
+            true,
+            &local
+        ));
+    }
+
+    #[test]
+    fn each_policy_is_a_strict_order_on_distinct_versions() {
+        // Over a small grid: exactly one of a>b, b>a, a==b holds, for both policies.
+        let grid: Vec<RecordMeta> = (0..4u16)
+            .flat_map(|g| (0..4u64).map(move |t| meta(g, t * 10)))
+            .collect();
+        for policy in [ConflictPolicy::Generation, ConflictPolicy::LastUpdateTime] {
+            for a in &grid {
+                for b in &grid {
+                    let n = [is_newer_by(policy, a, b), is_newer_by(policy, b, a), a == b]
+                        .iter()
+                        .filter(|&&x| x)
+                        .count();
+                    assert_eq!(n, 1, "{policy:?} {a:?} {b:?}");
+                }
+            }
+        }
     }
 }

@@ -37,7 +37,7 @@ mod recover;
 mod update;
 mod write;
 
-pub use apply::{is_newer, Applied};
+pub use apply::{is_newer, is_newer_by, supersedes, Applied, ConflictPolicy};
 pub use commit::UNFLUSHED_BLOCKS_MAX;
 pub use config::StoreConfig;
 pub(crate) use keydir::{Change, Keydir, Uncounted};

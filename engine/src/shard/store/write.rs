@@ -74,6 +74,14 @@ impl ShardStore {
     /// Synchronous, so a caller that checked the record's `version` appends before anything else
     /// can change it; the returned ticket is then awaited with `commit`.
     pub fn append(&self, record: &Record) -> Result<CommitTicket, StoreError> {
+        let ticket = self.append_uncounted(record)?;
+        self.stats.count_write();
+        Ok(ticket)
+    }
+
+    /// [`ShardStore::append`] without counting a client write: a version decided elsewhere
+    /// (a replica's image) is not one of this node's `client_write_success`.
+    pub(super) fn append_uncounted(&self, record: &Record) -> Result<CommitTicket, StoreError> {
         let size = record.encoded_bytes();
         if size > self.record_bytes_max() {
             return Err(StoreError::RecordTooBig {
@@ -87,15 +95,13 @@ impl ShardStore {
             self.check_stop_writes()?;
             Claim::Client
         };
-        let ticket = self.append_bytes(
+        self.append_bytes(
             Incoming::Record(record),
             record.digest,
             record.meta,
             record.tombstone,
             claim,
-        )?;
-        self.stats.count_write();
-        Ok(ticket)
+        )
     }
 
     /// Refuses client writes (deletes still pass) while live data fills `stop-writes-used-pct`
