@@ -1,9 +1,9 @@
 //! The official Rust client (`aerospike` 3.0) against a real three-node Apogee cluster on
-//! loopback: given one seed it discovers every node through `peers-*`, routes each key to the
-//! node that masters its partition (no request needs a proxy), batch-reads across the nodes,
-//! and after a node is SIGKILLed it follows the re-formed cluster and writes and reads again.
-//! Records are not replicated yet (issue 17): what the killed node mastered is gone until it
-//! returns, so the test checks only records written after the kill.
+//! loopback (replication-factor 2, the default): given one seed it discovers every node
+//! through `peers-*`, routes each key to the node that masters its partition (no request needs
+//! a proxy), every record is stored on its master and its replica, a batch reads across the
+//! nodes, and after the principal is SIGKILLed the client follows the re-formed cluster and
+//! reads every record written before the kill (each had a copy on a survivor) and writes anew.
 
 mod common;
 
@@ -160,13 +160,13 @@ async fn the_client_finds_every_node_routes_to_masters_and_follows_a_kill() {
             .unwrap_or_else(|e| panic!("get {i}: {e}"));
         assert_eq!(rec.bins.get("i"), Some(&Value::from(i)));
     }
-    // Every record sits on exactly one node (its master: nothing is replicated yet), every
-    // node masters some, and the client never needed a node to proxy.
+    // Every record sits on two nodes (its master and its replica), every node holds some,
+    // and the client never needed a node to proxy.
     let objects: Vec<u64> = (ports.iter())
         .map(|&p| stat_u64(p, "namespace/test", "objects"))
         .collect();
-    assert_eq!(objects.iter().sum::<u64>(), KEYS as u64, "{objects:?}");
-    assert!(objects.iter().all(|&n| n > KEYS as u64 / 6), "{objects:?}");
+    assert_eq!(objects.iter().sum::<u64>(), 2 * KEYS as u64, "{objects:?}");
+    assert!(objects.iter().all(|&n| n > KEYS as u64 / 3), "{objects:?}");
     for &p in &ports {
         assert_eq!(stat_u64(p, "statistics", "client_proxy_complete"), 0);
     }
@@ -197,6 +197,14 @@ async fn the_client_finds_every_node_routes_to_masters_and_follows_a_kill() {
         killed_at.elapsed().as_secs_f64()
     );
     wait_client_nodes(&client, 2).await;
+    // Nothing acknowledged is lost: every record had a copy on a survivor.
+    for i in 0..KEYS {
+        let rec = client
+            .get(&rp, &as_key!("test", "c", i), Bins::All)
+            .await
+            .unwrap_or_else(|e| panic!("get {i} after the kill: {e}"));
+        assert_eq!(rec.bins.get("i"), Some(&Value::from(i)));
+    }
     let after = 300;
     for i in KEYS..KEYS + after {
         let bins = [as_bin!("i", i), as_bin!("phase", "after")];
