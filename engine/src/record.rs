@@ -263,6 +263,13 @@ impl<'a> RecordView<'a> {
         let body = &bytes[RECORD_FIXED_BYTES..h.total_bytes as usize];
         let mut r = Reader { bytes: body };
         let set_len = bytes[13] as usize;
+        // What the encoder can never write is refused, so a verified record always
+        // re-encodes (found by fuzzing: these used to decode and then fail an assertion).
+        if set_len > SET_NAME_BYTES_MAX {
+            return Err(RecordDecodeError::Malformed(
+                "set name longer than 63 bytes",
+            ));
+        }
         let set_name = r.take(set_len)?;
         let key_type = r.take(1)?[0];
         let user_key = if key_type == 0 {
@@ -272,6 +279,9 @@ impl<'a> RecordView<'a> {
             Some((key_type, r.take(n)?))
         };
         let bin_count = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes"));
+        if h.tombstone && bin_count > 0 {
+            return Err(RecordDecodeError::Malformed("a tombstone with bins"));
+        }
         let bins = r.bytes;
         for _ in 0..bin_count {
             next_bin(&mut r)?;
@@ -512,6 +522,31 @@ mod tests {
             RecordView::decode_tagged(&bytes, 0),
             Err(RecordDecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn what_the_encoder_cannot_write_does_not_verify() {
+        // A tombstone flag on a record with bins, checksum rewritten.
+        let mut bytes = sample(1).encode();
+        bytes[12] |= FLAG_TOMBSTONE;
+        write_checksum(&mut bytes);
+        assert_eq!(
+            RecordView::decode_tagged(&bytes, 0).unwrap_err(),
+            RecordDecodeError::Malformed("a tombstone with bins")
+        );
+        // A 64-byte set name (the encoder stops at 63).
+        let mut r = sample(1);
+        r.set_name = vec![b's'; SET_NAME_BYTES_MAX];
+        let mut bytes = r.encode();
+        bytes[13] = 64;
+        bytes.insert(RECORD_FIXED_BYTES, b's');
+        let total = bytes.len() as u32;
+        bytes[4..8].copy_from_slice(&total.to_be_bytes());
+        write_checksum(&mut bytes);
+        assert_eq!(
+            RecordView::decode_tagged(&bytes, 0).unwrap_err(),
+            RecordDecodeError::Malformed("set name longer than 63 bytes")
+        );
     }
 
     #[test]
