@@ -225,6 +225,7 @@ impl Core {
         let policy = self.node.config.namespaces[ns].conflict_resolution_policy;
         match self.stores[ns].apply_if_newer(record, policy).await {
             Ok(Applied::Stored) => {
+                self.learn_bin_names(ns, record);
                 stats.received_stored.fetch_add(1, Relaxed);
                 ReplicaStatus::Stored
             }
@@ -325,6 +326,29 @@ impl Core {
         }
         seen[ns].extend(fresh.into_iter().map(<[u8]>::to_vec));
         Ok(())
+    }
+
+    /// Lists the bins of a record stored as a replica in the node's registry (`bins`): the
+    /// master admitted them under the same quota, so a replica never refuses; a registry
+    /// that is full here (another node's history) only logs.
+    fn learn_bin_names(&self, ns: usize, record: &apogee_engine::Record) {
+        let mut seen = self.seen_bins.borrow_mut();
+        let fresh: Vec<&[u8]> = (record.bins.iter())
+            .map(|b| b.name.as_slice())
+            .filter(|name| !seen[ns].contains(*name))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let namespace = &self.node.config.namespaces[ns].name;
+        match self.node.bin_names.admit(ns, &fresh, namespace) {
+            Ok(()) => seen[ns].extend(fresh.into_iter().map(<[u8]>::to_vec)),
+            Err(e) => {
+                if let Some(n) = self.node.logs.bin_name_quota.allow() {
+                    tracing::warn!(error = %e, writes = n, "a replicated record's bin names are not listed: bin-name quota reached");
+                }
+            }
+        }
     }
 
     /// Closes this core's latency windows every `WINDOW_SECS`, for `latencies:`.

@@ -24,6 +24,7 @@ from conftest import Apogee, free_port
 from test_cluster import (FORM_SECS_MAX, REFORM_SECS_MAX, Cluster, balance, free_udp_port,
                           objects, one, partition_of, raw_get_result, wait_client_nodes)
 from test_cluster import stats as stats_of
+from test_info_config import bin_names as bin_names_of
 
 NODE_IDS = [0xA1, 0xB2, 0xC3]
 KEYS = 1000
@@ -61,6 +62,11 @@ def cluster(tmp_path):
     c = Cluster(tmp_path)
     yield c
     c.kill_all()
+
+
+def bin_names(port):
+    """The names `bins` lists for namespace test."""
+    return bin_names_of(port)[1]
 
 
 def holders_count(rows, keys):
@@ -101,6 +107,14 @@ def test_every_record_is_on_its_master_and_replica_and_survives_a_sigkill(cluste
     assert codes == [0] * KEYS
     for n in cluster.nodes:
         assert stats_of(n.port)["client_proxy_complete"] == "0"
+    # A bin name first written to one key is listed (`bins`) by its master and its replica,
+    # not by the third node.
+    k = keys[0]
+    holders = rows[partition_of(k)]
+    client.put(k, {"only_here": 1})
+    for n, m in zip(cluster.nodes, NODE_IDS):
+        listed = "only_here" in bin_names(n.port)
+        assert listed == (m in holders), (hex(m), [hex(h) for h in holders], listed)
     # The official client with replica policy ANY spreads reads over master and replica.
     before = [int(ns_stats(n.port)["client_read_success"]) for n in cluster.nodes]
     for k in keys:
