@@ -12,6 +12,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import threading
 import time
 import zlib
 
@@ -448,3 +450,66 @@ def test_no_acknowledged_write_is_lost_when_a_master_dies_under_load(cluster):
     assert lost == []
     writer.close()
     reader.close()
+
+
+def connections_to(port):
+    """TCP connections on this machine to 127.0.0.1:`port`, established or being opened (not
+    those already closed and draining)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", "state", "syn-sent",
+                          f"dst 127.0.0.1:{port}"],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
+def test_a_burst_of_writes_to_a_paused_replica_opens_a_bounded_number_of_connections(tmp_path):
+    # 300 writes at once whose replica is paused: each waits for its image's answer, but a
+    # core opens at most 64 fabric connections to one peer (2 cores: 128); the rest wait for
+    # one within their deadline, and every write answers timeout (9), none succeeds.
+    nodes = two_nodes(tmp_path, SLOW_DETECTION)
+    try:
+        fabric = int(nodes[1].extra[nodes[1].extra.index("--fabric-port") + 1])
+        rows = balance(NODE_IDS[:2], 2)
+        keys = [k for k in (("test", "burst", i) for i in range(3000))
+                if rows[partition_of(k)][0] == NODE_IDS[0]][:300]
+        clients = [aerospike.client({"hosts": [("127.0.0.1", nodes[0].port)],
+                                     "max_conns_per_node": 400,
+                                     "policies": {"write": {"total_timeout": 5000,
+                                                            "max_retries": 0}}}).connect()
+                   for _ in range(3)]
+        for c in clients:
+            wait_client_nodes(c, 2)
+        codes, peak = [], 0
+        lock = threading.Lock()
+
+        def put(i, k):
+            try:
+                clients[i % 3].put(k, {"v": i})
+                code = 0
+            except aerospike.exception.AerospikeError as e:
+                code = e.code
+            with lock:
+                codes.append(code)
+
+        os.kill(nodes[1].proc.pid, signal.SIGSTOP)
+        try:
+            threads = [threading.Thread(target=put, args=(i, k)) for i, k in enumerate(keys)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 10
+            while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+                peak = max(peak, connections_to(fabric))
+                time.sleep(0.05)
+            for t in threads:
+                t.join(timeout=10)
+        finally:
+            os.kill(nodes[1].proc.pid, signal.SIGCONT)
+        print(f"\n300 writes, replica paused: peak {peak} fabric connections to it, "
+              f"codes {sorted(set(codes))}")
+        assert len(codes) == 300
+        assert set(codes) <= {9}, sorted(set(codes))
+        assert 0 < peak <= 2 * 64 + 8, peak  # + the pooled idle ones from before the pause
+        for c in clients:
+            c.close()
+    finally:
+        for n in nodes:
+            n.stop()

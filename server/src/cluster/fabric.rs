@@ -27,6 +27,7 @@ use apogee_wire::msg::Message;
 use apogee_wire::ResultCode;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
 
 use crate::command::Reply;
 use crate::core::Core;
@@ -293,10 +294,17 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
     }
 }
 
+/// Requests one core has in flight to one peer at once, each on its own connection: more wait
+/// for one to finish (within their own deadline), so a burst of writes cannot open a
+/// connection each.
+const REQUESTS_IN_FLIGHT_PER_PEER_MAX: u64 = 64;
+
 thread_local! {
     /// This core's idle connections to each peer's fabric (one executor per thread, so this
     /// is per core and needs no lock).
     static POOL: RefCell<HashMap<SocketAddr, Vec<TcpStream>>> = RefCell::new(HashMap::new());
+    /// This core's permits for requests in flight to each peer.
+    static IN_FLIGHT: RefCell<HashMap<SocketAddr, Rc<Semaphore>>> = RefCell::new(HashMap::new());
 }
 
 /// Forwards `msg` to `master` and returns its reply frame; on any failure, a result-11 reply
@@ -354,6 +362,14 @@ async fn request_reply(
     reply_kind: Kind,
     deadline: Duration,
 ) -> Result<Vec<u8>, FabricError> {
+    let permits = IN_FLIGHT.with(|m| {
+        (m.borrow_mut().entry(addr))
+            .or_insert_with(|| Rc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_PEER_MAX)))
+            .clone()
+    });
+    let _permit = glommio::timer::timeout(deadline, permits.acquire_permit(1))
+        .await
+        .map_err(|_| FabricError::Timeout)?;
     let fresh = || async {
         let stream = connect(node, addr).await?;
         exchange(stream, request, reply_kind, deadline).await
