@@ -5,8 +5,11 @@
 //! `last-update-time` by last-update time, then generation. A tombstone also wins a tie (it
 //! carries the generation of the version it deleted: see [`supersedes`]).
 //!
-//! Limits, stated so callers do not rely on more: generations wrap at 65,535 and the order does
-//! not see the wrap; a local tombstone (a shadow) keeps no metadata, so an incoming record
+//! Generations wrap at 65,535. As in Aerospike, `generation` compares them directly (after a
+//! split brain the version with more history wins, even across a wrap), and
+//! `last-update-time` breaks a tie by generation with the wrap seen (`b` is ahead of `a` when
+//! `b - a` mod 2^16 is below 32,768). Limits, stated so callers do not rely on more: a local
+//! tombstone (a shadow) keeps no metadata, so an incoming record
 //! always wins over a deleted one (as a record created again after a delete must: it starts
 //! at generation 1). It must never replace a local version newer than the incoming one.
 
@@ -60,9 +63,17 @@ pub fn is_newer_by(policy: ConflictPolicy, a: &RecordMeta, b: &RecordMeta) -> bo
             (a.generation, a.last_update_ms) > (b.generation, b.last_update_ms)
         }
         ConflictPolicy::LastUpdateTime => {
-            (a.last_update_ms, a.generation) > (b.last_update_ms, b.generation)
+            a.last_update_ms > b.last_update_ms
+                || (a.last_update_ms == b.last_update_ms
+                    && generation_ahead(a.generation, b.generation))
         }
     }
+}
+
+/// Whether generation `a` is ahead of `b` with the wrap at 65,535 seen: `a` is ahead when it
+/// is less than half the generation space past `b` (Aerospike's comparison).
+fn generation_ahead(a: u16, b: u16) -> bool {
+    a != b && b.wrapping_sub(a) >= 32_768
 }
 
 /// Whether an incoming version replaces the local live version `local` under `policy`: when
@@ -137,6 +148,21 @@ mod tests {
         let gen = ConflictPolicy::Generation;
         assert!(is_newer_by(gen, &meta(2, 100), &meta(1, 500)));
         assert!(!is_newer_by(lut, &meta(2, 100), &meta(1, 500)));
+    }
+
+    #[test]
+    fn generations_wrap_only_where_aerospike_sees_the_wrap() {
+        let (gen, lut) = (ConflictPolicy::Generation, ConflictPolicy::LastUpdateTime);
+        // Same millisecond: last-update-time breaks the tie with the wrap seen, so 1 (just
+        // wrapped) is ahead of 65,535, and 40,000 is behind 5 (more than half the space back).
+        assert!(is_newer_by(lut, &meta(1, 100), &meta(65_535, 100)));
+        assert!(!is_newer_by(lut, &meta(65_535, 100), &meta(1, 100)));
+        assert!(is_newer_by(lut, &meta(5, 100), &meta(40_000, 100)));
+        assert!(is_newer_by(lut, &meta(40_000, 100), &meta(7_233, 100)));
+        // Generation compares directly: the version with more history wins.
+        assert!(is_newer_by(gen, &meta(65_535, 100), &meta(1, 100)));
+        assert!(!is_newer_by(gen, &meta(1, 100), &meta(65_535, 100)));
+        assert!(generation_ahead(0, 65_535) && !generation_ahead(7, 7));
     }
 
     #[test]
