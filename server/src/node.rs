@@ -76,6 +76,9 @@ pub struct Node {
     pub batch_latency: Vec<crate::latency::Histogram>,
     /// Running and recently finished scans, for `query-show` and `query-abort`.
     pub jobs: crate::scan::jobs::JobTable,
+    /// Truncate cut-offs taken here, waiting for core 0 to send them to the other members
+    /// (`truncate::forward_cut_offs`; a node alone sends none).
+    pub cut_offs: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
 }
 
 impl Node {
@@ -131,6 +134,7 @@ impl Node {
             poisoned_shards: Default::default(),
             batch_latency: (0..config.cores).map(|_| Default::default()).collect(),
             jobs: Default::default(),
+            cut_offs: flume::bounded(crate::truncate::CUT_OFFS_PENDING_MAX),
             config,
         }
     }

@@ -6,9 +6,15 @@
 //! only by these commands and at start). It must never answer `ok` before the file is synced:
 //! a cut-off that is answered but lost would let a restart bring truncated records back.
 //!
-//! Known limit: the file is written and synced on the answering core's thread (one small
+//! In a cluster the node that takes the command also sends the cut-off to every other member
+//! over the fabric (`forward_cut_offs`, on core 0, retried), where it is made durable the same
+//! way, so a client that sends `truncate` to one node truncates the namespace everywhere.
+//!
+//! Known limits: the file is written and synced on the answering core's thread (one small
 //! file, two fsyncs), which stalls that core for those few milliseconds; truncate is a rare
-//! administrative command.
+//! administrative command. A member that is down or cut off while the cut-off is forwarded
+//! misses it (there is no cluster metadata exchange through the principal yet), and the answer
+//! does not wait for the other members.
 
 use apogee_engine::clock::{self, CITRUSLEAF_EPOCH_UNIX_SECS};
 use apogee_engine::shard::truncate::{apply, Truncated, SET_NAME_BYTES_MAX};
@@ -68,6 +74,30 @@ fn run(node: &Node, cmd: &InfoCommand<'_>, kind: Kind) -> Result<String, String>
         );
         return Ok("ok".into());
     };
+    commit(node, i, set, ms, cmd.name).map_err(|e| format!("ERROR:1:{e}"))?;
+    if node.config.cluster.heartbeat.is_some() {
+        let body = encode_cut_off(ns, set, ms);
+        if node.cut_offs.0.try_send(body).is_err() {
+            tracing::error!(
+                namespace = ns,
+                "truncate applied here but not sent to the other members: too many pending"
+            );
+        }
+    }
+    wait_for_clock(ms);
+    Ok("ok".into())
+}
+
+/// Makes cut-off `ms` (0: undo) of namespace `i`, or of its set `set`, durable and hands it
+/// to every shard. `Err` when the truncate file could not be written (nothing changed).
+fn commit(
+    node: &Node,
+    i: usize,
+    set: Option<&[u8]>,
+    ms: u64,
+    command: &str,
+) -> Result<(), apogee_engine::shard::truncate::TruncateFileError> {
+    let ns = node.config.namespaces[i].name.as_str();
     let mut durable = node.namespaces[i].truncated();
     let mut next = durable.clone();
     let slot = match set {
@@ -79,9 +109,8 @@ fn run(node: &Node, cmd: &InfoCommand<'_>, kind: Kind) -> Result<String, String>
     let ms = *slot;
     next.sets.retain(|_, &mut v| v > 0);
     let path = Truncated::path(&node.config.data_dir, &node.config.namespaces[i].name);
-    next.save(&path).map_err(|e| {
+    next.save(&path).inspect_err(|e| {
         tracing::error!(error = %e, "truncate not applied");
-        format!("ERROR:1:{e}")
     })?;
     *durable = next;
     for shard in node.namespaces[i].shards().iter() {
@@ -97,11 +126,92 @@ fn run(node: &Node, cmd: &InfoCommand<'_>, kind: Kind) -> Result<String, String>
         namespace = ns,
         set = set.map(String::from_utf8_lossy).as_deref(),
         cut_off_ms = ms,
-        command = cmd.name,
+        command,
         "truncate"
     );
-    wait_for_clock(ms);
-    Ok("ok".into())
+    Ok(())
+}
+
+/// Cut-offs waiting to be sent to the other members (truncates are rare; past this many a
+/// truncate is applied here only, with an error logged).
+pub const CUT_OFFS_PENDING_MAX: usize = 64;
+
+/// A member's forwarded cut-off that is not answered is sent again this many times in all.
+const FORWARD_ATTEMPTS_MAX: u32 = 5;
+
+/// A cut-off as the fabric carries it: `ns_len u8 | ns | set_len u8 | set | cut_off_ms u64
+/// little-endian` (set length 0: the whole namespace; cut-off 0: undo).
+pub fn encode_cut_off(ns: &str, set: Option<&[u8]>, ms: u64) -> Vec<u8> {
+    let set = set.unwrap_or_default();
+    let ns_len = u8::try_from(ns.len()).expect("namespace names are at most 31 bytes");
+    let set_len = u8::try_from(set.len()).expect("set names are at most 63 bytes");
+    let mut out = Vec::with_capacity(2 + ns.len() + set.len() + 8);
+    out.push(ns_len);
+    out.extend_from_slice(ns.as_bytes());
+    out.push(set_len);
+    out.extend_from_slice(set);
+    out.extend_from_slice(&ms.to_le_bytes());
+    out
+}
+
+/// [`encode_cut_off`]'s fields back, every length checked.
+fn decode_cut_off(body: &[u8]) -> Result<(&str, Option<&[u8]>, u64), &'static str> {
+    let (&ns_len, rest) = body.split_first().ok_or("empty")?;
+    let ns = rest
+        .get(..usize::from(ns_len))
+        .ok_or("namespace cut short")?;
+    let ns = std::str::from_utf8(ns).map_err(|_| "namespace is not UTF-8")?;
+    let rest = &rest[usize::from(ns_len)..];
+    let (&set_len, rest) = rest.split_first().ok_or("no set length")?;
+    if usize::from(set_len) > SET_NAME_BYTES_MAX {
+        return Err("set name too long");
+    }
+    let set = rest.get(..usize::from(set_len)).ok_or("set cut short")?;
+    let ms: [u8; 8] = rest[usize::from(set_len)..]
+        .try_into()
+        .map_err(|_| "cut-off is not 8 bytes")?;
+    let set = (set_len > 0).then_some(set);
+    Ok((ns, set, u64::from_le_bytes(ms)))
+}
+
+/// Applies a cut-off another member forwarded: the answer byte (0 durable here, 1 not), or a
+/// malformed body (the connection is closed). A namespace this node does not have is
+/// ignored, as for the info command.
+pub fn apply_forwarded(
+    node: &Node,
+    body: &[u8],
+) -> Result<u8, crate::cluster::fabric::FabricError> {
+    let (ns, set, ms) =
+        decode_cut_off(body).map_err(crate::cluster::fabric::FabricError::CutOff)?;
+    let Some(i) = node.config.namespace_index(ns.as_bytes()) else {
+        return Ok(0);
+    };
+    Ok(match commit(node, i, set, ms, "truncate from a member") {
+        Ok(()) => 0,
+        Err(_) => 1,
+    })
+}
+
+/// Core 0 of a clustered node: sends every cut-off taken here to each other member of the
+/// current view, trying each up to [`FORWARD_ATTEMPTS_MAX`] times.
+pub async fn forward_cut_offs(node: std::sync::Arc<Node>) {
+    while let Ok(body) = node.cut_offs.1.recv_async().await {
+        let members: Vec<_> = node.cluster.load().peers.iter().map(|p| p.node).collect();
+        for member in members {
+            for attempt in 1..=FORWARD_ATTEMPTS_MAX {
+                match crate::cluster::fabric::truncate_at(&node, member, &body).await {
+                    Ok(()) => break,
+                    Err(error) if attempt == FORWARD_ATTEMPTS_MAX => {
+                        tracing::error!(member = %format!("{:X}", member.0), %error,
+                            "a truncate was not made durable on this member: it keeps the truncated records");
+                    }
+                    Err(_) => {
+                        glommio::timer::sleep(Duration::from_millis(200 * u64::from(attempt))).await
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Longest a truncate waits for the clock to reach its cut-off: normally under 1 ms; the
@@ -168,6 +278,33 @@ fn strtoul(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_off_round_trips_and_every_cut_or_extra_byte_is_refused() {
+        let body = encode_cut_off("test", Some(b"users"), 1_234_567);
+        assert_eq!(
+            decode_cut_off(&body),
+            Ok(("test", Some(&b"users"[..]), 1_234_567))
+        );
+        let whole = encode_cut_off("bar", None, 0);
+        assert_eq!(decode_cut_off(&whole), Ok(("bar", None, 0)));
+        for cut in 0..body.len() {
+            assert!(decode_cut_off(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(decode_cut_off(&longer).is_err());
+        let mut long_set = vec![4];
+        long_set.extend_from_slice(b"test");
+        long_set.push(64);
+        long_set.extend_from_slice(&[b's'; 64]);
+        long_set.extend_from_slice(&[0; 8]);
+        assert_eq!(decode_cut_off(&long_set), Err("set name too long"));
+        assert_eq!(
+            decode_cut_off(&[2, 0xFF, 0xFE, 0]),
+            Err("namespace is not UTF-8")
+        );
+    }
 
     #[test]
     fn lut_parses_like_aerospike() {

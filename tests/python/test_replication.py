@@ -513,3 +513,39 @@ def test_a_burst_of_writes_to_a_paused_replica_opens_a_bounded_number_of_connect
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_a_truncate_sent_to_one_node_truncates_the_set_on_every_member(cluster):
+    # The client sends truncate to one node; the cut-off reaches every member over the fabric
+    # and is durable there: no holder (master or replica) serves a truncated record, other
+    # sets keep theirs, and a member restarted afterwards still does not.
+    cluster.start()
+    cluster.wait_formed(NODE_IDS)
+    client = client_of(cluster.nodes[0].port)
+    wait_client_nodes(client, 3)
+    gone = [("test", "tr", i) for i in range(300)]
+    kept = [("test", "keep", i) for i in range(100)]
+    for k in gone + kept:
+        client.put(k, {"v": k[2]})
+    rows = balance(NODE_IDS, 2)
+    port_of = {m: n.port for n, m in zip(cluster.nodes, NODE_IDS)}
+    assert all(raw_get_result(port_of[h], k) == 0 for k in gone for h in rows[partition_of(k)])
+    time.sleep(0.01)  # the cut-off (now) falls after every write above
+    client.truncate("test", "tr", 0)
+    deadline = time.monotonic() + 10
+    while True:
+        left = [(k, h) for k in gone for h in rows[partition_of(k)]
+                if raw_get_result(port_of[h], k) != 2]
+        if not left:
+            break
+        assert time.monotonic() < deadline, f"{len(left)} copies still served, e.g. {left[:3]}"
+        time.sleep(0.1)
+    assert all(raw_get_result(port_of[h], k) == 0 for k in kept for h in rows[partition_of(k)])
+    # A member restarted keeps the cut-off it was sent (its truncate file).
+    b2 = cluster.nodes[1]
+    assert b2.stop() == 0
+    b2.start()
+    cluster.wait_formed(NODE_IDS, secs=REFORM_SECS_MAX)
+    held = [k for k in gone if NODE_IDS[1] in rows[partition_of(k)]]
+    assert held and all(raw_get_result(b2.port, k) == 2 for k in held)
+    client.close()

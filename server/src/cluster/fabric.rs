@@ -64,6 +64,10 @@ pub enum Kind {
     ReplicaWrite = 4,
     /// A replica's answer: one `replica::ReplicaStatus` byte.
     ReplicaAck = 5,
+    /// A truncate cut-off another member took (body: `truncate::encode_cut_off`).
+    Truncate = 6,
+    /// Its answer: one byte, 0 when the cut-off is durable here.
+    TruncateAck = 7,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +98,10 @@ pub enum FabricError {
     Ack(usize),
     #[error("node {0:X} is not a peer in this view")]
     NoPeer(u64),
+    #[error("malformed truncate cut-off: {0}")]
+    CutOff(&'static str),
+    #[error("the member could not make the truncate durable")]
+    Truncate,
 }
 
 /// Proxy counters, node-wide, for `statistics`.
@@ -148,6 +156,8 @@ fn parse_head(head: &[u8; FRAME_HEAD_BYTES]) -> Result<Kind, FabricError> {
         3 => Ok(Kind::ProxyReply),
         4 => Ok(Kind::ReplicaWrite),
         5 => Ok(Kind::ReplicaAck),
+        6 => Ok(Kind::Truncate),
+        7 => Ok(Kind::TruncateAck),
         k => Err(FabricError::Kind(k)),
     }
 }
@@ -276,6 +286,14 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
                 .await?;
             continue;
         }
+        if kind == Kind::Truncate {
+            // A malformed cut-off closes the connection; a well-formed one is made durable.
+            let status = crate::truncate::apply_forwarded(&core.node, &body)?;
+            stream
+                .write_all(&frame(Kind::TruncateAck, &[status]))
+                .await?;
+            continue;
+        }
         if kind != Kind::ProxyRequest {
             return Err(FabricError::Unexpected {
                 expected: Kind::ProxyRequest,
@@ -352,6 +370,26 @@ pub async fn replica_write(
         _ => Err(FabricError::Ack(body.len())),
     }
 }
+
+/// Sends a truncate cut-off (`truncate::encode_cut_off`) to member `to`; `Ok` once it is
+/// durable there.
+pub async fn truncate_at(node: &Node, to: NodeId, body: &[u8]) -> Result<(), FabricError> {
+    let addr = node
+        .cluster
+        .load()
+        .fabric_of(to)
+        .ok_or(FabricError::NoPeer(to.0))?;
+    let deadline = Duration::from_millis(TRUNCATE_ACK_TIMEOUT_MS);
+    let request = frame(Kind::Truncate, body);
+    match request_reply(node, addr, &request, Kind::TruncateAck, deadline).await?[..] {
+        [0] => Ok(()),
+        [_] => Err(FabricError::Truncate),
+        ref other => Err(FabricError::Ack(other.len())),
+    }
+}
+
+/// How long a member may take to make a forwarded cut-off durable (two fsyncs).
+const TRUNCATE_ACK_TIMEOUT_MS: u64 = 5_000;
 
 /// One request and its reply on a pooled connection to `addr` (a fresh one when none is
 /// idle), the connection pooled again afterwards.
