@@ -152,7 +152,18 @@ impl Core {
         let writes = msg.header.info2 & info2::WRITE != 0;
         if !writes {
             let limits = self.node.namespaces[ns].live.limits();
-            return command::execute(&self.stores[ns], limits, msg, digest, None).await;
+            // A read that may touch its record (read-touch-ttl-percent) is a write when it
+            // does: a clustered master captures the touched version for the replicas.
+            let mut image = None;
+            let capture = (msg.header.record_ttl != 0 && self.wants_image(ns, msg, digest))
+                .then_some(&mut image);
+            let reply = command::execute(&self.stores[ns], limits, msg, digest, capture).await;
+            if let Some(record) = image {
+                // Best effort: the read has succeeded whatever the replicas answer (counted in
+                // `repl_write_*`); a replica that misses it keeps the older TTL.
+                let _ = replica::replicate(&self.node, ns, &record, msg.header.info3).await;
+            }
+            return reply;
         }
         if self.poisoned[ns].get().is_some() {
             return Reply::code(ResultCode::ServerError);
@@ -163,11 +174,7 @@ impl Core {
         // A clustered master captures what the write stores, to send to the replicas; a node
         // alone does not even look up the partition.
         let mut image = None;
-        let capture = (self.node.config.cluster.heartbeat.is_some()
-            && digest
-                .map_or_else(|| command::digest_of(msg), Ok)
-                .is_ok_and(|d| replica::wants_image(&self.node, ns, d.partition().0)))
-        .then_some(&mut image);
+        let capture = self.wants_image(ns, msg, digest).then_some(&mut image);
         let run = async {
             self.inject_write_panic(msg);
             command::execute(
@@ -205,6 +212,15 @@ impl Core {
             }
         }
         reply
+    }
+
+    /// Whether a write of `msg`'s record must be captured for replicas: only on a clustered
+    /// node that masters a partition with other holders (a node alone never looks).
+    fn wants_image(&self, ns: usize, msg: &Message, digest: Option<Digest>) -> bool {
+        self.node.config.cluster.heartbeat.is_some()
+            && digest
+                .map_or_else(|| command::digest_of(msg), Ok)
+                .is_ok_and(|d| replica::wants_image(&self.node, ns, d.partition().0))
     }
 
     /// Applies a master's image of a record of `ns` whose partition this core owns, if it is

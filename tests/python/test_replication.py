@@ -549,3 +549,37 @@ def test_a_truncate_sent_to_one_node_truncates_the_set_on_every_member(cluster):
     held = [k for k in gone if NODE_IDS[1] in rows[partition_of(k)]]
     assert held and all(raw_get_result(b2.port, k) == 2 for k in held)
     client.close()
+
+
+def raw_generation(port, key):
+    """The generation a read of `key` sent straight to `port` answers (it must succeed)."""
+    digest = bytes(aerospike.calc_digest(*key))
+    ns = key[0].encode()
+    fields = struct.pack(">IB", len(ns) + 1, 0) + ns + struct.pack(">IB", 21, 4) + digest
+    header = struct.pack(">BBBBBBIIIHH", 22, 1 | 2, 0, 0, 0, 0, 0, 0, 1000, 2, 0)
+    body = header + fields
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(struct.pack(">Q", (2 << 56) | (3 << 48) | len(body)) + body)
+        size = struct.unpack(">Q", s.recv(8, socket.MSG_WAITALL))[0] & 0xFFFFFFFFFFFF
+        reply = s.recv(size, socket.MSG_WAITALL)
+    assert reply[5] == 0, reply[5]
+    return struct.unpack(">I", reply[6:10])[0]
+
+
+def test_a_read_that_touches_its_record_replicates_the_touch(tmp_path):
+    # read-touch-ttl-percent 100 touches at once: the master stores a new version (generation
+    # 2, TTL restarted) and its replica gets that version too.
+    nodes = two_nodes(tmp_path, "")
+    try:
+        client = client_of(nodes[0].port)
+        wait_client_nodes(client, 2)
+        key = a1_key("touch")
+        client.put(key, {"v": 1}, meta={"ttl": 1000})
+        assert raw_generation(nodes[1].port, key) == 1
+        _, meta, _ = client.get(key, policy={"read_touch_ttl_percent": 100})
+        assert raw_generation(nodes[0].port, key) == 2
+        assert raw_generation(nodes[1].port, key) == 2
+        client.close()
+    finally:
+        for n in nodes:
+            n.stop()

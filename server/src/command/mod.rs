@@ -225,7 +225,7 @@ pub async fn execute(
             write::run(store, limits, msg, digest, image).await
         }
     } else if h.info1 & info1::READ != 0 {
-        read::run(store, limits, msg, digest).await
+        read::run(store, limits, msg, digest, image).await
     } else {
         Err(ResultCode::Parameter)
     };

@@ -91,6 +91,7 @@ async fn read_touch(
     msg: &Message,
     digest: Digest,
     meta: &RecordMeta,
+    image: super::Image<'_>,
 ) {
     let Some(ttl) = read_touch_due(msg.header.record_ttl, meta, clock::now_secs()) else {
         return;
@@ -104,8 +105,8 @@ async fn read_touch(
         name: vec![],
         value: vec![],
     }];
-    // Not replicated (a read has no replication path yet): a replica keeps the old TTL.
-    if let Err(rc) = super::write::run(store, limits, &touch, digest, None).await {
+    // The touched version goes to the replicas when the caller captures it (`image`).
+    if let Err(rc) = super::write::run(store, limits, &touch, digest, image).await {
         tracing::debug!(code = rc as u8, "read-touch skipped");
     }
 }
@@ -115,11 +116,12 @@ pub async fn run(
     limits: WriteLimits,
     msg: &Message,
     digest: Digest,
+    image: super::Image<'_>,
 ) -> Result<Reply, ResultCode> {
     let reply = read(store, msg, digest).await?;
     if msg.header.record_ttl != 0 {
         if let Some(meta) = store.meta(&digest).map(|e| e.meta) {
-            read_touch(store, limits, msg, digest, &meta).await;
+            read_touch(store, limits, msg, digest, &meta, image).await;
         }
     }
     Ok(reply)
