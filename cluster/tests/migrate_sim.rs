@@ -584,7 +584,7 @@ fn kills_and_joins_mid_migration_lose_no_acknowledged_write() {
     for seed in seeds(1..9) {
         let rf = 2 + (seed % 2) as u32;
         let config = MigrateConfig {
-            incoming_partitions_max: 4,
+            incoming_partitions_max: 1 + (seed % 4) as usize,
             outgoing_partitions_max: 1 + (seed % 3) as usize,
         };
         eprintln!("seed {seed}: rf {rf}, {config:?}");

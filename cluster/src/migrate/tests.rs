@@ -485,3 +485,73 @@ fn messages_from_strangers_and_before_any_view_are_refused() {
         Err(MigrateError::NotMember)
     );
 }
+
+#[test]
+fn a_new_replica_receives_from_the_new_master_only_after_the_master_is_complete() {
+    // A and B settled; C and D join at once: partitions whose holders are C and D (both
+    // empty) need phase one (old master -> new master) and then phase two (-> replica).
+    const D: NodeId = NodeId(0xD4);
+    let mut c = Cluster::new(&[A, B], MigrateConfig::default());
+    c.view(1);
+    c.settle();
+    let old = c.map().clone();
+    for id in [C, D] {
+        c.nodes
+            .insert(id, Migrator::new(id, MigrateConfig::default()).unwrap());
+    }
+    c.view(2);
+    c.deliver_all();
+    let p = (0..PARTITION_COUNT)
+        .map(PartitionId)
+        .find(|&p| {
+            let h = c.map().holders(p);
+            !old.holders(p).contains(&h[0]) && !old.holders(p).contains(&h[1])
+        })
+        .unwrap();
+    let (master, replica) = (c.map().master(p), c.map().replicas(p)[0]);
+    assert!(
+        c.nodes[&master].tx_partitions_remaining() == 0,
+        "it has nothing to send yet"
+    );
+    assert!(c.nodes[&replica].rx_partitions_remaining() > 0);
+    // Finish streams one by one; p's phase two must never start before its phase one ended.
+    let mut master_done = false;
+    for _ in 0..100_000 {
+        c.deliver_all();
+        if c.nodes[&master].copy(p) == Copy::Full {
+            master_done = true;
+        }
+        let Some((from, k, q, to)) = c.streams.pop() else {
+            if c.nodes.values().all(|n| n.is_stable()) && c.net.is_empty() {
+                break;
+            }
+            let ids: Vec<NodeId> = c.nodes.keys().copied().collect();
+            for id in ids {
+                let mut out = Output::default();
+                c.nodes.get_mut(&id).unwrap().on_tick(&mut out);
+                c.apply(id, out);
+            }
+            continue;
+        };
+        if q == p && to == replica {
+            assert!(
+                master_done,
+                "phase two began before the master was complete"
+            );
+            assert_eq!(from, master);
+        }
+        let mut out = Output::default();
+        c.nodes
+            .get_mut(&from)
+            .unwrap()
+            .emigration_finished(k, q, to, &mut out)
+            .unwrap();
+        c.apply(from, out);
+    }
+    assert!(master_done);
+    assert_eq!(c.nodes[&replica].copy(p), Copy::Full);
+    assert_eq!(c.nodes[&replica].claims(p), vec![1]);
+    for old_holder in old.holders(p) {
+        assert_eq!(c.nodes[old_holder].copy(p), Copy::Absent, "dropped");
+    }
+}
