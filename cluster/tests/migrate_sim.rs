@@ -1,6 +1,6 @@
 //! Migration driven as whole clusters in one process, from one seed (replay one with
 //! `MIGRATE_SIM_SEED=<seed> cargo test -p apogee-cluster --test migrate_sim`; run seeds 1..=N
-//! with `MIGRATE_SIM_SEEDS=N`, best with `--release`).
+//! with `MIGRATE_SIM_SEEDS=N`, best with `--release`; `MIGRATE_SIM_TRACE=1` prints each view).
 //!
 //! Each node runs its own `Migrator`; the simulated network delivers the messages they
 //! produce in random order; streams of records (a partition's data is a set of write ids)
@@ -178,6 +178,13 @@ impl Sim {
         }
         self.key = Some(key);
         self.map = Some(map);
+        if std::env::var("MIGRATE_SIM_TRACE").is_ok() {
+            eprintln!(
+                "view {key}: {:?}, acked {}",
+                succession.nodes(),
+                self.writes_acked
+            );
+        }
     }
 
     fn check_no_loss(&self) {
