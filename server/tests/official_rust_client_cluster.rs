@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aerospike::{as_bin, as_key, BatchOperation, BatchPolicy, BatchReadPolicy, Bins, Client};
-use aerospike::{ClientPolicy, ReadPolicy, ResultCode, Value, WritePolicy};
+use aerospike::{ClientPolicy, ReadPolicy, ResultCode, Value};
 use common::{free_port, info, Server};
 
 /// Node ids as `service.node-id` takes them (hex); the highest is the principal.
@@ -144,7 +144,7 @@ async fn the_client_finds_every_node_routes_to_masters_and_follows_a_kill() {
     let client = Client::new(&policy, &seed).await.expect("client connects");
     wait_client_nodes(&client, 3).await;
 
-    let wp = WritePolicy::default();
+    let wp = common::patient_writes();
     for i in 0..KEYS {
         let bins = [as_bin!("i", i), as_bin!("phase", "formed")];
         client

@@ -25,7 +25,7 @@ async fn loaded_server(dir: &std::path::Path) -> (Server, Client) {
     let client = Client::new(&ClientPolicy::default(), &server.addr())
         .await
         .expect("official client connects");
-    let wp = WritePolicy::default();
+    let wp = common::patient_writes();
     for i in 0..RECORDS {
         let bins = [as_bin!("i", i), as_bin!("s", format!("v{i}"))];
         client

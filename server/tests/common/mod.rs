@@ -127,3 +127,14 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+/// A write policy for loading test data: the client's default gives a put 1 s in all and no
+/// retry, which a debug build writing durably on a loaded 2-core CI machine can miss; a test
+/// that loads records is not measuring latency, so it waits up to 10 s and retries twice (a put
+/// of the same bins is idempotent).
+pub fn patient_writes() -> aerospike::WritePolicy {
+    let mut wp = aerospike::WritePolicy::default();
+    wp.base_policy.total_timeout = 10_000;
+    wp.base_policy.max_retries = 2;
+    wp
+}
