@@ -30,29 +30,14 @@ use apogee_cluster::view::ClusterKey;
 use apogee_cluster::{NodeId, PartitionMap, Succession};
 use apogee_wire::digest::{PartitionId, PARTITION_COUNT};
 
+mod common;
+use common::Rng;
+
 /// Steps after the last fault within which every run must be quiescent (the slowest seen is
 /// printed; this is a few times it).
 const QUIESCE_STEPS_MAX: u64 = 600_000;
 /// Partitions that receive writes in a run (the machine's state is checked on all 4096).
 const WRITTEN_PARTITIONS: usize = 24;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 struct SimNode {
     machine: Migrator,
@@ -161,7 +146,12 @@ impl Sim {
             let part: Vec<u32> = source
                 .data
                 .get(&s.partition.0)
-                .map(|d| d.iter().copied().filter(|_| self.rng.chance(500)).collect())
+                .map(|d| {
+                    d.iter()
+                        .copied()
+                        .filter(|_| self.rng.per_mille(500))
+                        .collect()
+                })
                 .unwrap_or_default();
             if let Some(dest) = self.nodes.get_mut(&s.to) {
                 dest.data.entry(s.partition.0).or_default().extend(part);
@@ -281,7 +271,7 @@ impl Sim {
         if fail {
             let part: Vec<u32> = records
                 .into_iter()
-                .filter(|_| self.rng.chance(500))
+                .filter(|_| self.rng.per_mille(500))
                 .collect();
             let dst = self.nodes.get_mut(&s.to).unwrap();
             dst.data.entry(s.partition.0).or_default().extend(part);
@@ -474,7 +464,7 @@ impl Sim {
         if roll < 50 && !self.net.is_empty() {
             self.deliver();
         } else if roll < 70 && !self.streams.is_empty() {
-            let fail = self.rng.chance(30);
+            let fail = self.rng.per_mille(30);
             self.finish_stream(fail);
         } else if roll < 76 {
             self.write();
@@ -545,12 +535,12 @@ fn run(seed: u64, rf: u32, start: usize, faults: u32, config: MigrateConfig) -> 
             }
             continue;
         }
-        if done_faults < faults && sim.rng.chance(if sim.is_quiet() { 500 } else { 2 }) {
+        if done_faults < faults && sim.rng.per_mille(if sim.is_quiet() { 500 } else { 2 }) {
             done_faults += 1;
             let n = sim.nodes.len();
             let may_kill = n > 2 && sim.deaths_since_quiet + 1 < rf;
             let may_join = n < 8;
-            if may_kill && (!may_join || sim.rng.chance(500)) {
+            if may_kill && (!may_join || sim.rng.per_mille(500)) {
                 let ids: Vec<NodeId> = sim.nodes.keys().copied().collect();
                 let victim = ids[sim.rng.below(n as u64) as usize];
                 sim.nodes.remove(&victim);

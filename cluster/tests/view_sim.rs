@@ -16,6 +16,9 @@ use apogee_cluster::view::{
 };
 use apogee_cluster::{NodeId, Succession};
 
+mod common;
+use common::Rng;
+
 /// Simulation step: nodes are ticked and messages delivered at this granularity.
 const STEP_MS: u64 = 10;
 /// The failure detector declares a peer down this long after it stops being reachable
@@ -25,27 +28,6 @@ const DETECT_DOWN_MS: u64 = 1_500;
 const DETECT_UP_MS: u64 = 150;
 /// The quantum with the defaults (1.8 s).
 const QUANTUM_MS: u64 = 1_800;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn per_mille(&mut self, p: u64) -> bool {
-        self.below(1000) < p
-    }
-}
 
 /// Network faults, per message.
 #[derive(Clone, Copy)]

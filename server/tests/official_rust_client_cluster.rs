@@ -86,6 +86,31 @@ async fn wait_client_nodes(client: &Client, count: usize) {
     }
 }
 
+/// Puts keys `keys` of set `c`, each with bins `i` (its number) and `phase`.
+async fn put_records(client: &Client, keys: std::ops::Range<i64>, phase: &str) {
+    let wp = common::patient_writes();
+    for i in keys {
+        let bins = [as_bin!("i", i), as_bin!("phase", phase)];
+        client
+            .put(&wp, &as_key!("test", "c", i), &bins)
+            .await
+            .unwrap_or_else(|e| panic!("put {i} ({phase}): {e}"));
+    }
+}
+
+/// Reads keys `keys` back through the client: each found with the bins [`put_records`] wrote.
+async fn expect_records(client: &Client, keys: std::ops::Range<i64>, phase: &str) {
+    let rp = ReadPolicy::default();
+    for i in keys {
+        let rec = client
+            .get(&rp, &as_key!("test", "c", i), Bins::All)
+            .await
+            .unwrap_or_else(|e| panic!("get {i} ({phase}): {e}"));
+        assert_eq!(rec.bins.get("i"), Some(&Value::from(i)));
+        assert_eq!(rec.bins.get("phase"), Some(&Value::from(phase)));
+    }
+}
+
 struct Cluster {
     nodes: Vec<Server>,
 }
@@ -144,22 +169,8 @@ async fn the_client_finds_every_node_routes_to_masters_and_follows_a_kill() {
     let client = Client::new(&policy, &seed).await.expect("client connects");
     wait_client_nodes(&client, 3).await;
 
-    let wp = common::patient_writes();
-    for i in 0..KEYS {
-        let bins = [as_bin!("i", i), as_bin!("phase", "formed")];
-        client
-            .put(&wp, &as_key!("test", "c", i), &bins)
-            .await
-            .unwrap_or_else(|e| panic!("put {i}: {e}"));
-    }
-    let rp = ReadPolicy::default();
-    for i in 0..KEYS {
-        let rec = client
-            .get(&rp, &as_key!("test", "c", i), Bins::All)
-            .await
-            .unwrap_or_else(|e| panic!("get {i}: {e}"));
-        assert_eq!(rec.bins.get("i"), Some(&Value::from(i)));
-    }
+    put_records(&client, 0..KEYS, "formed").await;
+    expect_records(&client, 0..KEYS, "formed").await;
     // Every record sits on two nodes (its master and its replica), every node holds some,
     // and the client never needed a node to proxy.
     let objects: Vec<u64> = (ports.iter())
@@ -198,27 +209,9 @@ async fn the_client_finds_every_node_routes_to_masters_and_follows_a_kill() {
     );
     wait_client_nodes(&client, 2).await;
     // Nothing acknowledged is lost: every record had a copy on a survivor.
-    for i in 0..KEYS {
-        let rec = client
-            .get(&rp, &as_key!("test", "c", i), Bins::All)
-            .await
-            .unwrap_or_else(|e| panic!("get {i} after the kill: {e}"));
-        assert_eq!(rec.bins.get("i"), Some(&Value::from(i)));
-    }
+    expect_records(&client, 0..KEYS, "formed").await;
     let after = 300;
-    for i in KEYS..KEYS + after {
-        let bins = [as_bin!("i", i), as_bin!("phase", "after")];
-        client
-            .put(&wp, &as_key!("test", "c", i), &bins)
-            .await
-            .unwrap_or_else(|e| panic!("put {i} after the kill: {e}"));
-    }
-    for i in KEYS..KEYS + after {
-        let rec = client
-            .get(&rp, &as_key!("test", "c", i), Bins::All)
-            .await
-            .unwrap_or_else(|e| panic!("get {i} after the kill: {e}"));
-        assert_eq!(rec.bins.get("phase"), Some(&Value::from("after")));
-    }
+    put_records(&client, KEYS..KEYS + after, "after").await;
+    expect_records(&client, KEYS..KEYS + after, "after").await;
     client.close().await.unwrap();
 }

@@ -15,7 +15,7 @@ import time
 import aerospike
 import pytest
 
-from conftest import Apogee, free_port, info
+from conftest import Apogee, free_port, info, recv_exactly
 
 PARTITIONS = 4096
 NODE_IDS = [0xA1, 0xB2, 0xC3]
@@ -282,20 +282,24 @@ def wait_client_nodes(client, count):
         time.sleep(0.1)
 
 
-def raw_get_result(port, key):
-    """The result code of a read of `key` sent straight to `port` (no client routing)."""
+def raw_get(port, key, server_timeout_ms=1000):
+    """The reply body (an AS_MSG) to a read of every bin of `key` sent straight to `port`
+    (no client routing)."""
     digest = bytes(aerospike.calc_digest(*key))
     ns = key[0].encode()
     fields = struct.pack(">IB", len(ns) + 1, 0) + ns + struct.pack(">IB", 21, 4) + digest
     # info1 READ|GET_ALL, 2 fields, 0 ops.
-    header = struct.pack(">BBBBBBIIIHH", 22, 1 | 2, 0, 0, 0, 0, 0, 0, 1000, 2, 0)
+    header = struct.pack(">BBBBBBIIIHH", 22, 1 | 2, 0, 0, 0, 0, 0, 0, server_timeout_ms, 2, 0)
     body = header + fields
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(struct.pack(">Q", (2 << 56) | (3 << 48) | len(body)) + body)
-        head = s.recv(8, socket.MSG_WAITALL)
-        size = struct.unpack(">Q", head)[0] & 0xFFFFFFFFFFFF
-        reply = s.recv(size, socket.MSG_WAITALL)
-    return reply[5]
+        size = struct.unpack(">Q", recv_exactly(s, 8))[0] & 0xFFFFFFFFFFFF
+        return recv_exactly(s, size)
+
+
+def raw_get_result(port, key):
+    """The result code of a read of `key` sent straight to `port` (no client routing)."""
+    return raw_get(port, key)[5]
 
 
 def test_a_peer_with_another_cluster_name_is_refused(tmp_path):

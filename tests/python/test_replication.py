@@ -24,7 +24,8 @@ from aerospike_helpers.operations import operations as op
 
 from conftest import Apogee, free_port
 from test_cluster import (FORM_SECS_MAX, REFORM_SECS_MAX, Cluster, balance, free_udp_port,
-                          objects, one, partition_of, raw_get_result, wait_client_nodes)
+                          objects, one, partition_of, raw_get, raw_get_result,
+                          wait_client_nodes)
 from test_cluster import stats as stats_of
 from test_info_config import bin_names as bin_names_of
 
@@ -224,17 +225,9 @@ def put_while_paused(nodes, key, bins, policy=None):
 def replica_reply_bytes(port, key):
     """The size of the reply to a read of `key` sent straight to `port` (no routing), after
     checking that it succeeded."""
-    digest = bytes(aerospike.calc_digest(*key))
-    ns = key[0].encode()
-    fields = struct.pack(">IB", len(ns) + 1, 0) + ns + struct.pack(">IB", 21, 4) + digest
-    header = struct.pack(">BBBBBBIIIHH", 22, 1 | 2, 0, 0, 0, 0, 0, 0, 5000, 2, 0)
-    body = header + fields
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(struct.pack(">Q", (2 << 56) | (3 << 48) | len(body)) + body)
-        size = struct.unpack(">Q", s.recv(8, socket.MSG_WAITALL))[0] & 0xFFFFFFFFFFFF
-        reply = s.recv(size, socket.MSG_WAITALL)
+    reply = raw_get(port, key, server_timeout_ms=5000)
     assert reply[5] == 0, reply[5]
-    return size
+    return len(reply)
 
 
 def a1_key(prefix):
@@ -553,15 +546,7 @@ def test_a_truncate_sent_to_one_node_truncates_the_set_on_every_member(cluster):
 
 def raw_generation(port, key):
     """The generation a read of `key` sent straight to `port` answers (it must succeed)."""
-    digest = bytes(aerospike.calc_digest(*key))
-    ns = key[0].encode()
-    fields = struct.pack(">IB", len(ns) + 1, 0) + ns + struct.pack(">IB", 21, 4) + digest
-    header = struct.pack(">BBBBBBIIIHH", 22, 1 | 2, 0, 0, 0, 0, 0, 0, 1000, 2, 0)
-    body = header + fields
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(struct.pack(">Q", (2 << 56) | (3 << 48) | len(body)) + body)
-        size = struct.unpack(">Q", s.recv(8, socket.MSG_WAITALL))[0] & 0xFFFFFFFFFFFF
-        reply = s.recv(size, socket.MSG_WAITALL)
+    reply = raw_get(port, key)
     assert reply[5] == 0, reply[5]
     return struct.unpack(">I", reply[6:10])[0]
 
