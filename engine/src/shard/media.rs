@@ -422,13 +422,13 @@ impl Media {
 
     /// `len` bytes at virtual offset `v` (a record), through the shard's own read ring.
     pub async fn read(&self, v: u64, len: usize) -> std::io::Result<Bytes> {
-        if let Some(ram) = &self.ram {
-            let (b, at) = self.ram_slot(v);
-            let ram = ram.borrow();
-            let block = ram.get(b).and_then(|x| x.as_ref()).ok_or_else(|| {
-                std::io::Error::other(format!("memory block {b} was never written"))
-            })?;
-            return Ok(Bytes::Ram(block[at..(at + len).min(block.len())].to_vec()));
+        if self.ram.is_some() {
+            return self
+                .with_ram(v, len, |b| Bytes::Ram(b.to_vec()))
+                .ok_or_else(|| {
+                    let (b, _) = self.ram_slot(v);
+                    std::io::Error::other(format!("memory block {b} was never written"))
+                });
         }
         let (e, at) = self.locate(v);
         let reader = self
@@ -456,17 +456,12 @@ impl Media {
     /// Starts loading the first cache lines of the `len` bytes at virtual offset `v` of a
     /// memory namespace (a hint; nothing for a device).
     pub fn prefetch_ram(&self, v: u64, len: usize) {
-        let Some(ram) = &self.ram else { return };
-        let (b, at) = self.ram_slot(v);
-        let ram = ram.borrow();
-        let Some(block) = ram.get(b).and_then(|x| x.as_ref()) else {
-            return;
-        };
-        let end = (at + len).min(block.len());
-        // The first lines; the hardware prefetcher follows a sequential read from there.
-        for line in (at..end).step_by(64).take(4) {
-            crate::index::prefetch(&block[line]);
-        }
+        self.with_ram(v, len, |bytes| {
+            // The first lines; the hardware prefetcher follows a sequential read from there.
+            for line in bytes.iter().step_by(64).take(4) {
+                crate::index::prefetch(line);
+            }
+        });
     }
 
     /// Whether records live in RAM (`storage-engine memory`).

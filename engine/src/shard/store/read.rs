@@ -118,6 +118,16 @@ impl ShardStore {
         })
     }
 
+    /// `f` over the `len` bytes at file offset `offset` if they lie in a write block still in
+    /// memory (not yet handed to the media, or kept while it is written).
+    fn in_write_block<R>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let st = self.state.borrow();
+        st.blocks
+            .iter()
+            .find_map(|b| b.slice_at(offset, len))
+            .map(f)
+    }
+
     /// The checksum tag of the block holding file offset `offset`.
     pub(super) fn tag_at(&self, offset: u64) -> u32 {
         let st = self.state.borrow();
@@ -150,11 +160,9 @@ impl ShardStore {
             // A memory namespace decodes where the bytes lie: no cache probe, no copy. A
             // write block not yet handed to the media holds the newest bytes, so it comes
             // first (its RAM copy may be missing or partial).
-            let st = self.state.borrow();
-            if let Some(bytes) = st.blocks.iter().find_map(|b| b.slice_at(entry.offset, len)) {
-                return Ok(check(decode(bytes, tag)));
+            if let Some(r) = self.in_write_block(entry.offset, len, |b| check(decode(b, tag))) {
+                return Ok(r);
             }
-            drop(st);
             if let Some(r) = self
                 .media
                 .with_ram(entry.offset, len, |b| check(decode(b, tag)))
@@ -168,11 +176,8 @@ impl ShardStore {
             self.stats.count_cache_hit();
             return Ok(check(decode(&bytes, tag)));
         }
-        {
-            let st = self.state.borrow();
-            if let Some(bytes) = st.blocks.iter().find_map(|b| b.slice_at(entry.offset, len)) {
-                return Ok(check(decode(bytes, tag)));
-            }
+        if let Some(r) = self.in_write_block(entry.offset, len, |b| check(decode(b, tag))) {
+            return Ok(r);
         }
         self.stats.count_device_read();
         let bytes = self
