@@ -42,13 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-    for _ in $(seq 1 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2; exit 1
-}
+. bench/lib.sh
 refuse_taken() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
         echo "port $1 is already taken: pick another (${2}=...)" >&2; exit 1

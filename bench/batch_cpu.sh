@@ -37,13 +37,7 @@ cleanup() {
     if [ -n "$ce_started" ]; then "$CE" stop 3410 >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
-wait_port() {
-    for _ in $(seq 1 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2; exit 1
-}
+. bench/lib.sh
 
 names=(apogee); ports=(3400)
 "$BIN/apogee" --port 3400 --cores "$(nproc)" --data-dir "$OUT/new" --config "$OUT/a.toml" \

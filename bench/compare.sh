@@ -31,13 +31,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Servers are started in this shell (not in $(...)), so their pids land in pids and no
 # command substitution waits on their output.
-wait_port() {
-    for _ in $(seq 1 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2; exit 1
-}
+. bench/lib.sh
 
 start_apogee() { # name commit-to-device; sets P
     P=$(port)
