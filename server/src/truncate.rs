@@ -74,7 +74,7 @@ fn run(node: &Node, cmd: &InfoCommand<'_>, kind: Kind) -> Result<String, String>
         );
         return Ok("ok".into());
     };
-    commit(node, i, set, ms, cmd.name).map_err(|e| format!("ERROR:1:{e}"))?;
+    let kept_ms = commit(node, i, set, ms, cmd.name).map_err(|e| format!("ERROR:1:{e}"))?;
     if node.config.cluster.heartbeat.is_some() {
         let body = encode_cut_off(ns, set, ms);
         if node.cut_offs.0.try_send(body).is_err() {
@@ -84,19 +84,20 @@ fn run(node: &Node, cmd: &InfoCommand<'_>, kind: Kind) -> Result<String, String>
             );
         }
     }
-    wait_for_clock(ms);
+    wait_for_clock(kept_ms);
     Ok("ok".into())
 }
 
 /// Makes cut-off `ms` (0: undo) of namespace `i`, or of its set `set`, durable and hands it
-/// to every shard. `Err` when the truncate file could not be written (nothing changed).
+/// to every shard; returns the cut-off now kept (a cut-off only moves forward). `Err` when
+/// the truncate file could not be written (nothing changed).
 fn commit(
     node: &Node,
     i: usize,
     set: Option<&[u8]>,
     ms: u64,
     command: &str,
-) -> Result<(), apogee_engine::shard::truncate::TruncateFileError> {
+) -> Result<u64, apogee_engine::shard::truncate::TruncateFileError> {
     let ns = node.config.namespaces[i].name.as_str();
     let mut durable = node.namespaces[i].truncated();
     let mut next = durable.clone();
@@ -129,7 +130,7 @@ fn commit(
         command,
         "truncate"
     );
-    Ok(())
+    Ok(ms)
 }
 
 /// Cut-offs waiting to be sent to the other members (truncates are rare; past this many a
@@ -187,7 +188,7 @@ pub fn apply_forwarded(
         return Ok(0);
     };
     Ok(match commit(node, i, set, ms, "truncate from a member") {
-        Ok(()) => 0,
+        Ok(_) => 0,
         Err(_) => 1,
     })
 }
