@@ -828,6 +828,11 @@ impl Index {
         self.len == 0
     }
 
+    /// How many entries partition `pid` has.
+    pub fn partition_len(&self, pid: u16) -> usize {
+        self.partitions[usize::from(pid)].len()
+    }
+
     /// The entries of one partition, in no particular order (scans sort what they take).
     pub fn partition_entries(&self, pid: u16) -> impl Iterator<Item = (Digest, IndexEntry)> + '_ {
         let pid = usize::from(pid);

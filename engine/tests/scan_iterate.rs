@@ -224,3 +224,34 @@ fn scan_reads_come_from_the_device_in_order_and_leave_the_cache_alone() {
         assert_eq!(store.stats().snapshot().cache_hits - got.cache_hits, 10);
     });
 }
+
+#[test]
+fn dropping_a_partition_removes_its_records_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (store, _) = ShardStore::open(common::cfg(&d, false), Arc::default())
+            .await
+            .unwrap();
+        for i in 0..1500 {
+            for p in [7u16, 8] {
+                store
+                    .put(&record(digest_in(p, i), "a", 0, 1000, 10))
+                    .await
+                    .unwrap();
+            }
+        }
+        let counts = store.partition_object_counts();
+        assert_eq!((counts[7], counts[8], counts[9]), (1500, 1500, 0));
+        assert_eq!(store.drop_partition(7).await, 1500);
+        assert!(store.get(&digest_in(7, 0)).await.unwrap().is_none());
+        assert!(store.get(&digest_in(8, 0)).await.unwrap().is_some());
+        let counts = store.partition_object_counts();
+        assert_eq!((counts[7], counts[8]), (0, 1500));
+        assert_eq!(store.object_count(), 1500);
+        assert!(walk(&store, PartitionCursor::new(7, None), None)
+            .await
+            .is_empty());
+        assert_eq!(store.drop_partition(7).await, 0);
+    });
+}

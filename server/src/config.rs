@@ -192,6 +192,9 @@ pub struct ClusterConfig {
     /// travel on the heartbeat socket).
     pub fabric_address: IpAddr,
     pub fabric_port: u16,
+    /// `service.migrate-threads` and `service.migrate-max-num-incoming`: partitions this node
+    /// sends, and receives, at once while migrating.
+    pub migrate: apogee_cluster::MigrateConfig,
 }
 
 impl ClusterConfig {
@@ -287,6 +290,8 @@ struct ServiceSection {
     node_id: Option<String>,
     cluster_name: Option<String>,
     access_address: Option<IpAddr>,
+    migrate_threads: Option<usize>,
+    migrate_max_num_incoming: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -591,6 +596,27 @@ impl Config {
                 "a port other than the service and heartbeat ports",
             ));
         }
+        let defaults = apogee_cluster::MigrateConfig::default();
+        let migrate = apogee_cluster::MigrateConfig {
+            outgoing_partitions_max: svc
+                .migrate_threads
+                .unwrap_or(defaults.outgoing_partitions_max),
+            incoming_partitions_max: svc
+                .migrate_max_num_incoming
+                .unwrap_or(defaults.incoming_partitions_max),
+        };
+        let migrate = migrate.validate().map_err(|e| {
+            let (key, value, allowed) = match e {
+                apogee_cluster::MigrateError::BadThreads(n) => {
+                    ("service.migrate-threads", n, "1..=100")
+                }
+                apogee_cluster::MigrateError::BadIncoming(n) => {
+                    ("service.migrate-max-num-incoming", n, "1..=256")
+                }
+                other => unreachable!("validate returns only pacing errors, not {other}"),
+            };
+            bad(key, &value.to_string(), allowed)
+        })?;
         Ok(ClusterConfig {
             node_id,
             cluster_name,
@@ -598,6 +624,7 @@ impl Config {
             heartbeat,
             fabric_address: fabric.address.unwrap_or(address),
             fabric_port,
+            migrate,
         })
     }
 

@@ -6,6 +6,7 @@
 //! touch another core's store except by sending it a `ShardRequest`.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use apogee_engine::shard::{ShardStore, StoreConfig};
@@ -26,6 +27,8 @@ use crate::node::{Node, ShardWork};
 
 /// How long a core waits before accepting again after `accept` failed (e.g. out of file
 /// descriptors), so a persistent failure does not spin the core.
+/// How often each core publishes its partitions' record counts (`partition-info`).
+const PARTITION_OBJECTS_REFRESH_MS: u64 = 500;
 const ACCEPT_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The store settings of one shard of namespace `ns`.
@@ -120,6 +123,11 @@ impl Core {
             store.spawn_defragmenter();
             store.spawn_expirer();
             stores.push(store);
+        }
+        if node.config.cluster.heartbeat.is_some() {
+            let counts: Vec<Vec<u64>> =
+                stores.iter().map(|s| s.partition_object_counts()).collect();
+            node.found_at_start.report(&counts);
         }
         Ok(Core {
             shard,
@@ -264,6 +272,37 @@ impl Core {
         }
     }
 
+    /// Applies one chunk of migrating records, each only if newer than this node's version
+    /// by the namespace's conflict-resolution policy.
+    pub async fn apply_migrated(
+        &self,
+        ns: usize,
+        records: &[apogee_engine::Record],
+    ) -> crate::cluster::migration::stream::ChunkStatus {
+        use crate::cluster::migration::stream::ChunkStatus;
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.poisoned[ns].get().is_some() {
+            return ChunkStatus::StoreFailed;
+        }
+        let policy = self.node.config.namespaces[ns].conflict_resolution_policy;
+        for record in records {
+            match self.stores[ns].apply_if_newer(record, policy).await {
+                Ok(apogee_engine::shard::Applied::Stored) => self.learn_bin_names(ns, record),
+                Ok(_) => {}
+                Err(error) => {
+                    if let Some(n) = self.node.logs.replica_apply_failed.allow() {
+                        tracing::warn!(shard = self.shard, %error, suppressed = n,
+                            "cannot store a migrating record; the partition is sent again");
+                    }
+                    return ChunkStatus::StoreFailed;
+                }
+            }
+        }
+        (self.node.namespaces[ns].migration.record_receives)
+            .fetch_add(records.len() as u64, Relaxed);
+        ChunkStatus::Applied
+    }
+
     /// Debug builds only: a write to the bin named by `APOGEE_FAULT_PANIC_BIN` panics, so
     /// tests can drive the poisoning path of a real process.
     fn inject_write_panic(&self, msg: &Message) {
@@ -291,6 +330,33 @@ impl Core {
                     }
                     ShardWork::Scan(scan) => {
                         glommio::spawn_local(crate::scan::shard::run(core, scan)).detach();
+                        continue;
+                    }
+                    ShardWork::Emigrate(job) => {
+                        glommio::spawn_local(crate::cluster::migration::stream::emigrate(
+                            core, job,
+                        ))
+                        .detach();
+                        continue;
+                    }
+                    ShardWork::Immigrate(work) => {
+                        glommio::spawn_local(async move {
+                            let status = core.apply_migrated(work.ns, &work.records).await;
+                            let _ = work.reply.send(status);
+                        })
+                        .detach();
+                        continue;
+                    }
+                    ShardWork::DropPartition { ns, partition } => {
+                        glommio::spawn_local(async move {
+                            let n = core.stores[ns].drop_partition(partition.0).await;
+                            tracing::debug!(
+                                partition = partition.0,
+                                records = n,
+                                "dropped a partition this node no longer holds"
+                            );
+                        })
+                        .detach();
                         continue;
                     }
                     ShardWork::Replica(work) => {
@@ -379,6 +445,33 @@ impl Core {
                     ns.latency[shard]
                         .iter()
                         .for_each(latency::Histogram::close_window);
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Publishes the record count of each partition this core owns, for `partition-info`,
+    /// every `PARTITION_OBJECTS_REFRESH_MS` (one look per partition: the index keeps counts).
+    pub fn spawn_partition_counter(self: &Rc<Self>) {
+        let core = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(std::time::Duration::from_millis(
+                    PARTITION_OBJECTS_REFRESH_MS,
+                ))
+                .await;
+                let Some(core) = core.upgrade() else { return };
+                let table = core.node.partitions.load();
+                for p in 0..apogee_wire::digest::PARTITION_COUNT {
+                    if table.shard_of(p) != core.shard {
+                        continue;
+                    }
+                    for (ns, store) in core.stores.iter().enumerate() {
+                        let n = store.partition_object_count(p);
+                        core.node.namespaces[ns].partition_objects[usize::from(p)]
+                            .store(n.try_into().unwrap_or(u32::MAX), Ordering::Relaxed);
+                    }
                 }
             }
         })

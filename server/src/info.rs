@@ -216,7 +216,7 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
     Some(format!(
         "objects={};tombstones={};bad_records_skipped={};client_write_success={};client_read_success={};\
          expired_objects={};evicted_objects={};data_used_bytes={};data_total_bytes={};data_used_pct={};\
-         index_used_bytes={};effective_replication_factor={};{};cache_hits={};device_reads={};{}",
+         index_used_bytes={};effective_replication_factor={};{};cache_hits={};device_reads={};{};{};{}",
         s.objects,
         s.shadows,
         s.bad_records,
@@ -232,7 +232,9 @@ fn namespace_stats(node: &Node, name: &str) -> Option<String> {
         namespace_config(node, i),
         s.cache_hits,
         s.device_reads,
-        node.namespaces[i].replication.describe()
+        node.namespaces[i].replication.describe(),
+        node.partitions.load().migrate_describe(i),
+        node.namespaces[i].migration.describe(),
     ))
 }
 
@@ -318,6 +320,39 @@ fn bins(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
         .unwrap_or_else(|_| REPLY_FULL.into())
 }
 
+/// `partition-info[:namespace=<ns>]`: one row per namespace and partition, with CE 8.1.2.0's
+/// header and columns up to `regime` (Apogee keeps no per-partition migration counts or
+/// versions: those columns are 0, `tree_id` 0 and the versions `-`).
+fn partition_info(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
+    const HEADER: &str = "namespace:partition:state:n_replicas:replica:succession:n_dupl:\
+                          working_master:proxy_dst:emigrates:lead_emigrates:immigrates:records:\
+                          tombstones:regime:tree_id:version:final_version";
+    let only = match cmd.param("namespace") {
+        None => None,
+        Some(ns) => match node.config.namespace_index(ns.as_bytes()) {
+            Some(i) => Some(i),
+            None => return "ERROR:20:namespace not found".into(),
+        },
+    };
+    let table = node.partitions.load();
+    let mut out = String::from(HEADER);
+    for (i, ns) in node.config.namespaces.iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        for p in 0..PARTITION_COUNT {
+            let objects = node.namespaces[i].partition_objects[usize::from(p)]
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let row = table.partition_info_row(i, p, objects);
+            out.push_str(&format!(";{}:{p}:{row}:0:-:-", ns.name));
+            if out.len() > room {
+                return REPLY_FULL.into();
+            }
+        }
+    }
+    out
+}
+
 /// The answer to one command; `room` is how many bytes its value may take, which only the
 /// commands whose values can be long look at (the caller checks every value).
 fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
@@ -341,10 +376,12 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
         }
         "peers-generation" => node.cluster.load().peers_generation.to_string(),
         "cluster-name" => cfg.cluster.cluster_name.as_deref().unwrap_or("null").into(),
-        "cluster-stable" => node
-            .cluster
-            .load()
-            .cluster_stable(cmd.args, |ns| cfg.namespace_index(ns.as_bytes()).is_some()),
+        "cluster-stable" => {
+            let migrating = !node.partitions.load().is_migration_stable();
+            node.cluster.load().cluster_stable(cmd.args, migrating, |ns| {
+                cfg.namespace_index(ns.as_bytes()).is_some()
+            })
+        }
         "partitions" => PARTITION_COUNT.to_string(),
         "peers-clear-std" | "peers-clear-alt" => node.cluster.load().peers_value(cfg.port),
         // No TLS: no peer has a TLS address.
@@ -367,6 +404,7 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
             per_ns_index(&|i| t.replicas_master_value(i).into())
         }
         "rack-ids" => per_ns(&|n| format!("{n}:0")),
+        "partition-info" => partition_info(node, cmd, room),
         "namespaces" => ns_names().collect::<Vec<_>>().join(";"),
         "namespace" => {
             let name = cmd.param("id").unwrap_or(cmd.args);
@@ -378,7 +416,9 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
                 .sum();
             format!(
                 "{};{};objects={objects};cores={};shards_poisoned={};{}",
-                node.cluster.load().statistics(),
+                node.cluster
+                    .load()
+                    .statistics(node.partitions.load().migrate_remaining()),
                 node.proxy_stats.describe(),
                 cfg.cores,
                 node.poisoned_shards.load(std::sync::atomic::Ordering::Relaxed),

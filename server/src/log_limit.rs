@@ -71,6 +71,10 @@ pub struct NodeLogLimits {
     pub replica_failed: RateLimited,
     /// An image this node could not apply as a replica (its store failed).
     pub replica_apply_failed: RateLimited,
+    /// A migration batch or stream that failed (retried while its view lasts).
+    pub migrate_failed: RateLimited,
+    /// A migration message for a namespace this node does not have.
+    pub migrate_refused: RateLimited,
 }
 
 /// The per-core limiters of every repeated line.

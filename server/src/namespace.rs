@@ -66,6 +66,11 @@ pub struct Namespace {
     shards: Mutex<Vec<ShardHandles>>,
     /// Replica writes sent and received, for `namespace/<ns>`.
     pub replication: crate::cluster::replica::ReplicationStats,
+    /// `partition_objects[p]`: records of partition `p` here, refreshed by the owning core
+    /// every `PARTITION_OBJECTS_REFRESH_MS` (for `partition-info`).
+    pub partition_objects: Box<[std::sync::atomic::AtomicU32]>,
+    /// Records migrated out and in, for `namespace/<ns>`.
+    pub migration: crate::cluster::migration::stream::MigrationStats,
 }
 
 impl Namespace {
@@ -80,6 +85,10 @@ impl Namespace {
             truncated: Mutex::default(),
             shards: Mutex::default(),
             replication: Default::default(),
+            migration: Default::default(),
+            partition_objects: (0..apogee_wire::digest::PARTITION_COUNT)
+                .map(|_| Default::default())
+                .collect(),
         }
     }
 

@@ -44,6 +44,15 @@ pub enum ShardWork {
     Scan(crate::scan::ShardScan),
     /// A record image from a partition's master, for this shard's replica copy.
     Replica(crate::cluster::replica::ReplicaApply),
+    /// Stream one partition's records to another node (migration).
+    Emigrate(crate::cluster::migration::stream::Emigration),
+    /// A chunk of migrating records for a partition this shard owns.
+    Immigrate(crate::cluster::migration::stream::Immigration),
+    /// Forget every record of a partition this node no longer holds.
+    DropPartition {
+        ns: usize,
+        partition: apogee_wire::PartitionId,
+    },
 }
 
 /// The node-wide shared state.
@@ -79,6 +88,12 @@ pub struct Node {
     /// Truncate cut-offs taken here, waiting for core 0 to send them to the other members
     /// (`truncate::forward_cut_offs`; a node alone sends none).
     pub cut_offs: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
+    /// Core 0's migration task's inbox (`cluster::migration`); its receiver is taken once,
+    /// by the task.
+    pub migration_tx: flume::Sender<crate::cluster::migration::Event>,
+    pub migration_rx: std::sync::Mutex<Option<flume::Receiver<crate::cluster::migration::Event>>>,
+    /// Partitions each namespace's shards found records of at start, for migration.
+    pub found_at_start: crate::cluster::migration::FoundAtStart,
 }
 
 impl Node {
@@ -108,6 +123,8 @@ impl Node {
                 crate::cluster::ClusterState::alone(id),
             )
         };
+        let (migration_tx, migration_rx) =
+            flume::bounded(crate::cluster::migration::MIGRATION_EVENTS_MAX);
         Node {
             partitions: ArcSwap::from_pointee(table),
             cluster: ArcSwap::from_pointee(state),
@@ -135,6 +152,9 @@ impl Node {
             batch_latency: (0..config.cores).map(|_| Default::default()).collect(),
             jobs: Default::default(),
             cut_offs: flume::bounded(crate::truncate::CUT_OFFS_PENDING_MAX),
+            migration_tx,
+            migration_rx: std::sync::Mutex::new(Some(migration_rx)),
+            found_at_start: crate::cluster::migration::FoundAtStart::new(config.namespaces.len()),
             config,
         }
     }

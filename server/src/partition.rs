@@ -1,27 +1,61 @@
 //! The partition table: the one owner of where each of the 4096 partitions lives — which
-//! nodes hold it, in which role (master first, then replicas), and which local shard serves
-//! it on this node. Routing, the info commands clients tend with (`replicas`,
-//! `partition-generation`) and re-homing read it; nothing else computes placement.
+//! nodes hold it, in which role (master first, then replicas), which node serves it right now
+//! (the *working* master, which differs from the map's master while a migration hands the
+//! partition over), where its writes are replicated, what this node claims in `replicas`, and
+//! which local shard serves it on this node. Routing, replication, the info commands clients
+//! tend with (`replicas`, `partition-generation`, `cluster-stable`) and re-homing read it;
+//! nothing else computes placement.
 //!
 //! A node alone masters every partition (`single_node`). In a cluster, every committed view
-//! builds a new table from Aerospike's balance (`balanced`), and a node cut off from every
-//! cluster holds nothing (`unavailable`: requests get result 11). The cluster task replaces the
-//! table whole, with a higher generation, through `Node::partitions` (an `ArcSwap`); readers
-//! never see a table half-changed. It must never do I/O or hold a lock.
+//! and every step of its migrations builds a new table from the migration state machines
+//! (`migrating`), and a node cut off from every cluster holds nothing (`unavailable`:
+//! requests get result 11). The cluster's tasks replace the table whole, with a higher
+//! generation, through `Node::partitions` (an `ArcSwap`); readers never see a table
+//! half-changed. It must never do I/O or hold a lock.
 
-use apogee_cluster::{BalanceError, NodeId, PartitionMap, Succession};
+use apogee_cluster::view::ClusterKey;
+#[cfg(test)]
+use apogee_cluster::{BalanceError, Succession};
+use apogee_cluster::{Migrator, NodeId, PartitionMap};
 use apogee_wire::digest::PARTITION_COUNT;
 use apogee_wire::PartitionId;
 use base64::Engine as _;
 
-/// One namespace's placement: for each partition, the nodes that hold it, master first.
+/// `roles[p]` bit: this node may serve reads of the partition (it serves it, or holds a full
+/// replica copy that it claims).
+const ROLE_READS: u8 = 1;
+/// `roles[p]` bit: this node applies replicated writes of the partition (it is an eventual
+/// holder, or keeps a full copy it has not dropped yet).
+const ROLE_ACCEPTS: u8 = 2;
+/// `roles[p]` bits: this node's copy is complete (every acknowledged write), or some records
+/// of an incomplete one (neither: no copy); `partition-info`'s state S, D or A.
+const ROLE_FULL: u8 = 4;
+const ROLE_SUBSET: u8 = 8;
+
+/// One namespace's placement.
 struct NamespacePlacement {
-    /// `replicas[p]`: at most `replication-factor` nodes, master first.
+    /// `replicas[p]`: the map's holders, at most `replication-factor` nodes, master first.
     replicas: Vec<Vec<NodeId>>,
-    /// `bitmaps[r]`: base64 of the bitmap of partitions where this node is replica `r`
-    /// (0 = master), as the `replicas*` info values carry it; built with the table, since a
-    /// request may ask for `replicas` a thousand times.
+    /// `serving[p]`: the node that serves the partition now (`None`: nobody, e.g. during a
+    /// hand-off: requests answer 11 and the clients retry).
+    serving: Vec<Option<NodeId>>,
+    /// `targets[p]`: where this node sends each write of the partition it serves (never
+    /// itself; empty where it does not serve).
+    targets: Vec<Vec<NodeId>>,
+    /// `roles[p]`: `ROLE_*` bits of this node.
+    roles: Vec<u8>,
+    /// `bitmaps[r]`: base64 of the bitmap of partitions where this node claims replica
+    /// column `r` (0 = master), as the `replicas*` info values carry it; built with the
+    /// table, since a request may ask for `replicas` a thousand times.
     bitmaps: Vec<String>,
+    /// `migrate_tx_partitions_remaining`, `migrate_rx_partitions_remaining`,
+    /// `migrate_tx_partitions_active`, `migrate_rx_partitions_active`.
+    tx_remaining: usize,
+    rx_remaining: usize,
+    tx_active: usize,
+    rx_active: usize,
+    /// Planned, and nothing left to send or receive here.
+    stable: bool,
 }
 
 /// Who holds every partition, at one generation.
@@ -33,6 +67,9 @@ pub struct PartitionTable {
     node: NodeId,
     /// Local shards (one per core); a local partition lives on its `home_shard`.
     shards: u32,
+    /// The view whose migrations built this table: streams of records carry it and are
+    /// refused under any other.
+    migration_key: Option<ClusterKey>,
     /// Indexed like the configured namespaces.
     namespaces: Vec<NamespacePlacement>,
 }
@@ -47,6 +84,7 @@ impl PartitionTable {
             generation: 1,
             node,
             shards,
+            migration_key: None,
             namespaces: (0..namespaces).map(placement).collect(),
         }
     }
@@ -66,12 +104,16 @@ impl PartitionTable {
             generation,
             node,
             shards,
+            migration_key: None,
             namespaces: (0..namespaces).map(placement).collect(),
         }
     }
 
-    /// The table of a committed view: for each namespace, Aerospike's balance over the
-    /// succession list with `min(replication_factors[ns], members)` copies.
+    /// The table of a committed view with every partition already where the map puts it
+    /// (tests: a running cluster builds its tables by `migrating`):
+    /// for each namespace, Aerospike's balance over the succession list with
+    /// `min(replication_factors[ns], members)` copies.
+    #[cfg(test)]
     pub fn balanced(
         node: NodeId,
         shards: u32,
@@ -98,13 +140,43 @@ impl PartitionTable {
             generation,
             node,
             shards,
+            migration_key: None,
             namespaces,
         })
+    }
+
+    /// The table of view `key` while (and after) it migrates: for each namespace, its map's
+    /// holders and what its migration state machine says now — who serves, where writes go,
+    /// what this node claims and accepts.
+    pub fn migrating(
+        node: NodeId,
+        shards: u32,
+        key: ClusterKey,
+        namespaces: &[(&PartitionMap, &Migrator)],
+        generation: i64,
+    ) -> PartitionTable {
+        assert!(shards > 0, "a node has at least one shard");
+        let namespaces = namespaces
+            .iter()
+            .map(|(map, m)| NamespacePlacement::from_migrator(map, m))
+            .collect();
+        PartitionTable {
+            generation,
+            node,
+            shards,
+            migration_key: Some(key),
+            namespaces,
+        }
     }
 
     /// `partition-generation`.
     pub fn generation(&self) -> i64 {
         self.generation
+    }
+
+    /// The view whose migrations this table follows (`None` for a node alone or orphaned).
+    pub fn migration_key(&self) -> Option<ClusterKey> {
+        self.migration_key
     }
 
     /// The local shard that serves `partition`, which every node holding it has. (Which
@@ -113,21 +185,61 @@ impl PartitionTable {
         apogee_engine::placement::home_shard(partition, self.shards) as usize
     }
 
-    /// Whether this node is the master of `partition` in namespace `ns`.
+    /// Whether this node serves `partition` in namespace `ns` now (its working master).
     pub fn is_master(&self, ns: usize, partition: u16) -> bool {
-        self.namespaces[ns].replicas[usize::from(partition)].first() == Some(&self.node)
+        self.namespaces[ns].serving[usize::from(partition)] == Some(self.node)
     }
 
-    /// The master of `partition` in `ns`, if any node holds it.
+    /// The node that serves `partition` in `ns` now, if any.
     pub fn master(&self, ns: usize, partition: u16) -> Option<NodeId> {
-        self.namespaces[ns].replicas[usize::from(partition)]
-            .first()
-            .copied()
+        self.namespaces[ns].serving[usize::from(partition)]
     }
 
-    /// The nodes holding `partition` of `ns`, master first (empty when none is known).
+    /// Whether a read of `partition` may be served here: this node serves it, or claims a
+    /// full replica copy of it (a client whose replica policy sends reads to replicas).
+    pub fn reads_here(&self, ns: usize, partition: u16) -> bool {
+        self.namespaces[ns].roles[usize::from(partition)] & ROLE_READS != 0
+    }
+
+    /// Whether this node applies a replicated write of `partition` (or a migrated record).
+    pub fn accepts_replica_write(&self, ns: usize, partition: u16) -> bool {
+        self.namespaces[ns].roles[usize::from(partition)] & ROLE_ACCEPTS != 0
+    }
+
+    /// Where this node sends each write of `partition` it serves (never itself).
+    pub fn replication_targets(&self, ns: usize, partition: u16) -> &[NodeId] {
+        &self.namespaces[ns].targets[usize::from(partition)]
+    }
+
+    /// The nodes the map puts `partition` of `ns` on, master first (empty when none is
+    /// known). Where it is served from now is `master`'s business.
+    #[cfg(test)]
     pub fn holders(&self, ns: usize, partition: u16) -> &[NodeId] {
         &self.namespaces[ns].replicas[usize::from(partition)]
+    }
+
+    /// One row of `partition-info` for `partition` of `ns` (CE 8.1.2.0's columns from `state`
+    /// to `records`; `objects` is the caller's count): this node's copy (S complete, D some
+    /// records of an incomplete one, A none), the holders count, this node's place among
+    /// them (the count when it is not one), and who serves it.
+    pub fn partition_info_row(&self, ns: usize, partition: u16, objects: u32) -> String {
+        let p = &self.namespaces[ns];
+        let i = usize::from(partition);
+        let state = match p.roles[i] {
+            r if r & ROLE_FULL != 0 => 'S',
+            r if r & ROLE_SUBSET != 0 => 'D',
+            _ => 'A',
+        };
+        let row = &p.replicas[i];
+        let place = row
+            .iter()
+            .position(|&n| n == self.node)
+            .unwrap_or(row.len());
+        let working = p.serving[i].map_or_else(|| "0".into(), |n| format!("{:X}", n.0));
+        format!(
+            "{state}:{n}:{place}:{place}:0:{working}:{working}:0:0:0:{objects}:0:0",
+            n = row.len()
+        )
     }
 
     /// How many copies of each partition the table keeps for `ns`: the most nodes any
@@ -135,6 +247,29 @@ impl PartitionTable {
     pub fn replica_count(&self, ns: usize) -> usize {
         let p = &self.namespaces[ns];
         p.replicas.iter().map(Vec::len).max().unwrap_or(0)
+    }
+
+    /// The `migrate_*_partitions_*` fields of `namespace/<ns>` (CE 8.1.2.0's names).
+    pub fn migrate_describe(&self, ns: usize) -> String {
+        let p = &self.namespaces[ns];
+        format!(
+            "migrate_tx_partitions_active={};migrate_rx_partitions_active={};\
+             migrate_tx_partitions_remaining={};migrate_rx_partitions_remaining={}",
+            p.tx_active, p.rx_active, p.tx_remaining, p.rx_remaining
+        )
+    }
+
+    /// `migrate_partitions_remaining`: partitions still to send or receive here, summed
+    /// over namespaces as CE sums it.
+    pub fn migrate_remaining(&self) -> usize {
+        (self.namespaces.iter())
+            .map(|p| p.tx_remaining + p.rx_remaining)
+            .sum()
+    }
+
+    /// Whether no namespace has anything left to migrate here (and every plan is made).
+    pub fn is_migration_stable(&self) -> bool {
+        self.namespaces.iter().all(|p| p.stable)
     }
 
     /// The value of `replicas` for `ns` (without the `ns:` prefix): regime, replica count, then
@@ -157,24 +292,85 @@ impl PartitionTable {
 }
 
 impl NamespacePlacement {
+    /// Every partition where its row puts it: the row's first node serves and replicates to
+    /// the others, and every node claims its column.
     fn from_rows(replicas: Vec<Vec<NodeId>>, node: NodeId) -> NamespacePlacement {
         debug_assert_eq!(replicas.len(), PARTITION_COUNT as usize);
+        let claims: Vec<Vec<usize>> = (replicas.iter())
+            .map(|row| row.iter().position(|&n| n == node).into_iter().collect())
+            .collect();
         NamespacePlacement {
-            bitmaps: bitmaps(&replicas, node),
+            bitmaps: bitmaps(&replicas, &claims),
+            serving: replicas.iter().map(|row| row.first().copied()).collect(),
+            targets: (replicas.iter())
+                .map(|row| match row.split_first() {
+                    Some((&m, rest)) if m == node => rest.to_vec(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+            roles: (replicas.iter())
+                .map(|row| {
+                    if row.contains(&node) {
+                        ROLE_READS | ROLE_ACCEPTS | ROLE_FULL
+                    } else {
+                        0
+                    }
+                })
+                .collect(),
             replicas,
+            tx_remaining: 0,
+            rx_remaining: 0,
+            tx_active: 0,
+            rx_active: 0,
+            stable: true,
+        }
+    }
+
+    /// As `m` migrates `map`'s partitions now.
+    fn from_migrator(map: &PartitionMap, m: &Migrator) -> NamespacePlacement {
+        let pids = (0..PARTITION_COUNT).map(PartitionId);
+        let replicas: Vec<Vec<NodeId>> = pids.clone().map(|p| map.holders(p).to_vec()).collect();
+        let claims: Vec<Vec<usize>> = pids.clone().map(|p| m.claims(p)).collect();
+        let roles = (pids.clone().zip(&claims))
+            .map(|(p, c)| {
+                let reads = if c.is_empty() { 0 } else { ROLE_READS };
+                let accepts = if m.accepts_replica_write(p) {
+                    ROLE_ACCEPTS
+                } else {
+                    0
+                };
+                let copy = match m.copy(p) {
+                    apogee_cluster::PartitionCopy::Full => ROLE_FULL,
+                    apogee_cluster::PartitionCopy::Subset => ROLE_SUBSET,
+                    apogee_cluster::PartitionCopy::Absent => 0,
+                };
+                reads | accepts | copy
+            })
+            .collect();
+        NamespacePlacement {
+            bitmaps: bitmaps(&replicas, &claims),
+            serving: pids.clone().map(|p| m.working_master(p)).collect(),
+            targets: pids.map(|p| m.replication_targets(p)).collect(),
+            roles,
+            replicas,
+            tx_remaining: m.tx_partitions_remaining(),
+            rx_remaining: m.rx_partitions_remaining(),
+            tx_active: m.outgoing_active(),
+            rx_active: m.incoming_active(),
+            stable: m.is_stable(),
         }
     }
 }
 
-/// One base64 bitmap per replica index, of the partitions `node` holds at that index
-/// (bit 7 of byte 0 is partition 0, as the clients read it).
-fn bitmaps(replicas: &[Vec<NodeId>], node: NodeId) -> Vec<String> {
+/// One base64 bitmap per replica column (as many as the longest row), of the partitions
+/// where `claims[p]` holds that column (bit 7 of byte 0 is partition 0, as clients read it).
+fn bitmaps(replicas: &[Vec<NodeId>], claims: &[Vec<usize>]) -> Vec<String> {
     let count = replicas.iter().map(Vec::len).max().unwrap_or(0).max(1);
     (0..count)
         .map(|r| {
             let mut bits = vec![0u8; PARTITION_COUNT as usize / 8];
-            for (p, nodes) in replicas.iter().enumerate() {
-                if nodes.get(r) == Some(&node) {
+            for (p, columns) in claims.iter().enumerate() {
+                if columns.contains(&r) {
                     bits[p / 8] |= 0x80 >> (p % 8);
                 }
             }
@@ -222,7 +418,12 @@ mod tests {
         let mut replicas = vec![vec![other, NodeId(3)]; PARTITION_COUNT as usize];
         replicas[0] = vec![me, other];
         replicas[9] = vec![other, me];
-        let maps: Vec<Vec<u8>> = bitmaps(&replicas, me).iter().map(|b| decode(b)).collect();
+        let claims: Vec<Vec<usize>> = (replicas.iter())
+            .map(|row| row.iter().position(|&n| n == me).into_iter().collect())
+            .collect();
+        let maps: Vec<Vec<u8>> = (bitmaps(&replicas, &claims).iter())
+            .map(|b| decode(b))
+            .collect();
         assert_eq!(maps.len(), 2);
         assert_eq!(maps[0][0], 0x80);
         assert!(maps[0][1..].iter().all(|&b| b == 0));
@@ -274,5 +475,44 @@ mod tests {
         assert!((0..PARTITION_COUNT).all(|p| !t.is_master(0, p)));
         assert!(decode(t.replicas_master_value(0)).iter().all(|&b| b == 0));
         assert_eq!(t.replica_count(0), 0);
+    }
+
+    #[test]
+    fn a_migrating_table_serves_what_its_state_machine_says() {
+        use apogee_cluster::migrate::Output;
+        use apogee_cluster::{MigrateConfig, Migrator};
+        let key = ClusterKey::new(0x77).unwrap();
+        let (me, other) = (NodeId(0xA1), NodeId(0xB2));
+        // Alone in a view: planned at once, nothing anywhere, so every partition is settled
+        // and served here.
+        let alone = Succession::new([me]).unwrap();
+        let map = PartitionMap::balance(&alone, 2).unwrap();
+        let mut m = Migrator::new(me, MigrateConfig::default()).unwrap();
+        m.begin_view(key, alone, map.clone(), &mut Output::default())
+            .unwrap();
+        let t = PartitionTable::migrating(me, 2, key, &[(&map, &m)], 5);
+        assert_eq!((t.generation(), t.migration_key()), (5, Some(key)));
+        assert!((0..PARTITION_COUNT).all(|p| t.is_master(0, p)
+            && t.reads_here(0, p)
+            && t.accepts_replica_write(0, p)
+            && t.replication_targets(0, p).is_empty()));
+        assert!(t.is_migration_stable());
+        assert_eq!(t.migrate_remaining(), 0);
+        assert!(decode(t.replicas_master_value(0))
+            .iter()
+            .all(|&b| b == 0xFF));
+        // With a second member whose versions have not arrived: nobody serves yet, nothing
+        // is claimed, and the node is not migration-stable.
+        let two = Succession::new([me, other]).unwrap();
+        let map = PartitionMap::balance(&two, 2).unwrap();
+        let mut out = Output::default();
+        m.begin_view(key, two, map.clone(), &mut out).unwrap();
+        let t = PartitionTable::migrating(me, 2, key, &[(&map, &m)], 6);
+        assert!((0..PARTITION_COUNT).all(|p| t.master(0, p).is_none() && !t.reads_here(0, p)));
+        assert!(!t.is_migration_stable());
+        assert!(decode(t.replicas_master_value(0)).iter().all(|&b| b == 0));
+        assert!(t
+            .migrate_describe(0)
+            .contains("migrate_tx_partitions_remaining=0"));
     }
 }

@@ -236,6 +236,7 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
                 };
                 core.spawn_inbox(inbox);
                 core.spawn_latency_ticker();
+                core.spawn_partition_counter();
                 if let (Some((socket, fabric, starts)), Some(h)) =
                     (cluster, &node.config.cluster.heartbeat)
                 {
@@ -243,6 +244,11 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
                         let _ = ready.send(Err(format!("cannot start the cluster task: {e}")));
                         return;
                     }
+                    let migration_rx = (node.migration_rx.lock())
+                        .expect("no panic while holding it")
+                        .take()
+                        .expect("core 0 takes the migration inbox once");
+                    crate::cluster::migration::spawn(node.clone(), migration_rx);
                     crate::cluster::fabric::spawn_listener(core.clone(), fabric);
                     glommio::spawn_local(crate::truncate::forward_cut_offs(node.clone())).detach();
                 }

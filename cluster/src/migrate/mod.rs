@@ -52,6 +52,7 @@
 
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

@@ -3,7 +3,9 @@
 //! node which does not master its partition is forwarded to the master (as Aerospike proxies)
 //! and the master's reply frame relayed to the client unchanged; and a write's record image
 //! from a partition's master to each replica, answered by what the replica did with it
-//! (`replica`). Migration will use the same connections.
+//! (`replica`). Migration uses the same connections: batches of its messages for core 0's
+//! migration task, and chunks of a partition's records for the owning shard
+//! (`migration::stream`).
 //!
 //! Owns the fabric's framing (ours; little-endian): `len u32` (bytes after it, at most
 //! `FABRIC_FRAME_BYTES_MAX`) `| magic "APFB" | version u8 | kind u8 | body`. The first frame on
@@ -68,6 +70,14 @@ pub enum Kind {
     Truncate = 6,
     /// Its answer: one byte, 0 when the cut-off is durable here.
     TruncateAck = 7,
+    /// Migration's messages of one view (body: `apogee_cluster::migrate::wire` batch).
+    MigrateBatch = 8,
+    /// Its answer: empty; the batch was handed to the migration task.
+    MigrateAck = 9,
+    /// A chunk of one partition's records, migrating (body: `migration::stream`).
+    MigrateRecords = 10,
+    /// Its answer: one `migration::stream::ChunkStatus` byte.
+    MigrateRecordsAck = 11,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +112,10 @@ pub enum FabricError {
     CutOff(&'static str),
     #[error("the member could not make the truncate durable")]
     Truncate,
+    #[error("malformed migration batch: {0}")]
+    Migrate(#[from] apogee_cluster::migrate::wire::WireError),
+    #[error("malformed migrating records: {0}")]
+    Chunk(#[from] super::migration::stream::ChunkError),
 }
 
 /// Proxy counters, node-wide, for `statistics`.
@@ -158,6 +172,10 @@ fn parse_head(head: &[u8; FRAME_HEAD_BYTES]) -> Result<Kind, FabricError> {
         5 => Ok(Kind::ReplicaAck),
         6 => Ok(Kind::Truncate),
         7 => Ok(Kind::TruncateAck),
+        8 => Ok(Kind::MigrateBatch),
+        9 => Ok(Kind::MigrateAck),
+        10 => Ok(Kind::MigrateRecords),
+        11 => Ok(Kind::MigrateRecordsAck),
         k => Err(FabricError::Kind(k)),
     }
 }
@@ -264,7 +282,7 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
             got: kind,
         });
     }
-    let (name, _peer) = parse_hello(&body)?;
+    let (name, peer) = parse_hello(&body)?;
     let ours = core.node.config.cluster.cluster_name.as_deref();
     if name != ours {
         return Err(FabricError::OtherCluster {
@@ -291,6 +309,23 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
             let status = crate::truncate::apply_forwarded(&core.node, &body)?;
             stream
                 .write_all(&frame(Kind::TruncateAck, &[status]))
+                .await?;
+            continue;
+        }
+        if kind == Kind::MigrateBatch {
+            // A malformed batch closes the connection; a well-formed one goes to core 0's
+            // migration task (waiting here while its inbox is full: back-pressure).
+            let batch = apogee_cluster::migrate::wire::decode_batch(&body)?;
+            drop(body);
+            super::migration::deliver(&core.node, peer, batch).await;
+            stream.write_all(&frame(Kind::MigrateAck, &[])).await?;
+            continue;
+        }
+        if kind == Kind::MigrateRecords {
+            let status = super::migration::stream::receive(core, peer, &body).await?;
+            drop(body);
+            stream
+                .write_all(&frame(Kind::MigrateRecordsAck, &[status as u8]))
                 .await?;
             continue;
         }
@@ -390,6 +425,36 @@ pub async fn truncate_at(node: &Node, to: NodeId, body: &[u8]) -> Result<(), Fab
 
 /// How long a member may take to make a forwarded cut-off durable (two fsyncs).
 const TRUNCATE_ACK_TIMEOUT_MS: u64 = 5_000;
+
+/// How long a peer may take to take a migration batch (its migration task's inbox is full
+/// only for a moment).
+const MIGRATE_ACK_TIMEOUT_MS: u64 = 5_000;
+/// How long a peer may take to store one chunk of migrating records (about 1 MiB, written
+/// durably there).
+const MIGRATE_RECORDS_ACK_TIMEOUT_MS: u64 = 10_000;
+
+/// Sends a batch of migration messages (`wire::encode_batch`) to member `to`.
+pub async fn migrate_batch(node: &Node, to: NodeId, body: &[u8]) -> Result<(), FabricError> {
+    let addr = (node.cluster.load().fabric_of(to)).ok_or(FabricError::NoPeer(to.0))?;
+    let deadline = Duration::from_millis(MIGRATE_ACK_TIMEOUT_MS);
+    let request = frame(Kind::MigrateBatch, body);
+    match request_reply(node, addr, &request, Kind::MigrateAck, deadline).await?[..] {
+        [] => Ok(()),
+        ref other => Err(FabricError::Ack(other.len())),
+    }
+}
+
+/// Sends one chunk of migrating records (`migration::stream::encode_chunk`) to member `to`
+/// and returns its status byte.
+pub async fn migrate_records(node: &Node, to: NodeId, body: &[u8]) -> Result<u8, FabricError> {
+    let addr = (node.cluster.load().fabric_of(to)).ok_or(FabricError::NoPeer(to.0))?;
+    let deadline = Duration::from_millis(MIGRATE_RECORDS_ACK_TIMEOUT_MS);
+    let request = frame(Kind::MigrateRecords, body);
+    match request_reply(node, addr, &request, Kind::MigrateRecordsAck, deadline).await?[..] {
+        [b] => Ok(b),
+        ref other => Err(FabricError::Ack(other.len())),
+    }
+}
 
 /// One request and its reply on a pooled connection to `addr` (a fresh one when none is
 /// idle), the connection pooled again afterwards.
@@ -495,8 +560,8 @@ mod tests {
         bad[4] = 2;
         assert!(matches!(parse_head(&bad), Err(FabricError::Version(2))));
         let mut bad = head;
-        bad[5] = 9;
-        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(9))));
+        bad[5] = 12;
+        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(12))));
 
         let h = hello_body(Some("dev"), NodeId(0xA1));
         assert_eq!(parse_hello(&h).unwrap(), (Some("dev"), NodeId(0xA1)));

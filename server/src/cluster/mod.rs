@@ -11,6 +11,7 @@
 
 pub mod envelope;
 pub mod fabric;
+pub mod migration;
 pub mod replica;
 pub mod task;
 
@@ -77,8 +78,9 @@ impl ClusterState {
             .map_or_else(|| "0".into(), |k| format!("{:X}", k.get()))
     }
 
-    /// The `cluster_*` fields of `statistics` (Aerospike's names).
-    pub fn statistics(&self) -> String {
+    /// The `cluster_*` and `migrate_*` fields of `statistics` (Aerospike's names), with
+    /// `migrate_remaining` partitions still to send or receive here over all namespaces.
+    pub fn statistics(&self, migrate_remaining: usize) -> String {
         let principal = self
             .succession
             .first()
@@ -86,7 +88,7 @@ impl ClusterState {
         format!(
             "cluster_size={};cluster_key={};cluster_generation={};cluster_principal={principal};\
              cluster_integrity={};cluster_is_member={};migrate_allowed=true;\
-             migrate_partitions_remaining=0",
+             migrate_partitions_remaining={migrate_remaining}",
             self.succession.len(),
             self.key_hex(),
             self.generation,
@@ -122,9 +124,15 @@ impl ClusterState {
     }
 
     /// `cluster-stable[:size=N;ignore-migrations=..;namespace=..]`: the cluster key when this
-    /// node is in a cluster (of `size` nodes, if given), else an error as CE words it.
-    /// Without migrations (phase 1), a formed cluster is always migration-stable.
-    pub fn cluster_stable(&self, args: &str, namespace_known: impl Fn(&str) -> bool) -> String {
+    /// node is in a cluster (of `size` nodes, if given) and, unless migrations are ignored,
+    /// has nothing left to migrate (`migrating` false), else an error as CE words it.
+    pub fn cluster_stable(
+        &self,
+        args: &str,
+        migrating: bool,
+        namespace_known: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut ignore_migrations = false;
         for kv in args.split(';').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             match k {
@@ -136,15 +144,20 @@ impl ClusterState {
                 "namespace" if !namespace_known(v) => {
                     return "ERROR:20:namespace not found on node".into()
                 }
-                "ignore-migrations" if !matches!(v, "true" | "false" | "yes" | "no") => {
-                    return "ERROR:4:bad ignore-migrations".into()
-                }
-                "namespace" | "ignore-migrations" => {}
+                "ignore-migrations" => match v {
+                    "true" | "yes" => ignore_migrations = true,
+                    "false" | "no" => ignore_migrations = false,
+                    _ => return "ERROR:4:bad ignore-migrations".into(),
+                },
+                "namespace" => {}
                 _ => return format!("ERROR:4:unknown parameter {k}"),
             }
         }
         if !self.is_member || self.key.is_none() {
             return "ERROR:7:not a member of a cluster".into();
+        }
+        if migrating && !ignore_migrations {
+            return "ERROR:7:unstable cluster".into();
         }
         self.key_hex()
     }
@@ -193,20 +206,31 @@ mod tests {
         assert_eq!(s.services_value(), "127.0.0.1:5100;127.0.0.1:5120");
         let known = |n: &str| n == "test";
         assert_eq!(
-            s.cluster_stable("size=3;ignore-migrations=true;namespace=test", known),
+            s.cluster_stable("size=3;ignore-migrations=true;namespace=test", false, known),
             "66944980584B"
         );
-        assert_eq!(s.cluster_stable("", known), "66944980584B");
+        assert_eq!(s.cluster_stable("", false, known), "66944980584B");
         assert_eq!(
-            s.cluster_stable("size=2", known),
+            s.cluster_stable("", true, known),
+            "ERROR:7:unstable cluster"
+        );
+        assert_eq!(
+            s.cluster_stable("ignore-migrations=true", true, known),
+            "66944980584B"
+        );
+        assert_eq!(
+            s.cluster_stable("size=2", false, known),
             "ERROR:7:cluster not specified size"
         );
-        assert_eq!(s.cluster_stable("size=abc", known), "ERROR:4:bad size");
         assert_eq!(
-            s.cluster_stable("namespace=nope", known),
+            s.cluster_stable("size=abc", false, known),
+            "ERROR:4:bad size"
+        );
+        assert_eq!(
+            s.cluster_stable("namespace=nope", false, known),
             "ERROR:20:namespace not found on node"
         );
-        let stats = s.statistics();
+        let stats = s.statistics(0);
         for want in [
             "cluster_size=3",
             "cluster_key=66944980584B",
@@ -221,13 +245,18 @@ mod tests {
     #[test]
     fn a_forming_node_is_in_no_cluster_and_a_lone_one_in_its_own() {
         let f = ClusterState::forming();
-        assert!(f.cluster_stable("", |_| true).starts_with("ERROR:7:"));
-        assert!(f.statistics().contains("cluster_size=0;cluster_key=0;"));
+        assert!(f
+            .cluster_stable("", false, |_| true)
+            .starts_with("ERROR:7:"));
+        assert!(f.statistics(0).contains("cluster_size=0;cluster_key=0;"));
         assert_eq!(f.peers_value(3000), "1,3000,[]");
         let a = ClusterState::alone(NodeId(7));
         let key = a.key.unwrap().get();
         assert!(key != 0 && key < 1 << 48);
-        assert_eq!(a.cluster_stable("size=1", |_| true), format!("{key:X}"));
-        assert!(a.statistics().contains("cluster_principal=7;"));
+        assert_eq!(
+            a.cluster_stable("size=1", false, |_| true),
+            format!("{key:X}")
+        );
+        assert!(a.statistics(0).contains("cluster_principal=7;"));
     }
 }

@@ -203,8 +203,7 @@ pub fn wants_image(node: &Node, ns: usize, partition: u16) -> bool {
         return false;
     }
     let table = node.partitions.load();
-    let holders = table.holders(ns, partition);
-    holders.len() > 1 && holders[0] == node.id
+    table.is_master(ns, partition) && !table.replication_targets(ns, partition).is_empty()
 }
 
 /// Sends the image of a write the master just applied to the partition's replicas (as the
@@ -218,13 +217,11 @@ pub async fn replicate(
     info3: u8,
 ) -> Result<(), ResultCode> {
     let partition = record.digest.partition().0;
-    let targets: Vec<NodeId> = {
-        let table = node.partitions.load();
-        (table.holders(ns, partition).iter())
-            .copied()
-            .filter(|&n| n != node.id)
-            .collect()
-    };
+    let targets: Vec<NodeId> = node
+        .partitions
+        .load()
+        .replication_targets(ns, partition)
+        .to_vec();
     if targets.is_empty() {
         return Ok(());
     }
@@ -336,12 +333,7 @@ pub async fn receive(core: &Core, body: &[u8]) -> Result<ReplicaStatus, ImageErr
     };
     let stats = &node.namespaces[ns].replication;
     let partition = record.digest.partition().0;
-    if !node
-        .partitions
-        .load()
-        .holders(ns, partition)
-        .contains(&node.id)
-    {
+    if !node.partitions.load().accepts_replica_write(ns, partition) {
         stats.received_refused.fetch_add(1, Relaxed);
         return Ok(ReplicaStatus::NotHolder);
     }

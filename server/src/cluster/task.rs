@@ -31,7 +31,6 @@ use super::envelope::{
 use super::{ClusterState, PeerService};
 use crate::config::HeartbeatConfig;
 use crate::node::Node;
-use crate::partition::PartitionTable;
 
 /// How often the task fires the detector's and the view's due timers: well under the
 /// detector's shortest timer (a third of an interval, 50 ms by default).
@@ -98,8 +97,6 @@ struct Membership {
     seed_round: Duration,
     next_seed_round: Instant,
     origin: std::time::Instant,
-    replication_factors: Vec<u32>,
-    shards: u32,
     /// Datagrams to send once the state is released.
     outbox: Vec<(SocketAddr, Vec<u8>)>,
     logs: Logs,
@@ -179,32 +176,22 @@ impl Membership {
 
     /// A committed view: rebalance and publish. Orphaned: serve nothing (result 11).
     fn apply(&mut self, event: Event) {
-        let old = self.node.partitions.load();
-        let generation = old.generation().max(0) + 1;
         match event {
             Event::Committed(v) => {
-                match PartitionTable::balanced(
-                    self.id,
-                    self.shards,
-                    &v.succession,
-                    &self.replication_factors,
-                    generation,
-                ) {
-                    Ok(t) => self.node.partitions.store(Arc::new(t)),
-                    Err(e) => {
-                        // The view module only commits valid successions with this node in
-                        // them; a failure here is a bug, and serving nothing is the safe side.
-                        tracing::error!(error = %e, "cannot balance the committed view");
-                        return;
-                    }
+                // The migration task builds and publishes the table of the view.
+                let event = super::migration::Event::View {
+                    key: v.cluster_key,
+                    succession: v.succession.clone(),
+                };
+                if self.node.migration_tx.try_send(event).is_err() {
+                    tracing::error!("the migration task's inbox is full; the view is not applied");
                 }
                 let members = v.succession.nodes().to_vec();
                 tracing::info!(
                     cluster_key = %format!("{:X}", v.cluster_key.get()),
                     principal = %format!("{:X}", v.principal().0),
                     members = %hex_list(&members),
-                    partition_generation = generation,
-                    "cluster view committed; partition map rebalanced"
+                    "cluster view committed; migrating to its partition map"
                 );
                 let mut s = ClusterState::clone(&self.node.cluster.load());
                 s.key = Some(v.cluster_key);
@@ -219,14 +206,10 @@ impl Membership {
                     "out of every cluster for the orphan timeout: partitions unavailable \
                      (result 11) until a view commits"
                 );
-                self.node
-                    .partitions
-                    .store(Arc::new(PartitionTable::unavailable(
-                        self.id,
-                        self.shards,
-                        self.replication_factors.len(),
-                        generation,
-                    )));
+                let _ = self
+                    .node
+                    .migration_tx
+                    .try_send(super::migration::Event::Orphaned);
                 let mut s = ClusterState::clone(&self.node.cluster.load());
                 s.key = None;
                 s.succession.clear();
@@ -424,8 +407,6 @@ impl Membership {
             seed_round: interval * heartbeat.timeout_intervals,
             next_seed_round: now,
             origin: std::time::Instant::now(),
-            replication_factors: config.replication_factors(),
-            shards: u32::try_from(config.cores).expect("core count fits u32"),
             outbox: Vec::new(),
             logs: Logs::default(),
             node: node.clone(),
@@ -507,7 +488,6 @@ mod tests {
     use crate::config::{Config, Overrides};
     use apogee_cluster::view::{ClusterKey, View};
     use apogee_cluster::Succession;
-    use apogee_wire::PARTITION_COUNT;
 
     fn membership(id: u64, name: Option<&str>, dir: &std::path::Path) -> Membership {
         let o = Overrides {
@@ -538,10 +518,11 @@ mod tests {
     }
 
     #[test]
-    fn a_committed_view_publishes_its_balance_and_an_orphan_claims_nothing() {
+    fn a_committed_view_goes_to_migration_and_an_orphan_too() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = membership(0xB2, Some("dev"), dir.path());
         let node = m.node.clone();
+        let rx = node.migration_rx.lock().unwrap().take().unwrap();
         assert_eq!(
             node.partitions.load().generation(),
             -1,
@@ -553,13 +534,12 @@ mod tests {
             cluster_key: ClusterKey::new(0xABC).unwrap(),
             succession: succession.clone(),
         }));
-        let t = node.partitions.load_full();
-        assert_eq!(t.generation(), 1);
-        let map = apogee_cluster::PartitionMap::balance(&succession, 2).unwrap();
-        for p in 0..PARTITION_COUNT {
-            let master = map.master(apogee_wire::PartitionId(p));
-            assert_eq!(t.is_master(0, p), master == NodeId(0xB2));
-            assert_eq!(t.master(0, p), Some(master));
+        match rx.try_recv() {
+            Ok(super::super::migration::Event::View { key, succession: s }) => {
+                assert_eq!(key, ClusterKey::new(0xABC).unwrap());
+                assert_eq!(s.nodes(), succession.nodes());
+            }
+            _ => panic!("the view is handed to the migration task"),
         }
         let s = node.cluster.load_full();
         assert_eq!(s.key, ClusterKey::new(0xABC));
@@ -569,9 +549,10 @@ mod tests {
         assert!(s.peers.is_empty());
 
         m.apply(Event::Orphaned);
-        let t = node.partitions.load_full();
-        assert_eq!(t.generation(), 2);
-        assert!((0..PARTITION_COUNT).all(|p| !t.is_master(0, p) && t.master(0, p).is_none()));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(super::super::migration::Event::Orphaned)
+        ));
         let s = node.cluster.load_full();
         assert!(s.key.is_none() && s.succession.is_empty() && !s.is_member);
     }

@@ -53,13 +53,14 @@ async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8>
     let partition = digest.partition().0;
     let master = {
         let table = core.node.partitions.load();
-        // A read of a partition this node holds as a replica is served here, as an AP
-        // Aerospike node serves a client whose replica policy sent it there; not one that
-        // touches the record (read-touch-ttl), which writes and so belongs to the master.
+        // A read of a partition this node holds a full replica copy of is served here, as
+        // an AP Aerospike node serves a client whose replica policy sent it there; not one
+        // that touches the record (read-touch-ttl), which writes and so belongs to the
+        // master, nor one of a copy still migrating in (incomplete).
         let local = table.is_master(ns, partition)
             || (msg.header.info2 & info2::WRITE == 0
                 && msg.header.record_ttl == 0
-                && table.holders(ns, partition).contains(&core.node.id));
+                && table.reads_here(ns, partition));
         (!local).then(|| table.master(ns, partition))
     };
     if let Some(master) = master {

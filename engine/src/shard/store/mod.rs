@@ -29,6 +29,7 @@ mod apply;
 mod commit;
 mod config;
 mod defrag;
+mod drop;
 mod expiry;
 mod growth;
 mod keydir;
