@@ -130,8 +130,10 @@ pub enum Message {
         copies: Box<[Copy]>,
         serving: Box<[u8; PARTITION_BITMAP_BYTES]>,
     },
-    /// An emigrant asks to start sending `partition`.
-    Start { partition: PartitionId },
+    /// An emigrant asks to start sending `partition`; `light`: the emigrant had no record
+    /// of it when it asked (see [`Migrator::set_light`]), so it is accepted beyond
+    /// `migrate-max-num-incoming`.
+    Start { partition: PartitionId, light: bool },
     /// The destination's answer: `false` when it is at `migrate-max-num-incoming` (or does
     /// not expect the partition yet); the emigrant retries on a later tick.
     StartReply {
@@ -273,12 +275,23 @@ struct Current {
     emigration_state: BTreeMap<(u16, NodeId), EmigrationState>,
     /// Immigrations accepted and not yet done: counts against `incoming_partitions_max`.
     incoming_active: BTreeSet<(u16, NodeId)>,
+    /// Those of `incoming_active` accepted as light: they hold no incoming slot.
+    incoming_light: BTreeSet<(u16, NodeId)>,
     /// Messages that came before the plan, handled right after it (at most
     /// `EARLY_MESSAGES_MAX`).
     early: Vec<(NodeId, Message)>,
     /// Destinations that refused a start since the last tick: not asked again before it, so
     /// a full destination costs one refusal per tick, not one per partition owed to it.
     refused_by: BTreeSet<NodeId>,
+    /// Emigrations last asked as light: they hold no `migrate-threads` slot.
+    light_asked: BTreeSet<(u16, NodeId)>,
+}
+
+impl Current {
+    /// Immigrations holding an incoming slot (accepted, not light, not done).
+    fn slots_in_use(&self) -> usize {
+        self.incoming_active.len() - self.incoming_light.len()
+    }
 }
 
 /// One node's migration state machine for one namespace.
@@ -287,6 +300,11 @@ pub struct Migrator {
     config: MigrateConfig,
     /// This node's copy of each partition, kept across views.
     copies: Vec<Copy>,
+    /// Partitions the server says hold no record here now (a hint for pacing only): their
+    /// emigrations hold no `migrate-threads` slot and no destination's incoming slot, so a
+    /// cluster forming over empty partitions does not migrate them one by one. Whatever the
+    /// hint, the stream itself sends every record the partition has when it runs.
+    light: Vec<bool>,
     current: Option<Current>,
 }
 
@@ -322,12 +340,19 @@ impl Migrator {
             id,
             config,
             copies,
+            light: vec![false; PARTITION_COUNT as usize],
             current: None,
         })
     }
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Whether `partition` has no record on this node now: its emigrations, when asked from
+    /// now on, are light (see the field). Pacing only; never changes what is sent.
+    pub fn set_light(&mut self, partition: PartitionId, light: bool) {
+        self.light[usize::from(partition.0)] = light;
     }
 
     /// This node's copy of `partition` (what it would report if a view began now).
@@ -396,8 +421,10 @@ impl Migrator {
             emigrations: VecDeque::new(),
             emigration_state: BTreeMap::new(),
             incoming_active: BTreeSet::new(),
+            incoming_light: BTreeSet::new(),
             early: Vec::new(),
             refused_by: BTreeSet::new(),
+            light_asked: BTreeSet::new(),
         });
         if had_claims {
             out.actions.push(Action::ClaimsChanged);
@@ -468,14 +495,17 @@ impl Migrator {
                     let _ = self.on_message(from, cluster_key, message, out);
                 }
             }
-            Message::Start { partition } => {
+            Message::Start { partition, light } => {
                 let p = usize::from(partition.0);
                 let expected = current.planned
                     && current.partitions[p].expecting_from.contains(&from)
                     && !current.incoming_active.contains(&(partition.0, from));
-                let accepted = expected && current.incoming_active.len() < incoming_max;
+                let accepted = expected && (light || current.slots_in_use() < incoming_max);
                 if accepted {
                     current.incoming_active.insert((partition.0, from));
+                    if light {
+                        current.incoming_light.insert((partition.0, from));
+                    }
                     // Records are about to arrive: until `Done`, the copy is a subset.
                     self.copies[p] = self.copies[p].max(Copy::Subset);
                 }
@@ -519,6 +549,7 @@ impl Migrator {
             }
             Message::Done { partition } => {
                 let p = usize::from(partition.0);
+                current.incoming_light.remove(&(partition.0, from));
                 if !current.incoming_active.remove(&(partition.0, from)) {
                     return Err(MigrateError::Unexpected {
                         what: "Done",
@@ -785,17 +816,22 @@ impl Migrator {
             return;
         };
         let busy = |c: &Current| {
-            c.emigration_state
-                .values()
-                .filter(|s| matches!(s, EmigrationState::Asked | EmigrationState::Streaming))
+            (c.emigration_state.iter())
+                .filter(|(k, s)| {
+                    matches!(s, EmigrationState::Asked | EmigrationState::Streaming)
+                        && !c.light_asked.contains(k)
+                })
                 .count()
         };
         let mut in_use = busy(current);
         let mut index = 0;
-        while in_use < self.config.outgoing_partitions_max && index < current.emigrations.len() {
+        while index < current.emigrations.len() {
             let e = current.emigrations[index];
             index += 1;
-            if current.refused_by.contains(&e.to) {
+            let light = self.light[usize::from(e.partition.0)];
+            if current.refused_by.contains(&e.to)
+                || (!light && in_use >= self.config.outgoing_partitions_max)
+            {
                 continue;
             }
             let key = (e.partition.0, e.to);
@@ -810,9 +846,15 @@ impl Migrator {
                     cluster_key: current.cluster_key,
                     message: Message::Start {
                         partition: e.partition,
+                        light,
                     },
                 });
-                in_use += 1;
+                if light {
+                    current.light_asked.insert(key);
+                } else {
+                    current.light_asked.remove(&key);
+                    in_use += 1;
+                }
             }
         }
         debug_assert!(in_use <= self.config.outgoing_partitions_max);
@@ -915,6 +957,7 @@ impl Migrator {
         from: NodeId,
     ) -> Result<(), MigrateError> {
         let current = self.current_for(cluster_key)?;
+        current.incoming_light.remove(&(partition.0, from));
         if !current.incoming_active.remove(&(partition.0, from)) {
             return Err(MigrateError::Unexpected {
                 what: "immigration_failed",
@@ -1000,17 +1043,21 @@ impl Migrator {
         self.is_planned() && self.partitions_remaining() == 0
     }
 
-    /// Immigrations accepted and not yet done (at most `incoming_partitions_max`).
+    /// Immigrations holding an incoming slot: accepted, not light, not yet done (at most
+    /// `incoming_partitions_max`).
     pub fn incoming_active(&self) -> usize {
-        self.current.as_ref().map_or(0, |c| c.incoming_active.len())
+        self.current.as_ref().map_or(0, Current::slots_in_use)
     }
 
-    /// Emigrations asked or streaming (at most `outgoing_partitions_max`).
+    /// Emigrations asked or streaming that hold a `migrate-threads` slot (not light; at most
+    /// `outgoing_partitions_max`).
     pub fn outgoing_active(&self) -> usize {
         self.current.as_ref().map_or(0, |c| {
-            c.emigration_state
-                .values()
-                .filter(|s| matches!(s, EmigrationState::Asked | EmigrationState::Streaming))
+            (c.emigration_state.iter())
+                .filter(|(k, s)| {
+                    matches!(s, EmigrationState::Asked | EmigrationState::Streaming)
+                        && !c.light_asked.contains(k)
+                })
                 .count()
         })
     }

@@ -555,3 +555,29 @@ fn a_new_replica_receives_from_the_new_master_only_after_the_master_is_complete(
         assert_eq!(c.nodes[old_holder].copy(p), Copy::Absent, "dropped");
     }
 }
+
+#[test]
+fn light_emigrations_hold_no_thread_and_no_incoming_slot() {
+    let config = MigrateConfig {
+        incoming_partitions_max: 1,
+        outgoing_partitions_max: 1,
+    };
+    let mut c = Cluster::new(&[A, B], config);
+    c.view(1);
+    c.settle();
+    c.nodes.insert(C, Migrator::new(C, config).unwrap());
+    for n in [A, B] {
+        let m = c.nodes.get_mut(&n).unwrap();
+        for p in 0..PARTITION_COUNT {
+            m.set_light(PartitionId(p), true);
+        }
+    }
+    c.view(2);
+    c.deliver_all();
+    // Every partition C takes was asked at once and accepted, beyond both limits.
+    assert!(c.streams.len() > 1000, "{} streams", c.streams.len());
+    assert_eq!(c.nodes[&C].incoming_active(), 0, "light ones hold no slot");
+    assert!(c.nodes[&A].outgoing_active() == 0 && c.nodes[&B].outgoing_active() == 0);
+    c.settle();
+    assert!(c.nodes.values().all(|n| n.is_stable()));
+}

@@ -3,8 +3,8 @@
 //! Owns the encoding only (ours, little-endian): a batch is
 //! `cluster_key u64 | count u16 | count × (namespace_len u8 | namespace | message)`, a message
 //! is `tag u8 | ...`: `1` Versions (`PARTITION_COUNT` copy bytes 0 absent / 1 subset / 2 full,
-//! then the `PARTITION_BITMAP_BYTES` serving bitmap), `2` Start, `3` StartReply (`partition
-//! u16 | accepted u8` 0 or 1), `4` Done, `5` MasterReady, `6` Settled, `7` Dropped (each
+//! then the `PARTITION_BITMAP_BYTES` serving bitmap), `2` Start (`partition u16 | light u8`
+//! 0 or 1), `3` StartReply (`partition u16 | accepted u8` 0 or 1), `4` Done, `5` MasterReady, `6` Settled, `7` Dropped (each
 //! `partition u16`). Decoding checks every length, tag, partition and flag and refuses bytes
 //! left over; it must never panic on a peer's bytes nor allocate more than the input holds.
 
@@ -75,7 +75,10 @@ pub fn encode_message(message: &Message, out: &mut Vec<u8>) {
             }));
             out.extend_from_slice(&serving[..]);
         }
-        Message::Start { partition } => partition_only(TAG_START, *partition, out),
+        Message::Start { partition, light } => {
+            partition_only(TAG_START, *partition, out);
+            out.push(u8::from(*light));
+        }
         Message::StartReply {
             partition,
             accepted,
@@ -146,6 +149,14 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn flag(b: u8) -> Result<bool, WireError> {
+    match b {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(WireError::Flag(other)),
+    }
+}
+
 fn decode_message(r: &mut Reader<'_>) -> Result<Message, WireError> {
     let tag = r.u8()?;
     Ok(match tag {
@@ -166,14 +177,11 @@ fn decode_message(r: &mut Reader<'_>) -> Result<Message, WireError> {
         }
         TAG_START => Message::Start {
             partition: r.partition()?,
+            light: flag(r.u8()?)?,
         },
         TAG_START_REPLY => {
             let partition = r.partition()?;
-            let accepted = match r.u8()? {
-                0 => false,
-                1 => true,
-                other => return Err(WireError::Flag(other)),
-            };
+            let accepted = flag(r.u8()?)?;
             Message::StartReply {
                 partition,
                 accepted,
@@ -244,7 +252,10 @@ mod tests {
                 copies: copies.into_boxed_slice(),
                 serving,
             },
-            Message::Start { partition: p },
+            Message::Start {
+                partition: p,
+                light: true,
+            },
             Message::StartReply {
                 partition: PartitionId(0),
                 accepted: true,
@@ -294,6 +305,7 @@ mod tests {
         let one = |m: &Message| encode_batch(key, &[("test", m)]);
         let start = one(&Message::Start {
             partition: PartitionId(5),
+            light: false,
         });
         // Layout: key 8, count 2, name length 1, "test" 4, tag at 15, partition at 16.
         let mut bad = start.clone();

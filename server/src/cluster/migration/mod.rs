@@ -219,6 +219,7 @@ impl Migrations {
                     return;
                 }
             };
+            self.hint_light(ns);
             let mut out = Output::default();
             if let Err(error) =
                 self.migrators[ns].begin_view(key, succession.clone(), map.clone(), &mut out)
@@ -233,11 +234,25 @@ impl Migrations {
         self.senders.retain(|peer, _| succession.contains(*peer));
     }
 
+    /// Tells `ns`'s migrator which partitions have no record here now (as the cores last
+    /// published their counts): their emigrations are light, so a cluster forming over empty
+    /// partitions hands them over at once instead of one by one. Pacing only: a stream
+    /// sends whatever its partition holds when it runs.
+    fn hint_light(&mut self, ns: usize) {
+        let counts = &self.node.namespaces[ns].partition_objects;
+        let m = &mut self.migrators[ns];
+        for (p, n) in counts.iter().enumerate() {
+            let empty = n.load(std::sync::atomic::Ordering::Relaxed) == 0;
+            m.set_light(PartitionId(p as u16), empty);
+        }
+    }
+
     fn tick(&mut self) {
         if self.key.is_none() {
             return;
         }
         for ns in 0..self.migrators.len() {
+            self.hint_light(ns);
             let mut out = Output::default();
             self.migrators[ns].on_tick(&mut out);
             self.act(ns, out);
