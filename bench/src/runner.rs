@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::driver::route::discover;
 use crate::driver::{Conn, Keyspace, Target};
 use crate::histogram::Recorder;
 use crate::workload::{Mix, OpKind};
@@ -37,6 +38,9 @@ pub struct RunConfig {
     pub batch: usize,
     pub seed: u64,
     pub progress: bool,
+    /// Aerospike only: learn the cluster's partition map from `addr` (the seed) and send each
+    /// single-record request to its partition's master, as the official clients do.
+    pub route: bool,
 }
 
 #[derive(Debug)]
@@ -113,12 +117,34 @@ async fn execute(cfg: &RunConfig, loading: bool) -> Result<RunResult, String> {
     if cfg.duration.is_none() && cfg.operations.is_none() {
         return Err("give a duration or an operation count".into());
     }
+    let route = match (cfg.route, cfg.target) {
+        (false, _) => None,
+        (true, Target::Aerospike) => {
+            let (addr, ns) = (cfg.addr.clone(), cfg.keyspace.namespace.clone());
+            let map = tokio::task::spawn_blocking(move || discover(&addr, &ns))
+                .await
+                .map_err(|e| format!("partition map discovery failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "routing: {} nodes {:?}, masters per node {:?}, unclaimed {} (sent to the seed), claimed twice {}",
+                map.nodes.len(),
+                map.nodes,
+                map.masters_per_node(),
+                map.unclaimed,
+                map.claimed_twice
+            );
+            Some(Arc::new(map))
+        }
+        (true, Target::Redis) => return Err("routing is for the aerospike target only".into()),
+    };
     // Connect everything first so an unreachable server is one clear error.
     let mut conns = Vec::with_capacity(cfg.connections);
     for _ in 0..cfg.connections {
-        let c = Conn::connect(cfg.target, &cfg.addr, &cfg.keyspace)
-            .await
-            .map_err(|e| format!("cannot connect to {} ({:?}): {e}", cfg.addr, cfg.target))?;
+        let c = match &route {
+            Some(map) => Conn::connect_routed(Arc::clone(map), &cfg.keyspace).await,
+            None => Conn::connect(cfg.target, &cfg.addr, &cfg.keyspace).await,
+        }
+        .map_err(|e| format!("cannot connect to {} ({:?}): {e}", cfg.addr, cfg.target))?;
         conns.push(c);
     }
     let shared = Arc::new(Shared {

@@ -78,6 +78,7 @@ fn cfg(target: Target, port: u16, mix: Mix, ops: u64) -> RunConfig {
         batch: 1,
         seed: 3,
         progress: false,
+        route: false,
     }
 }
 

@@ -85,6 +85,12 @@ struct RunArgs {
     progress: bool,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Aerospike target: read the cluster's partition map from this seed (`peers-clear-std`,
+    /// each node's `replicas`) once at start and send each get and put to its partition's
+    /// master, as the official clients do; without it every request goes to the seed (a
+    /// cluster node proxies what it does not master). Batches and scans still go to the seed.
+    #[arg(long)]
+    route: bool,
 }
 
 #[derive(clap::Args)]
@@ -264,6 +270,7 @@ fn real_main() -> Result<ExitCode, String> {
                 json,
                 progress,
                 seed,
+                route,
             } = *args;
             let target: Target = target.parse()?;
             let mut mix = match read_pct {
@@ -314,6 +321,7 @@ fn real_main() -> Result<ExitCode, String> {
                 batch,
                 seed,
                 progress,
+                route,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -7,6 +7,9 @@ use apogee_wire::{Digest, MsgType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use std::sync::Arc;
+
+use super::route::PartitionMap;
 use super::Keyspace;
 use crate::workload::{field_value, key_name};
 
@@ -18,7 +21,14 @@ pub const BATCH_KEYS_MAX: usize = 5000;
 pub const SCAN_RECORDS_MAX: u64 = 1000;
 
 pub struct AeroConn {
+    /// The connection multi-record requests (batch, scans) use: the seed's.
     stream: TcpStream,
+    /// With routing: one connection per node of `route.nodes` after the seed (index `n - 1`
+    /// for node `n`); single-record requests go to their partition's master.
+    others: Vec<TcpStream>,
+    route: Option<Arc<PartitionMap>>,
+    /// Node (index into the route's nodes) the next single-record request goes to.
+    next_node: usize,
     ks: Keyspace,
     reply: Vec<u8>,
     /// Messages of the last streamed reply (see `read_stream`).
@@ -49,14 +59,38 @@ impl AeroConn {
         stream.set_nodelay(true)?;
         Ok(AeroConn {
             stream,
+            others: Vec::new(),
+            route: None,
+            next_node: 0,
             ks,
             reply: Vec::new(),
             streamed: 0,
         })
     }
 
-    fn keyed(&self, i: u64) -> Message {
+    /// One connection to every node of `route`; single-record requests then go to their
+    /// partition's master (the seed where the map names none).
+    pub async fn connect_routed(
+        route: Arc<PartitionMap>,
+        ks: Keyspace,
+    ) -> std::io::Result<AeroConn> {
+        let mut c = AeroConn::connect(&route.nodes[0], ks).await?;
+        for addr in &route.nodes[1..] {
+            let s = TcpStream::connect(addr.as_str()).await?;
+            s.set_nodelay(true)?;
+            c.others.push(s);
+        }
+        c.route = Some(route);
+        Ok(c)
+    }
+
+    /// A request for record `i`, and its master chosen as the node of the next exchange.
+    fn keyed(&mut self, i: u64) -> Message {
         let digest = Digest::of_string(&self.ks.set, &key_name(i));
+        self.next_node = self
+            .route
+            .as_ref()
+            .map_or(0, |r| r.master[usize::from(digest.partition().0)]);
         let mut m = Message::default();
         m.header.transaction_ttl = 1000;
         m.fields = vec![
@@ -78,17 +112,21 @@ impl AeroConn {
 
     /// Sends one request and returns the reply's result code.
     async fn exchange(&mut self, msg: &Message) -> std::io::Result<i32> {
-        self.stream
+        let stream = match self.next_node {
+            0 => &mut self.stream,
+            n => &mut self.others[n - 1],
+        };
+        stream
             .write_all(&frame(MsgType::Message, &msg.encode()))
             .await?;
         let mut head = [0u8; PROTO_HEADER_BYTES];
-        self.stream.read_exact(&mut head).await?;
+        stream.read_exact(&mut head).await?;
         let h = ProtoHeader::decode(&head).map_err(|e| bad(e.to_string()))?;
         if h.body_bytes > REPLY_BYTES_MAX || h.body_bytes < 22 {
             return Err(bad(format!("reply body of {} bytes", h.body_bytes)));
         }
         self.reply.resize(h.body_bytes as usize, 0);
-        self.stream.read_exact(&mut self.reply).await?;
+        stream.read_exact(&mut self.reply).await?;
         Ok(i32::from(self.reply[5]))
     }
 

@@ -4,6 +4,7 @@
 
 pub mod aerospike;
 pub mod resp;
+pub mod route;
 
 use crate::workload::RecordShape;
 
@@ -46,6 +47,17 @@ impl Conn {
             }
             Target::Redis => Conn::Redis(resp::RespConn::connect(addr, ks.clone()).await?),
         })
+    }
+
+    /// An Aerospike connection to every node of `route`, sending each single-record request
+    /// to its partition's master.
+    pub async fn connect_routed(
+        route: std::sync::Arc<route::PartitionMap>,
+        ks: &Keyspace,
+    ) -> std::io::Result<Conn> {
+        Ok(Conn::Aerospike(
+            aerospike::AeroConn::connect_routed(route, ks.clone()).await?,
+        ))
     }
 
     pub async fn read(&mut self, i: u64) -> std::io::Result<i32> {
