@@ -352,7 +352,7 @@ class Run:
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
-        self.faults = [f for f in args.faults.split(",") if f]
+        self.faults = [f for f in args.faults.split(",") if f and f != "none"]
         unknown = set(self.faults) - {"kill", "pause", "partition", "split"}
         if unknown:
             raise SystemExit(f"unknown faults {sorted(unknown)}: kill, pause, partition, split")
@@ -504,10 +504,12 @@ class Run:
             time.sleep(min(QUIET_SECS, args.seconds))
             count = 0
             # Bounded by time and by count (one fault needs at least FAULT_SECS_MIN).
-            while time.monotonic() + FAULT_SECS_MAX < end and count < args.seconds:
+            while self.faults and time.monotonic() + FAULT_SECS_MAX < end and count < args.seconds:
                 self.inject(self.rng.choice(self.faults))
                 count += 1
                 time.sleep(QUIET_SECS)
+            # The load runs its full time; with no faults (a control run) that is all it does.
+            time.sleep(max(0.0, end - time.monotonic()))
         except HarnessError as e:
             harness_error = str(e)
             self.log(f"harness: {e}")
@@ -679,7 +681,7 @@ def main(argv=None):
     p.add_argument("--nodes", type=int, default=3, choices=range(2, len(NODE_IDS) + 1))
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--faults", default="kill,pause,partition",
-                   help="comma list of kill, pause, partition, split")
+                   help="comma list of kill, pause, partition, split; none: a control run")
     p.add_argument("--net", choices=["auto", "loopback", "netns"], default="auto",
                    help="auto: netns when partition or split is asked, else loopback")
     p.add_argument("--threads", type=int, default=4, help="writer threads (default 4)")
