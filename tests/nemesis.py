@@ -581,6 +581,8 @@ class Run:
             "lost": len(lost), "generation_regressions": len(regressed),
             "unreadable": len(unreadable),
             "ack_generation_regressions_during_run": len(ledger.ack_regressions),
+            "ack_regressions_after_fault": self.after_fault([t for *_, t in
+                                                             ledger.ack_regressions]),
             "faults": self.events, "harness_error": harness_error,
             "lost_by_fault": by_fault(lost), "regressed_by_fault": by_fault(regressed),
             "lost_detail": lost[:20], "regressed_detail": regressed[:20],
@@ -590,6 +592,19 @@ class Run:
             "workdir": str(self.workdir),
         }
         return summary
+
+    def after_fault(self, times):
+        """{fault number (1-based) or "before": count} of `times` by the last fault started
+        before each: acknowledgements whose generation went backwards show which fault left a
+        stale copy serving, even where a later write hid it from the final check."""
+        out = {}
+        for t in times:
+            name = "before"
+            for i, e in enumerate(self.events):
+                if e["start_s"] <= t:
+                    name = str(i + 1)
+            out[name] = out.get(name, 0) + 1
+        return out
 
     def explain(self, k, ack, got, rows):
         """What a lost or regressed key looked like: its last acknowledgement, what the cluster
@@ -665,9 +680,11 @@ def print_summary(s):
     for i, e in enumerate(s["faults"]):
         lost = s["lost_by_fault"].get(str(i + 1), 0)
         regressed = s["regressed_by_fault"].get(str(i + 1), 0)
+        backwards = s["ack_regressions_after_fault"].get(str(i + 1), 0)
         print(f"  {i + 1:3} {e['start_s']:7.2f}s {e['kind']:9} {e['node']} for {e['secs']:.1f}s: whole "
               f"{e['formed_after_heal_s']:.2f}s, write+read on every master "
-              f"{e['recovered_after_heal_s']:.2f}s after the heal; lost {lost}, regressed {regressed}")
+              f"{e['recovered_after_heal_s']:.2f}s after the heal; lost {lost}, regressed {regressed}, acks with a lower generation "
+              f"since its start {backwards}")
     for name in ("lost_detail", "regressed_detail", "ack_regressions_detail"):
         for d in s[name][:10]:
             print(f"  {name.split('_')[0]}: {json.dumps(d)}")
