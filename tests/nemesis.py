@@ -724,6 +724,10 @@ def main(argv=None):
         summary = run.run()
     except HarnessError as e:
         print(f"harness: {e}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # `finally` stops the nodes and removes the namespaces.
+        print(f"interrupted ({e or 'SIGINT'})", file=sys.stderr)
+        return 130
     finally:
         run.cleanup()
     if summary is None:
