@@ -1,8 +1,9 @@
 """A 3-node Apogee cluster on loopback, with real processes and the official Python client:
 the nodes form one cluster and agree on Aerospike's partition map, the client finds every
 node from one seed and routes each key to its master; a SIGKILLed node is dropped and the
-survivors re-form, and it rejoins when restarted. Writes are replicated (test_replication.py
-checks what survives a node) but not migrated. A request that reaches a node which does not master its partition is proxied over the fabric.
+survivors re-form, and it rejoins when restarted; after each change the partitions migrate
+until every node claims exactly its rows of the new map (test_migration.py checks the data).
+A request that reaches a node which does not master its partition is proxied over the fabric.
 
 Node ids are A1, B2, C3, as in the real CE cluster the balance was checked against
 (design.md §5). Every wait is bounded; times are printed (run with -s to see them)."""
@@ -23,6 +24,8 @@ FORM_SECS_MAX = 20
 # Detection (~1.5 s), the next quantum (<= 1.8 s), a round trip: the membership simulation
 # bounds it at 3.8 s; real processes on a busy 2-core machine get slack.
 REFORM_SECS_MAX = 12
+# Migrations after a change, on a loaded 2-core machine in a debug build.
+MIGRATE_SECS_MAX = 90
 
 
 def fnv64(data):
@@ -99,11 +102,12 @@ def partition_of(key):
 
 
 class Cluster:
-    def __init__(self, tmp_path):
-        self.hb = [free_udp_port() for _ in NODE_IDS]
-        self.fabric = [free_port() for _ in NODE_IDS]
+    def __init__(self, tmp_path, ids=NODE_IDS):
+        self.ids = list(ids)
+        self.hb = [free_udp_port() for _ in self.ids]
+        self.fabric = [free_port() for _ in self.ids]
         self.nodes = []
-        for i, node_id in enumerate(NODE_IDS):
+        for i, node_id in enumerate(self.ids):
             seeds = []
             for j, port in enumerate(self.hb):
                 if j != i:
@@ -145,10 +149,22 @@ class Cluster:
                 raise AssertionError(f"not formed as {[hex(m) for m in want]} in {secs}s: {seen}")
             time.sleep(0.05)
 
+    def wait_stable(self, members, secs=MIGRATE_SECS_MAX):
+        """Waits until every live node answers cluster-stable for `members` (migrations
+        done, one key); returns (seconds waited, key)."""
+        started = time.monotonic()
+        while True:
+            answers = [one(n.port, f"cluster-stable:size={len(members)}") for n in self.live()]
+            if len(set(answers)) == 1 and not answers[0].startswith("ERROR"):
+                return time.monotonic() - started, answers[0]
+            if time.monotonic() - started > secs:
+                raise AssertionError(f"migrations not done in {secs}s: {answers}")
+            time.sleep(0.1)
+
     def check_map(self, members):
         """Every live node claims exactly its rows of the balance for `members`."""
         rows = balance(members, 2)
-        for n, node_id in zip(self.nodes, NODE_IDS):
+        for n, node_id in zip(self.nodes, self.ids):
             if n not in self.live():
                 continue
             claims = replicas(n.port)
@@ -171,6 +187,8 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     took, key = cluster.wait_formed(NODE_IDS)
     print(f"\n3 nodes formed {time.monotonic() - t0:.2f}s after the first start "
           f"({took:.2f}s after the last), cluster_key {key}")
+    took, _ = cluster.wait_stable(NODE_IDS)
+    print(f"and stable (nothing left to migrate) {took:.2f}s later")
     cluster.check_map(NODE_IDS)
     for n in cluster.nodes:
         assert one(n.port, "cluster-stable:size=3;ignore-migrations=true;namespace=test") == key
@@ -231,12 +249,14 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     victim.kill()
     took, key2 = cluster.wait_formed(NODE_IDS[:2], old_key=key, secs=REFORM_SECS_MAX)
     print(f"SIGKILL of C3 (principal): A1 and B2 re-formed in {took:.2f}s, cluster_key {key2}")
+    took, _ = cluster.wait_stable(NODE_IDS[:2])
+    print(f"and migrated in {took:.2f}s")
     cluster.check_map(NODE_IDS[:2])
     assert int(one(cluster.nodes[0].port, "partition-generation")) > generation_before
     assert f"{NODE_IDS[2]:X}" not in one(cluster.nodes[0].port, "peers-clear-std")
 
     # The client follows: it drops the dead node, takes the new map, and new keys land on
-    # their new masters and replicas (no data moved: there is no migration yet).
+    # their new masters and replicas.
     wait_client_nodes(client, 2)
     before = [objects(n.port) for n in cluster.nodes[:2]]
     rows2 = balance(NODE_IDS[:2], 2)
@@ -262,12 +282,16 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     victim.start()
     took, key3 = cluster.wait_formed(NODE_IDS, old_key=key2, secs=REFORM_SECS_MAX)
     print(f"C3 restarted: rejoined {time.monotonic() - t1:.2f}s after its start, cluster_key {key3}")
+    took, _ = cluster.wait_stable(NODE_IDS)
+    print(f"and migrated in {took:.2f}s")
     cluster.check_map(NODE_IDS)
 
     # SIGKILL a member that is not the principal: the principal drops it.
     cluster.nodes[0].kill()
     took, key4 = cluster.wait_formed(NODE_IDS[1:], old_key=key3, secs=REFORM_SECS_MAX)
     print(f"SIGKILL of A1 (member): B2 and C3 re-formed in {took:.2f}s, cluster_key {key4}")
+    took, _ = cluster.wait_stable(NODE_IDS[1:])
+    print(f"and migrated in {took:.2f}s")
     cluster.check_map(NODE_IDS[1:])
 
 

@@ -31,6 +31,8 @@ use crate::partition::PartitionTable;
 /// Events the migration task's channel holds at most; a fabric connection delivering a
 /// batch waits while it is full.
 pub const MIGRATION_EVENTS_MAX: usize = 4096;
+/// Events handled between two yields to the other tasks of core 0.
+const EVENTS_PER_YIELD: usize = 16;
 /// How often deferred emigrations are asked again.
 const TICK_MS: u64 = 250;
 /// A batch a peer did not take is sent again after this, doubling up to
@@ -396,11 +398,17 @@ pub fn spawn(node: Arc<Node>, rx: flume::Receiver<Event>) {
                 Ok(Err(_)) => return,
                 Err(_) => {}
             }
-            // Everything already queued is handled before one publication.
-            for _ in 0..MIGRATION_EVENTS_MAX {
+            // What is already queued is handled in groups, each published before the task
+            // yields: the heartbeat shares this core, and a migration's bursts of messages
+            // must not starve it (a late heartbeat makes peers suspect this node).
+            for handled in 1..=MIGRATION_EVENTS_MAX {
                 match rx.try_recv() {
                     Ok(event) => state.handle(event),
                     Err(_) => break,
+                }
+                if handled % EVENTS_PER_YIELD == 0 {
+                    state.publish();
+                    futures_lite::future::yield_now().await;
                 }
             }
             if last_tick.elapsed() >= tick {

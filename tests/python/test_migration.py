@@ -1,0 +1,155 @@
+"""Migration with real processes and the official Python client (issue 17): a 3-node cluster
+(replication-factor 2) loaded with records takes a 4th node while a writer keeps writing,
+then loses one; after each change the partitions migrate, every acknowledged write reads
+back with its last value, and every record is on exactly the 2 nodes the new map names —
+counted per partition with `partition-info` — and on no other (nodes drop what they no longer
+hold). Every wait is bounded; times are printed (run with -s to see them)."""
+
+import threading
+import time
+
+import aerospike
+import pytest
+
+from test_cluster import (Cluster, balance, one, partition_of, stats, wait_client_nodes,
+                          MIGRATE_SECS_MAX)
+
+IDS = [0xA1, 0xB2, 0xC3, 0xD4]
+KEYS = 2000
+WRITER_SECS_MAX = 120
+
+
+def partition_counts(port):
+    """{partition: records} this node holds of namespace test."""
+    rows = one(port, "partition-info:namespace=test").split(";")
+    header = rows[0].split(":")
+    assert header[:3] == ["namespace", "partition", "state"] and header[12] == "records", header
+    counts = {}
+    for row in rows[1:]:
+        f = row.split(":")
+        counts[int(f[1])] = int(f[12])
+    assert len(counts) == 4096
+    return counts
+
+
+def check_placement(cluster, members, values):
+    """Every key reads back its last acknowledged value, and each partition's records are on
+    exactly its 2 holders in the map of `members`, with none anywhere else."""
+    rows = balance(members, 2)
+    per_partition = {}
+    for k in values:
+        per_partition[partition_of(k)] = per_partition.get(partition_of(k), 0) + 1
+    counts = {node_id: partition_counts(n.port)
+              for n, node_id in zip(cluster.nodes, cluster.ids) if n in cluster.live()}
+    # The cores publish their counts every 500 ms.
+    deadline = time.monotonic() + 5
+    while True:
+        wrong = [(p, node_id, c[p]) for node_id, c in counts.items() for p in range(4096)
+                 if c[p] != (per_partition.get(p, 0) if node_id in rows[p] else 0)]
+        if not wrong or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+        counts = {node_id: partition_counts(n.port)
+                  for n, node_id in zip(cluster.nodes, cluster.ids) if n in cluster.live()}
+    assert not wrong, f"{len(wrong)} (partition, node, records) not as the map says: {wrong[:5]}"
+    total = sum(int(one(n.port, "namespace/test").split("objects=")[1].split(";")[0])
+                for n in cluster.live())
+    assert total == 2 * len(values), total
+
+
+class Writer(threading.Thread):
+    """Writes increasing values to the keys in turn; records the last acknowledged value of
+    each (a write that fails is in doubt: its key may hold it or the one before)."""
+
+    def __init__(self, client, keys):
+        super().__init__(daemon=True)
+        self.client, self.keys = client, keys
+        self.acked, self.doubt = {}, {}
+        self.stop, self.ok, self.failed = threading.Event(), 0, 0
+
+    def run(self):
+        started, value = time.monotonic(), 10_000
+        while not self.stop.is_set() and time.monotonic() - started < WRITER_SECS_MAX:
+            for k in self.keys[:200]:
+                value += 1
+                try:
+                    self.client.put(k, {"v": value})
+                    self.acked[k] = value
+                    self.ok += 1
+                except aerospike.exception.AerospikeError:
+                    self.doubt[k] = value
+                    self.failed += 1
+                if self.stop.is_set():
+                    return
+
+
+def check_values(client, keys, writer):
+    for k in keys:
+        got = client.get(k)[2]["v"]
+        want = writer.acked.get(k, k[2])
+        assert got == want or got == writer.doubt.get(k), (k, got, want)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path, ids=IDS)
+    yield c
+    c.kill_all()
+
+
+def test_a_joining_and_a_leaving_node_migrate_every_record_to_exactly_its_two_holders(cluster):
+    first = IDS[:3]
+    for n in cluster.nodes[:3]:
+        n.start()
+    cluster.wait_formed(first)
+    cluster.wait_stable(first)
+    policy = {"total_timeout": 5000, "max_retries": 5, "sleep_between_retries": 100}
+    client = aerospike.client({"hosts": [("127.0.0.1", cluster.nodes[0].port)],
+                               "policies": {"write": policy, "read": policy}}).connect()
+    wait_client_nodes(client, 3)
+    keys = [("test", "mig", i) for i in range(KEYS)]
+    for k in keys:
+        client.put(k, {"v": k[2]})
+    check_placement(cluster, first, keys)
+
+    # D4 joins while a writer keeps writing: every write is acknowledged or in doubt, and
+    # after the migrations every key holds its last acknowledged value.
+    writer = Writer(client, keys)
+    writer.start()
+    t0 = time.monotonic()
+    cluster.nodes[3].start()
+    cluster.wait_formed(IDS)
+    took, _ = cluster.wait_stable(IDS)
+    writer.stop.set()
+    writer.join(timeout=30)
+    print(f"\nD4 joined; migrations done {time.monotonic() - t0:.2f}s after its start; "
+          f"writer {writer.ok} acknowledged, {writer.failed} in doubt")
+    assert writer.ok > 0
+    wait_client_nodes(client, 4)
+    cluster.check_map(IDS)
+    check_values(client, keys, writer)
+    check_placement(cluster, IDS, keys)
+    moved = sum(int(one(n.port, "namespace/test").split("migrate_record_receives=")[1]
+                    .split(";")[0]) for n in cluster.nodes)
+    assert moved > 0
+
+    # B2 leaves (SIGKILL) while the writer runs again: the survivors re-form and migrate.
+    writer2 = Writer(client, keys)
+    writer2.acked, writer2.doubt = dict(writer.acked), dict(writer.doubt)
+    writer2.start()
+    t0 = time.monotonic()
+    cluster.nodes[1].kill()
+    rest = [IDS[0], IDS[2], IDS[3]]
+    cluster.wait_formed(rest, secs=MIGRATE_SECS_MAX)
+    cluster.wait_stable(rest)
+    writer2.stop.set()
+    writer2.join(timeout=30)
+    print(f"B2 killed; re-formed and migrated in {time.monotonic() - t0:.2f}s; "
+          f"writer {writer2.ok} acknowledged, {writer2.failed} in doubt")
+    cluster.check_map(rest)
+    check_values(client, keys, writer2)
+    check_placement(cluster, rest, keys)
+    for n in cluster.live():
+        s = stats(n.port)
+        assert s["migrate_partitions_remaining"] == "0", s
+    client.close()
