@@ -16,7 +16,7 @@ use common::{free_port, info, Server};
 /// Node ids as `service.node-id` takes them (hex); the highest is the principal.
 const NODE_IDS: [&str; 3] = ["a1", "b2", "c3"];
 /// A cluster forms within a few heartbeat timeouts (1.5 s each) and view-change quanta.
-const FORM_SECS_MAX: u64 = 30;
+const FORM_SECS_MAX: u64 = 60;
 /// Records written through the client in each phase.
 const KEYS: i64 = 1_000;
 
@@ -43,7 +43,7 @@ fn stat_u64(port: u16, cmd: &str, name: &str) -> u64 {
 }
 
 /// Waits until every node in `ports` reports a cluster of their number with one cluster key
-/// (other than `old_key`); returns that key.
+/// (other than `old_key`) and nothing left to migrate; returns that key.
 fn wait_formed(ports: &[u16], old_key: Option<&str>) -> String {
     let deadline = Instant::now() + Duration::from_secs(FORM_SECS_MAX);
     loop {
@@ -58,11 +58,21 @@ fn wait_formed(ports: &[u16], old_key: Option<&str>) -> String {
             .collect();
         let size = ports.len().to_string();
         let key = views[0].1.clone();
+        // Formed, and migrated: every node answers cluster-stable with the key.
+        let stable = || {
+            ports.iter().all(|&p| {
+                info(p, "cluster-stable\n")
+                    .ok()
+                    .and_then(|r| r.split_once('\t').map(|(_, v)| v.trim().to_string()))
+                    == key
+            })
+        };
         if views
             .iter()
             .all(|(s, k)| s.as_deref() == Some(&size) && *k == key)
             && key.as_deref() != old_key
             && key.as_deref() != Some("0")
+            && stable()
         {
             return key.unwrap();
         }

@@ -84,6 +84,7 @@ def holders_count(rows, keys):
 def test_every_record_is_on_its_master_and_replica_and_survives_a_sigkill(cluster):
     cluster.start()
     cluster.wait_formed(NODE_IDS)
+    cluster.wait_stable(NODE_IDS)
     client = client_of(cluster.nodes[0].port)
     wait_client_nodes(client, 3)
     keys = [("test", "repl", i) for i in range(KEYS)]
@@ -150,6 +151,7 @@ def test_every_record_is_on_its_master_and_replica_and_survives_a_sigkill(cluste
     lost_master = [k for k in keys if rows[partition_of(k)][0] == victim]
     assert len(lost_master) > 250 and any(rows[partition_of(k)][0] == victim for k in deleted)
     _, key = cluster.wait_formed(NODE_IDS)
+    cluster.wait_stable(NODE_IDS)
     cluster.nodes[1].kill()
     took, _ = cluster.wait_formed([NODE_IDS[0], NODE_IDS[2]], old_key=key, secs=REFORM_SECS_MAX)
     print(f"SIGKILL of B2 ({len(lost_master)} of the keys mastered there): A1 and C3 "
@@ -395,6 +397,7 @@ def test_no_acknowledged_write_is_lost_when_a_master_dies_under_load(cluster):
 
     cluster.start()
     _, key = cluster.wait_formed(NODE_IDS)
+    cluster.wait_stable(NODE_IDS)
     writer = client_of(cluster.nodes[0].port, timeout_ms=2000)
     wait_client_nodes(writer, 3)
     acked, failed = [], []
@@ -514,6 +517,7 @@ def test_a_truncate_sent_to_one_node_truncates_the_set_on_every_member(cluster):
     # sets keep theirs, and a member restarted afterwards still does not.
     cluster.start()
     cluster.wait_formed(NODE_IDS)
+    cluster.wait_stable(NODE_IDS)
     client = client_of(cluster.nodes[0].port)
     wait_client_nodes(client, 3)
     gone = [("test", "tr", i) for i in range(300)]
