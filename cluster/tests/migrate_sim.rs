@@ -392,6 +392,21 @@ impl Sim {
             "partition {}: a node without a full copy serves while another has one",
             partition.0
         );
+        // Nor while another node holds records it has not merged (a write acknowledged there
+        // could lose to an older version at the merge).
+        let merging_while_serving = self.nodes.iter().any(|(&id, n)| {
+            n.machine.is_working_master(partition)
+                && n.machine.copy(partition) != Copy::Full
+                && self
+                    .nodes
+                    .iter()
+                    .any(|(&o, m)| o != id && m.machine.copy(partition) != Copy::Absent)
+        });
+        assert!(
+            !merging_while_serving,
+            "partition {}: a node serves a subset while another node still has records",
+            partition.0
+        );
     }
 
     /// Cheap checks on every node, every step.

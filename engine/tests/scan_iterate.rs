@@ -243,7 +243,29 @@ fn dropping_a_partition_removes_its_records_and_no_other() {
         }
         let counts = store.partition_object_counts();
         assert_eq!((counts[7], counts[8], counts[9]), (1500, 1500, 0));
-        assert_eq!(store.drop_partition(7).await, 1500);
+        assert_eq!(
+            store.drop_partition(8, || false).await,
+            0,
+            "not wanted: kept"
+        );
+        let calls = std::cell::Cell::new(0);
+        let once = || {
+            calls.set(calls.get() + 1);
+            calls.get() == 1
+        };
+        assert_eq!(
+            store.drop_partition(8, once).await,
+            1024,
+            "stops at the first chunk no longer wanted"
+        );
+        assert_eq!(store.drop_partition(8, || true).await, 476);
+        for i in 0..1500 {
+            store
+                .put(&record(digest_in(8, i), "a", 0, 1000, 10))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.drop_partition(7, || true).await, 1500);
         assert!(store.get(&digest_in(7, 0)).await.unwrap().is_none());
         assert!(store.get(&digest_in(8, 0)).await.unwrap().is_some());
         let counts = store.partition_object_counts();
@@ -252,6 +274,6 @@ fn dropping_a_partition_removes_its_records_and_no_other() {
         assert!(walk(&store, PartitionCursor::new(7, None), None)
             .await
             .is_empty());
-        assert_eq!(store.drop_partition(7).await, 0);
+        assert_eq!(store.drop_partition(7, || true).await, 0);
     });
 }

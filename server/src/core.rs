@@ -349,7 +349,16 @@ impl Core {
                     }
                     ShardWork::DropPartition { ns, partition } => {
                         glommio::spawn_local(async move {
-                            let n = core.stores[ns].drop_partition(partition.0).await;
+                            // Dropped only while this node still does not hold it: a later
+                            // view may have given it back, with records written since.
+                            let node = core.node.clone();
+                            let wanted = || {
+                                !node
+                                    .partitions
+                                    .load()
+                                    .accepts_replica_write(ns, partition.0)
+                            };
+                            let n = core.stores[ns].drop_partition(partition.0, wanted).await;
                             tracing::debug!(
                                 partition = partition.0,
                                 records = n,

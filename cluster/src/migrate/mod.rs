@@ -655,10 +655,20 @@ impl Migrator {
                     .filter(|&n| n != master && copy_of(n) == Copy::Subset)
                     .collect()
             };
+            // With no full copy left, nobody serves until the eventual master has merged every
+            // subset: serving at once would answer from a copy missing records that another
+            // subset has, and a write acknowledged there (a lower generation) would then lose
+            // to the older version at the merge. (CE resolves duplicates per transaction
+            // instead; until Apogee does, these partitions answer 11 while they merge, and
+            // their emigrations are urgent: they hold no pacing slot.)
             state.working = if copy_of(master) == Copy::Full {
                 Some(master)
+            } else if acting.is_some() {
+                acting
+            } else if sources.is_empty() {
+                Some(master)
             } else {
-                acting.or(Some(master))
+                None
             };
             state.sources_pending = sources.iter().copied().collect();
             state.keepers = state
@@ -828,7 +838,11 @@ impl Migrator {
         while index < current.emigrations.len() {
             let e = current.emigrations[index];
             index += 1;
-            let light = self.light[usize::from(e.partition.0)];
+            // Light (nothing to send) or urgent (a merge nobody serves until it ends).
+            let light = self.light[usize::from(e.partition.0)]
+                || current.partitions[usize::from(e.partition.0)]
+                    .working
+                    .is_none();
             if current.refused_by.contains(&e.to)
                 || (!light && in_use >= self.config.outgoing_partitions_max)
             {

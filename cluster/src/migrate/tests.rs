@@ -432,7 +432,7 @@ fn a_cold_restart_reports_its_full_copies_as_subsets() {
 }
 
 #[test]
-fn when_every_full_copy_is_lost_the_master_merges_the_subsets() {
+fn when_every_full_copy_is_lost_nobody_serves_until_the_master_merged_the_subsets() {
     // A and B settled, then both restart cold (subsets) beside a fresh C.
     let mut c = Cluster::new(&[A, B, C], MigrateConfig::default());
     let subsets = vec![Copy::Subset; PARTITION_COUNT as usize];
@@ -445,11 +445,14 @@ fn when_every_full_copy_is_lost_the_master_merges_the_subsets() {
     c.view(4);
     c.deliver_all();
     let p = find(c.map(), |h| h[0] == C);
-    // C serves at once (no full copy anywhere) and expects both subsets.
-    assert!(c.nodes[&C].is_working_master(p));
+    // No full copy anywhere: nobody serves (a write there could lose to an older version
+    // at the merge) until C has merged both subsets; the merges hold no pacing slot.
+    assert!(c.nodes.values().all(|n| n.working_master(p).is_none()));
     assert!(c.nodes[&C].copy(p) != Copy::Full);
+    assert!(c.nodes[&A].outgoing_active() == 0 && c.nodes[&C].incoming_active() == 0);
     c.settle();
     assert_eq!(c.nodes[&C].copy(p), Copy::Full);
+    assert!(c.nodes.values().all(|n| n.working_master(p) == Some(C)));
     let holders = c.map().holders(p).to_vec();
     for (id, n) in &c.nodes {
         let want = if holders.contains(id) {

@@ -255,6 +255,8 @@ pub struct Node {
     /// The last `RETIRED_KEYS_MAX` proposal keys seen here, oldest first.
     retired_keys: std::collections::VecDeque<ClusterKey>,
     next_quantum: Instant,
+    /// Since when this principal has held back a change that drops a member it still sees.
+    dropping_since: Option<Instant>,
 }
 
 impl Node {
@@ -280,6 +282,7 @@ impl Node {
             accepted: None,
             retired_keys: std::collections::VecDeque::with_capacity(RETIRED_KEYS_MAX),
             next_quantum: now.after(config.quantum),
+            dropping_since: None,
         })
     }
 
@@ -750,8 +753,31 @@ impl Node {
             Membership::Orphan { .. } => true,
         };
         if !changed {
+            self.dropping_since = None;
             return;
         }
+        // A member of this view that this principal still sees, left out only because the
+        // statuses saying who sees it are not all in yet (a node just joined, its status and
+        // the member's crossing), would be dropped while it keeps serving by this view: two
+        // sides serving for a quantum. Hold such a change back one quantum; one that still
+        // leaves it out then is a real partition of the adjacency and goes ahead.
+        let drops_a_visible_member = match &self.membership {
+            Membership::Member { view, .. } => view.succession.nodes()[1..]
+                .iter()
+                .any(|m| self.adjacency.contains(m) && !succession.contains(*m)),
+            Membership::Orphan { .. } => false,
+        };
+        if drops_a_visible_member {
+            match self.dropping_since {
+                Some(since) if now >= since.after(self.config.quantum) => {}
+                Some(_) => return,
+                None => {
+                    self.dropping_since = Some(now);
+                    return;
+                }
+            }
+        }
+        self.dropping_since = None;
         let principal_view = self.view_summary().map(|v| v.cluster_key);
         let view = View {
             cluster_key: self.new_cluster_key(),

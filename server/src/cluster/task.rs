@@ -475,8 +475,14 @@ async fn receive(state: Rc<RefCell<Membership>>, socket: Rc<glommio::net::UdpSoc
 }
 
 async fn ticker(state: Rc<RefCell<Membership>>, socket: Rc<glommio::net::UdpSocket>) {
+    let mut last = std::time::Instant::now();
     loop {
         glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
+        let gap = last.elapsed();
+        last = std::time::Instant::now();
+        if gap > Duration::from_millis(300) {
+            tracing::warn!(gap_ms = gap.as_millis() as u64, "cluster task stalled");
+        }
         state.borrow_mut().tick();
         flush(&state, &socket).await;
     }

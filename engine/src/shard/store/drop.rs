@@ -18,8 +18,11 @@ use super::{Change, ShardStore};
 pub const DROP_CHUNK_RECORDS: usize = 1024;
 
 impl ShardStore {
-    /// Removes every record of `partition` from this shard; returns how many.
-    pub async fn drop_partition(&self, partition: u16) -> usize {
+    /// Removes every record of `partition` from this shard while `wanted()` stays true
+    /// (asked before each chunk: the caller's word that the node still does not hold the
+    /// partition — a new view may give it back, and then records written since must stay);
+    /// returns how many.
+    pub async fn drop_partition(&self, partition: u16, wanted: impl Fn() -> bool) -> usize {
         assert!(
             partition < PARTITION_COUNT,
             "partition {partition} out of range"
@@ -34,6 +37,9 @@ impl ShardStore {
             .collect();
         let mut removed = 0;
         for chunk in digests.chunks(DROP_CHUNK_RECORDS) {
+            if !wanted() {
+                break;
+            }
             removed += self.drop_chunk(chunk);
             glommio::yield_if_needed().await;
         }

@@ -6,7 +6,8 @@
 //!
 //! Owns the order of effects: a table that stops this node serving a partition is published
 //! before any message that lets another node start serving it leaves (so two nodes never
-//! serve one partition at once); each peer's messages leave in the order the state machine
+//! serve one partition at once: messages are held until the table they go with is out, and
+//! the table is rebuilt at most every `PUBLISH_INTERVAL_MS`); each peer's messages leave in the order the state machine
 //! made them (one sender task per peer, retrying a failed batch while its view lasts). Its
 //! inputs arrive on one bounded channel (`Node::migration_tx`): committed views and orphaning
 //! from the membership task, peers' batches from any core's fabric connections, and the end
@@ -31,6 +32,9 @@ use crate::partition::PartitionTable;
 /// Events the migration task's channel holds at most; a fabric connection delivering a
 /// batch waits while it is full.
 pub const MIGRATION_EVENTS_MAX: usize = 4096;
+/// Least time between two publications of the table (a rebuild takes milliseconds, more in
+/// a debug build; during a migration something changes every few milliseconds).
+const PUBLISH_INTERVAL_MS: u64 = 50;
 /// Events handled between two yields to the other tasks of core 0.
 const EVENTS_PER_YIELD: usize = 16;
 /// How often deferred emigrations are asked again.
@@ -126,6 +130,15 @@ struct Migrations {
     dirty: bool,
     /// Each peer's ordered queue of messages (its sender task drains it).
     senders: HashMap<NodeId, flume::Sender<(ClusterKey, usize, Message)>>,
+    /// Messages made since the last publication, held until the table that goes with them
+    /// is published (a message may let a peer serve what this node must stop serving).
+    held: Vec<(NodeId, ClusterKey, usize, Message)>,
+    /// Drops decided since the last publication: a shard drops only what the published
+    /// table says this node no longer accepts, so they wait for it too.
+    held_drops: Vec<(usize, PartitionId)>,
+    /// When the table was last published: rebuilding it costs milliseconds (4096 partitions
+    /// per namespace), so it is published at most every `PUBLISH_INTERVAL_MS`.
+    published_at: std::time::Instant,
 }
 
 impl Migrations {
@@ -160,6 +173,13 @@ impl Migrations {
                     };
                     let changes_table =
                         !matches!(message, Message::Start { .. } | Message::StartReply { .. });
+                    if !matches!(message, Message::Versions { .. }) {
+                        tracing::trace!(from = %format!("{:X}", from.0), ?message,
+                            key = %batch.cluster_key, "migration message");
+                    } else {
+                        tracing::trace!(from = %format!("{:X}", from.0),
+                            key = %batch.cluster_key, "migration versions");
+                    }
                     let mut out = Output::default();
                     match m.on_message(from, batch.cluster_key, message, &mut out) {
                         Ok(()) => self.dirty |= changes_table,
@@ -177,6 +197,8 @@ impl Migrations {
                 to,
                 ok,
             } => {
+                tracing::trace!(partition = partition.0, to = %format!("{:X}", to.0), ok,
+                    "emigration ended");
                 let mut out = Output::default();
                 let m = &mut self.migrators[ns];
                 let result = if ok {
@@ -261,16 +283,19 @@ impl Migrations {
         }
     }
 
-    /// Queues `out`'s messages for their peers and starts its actions. Messages only leave
-    /// once the caller published the table and yielded.
+    /// Holds `out`'s messages until the next publication and starts its actions.
     fn act(&mut self, ns: usize, out: Output) {
+        for a in &out.actions {
+            tracing::trace!(action = ?a, "migration action");
+        }
+        for m in &out.messages {
+            if !matches!(m.message, Message::Versions { .. }) {
+                tracing::trace!(to = %format!("{:X}", m.to.0), message = ?m.message,
+                    "migration message out");
+            }
+        }
         for m in out.messages {
-            let sender = self.senders.entry(m.to).or_insert_with(|| {
-                let (tx, rx) = flume::unbounded();
-                glommio::spawn_local(send_to_peer(self.node.clone(), m.to, rx)).detach();
-                tx
-            });
-            let _ = sender.send((m.cluster_key, ns, m.message));
+            self.held.push((m.to, m.cluster_key, ns, m.message));
         }
         for action in out.actions {
             match action {
@@ -288,7 +313,7 @@ impl Migrations {
                     self.to_shard(partition, ShardWork::Emigrate(job));
                 }
                 Action::Drop { partition } => {
-                    self.to_shard(partition, ShardWork::DropPartition { ns, partition });
+                    self.held_drops.push((ns, partition));
                     self.dirty = true;
                 }
                 Action::ClaimsChanged => self.dirty = true,
@@ -305,12 +330,39 @@ impl Migrations {
         .detach();
     }
 
-    /// Publishes the table of the current view's migrations, if it changed.
+    /// Publishes the table of the current view's migrations if it changed and
+    /// `PUBLISH_INTERVAL_MS` has passed since the last one, then hands the held messages to
+    /// their peers' senders; returns how long to wait before trying again when it could not.
+    fn publish_and_release(&mut self) -> Option<Duration> {
+        if self.dirty && self.key.is_some() {
+            let since = self.published_at.elapsed();
+            let interval = Duration::from_millis(PUBLISH_INTERVAL_MS);
+            if since < interval {
+                return Some(interval - since);
+            }
+            self.publish();
+        }
+        for (ns, partition) in std::mem::take(&mut self.held_drops) {
+            self.to_shard(partition, ShardWork::DropPartition { ns, partition });
+        }
+        for (to, key, ns, message) in std::mem::take(&mut self.held) {
+            let sender = self.senders.entry(to).or_insert_with(|| {
+                let (tx, rx) = flume::unbounded();
+                glommio::spawn_local(send_to_peer(self.node.clone(), to, rx)).detach();
+                tx
+            });
+            let _ = sender.send((key, ns, message));
+        }
+        None
+    }
+
+    /// Publishes the table of the current view's migrations.
     fn publish(&mut self) {
         let Some(key) = self.key.filter(|_| self.dirty) else {
             return;
         };
         self.dirty = false;
+        self.published_at = std::time::Instant::now();
         let generation = self.node.partitions.load().generation().max(0) + 1;
         let namespaces: Vec<(&PartitionMap, &Migrator)> =
             self.maps.iter().zip(&self.migrators).collect();
@@ -384,6 +436,9 @@ pub fn spawn(node: Arc<Node>, rx: flume::Receiver<Event>) {
         key: None,
         dirty: false,
         senders: HashMap::new(),
+        held: Vec::new(),
+        held_drops: Vec::new(),
+        published_at: std::time::Instant::now(),
     };
     glommio::spawn_local(async move {
         while !node.found_at_start.complete(node.config.cores) {
@@ -391,23 +446,24 @@ pub fn spawn(node: Arc<Node>, rx: flume::Receiver<Event>) {
         }
         let tick = Duration::from_millis(TICK_MS);
         let mut last_tick = std::time::Instant::now();
+        let mut wait = tick;
         loop {
-            let first = glommio::timer::timeout(tick, async { Ok(rx.recv_async().await) }).await;
+            let first = glommio::timer::timeout(wait, async { Ok(rx.recv_async().await) }).await;
             match first {
                 Ok(Ok(event)) => state.handle(event),
                 Ok(Err(_)) => return,
                 Err(_) => {}
             }
-            // What is already queued is handled in groups, each published before the task
-            // yields: the heartbeat shares this core, and a migration's bursts of messages
-            // must not starve it (a late heartbeat makes peers suspect this node).
+            // What is already queued is handled, yielding between groups: the heartbeat
+            // shares this core, and a migration's bursts of messages must not starve it (a
+            // late heartbeat makes peers suspect this node). Their messages wait for the
+            // next publication.
             for handled in 1..=MIGRATION_EVENTS_MAX {
                 match rx.try_recv() {
                     Ok(event) => state.handle(event),
                     Err(_) => break,
                 }
                 if handled % EVENTS_PER_YIELD == 0 {
-                    state.publish();
                     futures_lite::future::yield_now().await;
                 }
             }
@@ -415,7 +471,7 @@ pub fn spawn(node: Arc<Node>, rx: flume::Receiver<Event>) {
                 last_tick = std::time::Instant::now();
                 state.tick();
             }
-            state.publish();
+            wait = state.publish_and_release().unwrap_or(tick).min(tick);
         }
     })
     .detach();
