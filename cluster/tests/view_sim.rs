@@ -75,6 +75,8 @@ struct Sim {
     /// Committed events per node, with the time.
     commits: Vec<Vec<(u64, ClusterKey)>>,
     orphaned: Vec<Vec<u64>>,
+    /// `Superseded` events per node, with the time.
+    superseded: Vec<Vec<u64>>,
     errors: BTreeMap<String, usize>,
     /// Messages the network lost, and extra copies it delivered.
     dropped: usize,
@@ -101,6 +103,7 @@ impl Sim {
             committed: BTreeMap::new(),
             commits: vec![Vec::new(); n],
             orphaned: vec![Vec::new(); n],
+            superseded: vec![Vec::new(); n],
             errors: BTreeMap::new(),
             dropped: 0,
             duplicated: 0,
@@ -239,6 +242,7 @@ impl Sim {
                     self.commits[i].push((self.now_ms, view.cluster_key));
                 }
                 Event::Orphaned => self.orphaned[i].push(self.now_ms),
+                Event::Superseded => self.superseded[i].push(self.now_ms),
             }
         }
         for m in out.messages {

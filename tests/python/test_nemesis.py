@@ -6,10 +6,9 @@ namespaces and removes them on every exit, and asserts on its JSON summary: ever
 acknowledged write reads back with its last acknowledged value or a later in-doubt one, and no
 generation below one acknowledged.
 
-The fault cases still lose acknowledged writes with migration wired (docs/cluster.md,
-"Nemesis", for the counts and what is known of the cause): they are non-strict xfails, on the
-lost-write assertion or on a cluster that did not become whole after a heal, so CI runs the
-harness end to end and reports XPASS the day they pass. The control case (no faults) must pass
+Every case asserts that no acknowledged write is lost. The partition case may instead hit the
+harness's recovery bound (a non-strict xfail on that error only): after a heal, diverged copies
+are merged before anyone serves them (docs/cluster.md, "Nemesis"). The control case (no faults) must pass
 today: it shows the checker reports no loss where there is none."""
 
 import json
@@ -33,11 +32,10 @@ CONTROL_SECS = 6
 KEYS = 1000
 CASE_SECS_MAX = 150
 
-MIGRATION = ("acknowledged writes are still lost under faults with migration wired (2026-12-06, "
-             "seed 17: kill 428 lost and the cluster not whole 45 s after a heal, pause 56, "
-             "partition 53): views flap between partial memberships while partitions migrate "
-             "on this 2-core machine, and two nodes serve one partition for a while (acks whose "
-             "generation repeats); see docs/cluster.md, Nemesis")
+MERGE = ("after a partition heals, the partitions whose copies diverged are merged before anyone "
+         "serves them (no per-transaction duplicate resolution yet), which can take longer than "
+         "the harness's 45 s recovery bound on a loaded 2-core machine in a debug build; lost "
+         "writes still fail this case")
 
 
 def netns_available():
@@ -96,17 +94,15 @@ def test_control_run_without_faults_loses_nothing(tmp_path):
     check(tmp_path, "none", 0, CONTROL_SECS)
 
 
-@pytest.mark.xfail(reason=MIGRATION, raises=(AssertionError, RuntimeError), strict=False)
 def test_kill_and_restart(tmp_path):
     check(tmp_path, "kill", 1)
 
 
-@pytest.mark.xfail(reason=MIGRATION, raises=(AssertionError, RuntimeError), strict=False)
 def test_pause(tmp_path):
     check(tmp_path, "pause", 1)
 
 
 @pytest.mark.skipif(not netns_available(), reason="partitions need root and `ip netns`")
-@pytest.mark.xfail(reason=MIGRATION, raises=(AssertionError, RuntimeError), strict=False)
+@pytest.mark.xfail(reason=MERGE, raises=RuntimeError, strict=False)
 def test_partition(tmp_path):
     check(tmp_path, "partition", 1)

@@ -70,6 +70,13 @@ pub const MIGRATE_THREADS_MAX: usize = 100;
 /// The most `migrate-max-num-incoming` Aerospike accepts.
 pub const INCOMING_PARTITIONS_MAX_LIMIT: usize = 256;
 
+/// Merges that nobody serves until they end (see `pump`), streamed at once per node beside
+/// `migrate-threads`.
+pub const URGENT_EMIGRATIONS_MAX: usize = 8;
+
+/// Views each node remembers having begun, for telling a copy that missed views apart.
+pub const VIEW_HISTORY_MAX: usize = 32;
+
 /// Messages of the current view that arrive before this node has every member's versions
 /// (a peer planned first) are kept and handled after the plan. A view sends at most a few
 /// messages per partition and member, so this bound is only reached by a misbehaving peer.
@@ -129,6 +136,10 @@ pub enum Message {
     Versions {
         copies: Box<[Copy]>,
         serving: Box<[u8; PARTITION_BITMAP_BYTES]>,
+        /// The views this node began, this one first (at most `VIEW_HISTORY_MAX`): a member
+        /// whose previous view another member went past without it may have missed writes
+        /// served meanwhile, so its full copies are planned as subsets.
+        history: Vec<ClusterKey>,
     },
     /// An emigrant asks to start sending `partition`; `light`: the emigrant had no record
     /// of it when it asked (see [`Migrator::set_light`]), so it is accepted beyond
@@ -258,7 +269,11 @@ enum EmigrationState {
 }
 
 /// One member's versions: its copy of each partition and the bitmap of those it served.
-type Report = (Box<[Copy]>, Box<[u8; PARTITION_BITMAP_BYTES]>);
+type Report = (
+    Box<[Copy]>,
+    Box<[u8; PARTITION_BITMAP_BYTES]>,
+    Vec<ClusterKey>,
+);
 
 /// The view being migrated.
 struct Current {
@@ -285,6 +300,8 @@ struct Current {
     refused_by: BTreeSet<NodeId>,
     /// Emigrations last asked as light: they hold no `migrate-threads` slot.
     light_asked: BTreeSet<(u16, NodeId)>,
+    /// Emigrations last asked as urgent merges: they hold one of `URGENT_EMIGRATIONS_MAX`.
+    urgent_asked: BTreeSet<(u16, NodeId)>,
 }
 
 impl Current {
@@ -300,6 +317,8 @@ pub struct Migrator {
     config: MigrateConfig,
     /// This node's copy of each partition, kept across views.
     copies: Vec<Copy>,
+    /// The views this node began, most recent first (at most `VIEW_HISTORY_MAX`).
+    history: VecDeque<ClusterKey>,
     /// Partitions the server says hold no record here now (a hint for pacing only): their
     /// emigrations hold no `migrate-threads` slot and no destination's incoming slot, so a
     /// cluster forming over empty partitions does not migrate them one by one. Whatever the
@@ -341,6 +360,7 @@ impl Migrator {
             config,
             copies,
             light: vec![false; PARTITION_COUNT as usize],
+            history: VecDeque::new(),
             current: None,
         })
     }
@@ -390,8 +410,13 @@ impl Migrator {
                 serving[usize::from(p / 8)] |= 0x80 >> (p % 8);
             }
         }
+        if self.history.front() != Some(&cluster_key) {
+            self.history.push_front(cluster_key);
+            self.history.truncate(VIEW_HISTORY_MAX);
+        }
+        let history: Vec<ClusterKey> = self.history.iter().copied().collect();
         let mut reports = BTreeMap::new();
-        reports.insert(self.id, (copies.clone(), serving.clone()));
+        reports.insert(self.id, (copies.clone(), serving.clone(), history.clone()));
         // An eventual holder may get replicated writes from now on (even before the plan):
         // whatever it had, it has some records, but not all until an immigration is done.
         for (p, copy) in self.copies.iter_mut().enumerate() {
@@ -407,6 +432,7 @@ impl Migrator {
                     message: Message::Versions {
                         copies: copies.clone(),
                         serving: serving.clone(),
+                        history: history.clone(),
                     },
                 });
             }
@@ -425,6 +451,7 @@ impl Migrator {
             early: Vec::new(),
             refused_by: BTreeSet::new(),
             light_asked: BTreeSet::new(),
+            urgent_asked: BTreeSet::new(),
         });
         if had_claims {
             out.actions.push(Action::ClaimsChanged);
@@ -474,14 +501,18 @@ impl Migrator {
             return Ok(());
         }
         match message {
-            Message::Versions { copies, serving } => {
+            Message::Versions {
+                copies,
+                serving,
+                history,
+            } => {
                 if copies.len() != PARTITION_COUNT as usize {
                     return Err(MigrateError::BadVersions {
                         from,
                         count: copies.len(),
                     });
                 }
-                current.reports.insert(from, (copies, serving));
+                current.reports.insert(from, (copies, serving, history));
                 self.plan_if_ready(out);
                 let early = self
                     .current
@@ -616,6 +647,24 @@ impl Migrator {
             return;
         }
         current.planned = true;
+        // A member whose previous view another member went past without it (began a later
+        // view before this one) may have missed writes served there: its full copies are
+        // planned as subsets, and it takes them for subsets itself.
+        let stale: BTreeSet<NodeId> = (current.reports.iter())
+            .filter(|(n, r)| {
+                r.2.get(1).is_some_and(|prev| {
+                    (current.reports.iter()).any(|(m, o)| {
+                        m != *n && o.2.iter().position(|k| k == prev).is_some_and(|i| i >= 2)
+                    })
+                })
+            })
+            .map(|(&n, _)| n)
+            .collect();
+        if stale.contains(&id) {
+            for c in &mut self.copies {
+                *c = (*c).min(Copy::Subset);
+            }
+        }
         let mut phase_one = Vec::new();
         let mut ready_now = Vec::new();
         let mut settled_now = Vec::new();
@@ -624,7 +673,33 @@ impl Migrator {
             let row = current.map.row(partition);
             let holders = current.map.holders(partition);
             let master = holders[0];
-            let copy_of = |n: NodeId| current.reports.get(&n).map_or(Copy::Absent, |r| r.0[p]);
+            let reported = |n: NodeId| {
+                let c = current.reports.get(&n).map_or(Copy::Absent, |r| r.0[p]);
+                if stale.contains(&n) {
+                    c.min(Copy::Subset)
+                } else {
+                    c
+                }
+            };
+            // Full copies that come from different previous views (two sides of a split that
+            // each went on) may each hold writes the other lacks: none is trusted alone, the
+            // eventual master merges them all and nobody serves until it has.
+            let lineages: BTreeSet<Option<ClusterKey>> = (row.iter())
+                .filter(|&&n| reported(n) == Copy::Full)
+                .map(|n| current.reports.get(n).and_then(|r| r.2.get(1).copied()))
+                .collect();
+            let diverged = lineages.len() > 1;
+            if diverged {
+                self.copies[p] = self.copies[p].min(Copy::Subset);
+            }
+            let copy_of = |n: NodeId| {
+                let c = reported(n);
+                if diverged {
+                    c.min(Copy::Subset)
+                } else {
+                    c
+                }
+            };
             let served = |n: NodeId| {
                 current
                     .reports
@@ -659,8 +734,7 @@ impl Migrator {
             // subset: serving at once would answer from a copy missing records that another
             // subset has, and a write acknowledged there (a lower generation) would then lose
             // to the older version at the merge. (CE resolves duplicates per transaction
-            // instead; until Apogee does, these partitions answer 11 while they merge, and
-            // their emigrations are urgent: they hold no pacing slot.)
+            // instead; until Apogee does, these partitions answer 11 while they merge.)
             state.working = if copy_of(master) == Copy::Full {
                 Some(master)
             } else if acting.is_some() {
@@ -830,22 +904,35 @@ impl Migrator {
                 .filter(|(k, s)| {
                     matches!(s, EmigrationState::Asked | EmigrationState::Streaming)
                         && !c.light_asked.contains(k)
+                        && !c.urgent_asked.contains(k)
                 })
                 .count()
         };
         let mut in_use = busy(current);
+        let mut urgent_in_use = (current.emigration_state.iter())
+            .filter(|(k, s)| {
+                matches!(s, EmigrationState::Asked | EmigrationState::Streaming)
+                    && current.urgent_asked.contains(k)
+            })
+            .count();
         let mut index = 0;
         while index < current.emigrations.len() {
             let e = current.emigrations[index];
             index += 1;
-            // Light (nothing to send) or urgent (a merge nobody serves until it ends).
-            let light = self.light[usize::from(e.partition.0)]
-                || current.partitions[usize::from(e.partition.0)]
-                    .working
-                    .is_none();
-            if current.refused_by.contains(&e.to)
-                || (!light && in_use >= self.config.outgoing_partitions_max)
-            {
+            let p = usize::from(e.partition.0);
+            // Light: nothing to send. Urgent: a merge that nobody serves until it ends; up
+            // to `URGENT_EMIGRATIONS_MAX` of them run beside `migrate-threads` (unpaced, a
+            // split's thousands of merges at once stalled a 3-node debug cluster for 12 s).
+            let light = self.light[p];
+            let urgent = !light && current.partitions[p].working.is_none();
+            let blocked = if light {
+                false
+            } else if urgent {
+                urgent_in_use >= URGENT_EMIGRATIONS_MAX
+            } else {
+                in_use >= self.config.outgoing_partitions_max
+            };
+            if current.refused_by.contains(&e.to) || blocked {
                 continue;
             }
             let key = (e.partition.0, e.to);
@@ -860,13 +947,17 @@ impl Migrator {
                     cluster_key: current.cluster_key,
                     message: Message::Start {
                         partition: e.partition,
-                        light,
+                        light: light || urgent,
                     },
                 });
+                current.light_asked.remove(&key);
+                current.urgent_asked.remove(&key);
                 if light {
                     current.light_asked.insert(key);
+                } else if urgent {
+                    current.urgent_asked.insert(key);
+                    urgent_in_use += 1;
                 } else {
-                    current.light_asked.remove(&key);
                     in_use += 1;
                 }
             }
@@ -1071,6 +1162,7 @@ impl Migrator {
                 .filter(|(k, s)| {
                     matches!(s, EmigrationState::Asked | EmigrationState::Streaming)
                         && !c.light_asked.contains(k)
+                        && !c.urgent_asked.contains(k)
                 })
                 .count()
         })

@@ -3,14 +3,15 @@
 //! Owns the encoding only (ours, little-endian): a batch is
 //! `cluster_key u64 | count u16 | count × (namespace_len u8 | namespace | message)`, a message
 //! is `tag u8 | ...`: `1` Versions (`PARTITION_COUNT` copy bytes 0 absent / 1 subset / 2 full,
-//! then the `PARTITION_BITMAP_BYTES` serving bitmap), `2` Start (`partition u16 | light u8`
+//! then the `PARTITION_BITMAP_BYTES` serving bitmap, then `count u8` (at most
+//! `VIEW_HISTORY_MAX`) view keys u64), `2` Start (`partition u16 | light u8`
 //! 0 or 1), `3` StartReply (`partition u16 | accepted u8` 0 or 1), `4` Done, `5` MasterReady, `6` Settled, `7` Dropped (each
 //! `partition u16`). Decoding checks every length, tag, partition and flag and refuses bytes
 //! left over; it must never panic on a peer's bytes nor allocate more than the input holds.
 
 use apogee_wire::digest::{PartitionId, PARTITION_COUNT};
 
-use super::{Copy, Message};
+use super::{Copy, Message, VIEW_HISTORY_MAX};
 use crate::balance::PARTITION_BITMAP_BYTES;
 use crate::view::ClusterKey;
 
@@ -41,6 +42,8 @@ pub enum WireError {
     Copy(u8),
     #[error("accepted flag {0} is not 0 or 1")]
     Flag(u8),
+    #[error("view history of {0} keys is over {VIEW_HISTORY_MAX}")]
+    History(usize),
 }
 
 /// One decoded batch: the view it belongs to and its `(namespace, message)` pairs.
@@ -65,8 +68,13 @@ pub fn encode_message(message: &Message, out: &mut Vec<u8>) {
         out.extend_from_slice(&p.0.to_le_bytes());
     };
     match message {
-        Message::Versions { copies, serving } => {
+        Message::Versions {
+            copies,
+            serving,
+            history,
+        } => {
             debug_assert_eq!(copies.len(), PARTITION_COUNT as usize);
+            assert!(history.len() <= VIEW_HISTORY_MAX, "history is capped");
             out.push(TAG_VERSIONS);
             out.extend(copies.iter().map(|c| match c {
                 Copy::Absent => 0u8,
@@ -74,6 +82,10 @@ pub fn encode_message(message: &Message, out: &mut Vec<u8>) {
                 Copy::Full => 2,
             }));
             out.extend_from_slice(&serving[..]);
+            out.push(history.len() as u8);
+            for k in history {
+                out.extend_from_slice(&k.get().to_le_bytes());
+            }
         }
         Message::Start { partition, light } => {
             partition_only(TAG_START, *partition, out);
@@ -173,7 +185,22 @@ fn decode_message(r: &mut Reader<'_>) -> Result<Message, WireError> {
                 .collect::<Result<Box<[Copy]>, WireError>>()?;
             let mut serving = Box::new([0u8; PARTITION_BITMAP_BYTES]);
             serving.copy_from_slice(r.take(PARTITION_BITMAP_BYTES)?);
-            Message::Versions { copies, serving }
+            let count = usize::from(r.u8()?);
+            if count > VIEW_HISTORY_MAX {
+                return Err(WireError::History(count));
+            }
+            let mut history = Vec::with_capacity(count);
+            for _ in 0..count {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(r.take(8)?);
+                let raw = u64::from_le_bytes(b);
+                history.push(ClusterKey::new(raw).ok_or(WireError::Key(raw))?);
+            }
+            Message::Versions {
+                copies,
+                serving,
+                history,
+            }
         }
         TAG_START => Message::Start {
             partition: r.partition()?,
@@ -251,6 +278,10 @@ mod tests {
             Message::Versions {
                 copies: copies.into_boxed_slice(),
                 serving,
+                history: vec![
+                    ClusterKey::new(3).unwrap(),
+                    ClusterKey::new(1 << 40).unwrap(),
+                ],
             },
             Message::Start {
                 partition: p,

@@ -138,6 +138,12 @@ pub enum Event {
     /// This node has been out of every cluster for `orphan_quanta` quanta; its last view no
     /// longer holds.
     Orphaned,
+    /// The principal of this node's view (or last view) names another view without this
+    /// node: that view went on without it (it was paused, or cut off) and may serve its
+    /// partitions already; or this node is alone in its view and sees a peer in another one
+    /// (a side of a split about to merge). Stop serving by the old view now, not at the next
+    /// quantum.
+    Superseded,
 }
 
 /// One message for the caller to send.
@@ -257,6 +263,8 @@ pub struct Node {
     next_quantum: Instant,
     /// Since when this principal has held back a change that drops a member it still sees.
     dropping_since: Option<Instant>,
+    /// The view this node was told it is superseded in (one `Event::Superseded` per view).
+    superseded: Option<ClusterKey>,
 }
 
 impl Node {
@@ -283,6 +291,7 @@ impl Node {
             retired_keys: std::collections::VecDeque::with_capacity(RETIRED_KEYS_MAX),
             next_quantum: now.after(config.quantum),
             dropping_since: None,
+            superseded: None,
         })
     }
 
@@ -448,11 +457,36 @@ impl Node {
             (Some(a), Some(v)) => a.view.principal() == from && a.view.cluster_key == v.cluster_key,
             _ => false,
         };
+        let their_view = status.view;
         self.reports.insert(from, (status, now));
         if committed_by_principal {
             if let Some(a) = self.accepted.take() {
                 self.commit(now, a.view, out);
             }
+            return;
+        }
+        let settle = self.config.quantum / STATUS_SETTLE_QUANTUM_FRACTION;
+        let last = match &self.membership {
+            // Statuses sent before the principal committed this view may still arrive.
+            Membership::Member { view, committed_at } if now >= committed_at.after(settle) => {
+                Some(view)
+            }
+            Membership::Member { .. } => None,
+            Membership::Orphan { last, .. } => last.as_ref(),
+        };
+        let Some((key, principal, alone)) =
+            last.map(|v| (v.cluster_key, v.principal(), v.succession.len() == 1))
+        else {
+            return;
+        };
+        let moved_on = their_view.is_some_and(|v| v.cluster_key != key);
+        // A node alone in its view that sees a peer in another view is about to merge (it was
+        // cut off, or it formed alone before meeting the others): its copies lag that side's,
+        // so it stops serving rather than take writes the merge would overrule.
+        let superseded = (from == principal && principal != self.id) || alone;
+        if superseded && moved_on && self.superseded != Some(key) {
+            self.superseded = Some(key);
+            out.events.push(Event::Superseded);
         }
     }
 

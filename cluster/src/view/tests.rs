@@ -470,3 +470,96 @@ fn a_lost_peer_is_decided_on_within_a_quarter_quantum_not_at_the_next_boundary()
     n.on_tick(ms(lost_at + settle + quantum_ms() - 1), &mut out);
     assert!(out.events.is_empty());
 }
+
+#[test]
+fn a_member_whose_principal_went_on_without_it_is_superseded_at_once() {
+    // Node 1, member of {3, 2, 1}, was paused: 3 and 2 went on in view 0x32. The first status
+    // of 3 naming 0x32 tells 1 to stop serving by 0x31, once, without waiting a quantum.
+    let mut n = node(1, &[2, 3]);
+    let mut out = Output::default();
+    n.on_message(ms(1), NodeId(3), status(None, &[1, 2]), &mut out)
+        .unwrap();
+    n.on_message(ms(2), NodeId(3), propose(0x31, &[3, 2, 1], None), &mut out)
+        .unwrap();
+    let commit = Message::Commit {
+        cluster_key: key(0x31),
+    };
+    n.on_message(ms(3), NodeId(3), commit, &mut out).unwrap();
+    assert!(n.is_member());
+    // Statuses sent before the commit may still arrive: not a sign of anything.
+    let mut out = Output::default();
+    n.on_message(ms(10), NodeId(3), status(None, &[1, 2]), &mut out)
+        .unwrap();
+    n.on_message(
+        ms(11),
+        NodeId(3),
+        status(Some((0x30, 3)), &[1, 2]),
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.events.is_empty(), "{:?}", out.events);
+    // A member (not the principal) in another view says nothing about this one.
+    let late = 3 + quantum_ms();
+    n.on_message(
+        ms(late),
+        NodeId(2),
+        status(Some((0x32, 3)), &[1, 3]),
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.events.is_empty(), "{:?}", out.events);
+    n.on_message(
+        ms(late + 1),
+        NodeId(3),
+        status(Some((0x31, 3)), &[1, 2]),
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.events.is_empty(), "its own view: {:?}", out.events);
+    n.on_message(
+        ms(late + 2),
+        NodeId(3),
+        status(Some((0x32, 3)), &[2]),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out.events, vec![Event::Superseded]);
+    let mut out = Output::default();
+    n.on_message(
+        ms(late + 3),
+        NodeId(3),
+        status(Some((0x32, 3)), &[2]),
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.events.is_empty(), "once per view");
+}
+
+#[test]
+fn a_node_alone_in_its_view_that_meets_another_cluster_is_superseded() {
+    let mut n = node(2, &[]);
+    let mut out = Output::default();
+    n.on_tick(ms(quantum_ms()), &mut out);
+    assert!(n.is_member() && n.view().unwrap().succession.len() == 1);
+    let mut out = Output::default();
+    let mut seen = Output::default();
+    n.set_adjacency(ms(quantum_ms() + 500), [NodeId(1)], &mut seen)
+        .unwrap();
+    // An orphan peer says nothing; a peer in a view (even a lower principal's) does.
+    n.on_message(
+        ms(quantum_ms() + 600),
+        NodeId(1),
+        status(None, &[2]),
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.events.is_empty());
+    n.on_message(
+        ms(quantum_ms() + 700),
+        NodeId(1),
+        status(Some((0x71, 1)), &[2]),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out.events, vec![Event::Superseded]);
+}

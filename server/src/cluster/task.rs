@@ -201,6 +201,16 @@ impl Membership {
                 self.set_peers(&mut s);
                 self.node.cluster.store(Arc::new(s));
             }
+            Event::Superseded => {
+                tracing::warn!(
+                    "this node's principal went on in a view without it (it was paused or cut \
+                     off): partitions unavailable (result 11) until it joins a view again"
+                );
+                let _ = self
+                    .node
+                    .migration_tx
+                    .try_send(super::migration::Event::Orphaned);
+            }
             Event::Orphaned => {
                 tracing::warn!(
                     "out of every cluster for the orphan timeout: partitions unavailable \
