@@ -25,9 +25,11 @@
 //! 2. The working master is the eventual master if its copy is full; else the node with a
 //!    full copy that served the partition when the last view ended (so clients keep their
 //!    route, as CE's old masters keep column 0 when a node joins), else the first node of
-//!    the row with a full copy; else (every full copy lost) the eventual master, which then
-//!    merges every subset left. A partition nobody has any record of (a new cluster) starts
-//!    settled: every holder is full (and empty).
+//!    the row with a full copy; else (every full copy lost) nobody until the eventual master
+//!    has merged every subset left (a lone subset serves at once). A full copy of a member
+//!    that missed a view the others went through, or full copies from diverged previous
+//!    views (a split), count as subsets. A partition nobody has any record of (a new
+//!    cluster) starts settled: every holder is full (and empty).
 //! 3. Phase one: when the working master is not the eventual master, it emigrates to it;
 //!    when no full copy is left, every subset holder emigrates to the eventual master. When
 //!    the eventual master has received all of them it is the working master (it tells every
