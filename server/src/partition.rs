@@ -16,7 +16,9 @@
 use apogee_cluster::view::ClusterKey;
 #[cfg(test)]
 use apogee_cluster::{BalanceError, Succession};
-use apogee_cluster::{Migrator, NodeId, PartitionMap};
+use std::sync::Arc;
+
+use apogee_cluster::{Migrator, NodeId, PartitionMap, CLUSTER_NODES_MAX};
 use apogee_wire::digest::PARTITION_COUNT;
 use apogee_wire::PartitionId;
 use base64::Engine as _;
@@ -34,14 +36,15 @@ const ROLE_SUBSET: u8 = 8;
 
 /// One namespace's placement.
 struct NamespacePlacement {
-    /// `replicas[p]`: the map's holders, at most `replication-factor` nodes, master first.
-    replicas: Vec<Vec<NodeId>>,
+    /// `replicas[p]`: the map's holders, at most `replication-factor` nodes, master first
+    /// (shared by every table of one view).
+    replicas: Arc<Vec<Vec<NodeId>>>,
     /// `serving[p]`: the node that serves the partition now (`None`: nobody, e.g. during a
     /// hand-off: requests answer 11 and the clients retry).
     serving: Vec<Option<NodeId>>,
     /// `targets[p]`: where this node sends each write of the partition it serves (never
     /// itself; empty where it does not serve).
-    targets: Vec<Vec<NodeId>>,
+    targets: Vec<Targets>,
     /// `roles[p]`: `ROLE_*` bits of this node.
     roles: Vec<u8>,
     /// `bitmaps[r]`: base64 of the bitmap of partitions where this node claims replica
@@ -152,13 +155,13 @@ impl PartitionTable {
         node: NodeId,
         shards: u32,
         key: ClusterKey,
-        namespaces: &[(&PartitionMap, &Migrator)],
+        namespaces: &[(&Arc<Vec<Vec<NodeId>>>, &Migrator)],
         generation: i64,
     ) -> PartitionTable {
         assert!(shards > 0, "a node has at least one shard");
         let namespaces = namespaces
             .iter()
-            .map(|(map, m)| NamespacePlacement::from_migrator(map, m))
+            .map(|(rows, m)| NamespacePlacement::from_migrator(rows, m))
             .collect();
         PartitionTable {
             generation,
@@ -208,7 +211,7 @@ impl PartitionTable {
 
     /// Where this node sends each write of `partition` it serves (never itself).
     pub fn replication_targets(&self, ns: usize, partition: u16) -> &[NodeId] {
-        &self.namespaces[ns].targets[usize::from(partition)]
+        self.namespaces[ns].targets[usize::from(partition)].as_slice()
     }
 
     /// The nodes the map puts `partition` of `ns` on, master first (empty when none is
@@ -296,16 +299,16 @@ impl NamespacePlacement {
     /// the others, and every node claims its column.
     fn from_rows(replicas: Vec<Vec<NodeId>>, node: NodeId) -> NamespacePlacement {
         debug_assert_eq!(replicas.len(), PARTITION_COUNT as usize);
-        let claims: Vec<Vec<usize>> = (replicas.iter())
-            .map(|row| row.iter().position(|&n| n == node).into_iter().collect())
+        let claims: Vec<u8> = (replicas.iter())
+            .map(|row| row.iter().position(|&n| n == node).map_or(0, |c| 1 << c))
             .collect();
         NamespacePlacement {
-            bitmaps: bitmaps(&replicas, &claims),
+            bitmaps: bitmaps(replica_columns(&replicas), &claims),
             serving: replicas.iter().map(|row| row.first().copied()).collect(),
             targets: (replicas.iter())
                 .map(|row| match row.split_first() {
-                    Some((&m, rest)) if m == node => rest.to_vec(),
-                    _ => Vec::new(),
+                    Some((&m, rest)) if m == node => Targets::of(rest.iter().copied()),
+                    _ => Targets::default(),
                 })
                 .collect(),
             roles: (replicas.iter())
@@ -317,7 +320,7 @@ impl NamespacePlacement {
                     }
                 })
                 .collect(),
-            replicas,
+            replicas: Arc::new(replicas),
             tx_remaining: 0,
             rx_remaining: 0,
             tx_active: 0,
@@ -326,14 +329,15 @@ impl NamespacePlacement {
         }
     }
 
-    /// As `m` migrates `map`'s partitions now.
-    fn from_migrator(map: &PartitionMap, m: &Migrator) -> NamespacePlacement {
+    /// As `m` migrates the partitions whose holders are `replicas` (its view's map, built
+    /// once per view): no allocation per partition, since the migration task publishes a
+    /// table after every step.
+    fn from_migrator(replicas: &Arc<Vec<Vec<NodeId>>>, m: &Migrator) -> NamespacePlacement {
         let pids = (0..PARTITION_COUNT).map(PartitionId);
-        let replicas: Vec<Vec<NodeId>> = pids.clone().map(|p| map.holders(p).to_vec()).collect();
-        let claims: Vec<Vec<usize>> = pids.clone().map(|p| m.claims(p)).collect();
+        let claims: Vec<u8> = pids.clone().map(|p| m.claims_mask(p)).collect();
         let roles = (pids.clone().zip(&claims))
-            .map(|(p, c)| {
-                let reads = if c.is_empty() { 0 } else { ROLE_READS };
+            .map(|(p, &c)| {
+                let reads = if c == 0 { 0 } else { ROLE_READS };
                 let accepts = if m.accepts_replica_write(p) {
                     ROLE_ACCEPTS
                 } else {
@@ -348,11 +352,17 @@ impl NamespacePlacement {
             })
             .collect();
         NamespacePlacement {
-            bitmaps: bitmaps(&replicas, &claims),
+            bitmaps: bitmaps(replica_columns(replicas), &claims),
             serving: pids.clone().map(|p| m.working_master(p)).collect(),
-            targets: pids.map(|p| m.replication_targets(p)).collect(),
+            targets: pids
+                .map(|p| {
+                    let mut t = Targets::default();
+                    m.for_each_replication_target(p, |n| t.push(n));
+                    t
+                })
+                .collect(),
             roles,
-            replicas,
+            replicas: replicas.clone(),
             tx_remaining: m.tx_partitions_remaining(),
             rx_remaining: m.rx_partitions_remaining(),
             tx_active: m.outgoing_active(),
@@ -362,15 +372,64 @@ impl NamespacePlacement {
     }
 }
 
-/// One base64 bitmap per replica column (as many as the longest row), of the partitions
-/// where `claims[p]` holds that column (bit 7 of byte 0 is partition 0, as clients read it).
-fn bitmaps(replicas: &[Vec<NodeId>], claims: &[Vec<usize>]) -> Vec<String> {
-    let count = replicas.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    (0..count)
+/// Where this node sends one partition's writes: at most every other member, inline.
+#[derive(Clone, Copy)]
+struct Targets {
+    nodes: [NodeId; CLUSTER_NODES_MAX],
+    len: u8,
+}
+
+impl Default for Targets {
+    fn default() -> Targets {
+        Targets {
+            nodes: [NodeId(0); CLUSTER_NODES_MAX],
+            len: 0,
+        }
+    }
+}
+
+impl Targets {
+    fn of(nodes: impl Iterator<Item = NodeId>) -> Targets {
+        let mut t = Targets::default();
+        nodes.for_each(|n| t.push(n));
+        t
+    }
+
+    fn push(&mut self, node: NodeId) {
+        let len = usize::from(self.len);
+        assert!(len < CLUSTER_NODES_MAX, "more targets than cluster members");
+        self.nodes[len] = node;
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[NodeId] {
+        &self.nodes[..usize::from(self.len)]
+    }
+}
+
+/// The holders of every partition of `map`, master first: built once per view and shared by
+/// every table of that view.
+pub fn rows_of(map: &PartitionMap) -> Arc<Vec<Vec<NodeId>>> {
+    Arc::new(
+        (0..PARTITION_COUNT)
+            .map(|p| map.holders(PartitionId(p)).to_vec())
+            .collect(),
+    )
+}
+
+/// How many replica columns `replicas` has: its longest row, at least one.
+fn replica_columns(replicas: &[Vec<NodeId>]) -> usize {
+    replicas.iter().map(Vec::len).max().unwrap_or(0).max(1)
+}
+
+/// One base64 bitmap per replica column, of the partitions whose `claims[p]` mask has that
+/// column's bit (bit 7 of byte 0 is partition 0, as clients read it).
+fn bitmaps(columns: usize, claims: &[u8]) -> Vec<String> {
+    (0..columns)
         .map(|r| {
             let mut bits = vec![0u8; PARTITION_COUNT as usize / 8];
-            for (p, columns) in claims.iter().enumerate() {
-                if columns.contains(&r) {
+            for (p, &mask) in claims.iter().enumerate() {
+                if mask & (1 << r) != 0 {
                     bits[p / 8] |= 0x80 >> (p % 8);
                 }
             }
@@ -418,10 +477,10 @@ mod tests {
         let mut replicas = vec![vec![other, NodeId(3)]; PARTITION_COUNT as usize];
         replicas[0] = vec![me, other];
         replicas[9] = vec![other, me];
-        let claims: Vec<Vec<usize>> = (replicas.iter())
-            .map(|row| row.iter().position(|&n| n == me).into_iter().collect())
+        let claims: Vec<u8> = (replicas.iter())
+            .map(|row| row.iter().position(|&n| n == me).map_or(0, |c| 1 << c))
             .collect();
-        let maps: Vec<Vec<u8>> = (bitmaps(&replicas, &claims).iter())
+        let maps: Vec<Vec<u8>> = (bitmaps(replica_columns(&replicas), &claims).iter())
             .map(|b| decode(b))
             .collect();
         assert_eq!(maps.len(), 2);
@@ -490,7 +549,8 @@ mod tests {
         let mut m = Migrator::new(me, MigrateConfig::default()).unwrap();
         m.begin_view(key, alone, map.clone(), &mut Output::default())
             .unwrap();
-        let t = PartitionTable::migrating(me, 2, key, &[(&map, &m)], 5);
+        let rows = rows_of(&map);
+        let t = PartitionTable::migrating(me, 2, key, &[(&rows, &m)], 5);
         assert_eq!((t.generation(), t.migration_key()), (5, Some(key)));
         assert!((0..PARTITION_COUNT).all(|p| t.is_master(0, p)
             && t.reads_here(0, p)
@@ -507,7 +567,8 @@ mod tests {
         let map = PartitionMap::balance(&two, 2).unwrap();
         let mut out = Output::default();
         m.begin_view(key, two, map.clone(), &mut out).unwrap();
-        let t = PartitionTable::migrating(me, 2, key, &[(&map, &m)], 6);
+        let rows = rows_of(&map);
+        let t = PartitionTable::migrating(me, 2, key, &[(&rows, &m)], 6);
         assert!((0..PARTITION_COUNT).all(|p| t.master(0, p).is_none() && !t.reads_here(0, p)));
         assert!(!t.is_migration_stable());
         assert!(decode(t.replicas_master_value(0)).iter().all(|&b| b == 0));

@@ -1091,37 +1091,53 @@ impl Migrator {
     /// every non-holder that had a full copy when the view began until it said it dropped
     /// it; never itself. Empty unless this node is the working master.
     pub fn replication_targets(&self, partition: PartitionId) -> Vec<NodeId> {
+        let mut targets = Vec::new();
+        self.for_each_replication_target(partition, |n| targets.push(n));
+        targets.sort_unstable();
+        targets
+    }
+
+    /// [`Migrator::replication_targets`] without allocating (in no particular order; each
+    /// node once: keepers are never holders).
+    pub fn for_each_replication_target(&self, partition: PartitionId, mut f: impl FnMut(NodeId)) {
         if !self.is_working_master(partition) {
-            return Vec::new();
+            return;
         }
         let Some(current) = self.current.as_ref() else {
-            return Vec::new();
+            return;
         };
         let state = &current.partitions[usize::from(partition.0)];
-        let mut targets: Vec<NodeId> = current.map.holders(partition).to_vec();
-        targets.extend(state.keepers.iter().copied());
-        targets.sort_unstable();
-        targets.dedup();
-        targets.retain(|&n| n != self.id);
-        targets
+        let holders = current.map.holders(partition);
+        debug_assert!(state.keepers.iter().all(|k| !holders.contains(k)));
+        for &n in holders.iter().chain(state.keepers.iter()) {
+            if n != self.id {
+                f(n);
+            }
+        }
     }
 
     /// The replica columns this node claims for `partition` (what `replicas` advertises):
     /// column 0 as working master; column i ≥ 1 as eventual replica i with a full copy.
     pub fn claims(&self, partition: PartitionId) -> Vec<usize> {
+        let mask = self.claims_mask(partition);
+        (0..8).filter(|c| mask & (1 << c) != 0).collect()
+    }
+
+    /// [`Migrator::claims`] as a bit mask (bit i: column i), without allocating.
+    pub fn claims_mask(&self, partition: PartitionId) -> u8 {
         let Some(current) = self.current.as_ref().filter(|c| c.planned) else {
-            return Vec::new();
+            return 0;
         };
-        let mut columns = Vec::new();
+        let mut mask = 0;
         if self.is_working_master(partition) {
-            columns.push(0);
+            mask |= 1;
         }
         if let Some(index) = current.map.role(partition, self.id) {
             if index >= 1 && self.copies[usize::from(partition.0)] == Copy::Full {
-                columns.push(index);
+                mask |= 1 << index;
             }
         }
-        columns
+        mask
     }
 
     /// `migrate_tx_partitions_remaining`: emigrations this node still owes.
