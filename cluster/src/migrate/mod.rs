@@ -307,6 +307,20 @@ struct Current {
 }
 
 impl Current {
+    /// Emigrations asked or streaming whose key `pick` takes.
+    fn active_emigrations(&self, pick: impl Fn(&(u16, NodeId)) -> bool) -> usize {
+        (self.emigration_state.iter())
+            .filter(|(k, s)| {
+                matches!(s, EmigrationState::Asked | EmigrationState::Streaming) && pick(k)
+            })
+            .count()
+    }
+
+    /// Emigrations holding a `migrate-threads` slot: active, neither light nor urgent.
+    fn threads_in_use(&self) -> usize {
+        self.active_emigrations(|k| !self.light_asked.contains(k) && !self.urgent_asked.contains(k))
+    }
+
     /// Immigrations holding an incoming slot (accepted, not light, not done).
     fn slots_in_use(&self) -> usize {
         self.incoming_active.len() - self.incoming_light.len()
@@ -901,22 +915,8 @@ impl Migrator {
         let Some(current) = self.current.as_mut() else {
             return;
         };
-        let busy = |c: &Current| {
-            (c.emigration_state.iter())
-                .filter(|(k, s)| {
-                    matches!(s, EmigrationState::Asked | EmigrationState::Streaming)
-                        && !c.light_asked.contains(k)
-                        && !c.urgent_asked.contains(k)
-                })
-                .count()
-        };
-        let mut in_use = busy(current);
-        let mut urgent_in_use = (current.emigration_state.iter())
-            .filter(|(k, s)| {
-                matches!(s, EmigrationState::Asked | EmigrationState::Streaming)
-                    && current.urgent_asked.contains(k)
-            })
-            .count();
+        let mut in_use = current.threads_in_use();
+        let mut urgent_in_use = current.active_emigrations(|k| current.urgent_asked.contains(k));
         let mut index = 0;
         while index < current.emigrations.len() {
             let e = current.emigrations[index];
@@ -1175,15 +1175,7 @@ impl Migrator {
     /// Emigrations asked or streaming that hold a `migrate-threads` slot (not light; at most
     /// `outgoing_partitions_max`).
     pub fn outgoing_active(&self) -> usize {
-        self.current.as_ref().map_or(0, |c| {
-            (c.emigration_state.iter())
-                .filter(|(k, s)| {
-                    matches!(s, EmigrationState::Asked | EmigrationState::Streaming)
-                        && !c.light_asked.contains(k)
-                        && !c.urgent_asked.contains(k)
-                })
-                .count()
-        })
+        self.current.as_ref().map_or(0, Current::threads_in_use)
     }
 
     /// Whether this node applies a replicated write of `partition`: it keeps a copy, or it is

@@ -306,34 +306,13 @@ impl ShardStore {
         };
         let mut removed = 0;
         for chunk in candidates.chunks(TRUNCATE_CHUNK_RECORDS) {
-            removed += self.truncate_chunk(chunk);
+            // Only entries still cut off: a write that gave a record a new version since the
+            // candidates were taken keeps it.
+            removed += self.remove_entries(chunk, |e| {
+                self.truncate.is_truncated(e.meta.last_update_ms, e.set_id)
+            });
             glommio::yield_if_needed().await;
         }
-        removed
-    }
-
-    /// Drops the entries of `digests` that are (still) cut off; no await inside, so a write
-    /// that gave a record a new version meanwhile keeps it.
-    fn truncate_chunk(&self, digests: &[Digest]) -> usize {
-        let mut guard = self.state.borrow_mut();
-        let st = &mut *guard;
-        let mut cache = self.cache.borrow_mut();
-        let mut removed = 0;
-        for d in digests {
-            let Some(e) = st.keydir.index().get(d) else {
-                continue;
-            };
-            if !self.truncate.is_truncated(e.meta.last_update_ms, e.set_id) {
-                continue;
-            }
-            st.keydir
-                .mutate(Change::Remove { digest: *d }, &mut st.table);
-            cache.remove(d);
-            removed += 1;
-        }
-        self.stats.set_objects(st.keydir.index().len() as u64);
-        self.stats
-            .set_usage(st.table.live_total(), st.keydir.index().memory_bytes());
         removed
     }
 

@@ -12,7 +12,7 @@
 use apogee_wire::digest::PARTITION_COUNT;
 use apogee_wire::Digest;
 
-use super::{Change, ShardStore};
+use super::ShardStore;
 
 /// Index entries removed between two yields to the executor.
 pub const DROP_CHUNK_RECORDS: usize = 1024;
@@ -40,30 +40,9 @@ impl ShardStore {
             if !wanted() {
                 break;
             }
-            removed += self.drop_chunk(chunk);
+            removed += self.remove_entries(chunk, |_| true);
             glommio::yield_if_needed().await;
         }
-        removed
-    }
-
-    fn drop_chunk(&self, digests: &[Digest]) -> usize {
-        let mut guard = self.state.borrow_mut();
-        let st = &mut *guard;
-        let mut cache = self.cache.borrow_mut();
-        let mut removed = 0;
-        for d in digests {
-            if st.keydir.index().get(d).is_none() {
-                continue;
-            }
-            debug_assert!(d.partition().0 < PARTITION_COUNT);
-            st.keydir
-                .mutate(Change::Remove { digest: *d }, &mut st.table);
-            cache.remove(d);
-            removed += 1;
-        }
-        self.stats.set_objects(st.keydir.index().len() as u64);
-        self.stats
-            .set_usage(st.table.live_total(), st.keydir.index().memory_bytes());
         removed
     }
 

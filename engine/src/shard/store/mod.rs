@@ -304,6 +304,34 @@ impl ShardStore {
         self.state.borrow().keydir.index().len()
     }
 
+    /// Removes the index entries of `digests` that `remove` picks (absent ones are skipped),
+    /// with their cached copies, and refreshes the shard's object and usage counts; returns
+    /// how many. No await inside, so the pick sees each entry as it is now. Truncate sweeps
+    /// and partition drops take their chunks through here.
+    pub(crate) fn remove_entries(
+        &self,
+        digests: &[Digest],
+        remove: impl Fn(&crate::index::IndexEntry) -> bool,
+    ) -> usize {
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        let mut cache = self.cache.borrow_mut();
+        let mut removed = 0;
+        for d in digests {
+            if !st.keydir.index().get(d).is_some_and(|e| remove(&e)) {
+                continue;
+            }
+            st.keydir
+                .mutate(Change::Remove { digest: *d }, &mut st.table);
+            cache.remove(d);
+            removed += 1;
+        }
+        self.stats.set_objects(st.keydir.index().len() as u64);
+        self.stats
+            .set_usage(st.table.live_total(), st.keydir.index().memory_bytes());
+        removed
+    }
+
     /// The digests of every live (indexed) record, for re-homing.
     pub fn live_digests(&self) -> Vec<Digest> {
         self.state
