@@ -361,6 +361,10 @@ class Run:
         if want_netns and net != "netns":
             raise SystemExit("partition and split need --net netns (root, `ip netns`)")
         self.workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="nemesis-"))
+        # A directory left by an earlier run holds that run's records: its nodes would come
+        # back with values this run never wrote, which the checker would report as lost.
+        if self.workdir.exists() and any(self.workdir.iterdir()):
+            raise SystemExit(f"--dir {self.workdir} is not empty (an earlier run's data?)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.net = Netns(args.nodes) if net == "netns" else Loopback()
         self.nodes = []

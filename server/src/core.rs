@@ -163,13 +163,19 @@ impl Core {
             // A read that may touch its record (read-touch-ttl-percent) is a write when it
             // does: a clustered master captures the touched version for the replicas.
             let mut image = None;
-            let capture = (msg.header.record_ttl != 0 && self.wants_image(ns, msg, digest))
-                .then_some(&mut image);
+            let table = match msg.header.record_ttl {
+                0 => None,
+                _ => match self.image_table(ns, msg, digest) {
+                    Ok(table) => table,
+                    Err(rc) => return Reply::code(rc),
+                },
+            };
+            let capture = table.is_some().then_some(&mut image);
             let reply = command::execute(&self.stores[ns], limits, msg, digest, capture).await;
-            if let Some(record) = image {
+            if let (Some(record), Some(table)) = (image, table) {
                 // Best effort: the read has succeeded whatever the replicas answer (counted in
                 // `repl_write_*`); a replica that misses it keeps the older TTL.
-                let _ = replica::replicate(&self.node, ns, &record, msg.header.info3).await;
+                let _ = replica::replicate(&self.node, &table, ns, &record, msg.header.info3).await;
             }
             return reply;
         }
@@ -182,7 +188,11 @@ impl Core {
         // A clustered master captures what the write stores, to send to the replicas; a node
         // alone does not even look up the partition.
         let mut image = None;
-        let capture = self.wants_image(ns, msg, digest).then_some(&mut image);
+        let table = match self.image_table(ns, msg, digest) {
+            Ok(table) => table,
+            Err(rc) => return Reply::code(rc),
+        };
+        let capture = table.is_some().then_some(&mut image);
         let run = async {
             self.inject_write_panic(msg);
             command::execute(
@@ -214,21 +224,45 @@ impl Core {
         };
         // Under commit level all, the client hears of the write only once every replica
         // applied it; a write no replica confirmed answers 9 (stored here, in doubt).
-        if let Some(record) = image.filter(|_| reply.result == ResultCode::Ok as u8) {
-            if let Err(rc) = replica::replicate(&self.node, ns, &record, msg.header.info3).await {
+        if let (Some(record), Some(table)) = (
+            image.filter(|_| reply.result == ResultCode::Ok as u8),
+            table,
+        ) {
+            if let Err(rc) =
+                replica::replicate(&self.node, &table, ns, &record, msg.header.info3).await
+            {
                 return Reply::code(rc);
             }
         }
         reply
     }
 
-    /// Whether a write of `msg`'s record must be captured for replicas: only on a clustered
-    /// node that masters a partition with other holders (a node alone never looks).
-    fn wants_image(&self, ns: usize, msg: &Message, digest: Option<Digest>) -> bool {
-        self.node.config.cluster.heartbeat.is_some()
-            && digest
-                .map_or_else(|| command::digest_of(msg), Ok)
-                .is_ok_and(|d| replica::wants_image(&self.node, ns, d.partition().0))
+    /// For a write of `msg`'s record on a clustered node: the partition table that lets this
+    /// node serve it, whose replication targets the image then goes to (`Ok(None)`: a node
+    /// alone, or a partition with no other holder: nothing to capture). One snapshot decides
+    /// both: a table loaded again after the write could name no targets — this node's
+    /// emigration to the new master finished meanwhile — and the write would be acknowledged
+    /// on this copy alone, then lost when the new master serves its streamed older version.
+    /// A partition this node stopped serving since the request was routed answers 11 (the
+    /// client re-routes) instead of a write no replica would ever see.
+    fn image_table(
+        &self,
+        ns: usize,
+        msg: &Message,
+        digest: Option<Digest>,
+    ) -> Result<Option<Arc<crate::partition::PartitionTable>>, ResultCode> {
+        if self.node.config.cluster.heartbeat.is_none() {
+            return Ok(None);
+        }
+        let partition = digest
+            .map_or_else(|| command::digest_of(msg), Ok)?
+            .partition()
+            .0;
+        let table = self.node.partitions.load_full();
+        if !table.is_master(ns, partition) {
+            return Err(ResultCode::PartitionUnavailable);
+        }
+        Ok((!table.replication_targets(ns, partition).is_empty()).then_some(table))
     }
 
     /// Applies a master's image of a record of `ns` whose partition this core owns, if it is

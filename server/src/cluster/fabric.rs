@@ -8,7 +8,9 @@
 //! (`migration::stream`).
 //!
 //! Owns the fabric's framing (ours; little-endian): `len u32` (bytes after it, at most
-//! `FABRIC_FRAME_BYTES_MAX`) `| magic "APFB" | version u8 | kind u8 | body`. The first frame on
+//! `FABRIC_FRAME_BYTES_MAX`) `| magic "APFB" | version u8 | kind u8 | crc32 u32 | body`, the
+//! CRC-32 over version, kind and body, so a frame damaged past TCP's weak checksum (or by a
+//! bug on either side) is refused rather than applied as a record. The first frame on
 //! a connection is a `Hello` (cluster-name length and bytes, sender node id); a peer of
 //! another cluster, another fabric version, or that sends anything malformed has its
 //! connection closed with a rate-limited log line, and nothing else changes. A proxied
@@ -37,9 +39,10 @@ use crate::node::Node;
 
 const MAGIC: [u8; 4] = *b"APFB";
 /// Bumped on any change of the framing; a peer with another version is refused.
-pub const FABRIC_VERSION: u8 = 1;
-/// Bytes of a frame after its length: magic, version, kind.
-const FRAME_HEAD_BYTES: usize = 6;
+/// (2: frames carry a checksum.)
+pub const FABRIC_VERSION: u8 = 2;
+/// Bytes of a frame after its length and before its body: magic, version, kind, checksum.
+const FRAME_HEAD_BYTES: usize = 10;
 /// Largest frame: a request or reply of the largest body a client may send, and the head.
 pub const FABRIC_FRAME_BYTES_MAX: usize =
     apogee_wire::proto::BODY_SIZE_MAX_BYTES as usize + 64 + FRAME_HEAD_BYTES;
@@ -84,7 +87,7 @@ pub enum Kind {
 pub enum FabricError {
     #[error("fabric connection: {0}")]
     Io(#[from] std::io::Error),
-    #[error("fabric frame of {0} bytes is outside 6..={FABRIC_FRAME_BYTES_MAX}")]
+    #[error("fabric frame of {0} bytes is outside {FRAME_HEAD_BYTES}..={FABRIC_FRAME_BYTES_MAX}")]
     Size(usize),
     #[error("not an Apogee fabric frame (bad magic)")]
     Magic,
@@ -92,6 +95,10 @@ pub enum FabricError {
     Version(u8),
     #[error("unknown fabric frame kind {0}")]
     Kind(u8),
+    #[error(
+        "fabric frame checksum {got:08x} does not match its bytes ({want:08x}): damaged in transit"
+    )]
+    Checksum { got: u32, want: u32 },
     #[error("expected a {expected:?} frame, got {got:?}")]
     Unexpected { expected: Kind, got: Kind },
     #[error("malformed hello")]
@@ -152,11 +159,31 @@ pub fn frame(kind: Kind, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&MAGIC);
     out.push(FABRIC_VERSION);
     out.push(kind as u8);
+    out.extend_from_slice(&checksum(kind as u8, body).to_le_bytes());
     out.extend_from_slice(body);
     out
 }
 
-/// Checks a frame's head (the 6 bytes after its length).
+/// The CRC-32 a frame carries: over its version, kind and body.
+fn checksum(kind: u8, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[FABRIC_VERSION, kind]);
+    h.update(body);
+    h.finalize()
+}
+
+/// Checks a frame's body against the checksum its head carried.
+fn check_body(head: &[u8; FRAME_HEAD_BYTES], body: &[u8]) -> Result<(), FabricError> {
+    let got = u32::from_le_bytes(head[6..10].try_into().expect("4 bytes"));
+    let want = checksum(head[5], body);
+    if got != want {
+        return Err(FabricError::Checksum { got, want });
+    }
+    Ok(())
+}
+
+/// Checks a frame's head (the bytes after its length, before its body); the checksum is
+/// checked once the body is in (`check_body`).
 fn parse_head(head: &[u8; FRAME_HEAD_BYTES]) -> Result<Kind, FabricError> {
     if head[..4] != MAGIC {
         return Err(FabricError::Magic);
@@ -198,6 +225,7 @@ async fn read_frame(stream: &mut TcpStream) -> Result<(Kind, Vec<u8>), FabricErr
         body.resize(start + (size - start).min(READ_PIECE_BYTES), 0);
         stream.read_exact(&mut body[start..]).await?;
     }
+    check_body(&head, &body)?;
     Ok((kind, body))
 }
 
@@ -551,14 +579,30 @@ mod tests {
             u32::from_le_bytes(f[..4].try_into().unwrap()) as usize,
             f.len() - 4
         );
-        let head: [u8; 6] = f[4..10].try_into().unwrap();
+        let head: [u8; FRAME_HEAD_BYTES] = f[4..14].try_into().unwrap();
         assert_eq!(parse_head(&head).unwrap(), Kind::ProxyRequest);
+        check_body(&head, &f[14..]).unwrap();
+        // Any flipped bit of the kind, the checksum or the body is caught.
+        for byte in 5..FRAME_HEAD_BYTES + 3 {
+            for bit in 0..8 {
+                let mut g = f.clone();
+                g[4 + byte] ^= 1 << bit;
+                let head: [u8; FRAME_HEAD_BYTES] = g[4..14].try_into().unwrap();
+                assert!(
+                    matches!(
+                        check_body(&head, &g[14..]),
+                        Err(FabricError::Checksum { .. })
+                    ),
+                    "flipped bit {bit} of byte {byte} passed"
+                );
+            }
+        }
         let mut bad = head;
         bad[0] = b'X';
         assert!(matches!(parse_head(&bad), Err(FabricError::Magic)));
         let mut bad = head;
-        bad[4] = 2;
-        assert!(matches!(parse_head(&bad), Err(FabricError::Version(2))));
+        bad[4] = 1;
+        assert!(matches!(parse_head(&bad), Err(FabricError::Version(1))));
         let mut bad = head;
         bad[5] = 12;
         assert!(matches!(parse_head(&bad), Err(FabricError::Kind(12))));

@@ -25,6 +25,7 @@ use apogee_wire::ResultCode;
 
 use crate::core::Core;
 use crate::node::{Node, ShardWork};
+use crate::partition::PartitionTable;
 
 /// How long a master waits for a replica's answer before the write answers the client
 /// result 9 (timeout): shorter than the clients' default total timeout (1 s), so a client is
@@ -196,32 +197,20 @@ impl ReplicationStats {
     }
 }
 
-/// Whether a write of `partition` in `ns` on this node should capture its image: the node is
-/// clustered, masters the partition, and the partition has other holders. One table load.
-pub fn wants_image(node: &Node, ns: usize, partition: u16) -> bool {
-    if node.config.cluster.heartbeat.is_none() {
-        return false;
-    }
-    let table = node.partitions.load();
-    table.is_master(ns, partition) && !table.replication_targets(ns, partition).is_empty()
-}
-
-/// Sends the image of a write the master just applied to the partition's replicas (as the
-/// newest table names them) and returns once the commit level is met: `Err(Timeout)` when a
-/// replica did not apply it in time or cannot be reached — the write is then in doubt to the
-/// client (stored here, maybe not there), as in Aerospike.
+/// Sends the image of a write the master just applied to the partition's replicas (as
+/// `table`, the one that let this node serve the write, names them) and returns once the
+/// commit level is met: `Err(Timeout)` when a replica did not apply it in time or cannot be
+/// reached — the write is then in doubt to the client (stored here, maybe not there), as in
+/// Aerospike.
 pub async fn replicate(
     node: &Arc<Node>,
+    table: &PartitionTable,
     ns: usize,
     record: &Record,
     info3: u8,
 ) -> Result<(), ResultCode> {
     let partition = record.digest.partition().0;
-    let targets: Vec<NodeId> = node
-        .partitions
-        .load()
-        .replication_targets(ns, partition)
-        .to_vec();
+    let targets: Vec<NodeId> = table.replication_targets(ns, partition).to_vec();
     if targets.is_empty() {
         return Ok(());
     }
