@@ -81,6 +81,18 @@ pub struct Core {
     fault_panic_bin: Option<Vec<u8>>,
 }
 
+/// Whether a write of `msg`'s record, served by `table`, has replicas to send its image to.
+fn has_targets(
+    table: &crate::partition::PartitionTable,
+    ns: usize,
+    msg: &Message,
+    digest: Option<Digest>,
+) -> bool {
+    digest
+        .map_or_else(|| command::digest_of(msg), Ok)
+        .is_ok_and(|d| !table.replication_targets(ns, d.partition().0).is_empty())
+}
+
 impl Core {
     /// Opens this core's shard of every namespace, recovering each from disk.
     pub async fn open(shard: usize, node: Arc<Node>) -> Result<Core, String> {
@@ -164,9 +176,14 @@ impl Core {
             // does: a clustered master captures the touched version for the replicas.
             let mut image = None;
             let table = match msg.header.record_ttl {
-                0 => None,
-                _ => match self.image_table(ns, msg, digest) {
-                    Ok(table) => table,
+                0 => {
+                    if let Err(rc) = self.resolve_for_read(ns, msg, digest).await {
+                        return Reply::code(rc);
+                    }
+                    None
+                }
+                _ => match self.serving_table(ns, msg, digest).await {
+                    Ok(table) => table.filter(|t| has_targets(t, ns, msg, digest)),
                     Err(rc) => return Reply::code(rc),
                 },
             };
@@ -188,8 +205,8 @@ impl Core {
         // A clustered master captures what the write stores, to send to the replicas; a node
         // alone does not even look up the partition.
         let mut image = None;
-        let table = match self.image_table(ns, msg, digest) {
-            Ok(table) => table,
+        let table = match self.serving_table(ns, msg, digest).await {
+            Ok(table) => table.filter(|t| has_targets(t, ns, msg, digest)),
             Err(rc) => return Reply::code(rc),
         };
         let capture = table.is_some().then_some(&mut image);
@@ -237,15 +254,16 @@ impl Core {
         reply
     }
 
-    /// For a write of `msg`'s record on a clustered node: the partition table that lets this
-    /// node serve it, whose replication targets the image then goes to (`Ok(None)`: a node
-    /// alone, or a partition with no other holder: nothing to capture). One snapshot decides
-    /// both: a table loaded again after the write could name no targets — this node's
-    /// emigration to the new master finished meanwhile — and the write would be acknowledged
-    /// on this copy alone, then lost when the new master serves its streamed older version.
-    /// A partition this node stopped serving since the request was routed answers 11 (the
-    /// client re-routes) instead of a write no replica would ever see.
-    fn image_table(
+    /// For a write (or a read that touches its record) on a clustered node: the partition
+    /// table that lets this node serve it, after resolving the record against any merge
+    /// sources that table names (`Ok(None)`: a node alone). One snapshot decides both that
+    /// this node serves and where the write's image goes: a table loaded again after the
+    /// write could name no targets — this node's emigration to the new master finished
+    /// meanwhile — and the write would be acknowledged on this copy alone, then lost when the
+    /// new master serves its streamed older version. A partition this node stopped serving
+    /// since the request was routed answers 11 (the client re-routes) instead of a write no
+    /// replica would ever see.
+    async fn serving_table(
         &self,
         ns: usize,
         msg: &Message,
@@ -254,15 +272,53 @@ impl Core {
         if self.node.config.cluster.heartbeat.is_none() {
             return Ok(None);
         }
-        let partition = digest
-            .map_or_else(|| command::digest_of(msg), Ok)?
-            .partition()
-            .0;
+        let digest = digest.map_or_else(|| command::digest_of(msg), Ok)?;
         let table = self.node.partitions.load_full();
-        if !table.is_master(ns, partition) {
+        if !table.is_master(ns, digest.partition().0) {
             return Err(ResultCode::PartitionUnavailable);
         }
-        Ok((!table.replication_targets(ns, partition).is_empty()).then_some(table))
+        crate::cluster::dup_res::resolve(self, &table, ns, &digest).await?;
+        Ok(Some(table))
+    }
+
+    /// Before a read on a clustered node that serves a partition it is still merging: the
+    /// record resolved against the merge sources (nothing to do anywhere else, at the cost
+    /// of one table load).
+    async fn resolve_for_read(
+        &self,
+        ns: usize,
+        msg: &Message,
+        digest: Option<Digest>,
+    ) -> Result<(), ResultCode> {
+        if self.node.config.cluster.heartbeat.is_none() {
+            return Ok(());
+        }
+        let Ok(digest) = digest.map_or_else(|| command::digest_of(msg), Ok) else {
+            return Ok(()); // the command answers its own error
+        };
+        let partition = digest.partition().0;
+        let merging = {
+            let table = self.node.partitions.load();
+            table.is_master(ns, partition) && !table.dup_res_sources(ns, partition).is_empty()
+        };
+        if !merging {
+            return Ok(());
+        }
+        let table = self.node.partitions.load_full();
+        crate::cluster::dup_res::resolve(self, &table, ns, &digest).await
+    }
+
+    /// This core's version of `digest` in `ns` for a merging master's duplicate resolution
+    /// (`Ok(None)`: none, or expired).
+    pub async fn dup_res_lookup(
+        &self,
+        ns: usize,
+        digest: &Digest,
+    ) -> Result<Option<apogee_engine::Record>, crate::cluster::dup_res::Found> {
+        self.stores[ns]
+            .get(digest)
+            .await
+            .map_err(|_| crate::cluster::dup_res::Found::StoreFailed)
     }
 
     /// Applies a master's image of a record of `ns` whose partition this core owns, if it is
@@ -398,6 +454,14 @@ impl Core {
                                 records = n,
                                 "dropped a partition this node no longer holds"
                             );
+                        })
+                        .detach();
+                        continue;
+                    }
+                    ShardWork::DupRes(work) => {
+                        glommio::spawn_local(async move {
+                            let found = core.dup_res_lookup(work.namespace, &work.digest).await;
+                            let _ = work.reply.send(found);
                         })
                         .detach();
                         continue;

@@ -48,6 +48,8 @@ pub enum ShardWork {
     Emigrate(crate::cluster::migration::stream::Emigration),
     /// A chunk of migrating records for a partition this shard owns.
     Immigrate(crate::cluster::migration::stream::Immigration),
+    /// A merge source's lookup of one record for the master's duplicate resolution.
+    DupRes(crate::cluster::dup_res::DupResLookup),
     /// Forget every record of a partition this node no longer holds.
     DropPartition {
         ns: usize,

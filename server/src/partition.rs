@@ -45,6 +45,9 @@ struct NamespacePlacement {
     /// `targets[p]`: where this node sends each write of the partition it serves (never
     /// itself; empty where it does not serve).
     targets: Vec<Targets>,
+    /// `dup_res[p]`: where this node, serving a partition it is merging, looks up each
+    /// transaction's record first (empty almost everywhere).
+    dup_res: Vec<Targets>,
     /// `roles[p]`: `ROLE_*` bits of this node.
     roles: Vec<u8>,
     /// `bitmaps[r]`: base64 of the bitmap of partitions where this node claims replica
@@ -214,6 +217,12 @@ impl PartitionTable {
         self.namespaces[ns].targets[usize::from(partition)].as_slice()
     }
 
+    /// The merge sources a transaction of `partition` in `ns` must resolve against first
+    /// (`dup_res`): empty unless this node serves a partition it is merging.
+    pub fn dup_res_sources(&self, ns: usize, partition: u16) -> &[NodeId] {
+        self.namespaces[ns].dup_res[usize::from(partition)].as_slice()
+    }
+
     /// The nodes the map puts `partition` of `ns` on, master first (empty when none is
     /// known). Where it is served from now is `master`'s business.
     #[cfg(test)]
@@ -311,6 +320,7 @@ impl NamespacePlacement {
                     _ => Targets::default(),
                 })
                 .collect(),
+            dup_res: vec![Targets::default(); replicas.len()],
             roles: (replicas.iter())
                 .map(|row| {
                     if row.contains(&node) {
@@ -358,6 +368,13 @@ impl NamespacePlacement {
                 .map(|p| {
                     let mut t = Targets::default();
                     m.for_each_replication_target(p, |n| t.push(n));
+                    t
+                })
+                .collect(),
+            dup_res: (0..PARTITION_COUNT)
+                .map(|p| {
+                    let mut t = Targets::default();
+                    m.for_each_dup_res_source(PartitionId(p), |n| t.push(n));
                     t
                 })
                 .collect(),

@@ -12,6 +12,7 @@ import base64
 import socket
 import struct
 import time
+import zlib
 
 import aerospike
 import pytest
@@ -124,6 +125,27 @@ class Cluster:
     def kill_all(self):
         for n in self.nodes:
             n.kill()
+
+    def wait_ports_free(self, secs=10):
+        """Waits until every node's heartbeat (UDP) and fabric (TCP) port can be bound again:
+        a SIGKILLed node's sockets can outlive it briefly (io_uring requests still hold them
+        while the kernel tears its ring down), and a node restarted on them at once would
+        refuse to start."""
+        deadline = time.monotonic() + secs
+        for kind, ports in ((socket.SOCK_DGRAM, self.hb), (socket.SOCK_STREAM, self.fabric)):
+            for port in ports:
+                while True:
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        if kind == socket.SOCK_STREAM:
+                            # As the server's listener binds: past connections in TIME-WAIT
+                            # do not stop it.
+                            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        try:
+                            s.bind(("127.0.0.1", port))
+                            break
+                        except OSError:
+                            assert time.monotonic() < deadline, f"port {port} still in use"
+                            time.sleep(0.05)
 
     def live(self):
         return [n for n in self.nodes if n.proc and n.proc.poll() is None]
@@ -371,6 +393,18 @@ def test_a_busy_fabric_port_stops_the_start_naming_the_key(tmp_path):
             a.start()
 
 
+FABRIC_VERSION = 2
+
+
+def fabric_frame(kind, body, version=FABRIC_VERSION, crc=None):
+    """One fabric frame: `len u32 | "APFB" | version | kind | crc32 u32 | body`, the CRC over
+    version, kind and body (server/src/cluster/fabric.rs)."""
+    if crc is None:
+        crc = zlib.crc32(bytes([version, kind]) + body)
+    frame = b"APFB" + bytes([version, kind]) + struct.pack("<I", crc) + body
+    return struct.pack("<I", len(frame)) + frame
+
+
 def closed_by_peer(sock):
     """The node closed the connection without a reply (a reset when our bytes were unread)."""
     try:
@@ -384,22 +418,31 @@ def test_bad_fabric_input_closes_that_connection_only(tmp_path):
     a = Apogee(tmp_path / "a", extra=["--node-id", "a1", "--heartbeat-port", str(free_udp_port()),
                                       "--fabric-port", str(fabric)]).start()
     try:
-        hello_other = (b"APFB" + bytes([1, 1]) + bytes([5]) + b"other" + (0xB2).to_bytes(8, "little"))
+        hello = bytes([0]) + (0xB2).to_bytes(8, "little")
         cases = [
             b"GET / HTTP/1.0\r\n\r\n",                        # not a fabric frame
             (0xFFFFFFFF).to_bytes(4, "little"),                 # a length over the bound
-            len(hello_other).to_bytes(4, "little") + hello_other,  # another cluster's hello
+            fabric_frame(1, bytes([5]) + b"other" + (0xB2).to_bytes(8, "little")),  # another cluster
+            fabric_frame(1, hello, version=1),                  # an older fabric version
+            fabric_frame(1, hello, crc=zlib.crc32(b"x")),       # a damaged frame
         ]
         for junk in cases:
             with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
                 s.sendall(junk)
                 assert closed_by_peer(s), junk
         # After a valid hello, a malformed proxied request closes the connection too.
-        hello = b"APFB" + bytes([1, 1]) + bytes([0]) + (0xB2).to_bytes(8, "little")
-        bad = b"APFB" + bytes([1, 2]) + b"\x16garbage"
+        # A well-formed duplicate-resolution lookup is answered (no such record: status 0).
         with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
-            s.sendall(len(hello).to_bytes(4, "little") + hello + len(bad).to_bytes(4, "little") + bad)
-            assert closed_by_peer(s)
+            s.sendall(fabric_frame(1, hello) + fabric_frame(12, b"\x04test" + bytes(20)))
+            size = struct.unpack("<I", recv_exactly(s, 4))[0]
+            reply = recv_exactly(s, size)
+            assert reply[:6] == b"APFB" + bytes([FABRIC_VERSION, 13]) and reply[10:] == b"\x00"
+        for bad in (fabric_frame(2, b"\x16garbage"),                   # not a request
+                    fabric_frame(12, b"\x04test" + bytes(3)),             # a short lookup
+                    fabric_frame(2, b"\x16garbage", crc=0)):              # a bad checksum
+            with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
+                s.sendall(fabric_frame(1, hello) + bad)
+                assert closed_by_peer(s), bad
         assert one(a.port, "node") == "A1"
         assert "differs from this node's" in a.log()
     finally:

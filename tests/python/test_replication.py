@@ -23,9 +23,9 @@ from aerospike_helpers.batch import records as br
 from aerospike_helpers.operations import operations as op
 
 from conftest import Apogee, free_port
-from test_cluster import (FORM_SECS_MAX, REFORM_SECS_MAX, Cluster, balance, free_udp_port,
-                          objects, one, partition_of, raw_get, raw_get_result,
-                          wait_client_nodes)
+from test_cluster import (FABRIC_VERSION, FORM_SECS_MAX, REFORM_SECS_MAX, Cluster, balance,
+                          fabric_frame, free_udp_port, objects, one, partition_of, raw_get,
+                          raw_get_result, wait_client_nodes)
 from test_cluster import stats as stats_of
 from test_info_config import bin_names as bin_names_of
 
@@ -333,16 +333,16 @@ def image_frame(namespace, digest, generation, lut_ms, bins, flip=None):
         record[flip] ^= 1
         record = bytes(record)
     msg = bytes([len(namespace)]) + namespace + struct.pack("<I", len(record)) + record
-    frame = b"APFB" + bytes([1, 4]) + msg
-    return struct.pack("<I", len(frame)) + frame
+    return fabric_frame(4, msg)
 
 
 def ack(sock):
     head = sock.recv(4, socket.MSG_WAITALL)
     size = struct.unpack("<I", head)[0]
     body = sock.recv(size, socket.MSG_WAITALL)
-    assert body[:6] == b"APFB" + bytes([1, 5]) and size == 7, body
-    return body[6]
+    assert body[:6] == b"APFB" + bytes([FABRIC_VERSION, 5]) and size == 11, body
+    assert struct.unpack("<I", body[6:10])[0] == zlib.crc32(body[4:6] + body[10:]), body
+    return body[10]
 
 
 @pytest.mark.parametrize("policy", ["generation", "last-update-time"])
@@ -360,9 +360,9 @@ def test_images_from_the_fabric_are_checked_applied_if_newer_or_refused(tmp_path
             assert time.monotonic() < deadline
             time.sleep(0.1)
         digest = bytes(aerospike.calc_digest("test", "", "raw"))
-        hello = b"APFB" + bytes([1, 1]) + bytes([0]) + (0xB2).to_bytes(8, "little")
+        hello = fabric_frame(1, bytes([0]) + (0xB2).to_bytes(8, "little"))
         with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
-            s.sendall(struct.pack("<I", len(hello)) + hello)
+            s.sendall(hello)
             s.sendall(image_frame(b"nope", digest, 1, 1000, [(b"v", 7)]))
             assert ack(s) == 4, "unknown namespace"
             s.sendall(image_frame(b"test", digest, 2, 1000, [(b"v", 7)]))

@@ -25,8 +25,9 @@
 //! 2. The working master is the eventual master if its copy is full; else the node with a
 //!    full copy that served the partition when the last view ended (so clients keep their
 //!    route, as CE's old masters keep column 0 when a node joins), else the first node of
-//!    the row with a full copy; else (every full copy lost) nobody until the eventual master
-//!    has merged every subset left (a lone subset serves at once). A full copy of a member
+//!    the row with a full copy; else (every full copy lost) the eventual master, which
+//!    merges every subset left and meanwhile resolves each transaction's record against the
+//!    sources not merged yet ([`Migrator::for_each_dup_res_source`]). A full copy of a member
 //!    that missed a view the others went through, or full copies from diverged previous
 //!    views (a split), count as subsets. A partition nobody has any record of (a new
 //!    cluster) starts settled: every holder is full (and empty).
@@ -72,8 +73,8 @@ pub const MIGRATE_THREADS_MAX: usize = 100;
 /// The most `migrate-max-num-incoming` Aerospike accepts.
 pub const INCOMING_PARTITIONS_MAX_LIMIT: usize = 256;
 
-/// Merges that nobody serves until they end (see `pump`), streamed at once per node beside
-/// `migrate-threads`.
+/// Merges whose every transaction costs duplicate-resolution round trips until they end (see
+/// `pump`), streamed at once per node beside `migrate-threads`.
 pub const URGENT_EMIGRATIONS_MAX: usize = 8;
 
 /// Views each node remembers having begun, for telling a copy that missed views apart.
@@ -248,6 +249,10 @@ struct PartitionState {
     expecting_from: BTreeSet<NodeId>,
     /// Every holder is full; non-holders have dropped.
     settled: bool,
+    /// No full copy was left: the eventual master serves while it merges the subsets, and
+    /// resolves each transaction's record against the sources not merged yet
+    /// ([`Migrator::for_each_dup_res_source`]). Their emigrations are urgent.
+    merging: bool,
 }
 
 /// An emigration this node owes, waiting for a thread and the destination's consent.
@@ -746,20 +751,17 @@ impl Migrator {
                     .filter(|&n| n != master && copy_of(n) == Copy::Subset)
                     .collect()
             };
-            // With no full copy left, nobody serves until the eventual master has merged every
-            // subset: serving at once would answer from a copy missing records that another
-            // subset has, and a write acknowledged there (a lower generation) would then lose
-            // to the older version at the merge. (CE resolves duplicates per transaction
-            // instead; until Apogee does, these partitions answer 11 while they merge.)
-            state.working = if copy_of(master) == Copy::Full {
-                Some(master)
-            } else if acting.is_some() {
-                acting
-            } else if sources.is_empty() {
-                Some(master)
-            } else {
-                None
+            // With no full copy left, the eventual master serves at once and merges every
+            // subset; until a source's stream is in, each transaction first fetches its
+            // record's version from that source and keeps the winner (duplicate resolution,
+            // as CE does), so it never answers from, or writes on top of, a version older
+            // than one a subset holds.
+            state.working = match acting {
+                Some(acting) if copy_of(master) != Copy::Full => Some(acting),
+                _ => Some(master),
             };
+            state.merging =
+                copy_of(master) != Copy::Full && acting.is_none() && !sources.is_empty();
             state.sources_pending = sources.iter().copied().collect();
             state.keepers = state
                 .full_at_start
@@ -840,6 +842,7 @@ impl Migrator {
         self.copies[p] = Copy::Full;
         let state = &mut current.partitions[p];
         state.working = Some(id);
+        state.merging = false;
         if announce {
             for &member in current.succession.nodes() {
                 if member != id {
@@ -922,11 +925,12 @@ impl Migrator {
             let e = current.emigrations[index];
             index += 1;
             let p = usize::from(e.partition.0);
-            // Light: nothing to send. Urgent: a merge that nobody serves until it ends; up
-            // to `URGENT_EMIGRATIONS_MAX` of them run beside `migrate-threads` (unpaced, a
-            // split's thousands of merges at once stalled a 3-node debug cluster for 12 s).
+            // Light: nothing to send. Urgent: a merge, whose every transaction costs a round
+            // trip to each source until it ends; up to `URGENT_EMIGRATIONS_MAX` of them run
+            // beside `migrate-threads` (unpaced, a split's thousands of merges at once
+            // stalled a 3-node debug cluster for 12 s).
             let light = self.light[p];
-            let urgent = !light && current.partitions[p].working.is_none();
+            let urgent = !light && current.partitions[p].merging;
             let blocked = if light {
                 false
             } else if urgent {
@@ -1114,6 +1118,29 @@ impl Migrator {
                 f(n);
             }
         }
+    }
+
+    /// Where the working master of a partition being merged (no full copy was left) must
+    /// look up each transaction's record before serving it: the sources whose subsets have
+    /// not all arrived yet. Nothing unless this node serves a merge.
+    pub fn for_each_dup_res_source(&self, partition: PartitionId, mut f: impl FnMut(NodeId)) {
+        if !self.is_working_master(partition) {
+            return;
+        }
+        let Some(current) = self.current.as_ref() else {
+            return;
+        };
+        let state = &current.partitions[usize::from(partition.0)];
+        if state.merging {
+            state.expecting_from.iter().for_each(|&n| f(n));
+        }
+    }
+
+    /// [`Migrator::for_each_dup_res_source`], collected in node order.
+    pub fn dup_res_sources(&self, partition: PartitionId) -> Vec<NodeId> {
+        let mut sources = Vec::new();
+        self.for_each_dup_res_source(partition, |n| sources.push(n));
+        sources
     }
 
     /// The replica columns this node claims for `partition` (what `replicas` advertises):

@@ -432,7 +432,7 @@ fn a_cold_restart_reports_its_full_copies_as_subsets() {
 }
 
 #[test]
-fn when_every_full_copy_is_lost_nobody_serves_until_the_master_merged_the_subsets() {
+fn when_every_full_copy_is_lost_the_master_serves_resolving_against_each_unmerged_subset() {
     // A and B settled, then both restart cold (subsets) beside a fresh C.
     let mut c = Cluster::new(&[A, B, C], MigrateConfig::default());
     let subsets = vec![Copy::Subset; PARTITION_COUNT as usize];
@@ -445,12 +445,31 @@ fn when_every_full_copy_is_lost_nobody_serves_until_the_master_merged_the_subset
     c.view(4);
     c.deliver_all();
     let p = find(c.map(), |h| h[0] == C);
-    // No full copy anywhere: nobody serves (a write there could lose to an older version
-    // at the merge) until C has merged both subsets.
-    assert!(c.nodes.values().all(|n| n.working_master(p).is_none()));
+    // No full copy anywhere: C serves at once, and every transaction first looks its record
+    // up on both subsets (a write on C's copy alone could lose to an older version at the
+    // merge); nobody else resolves anything.
+    assert!(c.nodes.values().all(|n| n.working_master(p) == Some(C)));
+    assert!(c.nodes[&C].copy(p) != Copy::Full);
+    assert_eq!(c.nodes[&C].dup_res_sources(p), vec![A, B]);
+    for id in [A, B] {
+        assert!(c.nodes[&id].dup_res_sources(p).is_empty());
+    }
+    // A source whose stream is in is no longer asked; once both are, none is.
+    let i = (c.streams.iter())
+        .position(|&(from, _, q, _)| q == p && from == A)
+        .expect("A's merge of p is streaming (merges are urgent, lowest partitions first)");
+    let (from, k, q, to) = c.streams.remove(i);
+    let mut out = Output::default();
+    (c.nodes.get_mut(&from).unwrap())
+        .emigration_finished(k, q, to, &mut out)
+        .unwrap();
+    c.apply(from, out);
+    c.deliver_all();
+    assert_eq!(c.nodes[&C].dup_res_sources(p), vec![B]);
     assert!(c.nodes[&C].copy(p) != Copy::Full);
     c.settle();
     assert_eq!(c.nodes[&C].copy(p), Copy::Full);
+    assert!(c.nodes[&C].dup_res_sources(p).is_empty());
     assert!(c.nodes.values().all(|n| n.working_master(p) == Some(C)));
     let holders = c.map().holders(p).to_vec();
     for (id, n) in &c.nodes {
@@ -617,9 +636,10 @@ fn a_node_back_from_a_view_it_missed_is_planned_as_a_subset() {
 }
 
 #[test]
-fn full_copies_of_two_sides_of_a_split_are_merged_before_anyone_serves() {
+fn full_copies_of_two_sides_of_a_split_are_merged_with_duplicate_resolution() {
     // A and B went on in view 2, C alone in view 3 (each side served): at the merge no
-    // side's copy is trusted alone; the eventual master merges both and only then serves.
+    // side's copy is trusted alone; the eventual master serves at once, resolving each
+    // transaction against every other side until it has merged them.
     let mut c = Cluster::new(&[A, B, C], MigrateConfig::default());
     c.view(1);
     c.settle();
@@ -638,8 +658,15 @@ fn full_copies_of_two_sides_of_a_split_are_merged_before_anyone_serves() {
     c.view(4);
     c.deliver_all();
     let p = find(c.map(), |h| h.contains(&C));
-    assert!(c.nodes.values().all(|n| n.working_master(p).is_none()));
+    let master = c.map().master(p);
+    assert!(c
+        .nodes
+        .values()
+        .all(|n| n.working_master(p) == Some(master)));
+    let others: Vec<NodeId> = [A, B, C].into_iter().filter(|&n| n != master).collect();
+    assert_eq!(c.nodes[&master].dup_res_sources(p), others);
     c.settle();
+    assert!(c.nodes[&master].dup_res_sources(p).is_empty());
     let master = c.map().master(p);
     assert!(c
         .nodes

@@ -81,6 +81,10 @@ pub enum Kind {
     MigrateRecords = 10,
     /// Its answer: one `migration::stream::ChunkStatus` byte.
     MigrateRecordsAck = 11,
+    /// A merging master asks a source for one record's version (body: `dup_res` request).
+    DupRes = 12,
+    /// Its answer (body: `dup_res` answer).
+    DupResReply = 13,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +127,8 @@ pub enum FabricError {
     Migrate(#[from] apogee_cluster::migrate::wire::WireError),
     #[error("malformed migrating records: {0}")]
     Chunk(#[from] super::migration::stream::ChunkError),
+    #[error("malformed duplicate resolution: {0}")]
+    DupRes(#[from] super::dup_res::DupResError),
 }
 
 /// Proxy counters, node-wide, for `statistics`.
@@ -203,6 +209,8 @@ fn parse_head(head: &[u8; FRAME_HEAD_BYTES]) -> Result<Kind, FabricError> {
         9 => Ok(Kind::MigrateAck),
         10 => Ok(Kind::MigrateRecords),
         11 => Ok(Kind::MigrateRecordsAck),
+        12 => Ok(Kind::DupRes),
+        13 => Ok(Kind::DupResReply),
         k => Err(FabricError::Kind(k)),
     }
 }
@@ -349,6 +357,12 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
             stream.write_all(&frame(Kind::MigrateAck, &[])).await?;
             continue;
         }
+        if kind == Kind::DupRes {
+            let answer = super::dup_res::serve(core, &body).await?;
+            drop(body);
+            stream.write_all(&frame(Kind::DupResReply, &answer)).await?;
+            continue;
+        }
         if kind == Kind::MigrateRecords {
             let status = super::migration::stream::receive(core, peer, &body).await?;
             drop(body);
@@ -432,6 +446,20 @@ pub async fn replica_write(
         [b] => super::replica::ReplicaStatus::from_byte(b).ok_or(FabricError::Ack(1)),
         _ => Err(FabricError::Ack(body.len())),
     }
+}
+
+/// Asks merge source `from` for its version of `digest` (`request`: a `DupRes` frame built by
+/// `dup_res::resolve`), within `DUP_RES_REPLY_TIMEOUT_MS`.
+pub async fn dup_res(
+    node: &Node,
+    from: NodeId,
+    request: &[u8],
+    digest: &apogee_wire::Digest,
+) -> Result<Result<Option<apogee_engine::Record>, super::dup_res::Found>, FabricError> {
+    let addr = (node.cluster.load().fabric_of(from)).ok_or(FabricError::NoPeer(from.0))?;
+    let deadline = Duration::from_millis(super::dup_res::DUP_RES_REPLY_TIMEOUT_MS);
+    let body = request_reply(node, addr, request, Kind::DupResReply, deadline).await?;
+    Ok(super::dup_res::decode_answer(&body, digest)?)
 }
 
 /// Sends a truncate cut-off (`truncate::encode_cut_off`) to member `to`; `Ok` once it is
@@ -604,8 +632,8 @@ mod tests {
         bad[4] = 1;
         assert!(matches!(parse_head(&bad), Err(FabricError::Version(1))));
         let mut bad = head;
-        bad[5] = 12;
-        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(12))));
+        bad[5] = 14;
+        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(14))));
 
         let h = hello_body(Some("dev"), NodeId(0xA1));
         assert_eq!(parse_hello(&h).unwrap(), (Some("dev"), NodeId(0xA1)));

@@ -9,6 +9,7 @@
 //! info answers (`statistics` fields, `peers-*`, `services`, `cluster-stable`). It must never
 //! be on a request's path beyond one pointer load, and never block a core.
 
+pub mod dup_res;
 pub mod envelope;
 pub mod fabric;
 pub mod migration;

@@ -177,6 +177,10 @@ pub struct ReplicationStats {
     pub received_refused: AtomicU64,
     /// Writes answered the client with an error because a replica did not apply them.
     pub client_write_repl_failed: AtomicU64,
+    /// Versions asked of merge sources by transactions of a partition being merged (CE's
+    /// `dup_res_ask`), and asks that got no usable answer (the transaction answered 9).
+    pub dup_res_asked: AtomicU64,
+    pub dup_res_failed: AtomicU64,
 }
 
 impl ReplicationStats {
@@ -184,7 +188,8 @@ impl ReplicationStats {
         format!(
             "repl_write_success={};repl_write_error={};repl_write_timeout={};\
              repl_write_dropped={};repl_write_received_stored={};repl_write_received_not_newer={};\
-             repl_write_received_refused={};client_write_repl_failed={}",
+             repl_write_received_refused={};client_write_repl_failed={};dup_res_ask={};\
+             dup_res_failed={}",
             self.sent_success.load(Relaxed),
             self.sent_error.load(Relaxed),
             self.sent_timeout.load(Relaxed),
@@ -193,6 +198,8 @@ impl ReplicationStats {
             self.received_not_newer.load(Relaxed),
             self.received_refused.load(Relaxed),
             self.client_write_repl_failed.load(Relaxed),
+            self.dup_res_asked.load(Relaxed),
+            self.dup_res_failed.load(Relaxed),
         )
     }
 }
