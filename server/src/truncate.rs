@@ -10,11 +10,19 @@
 //! over the fabric (`forward_cut_offs`, on core 0, retried), where it is made durable the same
 //! way, so a client that sends `truncate` to one node truncates the namespace everywhere.
 //!
+//! On every committed view each member sends all its cut-offs to the view's members again
+//! (`share_on_view`): a member that was down or cut off when a truncate was forwarded learns
+//! it when it returns, and a new node learns every cut-off, as Aerospike's system metadata
+//! reaches every node of a new cluster. A cut-off only moves forward, so this re-sending
+//! changes nothing where it is known.
+//!
 //! Known limits: the file is written and synced on the answering core's thread (one small
 //! file, two fsyncs), which stalls that core for those few milliseconds; truncate is a rare
-//! administrative command. A member that is down or cut off while the cut-off is forwarded
-//! misses it (there is no cluster metadata exchange through the principal yet), and the answer
-//! does not wait for the other members.
+//! administrative command. The metadata does not go through the principal: an undo
+//! (`truncate-undo`) taken while a member is away is undone again when that member returns
+//! and shares its cut-off; the answer does not wait for the other members; and a returning
+//! member's records older than a cut-off it has not yet received can be served or migrated in
+//! the moment between its view's commit and the cut-off's arrival.
 
 use apogee_engine::clock::{self, CITRUSLEAF_EPOCH_UNIX_SECS};
 use apogee_engine::shard::truncate::{apply, Truncated, SET_NAME_BYTES_MAX};
@@ -213,6 +221,33 @@ pub async fn forward_cut_offs(node: std::sync::Arc<Node>) {
             }
         }
     }
+}
+
+/// Core 0 of a clustered node, on a committed view: queues every cut-off this node keeps for
+/// `forward_cut_offs` to send to the view's members (waiting while the queue is full).
+pub fn share_on_view(node: &std::sync::Arc<Node>) {
+    let mut bodies = Vec::new();
+    for (i, ns) in node.config.namespaces.iter().enumerate() {
+        let kept = node.namespaces[i].truncated().clone();
+        if kept.namespace_ms > 0 {
+            bodies.push(encode_cut_off(&ns.name, None, kept.namespace_ms));
+        }
+        for (set, &ms) in &kept.sets {
+            bodies.push(encode_cut_off(&ns.name, Some(set), ms));
+        }
+    }
+    if bodies.is_empty() {
+        return;
+    }
+    let tx = node.cut_offs.0.clone();
+    glommio::spawn_local(async move {
+        for body in bodies {
+            if tx.send_async(body).await.is_err() {
+                return;
+            }
+        }
+    })
+    .detach();
 }
 
 /// Longest a truncate waits for the clock to reach its cut-off: normally under 1 ms; the

@@ -575,3 +575,43 @@ def test_a_read_that_touches_its_record_replicates_the_touch(tmp_path):
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_a_member_down_during_a_truncate_learns_the_cut_off_when_it_returns(cluster):
+    # C3 is down when the set is truncated; its disk still has the set's records. When it
+    # returns, the members share their cut-offs with the new view: C3 makes the cut-off
+    # durable, serves none of those records, and none comes back through the migrations.
+    cluster.start()
+    cluster.wait_formed(NODE_IDS)
+    cluster.wait_stable(NODE_IDS)
+    client = client_of(cluster.nodes[0].port)
+    wait_client_nodes(client, 3)
+    gone = [("test", "trdown", i) for i in range(300)]
+    for k in gone:
+        client.put(k, {"v": k[2]})
+    c3 = cluster.nodes[2]
+    assert c3.stop() == 0
+    cluster.wait_formed(NODE_IDS[:2], secs=REFORM_SECS_MAX)
+    time.sleep(0.01)  # the cut-off (now) falls after every write above
+    retrying(lambda: client.truncate("test", "trdown", 0))
+    c3.start()
+    cluster.wait_formed(NODE_IDS, secs=REFORM_SECS_MAX)
+    cluster.wait_stable(NODE_IDS)
+    rows = balance(NODE_IDS, 2)
+    port_of = {m: n.port for n, m in zip(cluster.nodes, NODE_IDS)}
+    deadline = time.monotonic() + 10
+    while True:
+        served = [(k, h) for k in gone for h in rows[partition_of(k)]
+                  if raw_get_result(port_of[h], k) != 2]
+        if not served:
+            break
+        assert time.monotonic() < deadline, f"{len(served)} truncated copies served: {served[:3]}"
+        time.sleep(0.1)
+    # Durable on C3: after another restart it still serves none.
+    assert c3.stop() == 0
+    c3.start()
+    cluster.wait_formed(NODE_IDS, secs=REFORM_SECS_MAX)
+    cluster.wait_stable(NODE_IDS)
+    held = [k for k in gone if NODE_IDS[2] in rows[partition_of(k)]]
+    assert held and all(raw_get_result(c3.port, k) == 2 for k in held)
+    client.close()

@@ -186,6 +186,9 @@ impl Membership {
                 if self.node.migration_tx.try_send(event).is_err() {
                     tracing::error!("the migration task's inbox is full; the view is not applied");
                 }
+                // Cluster metadata: a member back from an absence learns the truncates it
+                // missed.
+                crate::truncate::share_on_view(&self.node);
                 let members = v.succession.nodes().to_vec();
                 tracing::info!(
                     cluster_key = %format!("{:X}", v.cluster_key.get()),
