@@ -484,7 +484,13 @@ impl Node {
         // cut off, or it formed alone before meeting the others): its copies lag that side's,
         // so it stops serving rather than take writes the merge would overrule.
         let superseded = (from == principal && principal != self.id) || alone;
-        if superseded && moved_on && self.superseded != Some(key) {
+        // Unless this node accepted the proposal of the view the peer moved to: it is a
+        // member of that view and its commit is on the way (a joining node with a higher id
+        // took over as principal, and the old principal's status overtook the commit).
+        let awaiting_commit = their_view.is_some_and(|v| {
+            (self.accepted.as_ref()).is_some_and(|a| a.view.cluster_key == v.cluster_key)
+        });
+        if superseded && moved_on && !awaiting_commit && self.superseded != Some(key) {
             self.superseded = Some(key);
             out.events.push(Event::Superseded);
         }

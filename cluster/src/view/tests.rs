@@ -536,6 +536,60 @@ fn a_member_whose_principal_went_on_without_it_is_superseded_at_once() {
 }
 
 #[test]
+fn a_member_that_accepted_the_view_its_principal_moved_to_is_not_superseded() {
+    // Node 1, member of {3, 2, 1}; node 4 joins and, the highest id, proposes {4, 3, 2, 1}.
+    // 1 accepts; the old principal 3's status naming the new view overtakes 4's commit: 1 is
+    // a member of that view, so it keeps serving until the commit comes.
+    let mut n = node(1, &[2, 3]);
+    let mut out = Output::default();
+    n.on_message(ms(1), NodeId(3), status(None, &[1, 2]), &mut out)
+        .unwrap();
+    n.on_message(ms(2), NodeId(3), propose(0x31, &[3, 2, 1], None), &mut out)
+        .unwrap();
+    let commit = Message::Commit {
+        cluster_key: key(0x31),
+    };
+    n.on_message(ms(3), NodeId(3), commit, &mut out).unwrap();
+    let late = 3 + quantum_ms();
+    n.set_adjacency(ms(late), [NodeId(2), NodeId(3), NodeId(4)], &mut out)
+        .unwrap();
+    n.on_message(ms(late + 1), NodeId(4), status(None, &[1, 2, 3]), &mut out)
+        .unwrap();
+    n.on_message(
+        ms(late + 2),
+        NodeId(4),
+        propose(0x41, &[4, 3, 2, 1], None),
+        &mut out,
+    )
+    .unwrap();
+    let mut out = Output::default();
+    n.on_message(
+        ms(late + 3),
+        NodeId(3),
+        status(Some((0x41, 4)), &[1, 2, 4]),
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.events.is_empty(), "{:?}", out.events);
+    n.on_message(
+        ms(late + 4),
+        NodeId(4),
+        Message::Commit {
+            cluster_key: key(0x41),
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert!(n.is_member());
+    assert_eq!(n.view().unwrap().cluster_key, key(0x41));
+    assert!(
+        out.events.iter().all(|e| *e != Event::Superseded),
+        "{:?}",
+        out.events
+    );
+}
+
+#[test]
 fn a_node_alone_in_its_view_that_meets_another_cluster_is_superseded() {
     let mut n = node(2, &[]);
     let mut out = Output::default();
