@@ -152,6 +152,31 @@ fn open_port(
     Ok(())
 }
 
+/// How long a start waits for a busy heartbeat or fabric port before it gives up. A node
+/// restarted at once finds its previous process's sockets still bound for a moment after
+/// that process exited: the kernel tears a dead process's io_uring down, and the sockets its
+/// requests hold, asynchronously. A port another live process holds is still refused, only
+/// this much later.
+const CLUSTER_PORT_BUSY_WAIT_MS: u64 = 3_000;
+
+/// `bind()`, tried again every 50 ms for `CLUSTER_PORT_BUSY_WAIT_MS` while the address is in
+/// use.
+fn bind_when_free<T>(bind: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(CLUSTER_PORT_BUSY_WAIT_MS);
+    loop {
+        match bind() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Runs the node until SIGTERM or SIGINT; returns an error if any core fails.
 pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
     // Exclusive first: a second server on the same data or port must change nothing.
@@ -173,15 +198,17 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
     let mut cluster_sockets = match &config.cluster.heartbeat {
         None => None,
         Some(h) => {
-            let heartbeat = std::net::UdpSocket::bind((h.address, h.port)).map_err(|e| {
-                format!(
+            let heartbeat = bind_when_free(|| std::net::UdpSocket::bind((h.address, h.port)))
+                .map_err(|e| {
+                    format!(
                     "cannot bind the heartbeat socket {}:{} (network.heartbeat.address/port): {e}",
                     h.address, h.port
                 )
-            })?;
+                })?;
             let c = &config.cluster;
             let fabric =
-                std::net::TcpListener::bind((c.fabric_address, c.fabric_port)).map_err(|e| {
+                bind_when_free(|| std::net::TcpListener::bind((c.fabric_address, c.fabric_port)))
+                    .map_err(|e| {
                     format!(
                         "cannot bind the fabric port {}:{} (network.fabric.address/port): {e}",
                         c.fabric_address, c.fabric_port
