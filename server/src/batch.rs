@@ -11,6 +11,7 @@
 //! not own it.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::dispatch::ReplySink;
 use apogee_wire::batch::{self as wire_batch, BatchRow};
@@ -24,6 +25,7 @@ use crate::command::{reply::stream_error_frame, Reply};
 use crate::core::Core;
 use crate::latency;
 use crate::node::ShardWork;
+use crate::partition::PartitionTable;
 use crate::stream::{last_frame, FrameBuilder};
 
 /// Blocks one batch may have queued towards its connection before its shards wait.
@@ -249,7 +251,17 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
     let mut groups: Vec<Vec<(usize, BatchRow)>> =
         (0..core.node.config.cores).map(|_| Vec::new()).collect();
     let mut local = RowBlock::new();
-    let table = core.node.partitions.load_full();
+    // A row this node's table refuses waits for the table to catch up with the peers' (a
+    // view change or a hand-off in flight) before it is answered 11, as a keyed request does.
+    let all_here = |t: &Arc<PartitionTable>| {
+        (batch.rows.iter())
+            .all(|row| classify(core, t, row) != Err(ResultCode::PartitionUnavailable))
+            .then(|| t.clone())
+    };
+    let table = match core.node.settled(all_here).await {
+        Some(table) => table,
+        None => core.node.partitions.load_full(),
+    };
     for row in batch.rows {
         match classify(core, &table, &row) {
             Ok(ns) => {

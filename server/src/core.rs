@@ -273,10 +273,13 @@ impl Core {
             return Ok(None);
         }
         let digest = digest.map_or_else(|| command::digest_of(msg), Ok)?;
-        let table = self.node.partitions.load_full();
-        if !table.is_master(ns, digest.partition().0) {
-            return Err(ResultCode::PartitionUnavailable);
-        }
+        let partition = digest.partition().0;
+        // A node that stalled past its lease takes no write until it knows its view lives on.
+        let lease = &self.node.lease;
+        let table = (self.node)
+            .settled(|t| (t.is_master(ns, partition) && lease.holds()).then(|| t.clone()))
+            .await
+            .ok_or(ResultCode::PartitionUnavailable)?;
         crate::cluster::dup_res::resolve(self, &table, ns, &digest).await?;
         Ok(Some(table))
     }

@@ -7,6 +7,7 @@
 //! lock.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use apogee_cluster::NodeId;
 use arc_swap::ArcSwap;
@@ -25,6 +26,15 @@ pub const START_COUNT_FILE: &str = "cluster-starts";
 
 /// Requests queued for one shard before senders wait: bounds memory when a core falls behind.
 pub const SHARD_INBOX_CAPACITY: usize = 1024;
+
+/// Longest a request waits for this node's partition table to catch up before it is refused
+/// as not this node's (11, or a replica's refusal). Each node publishes its table on its own,
+/// at most every 50 ms (`cluster::migration`), so around a view change or a hand-off two
+/// nodes briefly disagree on who serves a partition; a client that meets that window would
+/// get 11 where a real cluster serves. Well under the clients' 1 s default timeout.
+pub const TABLE_SETTLE_WAIT_MS: u64 = 200;
+/// How often a waiting request looks at the table again.
+const TABLE_SETTLE_POLL_MS: u64 = 5;
 
 /// A keyed command handed to the core that owns its partition, with where to send the reply.
 pub struct ShardRequest {
@@ -67,6 +77,9 @@ pub struct Node {
     /// Where every partition lives: which nodes, which local shard. Replaced whole on every
     /// committed view; a request loads it once and routes by that generation.
     pub partitions: ArcSwap<crate::partition::PartitionTable>,
+    /// Whether this clustered node may take writes: renewed by the cluster task's ticks, it
+    /// lapses when the node stalled long enough to be declared dead (`cluster::lease`).
+    pub lease: crate::cluster::lease::Lease,
     /// Membership as `statistics`, `peers-*` and `cluster-stable` report it.
     pub cluster: ArcSwap<crate::cluster::ClusterState>,
     /// Requests forwarded to, and received from, other nodes over the fabric.
@@ -99,6 +112,29 @@ pub struct Node {
 }
 
 impl Node {
+    /// `decide`'s answer from this node's partition table: at once when it has one (or on a
+    /// node outside any cluster, whose table never changes), else from the first table
+    /// published within `TABLE_SETTLE_WAIT_MS` that gives one; `None` when none did. Only
+    /// the paths about to refuse a request as not this node's wait, so steady-state
+    /// requests never do, and they look at the table without taking a reference to it.
+    pub async fn settled<T>(
+        &self,
+        decide: impl Fn(&Arc<crate::partition::PartitionTable>) -> Option<T>,
+    ) -> Option<T> {
+        let first = decide(&self.partitions.load());
+        if first.is_some() || self.config.cluster.heartbeat.is_none() {
+            return first;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_millis(TABLE_SETTLE_WAIT_MS);
+        while std::time::Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(TABLE_SETTLE_POLL_MS)).await;
+            if let Some(answer) = decide(&self.partitions.load()) {
+                return Some(answer);
+            }
+        }
+        None
+    }
+
     /// A node over `config` with fresh counters and settings, for the runtime and tests.
     pub fn new(config: Config, inboxes: Vec<flume::Sender<ShardWork>>) -> Node {
         let id = NodeId(
@@ -129,6 +165,7 @@ impl Node {
             flume::bounded(crate::cluster::migration::MIGRATION_EVENTS_MAX);
         Node {
             partitions: ArcSwap::from_pointee(table),
+            lease: Default::default(),
             cluster: ArcSwap::from_pointee(state),
             proxy_stats: Default::default(),
             name: format!("{:X}", id.0),

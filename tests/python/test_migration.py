@@ -210,3 +210,54 @@ def test_with_no_full_copy_left_the_master_serves_at_once_resolving_each_record(
         client.close()
     finally:
         cluster.kill_all()
+
+
+def test_a_node_joining_under_load_costs_a_client_without_retries_no_error(cluster):
+    """A join is not a failure: the old masters serve until each partition's new master has
+    it, and a node whose table is a moment behind a peer's (each publishes its own) waits
+    for it instead of answering 11. A client that never retries sees no error at all, as
+    with Aerospike CE."""
+    for n in cluster.nodes[:3]:
+        n.start()
+    cluster.wait_formed(IDS[:3])
+    cluster.wait_stable(IDS[:3])
+    policy = {"total_timeout": 2000, "max_retries": 0}
+    client = aerospike.client({"hosts": [("127.0.0.1", cluster.nodes[0].port)],
+                               "policies": {"write": policy, "read": policy},
+                               "max_error_rate": 0}).connect()
+    wait_client_nodes(client, 3)
+    keys = [("test", "join", i) for i in range(3000)]
+    for k in keys:
+        client.put(k, {"v": 0, "pad": "x" * 100})
+    errors, done, stop = {}, [0], threading.Event()
+
+    def load(start):
+        i = start
+        while not stop.is_set():
+            k = keys[i % len(keys)]
+            i += 7
+            try:
+                if i % 2:
+                    client.put(k, {"v": i})
+                else:
+                    client.get(k)
+                done[0] += 1
+            except aerospike.exception.AerospikeError as e:
+                errors[e.code] = errors.get(e.code, 0) + 1
+
+    threads = [threading.Thread(target=load, args=(j,), daemon=True) for j in range(4)]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    cluster.nodes[3].start()
+    cluster.wait_formed(IDS)
+    cluster.wait_stable(IDS)
+    time.sleep(1)  # the client's next tend: it now routes to D4 too
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    print(f"\nD4 joined and migrations done in {time.monotonic() - t0:.1f}s: "
+          f"{done[0]} operations, errors by result code {errors}")
+    assert done[0] > 1000
+    assert not errors, errors
+    client.close()

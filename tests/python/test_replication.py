@@ -316,7 +316,7 @@ def test_write_commit_level_override_master_acknowledges_before_the_replica(tmp_
 
 def image_frame(namespace, digest, generation, lut_ms, bins, flip=None):
     """A fabric ReplicaWrite frame built from docs/architecture.md and storage-format.md alone
-    (record: "APR1", length, CRC32 over all but itself, flags, set length, generation, void
+    (view key, namespace, record: "APR1", length, CRC32 over all but itself, flags, set length, generation, void
     time, last-update ms, digest, set, key type 0, bin count, bins), an independent reading of
     the format the server encodes."""
     body = bytearray()
@@ -332,7 +332,9 @@ def image_frame(namespace, digest, generation, lut_ms, bins, flip=None):
         record = bytearray(record)
         record[flip] ^= 1
         record = bytes(record)
-    msg = bytes([len(namespace)]) + namespace + struct.pack("<I", len(record)) + record
+    # view key 0: a sender of no view (a holder applies it; nothing else does).
+    msg = struct.pack("<Q", 0) + bytes([len(namespace)]) + namespace
+    msg += struct.pack("<I", len(record)) + record
     return fabric_frame(4, msg)
 
 

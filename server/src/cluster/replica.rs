@@ -5,7 +5,9 @@
 //! `conflict-resolution-policy`, so an image sent twice or overtaken by a newer one is harmless.
 //!
 //! Owns the replica-write message (the body of a fabric `ReplicaWrite` frame, ours,
-//! little-endian): `namespace_len u8 (1..=31) | namespace | record_len u32 | record`, the record
+//! little-endian): `view_key u64 | image`, the key of the view whose table the master sent it
+//! by (0: none), and the image `namespace_len u8 (1..=31) | namespace | record_len u32 |
+//! record` (also the unit of migration chunks and duplicate-resolution answers), the record
 //! in the engine's own encoding with its CRC32 (docs/storage-format.md), and the answer (the
 //! body of a `ReplicaAck` frame): one status byte, [`ReplicaStatus`]. A message that does not
 //! decode exactly (a bad length, a failed checksum, bytes left over, a record the store could
@@ -18,6 +20,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use apogee_cluster::view::ClusterKey;
 use apogee_cluster::NodeId;
 use apogee_engine::file_header::NAMESPACE_BYTES_MAX;
 use apogee_engine::record::{Record, SET_NAME_BYTES_MAX};
@@ -59,6 +62,11 @@ pub enum ReplicaStatus {
     UnknownNamespace = 4,
     /// The replica's store refused or failed the write (full, device error, poisoned shard).
     StoreFailed = 5,
+    /// Master and replica are in the same view, and in it the replica is no holder and keeps
+    /// no copy: a node that kept its old copy while the partition migrated, dropped it, and
+    /// is still a target until the master hears so. Nothing written, and nothing to write:
+    /// the holders' copies are the master's business, not this node's.
+    Dropped = 6,
 }
 
 impl ReplicaStatus {
@@ -66,7 +74,10 @@ impl ReplicaStatus {
     pub fn holds_it(self) -> bool {
         matches!(
             self,
-            ReplicaStatus::Stored | ReplicaStatus::NotNewer | ReplicaStatus::Expired
+            ReplicaStatus::Stored
+                | ReplicaStatus::NotNewer
+                | ReplicaStatus::Expired
+                | ReplicaStatus::Dropped
         )
     }
 
@@ -78,6 +89,7 @@ impl ReplicaStatus {
             3 => ReplicaStatus::NotHolder,
             4 => ReplicaStatus::UnknownNamespace,
             5 => ReplicaStatus::StoreFailed,
+            6 => ReplicaStatus::Dropped,
             _ => return None,
         })
     }
@@ -113,7 +125,30 @@ pub fn encode_image(namespace: &str, record: &Record) -> Vec<u8> {
     b
 }
 
-/// Decodes a `ReplicaWrite` body: the namespace's name and the record, every byte checked.
+/// The body of a `ReplicaWrite` frame: `record` of `namespace`, sent by a master whose table
+/// was built in the view `key` (`None`: a table of no view).
+pub fn encode_replica_write(key: Option<ClusterKey>, namespace: &str, record: &Record) -> Vec<u8> {
+    let mut b = key.map_or(0, ClusterKey::get).to_le_bytes().to_vec();
+    b.extend_from_slice(&encode_image(namespace, record));
+    b
+}
+
+/// Decodes a `ReplicaWrite` body: the sender's view key (0: none), the namespace's name and
+/// the record, every byte checked.
+pub fn decode_replica_write(body: &[u8]) -> Result<(u64, &[u8], Record), ImageError> {
+    if body.len() < 8 {
+        return Err(ImageError::Truncated);
+    }
+    let (key, image) = body.split_at(8);
+    let (namespace, record) = decode_image(image)?;
+    Ok((
+        u64::from_le_bytes(key.try_into().expect("8 bytes")),
+        namespace,
+        record,
+    ))
+}
+
+/// Decodes an image: the namespace's name and the record, every byte checked.
 pub fn decode_image(body: &[u8]) -> Result<(&[u8], Record), ImageError> {
     let (&ns_len, rest) = body.split_first().ok_or(ImageError::Truncated)?;
     let ns_len = usize::from(ns_len);
@@ -224,7 +259,7 @@ pub async fn replicate(
     let cfg = &node.config.namespaces[ns];
     let body = Rc::new(super::fabric::frame(
         super::fabric::Kind::ReplicaWrite,
-        &encode_image(&cfg.name, record),
+        &encode_replica_write(table.migration_key(), &cfg.name, record),
     ));
     if !cfg.write_commit_level_override.waits_for_replicas(info3) {
         for to in targets {
@@ -322,14 +357,29 @@ pub struct ReplicaApply {
 /// checked against this node's map, and applied on the owning core. `Err`: a malformed
 /// message (the connection is closed).
 pub async fn receive(core: &Core, body: &[u8]) -> Result<ReplicaStatus, ImageError> {
-    let (namespace, record) = decode_image(body)?;
+    let (key, namespace, record) = decode_replica_write(body)?;
     let node = &core.node;
     let Some(ns) = node.config.namespace_index(namespace) else {
         return Ok(ReplicaStatus::UnknownNamespace);
     };
     let stats = &node.namespaces[ns].replication;
     let partition = record.digest.partition().0;
-    if !node.partitions.load().accepts_replica_write(ns, partition) {
+    let same_view =
+        |t: &PartitionTable| key != 0 && t.migration_key().map(ClusterKey::get) == Some(key);
+    let accepts = |t: &Arc<PartitionTable>| {
+        if t.accepts_replica_write(ns, partition) {
+            Some(true)
+        } else {
+            same_view(t).then_some(false)
+        }
+    };
+    // A master that began a new view before this node did sends to it as a holder first:
+    // this node waits for its own table of that view.
+    let accepted = node.settled(accepts).await;
+    if accepted == Some(false) {
+        return Ok(ReplicaStatus::Dropped);
+    }
+    if accepted.is_none() {
         stats.received_refused.fetch_add(1, Relaxed);
         return Ok(ReplicaStatus::NotHolder);
     }
@@ -450,11 +500,28 @@ mod tests {
 
     #[test]
     fn statuses_round_trip_and_only_a_held_version_counts_as_applied() {
-        for b in 0..=5u8 {
+        for b in 0..=6u8 {
             let s = ReplicaStatus::from_byte(b).unwrap();
             assert_eq!(s as u8, b);
-            assert_eq!(s.holds_it(), b <= 2);
+            assert_eq!(s.holds_it(), b <= 2 || s == ReplicaStatus::Dropped);
         }
-        assert_eq!(ReplicaStatus::from_byte(6), None);
+        assert_eq!(ReplicaStatus::from_byte(7), None);
+    }
+
+    #[test]
+    fn a_replica_write_carries_the_senders_view_key_and_a_cut_key_is_refused() {
+        let r = record();
+        let key = ClusterKey::new(0xABC_DEF0_1234).unwrap();
+        let body = encode_replica_write(Some(key), "test", &r);
+        let (k, ns, back) = decode_replica_write(&body).unwrap();
+        assert_eq!((k, ns, &back), (key.get(), &b"test"[..], &r));
+        let none = encode_replica_write(None, "test", &r);
+        assert_eq!(decode_replica_write(&none).unwrap().0, 0);
+        for cut in 0..8 {
+            assert_eq!(
+                decode_replica_write(&body[..cut]),
+                Err(ImageError::Truncated)
+            );
+        }
     }
 }

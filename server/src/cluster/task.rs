@@ -97,6 +97,8 @@ struct Membership {
     seed_round: Duration,
     next_seed_round: Instant,
     origin: std::time::Instant,
+    /// Renews this node's write lease every tick (`lease`).
+    lease: super::lease::LeaseKeeper,
     /// Datagrams to send once the state is released.
     outbox: Vec<(SocketAddr, Vec<u8>)>,
     logs: Logs,
@@ -352,6 +354,17 @@ impl Membership {
     }
 
     fn tick(&mut self) {
+        if let Some(stall) = self
+            .lease
+            .on_tick(std::time::Instant::now(), &self.node.lease)
+        {
+            tracing::warn!(
+                stall_ms = stall.as_millis() as u64,
+                "this node stalled long enough for its peers to declare it dead (paused?): it \
+                 takes no writes (result 11) for one view-change quantum, until it hears \
+                 whether its view lives on"
+            );
+        }
         let now = self.now();
         let mut out = DetectorOutput::default();
         if let Err(error) = self.detector.on_tick(now, &mut out) {
@@ -394,13 +407,14 @@ impl Membership {
         // A restarted node takes the next SWIM generation so its new identity wins at once
         // over the old one peers may still hold as down.
         let detector = Detector::new(id, start_count, detector_config, super::random_u64());
-        let view = view::Node::new(
-            id,
-            ViewConfig::from_heartbeat(interval, heartbeat.timeout_intervals),
-            super::random_u64(),
-            now,
-        )
-        .map_err(|e| e.to_string())?;
+        let view_config = ViewConfig::from_heartbeat(interval, heartbeat.timeout_intervals);
+        let lease = super::lease::LeaseKeeper::new(
+            interval,
+            heartbeat.timeout_intervals,
+            view_config.quantum,
+        );
+        let view = view::Node::new(id, view_config, super::random_u64(), now)
+            .map_err(|e| e.to_string())?;
         let config = &node.config;
         Ok(Membership {
             id,
@@ -420,6 +434,7 @@ impl Membership {
             seed_round: interval * heartbeat.timeout_intervals,
             next_seed_round: now,
             origin: std::time::Instant::now(),
+            lease,
             outbox: Vec::new(),
             logs: Logs::default(),
             node: node.clone(),

@@ -13,6 +13,9 @@ use crate::command::{self, Reply};
 use crate::core::Core;
 use crate::latency;
 use crate::node::{ShardRequest, ShardWork};
+use crate::partition::PartitionTable;
+use apogee_cluster::NodeId;
+use std::sync::Arc;
 
 /// Answers one keyed command from a client with its reply frame, recording its latency; a
 /// command for another node's partition is proxied to that node.
@@ -44,6 +47,13 @@ async fn serve_from(core: &Core, msg: Message, may_proxy: bool) -> Vec<u8> {
     reply
 }
 
+/// Where a keyed command goes, by one partition table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Here,
+    Proxy(NodeId),
+}
+
 /// Runs the command here when this core owns its record, else on the owning core.
 async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8> {
     let digest = match command::digest_of(&msg) {
@@ -51,28 +61,33 @@ async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8>
         Err(rc) => return Reply::code(rc).into_frame(),
     };
     let partition = digest.partition().0;
-    let master = {
-        let table = core.node.partitions.load();
-        // A read of a partition this node holds a full replica copy of is served here, as
-        // an AP Aerospike node serves a client whose replica policy sent it there; not one
-        // that touches the record (read-touch-ttl), which writes and so belongs to the
-        // master, nor one of a copy still migrating in (incomplete).
-        let local = table.is_master(ns, partition)
-            || (msg.header.info2 & info2::WRITE == 0
-                && msg.header.record_ttl == 0
-                && table.reads_here(ns, partition));
-        (!local).then(|| table.master(ns, partition))
+    let write = msg.header.info2 & info2::WRITE != 0;
+    // A read of a partition this node holds a full replica copy of is served here, as an AP
+    // Aerospike node serves a client whose replica policy sent it there; not one that touches
+    // the record (read-touch-ttl), which writes and so belongs to the master, nor one of a
+    // copy still migrating in (incomplete).
+    let reads_here = !write && msg.header.record_ttl == 0;
+    let decide = |table: &Arc<PartitionTable>| {
+        if table.is_master(ns, partition) || (reads_here && table.reads_here(ns, partition)) {
+            return Some(Route::Here);
+        }
+        match table.master(ns, partition) {
+            Some(m) if may_proxy && m != core.node.id => Some(Route::Proxy(m)),
+            _ => None,
+        }
     };
-    if let Some(master) = master {
+    // Refused by this node's table: it waits for the table to catch up with the peers' (a
+    // view change or a hand-off in flight) before answering 11.
+    match core.node.settled(decide).await {
+        Some(Route::Here) => {}
         // Another node's partition: forwarded to its master over the fabric, as Aerospike
-        // proxies. None's (no cluster yet, or orphaned), or already proxied here: result 11,
-        // on which the official clients refresh their partition map and retry.
-        return match master {
-            Some(m) if may_proxy && m != core.node.id => {
-                crate::cluster::fabric::proxy(core, m, &msg).await
-            }
-            _ => Reply::code(ResultCode::PartitionUnavailable).into_frame(),
-        };
+        // proxies.
+        Some(Route::Proxy(master)) => {
+            return crate::cluster::fabric::proxy(core, master, &msg).await
+        }
+        // No master (no cluster yet, or orphaned), or already proxied here: result 11, on
+        // which the official clients refresh their partition map and retry.
+        None => return Reply::code(ResultCode::PartitionUnavailable).into_frame(),
     }
     let owner = core.node.shard_of(partition);
     if owner == core.shard {
