@@ -17,7 +17,9 @@ SIGNAL_FILE: the caller then starts the new node (NEW_PORT). Every ~50 ms it rea
         one cluster_key and migrate_partitions_remaining=0, and migration has been seen
         (remaining > 0 on some poll, or records received since the start).
 Records migrated: the growth of migrate_record_receives (namespace/test) summed over the
-nodes, from before the join to done (and migrate_records_transmitted, as a cross-check).
+nodes, from before the load to done (and migrate_records_transmitted, as a cross-check); also
+the growth of client_proxy_complete and client_proxy_error (requests a node forwarded to the
+partition's master; CE: namespace/test, Apogee: statistics).
 Prints one JSON object: the times, the records, the migration rate and the client requests
 before (the BEFORE_S window, less its first second) and during (join to done) migration: count,
 latency p50/p99/max in ms (send to reply), and failures by request and result code ("get 11",
@@ -156,8 +158,14 @@ def window(samples, lo, hi):
 
 def ns_counts(port):
     ns = kv(info(port, f"namespace/{NAMESPACE}"))
-    return {k: int(ns.get(k, 0) or 0)
-            for k in ("objects", "migrate_record_receives", "migrate_records_transmitted")}
+    out = {k: int(ns.get(k, 0) or 0)
+           for k in ("objects", "migrate_record_receives", "migrate_records_transmitted")}
+    # Requests a node forwarded to the partition's master: CE counts them per namespace,
+    # Apogee in `statistics`.
+    st = kv(info(port, "statistics"))
+    for k in ("client_proxy_complete", "client_proxy_error"):
+        out[k] = int(ns.get(k, 0) or 0) + int(st.get(k, 0) or 0)
+    return out
 
 
 def migrate(records, rate, before_s, timeout_s, signal_file, new_port, ports):
@@ -212,6 +220,8 @@ def migrate(records, rate, before_s, timeout_s, signal_file, new_port, ports):
                 - before.get(p, {}).get("migrate_record_receives", 0) for p in all_ports}
     sent = {p: after[p]["migrate_records_transmitted"]
             - before.get(p, {}).get("migrate_records_transmitted", 0) for p in all_ports}
+    proxied = {k: sum(after[p][k] - before.get(p, {}).get(k, 0) for p in all_ports)
+               for k in ("client_proxy_complete", "client_proxy_error")}
     total = sum(received.values())
     senders = [p for p in all_ports if sent[p] > 0]
     out = {
@@ -228,6 +238,8 @@ def migrate(records, rate, before_s, timeout_s, signal_file, new_port, ports):
         "migrate_records_per_s": round(total / secs),
         "per_sender_records_per_s": round(sum(sent.values()) / max(len(senders), 1) / secs),
         "senders": len(senders),
+        "proxied": proxied["client_proxy_complete"],
+        "proxy_errors": proxied["client_proxy_error"],
         "before": window(load.samples, t_load + 1.0, t_signal),
         "joining": window(load.samples, t_signal, t_join),
         "during": window(load.samples, t_join, t_done),

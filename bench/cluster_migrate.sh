@@ -15,7 +15,7 @@
 # client requests that failed during migration by result code; then the medians.
 #
 #   bash bench/cluster_migrate.sh
-#   ROUNDS=2 RECORDS=200000 SCANS=3 RATE=1000 BEFORE_S=5 CORES=2 BASE_PORT=7100 bash bench/cluster_migrate.sh
+#   ROUNDS=2 RECORDS=200000 SCANS=7 RATE=1000 BEFORE_S=5 CORES=2 BASE_PORT=7100 bash bench/cluster_migrate.sh
 #
 # Apogee's `test` is storage-engine memory, like CE's (both keep nothing on disk). Starts and
 # stops only its own processes, by pid; logs and each step's output stay in $OUT.
@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
 RECORDS=${RECORDS:-200000}
-SCANS=${SCANS:-3}
+SCANS=${SCANS:-7}
 RATE=${RATE:-1000}
 BEFORE_S=${BEFORE_S:-5}
 CORES=${CORES:-$(nproc)}
@@ -142,6 +142,7 @@ row = {
     "before": b, "during": d, "joining": m["joining"],
     "p50x": d["p50_ms"] / b["p50_ms"], "p99x": d["p99_ms"] / b["p99_ms"],
     "objects_after": m["objects_after"],
+    "proxied": m["proxied"], "proxy_errors": m["proxy_errors"],
 }
 print(json.dumps(row))
 PY
@@ -150,7 +151,7 @@ PY
 import json, sys
 r = json.loads(sys.argv[1])
 b, d = r["before"], r["during"]
-print(f"  {r['side']}: scan {r['scan_rate']:.0f} records/s (median of {len(r['scan_rates'])}: "
+print(f"  {r['side']}: scan {r['scan_rate']:.0f} records/s (median of {len(r['scan_rates'])}, max {max(r['scan_rates']):.0f}: "
       f"{' '.join(f'{x:.0f}' for x in r['scan_rates'])}; {r['scan_records']} records, "
       f"{r['scan_partitions']} partitions); joined {r['join_s']:.2f} s after the start, migrated "
       f"{r['migrated']} records (sent {r['transmitted']}) in {r['secs']:.2f} s: {r['rate']} records/s, "
@@ -158,18 +159,23 @@ print(f"  {r['side']}: scan {r['scan_rate']:.0f} records/s (median of {len(r['sc
       f"objects after {r['objects_after']}")
 print(f"    client: before {b['requests']} requests p50 {b['p50_ms']} ms p99 {b['p99_ms']} ms errors {b['errors']};"
       f" during {d['requests']} p50 {d['p50_ms']} ms p99 {d['p99_ms']} ms max {d['max_ms']} ms errors {d['errors']}"
-      f" (p50 x{r['p50x']:.2f}, p99 x{r['p99x']:.2f}); while joining: {r['joining']['requests']} errors {r['joining']['errors']}")
+      f" (p50 x{r['p50x']:.2f}, p99 x{r['p99x']:.2f}); while joining: {r['joining']['requests']} errors {r['joining']['errors']};"
+      f" proxied {r['proxied']}, proxy errors {r['proxy_errors']}")
 PY
 }
 
+machine() { # load average and the share of time some task waited on IO (PSI, last 60 s)
+    echo "load average $(cut -d' ' -f1-3 /proc/loadavg), IO pressure some avg60" \
+        "$(sed -nE 's/^some avg10=[0-9.]+ avg60=([0-9.]+).*/\1/p' /proc/pressure/io 2>/dev/null || echo '?')%"
+}
 echo "cluster_migrate: 2 nodes + 1 joining, replication-factor 2, $RECORDS records, $SCANS scans," \
      "client load $RATE/s, $ROUNDS rounds, Apogee --cores $CORES, $(date -u '+%Y-%m-%d %H:%M UTC')," \
-     "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+     "$(nproc) CPUs, $(machine)"
 rows=()
 for r in $(seq 1 "$ROUNDS"); do
     order=(apogee ce)
     [ $((r % 2)) -eq 0 ] && order=(ce apogee)
-    echo "round $r: ${order[*]} (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    echo "round $r: ${order[*]} ($(machine))"
     for s in "${order[@]}"; do one "$s" "$r"; rows+=("$ROW"); done
 done
 python3 - "${rows[@]}" <<'PY'
@@ -182,13 +188,14 @@ for r in rows:
     print(f"{r['side']:<7} {r['round']:>5} {r['scan_rate']:>11.0f} {r['migrated']:>9} {r['secs']:>6.2f} "
           f"{r['rate']:>14} {r['ratio']:>13.4f} {r['p50x']:>6.2f} {r['p99x']:>6.2f}  "
           f"{sum(j['errors'].values())}/{j['requests']} {j['errors']} | "
-          f"{sum(d['errors'].values())}/{d['requests']} {d['errors']}")
+          f"{sum(d['errors'].values())}/{d['requests']} {d['errors']}; proxied {r['proxied']} ({r['proxy_errors']} failed)")
 print()
 for side in ("apogee", "ce"):
     print(f"{side:<7} median: scan {med(side, 'scan_rate'):.0f} rec/s, migrate {med(side, 'rate'):.0f} rec/s "
           f"in {med(side, 'secs'):.2f} s, migrate/scan {med(side, 'ratio'):.4f}, "
-          f"p50 x{med(side, 'p50x'):.2f}, p99 x{med(side, 'p99x'):.2f}")
+          f"p50 x{med(side, 'p50x'):.2f}, p99 x{med(side, 'p99x'):.2f}; against the best scan of each round "
+          f"{statistics.median(r['rate'] / max(r['scan_rates']) for r in rows if r['side'] == side):.4f}")
 print(f"apogee/CE migrate rec/s: {med('apogee', 'rate') / med('ce', 'rate'):.2f}; "
       f"apogee/CE migrate/scan: {med('apogee', 'ratio') / med('ce', 'ratio'):.2f}")
 PY
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "after: $(machine)"
