@@ -57,19 +57,23 @@ stop_all() {
 }
 trap stop_all EXIT
 . bench/lib.sh
-for p in "${AP_PORTS[@]}" "${CE_PORTS[@]}"; do
-    for q in $p $((p + 1)) $((p + 2)) $((p + 3)); do
+ports_free() { # service port: it and the node's other 3 ports must be free (checked before every
+               # start: another session may take them between rounds, and a load sent there is not ours)
+    local q
+    for q in $1 $(($1 + 1)) $(($1 + 2)) $(($1 + 3)); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$q") 2>/dev/null; then
             echo "port $q is already taken: pick another BASE_PORT" >&2; exit 1
         fi
     done
-done
+}
+for p in "${AP_PORTS[@]}" "${CE_PORTS[@]}"; do ports_free "$p"; done
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 start_apogee_node() { # dir index seed-index...
     local dir=$1 i=$2 j seeds=()
     shift 2
     for j in "$@"; do seeds+=(--mesh-seed-address-port "127.0.0.1:$((AP_PORTS[j] + 2))"); done
+    ports_free "${AP_PORTS[i]}"
     "$BIN/apogee" --port "${AP_PORTS[i]}" --fabric-port $((AP_PORTS[i] + 1)) \
         --heartbeat-port $((AP_PORTS[i] + 2)) --cores "$CORES" --cluster-name bench-migrate \
         --data-dir "$dir/node-$i" --config "$dir/apogee.toml" "${seeds[@]}" \
@@ -82,6 +86,7 @@ start_ce_node() { # dir index seed-index...
     local dir=$1 i=$2 j seeds=()
     shift 2
     for j in "$@"; do seeds+=("${CE_PORTS[j]}"); done
+    ports_free "${CE_PORTS[i]}"
     ce_up+=("${CE_PORTS[i]}")   # first: `stop` also ends a node whose start failed
     AS_RF=2 "$CE" start "${CE_PORTS[i]}" "${seeds[@]}" >> "$dir/start.log" 2>&1 ||
         { cat "$dir/start.log" >&2; exit 1; }
