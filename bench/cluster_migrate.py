@@ -14,8 +14,10 @@ SIGNAL_FILE: the caller then starts the new node (NEW_PORT). Every ~50 ms it rea
 `statistics` and takes as
   join: the first poll where a node of PORTs reports cluster_size = len(PORTs) + 1;
   done: the first poll after it where every node (the new one too) reports that cluster_size,
-        one cluster_key and migrate_partitions_remaining=0, and migration has been seen
-        (remaining > 0 on some poll, or records received since the start).
+        one cluster_key and migrate_partitions_remaining=0 (every namespace), and migration has
+        been seen (remaining > 0 on some poll, or records received since the start);
+  test done: the first poll where namespace test's migrate_tx_partitions_remaining and
+        migrate_rx_partitions_remaining are 0 on every node (after being above 0).
 Records migrated: the growth of migrate_record_receives (namespace/test) summed over the
 nodes, from before the load to done (and migrate_records_transmitted, as a cross-check); also
 the growth of client_proxy_complete and client_proxy_error (requests a node forwarded to the
@@ -180,8 +182,8 @@ def migrate(records, rate, before_s, timeout_s, signal_file, new_port, ports):
         time.sleep(before_s)
         t_signal = time.monotonic()
         open(signal_file, "w").close()
-        t_join = t_done = None
-        seen_remaining = False
+        t_join = t_done = t_test_done = None
+        seen_remaining = seen_test = False
         polls = 0
         all_ports = ports + [new_port]
         while time.monotonic() - t_signal < timeout_s:
@@ -196,6 +198,13 @@ def migrate(records, rate, before_s, timeout_s, signal_file, new_port, ports):
             stats = [kv(info(p, "statistics")) for p in all_ports]
             remaining = [int(s.get("migrate_partitions_remaining", -1) or -1) for s in stats]
             seen_remaining |= any(r > 0 for r in remaining)
+            if t_test_done is None:
+                ns = [kv(info(p, f"namespace/{NAMESPACE}")) for p in all_ports]
+                left = [int(n.get("migrate_tx_partitions_remaining", -1) or -1)
+                        + int(n.get("migrate_rx_partitions_remaining", -1) or -1) for n in ns]
+                seen_test |= any(x > 0 for x in left)
+                if seen_test and all(x == 0 for x in left):
+                    t_test_done = t
             same = (all(s.get("cluster_size") == str(size) for s in stats)
                     and len({s.get("cluster_key") for s in stats}) == 1)
             if same and all(r == 0 for r in remaining):
@@ -227,6 +236,8 @@ def migrate(records, rate, before_s, timeout_s, signal_file, new_port, ports):
     out = {
         "start_to_join_s": round(t_join - t_signal, 3),
         "join_to_done_s": round(secs, 3),
+        # namespace test alone (its migrate_{tx,rx}_partitions_remaining 0 on every node)
+        "join_to_test_done_s": round((t_test_done or t_done) - t_join, 3),
         "polls": polls,
         "remaining_seen": seen_remaining,
         "records_received": total,
