@@ -20,8 +20,8 @@
 #   bash bench/cluster_migrate.sh
 #   ROUNDS=2 RECORDS=200000 SCANS=7 RATE=1000 BEFORE_S=5 CORES=2 BASE_PORT=7100 bash bench/cluster_migrate.sh
 #
-# Apogee's namespaces are storage-engine memory (CE's `test` is memory, its empty `bar` a file).
-# Starts and stops only its own processes, by pid; logs and each step's output stay in $OUT.
+# Apogee's `test` is storage-engine memory, like CE's (both keep nothing on disk). Starts and
+# stops only its own processes, by pid; logs and each step's output stay in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
@@ -40,21 +40,6 @@ MIGRATE_TIMEOUT_S=${MIGRATE_TIMEOUT_S:-180}
 for b in "$BIN/apogee" "$BIN/apogee-bench"; do
     [ -x "$b" ] || { echo "$b is missing: cargo build --release -p apogee-server -p apogee-bench" >&2; exit 66; }
 done
-# Both servers and apogee-bench run from copies on tmpfs (STAGE=none: in place): this VM pages
-# out cold file pages (DAMON pageout) and the disk may be saturated by other work, and then an
-# Apogee node stalled for up to 8 s refaulting its own code (both nodes at once: one binary),
-# which turned scans of 0.1 s into 1-8 s ones; tmpfs pages stay (no swap).
-STAGE=${STAGE:-/dev/shm}
-if [ "$STAGE" != none ] && [ -d "$STAGE" ]; then
-    STAGE=$(mktemp -d "$STAGE/apogee-bench-migrate.XXXXXX")
-    mkdir -p "$STAGE/bin" "$STAGE/ce/aerospike-ce"
-    cp "$BIN/apogee" "$BIN/apogee-bench" "$STAGE/bin/"
-    cp "$CE" "$STAGE/ce/aerospike.sh"
-    cp "$(dirname "$CE")/aerospike-ce/asd" "$STAGE/ce/aerospike-ce/asd"
-    BIN=$STAGE/bin CE=$STAGE/ce/aerospike.sh
-else
-    STAGE=none
-fi
 PROBE="python3 bench/cluster_probe.py"
 AP_PORTS=("$BASE_PORT" $((BASE_PORT + 10)) $((BASE_PORT + 20)))
 CE_PORTS=($((BASE_PORT + 40)) $((BASE_PORT + 50)) $((BASE_PORT + 60)))
@@ -73,7 +58,7 @@ stop_all() {
     for port in "${ce_up[@]}"; do "$CE" stop "$port" >/dev/null 2>&1 || true; done
     ce_up=()
 }
-trap 'stop_all; [ "$STAGE" = none ] || rm -rf "$STAGE"' EXIT
+trap stop_all EXIT
 . bench/lib.sh
 ports_free() { # service port: it and the node's other 3 ports must be free (checked before every
                # start: another session may take them between rounds, and a load sent there is not ours)
@@ -198,7 +183,7 @@ machine() { # load average and the share of time some task waited on IO (PSI, la
 }
 echo "cluster_migrate: 2 nodes + 1 joining, replication-factor 2, $RECORDS records, $SCANS scans," \
      "client load $RATE/s, $ROUNDS rounds, Apogee --cores $CORES, $(date -u '+%Y-%m-%d %H:%M UTC')," \
-     "$(nproc) CPUs, binaries from ${STAGE}, $(machine)"
+     "$(nproc) CPUs, $(machine)"
 rows=()
 for r in $(seq 1 "$ROUNDS"); do
     order=(apogee ce)
