@@ -6,22 +6,21 @@
 # times SCANS full scans of node 0 after one uncounted one (`apogee-bench full-scan`: all 4096
 # partitions listed; an Apogee node answers the partitions it masters, a CE node every partition
 # it holds in full). Both sides have namespaces `test` (the records) and `bar` (empty), as the
-# CE anchor has.
-# Then bench/cluster_migrate.py runs a light client load (RATE requests/s, half gets, half
-# puts, each to its partition's master, never retried) for BEFORE_S seconds, the script starts
-# a third node, and the probe times from the join (cluster_size 3 seen) until every node reports
-# migrate_partitions_remaining=0 (both namespaces; namespace test's own end is printed too).
-# Migration rate: records received (migrate_record_receives,
-# summed over the nodes) / those seconds; two nodes send at once, so the rate per sending node
-# is printed too. Prints per round and side the scan rate (median), the
-# migration, migrate/scan, the client latency p50/p99 during migration over before, and the
-# client requests that failed during migration by result code; then the medians.
+# CE anchor has. Then bench/cluster_migrate.py runs a light client load (RATE requests/s, half
+# gets, half puts, each to its partition's master, never retried) for BEFORE_S seconds, the
+# script starts a third node, and the probe times from the join (cluster_size 3 seen) until
+# every node reports migrate_partitions_remaining=0 (both namespaces; namespace test's own end
+# is printed too). Migration rate: records received (migrate_record_receives, summed over the
+# nodes) / those seconds; two nodes send at once, so the rate per sending node is printed too.
+# Prints per round and side the scan rate (median and best), the migration, migrate/scan, the
+# client latency p50/p99 during migration over before, and the client requests that failed
+# while the node joined and while migrating, by request and result code; then the medians.
 #
-#   bash bench/cluster_migrate.sh
+#   BASE_PORT=8300 bash bench/cluster_migrate.sh        # about 3 minutes
 #   ROUNDS=2 RECORDS=200000 SCANS=7 RATE=1000 BEFORE_S=5 CORES=2 BASE_PORT=7100 bash bench/cluster_migrate.sh
 #
-# Apogee's `test` is storage-engine memory, like CE's (both keep nothing on disk). Starts and
-# stops only its own processes, by pid; logs and each step's output stay in $OUT.
+# Apogee's namespaces are storage-engine memory (CE's `test` is memory, its empty `bar` a file).
+# Starts and stops only its own processes, by pid; logs and each step's output stay in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
