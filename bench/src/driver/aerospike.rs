@@ -3,7 +3,7 @@
 
 use apogee_wire::msg::{info1, info2, particle, Field, FieldType, Message, Op, OpType};
 use apogee_wire::proto::{frame, ProtoHeader, PROTO_HEADER_BYTES};
-use apogee_wire::{Digest, MsgType};
+use apogee_wire::{Digest, MsgType, PARTITION_COUNT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,17 +31,99 @@ pub struct AeroConn {
     next_node: usize,
     ks: Keyspace,
     reply: Vec<u8>,
-    /// Messages of the last streamed reply (see `read_stream`).
-    streamed: u64,
 }
 
 /// info3 bit of a scan request (the client takes per-partition markers) and of a marker.
 const INFO3_PARTITION_DONE: u8 = 0x04;
+/// Result code of a partition-done marker for a partition the node does not serve.
+const RESULT_PARTITION_UNAVAILABLE: i32 = 11;
 /// Most frames a full scan's reply may take: one record per frame at worst, 4 G records.
 const FULL_SCAN_FRAMES_MAX: usize = 1 << 32;
 
 fn bad(msg: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+/// What one full scan of a node returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FullScan {
+    /// Records streamed back.
+    pub records: u64,
+    /// Partitions the node scanned: those it gave no failure marker for.
+    pub partitions_scanned: u16,
+    /// Partitions the node answered with a failure marker (11: not its to serve).
+    pub partitions_unavailable: u16,
+}
+
+/// The messages of a full scan's reply, counted as they stream.
+pub struct FullScanTally {
+    records: u64,
+    /// Per partition: a failure marker came (it was unavailable here).
+    unavailable: Vec<bool>,
+    /// Per partition: a success marker came (CE sends them; Apogee only failure ones).
+    done: Vec<bool>,
+}
+
+impl Default for FullScanTally {
+    fn default() -> FullScanTally {
+        FullScanTally {
+            records: 0,
+            unavailable: vec![false; usize::from(PARTITION_COUNT)],
+            done: vec![false; usize::from(PARTITION_COUNT)],
+        }
+    }
+}
+
+impl FullScanTally {
+    /// One message before LAST: a record, or a partition-done marker (partition id in the
+    /// generation field) that ends its partition, with 0 or a failure code. A failure code
+    /// other than 11 (partition unavailable), or a second marker for one partition, is an
+    /// error.
+    pub fn take(&mut self, info3: u8, rc: i32, generation: u32) -> std::io::Result<()> {
+        if info3 & INFO3_PARTITION_DONE == 0 {
+            if rc != 0 {
+                return Err(bad(format!("scan answered result code {rc}")));
+            }
+            self.records += 1;
+            return Ok(());
+        }
+        let pid = usize::try_from(generation)
+            .ok()
+            .filter(|&p| p < usize::from(PARTITION_COUNT))
+            .ok_or_else(|| bad(format!("partition-done marker for partition {generation}")))?;
+        let seen = match rc {
+            0 => std::mem::replace(&mut self.done[pid], true),
+            RESULT_PARTITION_UNAVAILABLE => std::mem::replace(&mut self.unavailable[pid], true),
+            rc => {
+                return Err(bad(format!(
+                    "scan of partition {pid} answered result code {rc}"
+                )))
+            }
+        };
+        if seen || (self.done[pid] && self.unavailable[pid]) {
+            return Err(bad(format!("partition {pid} ended twice")));
+        }
+        Ok(())
+    }
+
+    /// The tally once LAST came with `last_rc`.
+    pub fn finish(self, last_rc: i32) -> std::io::Result<FullScan> {
+        if last_rc != 0 {
+            return Err(bad(format!("scan answered result code {last_rc}")));
+        }
+        let unavailable = self.unavailable.iter().filter(|&&u| u).count() as u16;
+        Ok(FullScan {
+            records: self.records,
+            partitions_scanned: PARTITION_COUNT - unavailable,
+            partitions_unavailable: unavailable,
+        })
+    }
+}
+
+/// A scan's task id (field 7): the clients send a random one; any nonzero value serves.
+fn scan_task_id() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now()) | 1
 }
 
 fn read_op(name: &str) -> Op {
@@ -64,7 +146,6 @@ impl AeroConn {
             next_node: 0,
             ks,
             reply: Vec::new(),
-            streamed: 0,
         })
     }
 
@@ -206,9 +287,13 @@ impl AeroConn {
         self.read_stream(len as usize + 3).await
     }
 
-    /// Scans every record of the keyspace's set (all partitions) and returns how many came
-    /// back; a failure code in the reply is an error.
-    pub async fn full_scan(&mut self) -> std::io::Result<u64> {
+    /// Scans every record of the keyspace's set on this connection's node: the request lists
+    /// all 4096 partitions (field 11, as every 4.9+ client sends it; CE 8 answers no scan
+    /// without a partition list) and takes partition-done markers. A marker with a failure
+    /// code (11: the node does not master that partition, as in a cluster) counts that
+    /// partition as unavailable here, not the scan as failed; any other failure is an error.
+    pub async fn full_scan(&mut self) -> std::io::Result<FullScan> {
+        let pids: Vec<u8> = (0..PARTITION_COUNT).flat_map(u16::to_le_bytes).collect();
         let mut m = Message::default();
         m.header.info1 = info1::READ | info1::GET_ALL;
         m.header.info3 = INFO3_PARTITION_DONE;
@@ -221,23 +306,55 @@ impl AeroConn {
                 field_type: FieldType::SET,
                 data: self.ks.set.as_bytes().to_vec(),
             },
+            Field {
+                field_type: FieldType(7), // task id
+                data: scan_task_id().to_be_bytes().to_vec(),
+            },
+            Field {
+                field_type: FieldType(11), // partition ids, u16 little-endian each
+                data: pids,
+            },
         ];
         self.stream
             .write_all(&frame(MsgType::Message, &m.encode()))
             .await?;
-        match self.read_stream(FULL_SCAN_FRAMES_MAX).await? {
-            0 => Ok(self.streamed),
-            rc => Err(bad(format!("scan answered result code {rc}"))),
-        }
+        let mut scan = FullScanTally::default();
+        let last = self
+            .read_stream_with(FULL_SCAN_FRAMES_MAX, |info3, rc, generation| {
+                scan.take(info3, rc, generation)
+            })
+            .await?;
+        scan.finish(last)
     }
 
     /// Reads a multi-message reply (batch, scan) up to its LAST message, in at most
     /// `frames_max` frames. Returns 0 when every message answered 0, else the first failure
-    /// code; `self.streamed` counts the messages before LAST that were not partition-done
-    /// markers (records, or batch rows).
+    /// code.
     async fn read_stream(&mut self, frames_max: usize) -> std::io::Result<i32> {
         let mut first_failure = 0;
-        self.streamed = 0;
+        let last = self
+            .read_stream_with(frames_max, |_, rc, _| {
+                if first_failure == 0 {
+                    first_failure = rc;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(if first_failure == 0 {
+            last
+        } else {
+            first_failure
+        })
+    }
+
+    /// Reads a multi-message reply up to its LAST message, in at most `frames_max` frames,
+    /// handing `each` the info3, result code and generation (a partition-done marker's
+    /// partition id) of every message before LAST; returns LAST's result code.
+    async fn read_stream_with(
+        &mut self,
+        frames_max: usize,
+        mut each: impl FnMut(u8, i32, u32) -> std::io::Result<()>,
+    ) -> std::io::Result<i32> {
         for _ in 0..frames_max {
             let mut head = [0u8; PROTO_HEADER_BYTES];
             self.stream.read_exact(&mut head).await?;
@@ -254,6 +371,7 @@ impl AeroConn {
                     return Err(bad("truncated reply message".into()));
                 }
                 let (info3, rc) = (b[pos + 3], i32::from(b[pos + 5]));
+                let generation = u32::from_be_bytes(b[pos + 6..pos + 10].try_into().expect("4"));
                 let n_fields = u16::from_be_bytes([b[pos + 18], b[pos + 19]]);
                 let n_ops = u16::from_be_bytes([b[pos + 20], b[pos + 21]]);
                 pos += 22;
@@ -263,15 +381,10 @@ impl AeroConn {
                         .ok_or_else(|| bad("truncated reply item".into()))?;
                     pos += 4 + u32::from_be_bytes(sz.try_into().expect("4 bytes")) as usize;
                 }
-                if first_failure == 0 {
-                    first_failure = rc;
-                }
                 if info3 & apogee_wire::msg::info3::LAST != 0 {
-                    return Ok(first_failure);
+                    return Ok(rc);
                 }
-                if info3 & INFO3_PARTITION_DONE == 0 {
-                    self.streamed += 1;
-                }
+                each(info3, rc, generation)?;
             }
         }
         Err(bad("reply did not end with a LAST message".into()))
@@ -343,5 +456,48 @@ impl AeroConn {
             })
             .collect();
         self.exchange(&m).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_scan_counts_records_and_unavailable_partitions() {
+        let mut t = FullScanTally::default();
+        for _ in 0..5 {
+            t.take(0, 0, 1).unwrap();
+        }
+        // Markers: partition 7 done, 9 and 4095 not served here (11).
+        t.take(INFO3_PARTITION_DONE, 0, 7).unwrap();
+        t.take(INFO3_PARTITION_DONE, 11, 9).unwrap();
+        t.take(INFO3_PARTITION_DONE, 11, 4095).unwrap();
+        assert_eq!(
+            t.finish(0).unwrap(),
+            FullScan {
+                records: 5,
+                partitions_scanned: 4094,
+                partitions_unavailable: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn a_full_scan_refuses_odd_markers_and_failures() {
+        let mut t = FullScanTally::default();
+        t.take(INFO3_PARTITION_DONE, 11, 9).unwrap();
+        assert!(t.take(INFO3_PARTITION_DONE, 11, 9).is_err(), "twice");
+        assert!(t.take(INFO3_PARTITION_DONE, 0, 9).is_err(), "done after 11");
+        assert!(
+            t.take(INFO3_PARTITION_DONE, 11, 4096).is_err(),
+            "no such pid"
+        );
+        assert!(t.take(INFO3_PARTITION_DONE, 1, 3).is_err(), "server error");
+        assert!(t.take(0, 2, 0).is_err(), "a record's failure");
+        assert!(
+            FullScanTally::default().finish(4).is_err(),
+            "LAST's failure"
+        );
     }
 }
