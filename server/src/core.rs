@@ -477,6 +477,10 @@ impl Core {
                         .detach();
                         continue;
                     }
+                    ShardWork::FabricPeer { stream, peer } => {
+                        crate::cluster::fabric::serve_handed(core, stream, peer);
+                        continue;
+                    }
                 };
                 glommio::spawn_local(async move {
                     let reply =

@@ -60,6 +60,11 @@ pub enum ShardWork {
     Immigrate(crate::cluster::migration::stream::Immigration),
     /// A merge source's lookup of one record for the master's duplicate resolution.
     DupRes(crate::cluster::dup_res::DupResLookup),
+    /// A fabric connection a peer opened for this shard (accepted on another core).
+    FabricPeer {
+        stream: std::os::fd::OwnedFd,
+        peer: apogee_cluster::NodeId,
+    },
     /// Forget every record of a partition this node no longer holds.
     DropPartition {
         ns: usize,

@@ -393,7 +393,23 @@ def test_a_busy_fabric_port_stops_the_start_naming_the_key(tmp_path):
             a.start()
 
 
-FABRIC_VERSION = 2
+FABRIC_VERSION = 3
+ANY_SHARD = 0xFFFF
+
+
+def hello_body(node_id=0xB2, name=b"", shard=ANY_SHARD):
+    """A fabric hello: `name_len u8 | name | node u64 | shard u16` (little-endian)."""
+    return bytes([len(name)]) + name + node_id.to_bytes(8, "little") + struct.pack("<H", shard)
+
+
+def say_hello(sock, **kw):
+    """Sends a hello and reads its answer (kind 14: the node's shard count), returned."""
+    sock.sendall(fabric_frame(1, hello_body(**kw)))
+    size = struct.unpack("<I", recv_exactly(sock, 4))[0]
+    reply = recv_exactly(sock, size)
+    assert reply[:6] == b"APFB" + bytes([FABRIC_VERSION, 14]) and size == 12, reply
+    assert struct.unpack("<I", reply[6:10])[0] == zlib.crc32(reply[4:6] + reply[10:]), reply
+    return struct.unpack("<H", reply[10:])[0]
 
 
 def fabric_frame(kind, body, version=FABRIC_VERSION, crc=None):
@@ -418,11 +434,12 @@ def test_bad_fabric_input_closes_that_connection_only(tmp_path):
     a = Apogee(tmp_path / "a", extra=["--node-id", "a1", "--heartbeat-port", str(free_udp_port()),
                                       "--fabric-port", str(fabric)]).start()
     try:
-        hello = bytes([0]) + (0xB2).to_bytes(8, "little")
+        hello = hello_body()
         cases = [
             b"GET / HTTP/1.0\r\n\r\n",                        # not a fabric frame
             (0xFFFFFFFF).to_bytes(4, "little"),                 # a length over the bound
-            fabric_frame(1, bytes([5]) + b"other" + (0xB2).to_bytes(8, "little")),  # another cluster
+            fabric_frame(1, hello_body(name=b"other")),          # another cluster
+            fabric_frame(1, hello[:-2]),                        # a version-2 hello (no shard)
             fabric_frame(1, hello, version=1),                  # an older fabric version
             fabric_frame(1, hello, crc=zlib.crc32(b"x")),       # a damaged frame
         ]
@@ -433,7 +450,8 @@ def test_bad_fabric_input_closes_that_connection_only(tmp_path):
         # After a valid hello, a malformed proxied request closes the connection too.
         # A well-formed duplicate-resolution lookup is answered (no such record: status 0).
         with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
-            s.sendall(fabric_frame(1, hello) + fabric_frame(12, b"\x04test" + bytes(20)))
+            assert say_hello(s) == 2, "the node's 2 shards"
+            s.sendall(fabric_frame(12, b"\x04test" + bytes(20)))
             size = struct.unpack("<I", recv_exactly(s, 4))[0]
             reply = recv_exactly(s, size)
             assert reply[:6] == b"APFB" + bytes([FABRIC_VERSION, 13]) and reply[10:] == b"\x00"
@@ -441,7 +459,8 @@ def test_bad_fabric_input_closes_that_connection_only(tmp_path):
                     fabric_frame(12, b"\x04test" + bytes(3)),             # a short lookup
                     fabric_frame(2, b"\x16garbage", crc=0)):              # a bad checksum
             with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
-                s.sendall(fabric_frame(1, hello) + bad)
+                say_hello(s)
+                s.sendall(bad)
                 assert closed_by_peer(s), bad
         assert one(a.port, "node") == "A1"
         assert "differs from this node's" in a.log()

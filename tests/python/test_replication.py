@@ -25,7 +25,7 @@ from aerospike_helpers.operations import operations as op
 from conftest import Apogee, free_port
 from test_cluster import (FABRIC_VERSION, FORM_SECS_MAX, REFORM_SECS_MAX, Cluster, balance,
                           fabric_frame, free_udp_port, objects, one, partition_of, raw_get,
-                          raw_get_result, wait_client_nodes)
+                          raw_get_result, say_hello, wait_client_nodes)
 from test_cluster import stats as stats_of
 from test_info_config import bin_names as bin_names_of
 
@@ -105,6 +105,16 @@ def test_every_record_is_on_its_master_and_replica_and_survives_a_sigkill(cluste
     assert all(s["repl_write_error"] == "0" and s["repl_write_timeout"] == "0" for s in stats)
     # Images stored by replicas are not client writes there.
     assert sum(int(s["client_write_success"]) for s in stats) == KEYS
+    # Per-shard fabric: each core opens its connections to the peer's shard that owns the
+    # partition, so an image is applied on the core that read it. Only a core's first
+    # request to a peer (before the peer's answer said how many shards it has) may land on
+    # another core: at most 2 cores × 2 peers per node, against half of the images before.
+    node_stats = [stats_of(n.port) for n in cluster.nodes]
+    cross = [int(s["fabric_cross_core"]) for s in node_stats]
+    handed = [int(s["fabric_connections_handed"]) for s in node_stats]
+    print(f"fabric frames served off their shard per node {cross}, connections handed {handed}")
+    assert all(c <= 4 for c in cross), cross
+    assert sum(handed) > 0, handed
     # Each record read straight from its replica node is served there (not proxied).
     port_of = {m: n.port for n, m in zip(cluster.nodes, NODE_IDS)}
     codes = [raw_get_result(port_of[rows[partition_of(k)][1]], k) for k in keys]
@@ -362,9 +372,8 @@ def test_images_from_the_fabric_are_checked_applied_if_newer_or_refused(tmp_path
             assert time.monotonic() < deadline
             time.sleep(0.1)
         digest = bytes(aerospike.calc_digest("test", "", "raw"))
-        hello = fabric_frame(1, bytes([0]) + (0xB2).to_bytes(8, "little"))
         with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
-            s.sendall(hello)
+            say_hello(s)
             s.sendall(image_frame(b"nope", digest, 1, 1000, [(b"v", 7)]))
             assert ack(s) == 4, "unknown namespace"
             s.sendall(image_frame(b"test", digest, 2, 1000, [(b"v", 7)]))

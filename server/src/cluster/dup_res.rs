@@ -14,6 +14,7 @@
 //! a core other than the one owning the partition, and never let a transaction go on when a
 //! source did not answer (the client is told 9, in doubt, and retries).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use apogee_engine::file_header::NAMESPACE_BYTES_MAX;
@@ -136,6 +137,9 @@ pub async fn serve(core: &Core, body: &[u8]) -> Result<Vec<u8>, DupResError> {
     };
     let name = &node.config.namespaces[ns].name;
     let owner = node.shard_of(digest.partition().0);
+    if owner != core.shard {
+        node.proxy_stats.cross_core.fetch_add(1, Relaxed);
+    }
     let found = if owner == core.shard {
         core.dup_res_lookup(ns, &digest).await
     } else {

@@ -39,8 +39,13 @@ use crate::node::Node;
 
 const MAGIC: [u8; 4] = *b"APFB";
 /// Bumped on any change of the framing; a peer with another version is refused.
-/// (2: frames carry a checksum.)
-pub const FABRIC_VERSION: u8 = 2;
+/// (2: frames carry a checksum. 3: a hello names the receiving shard and is answered.)
+pub const FABRIC_VERSION: u8 = 3;
+/// A hello's shard when the sender does not know the receiver's shards yet: served by the
+/// core that accepted the connection.
+pub const ANY_SHARD: u16 = u16::MAX;
+/// Most shards a peer may say it has (a hello answer above it is malformed).
+const PEER_SHARDS_MAX: u16 = 1024;
 /// Bytes of a frame after its length and before its body: magic, version, kind, checksum.
 const FRAME_HEAD_BYTES: usize = 10;
 /// Largest frame: a request or reply of the largest body a client may send, and the head.
@@ -85,6 +90,9 @@ pub enum Kind {
     DupRes = 12,
     /// Its answer (body: `dup_res` answer).
     DupResReply = 13,
+    /// The answer to a hello: `shards u16`, how many shards the receiver has, so the sender
+    /// can open its next connections to the shard that owns each partition.
+    HelloAck = 14,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,15 +148,24 @@ pub struct ProxyStats {
     pub error: AtomicU64,
     /// Requests peers forwarded to this node (`proxy_received`).
     pub received: AtomicU64,
+    /// Fabric connections the accepting core handed to the shard they were opened for
+    /// (`fabric_connections_handed`).
+    pub handed: AtomicU64,
+    /// Frames served on a core that does not own their partition, handed on through its
+    /// inbox (`fabric_cross_core`): 0 once every peer knows this node's shards.
+    pub cross_core: AtomicU64,
 }
 
 impl ProxyStats {
     pub fn describe(&self) -> String {
         format!(
-            "client_proxy_complete={};client_proxy_error={};proxy_received={}",
+            "client_proxy_complete={};client_proxy_error={};proxy_received={};\
+             fabric_connections_handed={};fabric_cross_core={}",
             self.complete.load(Relaxed),
             self.error.load(Relaxed),
-            self.received.load(Relaxed)
+            self.received.load(Relaxed),
+            self.handed.load(Relaxed),
+            self.cross_core.load(Relaxed)
         )
     }
 }
@@ -211,6 +228,7 @@ fn parse_head(head: &[u8; FRAME_HEAD_BYTES]) -> Result<Kind, FabricError> {
         11 => Ok(Kind::MigrateRecordsAck),
         12 => Ok(Kind::DupRes),
         13 => Ok(Kind::DupResReply),
+        14 => Ok(Kind::HelloAck),
         k => Err(FabricError::Kind(k)),
     }
 }
@@ -237,28 +255,40 @@ async fn read_frame(stream: &mut TcpStream) -> Result<(Kind, Vec<u8>), FabricErr
     Ok((kind, body))
 }
 
-/// A hello's body: `name_len u8, name, node u64`.
-pub fn hello_body(cluster_name: Option<&str>, node: NodeId) -> Vec<u8> {
+/// A hello's body: `name_len u8, name, node u64, shard u16` (the receiver's shard the
+/// connection is for; `ANY_SHARD`: whichever accepts it).
+pub fn hello_body(cluster_name: Option<&str>, node: NodeId, shard: u16) -> Vec<u8> {
     let name = cluster_name.unwrap_or("");
     let mut b = vec![name.len() as u8];
     b.extend_from_slice(name.as_bytes());
     b.extend_from_slice(&node.0.to_le_bytes());
+    b.extend_from_slice(&shard.to_le_bytes());
     b
 }
 
-/// Decodes a hello: the peer's cluster name (`None`: null) and node id.
-pub fn parse_hello(body: &[u8]) -> Result<(Option<&str>, NodeId), FabricError> {
+/// Decodes a hello: the peer's cluster name (`None`: null), node id and the shard asked for.
+pub fn parse_hello(body: &[u8]) -> Result<(Option<&str>, NodeId, u16), FabricError> {
     let (&len, rest) = body.split_first().ok_or(FabricError::Hello)?;
     let len = usize::from(len);
-    if rest.len() != len + 8 || len > crate::config::CLUSTER_NAME_BYTES_MAX {
+    if rest.len() != len + 10 || len > crate::config::CLUSTER_NAME_BYTES_MAX {
         return Err(FabricError::Hello);
     }
     let name = std::str::from_utf8(&rest[..len]).map_err(|_| FabricError::Hello)?;
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&rest[len..]);
-    match u64::from_le_bytes(id) {
+    let id = u64::from_le_bytes(rest[len..len + 8].try_into().expect("8 bytes"));
+    let shard = u16::from_le_bytes(rest[len + 8..].try_into().expect("2 bytes"));
+    match id {
         0 => Err(FabricError::Hello),
-        n => Ok(((!name.is_empty()).then_some(name), NodeId(n))),
+        n => Ok(((!name.is_empty()).then_some(name), NodeId(n), shard)),
+    }
+}
+
+/// Decodes a hello's answer: the receiver's shard count.
+pub fn parse_hello_ack(body: &[u8]) -> Result<u16, FabricError> {
+    match body {
+        &[a, b] if (1..=PEER_SHARDS_MAX).contains(&u16::from_le_bytes([a, b])) => {
+            Ok(u16::from_le_bytes([a, b]))
+        }
+        _ => Err(FabricError::Hello),
     }
 }
 
@@ -287,19 +317,23 @@ pub fn spawn_listener(core: Rc<Core>, listener: std::net::TcpListener) {
 async fn serve_peer(core: Rc<Core>, mut stream: TcpStream) {
     let from = stream.peer_addr().ok();
     if let Err(error) = serve_peer_frames(&core, &mut stream).await {
-        let quiet = matches!(&error, FabricError::Io(e)
-            if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof
-                | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::TimedOut));
-        let limit = if matches!(error, FabricError::OtherCluster { .. }) {
-            &core.node.logs.fabric_other_cluster
-        } else {
-            &core.node.logs.fabric_refused
-        };
-        if quiet {
-            tracing::debug!(?from, %error, "fabric connection closed");
-        } else if let Some(n) = limit.allow() {
-            tracing::warn!(?from, %error, suppressed = n, "fabric connection refused or closed");
-        }
+        log_closed(&core, from, error);
+    }
+}
+
+fn log_closed(core: &Core, from: Option<SocketAddr>, error: FabricError) {
+    let quiet = matches!(&error, FabricError::Io(e)
+        if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::TimedOut));
+    let limit = if matches!(error, FabricError::OtherCluster { .. }) {
+        &core.node.logs.fabric_other_cluster
+    } else {
+        &core.node.logs.fabric_refused
+    };
+    if quiet {
+        tracing::debug!(?from, %error, "fabric connection closed");
+    } else if let Some(n) = limit.allow() {
+        tracing::warn!(?from, %error, suppressed = n, "fabric connection refused or closed");
     }
 }
 
@@ -318,7 +352,7 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
             got: kind,
         });
     }
-    let (name, peer) = parse_hello(&body)?;
+    let (name, peer, shard) = parse_hello(&body)?;
     let ours = core.node.config.cluster.cluster_name.as_deref();
     if name != ours {
         return Err(FabricError::OtherCluster {
@@ -326,9 +360,54 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
             ours: ours.unwrap_or("null").into(),
         });
     }
+    let shards = u16::try_from(core.node.config.cores).expect("core count is bounded at load");
+    stream
+        .write_all(&frame(Kind::HelloAck, &shards.to_le_bytes()))
+        .await?;
     stream
         .set_read_timeout(Some(Duration::from_millis(IDLE_TIMEOUT_MS)))
         .map_err(|e| FabricError::Io(e.into()))?;
+    let to = usize::from(shard);
+    if shard != ANY_SHARD && to < core.node.config.cores && to != core.shard {
+        // The connection belongs to another shard: handed to its core, which serves its
+        // frames from now on, so the records they carry never cross cores. Nothing past the
+        // hello has been read (the sender waits for the answer before it sends more).
+        // SAFETY: `dup` of a descriptor this stream owns and keeps open until it drops.
+        let fd = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(stream)) };
+        if fd < 0 {
+            return Err(FabricError::Io(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just returned by dup and is owned by nothing else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let work = crate::node::ShardWork::FabricPeer { stream: fd, peer };
+        if core.node.inboxes[to].send_async(work).await.is_err() {
+            return Err(FabricError::Io(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        core.node.proxy_stats.handed.fetch_add(1, Relaxed);
+        return Ok(());
+    }
+    serve_frames(core, stream, peer).await
+}
+
+/// Serves a handed connection's frames on this core (`ShardWork::FabricPeer`).
+pub fn serve_handed(core: Rc<Core>, stream: std::os::fd::OwnedFd, peer: NodeId) {
+    // SAFETY: a connected TCP socket whose ownership moves here whole.
+    let mut stream = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
+    glommio::spawn_local(async move {
+        if let Err(error) = serve_frames(&core, &mut stream, peer).await {
+            log_closed(&core, None, error);
+        }
+    })
+    .detach();
+}
+
+/// A peer's frames after its hello: proxied requests, replica writes, migration and the
+/// rest, one at a time.
+async fn serve_frames(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    peer: NodeId,
+) -> Result<(), FabricError> {
     loop {
         let (kind, body) = read_frame(stream).await?;
         if kind == Kind::ReplicaWrite {
@@ -395,9 +474,12 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
 const REQUESTS_IN_FLIGHT_PER_PEER_MAX: u64 = 64;
 
 thread_local! {
-    /// This core's idle connections to each peer's fabric (one executor per thread, so this
-    /// is per core and needs no lock).
-    static POOL: RefCell<HashMap<SocketAddr, Vec<TcpStream>>> = RefCell::new(HashMap::new());
+    /// This core's idle connections to each peer's fabric, by the peer's shard they were
+    /// opened for (one executor per thread, so this is per core and needs no lock).
+    static POOL: RefCell<HashMap<(SocketAddr, u16), Vec<TcpStream>>> =
+        RefCell::new(HashMap::new());
+    /// Each peer's shard count, as its hello answers said.
+    static PEER_SHARDS: RefCell<HashMap<SocketAddr, u16>> = RefCell::new(HashMap::new());
     /// This core's permits for requests in flight to each peer.
     static IN_FLIGHT: RefCell<HashMap<SocketAddr, Rc<Semaphore>>> = RefCell::new(HashMap::new());
 }
@@ -412,7 +494,17 @@ pub async fn proxy(core: &Core, master: NodeId, msg: &Message) -> Vec<u8> {
     };
     let request = frame(Kind::ProxyRequest, &msg.encode());
     let deadline = Duration::from_millis(PROXY_REPLY_TIMEOUT_MS);
-    match request_reply(&core.node, addr, &request, Kind::ProxyReply, deadline).await {
+    let partition = crate::command::digest_of(msg).ok().map(|d| d.partition().0);
+    match request_reply(
+        &core.node,
+        addr,
+        partition,
+        &request,
+        Kind::ProxyReply,
+        deadline,
+    )
+    .await
+    {
         Ok(reply) => {
             stats.complete.fetch_add(1, Relaxed);
             reply
@@ -433,6 +525,7 @@ pub async fn proxy(core: &Core, master: NodeId, msg: &Message) -> Vec<u8> {
 pub async fn replica_write(
     node: &Node,
     to: NodeId,
+    partition: u16,
     request: &[u8],
 ) -> Result<super::replica::ReplicaStatus, FabricError> {
     let addr = node
@@ -441,7 +534,8 @@ pub async fn replica_write(
         .fabric_of(to)
         .ok_or(FabricError::NoPeer(to.0))?;
     let deadline = Duration::from_millis(super::replica::REPLICA_ACK_TIMEOUT_MS);
-    let body = request_reply(node, addr, request, Kind::ReplicaAck, deadline).await?;
+    let at = Some(partition);
+    let body = request_reply(node, addr, at, request, Kind::ReplicaAck, deadline).await?;
     match body[..] {
         [b] => super::replica::ReplicaStatus::from_byte(b).ok_or(FabricError::Ack(1)),
         _ => Err(FabricError::Ack(body.len())),
@@ -458,7 +552,8 @@ pub async fn dup_res(
 ) -> Result<Result<Option<apogee_engine::Record>, super::dup_res::Found>, FabricError> {
     let addr = (node.cluster.load().fabric_of(from)).ok_or(FabricError::NoPeer(from.0))?;
     let deadline = Duration::from_millis(super::dup_res::DUP_RES_REPLY_TIMEOUT_MS);
-    let body = request_reply(node, addr, request, Kind::DupResReply, deadline).await?;
+    let at = Some(digest.partition().0);
+    let body = request_reply(node, addr, at, request, Kind::DupResReply, deadline).await?;
     Ok(super::dup_res::decode_answer(&body, digest)?)
 }
 
@@ -472,7 +567,7 @@ pub async fn truncate_at(node: &Node, to: NodeId, body: &[u8]) -> Result<(), Fab
         .ok_or(FabricError::NoPeer(to.0))?;
     let deadline = Duration::from_millis(TRUNCATE_ACK_TIMEOUT_MS);
     let request = frame(Kind::Truncate, body);
-    match request_reply(node, addr, &request, Kind::TruncateAck, deadline).await?[..] {
+    match request_reply(node, addr, None, &request, Kind::TruncateAck, deadline).await?[..] {
         [0] => Ok(()),
         [_] => Err(FabricError::Truncate),
         ref other => Err(FabricError::Ack(other.len())),
@@ -494,7 +589,7 @@ pub async fn migrate_batch(node: &Node, to: NodeId, body: &[u8]) -> Result<(), F
     let addr = (node.cluster.load().fabric_of(to)).ok_or(FabricError::NoPeer(to.0))?;
     let deadline = Duration::from_millis(MIGRATE_ACK_TIMEOUT_MS);
     let request = frame(Kind::MigrateBatch, body);
-    match request_reply(node, addr, &request, Kind::MigrateAck, deadline).await?[..] {
+    match request_reply(node, addr, None, &request, Kind::MigrateAck, deadline).await?[..] {
         [] => Ok(()),
         ref other => Err(FabricError::Ack(other.len())),
     }
@@ -502,11 +597,17 @@ pub async fn migrate_batch(node: &Node, to: NodeId, body: &[u8]) -> Result<(), F
 
 /// Sends one chunk of migrating records (`migration::stream::encode_chunk`) to member `to`
 /// and returns its status byte.
-pub async fn migrate_records(node: &Node, to: NodeId, body: &[u8]) -> Result<u8, FabricError> {
+pub async fn migrate_records(
+    node: &Node,
+    to: NodeId,
+    partition: u16,
+    body: &[u8],
+) -> Result<u8, FabricError> {
     let addr = (node.cluster.load().fabric_of(to)).ok_or(FabricError::NoPeer(to.0))?;
     let deadline = Duration::from_millis(MIGRATE_RECORDS_ACK_TIMEOUT_MS);
     let request = frame(Kind::MigrateRecords, body);
-    match request_reply(node, addr, &request, Kind::MigrateRecordsAck, deadline).await?[..] {
+    let at = Some(partition);
+    match request_reply(node, addr, at, &request, Kind::MigrateRecordsAck, deadline).await?[..] {
         [b] => Ok(b),
         ref other => Err(FabricError::Ack(other.len())),
     }
@@ -514,13 +615,28 @@ pub async fn migrate_records(node: &Node, to: NodeId, body: &[u8]) -> Result<u8,
 
 /// One request and its reply on a pooled connection to `addr` (a fresh one when none is
 /// idle), the connection pooled again afterwards.
+/// The shard of the peer at `addr` that owns `partition` (`ANY_SHARD` for messages of no
+/// partition, and before this core has heard the peer's shard count).
+fn peer_shard(addr: SocketAddr, partition: Option<u16>) -> u16 {
+    let (Some(p), Some(shards)) = (
+        partition,
+        PEER_SHARDS.with(|m| m.borrow().get(&addr).copied()),
+    ) else {
+        return ANY_SHARD;
+    };
+    u16::try_from(apogee_engine::placement::home_shard(p, u32::from(shards)))
+        .expect("a shard below the peer's count")
+}
+
 async fn request_reply(
     node: &Node,
     addr: SocketAddr,
+    partition: Option<u16>,
     request: &[u8],
     reply_kind: Kind,
     deadline: Duration,
 ) -> Result<Vec<u8>, FabricError> {
+    let shard = peer_shard(addr, partition);
     let permits = IN_FLIGHT.with(|m| {
         (m.borrow_mut().entry(addr))
             .or_insert_with(|| Rc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_PEER_MAX)))
@@ -530,10 +646,10 @@ async fn request_reply(
         .await
         .map_err(|_| FabricError::Timeout)?;
     let fresh = || async {
-        let stream = connect(node, addr).await?;
+        let stream = connect(node, addr, shard).await?;
         exchange(stream, request, reply_kind, deadline).await
     };
-    let pooled = POOL.with(|p| p.borrow_mut().get_mut(&addr).and_then(Vec::pop));
+    let pooled = POOL.with(|p| p.borrow_mut().get_mut(&(addr, shard)).and_then(Vec::pop));
     let (stream, reply) = match pooled {
         // A pooled connection may have been closed by the peer while idle: then once more
         // on a fresh one (not after a timeout: the peer is slow, not gone).
@@ -546,7 +662,7 @@ async fn request_reply(
     }?;
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let idle = p.entry(addr).or_default();
+        let idle = p.entry((addr, shard)).or_default();
         if idle.len() < POOLED_PER_PEER_MAX {
             idle.push(stream);
         }
@@ -554,15 +670,21 @@ async fn request_reply(
     Ok(reply)
 }
 
-async fn connect(node: &Node, addr: SocketAddr) -> Result<TcpStream, FabricError> {
-    let mut stream = TcpStream::connect_timeout(addr, Duration::from_millis(CONNECT_TIMEOUT_MS))
+/// A new connection to `addr` for its shard `shard`: the hello sent and its answer read
+/// (the peer's shard count, remembered for the next connections).
+async fn connect(node: &Node, addr: SocketAddr, shard: u16) -> Result<TcpStream, FabricError> {
+    let timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
+    let stream = TcpStream::connect_timeout(addr, timeout)
         .await
         .map_err(|e| FabricError::Io(e.into()))?;
     stream
         .set_nodelay(true)
         .map_err(|e| FabricError::Io(e.into()))?;
-    let hello = hello_body(node.config.cluster.cluster_name.as_deref(), node.id);
-    stream.write_all(&frame(Kind::Hello, &hello)).await?;
+    let hello = hello_body(node.config.cluster.cluster_name.as_deref(), node.id, shard);
+    let request = frame(Kind::Hello, &hello);
+    let (stream, answer) = exchange(stream, &request, Kind::HelloAck, timeout).await?;
+    let shards = parse_hello_ack(&answer)?;
+    PEER_SHARDS.with(|m| m.borrow_mut().insert(addr, shards));
     Ok(stream)
 }
 
@@ -632,14 +754,14 @@ mod tests {
         bad[4] = 1;
         assert!(matches!(parse_head(&bad), Err(FabricError::Version(1))));
         let mut bad = head;
-        bad[5] = 14;
-        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(14))));
+        bad[5] = 15;
+        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(15))));
 
-        let h = hello_body(Some("dev"), NodeId(0xA1));
-        assert_eq!(parse_hello(&h).unwrap(), (Some("dev"), NodeId(0xA1)));
+        let h = hello_body(Some("dev"), NodeId(0xA1), 1);
+        assert_eq!(parse_hello(&h).unwrap(), (Some("dev"), NodeId(0xA1), 1));
         assert_eq!(
-            parse_hello(&hello_body(None, NodeId(7))).unwrap(),
-            (None, NodeId(7))
+            parse_hello(&hello_body(None, NodeId(7), ANY_SHARD)).unwrap(),
+            (None, NodeId(7), ANY_SHARD)
         );
         for cut in 0..h.len() {
             assert!(parse_hello(&h[..cut]).is_err(), "cut at {cut}");
@@ -647,6 +769,10 @@ mod tests {
         let mut long = h.clone();
         long.push(0);
         assert!(parse_hello(&long).is_err());
-        assert!(parse_hello(&hello_body(Some("dev"), NodeId(0))).is_err());
+        assert!(parse_hello(&hello_body(Some("dev"), NodeId(0), 0)).is_err());
+        assert_eq!(parse_hello_ack(&2u16.to_le_bytes()).unwrap(), 2);
+        for bad in [&[][..], &[2], &[0, 0], &[1, 0, 0], &[0xFF, 0xFF]] {
+            assert!(parse_hello_ack(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -274,7 +274,7 @@ pub async fn replicate(
                 }
                 continue;
             }
-            let send = send_one(node.clone(), ns, to, body.clone());
+            let send = send_one(node.clone(), ns, partition, to, body.clone());
             BACKGROUND_IN_FLIGHT.set(BACKGROUND_IN_FLIGHT.get() + 1);
             glommio::spawn_local(async move {
                 let _ = send.await;
@@ -285,12 +285,12 @@ pub async fn replicate(
         return Ok(());
     }
     let result = if let [to] = targets[..] {
-        send_one(node.clone(), ns, to, body).await
+        send_one(node.clone(), ns, partition, to, body).await
     } else {
         // Spawned first so the replicas are written concurrently, then awaited in turn.
         let tasks: Vec<_> = targets
             .into_iter()
-            .map(|to| glommio::spawn_local(send_one(node.clone(), ns, to, body.clone())))
+            .map(|to| glommio::spawn_local(send_one(node.clone(), ns, partition, to, body.clone())))
             .collect();
         let mut result = Ok(());
         for t in tasks {
@@ -313,11 +313,12 @@ pub async fn replicate(
 async fn send_one(
     node: Arc<Node>,
     ns: usize,
+    partition: u16,
     to: NodeId,
     frame: Rc<Vec<u8>>,
 ) -> Result<(), ResultCode> {
     let stats = &node.namespaces[ns].replication;
-    match super::fabric::replica_write(&node, to, &frame).await {
+    match super::fabric::replica_write(&node, to, partition, &frame).await {
         Ok(status) if status.holds_it() => {
             stats.sent_success.fetch_add(1, Relaxed);
             Ok(())
@@ -387,6 +388,7 @@ pub async fn receive(core: &Core, body: &[u8]) -> Result<ReplicaStatus, ImageErr
     if owner == core.shard {
         return Ok(core.apply_replica(ns, &record).await);
     }
+    node.proxy_stats.cross_core.fetch_add(1, Relaxed);
     let (tx, rx) = flume::bounded(1);
     let work = ShardWork::Replica(ReplicaApply {
         namespace: ns,

@@ -93,6 +93,10 @@ async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8>
     if owner == core.shard {
         return core.execute(ns, &msg).await;
     }
+    if !may_proxy {
+        // A peer's proxied request on a connection this shard does not own.
+        (core.node.proxy_stats.cross_core).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let (tx, rx) = flume::bounded(1);
     let request = ShardRequest {
         namespace: ns,

@@ -219,6 +219,9 @@ pub async fn receive(core: &Core, from: NodeId, body: &[u8]) -> Result<ChunkStat
         }
     }
     let owner = node.shard_of(partition);
+    if owner != core.shard {
+        node.proxy_stats.cross_core.fetch_add(1, Relaxed);
+    }
     if owner == core.shard {
         return Ok(core.apply_migrated(ns, &records).await);
     }
@@ -282,7 +285,8 @@ async fn stream_partition(core: &Core, job: &Emigration) -> Result<(), EmigrateE
         }
         let body = encode_chunk(job.key, namespace, job.partition.0, &records);
         drop(records);
-        let status = crate::cluster::fabric::migrate_records(node, job.to, &body).await?;
+        let status =
+            crate::cluster::fabric::migrate_records(node, job.to, job.partition.0, &body).await?;
         match ChunkStatus::from_byte(status) {
             Some(ChunkStatus::Applied) => {}
             other => return Err(EmigrateError::Refused(other)),
