@@ -11,8 +11,8 @@ import time
 import aerospike
 import pytest
 
-from test_cluster import (Cluster, balance, one, partition_of, stats, wait_client_nodes,
-                          MIGRATE_SECS_MAX)
+from test_cluster import (Cluster, balance, one, partition_of, replicas, stats,
+                          wait_client_nodes, MIGRATE_SECS_MAX)
 
 IDS = [0xA1, 0xB2, 0xC3, 0xD4]
 KEYS = 2000
@@ -189,9 +189,24 @@ def test_with_no_full_copy_left_the_master_serves_at_once_resolving_each_record(
         t0 = time.monotonic()
         cluster.start()
         cluster.wait_formed(ids)
+        # Every partition claimed by a master (the plan is in on both nodes), and the client
+        # has that map: before it, a put fails at once in the client (-8, no node for the
+        # partition) rather than being retried.
+        deadline = time.monotonic() + 30
+        while set().union(*(replicas(n.port)[0] for n in cluster.nodes)) != set(range(4096)):
+            assert time.monotonic() < deadline, "partitions left unclaimed after the restart"
+            time.sleep(0.05)
         client = aerospike.client({"hosts": [("127.0.0.1", cluster.nodes[1].port)],
                                    "policies": {"write": policy, "read": policy}}).connect()
         wait_client_nodes(client, 2)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                client.put(keys[0], {"v": 100})
+                break
+            except aerospike.exception.InvalidNodeError:
+                assert time.monotonic() < deadline, "the client never learned the map"
+                time.sleep(0.1)
         for k in keys:
             client.put(k, {"v": 100})
         wrote = time.monotonic() - t0

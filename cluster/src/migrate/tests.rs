@@ -674,3 +674,53 @@ fn full_copies_of_two_sides_of_a_split_are_merged_with_duplicate_resolution() {
         .all(|n| n.working_master(p) == Some(master)));
     assert!(c.nodes.values().all(|n| n.is_stable()));
 }
+
+#[test]
+fn a_node_alone_after_a_stall_never_takes_an_empty_copy_for_a_full_one() {
+    // A, B, C in view 1. C stalls and forms view 2 alone while A and B stay in view 1 (they
+    // never saw it leave), then all meet in view 3. In view 2 C served every partition, those
+    // it had no record of too: its copies of those are what view 2 wrote, not every write
+    // A and B hold. Taking them for full made C serve them in view 3 from nearly nothing
+    // (writes acknowledged at generation 1 over records at generation 6, lost at the merge).
+    let mut c = Cluster::new(&[A, B, C], MigrateConfig::default());
+    c.view(1);
+    c.settle();
+    let mut lone = Cluster {
+        nodes: [(C, c.nodes.remove(&C).unwrap())].into_iter().collect(),
+        net: VecDeque::new(),
+        streams: Vec::new(),
+        map: None,
+        key: key(1),
+    };
+    lone.view(2);
+    lone.settle();
+    let p = find(c.map(), |h| !h.contains(&C));
+    assert!(
+        lone.nodes[&C].is_working_master(p),
+        "alone, it serves everything"
+    );
+    assert_eq!(
+        lone.nodes[&C].copy(p),
+        Copy::Subset,
+        "from nothing: not full"
+    );
+    c.nodes.insert(C, lone.nodes.remove(&C).unwrap());
+    c.view(3);
+    c.deliver_all();
+    let working = c.nodes[&A].working_master(p);
+    assert_ne!(working, Some(C), "C's copy of {p:?} is no full copy");
+    assert!(c.nodes.values().all(|n| n.working_master(p) == working));
+    c.settle();
+    assert!(c.nodes.values().all(|n| n.is_stable()));
+}
+
+#[test]
+fn every_member_in_its_first_view_is_a_new_cluster_whose_empty_copies_are_full() {
+    let mut c = Cluster::new(&[A, B], MigrateConfig::default());
+    c.view(1);
+    c.settle();
+    let p = find(c.map(), |_| true);
+    let master = c.map().master(p);
+    assert_eq!(c.nodes[&master].copy(p), Copy::Full);
+    assert!(c.nodes.values().all(|n| n.is_stable()));
+}
