@@ -29,11 +29,8 @@
 //!    merges every subset left and meanwhile resolves each transaction's record against the
 //!    sources not merged yet ([`Migrator::for_each_dup_res_source`]). A full copy of a member
 //!    that missed a view the others went through, or full copies from diverged previous
-//!    views (a split), count as subsets. A partition no member has any record of starts
-//!    settled, served by the eventual master: in a new cluster (every member in its first
-//!    view) every holder is full (and empty); otherwise (a node alone after a stall, or
-//!    survivors that never held it) the holders' copies are subsets, since nodes outside the
-//!    view may hold writes they lack.
+//!    views (a split), count as subsets. A partition nobody has any record of (a new
+//!    cluster) starts settled: every holder is full (and empty).
 //! 3. Phase one: when the working master is not the eventual master, it emigrates to it;
 //!    when no full copy is left, every subset holder emigrates to the eventual master. When
 //!    the eventual master has received all of them it is the working master (it tells every
@@ -674,12 +671,16 @@ impl Migrator {
         // A member whose previous view another member went past without it (began a later
         // view before this one) may have missed writes served there: its full copies are
         // planned as subsets, and it takes them for subsets itself.
+        // Unless another member comes from that same view: then that view lived on with
+        // them, serving writes the one that went past lacks (it was the one cut off, alone
+        // in a view of its own), and the copies are merged as diverged lineages instead.
         let stale: BTreeSet<NodeId> = (current.reports.iter())
             .filter(|(n, r)| {
                 r.2.get(1).is_some_and(|prev| {
                     (current.reports.iter()).any(|(m, o)| {
                         m != *n && o.2.iter().position(|k| k == prev).is_some_and(|i| i >= 2)
-                    })
+                    }) && !(current.reports.iter())
+                        .any(|(m, o)| m != *n && o.2.get(1) == Some(prev))
                 })
             })
             .map(|(&n, _)| n)
@@ -689,8 +690,6 @@ impl Migrator {
                 *c = (*c).min(Copy::Subset);
             }
         }
-        // Every member is in its first view (history: this view only): a new cluster.
-        let fresh_cluster = current.reports.values().all(|r| r.2.len() <= 1);
         let mut phase_one = Vec::new();
         let mut ready_now = Vec::new();
         let mut settled_now = Vec::new();
@@ -780,20 +779,12 @@ impl Migrator {
                 .filter(|&r| copy_of(r) != Copy::Full)
                 .collect();
             if row.iter().all(|&n| copy_of(n) == Copy::Absent) {
-                // No member has a record of it. In a new cluster (every member's first
-                // view) nobody ever had one: every holder starts full and empty, with
-                // nothing to move. Otherwise nodes outside this view may hold it (a node
-                // alone after a stall, or what is left after holders died): the master
-                // serves what it gets, but no holder's copy is full, so a later view with a
-                // real full copy merges these in rather than taking them for complete.
+                // Nobody ever had a record of it (a new cluster or namespace): every holder
+                // starts full and empty, with nothing to move.
                 state.working = Some(master);
                 state.replicas_pending.clear();
                 if holders.contains(&id) {
-                    self.copies[p] = if fresh_cluster {
-                        Copy::Full
-                    } else {
-                        Copy::Subset
-                    };
+                    self.copies[p] = Copy::Full;
                 }
                 settled_now.push(partition);
                 continue;
