@@ -431,13 +431,18 @@ class Run:
         return time.monotonic() - start
 
     def probe_ok(self):
+        """Whether a write+read succeeds on a key of every master; the last failure (master,
+        partition, what went wrong) is kept for the harness error."""
         for master, key in self.probes.items():
             value = random.getrandbits(48)
             try:
                 self.client.put(key, {"p": value}, policy={"total_timeout": 1000})
-                if self.client.get(key, policy={"total_timeout": 1000})[2] != {"p": value}:
+                got = self.client.get(key, policy={"total_timeout": 1000})[2]
+                if got != {"p": value}:
+                    self.probe_failure = (master, partition_of(key), f"read back {got}")
                     return False
-            except aerospike.exception.AerospikeError:
+            except aerospike.exception.AerospikeError as e:
+                self.probe_failure = (master, partition_of(key), f"{e.code} {e.msg}")
                 return False
         return True
 
@@ -453,7 +458,8 @@ class Run:
         while not self.probe_ok():
             if time.monotonic() - start > RECOVER_SECS_MAX:
                 raise HarnessError(f"no write+read on every master {RECOVER_SECS_MAX}s after "
-                                   "a heal")
+                                   f"a heal; last failure (master, partition, error): "
+                                   f"{getattr(self, 'probe_failure', None)}")
             time.sleep(0.05)
         return formed, time.monotonic() - start
 
