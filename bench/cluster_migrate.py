@@ -38,7 +38,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_probe import NAMESPACE, SET, claims, digest, info, partition_of  # noqa: E402
+from cluster_probe import (NAMESPACE, SET, claims, digest, info, partition_of,  # noqa: E402
+                           recv_exact)
 
 POLL_INTERVAL_S = 0.05
 MAP_REFRESH_S = 1.0
@@ -72,16 +73,6 @@ def request(key, write):
     msg = bytes([22, info1, info2, 0, 0, 0]) + struct.pack(
         ">IIIHH", 0, 0, int(REQUEST_TIMEOUT_S * 1000), 3, 1 if write else 0) + fields + ops
     return partition_of(d), struct.pack(">Q", (2 << 56) | (3 << 48) | len(msg)) + msg
-
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        c = s.recv(n - len(buf))
-        if not c:
-            raise OSError("connection closed")
-        buf += c
-    return bytes(buf)
 
 
 class Load:

@@ -247,20 +247,22 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
     let expected = batch.rows.len() as u64;
     let mut answered: u64 = 0;
 
-    // Classify every row once: answered here, or grouped by the shard that owns it.
+    // Classify every row: answered here, or grouped by the shard that owns it.
     let mut groups: Vec<Vec<(usize, BatchRow)>> =
         (0..core.node.config.cores).map(|_| Vec::new()).collect();
     let mut local = RowBlock::new();
-    // A row this node's table refuses waits for the table to catch up with the peers' (a
-    // view change or a hand-off in flight) before it is answered 11, as a keyed request does.
+    // In a cluster, a row this node's table refuses waits for the table to catch up with the
+    // peers' (a view change or a hand-off in flight) before it is answered 11, as a keyed
+    // request does: one more pass over the rows. A node alone has one table for ever.
     let all_here = |t: &Arc<PartitionTable>| {
         (batch.rows.iter())
             .all(|row| classify(core, t, row) != Err(ResultCode::PartitionUnavailable))
             .then(|| t.clone())
     };
-    let table = match core.node.settled(all_here).await {
-        Some(table) => table,
-        None => core.node.partitions.load_full(),
+    let table = if core.node.config.cluster.heartbeat.is_none() {
+        core.node.partitions.load_full()
+    } else {
+        (core.node.settled(all_here).await).unwrap_or_else(|| core.node.partitions.load_full())
     };
     for row in batch.rows {
         match classify(core, &table, &row) {

@@ -106,6 +106,20 @@ impl Cluster {
         panic!("did not settle");
     }
 
+    /// Takes `id` out into a cluster of its own (a node cut off, or stalled, that goes on
+    /// alone).
+    fn split_off(&mut self, id: NodeId) -> Cluster {
+        Cluster {
+            nodes: [(id, self.nodes.remove(&id).unwrap())]
+                .into_iter()
+                .collect(),
+            net: VecDeque::new(),
+            streams: Vec::new(),
+            map: None,
+            key: self.key,
+        }
+    }
+
     fn map(&self) -> &PartitionMap {
         self.map.as_ref().unwrap()
     }
@@ -643,13 +657,7 @@ fn full_copies_of_two_sides_of_a_split_are_merged_with_duplicate_resolution() {
     let mut c = Cluster::new(&[A, B, C], MigrateConfig::default());
     c.view(1);
     c.settle();
-    let mut lone = Cluster {
-        nodes: [(C, c.nodes.remove(&C).unwrap())].into_iter().collect(),
-        net: VecDeque::new(),
-        streams: Vec::new(),
-        map: None,
-        key: key(1),
-    };
+    let mut lone = c.split_off(C);
     lone.view(3);
     lone.settle();
     c.view(2);
@@ -686,13 +694,7 @@ fn members_that_stayed_together_in_a_view_are_not_stale_to_one_that_left_it_alon
     let mut c = Cluster::new(&[A, B, C], MigrateConfig::default());
     c.view(1);
     c.settle();
-    let mut lone = Cluster {
-        nodes: [(C, c.nodes.remove(&C).unwrap())].into_iter().collect(),
-        net: VecDeque::new(),
-        streams: Vec::new(),
-        map: None,
-        key: key(1),
-    };
+    let mut lone = c.split_off(C);
     lone.view(2);
     lone.settle();
     let p = find(c.map(), |h| !h.contains(&C));

@@ -43,6 +43,22 @@ fn propose(k: u64, ids: &[u64], principal_view: Option<u64>) -> Message {
     }
 }
 
+/// Node 1, a committed member of view 0x31 = {3, 2, 1} led by 3, at 3 ms.
+fn member_of_view_0x31() -> Node {
+    let mut n = node(1, &[2, 3]);
+    let mut out = Output::default();
+    n.on_message(ms(1), NodeId(3), status(None, &[1, 2]), &mut out)
+        .unwrap();
+    n.on_message(ms(2), NodeId(3), propose(0x31, &[3, 2, 1], None), &mut out)
+        .unwrap();
+    let commit = Message::Commit {
+        cluster_key: key(0x31),
+    };
+    n.on_message(ms(3), NodeId(3), commit, &mut out).unwrap();
+    assert!(n.is_member());
+    n
+}
+
 fn quantum_ms() -> u64 {
     ViewConfig::default().quantum.as_millis() as u64
 }
@@ -475,17 +491,7 @@ fn a_lost_peer_is_decided_on_within_a_quarter_quantum_not_at_the_next_boundary()
 fn a_member_whose_principal_went_on_without_it_is_superseded_at_once() {
     // Node 1, member of {3, 2, 1}, was paused: 3 and 2 went on in view 0x32. The first status
     // of 3 naming 0x32 tells 1 to stop serving by 0x31, once, without waiting a quantum.
-    let mut n = node(1, &[2, 3]);
-    let mut out = Output::default();
-    n.on_message(ms(1), NodeId(3), status(None, &[1, 2]), &mut out)
-        .unwrap();
-    n.on_message(ms(2), NodeId(3), propose(0x31, &[3, 2, 1], None), &mut out)
-        .unwrap();
-    let commit = Message::Commit {
-        cluster_key: key(0x31),
-    };
-    n.on_message(ms(3), NodeId(3), commit, &mut out).unwrap();
-    assert!(n.is_member());
+    let mut n = member_of_view_0x31();
     // Statuses sent before the commit may still arrive: not a sign of anything.
     let mut out = Output::default();
     n.on_message(ms(10), NodeId(3), status(None, &[1, 2]), &mut out)
@@ -540,16 +546,8 @@ fn a_member_that_accepted_the_view_its_principal_moved_to_is_not_superseded() {
     // Node 1, member of {3, 2, 1}; node 4 joins and, the highest id, proposes {4, 3, 2, 1}.
     // 1 accepts; the old principal 3's status naming the new view overtakes 4's commit: 1 is
     // a member of that view, so it keeps serving until the commit comes.
-    let mut n = node(1, &[2, 3]);
+    let mut n = member_of_view_0x31();
     let mut out = Output::default();
-    n.on_message(ms(1), NodeId(3), status(None, &[1, 2]), &mut out)
-        .unwrap();
-    n.on_message(ms(2), NodeId(3), propose(0x31, &[3, 2, 1], None), &mut out)
-        .unwrap();
-    let commit = Message::Commit {
-        cluster_key: key(0x31),
-    };
-    n.on_message(ms(3), NodeId(3), commit, &mut out).unwrap();
     let late = 3 + quantum_ms();
     n.set_adjacency(ms(late), [NodeId(2), NodeId(3), NodeId(4)], &mut out)
         .unwrap();

@@ -137,12 +137,10 @@ pub async fn serve(core: &Core, body: &[u8]) -> Result<Vec<u8>, DupResError> {
     };
     let name = &node.config.namespaces[ns].name;
     let owner = node.shard_of(digest.partition().0);
-    if owner != core.shard {
-        node.proxy_stats.cross_core.fetch_add(1, Relaxed);
-    }
     let found = if owner == core.shard {
         core.dup_res_lookup(ns, &digest).await
     } else {
+        node.proxy_stats.cross_core.fetch_add(1, Relaxed);
         let (tx, rx) = flume::bounded(1);
         let work = ShardWork::DupRes(DupResLookup {
             namespace: ns,

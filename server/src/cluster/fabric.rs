@@ -484,9 +484,9 @@ thread_local! {
     static IN_FLIGHT: RefCell<HashMap<SocketAddr, Rc<Semaphore>>> = RefCell::new(HashMap::new());
 }
 
-/// Forwards `msg` to `master` and returns its reply frame; on any failure, a result-11 reply
-/// (the client refreshes its map and retries).
-pub async fn proxy(core: &Core, master: NodeId, msg: &Message) -> Vec<u8> {
+/// Forwards `msg` (a request for `partition`) to `master` and returns its reply frame; on any
+/// failure, a result-11 reply (the client refreshes its map and retries).
+pub async fn proxy(core: &Core, master: NodeId, partition: u16, msg: &Message) -> Vec<u8> {
     let stats = &core.node.proxy_stats;
     let Some(addr) = core.node.cluster.load().fabric_of(master) else {
         stats.error.fetch_add(1, Relaxed);
@@ -494,11 +494,10 @@ pub async fn proxy(core: &Core, master: NodeId, msg: &Message) -> Vec<u8> {
     };
     let request = frame(Kind::ProxyRequest, &msg.encode());
     let deadline = Duration::from_millis(PROXY_REPLY_TIMEOUT_MS);
-    let partition = crate::command::digest_of(msg).ok().map(|d| d.partition().0);
     match request_reply(
         &core.node,
         addr,
-        partition,
+        Some(partition),
         &request,
         Kind::ProxyReply,
         deadline,

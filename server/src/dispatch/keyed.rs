@@ -83,7 +83,7 @@ async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8>
         // Another node's partition: forwarded to its master over the fabric, as Aerospike
         // proxies.
         Some(Route::Proxy(master)) => {
-            return crate::cluster::fabric::proxy(core, master, &msg).await
+            return crate::cluster::fabric::proxy(core, master, partition, &msg).await
         }
         // No master (no cluster yet, or orphaned), or already proxied here: result 11, on
         // which the official clients refresh their partition map and retry.

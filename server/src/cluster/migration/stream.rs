@@ -219,12 +219,10 @@ pub async fn receive(core: &Core, from: NodeId, body: &[u8]) -> Result<ChunkStat
         }
     }
     let owner = node.shard_of(partition);
-    if owner != core.shard {
-        node.proxy_stats.cross_core.fetch_add(1, Relaxed);
-    }
     if owner == core.shard {
         return Ok(core.apply_migrated(ns, &records).await);
     }
+    node.proxy_stats.cross_core.fetch_add(1, Relaxed);
     let (tx, rx) = flume::bounded(1);
     let work = ShardWork::Immigrate(Immigration {
         ns,
