@@ -446,6 +446,25 @@ class Run:
                 return False
         return True
 
+    def partition_views(self):
+        """What every node says of the last failing probe's partition (`partition-info` row:
+        state, holders, place, working master) and of its cluster, for the harness error."""
+        failure = getattr(self, "probe_failure", None)
+        if failure is None:
+            return "no probe failed"
+        part = failure[1]
+        views = []
+        for n in self.nodes:
+            try:
+                rows = info(n.host, n.port, f"partition-info:namespace={NS}", timeout=5)
+                row = next((r for r in rows.split(";") if r.startswith(f"{NS}:{part}:")), "?")
+                s = stats(n.host, n.port)
+                views.append(f"{n.id:X}: {row} key={s.get('cluster_key')} "
+                             f"migrate_remaining={s.get('migrate_partitions_remaining')}")
+            except (OSError, ConnectionError) as e:
+                views.append(f"{n.id:X}: {e}")
+        return "partition views: " + " | ".join(views)
+
     def recover(self):
         """(seconds until the cluster is whole, seconds until a write+read succeeds on a key
         of every master) after a heal."""
@@ -459,7 +478,8 @@ class Run:
             if time.monotonic() - start > RECOVER_SECS_MAX:
                 raise HarnessError(f"no write+read on every master {RECOVER_SECS_MAX}s after "
                                    f"a heal; last failure (master, partition, error): "
-                                   f"{getattr(self, 'probe_failure', None)}")
+                                   f"{getattr(self, 'probe_failure', None)}; "
+                                   f"{self.partition_views()}")
             time.sleep(0.05)
         return formed, time.monotonic() - start
 

@@ -252,6 +252,7 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("apogee-core-{shard}"))
             .io_memory(io_memory)
+            .detect_stalls(StallReport::from_env())
             .spawn(move || async move {
                 let _exit = exit;
                 let core = match Core::open(shard, node.clone()).await {
@@ -353,4 +354,30 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
     }
     tracing::info!("apogee stopped cleanly");
     Ok(())
+}
+
+/// A diagnostic: with `APOGEE_STALL_REPORT_MS=<ms>` set, a core whose running task holds it
+/// past its task queue's time slice by that many milliseconds logs where it was (its
+/// stack, sampled by glommio's stall detector at that moment, logged through `log` as one
+/// long line: `grep -o 'apogee[a-z_:]*'` picks out Apogee's frames). Off by default:
+/// the sampling signal costs a timer per task-queue run. For stalls of the cluster task
+/// (`cluster task stalled`) whose cause is not the machine being starved.
+#[derive(Debug)]
+struct StallReport {
+    after: Duration,
+}
+
+impl StallReport {
+    fn from_env() -> Option<Box<dyn glommio::StallDetectionHandler>> {
+        let ms: u64 = std::env::var("APOGEE_STALL_REPORT_MS").ok()?.parse().ok()?;
+        Some(Box::new(StallReport {
+            after: Duration::from_millis(ms),
+        }))
+    }
+}
+
+impl glommio::StallDetectionHandler for StallReport {
+    fn threshold(&self, _queue: glommio::TaskQueueHandle, _slice: Duration) -> Option<Duration> {
+        Some(self.after)
+    }
 }

@@ -53,9 +53,12 @@
 //! its column (CE keeps an acting replica claiming it); and replication during a change also
 //! goes to nodes that still keep a full copy they will drop (CE sends to the new replicas).
 
+mod queue;
 #[cfg(test)]
 mod tests;
 pub mod wire;
+
+use queue::{Class, EmigrationQueue, State as EmigrationState};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -255,26 +258,6 @@ struct PartitionState {
     merging: bool,
 }
 
-/// An emigration this node owes, waiting for a thread and the destination's consent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Emigration {
-    partition: PartitionId,
-    to: NodeId,
-}
-
-/// Where an owed emigration stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum EmigrationState {
-    /// In the queue; will ask the destination when a thread is free.
-    Queued,
-    /// `Start` sent, no answer yet (holds a thread).
-    Asked,
-    /// Accepted; the server streams it (holds a thread).
-    Streaming,
-    /// Refused or failed; asked again on the next tick.
-    Deferred,
-}
-
 /// One member's versions: its copy of each partition and the bitmap of those it served.
 type Report = (
     Box<[Copy]>,
@@ -293,8 +276,7 @@ struct Current {
     planned: bool,
     partitions: Vec<PartitionState>,
     /// Emigrations owed, phase one first then phase two, each in partition order.
-    emigrations: VecDeque<Emigration>,
-    emigration_state: BTreeMap<(u16, NodeId), EmigrationState>,
+    emigrations: EmigrationQueue,
     /// Immigrations accepted and not yet done: counts against `incoming_partitions_max`.
     incoming_active: BTreeSet<(u16, NodeId)>,
     /// Those of `incoming_active` accepted as light: they hold no incoming slot.
@@ -305,25 +287,24 @@ struct Current {
     /// Destinations that refused a start since the last tick: not asked again before it, so
     /// a full destination costs one refusal per tick, not one per partition owed to it.
     refused_by: BTreeSet<NodeId>,
-    /// Emigrations last asked as light: they hold no `migrate-threads` slot.
-    light_asked: BTreeSet<(u16, NodeId)>,
-    /// Emigrations last asked as urgent merges: they hold one of `URGENT_EMIGRATIONS_MAX`.
-    urgent_asked: BTreeSet<(u16, NodeId)>,
+}
+
+/// How an emigration of partition `p` is paced now: light when it holds no record here
+/// (`light`, the server's hint), urgent when it feeds a merge, else paced.
+fn class_of(light: &[bool], partitions: &[PartitionState], p: usize) -> Class {
+    if light[p] {
+        Class::Light
+    } else if partitions[p].merging {
+        Class::Urgent
+    } else {
+        Class::Paced
+    }
 }
 
 impl Current {
-    /// Emigrations asked or streaming whose key `pick` takes.
-    fn active_emigrations(&self, pick: impl Fn(&(u16, NodeId)) -> bool) -> usize {
-        (self.emigration_state.iter())
-            .filter(|(k, s)| {
-                matches!(s, EmigrationState::Asked | EmigrationState::Streaming) && pick(k)
-            })
-            .count()
-    }
-
     /// Emigrations holding a `migrate-threads` slot: active, neither light nor urgent.
     fn threads_in_use(&self) -> usize {
-        self.active_emigrations(|k| !self.light_asked.contains(k) && !self.urgent_asked.contains(k))
+        self.emigrations.active(Class::Paced)
     }
 
     /// Immigrations holding an incoming slot (accepted, not light, not done).
@@ -393,7 +374,15 @@ impl Migrator {
     /// Whether `partition` has no record on this node now: its emigrations, when asked from
     /// now on, are light (see the field). Pacing only; never changes what is sent.
     pub fn set_light(&mut self, partition: PartitionId, light: bool) {
-        self.light[usize::from(partition.0)] = light;
+        let p = usize::from(partition.0);
+        if self.light[p] == light {
+            return;
+        }
+        self.light[p] = light;
+        if let Some(current) = self.current.as_mut() {
+            let class = class_of(&self.light, &current.partitions, p);
+            current.emigrations.reclass(partition.0, class);
+        }
     }
 
     /// This node's copy of `partition` (what it would report if a view began now).
@@ -465,14 +454,11 @@ impl Migrator {
             reports,
             planned: false,
             partitions: vec![PartitionState::default(); PARTITION_COUNT as usize],
-            emigrations: VecDeque::new(),
-            emigration_state: BTreeMap::new(),
+            emigrations: EmigrationQueue::default(),
             incoming_active: BTreeSet::new(),
             incoming_light: BTreeSet::new(),
             early: Vec::new(),
             refused_by: BTreeSet::new(),
-            light_asked: BTreeSet::new(),
-            urgent_asked: BTreeSet::new(),
         });
         if had_claims {
             out.actions.push(Action::ClaimsChanged);
@@ -575,7 +561,7 @@ impl Migrator {
                 accepted,
             } => {
                 let key = (partition.0, from);
-                if current.emigration_state.get(&key) != Some(&EmigrationState::Asked) {
+                if current.emigrations.state(key) != Some(EmigrationState::Asked) {
                     return Err(MigrateError::Unexpected {
                         what: "StartReply",
                         partition: partition.0,
@@ -583,18 +569,14 @@ impl Migrator {
                     });
                 }
                 if accepted {
-                    current
-                        .emigration_state
-                        .insert(key, EmigrationState::Streaming);
+                    current.emigrations.streaming(key);
                     out.actions.push(Action::Emigrate {
                         cluster_key,
                         partition,
                         to: from,
                     });
                 } else {
-                    current
-                        .emigration_state
-                        .insert(key, EmigrationState::Deferred);
+                    current.emigrations.defer(key);
                     current.refused_by.insert(from);
                     self.pump(out);
                 }
@@ -795,10 +777,7 @@ impl Migrator {
                 continue;
             }
             if sources.contains(&id) {
-                phase_one.push(Emigration {
-                    partition,
-                    to: master,
-                });
+                phase_one.push((partition.0, master));
             }
             if master == id {
                 state.expecting_from = state.sources_pending.clone();
@@ -809,7 +788,10 @@ impl Migrator {
                 state.expecting_from.insert(master);
             }
         }
-        current.emigrations.extend(phase_one);
+        for e in phase_one {
+            let class = class_of(&self.light, &current.partitions, usize::from(e.0));
+            current.emigrations.push(e, class);
+        }
         out.actions.push(Action::ClaimsChanged);
         for partition in settled_now {
             self.settle(partition, out);
@@ -847,6 +829,9 @@ impl Migrator {
         let state = &mut current.partitions[p];
         state.working = Some(id);
         state.merging = false;
+        let class = class_of(&self.light, &current.partitions, p);
+        let state = &mut current.partitions[p];
+        current.emigrations.reclass(partition.0, class);
         if announce {
             for &member in current.succession.nodes() {
                 if member != id {
@@ -863,7 +848,7 @@ impl Migrator {
             self.broadcast_settled(partition, out);
         } else {
             for &to in &state.replicas_pending {
-                current.emigrations.push_back(Emigration { partition, to });
+                current.emigrations.push((partition.0, to), class);
             }
         }
     }
@@ -916,63 +901,41 @@ impl Migrator {
         }
     }
 
-    /// Starts what the limits allow: asks destinations of queued emigrations while fewer
-    /// than `outgoing_partitions_max` are asked or streaming.
+    /// Starts what the limits allow: asks the destinations of queued emigrations, in queue
+    /// order per class, while their class has a slot free (light ones always), skipping
+    /// destinations that refused since the last tick.
     fn pump(&mut self, out: &mut Output) {
         let Some(current) = self.current.as_mut() else {
             return;
         };
-        let mut in_use = current.threads_in_use();
-        let mut urgent_in_use = current.active_emigrations(|k| current.urgent_asked.contains(k));
-        let mut index = 0;
-        while index < current.emigrations.len() {
-            let e = current.emigrations[index];
-            index += 1;
-            let p = usize::from(e.partition.0);
-            // Light: nothing to send. Urgent: a merge, whose every transaction costs a round
-            // trip to each source until it ends; up to `URGENT_EMIGRATIONS_MAX` of them run
-            // beside `migrate-threads` (unpaced, a split's thousands of merges at once
-            // stalled a 3-node debug cluster for 12 s).
-            let light = self.light[p];
-            let urgent = !light && current.partitions[p].merging;
-            let blocked = if light {
-                false
-            } else if urgent {
-                urgent_in_use >= URGENT_EMIGRATIONS_MAX
-            } else {
-                in_use >= self.config.outgoing_partitions_max
-            };
-            if current.refused_by.contains(&e.to) || blocked {
-                continue;
-            }
-            let key = (e.partition.0, e.to);
-            let state = *current
-                .emigration_state
-                .entry(key)
-                .or_insert(EmigrationState::Queued);
-            if state == EmigrationState::Queued {
-                current.emigration_state.insert(key, EmigrationState::Asked);
+        // Light: nothing to send. Urgent: a merge, whose every transaction costs a round
+        // trip to each source until it ends; up to `URGENT_EMIGRATIONS_MAX` of them run
+        // beside `migrate-threads` (unpaced, a split's thousands of merges at once stalled a
+        // 3-node debug cluster for 12 s).
+        for (class, max) in [
+            (Class::Light, usize::MAX),
+            (Class::Urgent, URGENT_EMIGRATIONS_MAX),
+            (Class::Paced, self.config.outgoing_partitions_max),
+        ] {
+            while current.emigrations.active(class) < max {
+                let Some((partition, to)) =
+                    current.emigrations.ask_next(class, &current.refused_by)
+                else {
+                    break;
+                };
                 out.messages.push(Outgoing {
-                    to: e.to,
+                    to,
                     cluster_key: current.cluster_key,
                     message: Message::Start {
-                        partition: e.partition,
-                        light: light || urgent,
+                        partition: PartitionId(partition),
+                        light: class != Class::Paced,
                     },
                 });
-                current.light_asked.remove(&key);
-                current.urgent_asked.remove(&key);
-                if light {
-                    current.light_asked.insert(key);
-                } else if urgent {
-                    current.urgent_asked.insert(key);
-                    urgent_in_use += 1;
-                } else {
-                    in_use += 1;
-                }
             }
         }
-        debug_assert!(in_use <= self.config.outgoing_partitions_max);
+        debug_assert!(current.threads_in_use() <= self.config.outgoing_partitions_max);
+        #[cfg(test)]
+        current.emigrations.check();
     }
 
     /// Deferred emigrations (refused or failed) are asked again; call it every few hundred
@@ -980,11 +943,8 @@ impl Migrator {
     pub fn on_tick(&mut self, out: &mut Output) {
         if let Some(current) = self.current.as_mut() {
             current.refused_by.clear();
-            for state in current.emigration_state.values_mut() {
-                if *state == EmigrationState::Deferred {
-                    *state = EmigrationState::Queued;
-                }
-            }
+            let (light, partitions) = (&self.light, &current.partitions);
+            (current.emigrations).requeue_deferred(|p| class_of(light, partitions, usize::from(p)));
         }
         self.pump(out);
     }
@@ -1000,17 +960,14 @@ impl Migrator {
         let id = self.id;
         let current = self.current_for(cluster_key)?;
         let key = (partition.0, to);
-        if current.emigration_state.get(&key) != Some(&EmigrationState::Streaming) {
+        if current.emigrations.state(key) != Some(EmigrationState::Streaming) {
             return Err(MigrateError::Unexpected {
                 what: "emigration_finished",
                 partition: partition.0,
                 from: to,
             });
         }
-        current.emigration_state.remove(&key);
-        current
-            .emigrations
-            .retain(|e| !(e.partition == partition && e.to == to));
+        current.emigrations.finish(key);
         out.messages.push(Outgoing {
             to,
             cluster_key,
@@ -1049,16 +1006,14 @@ impl Migrator {
     ) -> Result<(), MigrateError> {
         let current = self.current_for(cluster_key)?;
         let key = (partition.0, to);
-        if current.emigration_state.get(&key) != Some(&EmigrationState::Streaming) {
+        if current.emigrations.state(key) != Some(EmigrationState::Streaming) {
             return Err(MigrateError::Unexpected {
                 what: "emigration_failed",
                 partition: partition.0,
                 from: to,
             });
         }
-        current
-            .emigration_state
-            .insert(key, EmigrationState::Deferred);
+        current.emigrations.defer(key);
         self.pump(out);
         Ok(())
     }
