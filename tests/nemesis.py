@@ -30,7 +30,10 @@ Every loop is bounded in count and time; only processes this script started are 
 pid; namespaces are deleted on every exit path (a SIGKILLed run's are removed by the next run,
 which deletes `apnem<pid>-*` namespaces whose pid is gone). Prints a summary (and writes it as
 JSON with --json) and exits 1 on any lost acknowledged write or generation regression, 2 on a
-harness failure (a node that would not start, a cluster that did not recover)."""
+harness failure (a node that would not start, a cluster that did not recover). A write lost to
+split brain (acknowledged during a `split`, its key read back at a generation at least as high:
+the generation policy kept the other side's version, as Aerospike AP does) is reported apart and
+does not fail the run."""
 
 import argparse
 import ctypes
@@ -599,6 +602,7 @@ class Run:
                 regressed.append(self.explain(k, ack, got, rows))
             elif got[0] != value:
                 stale_in_doubt += 1
+        lost, split_brain = self.split_brain(lost)
         summary = {
             "seed": self.args.seed, "nodes": len(self.nodes), "seconds": round(load_secs, 1),
             "faults_requested": self.faults, "net": type(self.net).__name__.lower(),
@@ -608,7 +612,8 @@ class Run:
             "failure_codes": dict(sorted(ledger.codes.items())),
             "keys_acknowledged": len(ledger.last_ack),
             "final_value_a_later_in_doubt_write": stale_in_doubt,
-            "lost": len(lost), "generation_regressions": len(regressed),
+            "lost": len(lost), "lost_to_split_brain": len(split_brain),
+            "generation_regressions": len(regressed),
             "unreadable": len(unreadable),
             "ack_generation_regressions_during_run": len(ledger.ack_regressions),
             "ack_regressions_after_fault": self.after_fault([t for *_, t in
@@ -616,12 +621,28 @@ class Run:
             "faults": self.events, "harness_error": harness_error,
             "lost_by_fault": by_fault(lost), "regressed_by_fault": by_fault(regressed),
             "lost_detail": lost[:20], "regressed_detail": regressed[:20],
+            "split_brain_detail": split_brain[:20],
             "ack_regressions_detail": [
                 {"key": k, "before": b, "after": a, "at_s": round(t, 2)}
                 for k, b, a, t in ledger.ack_regressions[:20]],
             "workdir": str(self.workdir),
         }
         return summary
+
+    def split_brain(self, lost):
+        """(lost, lost to split brain): a lost write whose last acknowledgement came in a
+        `split` fault's window (both sides serve: Aerospike AP's split brain) and whose key
+        reads back at a generation at least as high was resolved away by the generation
+        policy, as in Aerospike CE; it is reported, not failed. Any other loss (a lower
+        generation won, the record is gone, the acknowledgement came outside a split) fails."""
+        kept, split = [], []
+        for d in lost:
+            fault = d["fault"]
+            explained = (fault is not None and self.events[fault - 1]["kind"] == "split"
+                         and d["last_ack"] is not None and d["read"]["value"] is not None
+                         and d["read"]["gen"] >= d["last_ack"]["gen"])
+            (split if explained else kept).append(d)
+        return kept, split
 
     def after_fault(self, times):
         """{fault number (1-based) or "before": count} of `times` by the last fault started
@@ -702,7 +723,8 @@ def print_summary(s):
           f"{s['threads']} writers over {s['keys']} keys")
     print(f"operations {s['operations']}, acknowledged {s['acknowledged']}, failed/in doubt "
           f"{s['failed_or_in_doubt']} (codes {s['failure_codes']})")
-    print(f"lost {s['lost']}, generation regressions {s['generation_regressions']}, unreadable "
+    print(f"lost {s['lost']} (and {s['lost_to_split_brain']} to split brain, resolved by "
+          f"generation as in Aerospike AP), generation regressions {s['generation_regressions']}, unreadable "
           f"{s['unreadable']}; final value a later in-doubt write: "
           f"{s['final_value_a_later_in_doubt_write']}; acknowledgements whose generation went "
           f"backwards during the run: {s['ack_generation_regressions_during_run']}")
@@ -715,7 +737,8 @@ def print_summary(s):
               f"{e['formed_after_heal_s']:.2f}s, write+read on every master "
               f"{e['recovered_after_heal_s']:.2f}s after the heal; lost {lost}, regressed {regressed}, acks with a lower generation "
               f"since its start {backwards}")
-    for name in ("lost_detail", "regressed_detail", "ack_regressions_detail"):
+    for name in ("lost_detail", "regressed_detail", "split_brain_detail",
+                 "ack_regressions_detail"):
         for d in s[name][:10]:
             print(f"  {name.split('_')[0]}: {json.dumps(d)}")
     if s["harness_error"]:

@@ -239,6 +239,12 @@ impl Core {
                 return Reply::code(ResultCode::ServerError);
             }
         };
+        // Record-level tracing (`RUST_LOG=apogee::records=trace`): what each copy of a record
+        // went through, for reading a lost write back out of the nodes' logs.
+        tracing::trace!(target: "apogee::records",
+            digest = ?digest.map_or_else(|| command::digest_of(msg).ok(), Some), result = reply.result,
+            generation = reply.generation, view = ?table.as_ref().and_then(|t| t.migration_key()),
+            "client write here");
         // Under commit level all, the client hears of the write only once every replica
         // applied it; a write no replica confirmed answers 9 (stored here, in doubt).
         if let (Some(record), Some(table)) = (
@@ -340,7 +346,10 @@ impl Core {
             return ReplicaStatus::StoreFailed;
         }
         let policy = self.node.config.namespaces[ns].conflict_resolution_policy;
-        match self.stores[ns].apply_if_newer(record, policy).await {
+        let applied = self.stores[ns].apply_if_newer(record, policy).await;
+        tracing::trace!(target: "apogee::records", digest = ?record.digest,
+            generation = record.meta.generation, applied = ?applied, "image (replica or dup-res)");
+        match applied {
             Ok(Applied::Stored) => {
                 self.learn_bin_names(ns, record);
                 stats.received_stored.fetch_add(1, Relaxed);
@@ -379,7 +388,10 @@ impl Core {
         }
         let policy = self.node.config.namespaces[ns].conflict_resolution_policy;
         for record in records {
-            match self.stores[ns].apply_if_newer(record, policy).await {
+            let applied = self.stores[ns].apply_if_newer(record, policy).await;
+            tracing::trace!(target: "apogee::records", digest = ?record.digest,
+                generation = record.meta.generation, applied = ?applied, "migrated record");
+            match applied {
                 Ok(apogee_engine::shard::Applied::Stored) => self.learn_bin_names(ns, record),
                 Ok(_) => {}
                 Err(error) => {
