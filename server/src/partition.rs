@@ -76,6 +76,10 @@ pub struct PartitionTable {
     /// The view whose migrations built this table: streams of records carry it and are
     /// refused under any other.
     migration_key: Option<ClusterKey>,
+    /// The view before `migration_key` and the members of `migration_key`'s view: whose
+    /// replica images this node still takes (`takes_images_of`).
+    previous_key: Option<ClusterKey>,
+    members: Arc<[NodeId]>,
     /// Indexed like the configured namespaces.
     namespaces: Vec<NamespacePlacement>,
 }
@@ -91,6 +95,8 @@ impl PartitionTable {
             node,
             shards,
             migration_key: None,
+            previous_key: None,
+            members: Arc::new([node]),
             namespaces: (0..namespaces).map(placement).collect(),
         }
     }
@@ -111,6 +117,8 @@ impl PartitionTable {
             node,
             shards,
             migration_key: None,
+            previous_key: None,
+            members: Arc::new([]),
             namespaces: (0..namespaces).map(placement).collect(),
         }
     }
@@ -147,6 +155,8 @@ impl PartitionTable {
             node,
             shards,
             migration_key: None,
+            previous_key: None,
+            members: succession.nodes().into(),
             namespaces,
         })
     }
@@ -158,9 +168,11 @@ impl PartitionTable {
         node: NodeId,
         shards: u32,
         key: ClusterKey,
+        members: Arc<[NodeId]>,
         namespaces: &[(&Arc<Vec<Vec<NodeId>>>, &Migrator)],
         generation: i64,
     ) -> PartitionTable {
+        let previous_key = namespaces.first().and_then(|(_, m)| m.previous_view());
         assert!(shards > 0, "a node has at least one shard");
         let namespaces = namespaces
             .iter()
@@ -171,8 +183,21 @@ impl PartitionTable {
             node,
             shards,
             migration_key: Some(key),
+            previous_key,
+            members,
             namespaces,
         }
+    }
+
+    /// Whether a replica image that `from` sent under view `key` may be applied here: one of
+    /// this table's view, or of the view just before it from a member of this one (a master
+    /// that has not committed this view yet: its copy comes into it with those writes).
+    /// Never one of a view this node went on from without the sender (the other side of a
+    /// split, an old master not yet told): those writes would ride into this view's copy,
+    /// where no merge looks for them.
+    pub fn takes_images_of(&self, key: u64, from: NodeId) -> bool {
+        let is = |k: Option<ClusterKey>| key != 0 && k.map(ClusterKey::get) == Some(key);
+        is(self.migration_key) || (is(self.previous_key) && self.members.contains(&from))
     }
 
     /// `partition-generation`.
@@ -567,7 +592,7 @@ mod tests {
         m.begin_view(key, alone, map.clone(), &mut Output::default())
             .unwrap();
         let rows = rows_of(&map);
-        let t = PartitionTable::migrating(me, 2, key, &[(&rows, &m)], 5);
+        let t = PartitionTable::migrating(me, 2, key, Arc::new([me]), &[(&rows, &m)], 5);
         assert_eq!((t.generation(), t.migration_key()), (5, Some(key)));
         assert!((0..PARTITION_COUNT).all(|p| t.is_master(0, p)
             && t.reads_here(0, p)
@@ -583,9 +608,15 @@ mod tests {
         let two = Succession::new([me, other]).unwrap();
         let map = PartitionMap::balance(&two, 2).unwrap();
         let mut out = Output::default();
-        m.begin_view(key, two, map.clone(), &mut out).unwrap();
+        let key2 = ClusterKey::new(0x78).unwrap();
+        m.begin_view(key2, two.clone(), map.clone(), &mut out)
+            .unwrap();
         let rows = rows_of(&map);
-        let t = PartitionTable::migrating(me, 2, key, &[(&rows, &m)], 6);
+        let t = PartitionTable::migrating(me, 2, key2, two.nodes().into(), &[(&rows, &m)], 6);
+        // Replica images: of this view, or of the one before from a member of this one.
+        assert!(t.takes_images_of(0x78, other) && t.takes_images_of(0x77, other));
+        assert!(!t.takes_images_of(0x77, NodeId(0xC3)), "not a member now");
+        assert!(!t.takes_images_of(0x79, other) && !t.takes_images_of(0, other));
         assert!((0..PARTITION_COUNT).all(|p| t.master(0, p).is_none() && !t.reads_here(0, p)));
         assert!(!t.is_migration_stable());
         assert!(decode(t.replicas_master_value(0)).iter().all(|&b| b == 0));

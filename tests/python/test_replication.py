@@ -324,7 +324,7 @@ def test_write_commit_level_override_master_acknowledges_before_the_replica(tmp_
             n.kill()
 
 
-def image_frame(namespace, digest, generation, lut_ms, bins, flip=None):
+def image_frame(namespace, digest, generation, lut_ms, bins, flip=None, view=0):
     """A fabric ReplicaWrite frame built from docs/architecture.md and storage-format.md alone
     (view key, namespace, record: "APR1", length, CRC32 over all but itself, flags, set length, generation, void
     time, last-update ms, digest, set, key type 0, bin count, bins), an independent reading of
@@ -342,8 +342,8 @@ def image_frame(namespace, digest, generation, lut_ms, bins, flip=None):
         record = bytearray(record)
         record[flip] ^= 1
         record = bytes(record)
-    # view key 0: a sender of no view (a holder applies it; nothing else does).
-    msg = struct.pack("<Q", 0) + bytes([len(namespace)]) + namespace
+    # The sender's view key: a replica applies only images sent by its own view (0: none).
+    msg = struct.pack("<Q", view) + bytes([len(namespace)]) + namespace
     msg += struct.pack("<I", len(record)) + record
     return fabric_frame(4, msg)
 
@@ -372,29 +372,36 @@ def test_images_from_the_fabric_are_checked_applied_if_newer_or_refused(tmp_path
             assert time.monotonic() < deadline
             time.sleep(0.1)
         digest = bytes(aerospike.calc_digest("test", "", "raw"))
+        view = int(stats_of(a.port)["cluster_key"], 16)
         with socket.create_connection(("127.0.0.1", fabric), timeout=5) as s:
             say_hello(s)
-            s.sendall(image_frame(b"nope", digest, 1, 1000, [(b"v", 7)]))
+            s.sendall(image_frame(b"nope", digest, 1, 1000, [(b"v", 7)], view=view))
             assert ack(s) == 4, "unknown namespace"
-            s.sendall(image_frame(b"test", digest, 2, 1000, [(b"v", 7)]))
+            # Sent by another view (an old one, the other side of a split) or by none:
+            # refused, after the 200 ms the replica gives its own table to catch up.
+            for other in (view ^ 1, 0):
+                s.sendall(image_frame(b"test", digest, 2, 1000, [(b"v", 7)], view=other))
+                assert ack(s) == 3, "other view"
+            s.sendall(image_frame(b"test", digest, 2, 1000, [(b"v", 7)], view=view))
             assert ack(s) == 0, "stored"
-            s.sendall(image_frame(b"test", digest, 2, 1000, [(b"v", 8)]))
+            s.sendall(image_frame(b"test", digest, 2, 1000, [(b"v", 8)], view=view))
             assert ack(s) == 1, "the same version again: not newer"
             # A lower generation, later: newer only by last-update time.
-            s.sendall(image_frame(b"test", digest, 1, 9000, [(b"v", 9)]))
+            s.sendall(image_frame(b"test", digest, 1, 9000, [(b"v", 9)], view=view))
             assert ack(s) == (1 if by_generation else 0)
             # A higher generation, earlier: newer only by generation.
-            s.sendall(image_frame(b"test", digest, 3, 500, [(b"v", 10)]))
+            s.sendall(image_frame(b"test", digest, 3, 500, [(b"v", 10)], view=view))
             assert ack(s) == (0 if by_generation else 1)
             # A flipped bit fails the record's checksum: that connection is closed.
-            s.sendall(image_frame(b"test", digest, 4, 2000, [(b"v", 11)], flip=30))
+            s.sendall(image_frame(b"test", digest, 4, 2000, [(b"v", 11)], flip=30, view=view))
             assert s.recv(1) == b""
         c = client_of(a.port)
         _, meta, bins = c.get(("test", "", "raw"))
         assert (bins, meta["gen"]) == (({"v": 10}, 3) if by_generation else ({"v": 9}, 1))
         c.close()
         s = ns_stats(a.port)
-        assert (s["repl_write_received_stored"], s["repl_write_received_not_newer"]) == ("2", "2")
+        assert (s["repl_write_received_stored"], s["repl_write_received_not_newer"],
+                s["repl_write_received_refused"]) == ("2", "2", "2")
         assert "replica write's record does not decode" in a.log()
         assert one(a.port, "node") == "A1"
     finally:

@@ -467,6 +467,11 @@ impl Migrator {
         Ok(())
     }
 
+    /// The view this node was in before the one being migrated (`None` for its first).
+    pub fn previous_view(&self) -> Option<ClusterKey> {
+        self.history.get(1).copied()
+    }
+
     /// The cluster key of the view being migrated.
     pub fn cluster_key(&self) -> Option<ClusterKey> {
         self.current.as_ref().map(|c| c.cluster_key)
@@ -691,11 +696,24 @@ impl Migrator {
             // Full copies that come from different previous views (two sides of a split that
             // each went on) may each hold writes the other lacks: none is trusted alone, the
             // eventual master merges them all and nobody serves until it has.
+            let lineage = |n: &NodeId| current.reports.get(n).and_then(|r| r.2.get(1).copied());
             let lineages: BTreeSet<Option<ClusterKey>> = (row.iter())
                 .filter(|&&n| reported(n) == Copy::Full)
-                .map(|n| current.reports.get(n).and_then(|r| r.2.get(1).copied()))
+                .map(lineage)
                 .collect();
-            let diverged = lineages.len() > 1;
+            // So may a subset from a previous view no full copy comes from: an eventual
+            // holder still waiting for its copy took that view's acknowledged writes, and its
+            // master is not here (the other side of a split); a stale member (rule 10) may
+            // hold writes it applied after the others went on without it, in doubt to their
+            // clients and never replicated, at generations above versions the others then
+            // acknowledged — kept by conflict resolution wherever its copy ends up, unless
+            // every write first resolves against it. Not a node with no previous view
+            // (restarted cold: see docs/migration.md, rule 15, for what that leaves open).
+            let foreign_subset = (row.iter()).any(|n| {
+                reported(*n) == Copy::Subset
+                    && lineage(n).is_some_and(|l| !lineages.contains(&Some(l)))
+            });
+            let diverged = lineages.len() > 1 || (!lineages.is_empty() && foreign_subset);
             if diverged {
                 self.copies[p] = self.copies[p].min(Copy::Subset);
             }

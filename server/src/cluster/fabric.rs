@@ -412,7 +412,7 @@ async fn serve_frames(
         let (kind, body) = read_frame(stream).await?;
         if kind == Kind::ReplicaWrite {
             // A malformed image closes the connection (`?`); a well-formed one is answered.
-            let status = super::replica::receive(core, &body).await?;
+            let status = super::replica::receive(core, peer, &body).await?;
             drop(body);
             stream
                 .write_all(&frame(Kind::ReplicaAck, &[status as u8]))

@@ -55,9 +55,11 @@ pub enum ReplicaStatus {
     NotNewer = 1,
     /// The record had already expired: nothing written.
     Expired = 2,
-    /// The replica does not hold the partition in its map (the nodes disagree on the map
-    /// during a view change): nothing written.
-    NotHolder = 3,
+    /// The master sent it by a view other than the replica's (an old view the replica has
+    /// left, the other side of a split, or a newer one the replica did not reach within
+    /// `TABLE_SETTLE_WAIT_MS`): nothing written. A copy takes the writes of one view only, so
+    /// the copies the next view counts as of that view's lineage hold exactly its writes.
+    OtherView = 3,
     /// The replica has no namespace of that name: nothing written.
     UnknownNamespace = 4,
     /// The replica's store refused or failed the write (full, device error, poisoned shard).
@@ -86,7 +88,7 @@ impl ReplicaStatus {
             0 => ReplicaStatus::Stored,
             1 => ReplicaStatus::NotNewer,
             2 => ReplicaStatus::Expired,
-            3 => ReplicaStatus::NotHolder,
+            3 => ReplicaStatus::OtherView,
             4 => ReplicaStatus::UnknownNamespace,
             5 => ReplicaStatus::StoreFailed,
             6 => ReplicaStatus::Dropped,
@@ -357,7 +359,7 @@ pub struct ReplicaApply {
 /// Serves one `ReplicaWrite` body that arrived on this core's fabric connection: decoded,
 /// checked against this node's map, and applied on the owning core. `Err`: a malformed
 /// message (the connection is closed).
-pub async fn receive(core: &Core, body: &[u8]) -> Result<ReplicaStatus, ImageError> {
+pub async fn receive(core: &Core, from: NodeId, body: &[u8]) -> Result<ReplicaStatus, ImageError> {
     let (key, namespace, record) = decode_replica_write(body)?;
     let node = &core.node;
     let Some(ns) = node.config.namespace_index(namespace) else {
@@ -365,24 +367,32 @@ pub async fn receive(core: &Core, body: &[u8]) -> Result<ReplicaStatus, ImageErr
     };
     let stats = &node.namespaces[ns].replication;
     let partition = record.digest.partition().0;
-    let same_view =
-        |t: &PartitionTable| key != 0 && t.migration_key().map(ClusterKey::get) == Some(key);
+    // Only a master of this node's own view, or of the one before that is a member of this
+    // one (`takes_images_of`): a copy that took writes of a view it had left without their
+    // master would carry them into the next view as writes of its new lineage, where no
+    // merge looks for them — a split lost acknowledged writes that way. (CE refuses on a
+    // cluster-key mismatch too.)
     let accepts = |t: &Arc<PartitionTable>| {
-        if t.accepts_replica_write(ns, partition) {
-            Some(true)
-        } else {
-            same_view(t).then_some(false)
+        if !t.takes_images_of(key, from) {
+            return None;
+        }
+        let same_view = t.migration_key().map(ClusterKey::get) == Some(key);
+        match t.accepts_replica_write(ns, partition) {
+            true => Some(true),
+            false if same_view => Some(false),
+            false => None,
         }
     };
-    // A master that began a new view before this node did sends to it as a holder first:
-    // this node waits for its own table of that view.
+    // A master that began a new view before this node did sends to it first: this node
+    // waits for its own table of that view.
     let accepted = node.settled(accepts).await;
-    if accepted == Some(false) {
-        return Ok(ReplicaStatus::Dropped);
-    }
-    if accepted.is_none() {
-        stats.received_refused.fetch_add(1, Relaxed);
-        return Ok(ReplicaStatus::NotHolder);
+    match accepted {
+        Some(true) => {}
+        Some(false) => return Ok(ReplicaStatus::Dropped),
+        None => {
+            stats.received_refused.fetch_add(1, Relaxed);
+            return Ok(ReplicaStatus::OtherView);
+        }
     }
     let owner = node.shard_of(partition);
     if owner == core.shard {

@@ -128,6 +128,8 @@ struct Migrations {
     /// Each namespace's holders in the current view's map, as its tables share them.
     rows: Vec<Arc<Vec<Vec<NodeId>>>>,
     key: Option<ClusterKey>,
+    /// The members of view `key`.
+    members: Arc<[NodeId]>,
     /// A view's table is out of date.
     dirty: bool,
     /// Each peer's ordered queue of messages (its sender task drains it).
@@ -256,6 +258,7 @@ impl Migrations {
             self.act(ns, out);
         }
         self.key = Some(key);
+        self.members = succession.nodes().into();
         self.dirty = true;
         self.senders.retain(|peer, _| succession.contains(*peer));
     }
@@ -368,8 +371,14 @@ impl Migrations {
         let generation = self.node.partitions.load().generation().max(0) + 1;
         let namespaces: Vec<(&Arc<Vec<Vec<NodeId>>>, &Migrator)> =
             self.rows.iter().zip(&self.migrators).collect();
-        let table =
-            PartitionTable::migrating(self.node.id, self.shards, key, &namespaces, generation);
+        let table = PartitionTable::migrating(
+            self.node.id,
+            self.shards,
+            key,
+            self.members.clone(),
+            &namespaces,
+            generation,
+        );
         self.node.partitions.store(Arc::new(table));
     }
 }
@@ -436,6 +445,7 @@ pub fn spawn(node: Arc<Node>, rx: flume::Receiver<Event>) {
         migrators: Vec::new(),
         rows: Vec::new(),
         key: None,
+        members: Arc::new([]),
         dirty: false,
         senders: HashMap::new(),
         held: Vec::new(),
