@@ -73,8 +73,10 @@ RECOVER_SECS_MAX = 45
 QUIET_SECS = 2.0
 WRITE_TIMEOUT_MS = 1500
 READ_TIMEOUT_MS = 2000
-# The final read of every key retries transient errors within this.
+# The final read of every key retries transient errors within this, and all of them together
+# within the second (a cluster that never recovered would otherwise hold the run for hours).
 FINAL_READ_SECS_MAX = 30
+FINAL_READS_SECS_MAX = 120
 NETNS_PREFIX = "apnem"
 SUBNET = "10.77.0"
 CLONE_NEWNET = 0x40000000
@@ -569,9 +571,10 @@ class Run:
         rows = balance(NODE_IDS[: len(self.nodes)], RF)
         unreadable = []
         read_policy = {"total_timeout": READ_TIMEOUT_MS}
+        all_deadline = time.monotonic() + FINAL_READS_SECS_MAX
         for k in sorted(set(ledger.last_ack) | set(ledger.in_doubt)):
             key = (NS, SET, k)
-            deadline = time.monotonic() + FINAL_READ_SECS_MAX
+            deadline = min(time.monotonic() + FINAL_READ_SECS_MAX, all_deadline)
             while True:
                 try:
                     _, meta, bins = self.client.get(key, policy=read_policy)

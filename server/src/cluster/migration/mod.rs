@@ -41,6 +41,11 @@ const PUBLISH_INTERVAL_MS: u64 = 5;
 const EVENTS_PER_YIELD: usize = 16;
 /// How often deferred emigrations are asked again.
 const TICK_MS: u64 = 250;
+/// Most peers' batches kept for a view this node has not begun yet: a member that committed
+/// the view first sends its versions at once, and a node that dropped them would wait for
+/// them for as long as the view lasts (a split's heal left a master not serving for 45 s).
+/// Replayed when that view begins here; dropped when another does.
+const EARLY_BATCHES_MAX: usize = 64;
 /// A batch a peer did not take is sent again after this, doubling up to
 /// `RETRY_BACKOFF_MS_MAX`, for as long as its view is this node's.
 const RETRY_BACKOFF_MS_MIN: u64 = 50;
@@ -130,6 +135,8 @@ struct Migrations {
     key: Option<ClusterKey>,
     /// The members of view `key`.
     members: Arc<[NodeId]>,
+    /// Peers' batches of a view other than `key` (at most `EARLY_BATCHES_MAX`).
+    early: Vec<(NodeId, Batch)>,
     /// A view's table is out of date.
     dirty: bool,
     /// Each peer's ordered queue of messages (its sender task drains it).
@@ -163,6 +170,16 @@ impl Migrations {
                     )));
             }
             Event::Peer { from, batch } => {
+                if self.key != Some(batch.cluster_key) {
+                    // Of a view this node may be about to begin (or of one it left).
+                    if self.early.len() < EARLY_BATCHES_MAX {
+                        self.early.push((from, batch));
+                    } else if let Some(n) = self.node.logs.migrate_refused.allow() {
+                        tracing::warn!(from = %format!("{:X}", from.0), suppressed = n,
+                            "too many migration batches of views this node is not in; dropped");
+                    }
+                    return;
+                }
                 for (name, message) in batch.messages {
                     let Some(ns) = self.node.config.namespace_index(name.as_bytes()) else {
                         if let Some(n) = self.node.logs.migrate_refused.allow() {
@@ -260,6 +277,11 @@ impl Migrations {
         self.key = Some(key);
         self.members = succession.nodes().into();
         self.dirty = true;
+        for (from, batch) in std::mem::take(&mut self.early) {
+            if batch.cluster_key == key {
+                self.handle(Event::Peer { from, batch });
+            }
+        }
         self.senders.retain(|peer, _| succession.contains(*peer));
     }
 
@@ -446,6 +468,7 @@ pub fn spawn(node: Arc<Node>, rx: flume::Receiver<Event>) {
         rows: Vec::new(),
         key: None,
         members: Arc::new([]),
+        early: Vec::new(),
         dirty: false,
         senders: HashMap::new(),
         held: Vec::new(),
