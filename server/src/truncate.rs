@@ -10,22 +10,26 @@
 //! over the fabric (`forward_cut_offs`, on core 0, retried), where it is made durable the same
 //! way, so a client that sends `truncate` to one node truncates the namespace everywhere.
 //!
-//! On every committed view each member sends all its cut-offs to the view's members again
-//! (`share_on_view`): a member that was down or cut off when a truncate was forwarded learns
-//! it when it returns, and a new node learns every cut-off, as Aerospike's system metadata
-//! reaches every node of a new cluster. A cut-off only moves forward, so this re-sending
-//! changes nothing where it is known.
+//! On every committed view each member sends all its cut-offs, undone ones included, to the
+//! view's members again (`share_on_view`): a member that was down or cut off when a truncate
+//! was forwarded learns it when it returns, and a new node learns every cut-off, as
+//! Aerospike's system metadata reaches every node of a new cluster. Every change of a
+//! cut-off carries a version (one above the version its node knew, then its node id), and
+//! members merge what they receive by [`merge`]: two truncates keep the later cut-off (a
+//! cut-off only moves forward), and between a truncate and an undo the higher version wins —
+//! so an undo taken while a member was away is not undone when that member returns with its
+//! older truncate. Every member ends with the same cut-offs whatever order the changes
+//! arrive in, which is what Aerospike's principal-driven system metadata guarantees; here
+//! without a principal (each member shares all it has on every view).
 //!
 //! Known limits: the file is written and synced on the answering core's thread (one small
 //! file, two fsyncs), which stalls that core for those few milliseconds; truncate is a rare
-//! administrative command. The metadata does not go through the principal: an undo
-//! (`truncate-undo`) taken while a member is away is undone again when that member returns
-//! and shares its cut-off; the answer does not wait for the other members; and a returning
+//! administrative command. The answer does not wait for the other members; and a returning
 //! member's records older than a cut-off it has not yet received can be served or migrated in
 //! the moment between its view's commit and the cut-off's arrival.
 
 use apogee_engine::clock::{self, CITRUSLEAF_EPOCH_UNIX_SECS};
-use apogee_engine::shard::truncate::{apply, Truncated, SET_NAME_BYTES_MAX};
+use apogee_engine::shard::truncate::{apply, Truncated, Version, SET_NAME_BYTES_MAX};
 use apogee_wire::info::InfoCommand;
 use std::time::{Duration, Instant};
 
@@ -82,9 +86,10 @@ fn run(node: &Node, cmd: &InfoCommand<'_>, kind: Kind) -> Result<String, String>
         );
         return Ok("ok".into());
     };
-    let kept_ms = commit(node, i, set, ms, cmd.name).map_err(|e| format!("ERROR:1:{e}"))?;
+    let (kept_ms, version) =
+        commit(node, i, set, Change::Here(ms), cmd.name).map_err(|e| format!("ERROR:1:{e}"))?;
     if node.config.cluster.heartbeat.is_some() {
-        let body = encode_cut_off(ns, set, ms);
+        let body = encode_cut_off(ns, set, kept_ms, version);
         if node.cut_offs.0.try_send(body).is_err() {
             tracing::error!(
                 namespace = ns,
@@ -96,26 +101,64 @@ fn run(node: &Node, cmd: &InfoCommand<'_>, kind: Kind) -> Result<String, String>
     Ok("ok".into())
 }
 
-/// Makes cut-off `ms` (0: undo) of namespace `i`, or of its set `set`, durable and hands it
-/// to every shard; returns the cut-off now kept (a cut-off only moves forward). `Err` when
-/// the truncate file could not be written (nothing changed).
+/// A change of one cut-off: taken here (a command), or a member's as it sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// Cut-off ms (0: undo), versioned one above what this node knew.
+    Here(u64),
+    /// A member's cut-off (0: undone) and its version.
+    From(u64, Version),
+}
+
+/// What two members' versions of one cut-off (ms, 0 for none or undone; version) merge to:
+/// the change with the higher version, whichever is `a` and in whatever order a member hears
+/// of them (versions are totally ordered, so every member ends with the same). A truncate
+/// taken on a node keeps the later of its cut-off and the one that node knew, so a cut-off
+/// moves back only where two members truncated the same set without hearing of each other
+/// (the two sides of a split) and the lower one was taken at the higher version.
+fn merge(a: (u64, Version), b: (u64, Version)) -> (u64, Version) {
+    if b.1 > a.1 {
+        b
+    } else {
+        a
+    }
+}
+
+/// Makes a change of the cut-off of namespace `i`, or of its set `set`, durable and hands it
+/// to every shard; returns the cut-off now kept and its version. `Err` when the truncate file
+/// could not be written (nothing changed).
 fn commit(
     node: &Node,
     i: usize,
     set: Option<&[u8]>,
-    ms: u64,
+    change: Change,
     command: &str,
-) -> Result<u64, apogee_engine::shard::truncate::TruncateFileError> {
+) -> Result<(u64, Version), apogee_engine::shard::truncate::TruncateFileError> {
     let ns = node.config.namespaces[i].name.as_str();
     let mut durable = node.namespaces[i].truncated();
     let mut next = durable.clone();
+    let target = set.map(<[u8]>::to_vec);
+    let version = next.versions.get(&target).copied().unwrap_or_default();
     let slot = match set {
         Some(name) => next.sets.entry(name.to_vec()).or_default(),
         None => &mut next.namespace_ms,
     };
-    // A cut-off only moves forward (Aerospike ignores an earlier one); undo clears it.
-    *slot = if ms == 0 { 0 } else { (*slot).max(ms) };
-    let ms = *slot;
+    let (ms, version) = match change {
+        Change::Here(ms) => {
+            let mine = Version {
+                counter: version.counter + 1,
+                origin: node.id.0,
+            };
+            // A truncate keeps the later of the two cut-offs; an undo clears it.
+            (if ms == 0 { 0 } else { (*slot).max(ms) }, mine)
+        }
+        Change::From(ms, theirs) => merge((*slot, version), (ms, theirs)),
+    };
+    if matches!(change, Change::From(..)) && (ms, version) == (*slot, version_of(&durable, set)) {
+        return Ok((ms, version)); // nothing new here: no file write
+    }
+    *slot = ms;
+    next.versions.insert(target, version);
     next.sets.retain(|_, &mut v| v > 0);
     let path = Truncated::path(&node.config.data_dir, &node.config.namespaces[i].name);
     next.save(&path).inspect_err(|e| {
@@ -135,10 +178,16 @@ fn commit(
         namespace = ns,
         set = set.map(String::from_utf8_lossy).as_deref(),
         cut_off_ms = ms,
+        version = version.counter,
+        origin = %format!("{:X}", version.origin),
         command,
         "truncate"
     );
-    Ok(ms)
+    Ok((ms, version))
+}
+
+fn version_of(t: &Truncated, set: Option<&[u8]>) -> Version {
+    (t.versions.get(&set.map(<[u8]>::to_vec)).copied()).unwrap_or_default()
 }
 
 /// Cut-offs waiting to be sent to the other members (truncates are rare; past this many a
@@ -148,23 +197,29 @@ pub const CUT_OFFS_PENDING_MAX: usize = 64;
 /// A member's forwarded cut-off that is not answered is sent again this many times in all.
 const FORWARD_ATTEMPTS_MAX: u32 = 5;
 
-/// A cut-off as the fabric carries it: `ns_len u8 | ns | set_len u8 | set | cut_off_ms u64
-/// little-endian` (set length 0: the whole namespace; cut-off 0: undo).
-pub fn encode_cut_off(ns: &str, set: Option<&[u8]>, ms: u64) -> Vec<u8> {
+/// A cut-off as the fabric carries it: `ns_len u8 | ns | set_len u8 | set | cut_off_ms u64 |
+/// version u64 | origin u64`, little-endian (set length 0: the whole namespace; cut-off 0:
+/// undone).
+pub fn encode_cut_off(ns: &str, set: Option<&[u8]>, ms: u64, version: Version) -> Vec<u8> {
     let set = set.unwrap_or_default();
     let ns_len = u8::try_from(ns.len()).expect("namespace names are at most 31 bytes");
     let set_len = u8::try_from(set.len()).expect("set names are at most 63 bytes");
-    let mut out = Vec::with_capacity(2 + ns.len() + set.len() + 8);
+    let mut out = Vec::with_capacity(2 + ns.len() + set.len() + 24);
     out.push(ns_len);
     out.extend_from_slice(ns.as_bytes());
     out.push(set_len);
     out.extend_from_slice(set);
     out.extend_from_slice(&ms.to_le_bytes());
+    out.extend_from_slice(&version.counter.to_le_bytes());
+    out.extend_from_slice(&version.origin.to_le_bytes());
     out
 }
 
+/// A decoded cut-off: namespace, set, cut-off ms, version.
+type CutOff<'a> = (&'a str, Option<&'a [u8]>, u64, Version);
+
 /// [`encode_cut_off`]'s fields back, every length checked.
-fn decode_cut_off(body: &[u8]) -> Result<(&str, Option<&[u8]>, u64), &'static str> {
+fn decode_cut_off(body: &[u8]) -> Result<CutOff<'_>, &'static str> {
     let (&ns_len, rest) = body.split_first().ok_or("empty")?;
     let ns = rest
         .get(..usize::from(ns_len))
@@ -176,11 +231,16 @@ fn decode_cut_off(body: &[u8]) -> Result<(&str, Option<&[u8]>, u64), &'static st
         return Err("set name too long");
     }
     let set = rest.get(..usize::from(set_len)).ok_or("set cut short")?;
-    let ms: [u8; 8] = rest[usize::from(set_len)..]
+    let tail: [u8; 24] = rest[usize::from(set_len)..]
         .try_into()
-        .map_err(|_| "cut-off is not 8 bytes")?;
+        .map_err(|_| "cut-off and version are not 24 bytes")?;
+    let word = |i: usize| u64::from_le_bytes(tail[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     let set = (set_len > 0).then_some(set);
-    Ok((ns, set, u64::from_le_bytes(ms)))
+    let version = Version {
+        counter: word(1),
+        origin: word(2),
+    };
+    Ok((ns, set, word(0), version))
 }
 
 /// Applies a cut-off another member forwarded: the answer byte (0 durable here, 1 not), or a
@@ -190,15 +250,18 @@ pub fn apply_forwarded(
     node: &Node,
     body: &[u8],
 ) -> Result<u8, crate::cluster::fabric::FabricError> {
-    let (ns, set, ms) =
+    let (ns, set, ms, version) =
         decode_cut_off(body).map_err(crate::cluster::fabric::FabricError::CutOff)?;
     let Some(i) = node.config.namespace_index(ns.as_bytes()) else {
         return Ok(0);
     };
-    Ok(match commit(node, i, set, ms, "truncate from a member") {
-        Ok(_) => 0,
-        Err(_) => 1,
-    })
+    let change = Change::From(ms, version);
+    Ok(
+        match commit(node, i, set, change, "truncate from a member") {
+            Ok(_) => 0,
+            Err(_) => 1,
+        },
+    )
 }
 
 /// Core 0 of a clustered node: sends every cut-off taken here to each other member of the
@@ -229,11 +292,29 @@ pub fn share_on_view(node: &std::sync::Arc<Node>) {
     let mut bodies = Vec::new();
     for (i, ns) in node.config.namespaces.iter().enumerate() {
         let kept = node.namespaces[i].truncated().clone();
-        if kept.namespace_ms > 0 {
-            bodies.push(encode_cut_off(&ns.name, None, kept.namespace_ms));
+        // Every cut-off ever changed here, undone ones (0) included: an undo must reach a
+        // member that still has the truncate.
+        for (target, &version) in &kept.versions {
+            let set = target.as_deref();
+            let ms = match set {
+                None => kept.namespace_ms,
+                Some(name) => kept.sets.get(name).copied().unwrap_or(0),
+            };
+            bodies.push(encode_cut_off(&ns.name, set, ms, version));
+        }
+        // Cut-offs of a file written before versions (version 0, 0).
+        if kept.namespace_ms > 0 && !kept.versions.contains_key(&None) {
+            bodies.push(encode_cut_off(
+                &ns.name,
+                None,
+                kept.namespace_ms,
+                Version::default(),
+            ));
         }
         for (set, &ms) in &kept.sets {
-            bodies.push(encode_cut_off(&ns.name, Some(set), ms));
+            if !kept.versions.contains_key(&Some(set.clone())) {
+                bodies.push(encode_cut_off(&ns.name, Some(set), ms, Version::default()));
+            }
         }
     }
     if bodies.is_empty() {
@@ -317,13 +398,20 @@ mod tests {
 
     #[test]
     fn a_cut_off_round_trips_and_every_cut_or_extra_byte_is_refused() {
-        let body = encode_cut_off("test", Some(b"users"), 1_234_567);
+        let v = Version {
+            counter: 3,
+            origin: 0xB2,
+        };
+        let body = encode_cut_off("test", Some(b"users"), 1_234_567, v);
         assert_eq!(
             decode_cut_off(&body),
-            Ok(("test", Some(&b"users"[..]), 1_234_567))
+            Ok(("test", Some(&b"users"[..]), 1_234_567, v))
         );
-        let whole = encode_cut_off("bar", None, 0);
-        assert_eq!(decode_cut_off(&whole), Ok(("bar", None, 0)));
+        let whole = encode_cut_off("bar", None, 0, Version::default());
+        assert_eq!(
+            decode_cut_off(&whole),
+            Ok(("bar", None, 0, Version::default()))
+        );
         for cut in 0..body.len() {
             assert!(decode_cut_off(&body[..cut]).is_err(), "cut at {cut}");
         }
@@ -334,12 +422,41 @@ mod tests {
         long_set.extend_from_slice(b"test");
         long_set.push(64);
         long_set.extend_from_slice(&[b's'; 64]);
-        long_set.extend_from_slice(&[0; 8]);
+        long_set.extend_from_slice(&[0; 24]);
         assert_eq!(decode_cut_off(&long_set), Err("set name too long"));
         assert_eq!(
             decode_cut_off(&[2, 0xFF, 0xFE, 0]),
             Err("namespace is not UTF-8")
         );
+    }
+
+    #[test]
+    fn members_agree_on_cut_offs_whatever_order_changes_arrive_in() {
+        let v = |counter, origin| Version { counter, origin };
+        // The later change wins, by version.
+        assert_eq!(merge((100, v(1, 0xA1)), (50, v(2, 0xB2))), (50, v(2, 0xB2)));
+        // An undo taken after the truncate (a higher version) wins over the truncate a
+        // member that was away brings back, and the other way round.
+        let truncate = (100, v(1, 0xA1));
+        let undo = (0, v(2, 0xB2));
+        assert_eq!(merge(undo, truncate), undo);
+        assert_eq!(merge(truncate, undo), undo);
+        // A truncate after the undo wins over it.
+        let again = (120, v(3, 0xA1));
+        assert_eq!(merge(undo, again), again);
+        assert_eq!(merge(again, undo), again);
+        // Commutative, associative and idempotent over a few changes: members that hear of
+        // them in any order agree.
+        let changes = [truncate, undo, again, (90, v(3, 0xC3)), (0, v(4, 0xA1))];
+        for &a in &changes {
+            assert_eq!(merge(a, a), a);
+            for &b in &changes {
+                assert_eq!(merge(a, b), merge(b, a), "{a:?} {b:?}");
+                for &c in &changes {
+                    assert_eq!(merge(merge(a, b), c), merge(a, merge(b, c)));
+                }
+            }
+        }
     }
 
     #[test]

@@ -595,6 +595,50 @@ def test_a_read_that_touches_its_record_replicates_the_touch(tmp_path):
             n.stop()
 
 
+def test_an_undo_taken_while_a_member_is_away_stays_undone_when_it_returns(cluster):
+    # The set is truncated on every member; C3 goes down; the truncate is undone on A1 and
+    # B2. C3 returns with its truncate and shares it with the new view, but the undo is the
+    # later change (its version is higher): every member ends with no cut-off, C3 included.
+    import re
+
+    cluster.start()
+    cluster.wait_formed(NODE_IDS)
+    cluster.wait_stable(NODE_IDS)
+    client = client_of(cluster.nodes[0].port)
+    wait_client_nodes(client, 3)
+    for i in range(100):
+        client.put(("test", "trundo", i), {"v": i})
+    time.sleep(0.01)
+    client.truncate("test", "trundo", 0)
+
+    def cut_off(node):
+        m = re.search(r"truncate_lut=(\d+)", one(node.port, "sets/test/trundo"))
+        return None if m is None else int(m.group(1))
+
+    deadline = time.monotonic() + 10
+    while not all(cut_off(n) for n in cluster.nodes):
+        assert time.monotonic() < deadline, [cut_off(n) for n in cluster.nodes]
+        for i in range(100, 200):  # the set must have records here to be listed
+            retrying(lambda: client.put(("test", "trundo", i), {"v": i}))
+        time.sleep(0.1)
+    c3 = cluster.nodes[2]
+    assert c3.stop() == 0
+    cluster.wait_formed(NODE_IDS[:2], secs=REFORM_SECS_MAX)
+    assert one(cluster.nodes[0].port, "truncate-undo:namespace=test;set=trundo") == "ok"
+    deadline = time.monotonic() + 10
+    while any(cut_off(n) for n in cluster.nodes[:2]):
+        assert time.monotonic() < deadline, "the undo did not reach B2"
+        time.sleep(0.1)
+    c3.start()
+    cluster.wait_formed(NODE_IDS, secs=REFORM_SECS_MAX)
+    cluster.wait_stable(NODE_IDS)
+    for i in range(200, 400):
+        retrying(lambda: client.put(("test", "trundo", i), {"v": i}))
+    time.sleep(1.0)  # the cut-offs shared on the view have arrived by now
+    assert [cut_off(n) for n in cluster.nodes] == [0, 0, 0]
+    client.close()
+
+
 def test_a_member_down_during_a_truncate_learns_the_cut_off_when_it_returns(cluster):
     # C3 is down when the set is truncated; its disk still has the set's records. When it
     # returns, the members share their cut-offs with the new view: C3 makes the cut-off

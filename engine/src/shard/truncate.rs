@@ -66,6 +66,19 @@ pub struct Truncated {
     pub namespace_ms: u64,
     /// Set name → its cut-off.
     pub sets: BTreeMap<Vec<u8>, u64>,
+    /// The version of the last change of each cut-off (`None`: the namespace's), an undo's
+    /// included: how the members of a cluster agree which change came last (the server's
+    /// `truncate` module decides; this only keeps them). Absent: never changed (0, 0).
+    pub versions: BTreeMap<Option<Vec<u8>>, Version>,
+}
+
+/// The version of a change of one cut-off: a counter one above the version the changing
+/// node knew of that cut-off, then the changing node's id (ties between members that
+/// changed it without hearing of each other).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub counter: u64,
+    pub origin: u64,
 }
 
 impl Truncated {
@@ -125,6 +138,29 @@ impl Truncated {
                         .ok_or((n, format!("`{hex}` is not a hex-encoded set name")))?;
                     t.sets.insert(name, ms(words.next(), n)?);
                 }
+                Some("version") => {
+                    let target = match words.next() {
+                        Some("namespace") => None,
+                        Some("set") => {
+                            let hex = words.next().unwrap_or("");
+                            let name = decode_hex(hex)
+                                .filter(|b| !b.is_empty() && b.len() <= SET_NAME_BYTES_MAX)
+                                .ok_or((n, format!("`{hex}` is not a hex-encoded set name")))?;
+                            Some(name)
+                        }
+                        _ => return Err((n, format!("unknown version line `{line}`"))),
+                    };
+                    let mut number = || -> Result<u64, (usize, String)> {
+                        let w = words.next().unwrap_or("");
+                        w.parse::<u64>()
+                            .map_err(|_| (n, format!("`{w}` is not a version number")))
+                    };
+                    let version = Version {
+                        counter: number()?,
+                        origin: number()?,
+                    };
+                    t.versions.insert(target, version);
+                }
                 _ => return Err((n, format!("unknown line `{line}`"))),
             }
             if words.next().is_some() {
@@ -139,9 +175,16 @@ impl Truncated {
         if self.namespace_ms > 0 {
             s.push_str(&format!("namespace {}\n", self.namespace_ms));
         }
+        let hex = |name: &[u8]| -> String { name.iter().map(|b| format!("{b:02x}")).collect() };
         for (name, ms) in &self.sets {
-            let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
-            s.push_str(&format!("set {hex} {ms}\n"));
+            s.push_str(&format!("set {} {ms}\n", hex(name)));
+        }
+        for (target, v) in &self.versions {
+            match target {
+                None => s.push_str("version namespace"),
+                Some(name) => s.push_str(&format!("version set {}", hex(name))),
+            }
+            s.push_str(&format!(" {} {}\n", v.counter, v.origin));
         }
         s
     }
@@ -358,6 +401,10 @@ mod tests {
             ..Default::default()
         };
         t.sets.insert(b"s 1".to_vec(), 7);
+        // An undone set keeps only its version.
+        let v = |counter, origin| Version { counter, origin };
+        t.versions.insert(Some(b"gone".to_vec()), v(3, 0xB2));
+        t.versions.insert(None, v(1, 0xA1));
         t.save(&path).unwrap();
         assert_eq!(Truncated::load(&path).unwrap(), t);
         assert!(
@@ -377,6 +424,10 @@ mod tests {
             .contains("line 1"));
         std::fs::write(&path, format!("{FILE_MAGIC}\nnamespace x\n")).unwrap();
         assert!(Truncated::load(&path).is_err());
+        for bad in ["version set zz 1 2", "version namespace 1", "version x 1 2"] {
+            std::fs::write(&path, format!("{FILE_MAGIC}\n{bad}\n")).unwrap();
+            assert!(Truncated::load(&path).is_err(), "{bad}");
+        }
     }
 
     #[test]
