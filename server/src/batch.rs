@@ -7,8 +7,10 @@
 //! shards instead of growing a buffer. A client that goes away drops the channel; every shard
 //! then stops at its next block. Every row runs as the keyed command it stands for, through
 //! the single-record path ([`Core::execute_reply`]): writes and deletes included; UDF rows are
-//! answered 16 (not yet) by that path. This module must never run a row on a core that does
-//! not own it.
+//! answered 16 (not yet) by that path. In a cluster a row of a partition another node
+//! masters is proxied to that node over the fabric, as a keyed request is (its reply put in
+//! the batch's as the row's), up to [`PROXIED_ROWS_IN_FLIGHT_MAX`] at a time. This module
+//! must never run a row on a core that does not own it.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,6 +32,10 @@ use crate::stream::{last_frame, FrameBuilder};
 
 /// Blocks one batch may have queued towards its connection before its shards wait.
 pub const BLOCKS_IN_FLIGHT_MAX: usize = 4;
+
+/// Rows of one batch proxied to other nodes at once (rows a client sends to a node that does
+/// not master them: rare, around a change of the partition map).
+pub const PROXIED_ROWS_IN_FLIGHT_MAX: usize = 16;
 
 /// A frame of row replies being filled (frame building is `crate::stream`'s).
 #[derive(Default)]
@@ -193,24 +199,53 @@ async fn run_row(core: &Rc<Core>, ns: usize, row: &BatchRow) -> Reply {
     reply
 }
 
-/// What the connection's core decides for one row without touching a store.
+/// Where one row runs, as the connection's core decides it without touching a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// On this node, in namespace `0`.
+    Here(usize),
+    /// On the partition's master, another node: proxied.
+    Proxy(apogee_cluster::NodeId),
+}
+
 fn classify(
     core: &Core,
     table: &crate::partition::PartitionTable,
     row: &BatchRow,
-) -> Result<usize, ResultCode> {
+) -> Result<Place, ResultCode> {
     let ns = row
         .command
         .field(FieldType::NAMESPACE)
         .and_then(|n| core.node.config.namespace_index(n))
         .ok_or(ResultCode::Namespace)?;
-    // A row of a partition this node does not master (in a cluster: another node's, or
-    // none's while orphaned) is answered 11, as a keyed request is; proxying comes with the
-    // fabric.
-    if !table.is_master(ns, row.digest.partition().0) {
-        return Err(ResultCode::PartitionUnavailable);
+    let partition = row.digest.partition().0;
+    if table.is_master(ns, partition) {
+        return Ok(Place::Here(ns));
     }
-    Ok(ns)
+    // Another node's partition is proxied to its master, as a keyed request is; with no
+    // master (no view yet, orphaned, a hand-off in flight) the row is answered 11.
+    match table.master(ns, partition) {
+        Some(m) if m != core.node.id => Ok(Place::Proxy(m)),
+        _ => Err(ResultCode::PartitionUnavailable),
+    }
+}
+
+/// A proxied row's reply frame (a keyed reply from its master) as the row's reply; a frame
+/// that does not decode answers the row 1.
+fn row_reply_of(frame: &[u8]) -> Reply {
+    let Some(body) = frame.get(apogee_wire::proto::PROTO_HEADER_BYTES..) else {
+        return Reply::code(ResultCode::ServerError);
+    };
+    match Message::decode(body) {
+        Ok(m) => Reply {
+            result: m.header.result_code,
+            generation: m.header.generation,
+            void_time: m.header.record_ttl,
+            ops: m.ops,
+            encoded: Default::default(),
+        },
+        Err(_) => Reply::code(ResultCode::ServerError),
+    }
 }
 
 /// Answers one batch request on `stream`: row frames as they are ready, then a LAST
@@ -264,27 +299,28 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
     } else {
         (core.node.settled(all_here).await).unwrap_or_else(|| core.node.partitions.load_full())
     };
+    let mut proxied: Vec<(apogee_cluster::NodeId, BatchRow)> = Vec::new();
     for row in batch.rows {
-        match classify(core, &table, &row) {
-            Ok(ns) => {
+        let reply = match classify(core, &table, &row) {
+            Ok(Place::Here(ns)) => {
                 let owner = core.node.shard_of(row.digest.partition().0);
                 groups[owner].push((ns, row));
+                continue;
             }
-            Err(rc) => {
-                local.push(row.index, Reply::code(rc));
-                if local.is_full() {
-                    let full = std::mem::replace(&mut local, RowBlock::new());
-                    if let Some((frame, rows)) = full.into_frame() {
-                        out.send(&frame).await?;
-                        answered += u64::from(rows);
-                    }
-                }
+            Ok(Place::Proxy(master)) => {
+                proxied.push((master, row));
+                continue;
+            }
+            Err(rc) => Reply::code(rc),
+        };
+        local.push(row.index, reply);
+        if local.is_full() {
+            let full = std::mem::replace(&mut local, RowBlock::new());
+            if let Some((frame, rows)) = full.into_frame() {
+                out.send(&frame).await?;
+                answered += u64::from(rows);
             }
         }
-    }
-    if let Some((frame, rows)) = local.into_frame() {
-        out.send(&frame).await?;
-        answered += u64::from(rows);
     }
 
     // Fan out: one message per shard, carrying all its rows.
@@ -309,6 +345,38 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
                 "a shard's inbox is closed; its batch rows go unanswered"
             );
         }
+    }
+    // Rows of other nodes' partitions, while the shards run theirs: proxied, a few at a time,
+    // their replies in the batch's (the shards wait on their bounded channel meanwhile).
+    let mut in_flight = FuturesOrdered::new();
+    let mut rows = proxied.into_iter();
+    loop {
+        while in_flight.len() < PROXIED_ROWS_IN_FLIGHT_MAX {
+            let Some((master, row)) = rows.next() else {
+                break;
+            };
+            let partition = row.digest.partition().0;
+            in_flight.push_back(async move {
+                let msg = row.message();
+                let frame = crate::cluster::fabric::proxy(core, master, partition, &msg).await;
+                (row.index, row_reply_of(&frame))
+            });
+        }
+        let Some((index, reply)) = in_flight.next().await else {
+            break;
+        };
+        local.push(index, reply);
+        if local.is_full() {
+            let full = std::mem::replace(&mut local, RowBlock::new());
+            if let Some((frame, rows)) = full.into_frame() {
+                out.send(&frame).await?;
+                answered += u64::from(rows);
+            }
+        }
+    }
+    if let Some((frame, rows)) = local.into_frame() {
+        out.send(&frame).await?;
+        answered += u64::from(rows);
     }
     drop(sink);
     // Every shard's sender dropped (rows done or shard gone) ends the stream.

@@ -264,6 +264,18 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     assert raw_get_result(seed.port, missing) == 2
     assert stats(seed.port)["client_proxy_complete"] == "2"
     assert stats(master.port)["proxy_received"] != "0"
+    # So are batch rows: one batch of rows of every node's partitions, sent straight to A1,
+    # answers every row (found, or not found for the missing key), not 11.
+    from test_batch import batch_frame, full_row, raw
+    some = keys[:40] + [missing]
+    data = struct.pack(">IB", len(some), 0x0d) + b"".join(
+        full_row(i, aerospike.calc_digest(*k), b"cluster") for i, k in enumerate(some))
+    got, last = raw(seed.port, batch_frame(data))
+    assert last == 0
+    assert sorted(got, key=lambda r: r[1]) == [(0, i) for i in range(40)] + [(2, 40)]
+    others = sum(1 for k in some if rows[partition_of(k)][0] != NODE_IDS[0])
+    assert others > 10
+    assert stats(seed.port)["client_proxy_complete"] == str(2 + others)
 
     # SIGKILL the principal: the two others re-form without it.
     generation_before = int(one(cluster.nodes[0].port, "partition-generation"))
