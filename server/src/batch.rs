@@ -57,6 +57,28 @@ impl RowBlock {
         self.frame.is_full()
     }
 
+    /// Adds a row's reply answered on the connection's core, sending the block to the client
+    /// once it is full; returns how many rows that sent (0 while it fills).
+    async fn push_or_send(
+        &mut self,
+        index: u32,
+        reply: Reply,
+        out: &mut ReplySink<'_>,
+    ) -> std::io::Result<u64> {
+        self.push(index, reply);
+        if !self.is_full() {
+            return Ok(0);
+        }
+        let full = std::mem::replace(self, RowBlock::new());
+        match full.into_frame() {
+            Some((frame, rows)) => {
+                out.send(&frame).await?;
+                Ok(u64::from(rows))
+            }
+            None => Ok(0),
+        }
+    }
+
     /// Adds a row's reply, sending the block on `sink` once it is full; false when the
     /// connection has gone.
     async fn add(
@@ -313,14 +335,7 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
             }
             Err(rc) => Reply::code(rc),
         };
-        local.push(row.index, reply);
-        if local.is_full() {
-            let full = std::mem::replace(&mut local, RowBlock::new());
-            if let Some((frame, rows)) = full.into_frame() {
-                out.send(&frame).await?;
-                answered += u64::from(rows);
-            }
-        }
+        answered += local.push_or_send(row.index, reply, out).await?;
     }
 
     // Fan out: one message per shard, carrying all its rows.
@@ -365,14 +380,7 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
         let Some((index, reply)) = in_flight.next().await else {
             break;
         };
-        local.push(index, reply);
-        if local.is_full() {
-            let full = std::mem::replace(&mut local, RowBlock::new());
-            if let Some((frame, rows)) = full.into_frame() {
-                out.send(&frame).await?;
-                answered += u64::from(rows);
-            }
-        }
+        answered += local.push_or_send(index, reply, out).await?;
     }
     if let Some((frame, rows)) = local.into_frame() {
         out.send(&frame).await?;

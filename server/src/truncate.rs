@@ -138,7 +138,7 @@ fn commit(
     let mut durable = node.namespaces[i].truncated();
     let mut next = durable.clone();
     let target = set.map(<[u8]>::to_vec);
-    let version = next.versions.get(&target).copied().unwrap_or_default();
+    let known = version_of(&durable, set);
     let slot = match set {
         Some(name) => next.sets.entry(name.to_vec()).or_default(),
         None => &mut next.namespace_ms,
@@ -146,15 +146,15 @@ fn commit(
     let (ms, version) = match change {
         Change::Here(ms) => {
             let mine = Version {
-                counter: version.counter + 1,
+                counter: known.counter + 1,
                 origin: node.id.0,
             };
             // A truncate keeps the later of the two cut-offs; an undo clears it.
             (if ms == 0 { 0 } else { (*slot).max(ms) }, mine)
         }
-        Change::From(ms, theirs) => merge((*slot, version), (ms, theirs)),
+        Change::From(ms, theirs) => merge((*slot, known), (ms, theirs)),
     };
-    if matches!(change, Change::From(..)) && (ms, version) == (*slot, version_of(&durable, set)) {
+    if matches!(change, Change::From(..)) && (ms, version) == (*slot, known) {
         return Ok((ms, version)); // nothing new here: no file write
     }
     *slot = ms;
@@ -292,29 +292,20 @@ pub fn share_on_view(node: &std::sync::Arc<Node>) {
     let mut bodies = Vec::new();
     for (i, ns) in node.config.namespaces.iter().enumerate() {
         let kept = node.namespaces[i].truncated().clone();
-        // Every cut-off ever changed here, undone ones (0) included: an undo must reach a
-        // member that still has the truncate.
-        for (target, &version) in &kept.versions {
-            let set = target.as_deref();
+        // Every cut-off kept or ever changed here, undone ones (0) included (an undo must
+        // reach a member that still has the truncate); one of a file written before
+        // versions has version (0, 0).
+        let targets: std::collections::BTreeSet<Option<&[u8]>> = (kept.versions.keys())
+            .map(Option::as_deref)
+            .chain((kept.namespace_ms > 0).then_some(None))
+            .chain(kept.sets.keys().map(|s| Some(s.as_slice())))
+            .collect();
+        for set in targets {
             let ms = match set {
                 None => kept.namespace_ms,
                 Some(name) => kept.sets.get(name).copied().unwrap_or(0),
             };
-            bodies.push(encode_cut_off(&ns.name, set, ms, version));
-        }
-        // Cut-offs of a file written before versions (version 0, 0).
-        if kept.namespace_ms > 0 && !kept.versions.contains_key(&None) {
-            bodies.push(encode_cut_off(
-                &ns.name,
-                None,
-                kept.namespace_ms,
-                Version::default(),
-            ));
-        }
-        for (set, &ms) in &kept.sets {
-            if !kept.versions.contains_key(&Some(set.clone())) {
-                bodies.push(encode_cut_off(&ns.name, Some(set), ms, Version::default()));
-            }
+            bodies.push(encode_cut_off(&ns.name, set, ms, version_of(&kept, set)));
         }
     }
     if bodies.is_empty() {

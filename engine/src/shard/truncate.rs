@@ -126,28 +126,25 @@ impl Truncated {
                 _ => Err((n, format!("`{s}` is not a last-update time in ms"))),
             }
         };
+        let set_name = |hex: Option<&str>, n: usize| -> Result<Vec<u8>, (usize, String)> {
+            let hex = hex.unwrap_or("");
+            decode_hex(hex)
+                .filter(|b| !b.is_empty() && b.len() <= SET_NAME_BYTES_MAX)
+                .ok_or((n, format!("`{hex}` is not a hex-encoded set name")))
+        };
         for (i, line) in lines {
             let n = i + 1;
             let mut words = line.split(' ');
             match words.next() {
                 Some("namespace") => t.namespace_ms = ms(words.next(), n)?,
                 Some("set") => {
-                    let hex = words.next().unwrap_or("");
-                    let name = decode_hex(hex)
-                        .filter(|b| !b.is_empty() && b.len() <= SET_NAME_BYTES_MAX)
-                        .ok_or((n, format!("`{hex}` is not a hex-encoded set name")))?;
+                    let name = set_name(words.next(), n)?;
                     t.sets.insert(name, ms(words.next(), n)?);
                 }
                 Some("version") => {
                     let target = match words.next() {
                         Some("namespace") => None,
-                        Some("set") => {
-                            let hex = words.next().unwrap_or("");
-                            let name = decode_hex(hex)
-                                .filter(|b| !b.is_empty() && b.len() <= SET_NAME_BYTES_MAX)
-                                .ok_or((n, format!("`{hex}` is not a hex-encoded set name")))?;
-                            Some(name)
-                        }
+                        Some("set") => Some(set_name(words.next(), n)?),
                         _ => return Err((n, format!("unknown version line `{line}`"))),
                     };
                     let mut number = || -> Result<u64, (usize, String)> {
