@@ -282,10 +282,17 @@ impl Core {
         let partition = digest.partition().0;
         // A node that stalled past its lease takes no write until it knows its view lives on.
         let lease = &self.node.lease;
-        let table = (self.node)
+        let Some(table) = (self.node)
             .settled(|t| (t.is_master(ns, partition) && lease.holds()).then(|| t.clone()))
             .await
-            .ok_or(ResultCode::PartitionUnavailable)?;
+        else {
+            if let Some(n) = self.node.logs.partition_unavailable.allow() {
+                let master = self.node.partitions.load().is_master(ns, partition);
+                tracing::info!(partition, master_here = master, lease_holds = lease.holds(),
+                    suppressed = n, "answered 11: a write reached a node that is not (or no longer) its partition's master, or whose write lease lapsed");
+            }
+            return Err(ResultCode::PartitionUnavailable);
+        };
         crate::cluster::dup_res::resolve(self, &table, ns, &digest).await?;
         Ok(Some(table))
     }

@@ -67,6 +67,9 @@ pub struct NodeLogLimits {
     pub fabric_other_cluster: RateLimited,
     /// A proxied request that could not reach the partition's master.
     pub proxy_failed: RateLimited,
+    /// A keyed request answered 11 (partition unavailable) by this node's own table: which
+    /// check refused it, so a client's 11 can be traced to its cause.
+    pub partition_unavailable: RateLimited,
     /// A write's image that a replica did not apply (refused, unreachable, no answer).
     pub replica_failed: RateLimited,
     /// An image this node could not apply as a replica (its store failed).

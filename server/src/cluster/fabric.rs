@@ -489,6 +489,10 @@ thread_local! {
 pub async fn proxy(core: &Core, master: NodeId, partition: u16, msg: &Message) -> Vec<u8> {
     let stats = &core.node.proxy_stats;
     let Some(addr) = core.node.cluster.load().fabric_of(master) else {
+        if let Some(n) = core.node.logs.partition_unavailable.allow() {
+            tracing::info!(partition, master = %format!("{:X}", master.0), suppressed = n,
+                "answered 11: the partition's master has no known fabric address to proxy to");
+        }
         stats.error.fetch_add(1, Relaxed);
         return Reply::code(ResultCode::PartitionUnavailable).into_frame();
     };

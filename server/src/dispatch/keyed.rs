@@ -87,7 +87,16 @@ async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8>
         }
         // No master (no cluster yet, or orphaned), or already proxied here: result 11, on
         // which the official clients refresh their partition map and retry.
-        None => return Reply::code(ResultCode::PartitionUnavailable).into_frame(),
+        None => {
+            if let Some(n) = core.node.logs.partition_unavailable.allow() {
+                let table = core.node.partitions.load();
+                let master = table.master(ns, partition).map(|m| format!("{:X}", m.0));
+                tracing::info!(partition, proxied_here = !may_proxy, write, ?master,
+                    settle_wait_ms = crate::node::TABLE_SETTLE_WAIT_MS, suppressed = n,
+                    "answered 11: this node's table does not route the request (no master, or a proxied request for a partition this node does not master)");
+            }
+            return Reply::code(ResultCode::PartitionUnavailable).into_frame();
+        }
     }
     let owner = core.node.shard_of(partition);
     if owner == core.shard {
