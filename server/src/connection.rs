@@ -4,8 +4,9 @@
 //! node keeps serving everyone else.
 //!
 //! Owns the per-connection read path. A request is read with one receive of up to
-//! [`FRAME_FIRST_READ_BYTES`] (header and, usually, the whole body), so a waiting connection
-//! holds that much; larger bodies grow against the core's partial-frame budget. It must never
+//! [`FRAME_FIRST_READ_BYTES`] (header and, usually, the whole body) into the connection's own
+//! buffer, of that size, and decoded where it lies (no allocation per request); larger bodies
+//! grow against the core's partial-frame budget. It must never
 //! trust a size from the wire to allocate memory up front, and never panic on any byte
 //! sequence.
 
@@ -86,46 +87,82 @@ async fn read_body(
     Ok(body)
 }
 
+/// A connection's receive buffer, [`FRAME_FIRST_READ_BYTES`] long for the connection's life:
+/// `bytes[start..filled]` were received and not yet taken as a request (a client that sent its
+/// next request at once).
+struct RecvBuf {
+    bytes: Vec<u8>,
+    start: usize,
+    filled: usize,
+}
+
+impl RecvBuf {
+    fn new() -> RecvBuf {
+        RecvBuf {
+            bytes: vec![0; FRAME_FIRST_READ_BYTES],
+            start: 0,
+            filled: 0,
+        }
+    }
+
+    /// Moves what is left of the last receive to the front, making room for the next.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.bytes.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
+        }
+        debug_assert!(self.filled < FRAME_FIRST_READ_BYTES);
+    }
+}
+
+/// Where a request's body is.
+enum Body {
+    /// `bytes[from..to]` of the connection's buffer: the request arrived whole.
+    InBuffer { from: usize, to: usize },
+    /// Read into its own buffer: it did not arrive with its header's receive.
+    Owned(Vec<u8>),
+}
+
 /// Reads one request: its header (waiting at most `proto-fd-idle-ms` when that is set) and
 /// its body (closing the connection if it stalls). The header's read asks for up to
-/// [`FRAME_FIRST_READ_BYTES`], so a request that arrived whole costs one receive, not two;
-/// bytes past it (a client that sent its next request at once) wait in `pending`, which holds
-/// less than [`FRAME_FIRST_READ_BYTES`].
+/// [`FRAME_FIRST_READ_BYTES`], so a request that arrived whole costs one receive, not two, and
+/// stays in `buf`; bytes past it wait there for the next request.
 async fn read_request(
     stream: &mut TcpStream,
     core: &Core,
-    pending: &mut Vec<u8>,
-) -> Result<(ProtoHeader, Vec<u8>), ReadError> {
+    buf: &mut RecvBuf,
+) -> Result<(ProtoHeader, Body), ReadError> {
     let idle_ms = core.node.config.proto_fd_idle_ms;
     let _ = stream.set_read_timeout((idle_ms > 0).then(|| Duration::from_millis(idle_ms)));
-    let mut buf = std::mem::take(pending);
-    let mut filled = buf.len();
-    debug_assert!(filled < FRAME_FIRST_READ_BYTES);
-    buf.resize(FRAME_FIRST_READ_BYTES, 0);
-    while filled < PROTO_HEADER_BYTES {
-        match stream.read(&mut buf[filled..]).await {
+    buf.compact();
+    while buf.filled < PROTO_HEADER_BYTES {
+        match stream.read(&mut buf.bytes[buf.filled..]).await {
             Ok(0) => return Err(ReadError::Gone(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => filled += n,
+            Ok(n) => buf.filled += n,
             Err(e) if timed_out(&e) => return Err(ReadError::Idle),
             Err(e) => return Err(ReadError::Gone(e)),
         }
     }
-    let head: [u8; PROTO_HEADER_BYTES] = buf[..PROTO_HEADER_BYTES].try_into().expect("8 bytes");
+    let head: [u8; PROTO_HEADER_BYTES] =
+        buf.bytes[..PROTO_HEADER_BYTES].try_into().expect("8 bytes");
     let header = ProtoHeader::decode(&head).map_err(ReadError::BadHeader)?;
     let size = header.body_bytes as usize;
     let end = PROTO_HEADER_BYTES + size;
-    if filled >= end {
-        // The whole request is here: its body is the buffer, less the header.
-        *pending = buf[end..filled].to_vec();
-        buf.truncate(end);
-        buf.drain(..PROTO_HEADER_BYTES);
-        return Ok((header, buf));
+    if buf.filled >= end {
+        // The whole request is here: decoded where it lies.
+        buf.start = end;
+        let body = Body::InBuffer {
+            from: PROTO_HEADER_BYTES,
+            to: end,
+        };
+        return Ok((header, body));
     }
-    buf.truncate(filled);
-    buf.drain(..PROTO_HEADER_BYTES);
+    let body = buf.bytes[PROTO_HEADER_BYTES..buf.filled].to_vec();
+    buf.start = buf.filled;
     let _ = stream.set_read_timeout(Some(Duration::from_millis(FRAME_STALL_MS)));
-    let body = read_body(stream, buf, size, &core.frame_budget).await?;
-    Ok((header, body))
+    let body = read_body(stream, body, size, &core.frame_budget).await?;
+    Ok((header, Body::Owned(body)))
 }
 
 /// Serves one admitted connection until its client closes it, it breaks the protocol, or a
@@ -136,9 +173,9 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnect
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
     let logs = &core.logs;
-    let mut pending = Vec::new();
+    let mut buf = RecvBuf::new();
     loop {
-        let (header, body) = match read_request(&mut stream, &core, &mut pending).await {
+        let (header, body) = match read_request(&mut stream, &core, &mut buf).await {
             Ok(request) => request,
             Err(ReadError::BadHeader(e)) => {
                 if let Some(n) = logs.bad_header.allow() {
@@ -181,6 +218,10 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnect
                 }
                 return;
             }
+        };
+        let body = match &body {
+            Body::InBuffer { from, to } => &buf.bytes[*from..*to],
+            Body::Owned(body) => body.as_slice(),
         };
         let request = match dispatch::classify(&header, body) {
             Ok(request) => request,

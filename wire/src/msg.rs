@@ -68,19 +68,26 @@ pub struct MsgHeader {
 
 impl MsgHeader {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(MSG_HEADER_BYTES as u8);
-        out.extend_from_slice(&[
+        out.extend_from_slice(&self.encode());
+    }
+
+    /// The header's wire form, for a caller that writes it into room it kept.
+    pub fn encode(&self) -> [u8; MSG_HEADER_BYTES] {
+        let mut b = [0u8; MSG_HEADER_BYTES];
+        b[0] = MSG_HEADER_BYTES as u8;
+        b[1..6].copy_from_slice(&[
             self.info1,
             self.info2,
             self.info3,
             self.info4,
             self.result_code,
         ]);
-        out.extend_from_slice(&self.generation.to_be_bytes());
-        out.extend_from_slice(&self.record_ttl.to_be_bytes());
-        out.extend_from_slice(&self.transaction_ttl.to_be_bytes());
-        out.extend_from_slice(&self.n_fields.to_be_bytes());
-        out.extend_from_slice(&self.n_ops.to_be_bytes());
+        b[6..10].copy_from_slice(&self.generation.to_be_bytes());
+        b[10..14].copy_from_slice(&self.record_ttl.to_be_bytes());
+        b[14..18].copy_from_slice(&self.transaction_ttl.to_be_bytes());
+        b[18..20].copy_from_slice(&self.n_fields.to_be_bytes());
+        b[20..22].copy_from_slice(&self.n_ops.to_be_bytes());
+        b
     }
 }
 

@@ -2,8 +2,12 @@
 
 use apogee_engine::record::RecordView;
 use apogee_wire::msg::{encode_op_into, info3, Message, MsgHeader, Op, OpType, MSG_HEADER_BYTES};
-use apogee_wire::proto::frame;
+use apogee_wire::proto::{frame, ProtoHeader, PROTO_HEADER_BYTES};
 use apogee_wire::{MsgType, ResultCode};
+
+/// Room kept before an all-bins reply's ops for the proto and message headers, so the reply
+/// becomes its frame in place: one allocation per get, no copy of the record's bins.
+const HEADROOM_BYTES: usize = PROTO_HEADER_BYTES + MSG_HEADER_BYTES;
 
 /// The outcome of a keyed command, before encoding.
 #[derive(Debug, Default)]
@@ -20,8 +24,16 @@ pub struct Reply {
 /// Reply ops in wire form, and how many.
 #[derive(Debug, Default)]
 pub struct EncodedOps {
-    pub count: u16,
-    pub bytes: Vec<u8>,
+    count: u16,
+    /// `headroom` unused bytes, then the ops.
+    bytes: Vec<u8>,
+    headroom: usize,
+}
+
+impl EncodedOps {
+    fn ops(&self) -> &[u8] {
+        &self.bytes[self.headroom..]
+    }
 }
 
 impl Reply {
@@ -47,8 +59,12 @@ impl Reply {
         // A stored bin takes 6 bytes besides its name and value, a READ op 8.
         let mut encoded = EncodedOps {
             count: 0,
-            bytes: Vec::with_capacity(record.stored_bin_bytes() + 2 * record.bin_count()),
+            bytes: Vec::with_capacity(
+                HEADROOM_BYTES + record.stored_bin_bytes() + 2 * record.bin_count(),
+            ),
+            headroom: HEADROOM_BYTES,
         };
+        encoded.bytes.resize(HEADROOM_BYTES, 0);
         for bin in record.bins() {
             encode_op_into(
                 OpType::READ,
@@ -67,8 +83,22 @@ impl Reply {
 
     /// Appends the reply as an AS_MSG body (no fields) with `transaction_ttl` set as given.
     fn encode_into(self, transaction_ttl: u32, out: &mut Vec<u8>) {
+        let header = self.header(transaction_ttl);
+        out.reserve(
+            MSG_HEADER_BYTES
+                + self.ops.iter().map(Op::encoded_bytes).sum::<usize>()
+                + self.encoded.ops().len(),
+        );
+        header.encode_into(out);
+        for op in &self.ops {
+            op.encode_into(out);
+        }
+        out.extend_from_slice(self.encoded.ops());
+    }
+
+    fn header(&self, transaction_ttl: u32) -> MsgHeader {
         let n_ops = self.ops.len() + usize::from(self.encoded.count);
-        let header = MsgHeader {
+        MsgHeader {
             result_code: self.result,
             generation: self.generation,
             record_ttl: self.void_time,
@@ -76,17 +106,7 @@ impl Reply {
             n_fields: 0,
             n_ops: u16::try_from(n_ops).expect("op count fits u16"),
             ..Default::default()
-        };
-        out.reserve(
-            MSG_HEADER_BYTES
-                + self.ops.iter().map(Op::encoded_bytes).sum::<usize>()
-                + self.encoded.bytes.len(),
-        );
-        header.encode_into(out);
-        for op in &self.ops {
-            op.encode_into(out);
         }
-        out.extend_from_slice(&self.encoded.bytes);
     }
 
     /// Appends the reply as one row message of a batch reply (spec §7.4): the row's index
@@ -96,10 +116,27 @@ impl Reply {
     }
 
     /// Encodes the reply as a whole type-3 frame.
-    pub fn into_frame(self) -> Vec<u8> {
-        let mut body = Vec::new();
-        self.encode_into(0, &mut body);
-        frame(MsgType::Message, &body)
+    pub fn into_frame(mut self) -> Vec<u8> {
+        let mut out = if self.ops.is_empty() && self.encoded.headroom == HEADROOM_BYTES {
+            // An all-bins reply: its headers go in the room kept before its ops.
+            let header = self.header(0).encode();
+            let mut out = std::mem::take(&mut self.encoded.bytes);
+            out[PROTO_HEADER_BYTES..HEADROOM_BYTES].copy_from_slice(&header);
+            out
+        } else {
+            let mut out = Vec::with_capacity(
+                HEADROOM_BYTES
+                    + self.ops.iter().map(Op::encoded_bytes).sum::<usize>()
+                    + self.encoded.ops().len(),
+            );
+            out.resize(PROTO_HEADER_BYTES, 0);
+            self.encode_into(0, &mut out);
+            out
+        };
+        let body_bytes = out.len() - PROTO_HEADER_BYTES;
+        out[..PROTO_HEADER_BYTES]
+            .copy_from_slice(&ProtoHeader::encode(MsgType::Message, body_bytes));
+        out
     }
 }
 

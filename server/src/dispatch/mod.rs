@@ -45,13 +45,14 @@ pub enum ClassifyError {
     Compressed(apogee_wire::DecodeError),
 }
 
-/// Classifies a request from its frame: decoding (and inflating) a message once.
-pub fn classify(header: &ProtoHeader, body: Vec<u8>) -> Result<Request, ClassifyError> {
+/// Classifies a request from its frame: decoding (and inflating) a message once. The request
+/// owns what it needs, so the body's buffer is free again afterwards.
+pub fn classify(header: &ProtoHeader, body: &[u8]) -> Result<Request, ClassifyError> {
     let msg = match header.msg_type {
-        MsgType::Info => return Ok(Request::Info(body)),
+        MsgType::Info => return Ok(Request::Info(body.to_vec())),
         MsgType::Admin => return Ok(Request::Admin),
-        MsgType::Message => Message::decode(&body).map_err(ClassifyError::Message)?,
-        MsgType::Compressed => inflate_message(&body)
+        MsgType::Message => Message::decode(body).map_err(ClassifyError::Message)?,
+        MsgType::Compressed => inflate_message(body)
             .and_then(|b| Message::decode(&b))
             .map_err(ClassifyError::Compressed)?,
     };
@@ -173,7 +174,7 @@ mod tests {
         let keyed = msg(vec![ns.clone(), digest], 0);
         let scan = msg(vec![ns.clone()], 0);
         let batch = msg(vec![ns], info1::BATCH);
-        let kind = |t, body: Vec<u8>| match classify(&header(t, &body), body) {
+        let kind = |t, body: Vec<u8>| match classify(&header(t, &body), &body) {
             Ok(Request::Info(_)) => "info",
             Ok(Request::Admin) => "admin",
             Ok(Request::Keyed(_)) => "keyed",
