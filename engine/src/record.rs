@@ -259,7 +259,23 @@ impl<'a> RecordView<'a> {
     /// Verifies the record `bytes` start with (checksum first, as stored in a block with
     /// checksum tag `tag`) and checks every length in it, so iterating its bins cannot fail.
     pub fn decode_tagged(bytes: &'a [u8], tag: u32) -> Result<RecordView<'a>, RecordDecodeError> {
-        let h = decode_header_tagged(bytes, tag)?;
+        Self::decode_checked(bytes, Some(tag))
+    }
+
+    /// [`RecordView::decode_tagged`] without the checksum, for bytes that were verified (or
+    /// encoded here) before they were kept in memory, such as the record cache's: the checksum
+    /// guards against the media, and these bytes no longer come from it. Every length is still
+    /// checked, so iterating the bins cannot fail.
+    pub fn decode_verified(bytes: &'a [u8]) -> Result<RecordView<'a>, RecordDecodeError> {
+        Self::decode_checked(bytes, None)
+    }
+
+    /// Decodes, verifying the checksum with `tag` when there is one.
+    fn decode_checked(
+        bytes: &'a [u8],
+        tag: Option<u32>,
+    ) -> Result<RecordView<'a>, RecordDecodeError> {
+        let h = decode_header_checked(bytes, tag)?;
         let body = &bytes[RECORD_FIXED_BYTES..h.total_bytes as usize];
         let mut r = Reader { bytes: body };
         let set_len = bytes[13] as usize;
@@ -418,12 +434,22 @@ fn record_len(bytes: &[u8]) -> Result<usize, RecordDecodeError> {
 }
 
 pub fn decode_header_tagged(bytes: &[u8], tag: u32) -> Result<RecordHeader, RecordDecodeError> {
+    decode_header_checked(bytes, Some(tag))
+}
+
+/// The header, its checksum verified with `tag` when there is one.
+fn decode_header_checked(
+    bytes: &[u8],
+    tag: Option<u32>,
+) -> Result<RecordHeader, RecordDecodeError> {
     let total = record_len(bytes)? as u32;
     let rec = &bytes[..total as usize];
-    let stored = u32::from_be_bytes(rec[8..12].try_into().expect("4 bytes")) ^ tag;
-    let computed = checksum(rec);
-    if stored != computed {
-        return Err(RecordDecodeError::BadChecksum { stored, computed });
+    if let Some(tag) = tag {
+        let stored = u32::from_be_bytes(rec[8..12].try_into().expect("4 bytes")) ^ tag;
+        let computed = checksum(rec);
+        if stored != computed {
+            return Err(RecordDecodeError::BadChecksum { stored, computed });
+        }
     }
     let flags = rec[12];
     let digest = Digest::from_slice(&rec[28..28 + DIGEST_BYTES]).expect("20 bytes");

@@ -174,7 +174,8 @@ impl ShardStore {
         }
         if let Some(bytes) = self.cache.borrow_mut().get(digest, entry.offset) {
             self.stats.count_cache_hit();
-            return Ok(check(decode(&bytes, tag)));
+            // Verified before it was cached (a device read) or encoded here (a write).
+            return Ok(check(RecordView::decode_verified(&bytes)));
         }
         if let Some(r) = self.in_write_block(entry.offset, len, |b| check(decode(b, tag))) {
             return Ok(r);
