@@ -174,6 +174,13 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnect
     let _ = stream.set_nodelay(true);
     let logs = &core.logs;
     let mut buf = RecvBuf::new();
+    // With several cores, the core that owns a request's record writes its reply itself.
+    let mut elsewhere = crate::dispatch::sink::Elsewhere {
+        socket: (core.node.config.cores > 1)
+            .then(|| crate::dispatch::direct::share(&stream))
+            .flatten(),
+        pending: None,
+    };
     loop {
         let (header, body) = match read_request(&mut stream, &core, &mut buf).await {
             Ok(request) => request,
@@ -232,7 +239,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnect
                 return;
             }
         };
-        if let Err(e) = dispatch::serve(&core, request, &mut ReplySink::new(&mut stream)).await {
+        let mut sink = ReplySink::new(&mut stream, &mut elsewhere);
+        if let Err(e) = dispatch::serve(&core, request, &mut sink).await {
             tracing::debug!(%peer, error = %e, "connection write failed");
             return;
         }

@@ -504,6 +504,16 @@ impl Core {
                 glommio::spawn_local(async move {
                     let reply =
                         crate::dispatch::guarded(core.execute(req.namespace, &req.msg)).await;
+                    let reply = match req.direct {
+                        None => reply,
+                        Some(direct) => {
+                            direct.write(reply).await;
+                            let latency = &core.node.namespaces[req.namespace].latency;
+                            latency[core.shard][direct.kind as usize]
+                                .record(direct.started.elapsed());
+                            Vec::new()
+                        }
+                    };
                     // The requester may have gone (connection closed); nothing to do then.
                     let _ = req.reply.send(reply);
                 })

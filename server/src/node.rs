@@ -40,8 +40,10 @@ const TABLE_SETTLE_POLL_MS: u64 = 5;
 pub struct ShardRequest {
     pub namespace: usize,
     pub msg: Message,
-    /// The encoded reply frame goes back on this one-shot channel.
+    /// The encoded reply frame goes back on this one-shot channel; with `direct`, the owning
+    /// core writes the reply to the client itself and sends an empty frame once it did.
     pub reply: flume::Sender<Vec<u8>>,
+    pub direct: Option<crate::dispatch::direct::DirectReply>,
 }
 
 /// Work handed to the core that owns it.

@@ -9,6 +9,7 @@
 use apogee_wire::msg::{info2, Message};
 use apogee_wire::{FieldType, ResultCode};
 
+use super::direct::{DirectReply, Target};
 use crate::command::{self, Reply};
 use crate::core::Core;
 use crate::latency;
@@ -17,24 +18,36 @@ use crate::partition::PartitionTable;
 use apogee_cluster::NodeId;
 use std::sync::Arc;
 
-/// Answers one keyed command from a client with its reply frame, recording its latency; a
-/// command for another node's partition is proxied to that node.
-pub async fn serve(core: &Core, msg: Message) -> Vec<u8> {
-    serve_from(core, msg, true).await
+/// How a keyed command was answered.
+pub enum Answer {
+    /// The reply frame, for the receiving core to write.
+    Reply(Vec<u8>),
+    /// The owning core writes the reply to the client itself; the note comes once it did.
+    Written(flume::Receiver<Vec<u8>>),
+}
+
+/// Answers one keyed command from a client, recording its latency; a command for another
+/// node's partition is proxied to that node. With `direct`, a command another core of this
+/// node owns has its reply written to the client by that core.
+pub async fn serve(core: &Core, msg: Message, direct: Option<Target>) -> Answer {
+    serve_from(core, msg, true, direct).await
 }
 
 /// Answers one keyed command a peer proxied here: never proxied again, so two nodes that
 /// disagree on the map answer 11 instead of forwarding a request back and forth.
 pub async fn serve_proxied(core: &Core, msg: Message) -> Vec<u8> {
-    serve_from(core, msg, false).await
+    match serve_from(core, msg, false, None).await {
+        Answer::Reply(reply) => reply,
+        Answer::Written(_) => unreachable!("a proxied request is answered over the fabric"),
+    }
 }
 
-async fn serve_from(core: &Core, msg: Message, may_proxy: bool) -> Vec<u8> {
+async fn serve_from(core: &Core, msg: Message, may_proxy: bool, direct: Option<Target>) -> Answer {
     let Some(ns) = msg
         .field(FieldType::NAMESPACE)
         .and_then(|n| core.node.config.namespace_index(n))
     else {
-        return Reply::code(ResultCode::Namespace).into_frame();
+        return Answer::Reply(Reply::code(ResultCode::Namespace).into_frame());
     };
     let kind = if msg.header.info2 & info2::WRITE != 0 {
         latency::Kind::Write
@@ -42,9 +55,16 @@ async fn serve_from(core: &Core, msg: Message, may_proxy: bool) -> Vec<u8> {
         latency::Kind::Read
     };
     let started = std::time::Instant::now();
-    let reply = route(core, ns, msg, may_proxy).await;
-    core.node.namespaces[ns].latency[core.shard][kind as usize].record(started.elapsed());
-    reply
+    let direct = direct.map(|target| DirectReply {
+        target,
+        started,
+        kind,
+    });
+    let answer = route(core, ns, msg, may_proxy, direct).await;
+    if let Answer::Reply(_) = answer {
+        core.node.namespaces[ns].latency[core.shard][kind as usize].record(started.elapsed());
+    }
+    answer
 }
 
 /// Where a keyed command goes, by one partition table.
@@ -54,11 +74,18 @@ enum Route {
     Proxy(NodeId),
 }
 
-/// Runs the command here when this core owns its record, else on the owning core.
-async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8> {
+/// Runs the command here when this core owns its record, else on the owning core (which
+/// writes the reply itself when `direct` says where).
+async fn route(
+    core: &Core,
+    ns: usize,
+    msg: Message,
+    may_proxy: bool,
+    direct: Option<DirectReply>,
+) -> Answer {
     let digest = match command::digest_of(&msg) {
         Ok(d) => d,
-        Err(rc) => return Reply::code(rc).into_frame(),
+        Err(rc) => return Answer::Reply(Reply::code(rc).into_frame()),
     };
     let partition = digest.partition().0;
     let write = msg.header.info2 & info2::WRITE != 0;
@@ -83,7 +110,9 @@ async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8>
         // Another node's partition: forwarded to its master over the fabric, as Aerospike
         // proxies.
         Some(Route::Proxy(master)) => {
-            return crate::cluster::fabric::proxy(core, master, partition, &msg).await
+            return Answer::Reply(
+                crate::cluster::fabric::proxy(core, master, partition, &msg).await,
+            )
         }
         // No master (no cluster yet, or orphaned), or already proxied here: result 11, on
         // which the official clients refresh their partition map and retry.
@@ -95,31 +124,38 @@ async fn route(core: &Core, ns: usize, msg: Message, may_proxy: bool) -> Vec<u8>
                     settle_wait_ms = crate::node::TABLE_SETTLE_WAIT_MS, suppressed = n,
                     "answered 11: this node's table does not route the request (no master, or a proxied request for a partition this node does not master)");
             }
-            return Reply::code(ResultCode::PartitionUnavailable).into_frame();
+            return Answer::Reply(Reply::code(ResultCode::PartitionUnavailable).into_frame());
         }
     }
     let owner = core.node.shard_of(partition);
     if owner == core.shard {
-        return core.execute(ns, &msg).await;
+        return Answer::Reply(core.execute(ns, &msg).await);
     }
     if !may_proxy {
         // A peer's proxied request on a connection this shard does not own.
         (core.node.proxy_stats.cross_core).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let (tx, rx) = flume::bounded(1);
+    let written_there = direct.is_some();
     let request = ShardRequest {
         namespace: ns,
         msg,
         reply: tx,
+        direct,
     };
     if core.node.inboxes[owner]
         .send_async(ShardWork::Keyed(request))
         .await
         .is_err()
     {
-        return Reply::code(ResultCode::ServerError).into_frame();
+        return Answer::Reply(Reply::code(ResultCode::ServerError).into_frame());
     }
-    rx.recv_async()
-        .await
-        .unwrap_or_else(|_| Reply::code(ResultCode::ServerError).into_frame())
+    if written_there {
+        return Answer::Written(rx);
+    }
+    Answer::Reply(
+        rx.recv_async()
+            .await
+            .unwrap_or_else(|_| Reply::code(ResultCode::ServerError).into_frame()),
+    )
 }

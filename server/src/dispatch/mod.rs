@@ -7,6 +7,7 @@
 //! (`keyed`, `crate::batch`, `crate::info`). It must never run a command itself, and never
 //! let a panic inside a command take the core down.
 
+pub mod direct;
 pub mod keyed;
 pub mod sink;
 
@@ -72,6 +73,8 @@ pub async fn serve(
     request: Request,
     sink: &mut ReplySink<'_>,
 ) -> std::io::Result<()> {
+    // A reply another core is writing goes first: replies keep the requests' order.
+    sink.settle().await?;
     match request {
         Request::Info(body) => {
             sink.begin(false);
@@ -85,8 +88,14 @@ pub async fn serve(
         }
         Request::Keyed(msg) => {
             sink.begin(msg.header.info1 & info1::COMPRESS_RESPONSE != 0);
-            let reply = guarded(keyed::serve(core, msg)).await;
-            sink.reply(reply).await
+            let answer = guarded_answer(keyed::serve(core, msg, sink.direct())).await;
+            match answer {
+                keyed::Answer::Reply(reply) => sink.reply(reply).await,
+                keyed::Answer::Written(note) => {
+                    sink.written_elsewhere(note);
+                    Ok(())
+                }
+            }
         }
         Request::Batch(msg) => {
             sink.begin(false);
@@ -118,6 +127,21 @@ pub async fn guarded(command: impl std::future::Future<Output = Vec<u8>>) -> Vec
             let what = panic_message(panic.as_ref());
             tracing::error!(panic = %what, "a command panicked; answered with a server error");
             crate::command::Reply::code(ResultCode::ServerError).into_frame()
+        }
+    }
+}
+
+/// [`guarded`] for a keyed request's answer.
+async fn guarded_answer(
+    command: impl std::future::Future<Output = keyed::Answer>,
+) -> keyed::Answer {
+    use futures_lite::FutureExt;
+    match std::panic::AssertUnwindSafe(command).catch_unwind().await {
+        Ok(answer) => answer,
+        Err(panic) => {
+            let what = panic_message(panic.as_ref());
+            tracing::error!(panic = %what, "a command panicked; answered with a server error");
+            keyed::Answer::Reply(crate::command::Reply::code(ResultCode::ServerError).into_frame())
         }
     }
 }

@@ -4,23 +4,40 @@
 //! and waits for the write to finish before producing more, so a slow reader slows its
 //! producers down (back-pressure through the bounded channels feeding the sink) instead of
 //! piling frames up in memory. Owns the socket's write side while a request is answered; it
-//! must never buffer more than the frame it is writing.
+//! must never buffer more than the frame it is writing, and never write while another core is
+//! still writing a reply to the same socket ([`super::direct`]).
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use apogee_wire::compression::{deflate_frame, COMPRESS_REPLY_BYTES_MIN};
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
+use super::direct::Target;
+
+/// What a connection keeps between requests for replies written by other cores.
+#[derive(Default)]
+pub struct Elsewhere {
+    /// A duplicate of the socket for other cores to write to (a node of several cores).
+    pub socket: Option<Arc<OwnedFd>>,
+    /// The note of a reply another core is writing: an empty frame once it is written.
+    pub pending: Option<flume::Receiver<Vec<u8>>>,
+}
+
 /// The write side of one connection, for one request at a time.
 pub struct ReplySink<'a> {
     stream: &'a mut TcpStream,
+    elsewhere: &'a mut Elsewhere,
     /// Whether the request asked for a compressed reply (type 4).
     compress: bool,
 }
 
 impl<'a> ReplySink<'a> {
-    pub fn new(stream: &'a mut TcpStream) -> ReplySink<'a> {
+    pub fn new(stream: &'a mut TcpStream, elsewhere: &'a mut Elsewhere) -> ReplySink<'a> {
         ReplySink {
             stream,
+            elsewhere,
             compress: false,
         }
     }
@@ -28,6 +45,37 @@ impl<'a> ReplySink<'a> {
     /// Starts a request's answer: whether its single reply frame may be compressed.
     pub fn begin(&mut self, compress: bool) {
         self.compress = compress;
+    }
+
+    /// Waits until the reply another core was writing to this socket is written; a frame it
+    /// sent back instead is written here.
+    pub async fn settle(&mut self) -> std::io::Result<()> {
+        if let Some(note) = self.elsewhere.pending.take() {
+            // The owner gone (node stopping): nothing more will be written for it.
+            let unsent = note.recv_async().await.unwrap_or_default();
+            if !unsent.is_empty() {
+                self.stream.write_all(&unsent).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How another core may write this request's single reply itself, when it can: `None`
+    /// on a node of one core, and while a reply written elsewhere is not settled.
+    pub fn direct(&self) -> Option<Target> {
+        if self.elsewhere.pending.is_some() {
+            return None;
+        }
+        Some(Target {
+            socket: self.elsewhere.socket.clone()?,
+            compress: self.compress,
+        })
+    }
+
+    /// The request's reply is being written by another core; `note` says when it is.
+    pub fn written_elsewhere(&mut self, note: flume::Receiver<Vec<u8>>) {
+        debug_assert!(self.elsewhere.pending.is_none());
+        self.elsewhere.pending = Some(note);
     }
 
     /// Writes one complete frame, compressed when the client asked for it and it is worth
