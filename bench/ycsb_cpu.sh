@@ -12,6 +12,7 @@
 #
 #   bash bench/ycsb_cpu.sh                    # WORKLOAD=B ROUNDS=4 SECS=5 RECORDS=100000 CONNS=32
 #   BASE=/path/to/older/apogee ONE_CORE=1 bash bench/ycsb_cpu.sh
+#   RATE=40000 bash bench/ycsb_cpu.sh         # open loop at 40,000 requests/s instead of closed
 #
 # Ports: 3430 (Apogee), 3431 (one core), 3432 (BASE), 3440..3443 (CE); stops only what it
 # started.
@@ -23,6 +24,7 @@ ROUNDS=${ROUNDS:-4}
 SECS=${SECS:-5}
 RECORDS=${RECORDS:-100000}
 CONNS=${CONNS:-32}
+RATE=${RATE:-}
 CE=${CE:-/work/shared/anchors/aerospike.sh}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET_DIR/ycsb-cpu}
@@ -67,7 +69,7 @@ done
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 echo "ycsb-cpu: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)," \
-     "YCSB $WORKLOAD, $RECORDS records of 10 x 100 B, $CONNS connections, $SECS s per phase," \
+     "YCSB $WORKLOAD${RATE:+ open loop at $RATE/s}, $RECORDS records of 10 x 100 B, $CONNS connections, $SECS s per phase," \
      "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$ROUNDS"); do
     order=$(seq 0 $((${#names[@]} - 1)))
@@ -77,7 +79,7 @@ for r in $(seq 1 "$ROUNDS"); do
         c0=$(cpu_ticks "${spids[$i]}")
         "$BIN/apogee-bench" run --target aerospike --port "${ports[$i]}" --records "$RECORDS" \
             --phase run --workload "$WORKLOAD" --connections "$CONNS" --duration-secs "$SECS" \
-            --json "$json" > "$OUT/${names[$i]}-$r.txt"
+            ${RATE:+--rate "$RATE"} --json "$json" > "$OUT/${names[$i]}-$r.txt"
         c1=$(cpu_ticks "${spids[$i]}")
         python3 - "$json" "${names[$i]}" "$r" $(( (c1 - c0) * tick_us )) <<'PY'
 import json, sys
