@@ -306,7 +306,7 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
-        // APOGEE PATCH (PATCHES.md, 2): orders the caller's publication (a queued waker, a
+        // APOGEE PATCH (PATCHES.md, 1): orders the caller's publication (a queued waker, a
         // channel item) before reading `should_notify`; the sleeper fences between setting
         // `should_notify` and its last look at those queues (a Dekker pair).
         std::sync::atomic::fence(Ordering::SeqCst);

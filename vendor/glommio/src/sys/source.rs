@@ -224,12 +224,6 @@ impl Source {
         })
     }
 
-    /// APOGEE PATCH: whether the request completed, without `result`'s statistics side
-    /// effects.
-    pub(crate) fn has_result(&self) -> bool {
-        self.inner.borrow().wakers.result.is_some()
-    }
-
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

@@ -1222,8 +1222,6 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
-    // APOGEE PATCH: when the armed latency preemption timer expires (None when none is armed).
-    latency_preemption_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1355,7 +1353,6 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
-            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1817,54 +1814,22 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // APOGEE PATCH (vendor/glommio/PATCHES.md, 1): a pass that will not sleep keeps a
-        // preemption timer that is still pending and expires within the preemption period,
-        // instead of cancelling and re-arming it (and the throughput timer) on every pass of
-        // the executor's loop: that cost two cancellations, three new submissions and an
-        // `io_uring_enter` per pass, and a thread-per-core server whose tasks wait on each
-        // other passes through the loop about once per request. A kept timer only fires
-        // earlier than a fresh one would, which preempts sooner, never later.
-        let keep_latency_timer = match (preempt_timer(), self.latency_preemption_deadline.get()) {
-            (Some(period), Some(deadline)) => {
-                let pending = self.latency_preemption_timeout_src.take().map(|src| {
-                    let pending = !src.has_result();
-                    self.latency_preemption_timeout_src.set(Some(src));
-                    pending
-                });
-                pending == Some(true) && deadline <= Instant::now() + period
-            }
-            _ => false,
-        };
-        if !keep_latency_timer {
-            // Cancel the old timer regardless of whether we can sleep:
-            // if we won't sleep, we will register the new timer with its new
-            // value.
-            //
-            // But if we will sleep, there might be a timer registered that needs
-            // to be removed otherwise we'll wake up when it expires.
-            drop(self.latency_preemption_timeout_src.take());
-            self.latency_preemption_deadline.set(None);
-        }
+        // Cancel the old timer regardless of whether we can sleep:
+        // if we won't sleep, we will register the new timer with its new
+        // value.
+        //
+        // But if we will sleep, there might be a timer registered that needs
+        // to be removed otherwise we'll wake up when it expires.
+        drop(self.latency_preemption_timeout_src.take());
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping. APOGEE PATCH: one still pending is kept (it counts completions
-        // since it was armed, so it fires no later than a fresh one).
-        let throughput_pending = match self.throughput_preemption_timeout_src.take() {
-            Some(src) => {
-                let pending = !src.has_result();
-                self.throughput_preemption_timeout_src.set(Some(src));
-                pending
-            }
-            None => false,
-        };
-        if !throughput_pending {
-            self.throughput_preemption_timeout_src.replace(Some(
-                main_ring.prepare_throughput_preemption_timer(
-                    self.ring_depth() as u32,
-                    self.eventfd_src.raw(),
-                ),
-            ));
-        }
+        // up sleeping.
+        self.throughput_preemption_timeout_src.replace(Some(
+            main_ring.prepare_throughput_preemption_timer(
+                self.ring_depth() as u32,
+                self.eventfd_src.raw(),
+            ),
+        ));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1888,7 +1853,6 @@ impl Reactor {
             if let Some(dur) = user_timer {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                self.latency_preemption_deadline.set(Some(Instant::now() + dur));
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1897,7 +1861,7 @@ impl Reactor {
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
             // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. APOGEE PATCH (PATCHES.md, 2): a full fence here and one in
+            // details. APOGEE PATCH (PATCHES.md, 1): a full fence here and one in
             // `SleepNotifier::notify`, instead of `membarrier(PRIVATE_EXPEDITED)`, which
             // interrupts every CPU running the process each time an executor parks (and the
             // notifying side here never issued the matching light barrier anyway).
@@ -1918,13 +1882,9 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            if !keep_latency_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-                self.latency_preemption_deadline
-                    .set(Some(Instant::now() + preempt));
-                flush_rings!(lat_ring, main_ring)?;
-            }
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            flush_rings!(lat_ring, main_ring)?;
         }
 
         // A Note about `need_preempt`:
