@@ -10,6 +10,7 @@
 //! trust a size from the wire to allocate memory up front, and never panic on any byte
 //! sequence.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::admission::{
     PARTIAL_FRAME_BYTES_MAX_PER_CORE,
 };
 use crate::core::Core;
+use crate::dispatch::sink::Elsewhere;
 use crate::dispatch::{self, ReplySink};
 
 /// Why reading a request stopped.
@@ -172,17 +174,28 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnect
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
-    let logs = &core.logs;
-    let mut buf = RecvBuf::new();
     // With several cores, the core that owns a request's record writes its reply itself.
-    let mut elsewhere = crate::dispatch::sink::Elsewhere {
-        socket: (core.node.config.cores > 1)
-            .then(|| crate::dispatch::direct::share(&stream))
-            .flatten(),
+    let mut elsewhere = Elsewhere {
+        socket: (core.node.config.cores > 1).then(|| stream.as_raw_fd()),
         pending: None,
     };
+    serve_requests(&core, &mut stream, &peer, &mut elsewhere).await;
+    // Another core may still be writing a reply to this socket: it stays open (its number
+    // not reused) until that write is done.
+    let _ = elsewhere.settle().await;
+}
+
+/// The request loop of [`serve`]: returns when the connection is to close.
+async fn serve_requests(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    peer: &str,
+    elsewhere: &mut Elsewhere,
+) {
+    let logs = &core.logs;
+    let mut buf = RecvBuf::new();
     loop {
-        let (header, body) = match read_request(&mut stream, &core, &mut buf).await {
+        let (header, body) = match read_request(stream, core, &mut buf).await {
             Ok(request) => request,
             Err(ReadError::BadHeader(e)) => {
                 if let Some(n) = logs.bad_header.allow() {
@@ -201,6 +214,14 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnect
                     tracing::warn!(%peer, received, size, connections = n, "closing connection: frame body cut short");
                 }
                 return;
+            }
+            // A reply another core is still writing: the connection is not idle. Once it is
+            // written, the idle wait starts again (bytes already read stay in `buf`).
+            Err(ReadError::Idle) if elsewhere.pending.is_some() => {
+                if elsewhere.settle().await.is_err() {
+                    return;
+                }
+                continue;
             }
             Err(ReadError::Idle) => {
                 core.node.connections.count_closed_by(Closed::IdleReaped);
@@ -239,8 +260,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnect
                 return;
             }
         };
-        let mut sink = ReplySink::new(&mut stream, &mut elsewhere);
-        if let Err(e) = dispatch::serve(&core, request, &mut sink).await {
+        let mut sink = ReplySink::new(stream, elsewhere);
+        if let Err(e) = dispatch::serve(core, request, &mut sink).await {
             tracing::debug!(%peer, error = %e, "connection write failed");
             return;
         }

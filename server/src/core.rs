@@ -507,7 +507,10 @@ impl Core {
                     let reply = match req.direct {
                         None => reply,
                         Some(direct) => {
-                            direct.write(reply).await;
+                            if direct.write(reply).await.is_err() {
+                                // No note: the receiving core ends the connection.
+                                return;
+                            }
                             let latency = &core.node.namespaces[req.namespace].latency;
                             latency[core.shard][direct.kind as usize]
                                 .record(direct.started.elapsed());

@@ -7,8 +7,7 @@
 //! must never buffer more than the frame it is writing, and never write while another core is
 //! still writing a reply to the same socket ([`super::direct`]).
 
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::os::fd::RawFd;
 
 use apogee_wire::compression::{deflate_frame, COMPRESS_REPLY_BYTES_MIN};
 use futures_lite::AsyncWriteExt;
@@ -19,10 +18,25 @@ use super::direct::Target;
 /// What a connection keeps between requests for replies written by other cores.
 #[derive(Default)]
 pub struct Elsewhere {
-    /// A duplicate of the socket for other cores to write to (a node of several cores).
-    pub socket: Option<Arc<OwnedFd>>,
-    /// The note of a reply another core is writing: an empty frame once it is written.
+    /// The socket, for other cores to write replies to (a node of several cores).
+    pub socket: Option<RawFd>,
+    /// The note of a reply another core is writing: an empty frame once it is written; the
+    /// channel closed without one when the write failed.
     pub pending: Option<flume::Receiver<Vec<u8>>>,
+}
+
+impl Elsewhere {
+    /// Waits for the note of a reply another core is writing, if any: `Err` when that write
+    /// failed (the connection is over). The connection must call this before it closes its
+    /// socket, so no other core ever writes to a descriptor number reused meanwhile.
+    pub async fn settle(&mut self) -> std::io::Result<()> {
+        match self.pending.take() {
+            None => Ok(()),
+            Some(note) => note.recv_async().await.map(drop).map_err(|_| {
+                std::io::Error::other("the core writing this connection's reply could not")
+            }),
+        }
+    }
 }
 
 /// The write side of one connection, for one request at a time.
@@ -47,17 +61,10 @@ impl<'a> ReplySink<'a> {
         self.compress = compress;
     }
 
-    /// Waits until the reply another core was writing to this socket is written; a frame it
-    /// sent back instead is written here.
+    /// Waits until the reply another core was writing to this socket is written (`Err`: it
+    /// could not be, and the connection is over).
     pub async fn settle(&mut self) -> std::io::Result<()> {
-        if let Some(note) = self.elsewhere.pending.take() {
-            // The owner gone (node stopping): nothing more will be written for it.
-            let unsent = note.recv_async().await.unwrap_or_default();
-            if !unsent.is_empty() {
-                self.stream.write_all(&unsent).await?;
-            }
-        }
-        Ok(())
+        self.elsewhere.settle().await
     }
 
     /// How another core may write this request's single reply itself, when it can: `None`
@@ -67,7 +74,7 @@ impl<'a> ReplySink<'a> {
             return None;
         }
         Some(Target {
-            socket: self.elsewhere.socket.clone()?,
+            socket: self.elsewhere.socket?,
             compress: self.compress,
         })
     }
