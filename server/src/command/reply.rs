@@ -84,16 +84,19 @@ impl Reply {
     /// Appends the reply as an AS_MSG body (no fields) with `transaction_ttl` set as given.
     fn encode_into(self, transaction_ttl: u32, out: &mut Vec<u8>) {
         let header = self.header(transaction_ttl);
-        out.reserve(
-            MSG_HEADER_BYTES
-                + self.ops.iter().map(Op::encoded_bytes).sum::<usize>()
-                + self.encoded.ops().len(),
-        );
+        out.reserve(self.body_bytes());
         header.encode_into(out);
         for op in &self.ops {
             op.encode_into(out);
         }
         out.extend_from_slice(self.encoded.ops());
+    }
+
+    /// The encoded message's size: its header and every op.
+    fn body_bytes(&self) -> usize {
+        MSG_HEADER_BYTES
+            + self.ops.iter().map(Op::encoded_bytes).sum::<usize>()
+            + self.encoded.ops().len()
     }
 
     fn header(&self, transaction_ttl: u32) -> MsgHeader {
@@ -124,11 +127,7 @@ impl Reply {
             out[PROTO_HEADER_BYTES..HEADROOM_BYTES].copy_from_slice(&header);
             out
         } else {
-            let mut out = Vec::with_capacity(
-                HEADROOM_BYTES
-                    + self.ops.iter().map(Op::encoded_bytes).sum::<usize>()
-                    + self.encoded.ops().len(),
-            );
+            let mut out = Vec::with_capacity(PROTO_HEADER_BYTES + self.body_bytes());
             out.resize(PROTO_HEADER_BYTES, 0);
             self.encode_into(0, &mut out);
             out

@@ -26,6 +26,12 @@ pub enum Answer {
     Written(flume::Receiver<Vec<u8>>),
 }
 
+impl From<Vec<u8>> for Answer {
+    fn from(reply: Vec<u8>) -> Answer {
+        Answer::Reply(reply)
+    }
+}
+
 /// Answers one keyed command from a client, recording its latency; a command for another
 /// node's partition is proxied to that node. With `direct`, a command another core of this
 /// node owns has its reply written to the client by that core.

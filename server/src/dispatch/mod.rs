@@ -88,7 +88,7 @@ pub async fn serve(
         }
         Request::Keyed(msg) => {
             sink.begin(msg.header.info1 & info1::COMPRESS_RESPONSE != 0);
-            let answer = guarded_answer(keyed::serve(core, msg, sink.direct())).await;
+            let answer = guarded(keyed::serve(core, msg, sink.direct())).await;
             match answer {
                 keyed::Answer::Reply(reply) => sink.reply(reply).await,
                 keyed::Answer::Written(note) => {
@@ -118,30 +118,18 @@ fn admin_reply() -> Vec<u8> {
 
 /// Runs a command; a panic inside it becomes a server-error reply (result 1) and a log line
 /// instead of taking the core, and with it the node, down. Every decoder is total and fuzzed:
-/// this is the last line of defence, not the error path.
-pub async fn guarded(command: impl std::future::Future<Output = Vec<u8>>) -> Vec<u8> {
+/// this is the last line of defence, not the error path. `T` is a reply frame, or anything a
+/// reply frame can stand for (a keyed command's [`keyed::Answer`]).
+pub async fn guarded<T: From<Vec<u8>>>(command: impl std::future::Future<Output = T>) -> T {
     use futures_lite::FutureExt;
     match std::panic::AssertUnwindSafe(command).catch_unwind().await {
         Ok(reply) => reply,
         Err(panic) => {
             let what = panic_message(panic.as_ref());
             tracing::error!(panic = %what, "a command panicked; answered with a server error");
-            crate::command::Reply::code(ResultCode::ServerError).into_frame()
-        }
-    }
-}
-
-/// [`guarded`] for a keyed request's answer.
-async fn guarded_answer(
-    command: impl std::future::Future<Output = keyed::Answer>,
-) -> keyed::Answer {
-    use futures_lite::FutureExt;
-    match std::panic::AssertUnwindSafe(command).catch_unwind().await {
-        Ok(answer) => answer,
-        Err(panic) => {
-            let what = panic_message(panic.as_ref());
-            tracing::error!(panic = %what, "a command panicked; answered with a server error");
-            keyed::Answer::Reply(crate::command::Reply::code(ResultCode::ServerError).into_frame())
+            crate::command::Reply::code(ResultCode::ServerError)
+                .into_frame()
+                .into()
         }
     }
 }
@@ -161,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_panicking_command_answers_server_error() {
-        let reply = futures_lite::future::block_on(guarded(async { panic!("boom") }));
+        let reply: Vec<u8> = futures_lite::future::block_on(guarded(async { panic!("boom") }));
         let msg = apogee_wire::Message::decode(&reply[8..]).unwrap();
         assert_eq!(msg.header.result_code, 1);
         let fine = futures_lite::future::block_on(guarded(async { vec![7u8] }));
