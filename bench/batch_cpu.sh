@@ -51,9 +51,7 @@ fi
 if [ -z "${NO_CE:-}" ] && [ -x "$CE" ]; then
     ce_started=1
     "$CE" start 3410 > "$OUT/ce-start.log" 2>&1
-    # The process listening on CE's service port (other CE nodes may be running).
-    ce_pid=$(ss -Hltnp 'sport = :3410' | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
-    [ -n "$ce_pid" ] || { echo "CE started but its pid was not found" >&2; exit 1; }
+    ce_pid=$(listener_pid 3410)
     spids+=("$ce_pid"); names+=(aerospike-ce); ports+=(3410)
 fi
 targets=()
@@ -69,8 +67,6 @@ for i in "${!ports[@]}"; do
         --phase load --connections 16 > /dev/null
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tick_us=$((1000000 / $(getconf CLK_TCK)))
 echo "batch-cpu: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)," \
      "batch $BATCH, $RECORDS records of 10 x 100 B, 16 connections, $(nproc) cores," \
      "load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -86,7 +82,7 @@ for r in $(seq 1 "$ROUNDS"); do
         batches=$(echo "$line" | sed -E 's/.* ([0-9]+) ok.*/\1/')
         records=$((batches * BATCH))
         echo "round $r ${names[$i]}: $((records / SECS)) records/s," \
-             "server CPU $(( (c1 - c0) * tick_us * 1000 / records )) ns per record"
+             "server CPU $(( (c1 - c0) * TICK_US * 1000 / records )) ns per record"
     done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -8,3 +8,16 @@ wait_port() {
     done
     echo "nothing listens on port $1" >&2; exit 1
 }
+
+# The pid of the process listening on 127.0.0.1:$1 (a CE node among others that may be running);
+# stops the script if there is none.
+listener_pid() {
+    local pid
+    pid=$(ss -Hltnp "sport = :$1" | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
+    [ -n "$pid" ] || { echo "nothing with a pid listens on port $1" >&2; exit 1; }
+    echo "$pid"
+}
+
+# utime + stime of process $1, in clock ticks; TICK_US is one tick in microseconds.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))

@@ -56,9 +56,7 @@ if [ -n "${BASE:-}" ]; then start_apogee base "$BASE" 3432 "$(nproc)"; fi
 if [ -z "${NO_CE:-}" ] && [ -x "$CE" ]; then
     ce_started=1
     "$CE" start 3440 > "$OUT/ce-start.log" 2>&1
-    # The process listening on CE's service port (other CE nodes may be running).
-    ce_pid=$(ss -Hltnp 'sport = :3440' | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
-    [ -n "$ce_pid" ] || { echo "CE started but its pid was not found" >&2; exit 1; }
+    ce_pid=$(listener_pid 3440)
     spids+=("$ce_pid"); names+=(aerospike-ce); ports+=(3440)
 fi
 for port in "${ports[@]}"; do
@@ -66,8 +64,6 @@ for port in "${ports[@]}"; do
         --phase load --connections "$CONNS" > /dev/null
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tick_us=$((1000000 / $(getconf CLK_TCK)))
 echo "ycsb-cpu: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)," \
      "YCSB $WORKLOAD${RATE:+ open loop at $RATE/s}, $RECORDS records of 10 x 100 B, $CONNS connections, $SECS s per phase," \
      "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -81,7 +77,7 @@ for r in $(seq 1 "$ROUNDS"); do
             --phase run --workload "$WORKLOAD" --connections "$CONNS" --duration-secs "$SECS" \
             ${RATE:+--rate "$RATE"} --json "$json" > "$OUT/${names[$i]}-$r.txt"
         c1=$(cpu_ticks "${spids[$i]}")
-        python3 - "$json" "${names[$i]}" "$r" $(( (c1 - c0) * tick_us )) <<'PY'
+        python3 - "$json" "${names[$i]}" "$r" $(( (c1 - c0) * TICK_US )) <<'PY'
 import json, sys
 path, name, rnd, cpu_us = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 run = json.load(open(path))[-1]
