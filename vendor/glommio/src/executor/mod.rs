@@ -1325,6 +1325,13 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // APOGEE PATCH (PATCHES.md, 3): `false` tells `run` "nothing to run", and `run`
+                // then parks. A preemption seen before any queue ran (the preempt timer, or any
+                // latency-ring CQE such as the eventfd read, landing between `poll_io` and this
+                // check) used to return `false` while queues were runnable: the executor slept
+                // in `io_uring_enter` with ready work and nothing left to wake it. Report
+                // runnable queues as work so `run` goes back to the reactor instead of parking.
+                ran = ran || !self.queues.borrow().active_executors.is_empty();
                 break;
             }
             if !self.run_one_task_queue() {
