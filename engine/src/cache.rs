@@ -22,13 +22,14 @@ struct Slot {
 /// Hashes a digest with seeded xxh3 instead of std's SipHash: a lookup on every read
 /// hashed 20 bytes with SipHash (the largest single item of a batch read's profile). Seeded
 /// per cache, so a client cannot pick keys whose digests pile into one bucket.
+/// Hashing of digests for maps keyed by them: xxh3 with a per-map random seed.
 #[derive(Clone)]
-struct DigestHashing {
+pub(crate) struct DigestHashing {
     seed: u64,
 }
 
 impl DigestHashing {
-    fn new() -> DigestHashing {
+    pub(crate) fn new() -> DigestHashing {
         DigestHashing {
             seed: std::collections::hash_map::RandomState::new().hash_one(0x0063_6163_6865_u64),
         }
@@ -47,7 +48,7 @@ impl BuildHasher for DigestHashing {
 
 /// One digest's hash: `Digest`'s derived `Hash` writes a length (constant, ignored) and then
 /// its 20 bytes.
-struct DigestHasher {
+pub(crate) struct DigestHasher {
     seed: u64,
     hash: u64,
 }

@@ -18,6 +18,7 @@ pub mod recovery;
 pub mod rehome;
 pub mod sets;
 pub mod shard;
+pub mod sindex;
 pub mod stats;
 mod sync;
 pub mod tuning;

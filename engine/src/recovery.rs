@@ -80,7 +80,7 @@ pub(crate) fn replay_block(
                         },
                     }
                 };
-                keydir.mutate(change, &mut Uncounted);
+                keydir.mutate_indexed(change, &mut Uncounted, None);
                 pos += h.total_bytes as usize;
             }
             Err(RecordDecodeError::End) => break,

@@ -164,6 +164,16 @@ pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult
     })
 }
 
+/// The element a CDT context (its (type, value) steps, as a `[0xff, ctx, op]` payload carries
+/// them) selects in `root`, read-only: `None` when a step selects nothing (no create flags
+/// apply). Secondary indexes on a nested element read it through here.
+pub fn resolve_ctx(root: &mut Value, steps: &[Value]) -> Option<Value> {
+    if steps.is_empty() || !steps.len().is_multiple_of(2) || steps.len() / 2 > CTX_STEPS_MAX {
+        return None;
+    }
+    navigate(root, steps, false, &Kind::List).ok().cloned()
+}
+
 /// Re-sorts every ordered list in `v`, innermost first (a map's entries are keyed, and a
 /// context only ever changes values, so maps stay sorted by key).
 fn resort_ordered(v: &mut Value) {

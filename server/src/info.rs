@@ -433,6 +433,7 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
         "sets" => sets(node, cmd.args),
         "bins" => bins(node, cmd, room),
         _ => crate::truncate::answer(node, cmd)
+            .or_else(|| crate::sindex::answer(node, cmd))
             .or_else(|| node.jobs.answer(cmd))
             .unwrap_or_else(|| "ERROR:4:unrecognized command".into()),
     }

@@ -23,6 +23,7 @@ mod partition;
 mod preflight;
 mod runtime;
 mod scan;
+mod sindex;
 mod stream;
 mod truncate;
 

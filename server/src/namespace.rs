@@ -71,6 +71,10 @@ pub struct Namespace {
     pub partition_objects: Box<[std::sync::atomic::AtomicU32]>,
     /// Records migrated out and in, for `namespace/<ns>`.
     pub migration: crate::cluster::migration::stream::MigrationStats,
+    /// Secondary-index definitions, loaded before the shards open.
+    pub sindexes: crate::sindex::Catalog,
+    /// Secondary-index entries and bytes per shard, for `sindex/<ns>/<name>`.
+    pub sindex_usage: crate::sindex::Usage,
 }
 
 impl Namespace {
@@ -86,6 +90,8 @@ impl Namespace {
             shards: Mutex::default(),
             replication: Default::default(),
             migration: Default::default(),
+            sindexes: Default::default(),
+            sindex_usage: Default::default(),
             partition_objects: (0..apogee_wire::digest::PARTITION_COUNT)
                 .map(|_| Default::default())
                 .collect(),

@@ -67,6 +67,8 @@ pub enum ShardWork {
         stream: std::os::fd::OwnedFd,
         peer: apogee_cluster::NodeId,
     },
+    /// Reconcile this shard's secondary indexes of a namespace with its catalog.
+    SindexSync { ns: usize },
     /// Forget every record of a partition this node no longer holds.
     DropPartition {
         ns: usize,
@@ -213,6 +215,8 @@ impl Node {
             let t = Truncated::load(&Truncated::path(&self.config.data_dir, &ns.name))
                 .map_err(|e| e.to_string())?;
             *self.namespaces[i].truncated() = t;
+            let path = crate::sindex::Catalog::path(&self.config.data_dir, &ns.name);
+            self.namespaces[i].sindexes.load(&path)?;
         }
         Ok(())
     }

@@ -263,6 +263,11 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
                     }
                 };
                 core.spawn_inbox(inbox);
+                // Secondary indexes: rebuilt from the data at every start, in the background.
+                for ns in 0..core.stores.len() {
+                    crate::sindex::sync(&core, ns);
+                }
+                crate::sindex::spawn_usage_refresh(&core);
                 core.spawn_latency_ticker();
                 core.spawn_partition_counter();
                 if let (Some((socket, fabric, starts)), Some(h)) =

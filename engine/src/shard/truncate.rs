@@ -324,7 +324,7 @@ pub(super) fn skip_truncated(
         .collect();
     for (d, _) in &cut {
         st.keydir
-            .mutate(Change::Remove { digest: *d }, &mut st.table);
+            .mutate_indexed(Change::Remove { digest: *d }, &mut st.table, None);
     }
     cut.len() as u64
 }

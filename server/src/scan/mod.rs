@@ -57,6 +57,8 @@ pub struct ScanSpec {
     pub records_per_second: u32,
     /// Background scans: the write command applied to each record (`None`: foreground).
     pub write: Option<Message>,
+    /// A query's secondary-index filter (`None`: a scan of every record).
+    pub index: Option<Arc<crate::sindex::query::IndexQuery>>,
 }
 
 /// A parsed scan request.
@@ -92,10 +94,12 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
     for f in &msg.fields {
         match f.field_type.0 {
             // ns, set, task id, scan options, socket timeout, rps, pids, digests, max, bvals,
-            // filter.
-            0 | 1 | 7 | 8 | 9 | 10 | 11 | 12 | 13 | 14 | 43 => {}
-            // Secondary-index queries and UDFs: not in this server yet.
-            21..=24 | 26 | 30..=33 => return Err(ResultCode::UnsupportedFeature),
+            // bval array, filter.
+            0 | 1 | 7 | 8 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 43 => {}
+            // A secondary-index filter: index name, range, context, expression, type.
+            21..=24 | 26 => {}
+            // UDFs: not in this server yet.
+            30..=33 => return Err(ResultCode::UnsupportedFeature),
             _ => return Err(ResultCode::Parameter),
         }
     }
@@ -170,6 +174,18 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
         Some(f) => Some(apogee_ops::exp::parse(f).map_err(|e| crate::command::op_error_code(&e))?),
         None => None,
     };
+    let index = if msg.field(FieldType(22)).is_some() {
+        let q = crate::sindex::query::parse(core, namespace, set.as_deref(), msg)?;
+        Some(Arc::new(q))
+    } else if [21, 23, 24, 26]
+        .iter()
+        .any(|t| msg.field(FieldType(*t)).is_some())
+    {
+        // Index details without the filter they qualify.
+        return Err(ResultCode::Parameter);
+    } else {
+        None
+    };
     Ok(ScanRequest {
         spec: ScanSpec {
             namespace,
@@ -180,6 +196,7 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
             sample_pct,
             records_per_second,
             write,
+            index,
         },
         task_id,
         partitions,

@@ -37,7 +37,7 @@ pub fn partition_done(pid: u16, rc: ResultCode) -> Message {
 
 /// The message of one scanned record (spec §8.3): namespace, digest, set, user key; its bins
 /// (selected ones only); `None` when a bin selection leaves it nothing (the record is skipped).
-fn record_message(spec: &ScanSpec, namespace: &str, record: Record) -> Option<Message> {
+pub(crate) fn record_message(spec: &ScanSpec, namespace: &str, record: Record) -> Option<Message> {
     let mut fields = vec![
         Field {
             field_type: FieldType::NAMESPACE,
@@ -106,7 +106,7 @@ fn sampled(pct: u8, record: &Record) -> bool {
 
 /// Whether a record passes the scan's filter: only when the expression is definitely true
 /// (false, unknown and evaluation errors leave the record out, as Aerospike's scans do).
-fn matches_filter(e: &apogee_ops::exp::Exp, record: &Record) -> bool {
+pub(crate) fn matches_filter(e: &apogee_ops::exp::Exp, record: &Record) -> bool {
     let meta = filter::meta_of(record);
     let view = filter::View {
         bins: &record.bins,
@@ -141,6 +141,9 @@ impl Throttle {
 /// Runs one shard's part of a scan until its partitions are walked, the job is aborted, the
 /// record budget is spent, or the connection has gone.
 pub async fn run(core: Rc<Core>, work: ShardScan) {
+    if let Some(q) = work.spec.index.clone() {
+        return crate::sindex::query::run_shard(core, work, q).await;
+    }
     let ShardScan {
         spec,
         partitions,
@@ -216,7 +219,7 @@ pub async fn run(core: Rc<Core>, work: ShardScan) {
 
 /// Applies a background scan's write to one record through the single-record write path,
 /// counting the outcome on the job.
-async fn apply_write(
+pub(crate) async fn apply_write(
     core: &Core,
     spec: &ScanSpec,
     write: &Message,
@@ -262,6 +265,7 @@ mod tests {
             sample_pct: 100,
             records_per_second: 0,
             write: None,
+            index: None,
         }
     }
 

@@ -162,7 +162,7 @@ impl ShardStore {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
             st.keydir
-                .mutate(Change::DropShadow { digest: h.digest }, &mut st.table);
+                .mutate_indexed(Change::DropShadow { digest: h.digest }, &mut st.table, None);
             self.stats.set_shadows(st.keydir.shadows().len() as u64);
             return Ok(());
         }

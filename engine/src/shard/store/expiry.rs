@@ -59,7 +59,7 @@ impl ShardStore {
                 continue;
             }
             st.keydir
-                .mutate(Change::Expire { digest: *d }, &mut st.table);
+                .mutate_indexed(Change::Expire { digest: *d }, &mut st.table, None);
             cache.remove(d);
             expired += 1;
         }

@@ -18,6 +18,7 @@ use apogee_wire::Digest;
 
 use crate::index::{Index, IndexEntry, Shadow, Shadows};
 use crate::shard::space::BlockTable;
+use crate::sindex::{IndexId, IndexKey, Sindexes};
 
 /// One change to what the shard knows about a digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +83,12 @@ impl LiveBytes for Uncounted {
     fn remove_live(&mut self, _: u64, _: u32) {}
 }
 
-/// The index and the shadows of one shard.
+/// The index, the shadows and the secondary-index entries of one shard.
 #[derive(Default)]
 pub(crate) struct Keydir {
     index: Index,
     shadows: Shadows,
+    sindexes: Sindexes,
 }
 
 impl Keydir {
@@ -98,6 +100,38 @@ impl Keydir {
     /// Tombstones and expired records kept on disk to shadow older versions, read-only.
     pub(crate) fn shadows(&self) -> &Shadows {
         &self.shadows
+    }
+
+    /// The secondary-index entries, read-only (queries).
+    pub(crate) fn sindexes(&self) -> &Sindexes {
+        &self.sindexes
+    }
+
+    /// Starts keeping entries for a secondary index (its build fills them).
+    pub(crate) fn add_sindex(&mut self, id: IndexId) {
+        self.sindexes.add_index(id);
+    }
+
+    /// Drops a secondary index and its entries.
+    pub(crate) fn drop_sindex(&mut self, id: IndexId) {
+        self.sindexes.drop_index(id);
+    }
+
+    /// A background build's entries for one live record of index `id`: taken only while
+    /// `meta` is still the digest's live version (a write or delete since the build read it
+    /// has set its entries already).
+    pub(crate) fn build_sindex_entry(
+        &mut self,
+        id: IndexId,
+        digest: Digest,
+        meta: crate::record::RecordMeta,
+        keys: &[IndexKey],
+    ) -> bool {
+        if self.index.get(&digest).map(|e| e.meta) != Some(meta) {
+            return false;
+        }
+        self.sindexes.replace_in(id, digest, keys);
+        true
     }
 
     /// The shard's id for a set name, registering it on first sight (0: no set, or the set
@@ -116,10 +150,36 @@ impl Keydir {
         self.index.end_bulk();
     }
 
+    /// [`Keydir::mutate`], then the secondary-index entries: a new live version with `keys`
+    /// gets exactly those (`None`: its entries stay, as when defragmentation moves the same
+    /// bytes or recovery replays before any index is built); a change that leaves the digest
+    /// with no live version drops its entries.
+    pub(crate) fn mutate_indexed(
+        &mut self,
+        change: Change,
+        live: &mut impl LiveBytes,
+        keys: Option<&mut Vec<(IndexId, IndexKey)>>,
+    ) -> Replaced {
+        let replaced = self.mutate(change, live);
+        match (change, keys) {
+            (Change::Live { digest, .. }, Some(keys)) => self.sindexes.replace(digest, keys),
+            (Change::Live { .. } | Change::DropShadow { .. }, None) => {}
+            (Change::DropShadow { .. }, Some(_)) => unreachable!("keys for a dropped shadow"),
+            (
+                Change::Shadow { digest, .. }
+                | Change::Expire { digest }
+                | Change::Remove { digest },
+                _,
+            ) => self.sindexes.clear(&digest),
+        }
+        replaced
+    }
+
     /// Applies one change: the single place where index entries and shadows are inserted,
-    /// replaced or removed, and where the block live bytes they hold move with them. Secondary
-    /// indexes and replication hook here.
-    pub(crate) fn mutate(&mut self, change: Change, live: &mut impl LiveBytes) -> Replaced {
+    /// replaced or removed, and where the block live bytes they hold move with them. Callers
+    /// outside this file go through [`Keydir::mutate_indexed`], which keeps the secondary
+    /// indexes in step.
+    fn mutate(&mut self, change: Change, live: &mut impl LiveBytes) -> Replaced {
         let mut replaced = Replaced::default();
         let mut added = None;
         match change {

@@ -35,6 +35,7 @@ mod growth;
 mod keydir;
 mod read;
 mod recover;
+mod sindex;
 mod update;
 mod write;
 
@@ -61,6 +62,7 @@ use crate::error::StoreError;
 use crate::shard::media::Media;
 use crate::shard::space::BlockTable;
 use crate::shard::truncate::{self, TruncatePoints, Truncated};
+use crate::sindex::Indexer;
 use crate::stats::ShardStats;
 use crate::tuning::Tuning;
 
@@ -166,6 +168,8 @@ pub struct ShardStore {
     pub(super) truncate: Arc<TruncatePoints>,
     /// The settings `set-config` may change while the store runs.
     tuning: Arc<Tuning>,
+    /// Decides each new version's secondary-index entries (`None`: no index is defined).
+    indexer: RefCell<Option<Rc<dyn Indexer>>>,
 }
 
 pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -249,6 +253,7 @@ impl ShardStore {
             fault: Cell::new(None),
             stats,
             truncate,
+            indexer: RefCell::new(None),
         });
         // Recovery's open block came out of the headroom: refill it before serving.
         store.grow_file().await;
@@ -322,7 +327,7 @@ impl ShardStore {
                 continue;
             }
             st.keydir
-                .mutate(Change::Remove { digest: *d }, &mut st.table);
+                .mutate_indexed(Change::Remove { digest: *d }, &mut st.table, None);
             cache.remove(d);
             removed += 1;
         }

@@ -175,6 +175,11 @@ impl ShardStore {
         shadow: bool,
         claim: Claim,
     ) -> Result<CommitTicket, StoreError> {
+        // A new version's secondary-index entries (defragmentation's moved bytes keep theirs).
+        let mut sindex_keys = match incoming {
+            Incoming::Record(r) if !shadow => self.sindex_keys(r),
+            _ => None,
+        };
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         // The partition header is fetched while the record is encoded below, then the slot.
@@ -264,7 +269,8 @@ impl ShardStore {
                 },
             }
         };
-        st.keydir.mutate(change, &mut st.table);
+        st.keydir
+            .mutate_indexed(change, &mut st.table, sindex_keys.as_mut());
         if shadow {
             self.cache.borrow_mut().remove(&digest);
         } else {

@@ -1,0 +1,160 @@
+//! The store's side of secondary indexes: which indexer decides a new version's entries,
+//! adding and dropping an index, the background build that indexes the records already
+//! stored, and the bounded walks queries take over an index's entries.
+//!
+//! Entries change only under the state borrow, through `Keydir::mutate_indexed` (writes,
+//! deletes, expiry, truncation) or `Keydir::build_sindex_entry` (the build, which yields to
+//! its executor between chunks and never overwrites what a newer write has set). Nothing here
+//! holds the state borrowed across an await.
+
+use std::rc::Rc;
+
+use apogee_wire::digest::PARTITION_COUNT;
+use apogee_wire::Digest;
+
+use super::{CacheFill, ShardStore};
+use crate::record::Record;
+use crate::shard::iterate::PartitionCursor;
+use crate::sindex::{IndexId, IndexKey, Indexer};
+use crate::StoreError;
+
+/// Most entries one walk of a query looks at before it hands back what it found (the state
+/// is borrowed for the walk, so other requests wait at most this long).
+pub const SINDEX_WALK_ENTRIES_MAX: usize = 4096;
+
+/// What one walk over an index found.
+pub struct SindexWalk {
+    /// Entries that passed the caller's test, in (key, digest) order.
+    pub found: Vec<(IndexKey, Digest)>,
+    /// Where the next walk starts (exclusive); `None` when the range is exhausted.
+    pub next: Option<(IndexKey, Digest)>,
+}
+
+impl ShardStore {
+    /// Installs what decides each new version's entries (`None`: no index is defined).
+    pub fn set_indexer(&self, indexer: Option<Rc<dyn Indexer>>) {
+        *self.indexer.borrow_mut() = indexer;
+    }
+
+    /// `record`'s entries in every defined index; `None` when no index is defined.
+    pub(super) fn sindex_keys(&self, record: &Record) -> Option<Vec<(IndexId, IndexKey)>> {
+        let indexer = self.indexer.borrow();
+        let indexer = indexer.as_ref().filter(|i| !i.is_empty())?;
+        let mut keys = Vec::new();
+        indexer.keys(record, &mut keys);
+        Some(keys)
+    }
+
+    /// Starts keeping entries for index `id`: every write from now on indexes it (the
+    /// indexer must already know it); [`ShardStore::build_sindex`] indexes what is stored.
+    pub fn add_sindex(&self, id: IndexId) {
+        self.state.borrow_mut().keydir.add_sindex(id);
+    }
+
+    /// Drops index `id` and its entries.
+    pub fn drop_sindex(&self, id: IndexId) {
+        self.state.borrow_mut().keydir.drop_sindex(id);
+    }
+
+    /// Whether entries are kept for `id` (false once dropped: a build stops).
+    pub fn has_sindex(&self, id: IndexId) -> bool {
+        self.state.borrow().keydir.sindexes().has_index(id)
+    }
+
+    /// Indexes every record stored now in index `id`, partition by partition, a chunk at a
+    /// time, yielding between chunks; `progress` is told each partition walked (of
+    /// [`PARTITION_COUNT`]). Returns the records indexed, or stops early (Ok) if the index is
+    /// dropped meanwhile.
+    pub async fn build_sindex(
+        &self,
+        id: IndexId,
+        mut progress: impl FnMut(u16),
+    ) -> Result<u64, StoreError> {
+        let mut indexed = 0;
+        let mut keys = Vec::new();
+        let mut mine = Vec::new();
+        for pid in 0..PARTITION_COUNT {
+            if self.partition_object_count(pid) > 0 {
+                let mut cursor = PartitionCursor::new(pid, None);
+                while !cursor.is_done() {
+                    if !self.has_sindex(id) {
+                        return Ok(indexed);
+                    }
+                    let chunk = self.scan_chunk(&mut cursor, None).await?;
+                    let indexer = self.indexer.borrow().clone();
+                    let Some(indexer) = indexer else {
+                        return Ok(indexed);
+                    };
+                    {
+                        let mut st = self.state.borrow_mut();
+                        for record in &chunk {
+                            keys.clear();
+                            indexer.keys(record, &mut keys);
+                            mine.clear();
+                            mine.extend(keys.iter().filter(|(i, _)| *i == id).map(|(_, k)| *k));
+                            if st
+                                .keydir
+                                .build_sindex_entry(id, record.digest, record.meta, &mine)
+                            {
+                                indexed += 1;
+                            }
+                        }
+                    }
+                    futures_lite::future::yield_now().await;
+                }
+            }
+            progress(pid);
+        }
+        Ok(indexed)
+    }
+
+    /// Walks index `id` after `after` (exclusive) up to key `last` (inclusive), keeping the
+    /// entries `wanted` accepts: at most `found_max` of them, looking at no more than
+    /// [`SINDEX_WALK_ENTRIES_MAX`] entries in all.
+    pub fn walk_sindex(
+        &self,
+        id: IndexId,
+        after: Option<(IndexKey, Digest)>,
+        last: IndexKey,
+        found_max: usize,
+        mut wanted: impl FnMut(IndexKey, &Digest) -> bool,
+    ) -> SindexWalk {
+        let st = self.state.borrow();
+        let mut found = Vec::new();
+        let mut next = None;
+        for (looked, (key, digest)) in st.keydir.sindexes().range(id, after, last).enumerate() {
+            if looked == SINDEX_WALK_ENTRIES_MAX || found.len() == found_max {
+                return SindexWalk { found, next };
+            }
+            next = Some((key, digest));
+            if wanted(key, &digest) {
+                found.push((key, digest));
+            }
+        }
+        SindexWalk { found, next: None }
+    }
+
+    /// (entries, estimated bytes) of index `id` on this shard.
+    pub fn sindex_usage(&self, id: IndexId) -> (usize, usize) {
+        let st = self.state.borrow();
+        let s = st.keydir.sindexes();
+        (s.entry_count(id), s.memory_bytes(id))
+    }
+
+    /// `digest`'s entries in index `id`.
+    pub fn sindex_entries_of(&self, id: IndexId, digest: &Digest) -> Vec<IndexKey> {
+        let st = self.state.borrow();
+        st.keydir
+            .sindexes()
+            .entries_of(digest)
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, k)| *k)
+            .collect()
+    }
+
+    /// Reads a record for a query, without filling the record cache (as scans read).
+    pub async fn get_uncached(&self, digest: &Digest) -> Result<Option<Record>, StoreError> {
+        self.get_with(digest, CacheFill::Skip).await
+    }
+}

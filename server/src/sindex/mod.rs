@@ -1,0 +1,393 @@
+//! Secondary indexes: the namespace's catalog of definitions (durable in
+//! `<data-dir>/sindex-<namespace>`), the info commands that change and report it
+//! (`sindex-create`, `sindex-delete`, `sindex-list`, `sindex/<ns>[/<name>]`, `sindex-stat`,
+//! `sindex-exists`), and the per-shard work that keeps entries: each shard reconciles its
+//! indexes with the catalog (`sync`), builds new ones in the background and drops removed
+//! ones. Entries themselves live in the engine (`apogee_engine::sindex`), changed only through
+//! the shard's one mutation point; queries are in `query`.
+//!
+//! The catalog is locked only by info commands and by a shard's reconcile, never on the
+//! data path. A definition change is made durable before it is answered `ok`.
+
+pub mod def;
+pub mod keys;
+pub mod query;
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use apogee_engine::sindex::IndexId;
+use apogee_wire::info::InfoCommand;
+
+use crate::core::Core;
+use crate::node::{Node, ShardWork};
+use def::{Def, DefRef};
+
+/// The definitions of one namespace.
+#[derive(Default)]
+pub struct Catalog {
+    defs: Mutex<Vec<DefRef>>,
+}
+
+/// The ids of every definition ever made on this node (ids are never reused, so a shard can
+/// tell a re-created index from the one it replaced).
+static NEXT_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+fn next_id() -> IndexId {
+    NEXT_ID.fetch_add(1, Relaxed)
+}
+
+impl Catalog {
+    fn lock(&self) -> MutexGuard<'_, Vec<DefRef>> {
+        self.defs
+            .lock()
+            .expect("no panic while holding the catalog")
+    }
+
+    /// The definitions now.
+    pub fn defs(&self) -> Vec<DefRef> {
+        self.lock().clone()
+    }
+
+    /// The definition named `name`.
+    pub fn by_name(&self, name: &str) -> Option<DefRef> {
+        self.lock().iter().find(|d| d.name == name).cloned()
+    }
+
+    /// The index file of namespace `ns` under `data_dir`.
+    pub fn path(data_dir: &Path, ns: &str) -> PathBuf {
+        data_dir.join(format!("sindex-{ns}"))
+    }
+
+    /// Reads the index file (none: no indexes); a malformed line stops the start, naming it.
+    pub fn load(&self, path: &Path) -> Result<(), String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let mut defs = self.lock();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+            let def = Def::from_file_line(next_id(), line)
+                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+            defs.push(Arc::new(def));
+        }
+        Ok(())
+    }
+
+    /// Writes `defs` to the index file: a temporary file, synced, renamed over the old one.
+    fn save(path: &Path, defs: &[DefRef]) -> Result<(), String> {
+        let mut text = String::new();
+        for d in defs {
+            text.push_str(&d.file_line());
+            text.push('\n');
+        }
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
+/// Answers the secondary-index info commands; `None` for any other command.
+pub fn answer(node: &Node, cmd: &InfoCommand<'_>) -> Option<String> {
+    let out = match cmd.name {
+        "sindex-create" => create(node, cmd),
+        "sindex-delete" => delete(node, cmd),
+        "sindex-list" => list(node, cmd),
+        "sindex-exists" => exists(node, cmd),
+        "sindex-stat" => stat(node, cmd),
+        "sindex" => path_command(node, cmd),
+        _ => return None,
+    };
+    Some(out.unwrap_or_else(|e| e))
+}
+
+fn namespace(node: &Node, cmd: &InfoCommand<'_>) -> Result<usize, String> {
+    let ns = def::namespace_param(cmd)?;
+    node.config
+        .namespace_index(ns.as_bytes())
+        .ok_or_else(|| "ERROR:20:namespace not found on node".into())
+}
+
+fn create(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
+    let c = def::parse_create(cmd)?;
+    let ns = node
+        .config
+        .namespace_index(c.namespace.as_bytes())
+        .ok_or("ERROR:20:namespace not found on node")?;
+    let catalog = &node.namespaces[ns].sindexes;
+    let mut defs = catalog.lock();
+    if let Some(d) = defs.iter().find(|d| d.name == c.name) {
+        return if d.shape == c.shape {
+            Ok("ok".into())
+        } else {
+            Err("ERROR:200:'indexname' already exists with different definition".into())
+        };
+    }
+    if let Some(i) = defs.iter().position(|d| d.shape == c.shape) {
+        // As Aerospike 8: the same definition under a new name renames the index (its
+        // entries stay; only the name changes).
+        let old = &defs[i];
+        let mut renamed = Def::new(old.id, c.name.clone(), old.shape.clone())?;
+        renamed.build = old.build.clone();
+        let mut next = defs.clone();
+        next[i] = Arc::new(renamed);
+        save_and_swap(node, ns, &mut defs, next)?;
+        drop(defs);
+        notify_shards(node, ns);
+        return Ok("ok".into());
+    }
+    if defs.len() >= def::INDEXES_PER_NAMESPACE_MAX {
+        return Err(format!(
+            "ERROR:206:at most {} indexes per namespace",
+            def::INDEXES_PER_NAMESPACE_MAX
+        ));
+    }
+    let d = Def::new(next_id(), c.name.clone(), c.shape)?;
+    let mut next = defs.clone();
+    next.push(Arc::new(d));
+    save_and_swap(node, ns, &mut defs, next)?;
+    drop(defs);
+    tracing::info!(namespace = %node.config.namespaces[ns].name, index = %c.name, "secondary index created; building");
+    notify_shards(node, ns);
+    Ok("ok".into())
+}
+
+fn save_and_swap(
+    node: &Node,
+    ns: usize,
+    defs: &mut Vec<DefRef>,
+    next: Vec<DefRef>,
+) -> Result<(), String> {
+    let path = Catalog::path(&node.config.data_dir, &node.config.namespaces[ns].name);
+    Catalog::save(&path, &next).map_err(|e| {
+        tracing::error!(error = %e, "secondary index definitions not saved");
+        format!("ERROR:1:{e}")
+    })?;
+    *defs = next;
+    Ok(())
+}
+
+fn delete(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
+    let name = def::name_param(cmd)?;
+    // As Aerospike: deleting in an unknown namespace, or an index that is not there, is ok.
+    let Ok(ns) = namespace(node, cmd) else {
+        return Ok("ok".into());
+    };
+    let catalog = &node.namespaces[ns].sindexes;
+    let mut defs = catalog.lock();
+    if !defs.iter().any(|d| d.name == name) {
+        return Ok("ok".into());
+    }
+    let next = defs.iter().filter(|d| d.name != name).cloned().collect();
+    save_and_swap(node, ns, &mut defs, next)?;
+    drop(defs);
+    notify_shards(node, ns);
+    Ok("ok".into())
+}
+
+fn list(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
+    let only = match cmd.param("namespace").or_else(|| cmd.param("ns")) {
+        None | Some("") => None,
+        Some(_) => Some(namespace(node, cmd)?),
+    };
+    Ok(list_of(node, only))
+}
+
+fn list_of(node: &Node, only: Option<usize>) -> String {
+    let mut entries = Vec::new();
+    for (i, ns) in node.config.namespaces.iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        for d in node.namespaces[i].sindexes.defs() {
+            entries.push(d.list_entry(&ns.name));
+        }
+    }
+    entries.join(";")
+}
+
+fn exists(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
+    let ns = namespace(node, cmd)?;
+    let name = def::name_param(cmd)?;
+    Ok(node.namespaces[ns]
+        .sindexes
+        .by_name(name)
+        .is_some()
+        .to_string())
+}
+
+fn stat(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
+    let ns = namespace(node, cmd)?;
+    let name = def::name_param(cmd)?;
+    stats_of(node, ns, name)
+}
+
+/// `sindex/<ns>` (its indexes, as `sindex-list`) and `sindex/<ns>/<name>` (one's statistics).
+fn path_command(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
+    if cmd.args.is_empty() {
+        return Ok(list_of(node, None));
+    }
+    let mut parts = cmd.args.splitn(2, '/');
+    let ns_name = parts.next().unwrap_or("");
+    let Some(ns) = node.config.namespace_index(ns_name.as_bytes()) else {
+        return Err("ERROR:20:namespace not found on node".into());
+    };
+    match parts.next() {
+        None | Some("") => Ok(list_of(node, Some(ns))),
+        Some(name) => stats_of(node, ns, name),
+    }
+}
+
+/// One index's statistics, with Aerospike's names.
+fn stats_of(node: &Node, ns: usize, name: &str) -> Result<String, String> {
+    let d = node.namespaces[ns]
+        .sindexes
+        .by_name(name)
+        .ok_or("ERROR:201:no index")?;
+    let usage = &node.namespaces[ns].sindex_usage;
+    let (entries, bytes) = usage.of(d.id);
+    let records = d.build.records.load(Relaxed);
+    Ok(format!(
+        "entries={entries};used_bytes={bytes};entries_per_bval=0;entries_per_rec={};load_pct={};load_time=0;stat_gc_recs=0",
+        if records > 0 { entries as u64 / records.max(1) } else { 0 },
+        d.load_pct(node.config.cores),
+    ))
+}
+
+/// Tells every shard to reconcile namespace `ns`'s indexes with the catalog. The messages are
+/// sent from a thread of their own: the info command answers now, and a shard's full inbox
+/// delays only that thread.
+fn notify_shards(node: &Node, ns: usize) {
+    let inboxes = node.inboxes.clone();
+    let sent = std::thread::Builder::new()
+        .name("sindex-notify".into())
+        .spawn(move || {
+            for (shard, inbox) in inboxes.iter().enumerate() {
+                if inbox.send(ShardWork::SindexSync { ns }).is_err() {
+                    tracing::error!(
+                        shard,
+                        "a shard's inbox is closed; its indexes are not updated"
+                    );
+                }
+            }
+        });
+    if let Err(e) = sent {
+        tracing::error!(error = %e, "cannot start a thread to tell the shards of an index change");
+    }
+}
+
+/// Entries and bytes of each index per shard, summed on demand for `sindex/<ns>/<name>`.
+#[derive(Default)]
+pub struct Usage {
+    /// `(index, shard) -> (entries, bytes)`, refreshed by each shard after its build and
+    /// periodically.
+    by_shard: Mutex<std::collections::HashMap<(IndexId, usize), (usize, usize)>>,
+}
+
+impl Usage {
+    fn lock(&self) -> MutexGuard<'_, std::collections::HashMap<(IndexId, usize), (usize, usize)>> {
+        self.by_shard
+            .lock()
+            .expect("no panic while holding index usage")
+    }
+
+    pub fn report(&self, id: IndexId, shard: usize, entries: usize, bytes: usize) {
+        self.lock().insert((id, shard), (entries, bytes));
+    }
+
+    pub fn forget(&self, id: IndexId) {
+        self.lock().retain(|(i, _), _| *i != id);
+    }
+
+    pub fn of(&self, id: IndexId) -> (usize, usize) {
+        self.lock()
+            .iter()
+            .filter(|((i, _), _)| *i == id)
+            .fold((0, 0), |(e, b), (_, (e2, b2))| (e + e2, b + b2))
+    }
+}
+
+/// How often a shard refreshes its indexes' entry counts for the statistics.
+pub const USAGE_REFRESH_MS: u64 = 1000;
+
+/// Reconciles this shard's indexes of namespace `ns` with the catalog: installs an indexer
+/// for the current definitions, starts keeping (and builds) new ones, drops removed ones.
+pub fn sync(core: &Rc<Core>, ns: usize) {
+    let defs = core.node.namespaces[ns].sindexes.defs();
+    let store = core.stores[ns].clone();
+    let before = core.sindex_ids(ns);
+    let now: Vec<IndexId> = defs.iter().map(|d| d.id).collect();
+    for id in before.iter().filter(|id| !now.contains(id)) {
+        store.drop_sindex(*id);
+        core.node.namespaces[ns].sindex_usage.forget(*id);
+    }
+    let indexer = (!defs.is_empty()).then(|| {
+        Rc::new(keys::NsIndexer { defs: defs.clone() }) as Rc<dyn apogee_engine::sindex::Indexer>
+    });
+    // The indexer first: from the moment an index is kept, every write indexes it.
+    store.set_indexer(indexer);
+    for d in defs.iter().filter(|d| !before.contains(&d.id)) {
+        store.add_sindex(d.id);
+        let (core, d, store) = (core.clone(), d.clone(), store.clone());
+        glommio::spawn_local(async move {
+            let walked = &d.build.partitions_walked;
+            match store
+                .build_sindex(d.id, |_| {
+                    walked.fetch_add(1, Relaxed);
+                })
+                .await
+            {
+                Ok(n) if store.has_sindex(d.id) => {
+                    d.build.records.fetch_add(n, Relaxed);
+                    d.build.shards_built.fetch_add(1, Relaxed);
+                    let (e, b) = store.sindex_usage(d.id);
+                    core.node.namespaces[ns]
+                        .sindex_usage
+                        .report(d.id, core.shard, e, b);
+                    tracing::info!(index = %d.name, shard = core.shard, records = n, "secondary index built");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(index = %d.name, shard = core.shard, error = %e,
+                        "secondary index build failed; the index stays unreadable")
+                }
+            }
+        })
+        .detach();
+    }
+    core.set_sindex_ids(ns, now);
+}
+
+/// Refreshes this shard's entry counts of every index now and then, for the statistics.
+pub fn spawn_usage_refresh(core: &Rc<Core>) {
+    let core = core.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(USAGE_REFRESH_MS)).await;
+            for ns in 0..core.stores.len() {
+                for id in core.sindex_ids(ns) {
+                    let (e, b) = core.stores[ns].sindex_usage(id);
+                    if core.stores[ns].has_sindex(id) {
+                        core.node.namespaces[ns]
+                            .sindex_usage
+                            .report(id, core.shard, e, b);
+                    }
+                }
+            }
+        }
+    })
+    .detach();
+}
