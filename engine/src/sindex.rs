@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use apogee_wire::Digest;
-use thin_vec::ThinVec;
+use smallvec::SmallVec;
 
 use crate::cache::DigestHashing;
 use crate::record::Record;
@@ -35,18 +35,22 @@ pub trait Indexer {
 }
 
 /// Bytes one entry costs in the ordered set, as counted by [`Sindexes::memory_bytes`]: the
-/// (key, digest) pair and a B-tree node's share of slack and edges.
-const TREE_ENTRY_BYTES: usize = 40;
-/// Bytes one record with entries costs in the per-record map, beyond its entries.
-const RECORD_BYTES: usize = 48;
-/// Bytes one entry costs in the per-record map.
+/// (key, digest) pair (32 bytes) and a B-tree node's share of slack and edges (measured: the
+/// process's resident memory grew by this much per entry of a 1 M-record index, less the
+/// per-record map).
+const TREE_ENTRY_BYTES: usize = 52;
+/// Bytes one record with entries costs in the per-record map (digest, one inline entry, the
+/// hash table's load factor).
+const RECORD_BYTES: usize = 56;
+/// Bytes each entry beyond a record's first costs in the per-record map.
 const RECORD_ENTRY_BYTES: usize = 16;
 
 /// The entries of every secondary index of one shard and namespace.
 pub struct Sindexes {
     trees: HashMap<IndexId, BTreeSet<(IndexKey, Digest)>>,
-    /// Per record, its entries sorted by (index, key), without repeats.
-    by_digest: HashMap<Digest, ThinVec<(IndexId, IndexKey)>, DigestHashing>,
+    /// Per record, its entries sorted by (index, key), without repeats; one entry is kept
+    /// inline (no allocation).
+    by_digest: HashMap<Digest, SmallVec<[(IndexId, IndexKey); 1]>, DigestHashing>,
     entries: usize,
 }
 
@@ -182,8 +186,10 @@ impl Sindexes {
     /// included).
     pub fn memory_bytes(&self, id: IndexId) -> usize {
         let n = self.entry_count(id);
-        n * (TREE_ENTRY_BYTES + RECORD_ENTRY_BYTES)
-            + RECORD_BYTES * self.by_digest.len() * n / self.entries.max(1)
+        let records = self.by_digest.len();
+        let extra = self.entries.saturating_sub(records);
+        n * TREE_ENTRY_BYTES
+            + (RECORD_BYTES * records + RECORD_ENTRY_BYTES * extra) * n / self.entries.max(1)
     }
 
     fn tree(&mut self, id: IndexId, key: IndexKey, digest: Digest) {

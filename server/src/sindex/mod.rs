@@ -123,10 +123,16 @@ fn namespace(node: &Node, cmd: &InfoCommand<'_>) -> Result<usize, String> {
 
 fn create(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
     let c = def::parse_create(cmd)?;
-    let ns = node
-        .config
-        .namespace_index(c.namespace.as_bytes())
-        .ok_or("ERROR:20:namespace not found on node")?;
+    let Some(ns) = node.config.namespace_index(c.namespace.as_bytes()) else {
+        // As Aerospike 8: a name taken in any namespace is refused as taken before the
+        // unknown namespace is.
+        let taken = (node.namespaces.iter()).any(|n| n.sindexes.by_name(&c.name).is_some());
+        return Err(if taken {
+            "ERROR:200:'indexname' already exists with different definition".into()
+        } else {
+            "ERROR:20:namespace not found on node".into()
+        });
+    };
     let catalog = &node.namespaces[ns].sindexes;
     let mut defs = catalog.lock();
     if let Some(d) = defs.iter().find(|d| d.name == c.name) {
