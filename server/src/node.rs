@@ -112,6 +112,8 @@ pub struct Node {
     /// Truncate cut-offs taken here, waiting for core 0 to send them to the other members
     /// (`truncate::forward_cut_offs`; a node alone sends none).
     pub cut_offs: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
+    /// Secondary-index catalogs to send to the other members (`sindex::forward`).
+    pub sindex_out: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
     /// Core 0's migration task's inbox (`cluster::migration`); its receiver is taken once,
     /// by the task.
     pub migration_tx: flume::Sender<crate::cluster::migration::Event>,
@@ -200,6 +202,7 @@ impl Node {
             batch_latency: (0..config.cores).map(|_| Default::default()).collect(),
             jobs: Default::default(),
             cut_offs: flume::bounded(crate::truncate::CUT_OFFS_PENDING_MAX),
+            sindex_out: flume::bounded(crate::sindex::CATALOGS_PENDING_MAX),
             migration_tx,
             migration_rx: std::sync::Mutex::new(Some(migration_rx)),
             found_at_start: crate::cluster::migration::FoundAtStart::new(config.namespaces.len()),

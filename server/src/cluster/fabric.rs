@@ -93,6 +93,10 @@ pub enum Kind {
     /// The answer to a hello: `shards u16`, how many shards the receiver has, so the sender
     /// can open its next connections to the shard that owns each partition.
     HelloAck = 14,
+    /// A namespace's secondary-index catalog (body: `sindex::encode`).
+    Sindex = 15,
+    /// Its answer: one byte, 0 when the catalog is durable here.
+    SindexAck = 16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,10 @@ pub enum FabricError {
     CutOff(&'static str),
     #[error("the member could not make the truncate durable")]
     Truncate,
+    #[error("malformed index catalog: {0}")]
+    Sindex(String),
+    #[error("the member could not make the index catalog durable")]
+    SindexNotDurable,
     #[error("malformed migration batch: {0}")]
     Migrate(#[from] apogee_cluster::migrate::wire::WireError),
     #[error("malformed migrating records: {0}")]
@@ -229,6 +237,8 @@ fn parse_head(head: &[u8; FRAME_HEAD_BYTES]) -> Result<Kind, FabricError> {
         12 => Ok(Kind::DupRes),
         13 => Ok(Kind::DupResReply),
         14 => Ok(Kind::HelloAck),
+        15 => Ok(Kind::Sindex),
+        16 => Ok(Kind::SindexAck),
         k => Err(FabricError::Kind(k)),
     }
 }
@@ -427,6 +437,13 @@ async fn serve_frames(
                 .await?;
             continue;
         }
+        if kind == Kind::Sindex {
+            // A malformed catalog closes the connection; a well-formed one is merged.
+            let status =
+                crate::sindex::apply_forwarded(&core.node, &body).map_err(FabricError::Sindex)?;
+            stream.write_all(&frame(Kind::SindexAck, &[status])).await?;
+            continue;
+        }
         if kind == Kind::MigrateBatch {
             // A malformed batch closes the connection; a well-formed one goes to core 0's
             // migration task (waiting here while its inbox is full: back-pressure).
@@ -573,6 +590,19 @@ pub async fn truncate_at(node: &Node, to: NodeId, body: &[u8]) -> Result<(), Fab
     match request_reply(node, addr, None, &request, Kind::TruncateAck, deadline).await?[..] {
         [0] => Ok(()),
         [_] => Err(FabricError::Truncate),
+        ref other => Err(FabricError::Ack(other.len())),
+    }
+}
+
+/// Sends a namespace's index catalog (`sindex::encode`) to member `to`; `Ok` once it is
+/// durable there.
+pub async fn sindex_at(node: &Node, to: NodeId, body: &[u8]) -> Result<(), FabricError> {
+    let addr = (node.cluster.load().fabric_of(to)).ok_or(FabricError::NoPeer(to.0))?;
+    let deadline = Duration::from_millis(TRUNCATE_ACK_TIMEOUT_MS);
+    let request = frame(Kind::Sindex, body);
+    match request_reply(node, addr, None, &request, Kind::SindexAck, deadline).await?[..] {
+        [0] => Ok(()),
+        [_] => Err(FabricError::SindexNotDurable),
         ref other => Err(FabricError::Ack(other.len())),
     }
 }

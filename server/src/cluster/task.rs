@@ -191,6 +191,7 @@ impl Membership {
                 // Cluster metadata: a member back from an absence learns the truncates it
                 // missed.
                 crate::truncate::share_on_view(&self.node);
+                crate::sindex::share_on_view(&self.node);
                 let members = v.succession.nodes().to_vec();
                 tracing::info!(
                     cluster_key = %format!("{:X}", v.cluster_key.get()),

@@ -186,53 +186,58 @@ impl Def {
             "RW",
         )
     }
+}
 
-    /// The definition's line in the namespace's index file (tab-separated; info commands
-    /// cannot carry tabs, so no field holds one).
-    pub fn file_line(&self) -> String {
-        let s = &self.shape;
-        let dash = |o: Option<&str>| o.unwrap_or("-").to_string();
-        [
-            self.name.clone(),
-            dash(s.set.as_deref()),
-            if s.bin.is_empty() {
-                "-".into()
-            } else {
-                s.bin.clone()
-            },
-            s.data.name().into(),
-            s.itype.name().into(),
-            dash(s.ctx.as_ref().map(|c| c.b64.as_str())),
-            dash(s.exp.as_ref().map(|e| e.b64.as_str())),
-        ]
-        .join("\t")
-    }
+/// A definition's fields in the index file and fabric bodies, tab-separated (info commands
+/// cannot carry tabs, so no field holds one): name, set, bin, data type, index type,
+/// context, expression; `-` for none.
+pub fn shape_fields(name: &str, s: &Shape) -> String {
+    let dash = |o: Option<&str>| o.unwrap_or("-").to_string();
+    [
+        name.to_string(),
+        dash(s.set.as_deref()),
+        if s.bin.is_empty() {
+            "-".into()
+        } else {
+            s.bin.clone()
+        },
+        s.data.name().into(),
+        s.itype.name().into(),
+        dash(s.ctx.as_ref().map(|c| c.b64.as_str())),
+        dash(s.exp.as_ref().map(|e| e.b64.as_str())),
+    ]
+    .join("\t")
+}
 
-    /// Reads a line written by [`Def::file_line`].
-    pub fn from_file_line(id: IndexId, line: &str) -> Result<Def, String> {
-        let f: Vec<&str> = line.split('\t').collect();
-        let [name, set, bin, data, itype, ctx, exp] = f[..] else {
-            return Err(format!(
-                "expected 7 tab-separated fields, found {}",
-                f.len()
-            ));
-        };
-        let opt = |v: &str| (v != "-").then(|| v.to_string());
-        let enc = |v: &str, what: &str| -> Result<Option<Encoded>, String> {
-            opt(v)
-                .map(|b64| decode_b64(&b64).map_err(|_| format!("{what} is not base64")))
-                .transpose()
-        };
-        let shape = Shape {
-            set: opt(set),
-            bin: opt(bin).unwrap_or_default(),
-            data: DataType::parse(data).ok_or(format!("unknown data type {data}"))?,
-            itype: IndexType::parse(itype).ok_or(format!("unknown index type {itype}"))?,
-            ctx: enc(ctx, "context")?,
-            exp: enc(exp, "expression")?,
-        };
-        Def::new(id, name.to_string(), shape)
+/// Reads fields written by [`shape_fields`]; the context and expression are checked as
+/// `sindex-create` checks them.
+pub fn parse_shape_fields(line: &str) -> Result<(String, Shape), String> {
+    let f: Vec<&str> = line.split('\t').collect();
+    let [name, set, bin, data, itype, ctx, exp] = f[..] else {
+        return Err(format!(
+            "expected 7 tab-separated fields, found {}",
+            f.len()
+        ));
+    };
+    if name.is_empty() || name.len() > INDEX_NAME_BYTES_MAX {
+        return Err(format!("bad index name {name:?}"));
     }
+    let opt = |v: &str| (v != "-").then(|| v.to_string());
+    let enc = |v: &str, what: &str| -> Result<Option<Encoded>, String> {
+        opt(v)
+            .map(|b64| decode_b64(&b64).map_err(|_| format!("{what} is not base64")))
+            .transpose()
+    };
+    let shape = Shape {
+        set: opt(set),
+        bin: opt(bin).unwrap_or_default(),
+        data: DataType::parse(data).ok_or(format!("unknown data type {data}"))?,
+        itype: IndexType::parse(itype).ok_or(format!("unknown index type {itype}"))?,
+        ctx: enc(ctx, "context")?,
+        exp: enc(exp, "expression")?,
+    };
+    Def::new(0, name.to_string(), shape.clone())?;
+    Ok((name.to_string(), shape))
 }
 
 fn decode_b64(b64: &str) -> Result<Encoded, base64::DecodeError> {
@@ -424,16 +429,15 @@ mod tests {
     }
 
     #[test]
-    fn a_definition_survives_its_file_line() {
+    fn a_definition_survives_its_fields() {
         let c =
             create("ns=test;set=demo;indexname=i;context=khAA;indextype=list;indexdata=l,numeric")
                 .unwrap();
         let d = Def::new(1, c.name, c.shape).unwrap();
         assert_eq!(d.ctx_steps.len(), 2);
-        let back = Def::from_file_line(2, &d.file_line()).unwrap();
-        assert_eq!(back.shape, d.shape);
-        assert_eq!(back.name, "i");
+        let (name, shape) = parse_shape_fields(&shape_fields(&d.name, &d.shape)).unwrap();
+        assert_eq!((name.as_str(), &shape), ("i", &d.shape));
         assert!(d.list_entry("test").contains(":context=khAA:"));
-        assert!(Def::from_file_line(3, "i\t-\ta").is_err());
+        assert!(parse_shape_fields("i\t-\ta").is_err());
     }
 }

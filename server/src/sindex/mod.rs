@@ -11,6 +11,7 @@
 
 pub mod def;
 pub mod keys;
+pub mod meta;
 pub mod query;
 
 use std::path::{Path, PathBuf};
@@ -23,13 +24,17 @@ use apogee_wire::info::InfoCommand;
 
 use crate::core::Core;
 use crate::node::{Node, ShardWork};
-use def::{Def, DefRef};
+use def::DefRef;
 
-/// The definitions of one namespace.
+/// The definitions of one namespace, with each name's newest change (`meta`).
 #[derive(Default)]
 pub struct Catalog {
-    defs: Mutex<Vec<DefRef>>,
+    state: Mutex<meta::State>,
 }
+
+/// Catalogs queued for the other members at most (each namespace's whole catalog; a change
+/// made while the queue is full reaches them on the next view).
+pub const CATALOGS_PENDING_MAX: usize = 64;
 
 /// The ids of every definition ever made on this node (ids are never reused, so a shard can
 /// tell a re-created index from the one it replaced).
@@ -40,20 +45,20 @@ fn next_id() -> IndexId {
 }
 
 impl Catalog {
-    fn lock(&self) -> MutexGuard<'_, Vec<DefRef>> {
-        self.defs
+    fn lock(&self) -> MutexGuard<'_, meta::State> {
+        self.state
             .lock()
             .expect("no panic while holding the catalog")
     }
 
     /// The definitions now.
     pub fn defs(&self) -> Vec<DefRef> {
-        self.lock().clone()
+        self.lock().defs.clone()
     }
 
     /// The definition named `name`.
     pub fn by_name(&self, name: &str) -> Option<DefRef> {
-        self.lock().iter().find(|d| d.name == name).cloned()
+        self.lock().defs.iter().find(|d| d.name == name).cloned()
     }
 
     /// The index file of namespace `ns` under `data_dir`.
@@ -68,20 +73,20 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        let mut defs = self.lock();
+        let mut state = self.lock();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
-            let def = Def::from_file_line(next_id(), line)
-                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
-            defs.push(Arc::new(def));
+            let bad = |e: String| format!("{} line {}: {e}", path.display(), i + 1);
+            let entry = meta::Entry::parse(line).map_err(bad)?;
+            state.merge(entry, next_id).map_err(bad)?;
         }
         Ok(())
     }
 
-    /// Writes `defs` to the index file: a temporary file, synced, renamed over the old one.
-    fn save(path: &Path, defs: &[DefRef]) -> Result<(), String> {
+    /// Writes `state` to the index file: a temporary file, synced, renamed over the old one.
+    fn save(path: &Path, state: &meta::State) -> Result<(), String> {
         let mut text = String::new();
-        for d in defs {
-            text.push_str(&d.file_line());
+        for line in state.lines() {
+            text.push_str(&line);
             text.push('\n');
         }
         let tmp = path.with_extension("tmp");
@@ -97,6 +102,112 @@ impl Catalog {
             Ok(())
         };
         write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
+/// Applies `entries` to namespace `ns`'s catalog, makes the result durable when it changed,
+/// and tells the shards; returns whether it changed. `Err` (nothing changed) when an entry
+/// is malformed or the file cannot be written.
+fn change(node: &Node, ns: usize, entries: Vec<meta::Entry>) -> Result<bool, String> {
+    let catalog = &node.namespaces[ns].sindexes;
+    let mut state = catalog.lock();
+    let mut next = meta::State::clone_of(&state);
+    let mut changed = false;
+    for e in entries {
+        changed |= next.merge(e, next_id)?;
+    }
+    if !changed {
+        return Ok(false);
+    }
+    let path = Catalog::path(&node.config.data_dir, &node.config.namespaces[ns].name);
+    Catalog::save(&path, &next).map_err(|e| {
+        tracing::error!(error = %e, "secondary index definitions not saved");
+        e
+    })?;
+    *state = next;
+    drop(state);
+    notify_shards(node, ns);
+    Ok(true)
+}
+
+/// Sends namespace `ns`'s whole catalog to the other members (a clustered node only).
+fn share(node: &Node, ns: usize) {
+    if node.config.cluster.heartbeat.is_none() {
+        return;
+    }
+    let body = encode(node, ns);
+    if node.sindex_out.0.try_send(body).is_err() {
+        tracing::error!(
+            "an index change was made here but not sent to the other members: too many pending"
+        );
+    }
+}
+
+/// A fabric body: the namespace's name, then one line per entry.
+fn encode(node: &Node, ns: usize) -> Vec<u8> {
+    let mut body = node.config.namespaces[ns].name.clone();
+    for line in node.namespaces[ns].sindexes.lock().lines() {
+        body.push('\n');
+        body.push_str(&line);
+    }
+    body.into_bytes()
+}
+
+/// Applies a catalog another member sent: the answer byte (0 durable here, 1 not), or a
+/// malformed body (the connection is closed). A namespace this node does not have is ignored.
+pub fn apply_forwarded(node: &Node, body: &[u8]) -> Result<u8, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "index catalog is not UTF-8".to_string())?;
+    let mut lines = text.split('\n');
+    let ns_name = lines.next().unwrap_or("");
+    let entries = lines
+        .map(meta::Entry::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("index catalog: {e}"))?;
+    let Some(ns) = node.config.namespace_index(ns_name.as_bytes()) else {
+        return Ok(0);
+    };
+    Ok(match change(node, ns, entries) {
+        Ok(_) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "an index catalog from a member was not applied");
+            1
+        }
+    })
+}
+
+/// Core 0 of a clustered node: sends each catalog queued by a change here or a view to every
+/// other member of the current view, trying each a few times.
+pub async fn forward(node: Arc<Node>) {
+    const ATTEMPTS_MAX: u32 = 5;
+    while let Ok(body) = node.sindex_out.1.recv_async().await {
+        let members: Vec<_> = node.cluster.load().peers.iter().map(|p| p.node).collect();
+        for member in members {
+            for attempt in 1..=ATTEMPTS_MAX {
+                match crate::cluster::fabric::sindex_at(&node, member, &body).await {
+                    Ok(()) => break,
+                    Err(error) if attempt == ATTEMPTS_MAX => {
+                        tracing::error!(member = %format!("{:X}", member.0), %error,
+                            "index definitions not sent to this member; it learns them on the next view");
+                    }
+                    Err(_) => {
+                        glommio::timer::sleep(std::time::Duration::from_millis(
+                            200 * u64::from(attempt),
+                        ))
+                        .await
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// On a committed view: queues every namespace's catalog for the members, so a member that
+/// was away learns what changed meanwhile.
+pub fn share_on_view(node: &Node) {
+    for ns in 0..node.config.namespaces.len() {
+        if !node.namespaces[ns].sindexes.lock().lines().is_empty() {
+            share(node, ns);
+        }
     }
 }
 
@@ -134,56 +245,34 @@ fn create(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
         });
     };
     let catalog = &node.namespaces[ns].sindexes;
-    let mut defs = catalog.lock();
-    if let Some(d) = defs.iter().find(|d| d.name == c.name) {
-        return if d.shape == c.shape {
-            Ok("ok".into())
-        } else {
-            Err("ERROR:200:'indexname' already exists with different definition".into())
-        };
-    }
-    if let Some(i) = defs.iter().position(|d| d.shape == c.shape) {
-        // As Aerospike 8: the same definition under a new name renames the index (its
-        // entries stay; only the name changes).
-        let old = &defs[i];
-        let mut renamed = Def::new(old.id, c.name.clone(), old.shape.clone())?;
-        renamed.build = old.build.clone();
-        let mut next = defs.clone();
-        next[i] = Arc::new(renamed);
-        save_and_swap(node, ns, &mut defs, next)?;
-        drop(defs);
-        notify_shards(node, ns);
-        return Ok("ok".into());
-    }
-    if defs.len() >= def::INDEXES_PER_NAMESPACE_MAX {
-        return Err(format!(
-            "ERROR:206:at most {} indexes per namespace",
-            def::INDEXES_PER_NAMESPACE_MAX
-        ));
-    }
-    let d = Def::new(next_id(), c.name.clone(), c.shape)?;
-    let mut next = defs.clone();
-    next.push(Arc::new(d));
-    save_and_swap(node, ns, &mut defs, next)?;
-    drop(defs);
-    tracing::info!(namespace = %node.config.namespaces[ns].name, index = %c.name, "secondary index created; building");
-    notify_shards(node, ns);
+    let version = {
+        let state = catalog.lock();
+        if let Some(d) = state.defs.iter().find(|d| d.name == c.name) {
+            return if d.shape == c.shape {
+                Ok("ok".into())
+            } else {
+                Err("ERROR:200:'indexname' already exists with different definition".into())
+            };
+        }
+        let renames = state.defs.iter().any(|d| d.shape == c.shape);
+        if !renames && state.defs.len() >= def::INDEXES_PER_NAMESPACE_MAX {
+            return Err(format!(
+                "ERROR:206:at most {} indexes per namespace",
+                def::INDEXES_PER_NAMESPACE_MAX
+            ));
+        }
+        state.next_version(node.id.0)
+    };
+    let entry = meta::Entry::Index {
+        name: c.name.clone(),
+        shape: c.shape,
+        version,
+    };
+    change(node, ns, vec![entry]).map_err(|e| format!("ERROR:1:{e}"))?;
+    tracing::info!(namespace = %node.config.namespaces[ns].name, index = %c.name,
+        "secondary index created (or renamed); building");
+    share(node, ns);
     Ok("ok".into())
-}
-
-fn save_and_swap(
-    node: &Node,
-    ns: usize,
-    defs: &mut Vec<DefRef>,
-    next: Vec<DefRef>,
-) -> Result<(), String> {
-    let path = Catalog::path(&node.config.data_dir, &node.config.namespaces[ns].name);
-    Catalog::save(&path, &next).map_err(|e| {
-        tracing::error!(error = %e, "secondary index definitions not saved");
-        format!("ERROR:1:{e}")
-    })?;
-    *defs = next;
-    Ok(())
 }
 
 fn delete(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
@@ -193,14 +282,19 @@ fn delete(node: &Node, cmd: &InfoCommand<'_>) -> Result<String, String> {
         return Ok("ok".into());
     };
     let catalog = &node.namespaces[ns].sindexes;
-    let mut defs = catalog.lock();
-    if !defs.iter().any(|d| d.name == name) {
-        return Ok("ok".into());
-    }
-    let next = defs.iter().filter(|d| d.name != name).cloned().collect();
-    save_and_swap(node, ns, &mut defs, next)?;
-    drop(defs);
-    notify_shards(node, ns);
+    let version = {
+        let state = catalog.lock();
+        if !state.defs.iter().any(|d| d.name == name) {
+            return Ok("ok".into());
+        }
+        state.next_version(node.id.0)
+    };
+    let entry = meta::Entry::Deleted {
+        name: name.to_string(),
+        version,
+    };
+    change(node, ns, vec![entry]).map_err(|e| format!("ERROR:1:{e}"))?;
+    share(node, ns);
     Ok("ok".into())
 }
 
