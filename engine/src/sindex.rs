@@ -124,6 +124,20 @@ impl Sindexes {
         if !self.trees.contains_key(&id) {
             return;
         }
+        if !self.by_digest.contains_key(&digest) {
+            // The build's common case: the record has no entries yet.
+            let mut mine: SmallVec<[(IndexId, IndexKey); 1]> =
+                keys.iter().map(|k| (id, *k)).collect();
+            mine.sort_unstable();
+            mine.dedup();
+            for (_, key) in &mine {
+                self.tree(id, *key, digest);
+            }
+            if !mine.is_empty() {
+                self.by_digest.insert(digest, mine);
+            }
+            return;
+        }
         let mut all: Vec<(IndexId, IndexKey)> = self
             .by_digest
             .get(&digest)
@@ -131,6 +145,13 @@ impl Sindexes {
             .unwrap_or_default();
         all.extend(keys.iter().map(|k| (id, *k)));
         self.replace(digest, &mut all);
+    }
+
+    /// Makes room for entries of about `records` more records (a build, which knows how many
+    /// records it will walk), so the per-record map does not rehash as it grows.
+    pub fn reserve_records(&mut self, records: usize) {
+        self.by_digest
+            .reserve(records.saturating_sub(self.by_digest.len()));
     }
 
     /// Drops every entry of `digest` (the record is gone: deleted, expired, evicted, cut).

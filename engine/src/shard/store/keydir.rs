@@ -112,6 +112,11 @@ impl Keydir {
         self.sindexes.add_index(id);
     }
 
+    /// Makes room for the secondary-index entries of about `records` records (a build).
+    pub(crate) fn reserve_sindex_records(&mut self, records: usize) {
+        self.sindexes.reserve_records(records);
+    }
+
     /// Drops a secondary index and its entries.
     pub(crate) fn drop_sindex(&mut self, id: IndexId) {
         self.sindexes.drop_index(id);

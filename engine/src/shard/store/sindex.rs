@@ -73,6 +73,11 @@ impl ShardStore {
         let mut indexed = 0;
         let mut keys = Vec::new();
         let mut mine = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            let records = st.keydir.index().len();
+            st.keydir.reserve_sindex_records(records);
+        }
         for pid in 0..PARTITION_COUNT {
             if self.partition_object_count(pid) > 0 {
                 let mut cursor = PartitionCursor::new(pid, None);
@@ -85,16 +90,24 @@ impl ShardStore {
                     let Some(indexer) = indexer else {
                         return Ok(indexed);
                     };
+                    // Keys first, then the entries in key order: neighbouring inserts touch
+                    // the same B-tree nodes.
+                    let mut found = Vec::with_capacity(chunk.len());
+                    for record in &chunk {
+                        keys.clear();
+                        indexer.keys(record, &mut keys);
+                        mine.clear();
+                        mine.extend(keys.iter().filter(|(i, _)| *i == id).map(|(_, k)| *k));
+                        mine.sort_unstable();
+                        found.push((mine.first().copied(), std::mem::take(&mut mine), record));
+                    }
+                    found.sort_unstable_by_key(|(first, ..)| *first);
                     {
                         let mut st = self.state.borrow_mut();
-                        for record in &chunk {
-                            keys.clear();
-                            indexer.keys(record, &mut keys);
-                            mine.clear();
-                            mine.extend(keys.iter().filter(|(i, _)| *i == id).map(|(_, k)| *k));
+                        for (_, mine, record) in &found {
                             if st
                                 .keydir
-                                .build_sindex_entry(id, record.digest, record.meta, &mine)
+                                .build_sindex_entry(id, record.digest, record.meta, mine)
                             {
                                 indexed += 1;
                             }
