@@ -215,6 +215,17 @@ impl Core {
         let capture = table.is_some().then_some(&mut image);
         let run = async {
             self.inject_write_panic(msg);
+            if crate::udf::apply::is_udf(msg) {
+                return crate::udf::apply::execute(
+                    &self.stores[ns],
+                    self.node.namespaces[ns].live.limits(),
+                    msg,
+                    digest,
+                    capture,
+                    &self.node.udfs,
+                )
+                .await;
+            }
             command::execute(
                 &self.stores[ns],
                 self.node.namespaces[ns].live.limits(),

@@ -434,6 +434,7 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
         "bins" => bins(node, cmd, room),
         _ => crate::truncate::answer(node, cmd)
             .or_else(|| crate::sindex::answer(node, cmd))
+            .or_else(|| crate::udf::answer(node, cmd))
             .or_else(|| node.jobs.answer(cmd))
             .unwrap_or_else(|| "ERROR:4:unrecognized command".into()),
     }

@@ -26,6 +26,7 @@ mod scan;
 mod sindex;
 mod stream;
 mod truncate;
+mod udf;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

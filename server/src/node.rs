@@ -112,6 +112,8 @@ pub struct Node {
     /// Truncate cut-offs taken here, waiting for core 0 to send them to the other members
     /// (`truncate::forward_cut_offs`; a node alone sends none).
     pub cut_offs: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
+    /// Registered UDF modules.
+    pub udfs: Arc<crate::udf::Registry>,
     /// Secondary-index catalogs to send to the other members (`sindex::forward`).
     pub sindex_out: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
     /// Core 0's migration task's inbox (`cluster::migration`); its receiver is taken once,
@@ -203,6 +205,7 @@ impl Node {
             jobs: Default::default(),
             cut_offs: flume::bounded(crate::truncate::CUT_OFFS_PENDING_MAX),
             sindex_out: flume::bounded(crate::sindex::CATALOGS_PENDING_MAX),
+            udfs: Arc::default(),
             migration_tx,
             migration_rx: std::sync::Mutex::new(Some(migration_rx)),
             found_at_start: crate::cluster::migration::FoundAtStart::new(config.namespaces.len()),
@@ -221,6 +224,8 @@ impl Node {
             let path = crate::sindex::Catalog::path(&self.config.data_dir, &ns.name);
             self.namespaces[i].sindexes.load(&path)?;
         }
+        self.udfs
+            .load(&crate::udf::Registry::dir(&self.config.data_dir))?;
         Ok(())
     }
 

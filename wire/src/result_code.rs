@@ -29,6 +29,8 @@ pub enum ResultCode {
     OpNotApplicable = 26,
     FilteredOut = 27,
     SecurityNotEnabled = 52,
+    /// A UDF failed; its message is in the reply's FAILURE bin (AS_ERR_UDF_EXECUTION).
+    UdfBadResponse = 100,
     /// A query names a secondary index that does not exist (AS_ERR_SINDEX_NOT_FOUND).
     IndexNotFound = 201,
     /// The index exists but its background build has not finished (AS_ERR_SINDEX_NOT_READABLE).

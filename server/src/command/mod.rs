@@ -23,14 +23,15 @@ fn field_is_supported(t: u8) -> bool {
     // ns, set, user key, digest, then scan/query fields a client may leave on a keyed command.
     matches!(
         t,
-        0 | 1 | 2 | 4 | 7 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 21..=24 | 26 | 40 | 43 | 44
+        0 | 1 | 2 | 4 | 7 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 21..=24 | 26 | 30..=32 | 40 | 43 | 44
     )
 }
 
 /// Field types defined by the protocol whose features this server does not have yet.
 fn field_is_unsupported_feature(t: u8) -> bool {
-    // MRT (3, 5, 6), UDF (30..33), batch (41, 42).
-    matches!(t, 3 | 5 | 6 | 30..=33 | 41 | 42)
+    // MRT (3, 5, 6), the scan/query UDF op (33), batch (41, 42). Record UDFs (30..32) are
+    // served by `udf::apply`.
+    matches!(t, 3 | 5 | 6 | 33 | 41 | 42)
 }
 
 /// Op types defined by the protocol that this server does not implement yet:
