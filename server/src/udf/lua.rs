@@ -734,9 +734,9 @@ fn install_api(lua: &Lua) -> mlua::Result<()> {
     aerospike.set(
         "exists",
         lua.create_function(|_, (_, r): (LuaValue, LuaValue)| {
-            let h = record_arg(&r)?;
-            let st = h.0.borrow();
-            Ok(st.exists && st.action != Action::Remove)
+            // As Aerospike's: whether the record existed when the call began (a remove or
+            // a create in the call does not change it).
+            Ok(record_arg(&r)?.0.borrow().exists)
         })?,
     )?;
     for (name, action) in [
