@@ -787,8 +787,8 @@ mod tests {
         bad[4] = 1;
         assert!(matches!(parse_head(&bad), Err(FabricError::Version(1))));
         let mut bad = head;
-        bad[5] = 15;
-        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(15))));
+        bad[5] = 17;
+        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(17))));
 
         let h = hello_body(Some("dev"), NodeId(0xA1), 1);
         assert_eq!(parse_hello(&h).unwrap(), (Some("dev"), NodeId(0xA1), 1));
