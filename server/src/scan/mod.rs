@@ -98,8 +98,8 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
             0 | 1 | 7 | 8 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 43 => {}
             // A secondary-index filter: index name, range, context, expression, type.
             21..=24 | 26 => {}
-            // UDFs: not in this server yet.
-            30..=33 => return Err(ResultCode::UnsupportedFeature),
+            // A UDF applied to each record (background; aggregations are not served yet).
+            30..=33 => {}
             _ => return Err(ResultCode::Parameter),
         }
     }
@@ -138,8 +138,36 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
     };
     let partitions = partitions(msg)?;
 
+    let udf_op = match msg.field(FieldType(33)) {
+        None => None,
+        Some([op]) => Some(*op),
+        Some(_) => return Err(ResultCode::Parameter),
+    };
     let background = h.info2 & info2::WRITE != 0;
-    let write = if background {
+    let write = if let Some(op) = udf_op {
+        // UDF_OP 2: a background UDF, run on every record as a record UDF; 1 is a stream
+        // (aggregation) UDF, not served yet.
+        if op != 2 {
+            return Err(ResultCode::UnsupportedFeature);
+        }
+        let mut w = Message {
+            header: msg.header,
+            ..Default::default()
+        };
+        w.header.info1 = 0;
+        w.header.info2 = info2::WRITE;
+        w.header.info3 &= !shard::INFO3_PARTITION_DONE;
+        for t in [0u8, 30, 31, 32] {
+            if let Some(data) = msg.field(FieldType(t)) {
+                w.fields.push(apogee_wire::msg::Field {
+                    field_type: FieldType(t),
+                    data: data.to_vec(),
+                });
+            }
+        }
+        crate::command::validate(&w)?;
+        Some(w)
+    } else if background {
         if msg.ops.is_empty() || msg.ops.iter().any(|op| op.op_type.is_read()) {
             return Err(ResultCode::Parameter);
         }

@@ -93,11 +93,9 @@ pub async fn run(
     mut image: Image<'_>,
     registry: &Arc<Registry>,
 ) -> Result<Reply, ResultCode> {
+    // An empty name is a module or function that is not there (a UDF error, as Aerospike's).
     let text = |f| -> Result<&str, ResultCode> {
-        msg.field(f)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .filter(|s| !s.is_empty())
-            .ok_or(ResultCode::Parameter)
+        std::str::from_utf8(msg.field(f).unwrap_or_default()).map_err(|_| ResultCode::Parameter)
     };
     let package = text(field::PACKAGE)?;
     let function = text(field::FUNCTION)?;
