@@ -13,6 +13,7 @@ import time
 import aerospike
 import pytest
 from aerospike import exception as ex
+from aerospike_helpers import expressions as exp
 
 from conftest import info
 
@@ -129,6 +130,15 @@ def test_record_udfs_change_records_atomically_and_return_every_type(node):
     assert c.apply(k, "t", "drop", []) is True
     with pytest.raises(ex.RecordNotFound):
         c.get(k)
+    # A filter expression that the record fails stops the UDF before it runs.
+    f = ("test", "u", "filtered")
+    c.put(f, {"v": 1})
+    no = {"expressions": exp.Eq(exp.IntBin("v"), 2).compile()}
+    with pytest.raises(ex.FilteredOut):
+        c.apply(f, "t", "add", ["v", 1], policy=no)
+    assert c.get(f)[2] == {"v": 1}
+    yes = {"expressions": exp.Eq(exp.IntBin("v"), 1).compile()}
+    assert c.apply(f, "t", "add", ["v", 1], policy=yes) == 2
 
 
 def test_limits_end_one_call_and_the_node_keeps_serving(node):

@@ -117,6 +117,10 @@ pub async fn run(
     let record_ttl = msg.header.record_ttl;
     store
         .update(&digest, |existing| {
+            // A filter expression decides on the record as it is, before the UDF runs.
+            if let Some(r) = &existing {
+                crate::command::filter::check(msg, r)?;
+            }
             let called = lua::with_runtime(registry, |rt| {
                 let h = RecordHandle::new(rt, digest.0, &set, key.clone(), existing.as_ref())?;
                 let out = rt.call_record(package, function, &h, &args)?;
