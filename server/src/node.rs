@@ -114,6 +114,8 @@ pub struct Node {
     pub cut_offs: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
     /// Registered UDF modules.
     pub udfs: Arc<crate::udf::Registry>,
+    /// UDF module changes to send to the other members (`udf::forward`).
+    pub udf_out: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
     /// Secondary-index catalogs to send to the other members (`sindex::forward`).
     pub sindex_out: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
     /// Core 0's migration task's inbox (`cluster::migration`); its receiver is taken once,
@@ -206,6 +208,7 @@ impl Node {
             cut_offs: flume::bounded(crate::truncate::CUT_OFFS_PENDING_MAX),
             sindex_out: flume::bounded(crate::sindex::CATALOGS_PENDING_MAX),
             udfs: Arc::default(),
+            udf_out: flume::bounded(crate::udf::CHANGES_PENDING_MAX),
             migration_tx,
             migration_rx: std::sync::Mutex::new(Some(migration_rx)),
             found_at_start: crate::cluster::migration::FoundAtStart::new(config.namespaces.len()),

@@ -285,6 +285,7 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
                     crate::cluster::fabric::spawn_listener(core.clone(), fabric);
                     glommio::spawn_local(crate::truncate::forward_cut_offs(node.clone())).detach();
                     glommio::spawn_local(crate::sindex::forward(node.clone())).detach();
+                    glommio::spawn_local(crate::udf::forward(node.clone())).detach();
                 }
                 let _ = ready.send(Ok(shard));
                 // The node listens only once every shard has recovered; until then this core

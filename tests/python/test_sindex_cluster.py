@@ -1,10 +1,11 @@
-"""Secondary indexes in a 3-node Apogee cluster: index definitions are cluster metadata. An
+"""Secondary indexes and UDF modules in a 3-node Apogee cluster: both are cluster metadata. An
 index created through one node exists on every member (each indexes the partitions it
 holds), so a query the client sends to all nodes finds every matching record; a member that
 was down while indexes were created and deleted learns both when it returns, and keeps them
 across its own restart. Real processes on loopback, the official Python client; every wait
 is bounded."""
 
+import base64
 import time
 
 import aerospike
@@ -79,4 +80,42 @@ def test_an_index_created_on_one_node_is_queried_on_every_node(cluster):  # noqa
     assert index_names(c3.port) == {"sx_w"}
     cluster.wait_formed(NODE_IDS, secs=REFORM_SECS_MAX)
     wait_until("sx_w built on every member", lambda: built_everywhere(cluster, "sx_w"))
+    client.close()
+
+
+def udf_names(port):
+    listed = one(port, "udf-list")
+    return {e.split(",")[0].split("=", 1)[1] for e in listed.split(";") if e.startswith("filename=")}
+
+
+def put_udf(port, name, source):
+    content = base64.b64encode(source.encode()).decode()
+    return one(port, f"udf-put:filename={name};content={content};content-len={len(content)};udf-type=LUA;")
+
+
+ADD = "function add(r, b, n) r[b] = (r[b] or 0) + n; aerospike:update(r); return r[b] end\n"
+
+
+def test_a_udf_module_registered_on_one_node_runs_on_every_node(cluster):  # noqa: F811
+    # UDF modules are cluster metadata too: registered through one node, a module runs on
+    # whichever node masters a key; a member down while modules change learns it on return.
+    cluster.start()
+    cluster.wait_formed(NODE_IDS)
+    cluster.wait_stable(NODE_IDS)
+    client = aerospike.client({"hosts": [("127.0.0.1", cluster.nodes[0].port)]}).connect()
+    wait_client_nodes(client, 3)
+    a, b = cluster.nodes[0].port, cluster.nodes[1].port
+    assert put_udf(a, "cm.lua", ADD) == "ok"
+    wait_until("cm.lua on every member",
+               lambda: all(udf_names(n.port) == {"cm.lua"} for n in cluster.live()))
+    # 60 keys land on all three masters (about 20 each).
+    assert [client.apply(("test", "cu", i), "cm", "add", ["v", i]) for i in range(60)] == list(range(60))
+    c3 = cluster.nodes[2]
+    assert c3.stop() == 0
+    cluster.wait_formed(NODE_IDS[:2], secs=REFORM_SECS_MAX)
+    assert put_udf(b, "cm2.lua", ADD) == "ok"
+    assert one(a, "udf-remove:filename=cm.lua") == "ok"
+    c3.start()
+    cluster.wait_formed(NODE_IDS, secs=REFORM_SECS_MAX)
+    wait_until("C3 learns the new module and the removal", lambda: udf_names(c3.port) == {"cm2.lua"})
     client.close()

@@ -97,6 +97,10 @@ pub enum Kind {
     Sindex = 15,
     /// Its answer: one byte, 0 when the catalog is durable here.
     SindexAck = 16,
+    /// A UDF module change (body: `udf::Change::encode`).
+    Udf = 17,
+    /// Its answer: one byte, 0 when the change is durable here.
+    UdfAck = 18,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +143,10 @@ pub enum FabricError {
     Sindex(String),
     #[error("the member could not make the index catalog durable")]
     SindexNotDurable,
+    #[error("malformed UDF module change: {0}")]
+    Udf(String),
+    #[error("the member could not make the UDF module change durable")]
+    UdfNotDurable,
     #[error("malformed migration batch: {0}")]
     Migrate(#[from] apogee_cluster::migrate::wire::WireError),
     #[error("malformed migrating records: {0}")]
@@ -239,6 +247,8 @@ fn parse_head(head: &[u8; FRAME_HEAD_BYTES]) -> Result<Kind, FabricError> {
         14 => Ok(Kind::HelloAck),
         15 => Ok(Kind::Sindex),
         16 => Ok(Kind::SindexAck),
+        17 => Ok(Kind::Udf),
+        18 => Ok(Kind::UdfAck),
         k => Err(FabricError::Kind(k)),
     }
 }
@@ -437,6 +447,13 @@ async fn serve_frames(
                 .await?;
             continue;
         }
+        if kind == Kind::Udf {
+            // A malformed change closes the connection; a well-formed one is merged.
+            let status =
+                crate::udf::apply_forwarded(&core.node, &body).map_err(FabricError::Udf)?;
+            stream.write_all(&frame(Kind::UdfAck, &[status])).await?;
+            continue;
+        }
         if kind == Kind::Sindex {
             // A malformed catalog closes the connection; a well-formed one is merged.
             let status =
@@ -603,6 +620,19 @@ pub async fn sindex_at(node: &Node, to: NodeId, body: &[u8]) -> Result<(), Fabri
     match request_reply(node, addr, None, &request, Kind::SindexAck, deadline).await?[..] {
         [0] => Ok(()),
         [_] => Err(FabricError::SindexNotDurable),
+        ref other => Err(FabricError::Ack(other.len())),
+    }
+}
+
+/// Sends a UDF module change (`udf::Change::encode`) to member `to`; `Ok` once it is durable
+/// there.
+pub async fn udf_at(node: &Node, to: NodeId, body: &[u8]) -> Result<(), FabricError> {
+    let addr = (node.cluster.load().fabric_of(to)).ok_or(FabricError::NoPeer(to.0))?;
+    let deadline = Duration::from_millis(TRUNCATE_ACK_TIMEOUT_MS);
+    let request = frame(Kind::Udf, body);
+    match request_reply(node, addr, None, &request, Kind::UdfAck, deadline).await?[..] {
+        [0] => Ok(()),
+        [_] => Err(FabricError::UdfNotDurable),
         ref other => Err(FabricError::Ack(other.len())),
     }
 }
@@ -787,8 +817,8 @@ mod tests {
         bad[4] = 1;
         assert!(matches!(parse_head(&bad), Err(FabricError::Version(1))));
         let mut bad = head;
-        bad[5] = 17;
-        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(17))));
+        bad[5] = 19;
+        assert!(matches!(parse_head(&bad), Err(FabricError::Kind(19))));
 
         let h = hello_body(Some("dev"), NodeId(0xA1), 1);
         assert_eq!(parse_hello(&h).unwrap(), (Some("dev"), NodeId(0xA1), 1));

@@ -192,6 +192,7 @@ impl Membership {
                 // missed.
                 crate::truncate::share_on_view(&self.node);
                 crate::sindex::share_on_view(&self.node);
+                crate::udf::share_on_view(&self.node);
                 let members = v.succession.nodes().to_vec();
                 tracing::info!(
                     cluster_key = %format!("{:X}", v.cluster_key.get()),

@@ -1030,13 +1030,14 @@ mod tests {
 
     fn runtime_with(source: &str) -> Runtime {
         let reg = Arc::new(Registry::default());
-        reg.lock().insert(
-            "m.lua".into(),
-            Arc::new(super::super::module(
-                "m.lua".into(),
-                source.as_bytes().to_vec(),
-            )),
-        );
+        reg.lock().merge(super::super::Change::Put {
+            name: "m.lua".into(),
+            source: source.as_bytes().to_vec(),
+            version: super::super::Version {
+                counter: 1,
+                origin: 1,
+            },
+        });
         Runtime::new(reg).unwrap()
     }
 
