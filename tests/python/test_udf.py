@@ -191,3 +191,95 @@ def test_a_module_replaced_or_removed_while_calls_run(node):
     assert set(errors) <= {100}, errors
     assert errors, "calls after the removal failed"
     assert c.get(keys[0])[2] == {"a": 0}, "the node still serves"
+
+
+STREAM = """
+local function value(bin)
+    return function(rec) return rec[bin] end
+end
+
+local function add(a, b) return a + b end
+
+function sum(s, bin)
+    return s : map(value(bin)) : reduce(add)
+end
+
+function even_count(s, bin)
+    local function even(rec) return rec[bin] % 2 == 0 end
+    local function one() return 1 end
+    return s : filter(even) : map(one) : reduce(add)
+end
+
+function by_group(s)
+    local function fold(acc, rec)
+        local g = rec['g']
+        acc[g] = (acc[g] or 0) + 1
+        return acc
+    end
+    local function merge(a, b)
+        return map.merge(a, b, function(x, y) return x + y end)
+    end
+    return s : aggregate(map(), fold) : reduce(merge)
+end
+
+function broken(s)
+    return s : map(function(rec) error('stage failed') end)
+end
+"""
+
+
+AGGREGATE = """
+import json, sys
+import aerospike
+from aerospike import exception as ex
+from aerospike import predicates as p
+
+port, lua_dir = int(sys.argv[1]), sys.argv[2]
+c = aerospike.client({"hosts": [("127.0.0.1", port)], "lua": {"user_path": lua_dir}}).connect()
+out = {}
+for label, fn, args, where in [
+    ("sum", "sum", ["v"], None),
+    ("even", "even_count", ["v"], None),
+    ("groups", "by_group", [], None),
+    ("sum 10..19", "sum", ["v"], (10, 19)),
+    ("broken", "broken", [], None),
+]:
+    q = c.query("test", "agg")
+    if where:
+        q.where(p.between("v", *where))
+    q.apply("agg", fn, args)
+    values = []
+    try:
+        q.foreach(values.append)
+        out[label] = values
+    except ex.AerospikeError as e:
+        out[label] = f"error {e.code}"
+print(json.dumps(out))
+"""
+
+
+def test_stream_udfs_aggregate_over_scans_and_queries(apogee, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    node = apogee().start()
+    assert put_module(node.port, "agg.lua", STREAM) == "ok"
+    c = node.client()
+    for i in range(200):
+        c.put(("test", "agg", i), {"v": i, "g": f"g{i % 3}"})
+    c.index_integer_create("test", "agg", "v", "agg_v")
+    # The client runs the final reduce itself with the same module from its Lua user path,
+    # which the client library sets once per process: a process of its own.
+    (tmp_path / "lua").mkdir()
+    (tmp_path / "lua" / "agg.lua").write_text(STREAM)
+    run = subprocess.run([sys.executable, "-c", AGGREGATE, str(node.port), str(tmp_path / "lua")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["sum"] == [sum(range(200))]
+    assert out["even"] == [100]
+    assert out["groups"] == [{"g0": 67, "g1": 67, "g2": 66}]
+    assert out["sum 10..19"] == [sum(range(10, 20))]
+    assert out["broken"] == "error 100"
+    assert c.get(("test", "agg", 1))[2]["v"] == 1, "the node still serves"

@@ -59,6 +59,8 @@ pub struct ScanSpec {
     pub write: Option<Message>,
     /// A query's secondary-index filter (`None`: a scan of every record).
     pub index: Option<Arc<crate::sindex::query::IndexQuery>>,
+    /// A stream UDF the records go through instead of being sent (UDF_OP 1).
+    pub aggregate: Option<crate::udf::stream::AggregateCall>,
 }
 
 /// A parsed scan request.
@@ -144,11 +146,34 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
         Some(_) => return Err(ResultCode::Parameter),
     };
     let background = h.info2 & info2::WRITE != 0;
-    let write = if let Some(op) = udf_op {
-        // UDF_OP 2: a background UDF, run on every record as a record UDF; 1 is a stream
-        // (aggregation) UDF, not served yet.
+    let aggregate = if udf_op == Some(1) {
+        // UDF_OP 1: a stream UDF (aggregation) over the records.
+        let text = |t: u8| -> Result<String, ResultCode> {
+            String::from_utf8(msg.field(FieldType(t)).unwrap_or_default().to_vec())
+                .map_err(|_| ResultCode::Parameter)
+        };
+        let args = match msg.field(FieldType(32)) {
+            // An empty field is no arguments (the C client sends one when there are none).
+            None | Some([]) => Vec::new(),
+            Some(b) => match apogee_ops::value::decode(b) {
+                Ok(apogee_ops::Value::List(l)) => l.items,
+                _ => return Err(ResultCode::Parameter),
+            },
+        };
+        Some(crate::udf::stream::AggregateCall {
+            package: text(30)?,
+            function: text(31)?,
+            args,
+        })
+    } else {
+        None
+    };
+    let write = if aggregate.is_some() {
+        None
+    } else if let Some(op) = udf_op {
+        // UDF_OP 2: a background UDF, run on every record as a record UDF.
         if op != 2 {
-            return Err(ResultCode::UnsupportedFeature);
+            return Err(ResultCode::Parameter);
         }
         let mut w = Message {
             header: msg.header,
@@ -187,7 +212,7 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
     } else {
         None
     };
-    let bins = if background || msg.ops.is_empty() {
+    let bins = if background || aggregate.is_some() || msg.ops.is_empty() {
         None
     } else {
         if msg.ops.iter().any(|op| op.op_type != OpType::READ) {
@@ -225,6 +250,7 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
             records_per_second,
             write,
             index,
+            aggregate,
         },
         task_id,
         partitions,
@@ -333,7 +359,10 @@ async fn fan_out(
 /// Answers one scan request: record frames as the shards fill them, then LAST. `Err` only
 /// when writing to the client failed (the connection is then closed, which stops the shards).
 pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> std::io::Result<()> {
-    if msg.header.info3 & shard::INFO3_PARTITION_DONE == 0 && msg.header.info2 & info2::WRITE == 0 {
+    if msg.header.info3 & shard::INFO3_PARTITION_DONE == 0
+        && msg.header.info2 & info2::WRITE == 0
+        && msg.field(FieldType(33)).is_none()
+    {
         // A client that does not understand partition-done markers (pre-4.9 scans).
         return out
             .send(&stream_error_frame(ResultCode::UnsupportedFeature))
@@ -342,7 +371,16 @@ pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> st
     let req = match parse(core, &msg) {
         Ok(r) => r,
         Err(rc) => {
-            tracing::debug!(code = rc as u8, "scan refused");
+            let fields: Vec<u8> = msg.fields.iter().map(|f| f.field_type.0).collect();
+            tracing::debug!(
+                code = rc as u8,
+                ?fields,
+                info1 = msg.header.info1,
+                info2 = msg.header.info2,
+                info3 = msg.header.info3,
+                ops = msg.ops.len(),
+                "scan refused"
+            );
             return out.send(&stream_error_frame(rc)).await;
         }
     };

@@ -160,6 +160,20 @@ pub async fn run(core: Rc<Core>, work: ShardScan) {
         passed: 0,
     };
     let mut frame = FrameBuilder::new();
+    let mut agg = match &spec.aggregate {
+        None => None,
+        Some(call) => match crate::udf::stream::ShardAggregation::start(&core.node.udfs, call) {
+            Ok(a) => Some(a),
+            Err(failure) => {
+                frame.push(&failure);
+                job.fail();
+                if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {
+                    let _ = frames.send_async(last).await;
+                }
+                return;
+            }
+        },
+    };
     'partitions: for (pid, resume) in partitions {
         debug_assert_eq!(core.node.shard_of(pid), core.shard);
         let mut cursor = PartitionCursor::new(pid, resume);
@@ -190,8 +204,21 @@ pub async fn run(core: Rc<Core>, work: ShardScan) {
                     apply_write(&core, &spec, write, &record, &job).await;
                     continue;
                 }
-                let Some(msg) = record_message(&spec, &namespace, record) else {
-                    continue;
+                let msg = match &mut agg {
+                    Some(a) => match a.feed(&record) {
+                        Ok(Some(m)) => m,
+                        Ok(None) => continue,
+                        Err(failure) => {
+                            frame.push(&failure);
+                            job.fail();
+                            agg = None;
+                            break 'partitions;
+                        }
+                    },
+                    None => match record_message(&spec, &namespace, record) {
+                        Some(m) => m,
+                        None => continue,
+                    },
                 };
                 if !job.take_record() {
                     break 'partitions;
@@ -210,6 +237,16 @@ pub async fn run(core: Rc<Core>, work: ShardScan) {
             futures_lite::future::yield_now().await;
         }
         job.partition_done();
+    }
+    if let Some(a) = agg {
+        match a.finish() {
+            Ok(Some(m)) => frame.push(&m),
+            Ok(None) => {}
+            Err(failure) => {
+                frame.push(&failure);
+                job.fail();
+            }
+        }
     }
     if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {
         let _ = frames.send_async(last).await;
@@ -266,6 +303,7 @@ mod tests {
             records_per_second: 0,
             write: None,
             index: None,
+            aggregate: None,
         }
     }
 

@@ -263,6 +263,20 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
     let mut after = first.checked_sub(1).map(|k| (k, Digest([0xff; 20])));
     let mut frame = FrameBuilder::new();
     let mut finished = true;
+    let mut agg = match &spec.aggregate {
+        None => None,
+        Some(call) => match crate::udf::stream::ShardAggregation::start(&core.node.udfs, call) {
+            Ok(a) => Some(a),
+            Err(failure) => {
+                frame.push(&failure);
+                job.fail();
+                if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {
+                    let _ = frames.send_async(last).await;
+                }
+                return;
+            }
+        },
+    };
     'walk: loop {
         if job.is_aborted() {
             finished = false;
@@ -304,14 +318,29 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
                 crate::scan::shard::apply_write(&core, &spec, write, &record, &job).await;
                 continue;
             }
-            let Some(mut msg) = crate::scan::shard::record_message(&spec, &namespace, record)
-            else {
-                continue;
+            let msg = if let Some(a) = &mut agg {
+                match a.feed(&record) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(failure) => {
+                        frame.push(&failure);
+                        job.fail();
+                        agg = None;
+                        finished = false;
+                        break 'walk;
+                    }
+                }
+            } else {
+                let Some(mut msg) = crate::scan::shard::record_message(&spec, &namespace, record)
+                else {
+                    continue;
+                };
+                msg.fields.push(Field {
+                    field_type: FieldType(15),
+                    data: key.to_le_bytes().to_vec(),
+                });
+                msg
             };
-            msg.fields.push(Field {
-                field_type: FieldType(15),
-                data: key.to_le_bytes().to_vec(),
-            });
             if !job.take_record() {
                 finished = false;
                 break 'walk;
@@ -336,6 +365,16 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
     if finished {
         for _ in &partitions {
             job.partition_done();
+        }
+    }
+    if let Some(a) = agg {
+        match a.finish() {
+            Ok(Some(m)) => frame.push(&m),
+            Ok(None) => {}
+            Err(failure) => {
+                frame.push(&failure);
+                job.fail();
+            }
         }
     }
     if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {

@@ -100,7 +100,8 @@ pub async fn run(
     let package = text(field::PACKAGE)?;
     let function = text(field::FUNCTION)?;
     let args = match msg.field(field::ARGLIST) {
-        None => Vec::new(),
+        // An empty field is no arguments (the C client sends one when there are none).
+        None | Some([]) => Vec::new(),
         Some(b) => match apogee_ops::value::decode(b) {
             Ok(Value::List(l)) => l.items,
             _ => return Err(ResultCode::Parameter),

@@ -75,6 +75,11 @@ pub fn compile_check(name: &str, source: &[u8]) -> Result<(), CompileError> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UdfError(pub String);
 
+/// A Lua error as the client reads it (without mlua's stack traceback).
+pub fn lua_error_text(e: mlua::Error) -> UdfError {
+    lua_error(e)
+}
+
 fn lua_error(e: mlua::Error) -> UdfError {
     // The innermost cause, without mlua's stack traceback.
     let mut text = e.to_string();
@@ -128,6 +133,9 @@ impl Runtime {
             g.set(name, LuaValue::Nil)?;
         }
         install_api(&lua)?;
+        lua.load(super::stream::PRELUDE)
+            .set_name("@apogee_stream.lua")
+            .exec()?;
         let steps = Rc::new(Cell::new(0u64));
         let counted = steps.clone();
         lua.set_hook(
@@ -193,6 +201,42 @@ impl Runtime {
                 Err(UdfError("function not found".into()))
             }
         }
+    }
+
+    /// Starts a new call's instruction budget.
+    pub fn reset_budget(&self) {
+        self.steps.set(0);
+    }
+
+    /// Calls a stream UDF's function on a new stream with `args`; returns the Lua state and
+    /// the pipeline's stages (`{kind, f[, init]}` tables) the function built.
+    pub fn build_stream(
+        &mut self,
+        package: &str,
+        function: &str,
+        args: &[Value],
+    ) -> Result<(Lua, Table), UdfError> {
+        let f = self.function(package, function)?;
+        let new: mlua::Function = self
+            .lua
+            .globals()
+            .get("__apogee_stream_new")
+            .map_err(lua_error)?;
+        let stream: Table = new.call(()).map_err(lua_error)?;
+        let mut call_args = vec![LuaValue::Table(stream.clone())];
+        for a in args {
+            call_args.push(to_lua(&self.lua, a).map_err(lua_error)?);
+        }
+        self.steps.set(0);
+        let out: LuaValue = f
+            .call(MultiValue::from_iter(call_args))
+            .map_err(lua_error)?;
+        let built = match out {
+            LuaValue::Table(t) => t,
+            _ => stream,
+        };
+        let ops: Table = built.get("ops").map_err(lua_error)?;
+        Ok((self.lua.clone(), ops))
     }
 
     /// Calls a record UDF on `rec` with `args`; returns its result as a value.

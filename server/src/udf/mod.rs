@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod lua;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
