@@ -112,8 +112,8 @@ async fn batches_mix_row_types_namespaces_missing_records_and_filters() {
     assert_eq!(code(9), Some(ResultCode::Ok));
     assert_eq!(
         code(10),
-        Some(ResultCode::UnsupportedFeature),
-        "no UDFs yet"
+        Some(ResultCode::UdfBadResponse),
+        "a UDF row of a module that is not registered fails as a UDF (100)"
     );
 
     // The writes happened, once each; other records are untouched.

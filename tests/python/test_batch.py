@@ -4,6 +4,7 @@ sets, an unknown namespace and selected bins; write, operate and remove rows thr
 single-record path; UDF rows answered "not yet"; and malformed batch frames sent raw, after
 which the node still serves."""
 
+import base64
 import socket
 import struct
 
@@ -12,7 +13,7 @@ import pytest
 from aerospike_helpers.batch import records as br
 from aerospike_helpers.operations import operations as op
 
-from conftest import recv_exactly
+from conftest import info, recv_exactly
 
 N = 40
 
@@ -144,9 +145,19 @@ def test_batch_operate_and_remove(client, loaded):
     assert [r for r, _, _ in got] == [2, 2, 2, 0, 0]
 
 
-def test_batch_udf_rows_are_not_yet_supported(client, loaded):
-    res = client.batch_apply(loaded[:3], "sample", "list_append", ["c", 1])
-    assert [r.result for r in res.batch_records] == [16, 16, 16]
+def test_batch_udf_rows_run_the_record_udf_on_each_row(client, server, loaded):
+    # A module that is not registered fails each row as a UDF (100); once registered, each
+    # row runs it on its own record.
+    res = client.batch_apply(loaded[:3], "bm", "add", ["c", 1])
+    assert [r.result for r in res.batch_records] == [100, 100, 100]
+    source = "function add(r, b, n) r[b] = (r[b] or 0) + n; aerospike:update(r); return r[b] end"
+    content = base64.b64encode(source.encode()).decode()
+    cmd = f"udf-put:filename=bm.lua;content={content};content-len={len(content)};udf-type=LUA;"
+    assert info(server.port, cmd + "\n").endswith("\tok\n")
+    res = client.batch_apply(loaded[:3], "bm", "add", ["n", 5])
+    assert [r.result for r in res.batch_records] == [0, 0, 0]
+    assert [r.record[2]["SUCCESS"] for r in res.batch_records] == [5, 5, 5]
+    assert [client.get(k)[2]["n"] for k in loaded[:3]] == [5, 5, 5]
 
 
 def test_a_large_batch_streams_in_several_frames(client):
