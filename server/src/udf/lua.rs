@@ -133,6 +133,7 @@ impl Runtime {
             g.set(name, LuaValue::Nil)?;
         }
         install_api(&lua)?;
+        install_require(&lua, registry.clone())?;
         lua.load(super::stream::PRELUDE)
             .set_name("@apogee_stream.lua")
             .exec()?;
@@ -652,6 +653,49 @@ fn items_of(v: &LuaValue) -> mlua::Result<Vec<LuaValue>> {
     })
 }
 
+/// `require(name)`: another registered module, run once per source (cached by its hash) in
+/// an environment of its own; the module's return value, or its environment when it returns
+/// nothing (Aerospike loads modules from its UDF directory the same way). Never a file.
+fn install_require(lua: &Lua, registry: Arc<Registry>) -> mlua::Result<()> {
+    let loaded = lua.create_table()?;
+    let f = lua.create_function(move |lua, name: String| {
+        let file = if name.ends_with(".lua") {
+            name.clone()
+        } else {
+            format!("{name}.lua")
+        };
+        let Some(module) = registry.get(&file) else {
+            return Err(mlua::Error::runtime(format!("module '{name}' not found")));
+        };
+        if let Some(t) = loaded.get::<Option<Table>>(file.as_str())? {
+            if t.get::<String>("hash")? == module.hash {
+                return t.get::<LuaValue>("value");
+            }
+        }
+        let env = lua.create_table()?;
+        let meta = lua.create_table()?;
+        meta.set("__index", lua.globals())?;
+        env.set_metatable(Some(meta));
+        let out: LuaValue = lua
+            .load(&module.source[..])
+            .set_name(format!("@{file}"))
+            .set_mode(ChunkMode::Text)
+            .set_environment(env.clone())
+            .call(())?;
+        let value = if out.is_nil() {
+            LuaValue::Table(env)
+        } else {
+            out
+        };
+        let entry = lua.create_table()?;
+        entry.set("hash", module.hash.as_str())?;
+        entry.set("value", value.clone())?;
+        loaded.set(file.as_str(), entry)?;
+        Ok(value)
+    })?;
+    lua.globals().set("require", f)
+}
+
 /// Installs Aerospike's Lua API in the globals.
 fn install_api(lua: &Lua) -> mlua::Result<()> {
     let g = lua.globals();
@@ -1148,9 +1192,25 @@ mod tests {
     }
 
     #[test]
+    fn a_module_requires_another_registered_module() {
+        let mut rt =
+            runtime_with("local h = require('helper')\nfunction f(r) return h.twice(21) end");
+        rt.registry.lock().merge(super::super::Change::Put {
+            name: "helper.lua".into(),
+            source: b"local M = {}\nfunction M.twice(x) return 2 * x end\nreturn M".to_vec(),
+            version: super::super::Version {
+                counter: 2,
+                origin: 1,
+            },
+        });
+        let (out, _) = call(&mut rt, "f", &[]);
+        assert!(matches!(out, Ok(Value::Int(42))), "{out:?}");
+    }
+
+    #[test]
     fn the_sandbox_has_no_files_processes_or_loaders() {
         let mut rt = runtime_with(
-            "function f(r) return type(io) .. type(os) .. type(load) .. type(dofile) .. type(require) end\n\
+            "function f(r) return type(io) .. type(os) .. type(load) .. type(dofile) .. type(collectgarbage) end\n\
              function big(r) local s = 'x'; while true do s = s .. s end end",
         );
         let (out, _) = call(&mut rt, "f", &[]);
