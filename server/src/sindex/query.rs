@@ -150,8 +150,12 @@ pub fn parse(
     let defs = core.node.namespaces[ns].sindexes.defs();
     let fits = |d: &&DefRef| {
         let s = &d.shape;
-        name.is_none_or(|n| n == d.name.as_bytes())
-            && (exp.is_some() || s.bin == bin)
+        if let Some(n) = name {
+            // An index named by the query (field 21) is that index, whatever bin, context
+            // or expression the filter leaves out; its value type must still fit.
+            return n == d.name.as_bytes() && s.data == data && s.itype == itype;
+        }
+        (exp.is_some() || s.bin == bin)
             && s.data == data
             && s.itype == itype
             && s.ctx.as_ref().map(|c| c.bytes.as_slice()) == ctx
