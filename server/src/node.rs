@@ -110,13 +110,13 @@ pub struct Node {
     /// Running and recently finished scans, for `query-show` and `query-abort`.
     pub jobs: crate::scan::jobs::JobTable,
     /// Truncate cut-offs taken here, waiting for core 0 to send them to the other members
-    /// (`truncate::forward_cut_offs`; a node alone sends none).
+    /// (`cluster::metadata::forward`; a node alone sends none).
     pub cut_offs: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
     /// Registered UDF modules.
     pub udfs: Arc<crate::udf::Registry>,
-    /// UDF module changes to send to the other members (`udf::forward`).
+    /// UDF module changes to send to the other members (`cluster::metadata::forward`).
     pub udf_out: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
-    /// Secondary-index catalogs to send to the other members (`sindex::forward`).
+    /// Secondary-index catalogs to send to the other members (`cluster::metadata::forward`).
     pub sindex_out: (flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>),
     /// Core 0's migration task's inbox (`cluster::migration`); its receiver is taken once,
     /// by the task.

@@ -283,9 +283,14 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
                         .expect("core 0 takes the migration inbox once");
                     crate::cluster::migration::spawn(node.clone(), migration_rx);
                     crate::cluster::fabric::spawn_listener(core.clone(), fabric);
-                    glommio::spawn_local(crate::truncate::forward_cut_offs(node.clone())).detach();
-                    glommio::spawn_local(crate::sindex::forward(node.clone())).detach();
-                    glommio::spawn_local(crate::udf::forward(node.clone())).detach();
+                    use crate::cluster::metadata::{forward, Metadata};
+                    for kind in [
+                        Metadata::Truncate,
+                        Metadata::SindexCatalog,
+                        Metadata::UdfModule,
+                    ] {
+                        glommio::spawn_local(forward(node.clone(), kind)).detach();
+                    }
                 }
                 let _ = ready.send(Ok(shard));
                 // The node listens only once every shard has recovered; until then this core

@@ -7,7 +7,7 @@
 //! a cut-off that is answered but lost would let a restart bring truncated records back.
 //!
 //! In a cluster the node that takes the command also sends the cut-off to every other member
-//! over the fabric (`forward_cut_offs`, on core 0, retried), where it is made durable the same
+//! over the fabric (`cluster::metadata::forward`, on core 0, retried), where it is made durable the same
 //! way, so a client that sends `truncate` to one node truncates the namespace everywhere.
 //!
 //! On every committed view each member sends all its cut-offs, undone ones included, to the
@@ -194,9 +194,6 @@ fn version_of(t: &Truncated, set: Option<&[u8]>) -> Version {
 /// truncate is applied here only, with an error logged).
 pub const CUT_OFFS_PENDING_MAX: usize = 64;
 
-/// A member's forwarded cut-off that is not answered is sent again this many times in all.
-const FORWARD_ATTEMPTS_MAX: u32 = 5;
-
 /// A cut-off as the fabric carries it: `ns_len u8 | ns | set_len u8 | set | cut_off_ms u64 |
 /// version u64 | origin u64`, little-endian (set length 0: the whole namespace; cut-off 0:
 /// undone).
@@ -264,30 +261,8 @@ pub fn apply_forwarded(
     )
 }
 
-/// Core 0 of a clustered node: sends every cut-off taken here to each other member of the
-/// current view, trying each up to [`FORWARD_ATTEMPTS_MAX`] times.
-pub async fn forward_cut_offs(node: std::sync::Arc<Node>) {
-    while let Ok(body) = node.cut_offs.1.recv_async().await {
-        let members: Vec<_> = node.cluster.load().peers.iter().map(|p| p.node).collect();
-        for member in members {
-            for attempt in 1..=FORWARD_ATTEMPTS_MAX {
-                match crate::cluster::fabric::truncate_at(&node, member, &body).await {
-                    Ok(()) => break,
-                    Err(error) if attempt == FORWARD_ATTEMPTS_MAX => {
-                        tracing::error!(member = %format!("{:X}", member.0), %error,
-                            "a truncate was not made durable on this member: it keeps the truncated records");
-                    }
-                    Err(_) => {
-                        glommio::timer::sleep(Duration::from_millis(200 * u64::from(attempt))).await
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Core 0 of a clustered node, on a committed view: queues every cut-off this node keeps for
-/// `forward_cut_offs` to send to the view's members (waiting while the queue is full).
+/// `cluster::metadata::forward` to send to the view's members (waiting while the queue is full).
 pub fn share_on_view(node: &std::sync::Arc<Node>) {
     let mut bodies = Vec::new();
     for (i, ns) in node.config.namespaces.iter().enumerate() {

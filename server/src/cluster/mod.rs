@@ -13,6 +13,7 @@ pub mod dup_res;
 pub mod envelope;
 pub mod fabric;
 pub mod lease;
+pub mod metadata;
 pub mod migration;
 pub mod replica;
 pub mod task;

@@ -160,19 +160,13 @@ pub async fn run(core: Rc<Core>, work: ShardScan) {
         passed: 0,
     };
     let mut frame = FrameBuilder::new();
-    let mut agg = match &spec.aggregate {
-        None => None,
-        Some(call) => match crate::udf::stream::ShardAggregation::start(&core.node.udfs, call) {
-            Ok(a) => Some(a),
-            Err(failure) => {
-                frame.push(&failure);
-                job.fail();
-                if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {
-                    let _ = frames.send_async(last).await;
-                }
-                return;
-            }
-        },
+    let Ok(mut agg) =
+        crate::udf::stream::start_in(spec.aggregate.as_ref(), &core.node.udfs, &mut frame, &job)
+    else {
+        if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {
+            let _ = frames.send_async(last).await;
+        }
+        return;
     };
     'partitions: for (pid, resume) in partitions {
         debug_assert_eq!(core.node.shard_of(pid), core.shard);
@@ -238,16 +232,7 @@ pub async fn run(core: Rc<Core>, work: ShardScan) {
         }
         job.partition_done();
     }
-    if let Some(a) = agg {
-        match a.finish() {
-            Ok(Some(m)) => frame.push(&m),
-            Ok(None) => {}
-            Err(failure) => {
-                frame.push(&failure);
-                job.fail();
-            }
-        }
-    }
+    crate::udf::stream::finish_into(agg, &mut frame, &job);
     if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {
         let _ = frames.send_async(last).await;
     }

@@ -17,7 +17,7 @@ pub mod query;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use apogee_engine::sindex::IndexId;
 use apogee_wire::info::InfoCommand;
@@ -173,32 +173,6 @@ pub fn apply_forwarded(node: &Node, body: &[u8]) -> Result<u8, String> {
             1
         }
     })
-}
-
-/// Core 0 of a clustered node: sends each catalog queued by a change here or a view to every
-/// other member of the current view, trying each a few times.
-pub async fn forward(node: Arc<Node>) {
-    const ATTEMPTS_MAX: u32 = 5;
-    while let Ok(body) = node.sindex_out.1.recv_async().await {
-        let members: Vec<_> = node.cluster.load().peers.iter().map(|p| p.node).collect();
-        for member in members {
-            for attempt in 1..=ATTEMPTS_MAX {
-                match crate::cluster::fabric::sindex_at(&node, member, &body).await {
-                    Ok(()) => break,
-                    Err(error) if attempt == ATTEMPTS_MAX => {
-                        tracing::error!(member = %format!("{:X}", member.0), %error,
-                            "index definitions not sent to this member; it learns them on the next view");
-                    }
-                    Err(_) => {
-                        glommio::timer::sleep(std::time::Duration::from_millis(
-                            200 * u64::from(attempt),
-                        ))
-                        .await
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// On a committed view: queues every namespace's catalog for the members, so a member that

@@ -267,19 +267,13 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
     let mut after = first.checked_sub(1).map(|k| (k, Digest([0xff; 20])));
     let mut frame = FrameBuilder::new();
     let mut finished = true;
-    let mut agg = match &spec.aggregate {
-        None => None,
-        Some(call) => match crate::udf::stream::ShardAggregation::start(&core.node.udfs, call) {
-            Ok(a) => Some(a),
-            Err(failure) => {
-                frame.push(&failure);
-                job.fail();
-                if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {
-                    let _ = frames.send_async(last).await;
-                }
-                return;
-            }
-        },
+    let Ok(mut agg) =
+        crate::udf::stream::start_in(spec.aggregate.as_ref(), &core.node.udfs, &mut frame, &job)
+    else {
+        if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {
+            let _ = frames.send_async(last).await;
+        }
+        return;
     };
     'walk: loop {
         if job.is_aborted() {
@@ -371,16 +365,7 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
             job.partition_done();
         }
     }
-    if let Some(a) = agg {
-        match a.finish() {
-            Ok(Some(m)) => frame.push(&m),
-            Ok(None) => {}
-            Err(failure) => {
-                frame.push(&failure);
-                job.fail();
-            }
-        }
-    }
+    crate::udf::stream::finish_into(agg, &mut frame, &job);
     if let (Some(frames), Some((last, _))) = (&frames, frame.into_frame()) {
         let _ = frames.send_async(last).await;
     }

@@ -366,6 +366,14 @@ impl UserData for RecordHandle {
     }
 }
 
+/// A new list userdata holding `items`.
+fn new_list(lua: &Lua, items: Vec<LuaValue>) -> mlua::Result<AnyUserData> {
+    lua.create_userdata(LuaList {
+        items: Rc::new(RefCell::new(items)),
+        cursor: Rc::default(),
+    })
+}
+
 /// A list shared between the Lua values that refer to it.
 #[derive(Clone, Default)]
 pub struct LuaList {
@@ -539,10 +547,7 @@ pub fn to_lua(lua: &Lua, v: &Value) -> mlua::Result<LuaValue> {
                 .iter()
                 .map(|x| to_lua(lua, x))
                 .collect::<mlua::Result<Vec<_>>>()?;
-            LuaValue::UserData(lua.create_userdata(LuaList {
-                items: Rc::new(RefCell::new(items)),
-                cursor: Rc::default(),
-            })?)
+            LuaValue::UserData(new_list(lua, items)?)
         }
         Value::Map(m) => {
             let mut entries = Vec::with_capacity(m.entries.len());
@@ -895,10 +900,7 @@ fn install_api(lua: &Lua) -> mlua::Result<()> {
         "clone",
         lua.create_function(|lua, l: AnyUserData| {
             let items = list_arg(&l)?.items.borrow().clone();
-            lua.create_userdata(LuaList {
-                items: Rc::new(RefCell::new(items)),
-                cursor: Rc::default(),
-            })
+            new_list(lua, items)
         })?,
     )?;
     list.set(
@@ -911,10 +913,7 @@ fn install_api(lua: &Lua) -> mlua::Result<()> {
                 .take(n)
                 .cloned()
                 .collect();
-            lua.create_userdata(LuaList {
-                items: Rc::new(RefCell::new(items)),
-                cursor: Rc::default(),
-            })
+            new_list(lua, items)
         })?,
     )?;
     list.set(
@@ -927,10 +926,7 @@ fn install_api(lua: &Lua) -> mlua::Result<()> {
                 .skip(n)
                 .cloned()
                 .collect();
-            lua.create_userdata(LuaList {
-                items: Rc::new(RefCell::new(items)),
-                cursor: Rc::default(),
-            })
+            new_list(lua, items)
         })?,
     )?;
     list.set(
@@ -956,10 +952,7 @@ fn install_api(lua: &Lua) -> mlua::Result<()> {
         lua.create_function(|lua, (l, other): (AnyUserData, AnyUserData)| {
             let mut items = list_arg(&l)?.items.borrow().clone();
             items.extend(list_arg(&other)?.items.borrow().iter().cloned());
-            lua.create_userdata(LuaList {
-                items: Rc::new(RefCell::new(items)),
-                cursor: Rc::default(),
-            })
+            new_list(lua, items)
         })?,
     )?;
     list.set(
@@ -978,10 +971,7 @@ fn install_api(lua: &Lua) -> mlua::Result<()> {
     list_meta.set(
         "__call",
         lua.create_function(|lua, (_, init): (LuaValue, LuaValue)| {
-            lua.create_userdata(LuaList {
-                items: Rc::new(RefCell::new(items_of(&init)?)),
-                cursor: Rc::default(),
-            })
+            new_list(lua, items_of(&init)?)
         })?,
     )?;
     list.set_metatable(Some(list_meta));

@@ -374,31 +374,6 @@ pub fn apply_forwarded(node: &Node, body: &[u8]) -> Result<u8, String> {
 /// Changes queued for the other members at most.
 pub const CHANGES_PENDING_MAX: usize = 256;
 
-/// Core 0 of a clustered node: sends each queued change to every other member of the view.
-pub async fn forward(node: Arc<Node>) {
-    const ATTEMPTS_MAX: u32 = 5;
-    while let Ok(body) = node.udf_out.1.recv_async().await {
-        let members: Vec<_> = node.cluster.load().peers.iter().map(|p| p.node).collect();
-        for member in members {
-            for attempt in 1..=ATTEMPTS_MAX {
-                match crate::cluster::fabric::udf_at(&node, member, &body).await {
-                    Ok(()) => break,
-                    Err(error) if attempt == ATTEMPTS_MAX => {
-                        tracing::error!(member = %format!("{:X}", member.0), %error,
-                            "a UDF module change not sent to this member; it learns it on the next view");
-                    }
-                    Err(_) => {
-                        glommio::timer::sleep(std::time::Duration::from_millis(
-                            200 * u64::from(attempt),
-                        ))
-                        .await
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// On a committed view: queues every module and deletion for the members.
 pub fn share_on_view(node: &Node) {
     let changes = node.udfs.lock().changes();

@@ -263,3 +263,43 @@ impl ShardAggregation {
         }
     }
 }
+
+/// Starts a shard's part of the aggregation `call` (if any) for a scan or query loop. A
+/// start that fails pushes its FAILURE message into `frame` and fails the job: `Err`, and
+/// the shard sends the frame and stops.
+pub fn start_in(
+    call: Option<&AggregateCall>,
+    registry: &Arc<Registry>,
+    frame: &mut crate::stream::FrameBuilder,
+    job: &crate::scan::jobs::Job,
+) -> Result<Option<ShardAggregation>, ()> {
+    let Some(call) = call else {
+        return Ok(None);
+    };
+    match ShardAggregation::start(registry, call) {
+        Ok(a) => Ok(Some(a)),
+        Err(failure) => {
+            frame.push(&failure);
+            job.fail();
+            Err(())
+        }
+    }
+}
+
+/// Ends a shard's aggregation: its last value, or its failure (failing the job), into
+/// `frame`.
+pub fn finish_into(
+    agg: Option<ShardAggregation>,
+    frame: &mut crate::stream::FrameBuilder,
+    job: &crate::scan::jobs::Job,
+) {
+    let Some(a) = agg else { return };
+    match a.finish() {
+        Ok(Some(m)) => frame.push(&m),
+        Ok(None) => {}
+        Err(failure) => {
+            frame.push(&failure);
+            job.fail();
+        }
+    }
+}
