@@ -88,15 +88,11 @@ fn run(node: &Node, cmd: &InfoCommand<'_>, kind: Kind) -> Result<String, String>
     };
     let (kept_ms, version) =
         commit(node, i, set, Change::Here(ms), cmd.name).map_err(|e| format!("ERROR:1:{e}"))?;
-    if node.config.cluster.heartbeat.is_some() {
-        let body = encode_cut_off(ns, set, kept_ms, version);
-        if node.cut_offs.0.try_send(body).is_err() {
-            tracing::error!(
-                namespace = ns,
-                "truncate applied here but not sent to the other members: too many pending"
-            );
-        }
-    }
+    crate::cluster::metadata::send_now(
+        node,
+        crate::cluster::metadata::Metadata::Truncate,
+        encode_cut_off(ns, set, kept_ms, version),
+    );
     wait_for_clock(kept_ms);
     Ok("ok".into())
 }
@@ -283,18 +279,11 @@ pub fn share_on_view(node: &std::sync::Arc<Node>) {
             bodies.push(encode_cut_off(&ns.name, set, ms, version_of(&kept, set)));
         }
     }
-    if bodies.is_empty() {
-        return;
-    }
-    let tx = node.cut_offs.0.clone();
-    glommio::spawn_local(async move {
-        for body in bodies {
-            if tx.send_async(body).await.is_err() {
-                return;
-            }
-        }
-    })
-    .detach();
+    crate::cluster::metadata::send_on_view(
+        node,
+        crate::cluster::metadata::Metadata::Truncate,
+        bodies,
+    );
 }
 
 /// Longest a truncate waits for the clock to reach its cut-off: normally under 1 ms; the

@@ -22,6 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use apogee_engine::sindex::IndexId;
 use apogee_wire::info::InfoCommand;
 
+use crate::cluster::metadata::Metadata;
 use crate::core::Core;
 use crate::node::{Node, ShardWork};
 use def::DefRef;
@@ -132,15 +133,7 @@ fn change(node: &Node, ns: usize, entries: Vec<meta::Entry>) -> Result<bool, Str
 
 /// Sends namespace `ns`'s whole catalog to the other members (a clustered node only).
 fn share(node: &Node, ns: usize) {
-    if node.config.cluster.heartbeat.is_none() {
-        return;
-    }
-    let body = encode(node, ns);
-    if node.sindex_out.0.try_send(body).is_err() {
-        tracing::error!(
-            "an index change was made here but not sent to the other members: too many pending"
-        );
-    }
+    crate::cluster::metadata::send_now(node, Metadata::SindexCatalog, encode(node, ns));
 }
 
 /// A fabric body: the namespace's name, then one line per entry.
@@ -178,11 +171,11 @@ pub fn apply_forwarded(node: &Node, body: &[u8]) -> Result<u8, String> {
 /// On a committed view: queues every namespace's catalog for the members, so a member that
 /// was away learns what changed meanwhile.
 pub fn share_on_view(node: &Node) {
-    for ns in 0..node.config.namespaces.len() {
-        if !node.namespaces[ns].sindexes.lock().lines().is_empty() {
-            share(node, ns);
-        }
-    }
+    let bodies = (0..node.config.namespaces.len())
+        .filter(|&ns| !node.namespaces[ns].sindexes.lock().lines().is_empty())
+        .map(|ns| encode(node, ns))
+        .collect();
+    crate::cluster::metadata::send_on_view(node, Metadata::SindexCatalog, bodies);
 }
 
 /// Answers the secondary-index info commands; `None` for any other command.

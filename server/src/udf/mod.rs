@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use apogee_wire::info::InfoCommand;
 use base64::Engine as _;
 
+use crate::cluster::metadata::Metadata;
 use crate::node::Node;
 
 /// Longest module name (Aerospike's `UDF_MAX_STRING_SZ` less its terminator).
@@ -348,13 +349,8 @@ fn change(node: &Node, changes: Vec<Change>) -> Result<bool, String> {
 
 /// Sends changes made here to the other members (a clustered node only).
 fn share(node: &Node, changes: &[Change]) {
-    if node.config.cluster.heartbeat.is_none() {
-        return;
-    }
     for c in changes {
-        if node.udf_out.0.try_send(c.encode()).is_err() {
-            tracing::error!("a UDF module change was made here but not sent to the other members: too many pending; they learn it on the next view");
-        }
+        crate::cluster::metadata::send_now(node, Metadata::UdfModule, c.encode());
     }
 }
 
@@ -376,21 +372,14 @@ pub const CHANGES_PENDING_MAX: usize = 256;
 
 /// On a committed view: queues every module and deletion for the members.
 pub fn share_on_view(node: &Node) {
-    let changes = node.udfs.lock().changes();
-    let node_ref = node;
-    let tx = node_ref.udf_out.0.clone();
-    let bodies: Vec<Vec<u8>> = changes.iter().map(Change::encode).collect();
-    if bodies.is_empty() || node.config.cluster.heartbeat.is_none() {
-        return;
-    }
-    glommio::spawn_local(async move {
-        for body in bodies {
-            if tx.send_async(body).await.is_err() {
-                return;
-            }
-        }
-    })
-    .detach();
+    let bodies = node
+        .udfs
+        .lock()
+        .changes()
+        .iter()
+        .map(Change::encode)
+        .collect();
+    crate::cluster::metadata::send_on_view(node, Metadata::UdfModule, bodies);
 }
 
 fn module(name: String, source: Vec<u8>) -> Module {
