@@ -60,7 +60,7 @@ pub struct ScanSpec {
     /// A query's secondary-index filter (`None`: a scan of every record).
     pub index: Option<Arc<crate::sindex::query::IndexQuery>>,
     /// A stream UDF the records go through instead of being sent (UDF_OP 1).
-    pub aggregate: Option<crate::udf::stream::AggregateCall>,
+    pub aggregate: Option<crate::udf::Call>,
 }
 
 /// A parsed scan request.
@@ -100,7 +100,8 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
             0 | 1 | 7 | 8 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 43 => {}
             // A secondary-index filter: index name, range, context, expression, type.
             21..=24 | 26 => {}
-            // A UDF applied to each record (background; aggregations are not served yet).
+            // A UDF: applied to each record (background) or to the stream of records
+            // (aggregation).
             30..=33 => {}
             _ => return Err(ResultCode::Parameter),
         }
@@ -140,31 +141,15 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
     };
     let partitions = partitions(msg)?;
 
-    let udf_op = match msg.field(FieldType(33)) {
+    let udf_op = match msg.field(crate::udf::field::UDF_OP) {
         None => None,
         Some([op]) => Some(*op),
         Some(_) => return Err(ResultCode::Parameter),
     };
     let background = h.info2 & info2::WRITE != 0;
+    // UDF_OP 1: a stream UDF (aggregation) over the records.
     let aggregate = if udf_op == Some(1) {
-        // UDF_OP 1: a stream UDF (aggregation) over the records.
-        let text = |t: u8| -> Result<String, ResultCode> {
-            String::from_utf8(msg.field(FieldType(t)).unwrap_or_default().to_vec())
-                .map_err(|_| ResultCode::Parameter)
-        };
-        let args = match msg.field(FieldType(32)) {
-            // An empty field is no arguments (the C client sends one when there are none).
-            None | Some([]) => Vec::new(),
-            Some(b) => match apogee_ops::value::decode(b) {
-                Ok(apogee_ops::Value::List(l)) => l.items,
-                _ => return Err(ResultCode::Parameter),
-            },
-        };
-        Some(crate::udf::stream::AggregateCall {
-            package: text(30)?,
-            function: text(31)?,
-            args,
-        })
+        Some(crate::udf::Call::of(msg)?)
     } else {
         None
     };
@@ -182,10 +167,16 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
         w.header.info1 = 0;
         w.header.info2 = info2::WRITE;
         w.header.info3 &= !shard::INFO3_PARTITION_DONE;
-        for t in [0u8, 30, 31, 32] {
-            if let Some(data) = msg.field(FieldType(t)) {
+        use crate::udf::field as udf;
+        for t in [
+            FieldType::NAMESPACE,
+            udf::PACKAGE,
+            udf::FUNCTION,
+            udf::ARGLIST,
+        ] {
+            if let Some(data) = msg.field(t) {
                 w.fields.push(apogee_wire::msg::Field {
-                    field_type: FieldType(t),
+                    field_type: t,
                     data: data.to_vec(),
                 });
             }
@@ -361,7 +352,7 @@ async fn fan_out(
 pub async fn serve(core: &Rc<Core>, msg: Message, out: &mut ReplySink<'_>) -> std::io::Result<()> {
     if msg.header.info3 & shard::INFO3_PARTITION_DONE == 0
         && msg.header.info2 & info2::WRITE == 0
-        && msg.field(FieldType(33)).is_none()
+        && msg.field(crate::udf::field::UDF_OP).is_none()
     {
         // A client that does not understand partition-done markers (pre-4.9 scans).
         return out

@@ -18,16 +18,8 @@ use apogee_wire::msg::{Message, Op, OpType};
 use apogee_wire::{Digest, FieldType, ResultCode};
 
 use super::lua::{self, Action, RecordHandle, UdfError};
-use super::Registry;
+use super::{field, Call, Registry};
 use crate::command::{ttl, update_error_code, Image, Reply, WriteLimits};
-
-/// UDF fields (spec §3.2).
-mod field {
-    use apogee_wire::FieldType;
-    pub const PACKAGE: FieldType = FieldType(30);
-    pub const FUNCTION: FieldType = FieldType(31);
-    pub const ARGLIST: FieldType = FieldType(32);
-}
 
 /// Whether a keyed command is a record UDF.
 pub fn is_udf(msg: &Message) -> bool {
@@ -93,20 +85,7 @@ pub async fn run(
     mut image: Image<'_>,
     registry: &Arc<Registry>,
 ) -> Result<Reply, ResultCode> {
-    // An empty name is a module or function that is not there (a UDF error, as Aerospike's).
-    let text = |f| -> Result<&str, ResultCode> {
-        std::str::from_utf8(msg.field(f).unwrap_or_default()).map_err(|_| ResultCode::Parameter)
-    };
-    let package = text(field::PACKAGE)?;
-    let function = text(field::FUNCTION)?;
-    let args = match msg.field(field::ARGLIST) {
-        // An empty field is no arguments (the C client sends one when there are none).
-        None | Some([]) => Vec::new(),
-        Some(b) => match apogee_ops::value::decode(b) {
-            Ok(Value::List(l)) => l.items,
-            _ => return Err(ResultCode::Parameter),
-        },
-    };
+    let call = Call::of(msg)?;
     let set = msg.field(FieldType::SET).unwrap_or_default().to_vec();
     let key = match msg.field(FieldType::KEY) {
         Some([t, rest @ ..]) => Some(UserKey {
@@ -124,14 +103,15 @@ pub async fn run(
             }
             let called = lua::with_runtime(registry, |rt| {
                 let h = RecordHandle::new(rt, digest.0, &set, key.clone(), existing.as_ref())?;
-                let out = rt.call_record(package, function, &h, &args)?;
+                let out = rt.call_record(&call, &h)?;
                 let bins = h.bin_values()?;
                 Ok((h, out, bins))
             });
             let (h, out, bins) = match called {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::debug!(package, function, error = %e.0, "UDF failed");
+                    tracing::debug!(package = %call.package, function = %call.function,
+                        error = %e.0, "UDF failed");
                     return Ok((Decision::Keep, failure(&e)));
                 }
             };

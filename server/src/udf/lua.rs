@@ -22,7 +22,7 @@ use mlua::{
     UserData, UserDataMethods, Value as LuaValue, VmState,
 };
 
-use super::Registry;
+use super::{Call, Registry};
 
 /// Lua VM instructions one call may run (about a second of pure Lua on this class of
 /// machine); a call past it fails with an error and its core goes on.
@@ -75,13 +75,8 @@ pub fn compile_check(name: &str, source: &[u8]) -> Result<(), CompileError> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UdfError(pub String);
 
-/// A Lua error as the client reads it (without mlua's stack traceback).
-pub fn lua_error_text(e: mlua::Error) -> UdfError {
-    lua_error(e)
-}
-
-fn lua_error(e: mlua::Error) -> UdfError {
-    // The innermost cause, without mlua's stack traceback.
+/// A Lua error as the client reads it: the innermost cause, without mlua's stack traceback.
+pub fn lua_error(e: mlua::Error) -> UdfError {
     let mut text = e.to_string();
     if let Some(i) = text.find("\nstack traceback:") {
         text.truncate(i);
@@ -209,30 +204,28 @@ impl Runtime {
         self.steps.set(0);
     }
 
-    /// Calls a stream UDF's function on a new stream with `args`; returns the Lua state and
-    /// the pipeline's stages (`{kind, f[, init]}` tables) the function built.
-    pub fn build_stream(
-        &mut self,
-        package: &str,
-        function: &str,
-        args: &[Value],
-    ) -> Result<(Lua, Table), UdfError> {
-        let f = self.function(package, function)?;
+    /// Calls `call`'s function with `first` (the record or the stream) and the call's
+    /// arguments, with a fresh instruction budget.
+    fn call_with(&mut self, call: &Call, first: LuaValue) -> Result<LuaValue, UdfError> {
+        let f = self.function(&call.package, &call.function)?;
+        let mut call_args = vec![first];
+        for a in &call.args {
+            call_args.push(to_lua(&self.lua, a).map_err(lua_error)?);
+        }
+        self.steps.set(0);
+        f.call(MultiValue::from_iter(call_args)).map_err(lua_error)
+    }
+
+    /// Calls a stream UDF's function on a new stream; returns the Lua state and the
+    /// pipeline's stages (`{kind, f[, init]}` tables) the function built.
+    pub fn build_stream(&mut self, call: &Call) -> Result<(Lua, Table), UdfError> {
         let new: mlua::Function = self
             .lua
             .globals()
             .get("__apogee_stream_new")
             .map_err(lua_error)?;
         let stream: Table = new.call(()).map_err(lua_error)?;
-        let mut call_args = vec![LuaValue::Table(stream.clone())];
-        for a in args {
-            call_args.push(to_lua(&self.lua, a).map_err(lua_error)?);
-        }
-        self.steps.set(0);
-        let out: LuaValue = f
-            .call(MultiValue::from_iter(call_args))
-            .map_err(lua_error)?;
-        let built = match out {
+        let built = match self.call_with(call, LuaValue::Table(stream.clone()))? {
             LuaValue::Table(t) => t,
             _ => stream,
         };
@@ -240,24 +233,10 @@ impl Runtime {
         Ok((self.lua.clone(), ops))
     }
 
-    /// Calls a record UDF on `rec` with `args`; returns its result as a value.
-    pub fn call_record(
-        &mut self,
-        package: &str,
-        function: &str,
-        rec: &RecordHandle,
-        args: &[Value],
-    ) -> Result<Value, UdfError> {
-        let f = self.function(package, function)?;
+    /// Calls a record UDF on `rec`; returns its result as a value.
+    pub fn call_record(&mut self, call: &Call, rec: &RecordHandle) -> Result<Value, UdfError> {
         let ud = self.lua.create_userdata(rec.clone()).map_err(lua_error)?;
-        let mut call_args = vec![LuaValue::UserData(ud)];
-        for a in args {
-            call_args.push(to_lua(&self.lua, a).map_err(lua_error)?);
-        }
-        self.steps.set(0);
-        let out: LuaValue = f
-            .call(MultiValue::from_iter(call_args))
-            .map_err(lua_error)?;
+        let out = self.call_with(call, LuaValue::UserData(ud))?;
         from_lua(&out, 0).map_err(UdfError)
     }
 }
@@ -1137,7 +1116,12 @@ mod tests {
             tombstone: false,
         };
         let h = RecordHandle::new(rt, [1; 20], b"s", None, Some(&rec)).unwrap();
-        (rt.call_record("m", f, &h, args), h)
+        let call = Call {
+            package: "m".into(),
+            function: f.into(),
+            args: args.to_vec(),
+        };
+        (rt.call_record(&call, &h), h)
     }
 
     #[test]

@@ -22,6 +22,50 @@ use base64::Engine as _;
 use crate::cluster::metadata::Metadata;
 use crate::node::Node;
 
+/// UDF fields (spec §3.2).
+pub mod field {
+    use apogee_wire::FieldType;
+    pub const PACKAGE: FieldType = FieldType(30);
+    pub const FUNCTION: FieldType = FieldType(31);
+    pub const ARGLIST: FieldType = FieldType(32);
+    /// Scans and queries: 1 aggregate (stream UDF), 2 background.
+    pub const UDF_OP: FieldType = FieldType(33);
+}
+
+/// A UDF call as fields 30–32 name it: the module, the function and its arguments.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub package: String,
+    pub function: String,
+    pub args: Vec<apogee_ops::Value>,
+}
+
+impl Call {
+    /// Reads the call of a record UDF or a scan's stream UDF. An empty or absent name is a
+    /// module or function that is not there (a UDF error when called, as Aerospike's); an
+    /// empty or absent argument field is no arguments (the C client sends an empty one); a
+    /// name that is not UTF-8 or arguments that are not a msgpack list are result 4.
+    pub fn of(msg: &apogee_wire::msg::Message) -> Result<Call, apogee_wire::ResultCode> {
+        use apogee_wire::ResultCode;
+        let text = |f| {
+            String::from_utf8(msg.field(f).unwrap_or_default().to_vec())
+                .map_err(|_| ResultCode::Parameter)
+        };
+        let args = match msg.field(field::ARGLIST) {
+            None | Some([]) => Vec::new(),
+            Some(b) => match apogee_ops::value::decode(b) {
+                Ok(apogee_ops::Value::List(l)) => l.items,
+                _ => return Err(ResultCode::Parameter),
+            },
+        };
+        Ok(Call {
+            package: text(field::PACKAGE)?,
+            function: text(field::FUNCTION)?,
+            args,
+        })
+    }
+}
+
 /// Longest module name (Aerospike's `UDF_MAX_STRING_SZ` less its terminator).
 pub const MODULE_NAME_BYTES_MAX: usize = 127;
 /// Largest module source accepted (1 MiB; Aerospike's own limit is in the same range).

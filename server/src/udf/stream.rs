@@ -15,8 +15,8 @@ use apogee_engine::Record;
 use apogee_ops::Value;
 use mlua::{Lua, Table, Value as LuaValue};
 
-use super::lua::{from_lua, lua_error_text, RecordHandle, Runtime, UdfError};
-use super::Registry;
+use super::lua::{from_lua, lua_error, RecordHandle, Runtime, UdfError};
+use super::{Call, Registry};
 
 /// The Lua side of pipelines: the stream object the module's function receives, and the
 /// driver that runs the server's stages.
@@ -98,32 +98,24 @@ pub struct Aggregation {
     accs: Table,
 }
 
-/// What a query's aggregation calls: the module, the function and its arguments.
-#[derive(Debug, Clone)]
-pub struct AggregateCall {
-    pub package: String,
-    pub function: String,
-    pub args: Vec<Value>,
-}
-
 impl Aggregation {
     /// Calls the module's function on a new stream and keeps the pipeline it built.
-    pub fn start(registry: &Arc<Registry>, call: &AggregateCall) -> Result<Aggregation, UdfError> {
+    pub fn start(registry: &Arc<Registry>, call: &Call) -> Result<Aggregation, UdfError> {
         super::lua::with_runtime(registry, |rt: &mut Runtime| {
-            let (lua, ops) = rt.build_stream(&call.package, &call.function, &call.args)?;
+            let (lua, ops) = rt.build_stream(call)?;
             let n = ops.raw_len();
             let mut upto = n;
             for i in 1..=n {
-                let op: Table = ops.raw_get(i).map_err(lua_error_text)?;
-                let kind: String = op.raw_get(1).map_err(lua_error_text)?;
+                let op: Table = ops.raw_get(i).map_err(lua_error)?;
+                let kind: String = op.raw_get(1).map_err(lua_error)?;
                 if kind == "reduce" {
                     upto = i;
                     break;
                 }
             }
-            let accs = lua.create_table().map_err(lua_error_text)?;
-            accs.raw_set("fed", lua.create_table().map_err(lua_error_text)?)
-                .map_err(lua_error_text)?;
+            let accs = lua.create_table().map_err(lua_error)?;
+            accs.raw_set("fed", lua.create_table().map_err(lua_error)?)
+                .map_err(lua_error)?;
             Ok(Aggregation {
                 lua,
                 ops,
@@ -143,15 +135,15 @@ impl Aggregation {
         let (lua, ops, upto, accs) = (&self.lua, &self.ops, self.upto, &self.accs);
         super::lua::with_runtime(registry, |rt| {
             let h = RecordHandle::new(rt, record.digest.0, &record.set_name, None, Some(record))?;
-            let rec = lua.create_userdata(h).map_err(lua_error_text)?;
+            let rec = lua.create_userdata(h).map_err(lua_error)?;
             rt.reset_budget();
             let feed: mlua::Function = lua
                 .globals()
                 .get("__apogee_stream_feed")
-                .map_err(lua_error_text)?;
+                .map_err(lua_error)?;
             let out: LuaValue = feed
                 .call((ops.clone(), upto, accs.clone(), rec))
-                .map_err(lua_error_text)?;
+                .map_err(lua_error)?;
             value_of(&out)
         })
     }
@@ -164,10 +156,10 @@ impl Aggregation {
             let finish: mlua::Function = lua
                 .globals()
                 .get("__apogee_stream_finish")
-                .map_err(lua_error_text)?;
+                .map_err(lua_error)?;
             let out: LuaValue = finish
                 .call((ops.clone(), upto, accs.clone()))
-                .map_err(lua_error_text)?;
+                .map_err(lua_error)?;
             value_of(&out)
         })
     }
@@ -231,7 +223,7 @@ pub struct ShardAggregation {
 impl ShardAggregation {
     pub fn start(
         registry: &Arc<Registry>,
-        call: &AggregateCall,
+        call: &Call,
     ) -> Result<ShardAggregation, apogee_wire::msg::Message> {
         match Aggregation::start(registry, call) {
             Ok(a) => Ok(ShardAggregation {
@@ -268,7 +260,7 @@ impl ShardAggregation {
 /// start that fails pushes its FAILURE message into `frame` and fails the job: `Err`, and
 /// the shard sends the frame and stops.
 pub fn start_in(
-    call: Option<&AggregateCall>,
+    call: Option<&Call>,
     registry: &Arc<Registry>,
     frame: &mut crate::stream::FrameBuilder,
     job: &crate::scan::jobs::Job,
