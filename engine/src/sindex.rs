@@ -70,6 +70,11 @@ impl Sindexes {
         self.trees.entry(id).or_default();
     }
 
+    /// The indexes entries are kept for.
+    pub fn ids(&self) -> Vec<IndexId> {
+        self.trees.keys().copied().collect()
+    }
+
     /// Whether entries are kept for `id`.
     pub fn has_index(&self, id: IndexId) -> bool {
         self.trees.contains_key(&id)

@@ -79,8 +79,6 @@ pub struct Core {
     poisoned: Vec<std::cell::OnceCell<String>>,
     /// The fault-injection bin of [`Core::inject_write_panic`] (debug builds).
     fault_panic_bin: Option<Vec<u8>>,
-    /// `sindex_ids[namespace]`: the secondary indexes this shard keeps entries for.
-    sindex_ids: std::cell::RefCell<Vec<Vec<apogee_engine::sindex::IndexId>>>,
 }
 
 /// Whether a write of `msg`'s record, served by `table`, has replicas to send its image to.
@@ -150,7 +148,6 @@ impl Core {
                 Default::default();
                 node.config.namespaces.len()
             ]),
-            sindex_ids: std::cell::RefCell::new(vec![Vec::new(); stores.len()]),
             node,
             stores,
             frame_budget: FrameBudget::new(PARTIAL_FRAME_BYTES_MAX_PER_CORE),
@@ -440,15 +437,6 @@ impl Core {
                 );
             }
         }
-    }
-
-    /// The secondary indexes this shard keeps entries for in namespace `ns`.
-    pub fn sindex_ids(&self, ns: usize) -> Vec<apogee_engine::sindex::IndexId> {
-        self.sindex_ids.borrow()[ns].clone()
-    }
-
-    pub fn set_sindex_ids(&self, ns: usize, ids: Vec<apogee_engine::sindex::IndexId>) {
-        self.sindex_ids.borrow_mut()[ns] = ids;
     }
 
     /// Serves requests forwarded by other cores until the executor stops.

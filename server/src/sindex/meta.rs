@@ -99,7 +99,7 @@ impl Entry {
 }
 
 /// The definitions of one namespace, with each name's newest change.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct State {
     pub defs: Vec<DefRef>,
     /// The version of each definition in `defs`, by name.
@@ -111,16 +111,6 @@ pub struct State {
 }
 
 impl State {
-    /// A copy to change, so a change that fails to save leaves the catalog as it was.
-    pub fn clone_of(s: &State) -> State {
-        State {
-            defs: s.defs.clone(),
-            versions: s.versions.clone(),
-            deleted: s.deleted.clone(),
-            counter_max: s.counter_max,
-        }
-    }
-
     /// The version a change made here now gets.
     pub fn next_version(&self, node_id: u64) -> Version {
         Version {

@@ -112,7 +112,7 @@ impl Catalog {
 fn change(node: &Node, ns: usize, entries: Vec<meta::Entry>) -> Result<bool, String> {
     let catalog = &node.namespaces[ns].sindexes;
     let mut state = catalog.lock();
-    let mut next = meta::State::clone_of(&state);
+    let mut next = (*state).clone();
     let mut changed = false;
     for e in entries {
         changed |= next.merge(e, next_id)?;
@@ -324,7 +324,7 @@ fn stats_of(node: &Node, ns: usize, name: &str) -> Result<String, String> {
     let records = d.build.records.load(Relaxed);
     Ok(format!(
         "entries={entries};used_bytes={bytes};entries_per_bval=0;entries_per_rec={};load_pct={};load_time=0;stat_gc_recs=0",
-        if records > 0 { entries as u64 / records.max(1) } else { 0 },
+        (entries as u64).checked_div(records).unwrap_or(0),
         d.load_pct(node.config.cores),
     ))
 }
@@ -390,7 +390,8 @@ pub const USAGE_REFRESH_MS: u64 = 1000;
 pub fn sync(core: &Rc<Core>, ns: usize) {
     let defs = core.node.namespaces[ns].sindexes.defs();
     let store = core.stores[ns].clone();
-    let before = core.sindex_ids(ns);
+    // What the store keeps entries for is what this shard had reconciled to.
+    let before = store.sindex_ids();
     let now: Vec<IndexId> = defs.iter().map(|d| d.id).collect();
     for id in before.iter().filter(|id| !now.contains(id)) {
         store.drop_sindex(*id);
@@ -415,10 +416,7 @@ pub fn sync(core: &Rc<Core>, ns: usize) {
                 Ok(n) if store.has_sindex(d.id) => {
                     d.build.records.fetch_add(n, Relaxed);
                     d.build.shards_built.fetch_add(1, Relaxed);
-                    let (e, b) = store.sindex_usage(d.id);
-                    core.node.namespaces[ns]
-                        .sindex_usage
-                        .report(d.id, core.shard, e, b);
+                    report_usage(&core, ns, d.id);
                     tracing::info!(index = %d.name, shard = core.shard, records = n, "secondary index built");
                 }
                 Ok(_) => {}
@@ -430,7 +428,12 @@ pub fn sync(core: &Rc<Core>, ns: usize) {
         })
         .detach();
     }
-    core.set_sindex_ids(ns, now);
+}
+
+/// Publishes this shard's entries and bytes of index `id` for the statistics.
+fn report_usage(core: &Core, ns: usize, id: IndexId) {
+    let (entries, bytes) = core.stores[ns].sindex_usage(id);
+    (core.node.namespaces[ns].sindex_usage).report(id, core.shard, entries, bytes);
 }
 
 /// Refreshes this shard's entry counts of every index now and then, for the statistics.
@@ -440,13 +443,8 @@ pub fn spawn_usage_refresh(core: &Rc<Core>) {
         loop {
             glommio::timer::sleep(std::time::Duration::from_millis(USAGE_REFRESH_MS)).await;
             for ns in 0..core.stores.len() {
-                for id in core.sindex_ids(ns) {
-                    let (e, b) = core.stores[ns].sindex_usage(id);
-                    if core.stores[ns].has_sindex(id) {
-                        core.node.namespaces[ns]
-                            .sindex_usage
-                            .report(id, core.shard, e, b);
-                    }
+                for id in core.stores[ns].sindex_ids() {
+                    report_usage(&core, ns, id);
                 }
             }
         }

@@ -56,6 +56,11 @@ impl ShardStore {
         self.state.borrow_mut().keydir.drop_sindex(id);
     }
 
+    /// The indexes this store keeps entries for.
+    pub fn sindex_ids(&self) -> Vec<IndexId> {
+        self.state.borrow().keydir.sindexes().ids()
+    }
+
     /// Whether entries are kept for `id` (false once dropped: a build stops).
     pub fn has_sindex(&self, id: IndexId) -> bool {
         self.state.borrow().keydir.sindexes().has_index(id)
@@ -152,18 +157,6 @@ impl ShardStore {
         let st = self.state.borrow();
         let s = st.keydir.sindexes();
         (s.entry_count(id), s.memory_bytes(id))
-    }
-
-    /// `digest`'s entries in index `id`.
-    pub fn sindex_entries_of(&self, id: IndexId, digest: &Digest) -> Vec<IndexKey> {
-        let st = self.state.borrow();
-        st.keydir
-            .sindexes()
-            .entries_of(digest)
-            .iter()
-            .filter(|(i, _)| *i == id)
-            .map(|(_, k)| *k)
-            .collect()
     }
 
     /// Reads a record for a query, without filling the record cache (as scans read).
