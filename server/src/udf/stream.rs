@@ -96,6 +96,9 @@ pub struct Aggregation {
     /// The last stage this server runs (1-based): the first `reduce`, or the last stage.
     upto: usize,
     accs: Table,
+    /// The prelude's driver functions, looked up once per aggregation, not per record.
+    feed: mlua::Function,
+    finish: mlua::Function,
 }
 
 impl Aggregation {
@@ -116,11 +119,16 @@ impl Aggregation {
             let accs = lua.create_table().map_err(lua_error)?;
             accs.raw_set("fed", lua.create_table().map_err(lua_error)?)
                 .map_err(lua_error)?;
+            let globals = lua.globals();
+            let feed = globals.get("__apogee_stream_feed").map_err(lua_error)?;
+            let finish = globals.get("__apogee_stream_finish").map_err(lua_error)?;
             Ok(Aggregation {
                 lua,
                 ops,
                 upto,
                 accs,
+                feed,
+                finish,
             })
         })
     }
@@ -132,15 +140,12 @@ impl Aggregation {
         registry: &Arc<Registry>,
         record: &Record,
     ) -> Result<Option<Value>, UdfError> {
-        let (lua, ops, upto, accs) = (&self.lua, &self.ops, self.upto, &self.accs);
+        let (lua, ops, upto, accs, feed) =
+            (&self.lua, &self.ops, self.upto, &self.accs, &self.feed);
         super::lua::with_runtime(registry, |rt| {
             let h = RecordHandle::new(rt, record.digest.0, &record.set_name, None, Some(record))?;
             let rec = lua.create_userdata(h).map_err(lua_error)?;
             rt.reset_budget();
-            let feed: mlua::Function = lua
-                .globals()
-                .get("__apogee_stream_feed")
-                .map_err(lua_error)?;
             let out: LuaValue = feed
                 .call((ops.clone(), upto, accs.clone(), rec))
                 .map_err(lua_error)?;
@@ -150,13 +155,9 @@ impl Aggregation {
 
     /// Ends the stream: the accumulated value to send, if any record was folded.
     pub fn finish(&mut self, registry: &Arc<Registry>) -> Result<Option<Value>, UdfError> {
-        let (lua, ops, upto, accs) = (&self.lua, &self.ops, self.upto, &self.accs);
+        let (ops, upto, accs, finish) = (&self.ops, self.upto, &self.accs, &self.finish);
         super::lua::with_runtime(registry, |rt| {
             rt.reset_budget();
-            let finish: mlua::Function = lua
-                .globals()
-                .get("__apogee_stream_finish")
-                .map_err(lua_error)?;
             let out: LuaValue = finish
                 .call((ops.clone(), upto, accs.clone()))
                 .map_err(lua_error)?;
