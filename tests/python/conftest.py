@@ -32,6 +32,14 @@ def info(port, cmds):
         return recv_exactly(s, size).decode()
 
 
+def wait_for(pred, what, timeout=10):
+    """Polls `pred` every 50 ms until it holds; fails naming `what` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not pred():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def recv_exactly(sock, size):
     """`size` bytes from `sock`: MSG_WAITALL alone may return short on a socket with a
     timeout, so loop."""

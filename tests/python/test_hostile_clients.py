@@ -12,7 +12,7 @@ import time
 import aerospike
 import pytest
 
-from conftest import BIN, free_port, info
+from conftest import BIN, free_port, info, wait_for
 
 MESSAGE_HEADER = 3
 INFO_HEADER = 1
@@ -43,13 +43,6 @@ def closed_by_server(sock, timeout=5.0):
         return True
     except socket.timeout:
         return False
-
-
-def wait_for(pred, what, timeout=10.0):
-    deadline = time.time() + timeout
-    while not pred():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_stalled_partial_frames_hold_bounded_memory(server):

@@ -27,7 +27,7 @@ from aerospike_helpers.operations import list_operations as lop
 from aerospike_helpers.operations import map_operations as mop
 from aerospike_helpers.operations import operations as op
 
-from conftest import info
+from conftest import info, wait_for
 
 # The client marks index_integer_create and its siblings deprecated (for
 # index_single_value_create / index_cdt_create); they still send the same sindex-create
@@ -296,21 +296,12 @@ def index_stats(port, name):
     return dict(kv.split("=", 1) for kv in reply.split(";"))
 
 
-def wait_for(pred, what, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def wait_indexes_readable(port):
     """At start each index is rebuilt from the records in the background; queries answer
     203 until it is done."""
     for name in INDEXES:
         wait_for(lambda name=name: index_stats(port, name)["load_pct"] == "100",
-                 f"index {name} to finish building")
+                 f"index {name} to finish building", timeout=20)
 
 
 def model_entries(model, name):
@@ -478,9 +469,9 @@ class Steps:
         def gone():
             return all(c.exists((NS, *k))[1] is None for k in keys)
 
-        wait_for(gone, "short-TTL records to expire")
+        wait_for(gone, "short-TTL records to expire", timeout=20)
         wait_for(lambda: ns_objects(port) == len(self.model),
-                 "the expiry sweep to remove them")
+                 "the expiry sweep to remove them", timeout=20)
         return f"short TTLs on {len(keys)} keys"
 
     def truncate(self, c, whole_namespace):

@@ -6,11 +6,11 @@ across its own restart. Real processes on loopback, the official Python client; 
 is bounded."""
 
 import base64
-import time
 
 import aerospike
 from aerospike import predicates as p
 
+from conftest import wait_for
 from test_cluster import NODE_IDS, REFORM_SECS_MAX, Cluster, one, wait_client_nodes  # noqa: F401
 from test_cluster import cluster  # noqa: F401  (the fixture)
 
@@ -21,16 +21,6 @@ def index_names(port):
     listed = one(port, "sindex-list:ns=test")
     return {kv.split("=", 1)[1] for e in listed.split(";") if e
             for kv in e.split(":") if kv.startswith("indexname=")}
-
-
-def wait_until(what, check, secs=SPREAD_SECS_MAX):
-    deadline = time.monotonic() + secs
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} not true after {secs}s"
-        time.sleep(0.1)
 
 
 def built_everywhere(cluster, name):
@@ -55,7 +45,8 @@ def test_an_index_created_on_one_node_is_queried_on_every_node(cluster):  # noqa
         client.put(("test", "sx", i), {"v": i % 50, "k": i})
     a = cluster.nodes[0].port
     assert one(a, "sindex-create:ns=test;set=sx;indexname=sx_v;indexdata=v,numeric") == "ok"
-    wait_until("sx_v built on every member", lambda: built_everywhere(cluster, "sx_v"))
+    wait_for(lambda: built_everywhere(cluster, "sx_v"),
+             "sx_v built on every member", timeout=SPREAD_SECS_MAX)
     assert query_keys(client, 10, 19) == {i for i in range(600) if 10 <= i % 50 <= 19}
     # Writes after the index exists are indexed on whichever node masters them.
     for i in range(600, 700):
@@ -70,16 +61,19 @@ def test_an_index_created_on_one_node_is_queried_on_every_node(cluster):  # noqa
     assert one(b, "sindex-delete:ns=test;indexname=sx_v") == "ok"
     assert one(a, "sindex-create:ns=test;set=sx;indexname=sx_w;indexdata=w,string") == "ok"
     for n in cluster.nodes[:2]:
-        wait_until(f"node {n.port} has only sx_w", lambda n=n: index_names(n.port) == {"sx_w"})
+        wait_for(lambda n=n: index_names(n.port) == {"sx_w"},
+                 f"node {n.port} has only sx_w", timeout=SPREAD_SECS_MAX)
     c3.start()
     cluster.wait_formed(NODE_IDS, secs=REFORM_SECS_MAX)
-    wait_until("C3 learns the delete and the create", lambda: index_names(c3.port) == {"sx_w"})
+    wait_for(lambda: index_names(c3.port) == {"sx_w"},
+             "C3 learns the delete and the create", timeout=SPREAD_SECS_MAX)
     # Durable there: after its own restart it still has exactly those.
     assert c3.stop() == 0
     c3.start()
     assert index_names(c3.port) == {"sx_w"}
     cluster.wait_formed(NODE_IDS, secs=REFORM_SECS_MAX)
-    wait_until("sx_w built on every member", lambda: built_everywhere(cluster, "sx_w"))
+    wait_for(lambda: built_everywhere(cluster, "sx_w"),
+             "sx_w built on every member", timeout=SPREAD_SECS_MAX)
     client.close()
 
 
@@ -106,8 +100,8 @@ def test_a_udf_module_registered_on_one_node_runs_on_every_node(cluster):  # noq
     wait_client_nodes(client, 3)
     a, b = cluster.nodes[0].port, cluster.nodes[1].port
     assert put_udf(a, "cm.lua", ADD) == "ok"
-    wait_until("cm.lua on every member",
-               lambda: all(udf_names(n.port) == {"cm.lua"} for n in cluster.live()))
+    wait_for(lambda: all(udf_names(n.port) == {"cm.lua"} for n in cluster.live()),
+             "cm.lua on every member", timeout=SPREAD_SECS_MAX)
     # 60 keys land on all three masters (about 20 each).
     assert [client.apply(("test", "cu", i), "cm", "add", ["v", i]) for i in range(60)] == list(range(60))
     c3 = cluster.nodes[2]
@@ -117,5 +111,6 @@ def test_a_udf_module_registered_on_one_node_runs_on_every_node(cluster):  # noq
     assert one(a, "udf-remove:filename=cm.lua") == "ok"
     c3.start()
     cluster.wait_formed(NODE_IDS, secs=REFORM_SECS_MAX)
-    wait_until("C3 learns the new module and the removal", lambda: udf_names(c3.port) == {"cm2.lua"})
+    wait_for(lambda: udf_names(c3.port) == {"cm2.lua"},
+             "C3 learns the new module and the removal", timeout=SPREAD_SECS_MAX)
     client.close()

@@ -10,7 +10,7 @@ import pytest
 from aerospike import exception as ex
 from aerospike_helpers.operations import operations
 
-from conftest import info
+from conftest import info, wait_for
 
 N = 200
 
@@ -36,15 +36,6 @@ def set_objects(port, set_name):
 
 def ns_objects(port):
     return int(re.search(r"(?:^|;|\t)objects=(\d+)", info(port, "namespace/test\n")).group(1))
-
-
-def wait_for(pred, what, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_truncate_set_leaves_other_sets_and_later_writes(apogee):
