@@ -418,10 +418,7 @@ fn plan(
         return Ok((Decision::Delete, Reply::ok(0, 0, reply_ops)));
     }
 
-    let generation = match stored_generation {
-        0 | u16::MAX => 1,
-        g => g + 1,
-    };
+    let generation = next_generation(stored_generation);
     let set_name = msg
         .field(FieldType::SET)
         .map(<[u8]>::to_vec)
@@ -455,6 +452,26 @@ fn plan(
     ))
 }
 
+/// The generation a write gives a record stored at `stored` (0: none): one more, wrapping
+/// past 65,535 to 1.
+pub fn next_generation(stored: u16) -> u16 {
+    match stored {
+        0 | u16::MAX => 1,
+        g => g + 1,
+    }
+}
+
+/// What an update's decision stores, for the replicas: the new record, a tombstone as
+/// `update` writes it (the read version's generation, a time of now) for a delete of a record
+/// that was there (`generation`), or nothing.
+pub fn image_of(decision: &Decision, digest: Digest, generation: Option<u16>) -> Option<Record> {
+    match (decision, generation) {
+        (Decision::Write(r), _) => Some(r.clone()),
+        (Decision::Delete, Some(g)) => Some(Record::tombstone(digest, g, clock::now_ms())),
+        (Decision::Delete, None) | (Decision::Keep, _) => None,
+    }
+}
+
 /// Read, decide, append: the engine's read-modify-write (`ShardStore::update`) re-reads and
 /// decides again when another write changed the record meanwhile, and answers KEY_BUSY (14)
 /// when that keeps happening, as Aerospike does for hot keys.
@@ -480,12 +497,7 @@ pub async fn run(
         .update(&digest, |existing| {
             let generation = existing.as_ref().map(|r| r.meta.generation);
             let (decision, reply) = plan(ns, msg, digest, existing, clock::now_secs())?;
-            *image = match (&decision, generation) {
-                (Decision::Write(r), _) => Some(r.clone()),
-                // As `update` writes it: the read version's generation, a time of now.
-                (Decision::Delete, Some(g)) => Some(Record::tombstone(digest, g, clock::now_ms())),
-                (Decision::Delete, None) | (Decision::Keep, _) => None,
-            };
+            *image = image_of(&decision, digest, generation);
             Ok((decision, reply))
         })
         .await

@@ -19,7 +19,7 @@ use apogee_wire::{Digest, FieldType, ResultCode};
 
 use super::lua::{self, Action, RecordHandle, UdfError};
 use super::{field, Call, Registry};
-use crate::command::{ttl, update_error_code, Image, Reply, WriteLimits};
+use crate::command::{ttl, update_error_code, write, Image, Reply, WriteLimits};
 
 /// Whether a keyed command is a record UDF.
 pub fn is_udf(msg: &Message) -> bool {
@@ -142,10 +142,7 @@ pub async fn run(
                         now,
                     )
                     .ok_or(ResultCode::Parameter)?;
-                    let generation = match stored_generation {
-                        0 | u16::MAX => 1,
-                        g => g + 1,
-                    };
+                    let generation = write::next_generation(stored_generation);
                     let record = Record {
                         digest,
                         meta: RecordMeta {
@@ -175,15 +172,8 @@ pub async fn run(
                 }
             };
             if let Some(image) = image.as_deref_mut() {
-                *image = match (&decision, existing.as_ref()) {
-                    (Decision::Write(r), _) => Some(r.clone()),
-                    (Decision::Delete, Some(r)) => Some(Record::tombstone(
-                        digest,
-                        r.meta.generation,
-                        clock::now_ms(),
-                    )),
-                    _ => None,
-                };
+                let stored = existing.as_ref().map(|r| r.meta.generation);
+                *image = write::image_of(&decision, digest, stored);
             }
             let reply = Reply::ok(generation, void_time, vec![success(&out)]);
             Ok((decision, reply))
