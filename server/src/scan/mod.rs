@@ -218,18 +218,8 @@ fn parse(core: &Core, msg: &Message) -> Result<ScanRequest, ResultCode> {
         Some(f) => Some(apogee_ops::exp::parse(f).map_err(|e| crate::command::op_error_code(&e))?),
         None => None,
     };
-    let index = if msg.field(FieldType(22)).is_some() {
-        let q = crate::sindex::query::parse(core, namespace, set.as_deref(), msg)?;
-        Some(Arc::new(q))
-    } else if [21, 23, 24, 26]
-        .iter()
-        .any(|t| msg.field(FieldType(*t)).is_some())
-    {
-        // Index details without the filter they qualify.
-        return Err(ResultCode::Parameter);
-    } else {
-        None
-    };
+    let index =
+        crate::sindex::query::parse_if_any(core, namespace, set.as_deref(), msg)?.map(Arc::new);
     Ok(ScanRequest {
         spec: ScanSpec {
             namespace,

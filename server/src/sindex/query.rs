@@ -123,7 +123,7 @@ fn parse_range(data: &[u8]) -> Result<(String, u8, Vec<u8>, Vec<u8>), ResultCode
 
 /// Parses a query's index fields against namespace `ns`'s catalog: 201 when no index
 /// matches the filter, 203 while the index is still being built, 4 for a malformed filter.
-pub fn parse(
+fn parse(
     core: &Core,
     ns: usize,
     set: Option<&[u8]>,
@@ -204,6 +204,30 @@ pub fn parse(
         predicate,
         resume: resume_points(msg)?,
     })
+}
+
+/// The query a scan request carries, if it has an index filter (field 22); the other index
+/// fields without one are result 4.
+pub fn parse_if_any(
+    core: &Core,
+    ns: usize,
+    set: Option<&[u8]>,
+    msg: &Message,
+) -> Result<Option<IndexQuery>, ResultCode> {
+    if msg.field(field::INDEX_RANGE).is_some() {
+        return parse(core, ns, set, msg).map(Some);
+    }
+    let qualifiers = [
+        field::INDEX_NAME,
+        field::INDEX_CONTEXT,
+        field::INDEX_EXPRESSION,
+        field::INDEX_TYPE,
+    ];
+    if qualifiers.iter().any(|f| msg.field(*f).is_some()) {
+        // Index details without the filter they qualify.
+        return Err(ResultCode::Parameter);
+    }
+    Ok(None)
 }
 
 /// Field 12's digests paired with field 15's bvals (u64 LE each, one per digest).
