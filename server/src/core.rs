@@ -31,6 +31,33 @@ use crate::node::{Node, ShardWork};
 const PARTITION_OBJECTS_REFRESH_MS: u64 = 500;
 const ACCEPT_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// A keyed command for a partition another node masters now: nothing ran here.
+#[derive(Debug, Clone, Copy)]
+pub struct Moved {
+    pub master: apogee_cluster::NodeId,
+    pub partition: u16,
+}
+
+/// Why a clustered node does not run a write here.
+enum Refused {
+    /// Another node masters the partition (its hand-off completed after routing).
+    Moved(Moved),
+    /// Answered with this code (lease lapsed, no master, duplicate resolution failed...).
+    Code(ResultCode),
+}
+
+impl From<ResultCode> for Refused {
+    fn from(code: ResultCode) -> Refused {
+        Refused::Code(code)
+    }
+}
+
+/// What one partition table says about serving a write here.
+enum Serving {
+    Here(Arc<crate::partition::PartitionTable>),
+    Moved(apogee_cluster::NodeId),
+}
+
 /// The store settings of one shard of namespace `ns`.
 pub fn store_config(
     config: &crate::config::Config,
@@ -78,6 +105,10 @@ pub struct Core {
     /// `poisoned[namespace]`: set, with its cause, once a write panicked on this shard.
     poisoned: Vec<std::cell::OnceCell<String>>,
     /// The fault-injection bin of [`Core::inject_write_panic`] (debug builds).
+    /// Debug builds only, from `APOGEE_FAULT_WRITE_DELAY_MS`: how long a client's write
+    /// waits on its owning core before it runs, so tests can land a partition hand-off
+    /// between a write's routing and its execution.
+    fault_write_delay: Option<std::time::Duration>,
     fault_panic_bin: Option<Vec<u8>>,
 }
 
@@ -152,6 +183,11 @@ impl Core {
             stores,
             frame_budget: FrameBudget::new(PARTIAL_FRAME_BYTES_MAX_PER_CORE),
             logs: CoreLogLimits::default(),
+            fault_write_delay: cfg!(debug_assertions)
+                .then(|| std::env::var("APOGEE_FAULT_WRITE_DELAY_MS").ok())
+                .flatten()
+                .and_then(|ms| ms.parse().ok())
+                .map(std::time::Duration::from_millis),
             fault_panic_bin: cfg!(debug_assertions)
                 .then(|| std::env::var_os("APOGEE_FAULT_PANIC_BIN"))
                 .flatten()
@@ -162,13 +198,44 @@ impl Core {
     /// Runs a command whose record this core owns. A write that panics poisons the shard it
     /// ran on (its index may be half-updated): from then on that shard refuses writes while
     /// reads go on, and the cause is logged once.
-    pub async fn execute(&self, ns: usize, msg: &Message) -> Vec<u8> {
-        self.execute_reply(ns, msg, None).await.into_frame()
+    ///
+    /// A write for a partition whose mastership moved to another node between routing and
+    /// now (a hand-off completed meanwhile) is forwarded to the new master when `may_proxy`
+    /// (the request came from a client, not from a peer), as Aerospike proxies: the client
+    /// sees its write done instead of a result 11 it must retry.
+    pub async fn execute(&self, ns: usize, msg: &Message, may_proxy: bool) -> Vec<u8> {
+        if let Some(delay) = self.fault_write_delay {
+            if may_proxy && msg.header.info2 & info2::WRITE != 0 {
+                glommio::timer::sleep(delay).await;
+            }
+        }
+        match self.run_keyed(ns, msg, None).await {
+            Ok(reply) => reply.into_frame(),
+            Err(Moved { master, partition }) if may_proxy => {
+                (self.node.proxy_stats.after_handoff).fetch_add(1, Ordering::Relaxed);
+                crate::cluster::fabric::proxy(self, master, partition, msg).await
+            }
+            Err(_) => Reply::code(ResultCode::PartitionUnavailable).into_frame(),
+        }
     }
 
-    /// [`Core::execute`] before encoding: batch rows take this path too, so a batch write is
-    /// the single-record write (bin-name admission, poisoning included).
+    /// [`Core::execute`] before encoding, never proxied: batch rows take this path too, so a
+    /// batch write is the single-record write (bin-name admission, poisoning included); a row
+    /// whose partition moved answers 11 and the client retries it.
     pub async fn execute_reply(&self, ns: usize, msg: &Message, digest: Option<Digest>) -> Reply {
+        self.run_keyed(ns, msg, digest)
+            .await
+            .unwrap_or_else(|_| Reply::code(ResultCode::PartitionUnavailable))
+    }
+
+    /// Runs one keyed command on this core; `Err(Moved)` when, on a clustered node, the
+    /// record's partition has another master now (nothing ran).
+    async fn run_keyed(
+        &self,
+        ns: usize,
+        msg: &Message,
+        digest: Option<Digest>,
+    ) -> Result<Reply, Moved> {
         let writes = msg.header.info2 & info2::WRITE != 0;
         if !writes {
             let limits = self.node.namespaces[ns].live.limits();
@@ -178,13 +245,14 @@ impl Core {
             let table = match msg.header.record_ttl {
                 0 => {
                     if let Err(rc) = self.resolve_for_read(ns, msg, digest).await {
-                        return Reply::code(rc);
+                        return Ok(Reply::code(rc));
                     }
                     None
                 }
                 _ => match self.serving_table(ns, msg, digest).await {
                     Ok(table) => table.filter(|t| has_targets(t, ns, msg, digest)),
-                    Err(rc) => return Reply::code(rc),
+                    Err(Refused::Moved(moved)) => return Err(moved),
+                    Err(Refused::Code(rc)) => return Ok(Reply::code(rc)),
                 },
             };
             let capture = table.is_some().then_some(&mut image);
@@ -194,20 +262,21 @@ impl Core {
                 // `repl_write_*`); a replica that misses it keeps the older TTL.
                 let _ = replica::replicate(&self.node, &table, ns, &record, msg.header.info3).await;
             }
-            return reply;
+            return Ok(reply);
         }
         if self.poisoned[ns].get().is_some() {
-            return Reply::code(ResultCode::ServerError);
+            return Ok(Reply::code(ResultCode::ServerError));
         }
         if let Err(rc) = self.admit_bin_names(ns, msg) {
-            return Reply::code(rc);
+            return Ok(Reply::code(rc));
         }
         // A clustered master captures what the write stores, to send to the replicas; a node
         // alone does not even look up the partition.
         let mut image = None;
         let table = match self.serving_table(ns, msg, digest).await {
             Ok(table) => table.filter(|t| has_targets(t, ns, msg, digest)),
-            Err(rc) => return Reply::code(rc),
+            Err(Refused::Moved(moved)) => return Err(moved),
+            Err(Refused::Code(rc)) => return Ok(Reply::code(rc)),
         };
         let capture = table.is_some().then_some(&mut image);
         let run = async {
@@ -247,7 +316,7 @@ impl Core {
                 self.node
                     .poisoned_shards
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Reply::code(ResultCode::ServerError);
+                return Ok(Reply::code(ResultCode::ServerError));
             }
         };
         // Record-level tracing (`RUST_LOG=apogee::records=trace`): what each copy of a record
@@ -265,10 +334,10 @@ impl Core {
             if let Err(rc) =
                 replica::replicate(&self.node, &table, ns, &record, msg.header.info3).await
             {
-                return Reply::code(rc);
+                return Ok(Reply::code(rc));
             }
         }
-        reply
+        Ok(reply)
     }
 
     /// For a write (or a read that touches its record) on a clustered node: the partition
@@ -277,15 +346,15 @@ impl Core {
     /// this node serves and where the write's image goes: a table loaded again after the
     /// write could name no targets — this node's emigration to the new master finished
     /// meanwhile — and the write would be acknowledged on this copy alone, then lost when the
-    /// new master serves its streamed older version. A partition this node stopped serving
-    /// since the request was routed answers 11 (the client re-routes) instead of a write no
-    /// replica would ever see.
+    /// new master serves its streamed older version. A partition another node masters since
+    /// the request was routed is `Refused::Moved` (the caller proxies it there) instead of a
+    /// write no replica would ever see; one with no master, or a lapsed lease, answers 11.
     async fn serving_table(
         &self,
         ns: usize,
         msg: &Message,
         digest: Option<Digest>,
-    ) -> Result<Option<Arc<crate::partition::PartitionTable>>, ResultCode> {
+    ) -> Result<Option<Arc<crate::partition::PartitionTable>>, Refused> {
         if self.node.config.cluster.heartbeat.is_none() {
             return Ok(None);
         }
@@ -293,16 +362,31 @@ impl Core {
         let partition = digest.partition().0;
         // A node that stalled past its lease takes no write until it knows its view lives on.
         let lease = &self.node.lease;
-        let Some(table) = (self.node)
-            .settled(|t| (t.is_master(ns, partition) && lease.holds()).then(|| t.clone()))
-            .await
-        else {
-            if let Some(n) = self.node.logs.partition_unavailable.allow() {
-                let master = self.node.partitions.load().is_master(ns, partition);
-                tracing::info!(partition, master_here = master, lease_holds = lease.holds(),
-                    suppressed = n, "answered 11: a write reached a node that is not (or no longer) its partition's master, or whose write lease lapsed");
+        let me = self.node.id;
+        let serving = (self.node)
+            .settled(|t| {
+                if t.is_master(ns, partition) {
+                    return lease.holds().then(|| Serving::Here(t.clone()));
+                }
+                match t.master(ns, partition) {
+                    Some(master) if master != me => Some(Serving::Moved(master)),
+                    _ => None,
+                }
+            })
+            .await;
+        let table = match serving {
+            Some(Serving::Here(table)) => table,
+            Some(Serving::Moved(master)) => {
+                return Err(Refused::Moved(Moved { master, partition }))
             }
-            return Err(ResultCode::PartitionUnavailable);
+            None => {
+                if let Some(n) = self.node.logs.partition_unavailable.allow() {
+                    let master = self.node.partitions.load().is_master(ns, partition);
+                    tracing::info!(partition, master_here = master, lease_holds = lease.holds(),
+                        suppressed = n, "answered 11: a write reached a node that is not (or no longer) its partition's master, or whose write lease lapsed");
+                }
+                return Err(Refused::Code(ResultCode::PartitionUnavailable));
+            }
         };
         crate::cluster::dup_res::resolve(self, &table, ns, &digest).await?;
         Ok(Some(table))
@@ -517,8 +601,12 @@ impl Core {
                     }
                 };
                 glommio::spawn_local(async move {
-                    let reply =
-                        crate::dispatch::guarded(core.execute(req.namespace, &req.msg)).await;
+                    let reply = crate::dispatch::guarded(core.execute(
+                        req.namespace,
+                        &req.msg,
+                        req.may_proxy,
+                    ))
+                    .await;
                     let reply = match req.direct {
                         None => reply,
                         Some(direct) => {

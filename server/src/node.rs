@@ -44,6 +44,9 @@ pub struct ShardRequest {
     /// core writes the reply to the client itself and sends an empty frame once it did.
     pub reply: flume::Sender<Vec<u8>>,
     pub direct: Option<crate::dispatch::direct::DirectReply>,
+    /// Whether the request came from a client (and may be forwarded to another node whose
+    /// partition it turns out to be), not from a peer's proxy.
+    pub may_proxy: bool,
 }
 
 /// Work handed to the core that owns it.

@@ -103,7 +103,7 @@ def partition_of(key):
 
 
 class Cluster:
-    def __init__(self, tmp_path, ids=NODE_IDS):
+    def __init__(self, tmp_path, ids=NODE_IDS, prefix=()):
         self.ids = list(ids)
         self.hb = [free_udp_port() for _ in self.ids]
         self.fabric = [free_port() for _ in self.ids]
@@ -115,7 +115,8 @@ class Cluster:
                     seeds += ["--mesh-seed-address-port", f"127.0.0.1:{port}"]
             extra = ["--node-id", f"{node_id:x}", "--heartbeat-port", str(self.hb[i]),
                      "--fabric-port", str(self.fabric[i]), "--cluster-name", "pytest", *seeds]
-            self.nodes.append(Apogee(tmp_path / f"node-{node_id:X}", cores=2, extra=extra))
+            self.nodes.append(Apogee(tmp_path / f"node-{node_id:X}", cores=2, extra=extra,
+                                     prefix=prefix))
 
     def start(self):
         for n in self.nodes:

@@ -170,18 +170,22 @@ pub struct ProxyStats {
     /// Frames served on a core that does not own their partition, handed on through its
     /// inbox (`fabric_cross_core`): 0 once every peer knows this node's shards.
     pub cross_core: AtomicU64,
+    /// Requests routed to this node as master whose partition was handed to another master
+    /// before they ran, then proxied there (`client_proxy_after_handoff`).
+    pub after_handoff: AtomicU64,
 }
 
 impl ProxyStats {
     pub fn describe(&self) -> String {
         format!(
             "client_proxy_complete={};client_proxy_error={};proxy_received={};\
-             fabric_connections_handed={};fabric_cross_core={}",
+             fabric_connections_handed={};fabric_cross_core={};client_proxy_after_handoff={}",
             self.complete.load(Relaxed),
             self.error.load(Relaxed),
             self.received.load(Relaxed),
             self.handed.load(Relaxed),
-            self.cross_core.load(Relaxed)
+            self.cross_core.load(Relaxed),
+            self.after_handoff.load(Relaxed)
         )
     }
 }

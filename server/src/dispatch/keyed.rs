@@ -135,7 +135,7 @@ async fn route(
     }
     let owner = core.node.shard_of(partition);
     if owner == core.shard {
-        return Answer::Reply(core.execute(ns, &msg).await);
+        return Answer::Reply(core.execute(ns, &msg, may_proxy).await);
     }
     if !may_proxy {
         // A peer's proxied request on a connection this shard does not own.
@@ -148,6 +148,7 @@ async fn route(
         msg,
         reply: tx,
         direct,
+        may_proxy,
     };
     if core.node.inboxes[owner]
         .send_async(ShardWork::Keyed(request))
