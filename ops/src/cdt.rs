@@ -106,6 +106,9 @@ fn kind_of(code: u8) -> OpResult<(Kind, bool, bool)> {
 /// Applies one CDT op to a bin given as (particle type, bytes), or `None` when the record has no
 /// such bin. `modify` is false for op type 3 (CDT_READ), which may only carry read codes.
 pub fn apply(bin: Option<(u8, &[u8])>, payload: &[u8], modify: bool) -> OpResult<Outcome> {
+    if crate::exp::path::is_path(payload) {
+        return crate::exp::path::apply_op(bin, payload, modify);
+    }
     let p = parse(payload)?;
     let (kind, is_read, creates) = kind_of(p.code)?;
     if !modify && !is_read {
@@ -176,7 +179,7 @@ pub fn resolve_ctx(root: &mut Value, steps: &[Value]) -> Option<Value> {
 
 /// Re-sorts every ordered list in `v`, innermost first (a map's entries are keyed, and a
 /// context only ever changes values, so maps stay sorted by key).
-fn resort_ordered(v: &mut Value) {
+pub(crate) fn resort_ordered(v: &mut Value) {
     match v {
         Value::List(l) => {
             l.items.iter_mut().for_each(resort_ordered);
@@ -235,6 +238,55 @@ fn created(create: i64, map: bool) -> Value {
     }
 }
 
+/// The position (in a list's items or a map's entries) of the one element a plain context step
+/// of kind `base` (create flags removed) and value `v` selects in `cur`: `Ok(None)` when it
+/// selects nothing; result 26 when `cur` is not the kind of collection the step walks (a list
+/// step into a map or a scalar). Path expressions select through here too.
+pub(crate) fn position(cur: &Value, base: i64, v: &Value) -> OpResult<Option<usize>> {
+    let int = |what| v.as_int().ok_or(OpError::Parameter(what));
+    Ok(match (base, cur) {
+        (ctx::LIST_INDEX, Value::List(l)) => {
+            select::single(l.items.len(), int("context index")?).ok()
+        }
+        (ctx::LIST_RANK, Value::List(l)) => select::single(l.items.len(), int("context rank")?)
+            .ok()
+            .map(|r| select::rank_order(&l.items.iter().collect::<Vec<_>>())[r]),
+        (ctx::LIST_VALUE, Value::List(l)) => l.items.iter().position(|x| value::equal(x, v)),
+        (ctx::MAP_INDEX, Value::Map(m)) => {
+            select::single(m.entries.len(), int("context index")?).ok()
+        }
+        (ctx::MAP_RANK, Value::Map(m)) => select::single(m.entries.len(), int("context rank")?)
+            .ok()
+            .map(|r| select::rank_order(&m.entries.iter().map(|e| &e.1).collect::<Vec<_>>())[r]),
+        (ctx::MAP_KEY, Value::Map(m)) => m.find(v).ok(),
+        (ctx::MAP_VALUE, Value::Map(m)) => m.entries.iter().position(|e| value::equal(&e.1, v)),
+        // Aerospike CE 8.1 answers 26, not 12, when a context step meets an element of the
+        // wrong kind (a list step into a map or a scalar), for reads and modifies alike, with
+        // or without create flags. Only the element the op itself works on answers 12.
+        (ctx::LIST_INDEX | ctx::LIST_RANK | ctx::LIST_VALUE, _) => {
+            return Err(OpError::NotApplicable("list context on a non-list"))
+        }
+        (ctx::MAP_INDEX | ctx::MAP_RANK | ctx::MAP_KEY | ctx::MAP_VALUE, _) => {
+            return Err(OpError::NotApplicable("map context on a non-map"))
+        }
+        _ => return Err(OpError::Parameter("unknown context type")),
+    })
+}
+
+/// Whether a context step of type `t` is a plain one ([`position`] knows its kind).
+pub(crate) fn is_plain_step(t: i64) -> bool {
+    matches!(
+        t & !ctx::CREATE_MASK,
+        ctx::LIST_INDEX
+            | ctx::LIST_RANK
+            | ctx::LIST_VALUE
+            | ctx::MAP_INDEX
+            | ctx::MAP_RANK
+            | ctx::MAP_KEY
+            | ctx::MAP_VALUE
+    )
+}
+
 fn step<'a>(
     cur: &'a mut Value,
     t: i64,
@@ -245,86 +297,41 @@ fn step<'a>(
     let create = if may_create { t & ctx::CREATE_MASK } else { 0 };
     let base = t & !ctx::CREATE_MASK;
     let not_found = || OpError::NotApplicable("context element not found");
-    match (base, cur) {
-        (ctx::LIST_INDEX, Value::List(l)) => {
+    if matches!(base, 0x14 | 0x24) {
+        return Err(OpError::Unsupported("expression context"));
+    }
+    let found = position(cur, base, v)?;
+    match (found, cur) {
+        (Some(p), Value::List(l)) => Ok(&mut l.items[p]),
+        (Some(p), Value::Map(m)) => Ok(&mut m.entries[p].1),
+        (Some(_), _) => unreachable!("a position is only found in a list or a map"),
+        (None, Value::List(l)) if base == ctx::LIST_INDEX && create != 0 => {
             let index = v.as_int().ok_or(OpError::Parameter("context index"))?;
+            let i = usize::try_from(index).map_err(|_| not_found())?;
             let n = l.items.len();
-            match select::single(n, index) {
-                Ok(p) => Ok(&mut l.items[p]),
-                Err(_) if create != 0 && index >= 0 => {
-                    let i = usize::try_from(index).map_err(|_| not_found())?;
-                    if i > n && create != ctx::LIST_CREATE_PAD {
-                        return Err(not_found());
-                    }
-                    if i > list::PAD_INDEX_MAX {
-                        return Err(OpError::Parameter("list index too large"));
-                    }
-                    l.items.resize(i, Value::Nil);
-                    l.items.push(created(create, creates_map));
-                    Ok(&mut l.items[i])
-                }
-                Err(_) => Err(not_found()),
+            if i > n && create != ctx::LIST_CREATE_PAD {
+                return Err(not_found());
             }
-        }
-        (ctx::LIST_RANK, Value::List(l)) => {
-            let rank = v.as_int().ok_or(OpError::Parameter("context rank"))?;
-            let r = select::single(l.items.len(), rank).map_err(|_| not_found())?;
-            let p = select::rank_order(&l.items.iter().collect::<Vec<_>>())[r];
-            Ok(&mut l.items[p])
-        }
-        (ctx::LIST_VALUE, Value::List(l)) => {
-            let p = l
-                .items
-                .iter()
-                .position(|x| value::equal(x, v))
-                .ok_or_else(not_found)?;
-            Ok(&mut l.items[p])
-        }
-        (ctx::MAP_INDEX, Value::Map(m)) => {
-            let index = v.as_int().ok_or(OpError::Parameter("context index"))?;
-            let p = select::single(m.entries.len(), index).map_err(|_| not_found())?;
-            Ok(&mut m.entries[p].1)
-        }
-        (ctx::MAP_RANK, Value::Map(m)) => {
-            let rank = v.as_int().ok_or(OpError::Parameter("context rank"))?;
-            let r = select::single(m.entries.len(), rank).map_err(|_| not_found())?;
-            let p = select::rank_order(&m.entries.iter().map(|e| &e.1).collect::<Vec<_>>())[r];
-            Ok(&mut m.entries[p].1)
-        }
-        (ctx::MAP_KEY, Value::Map(m)) => match m.find(v) {
-            Ok(p) => Ok(&mut m.entries[p].1),
-            Err(p) if create != 0 => {
-                if matches!(
-                    v,
-                    Value::List(_) | Value::Map(_) | Value::Nil | Value::Wildcard | Value::Inf
-                ) {
-                    return Err(OpError::Parameter("map key must be a scalar"));
-                }
-                m.entries
-                    .insert(p, (v.clone(), created(create, creates_map)));
-                Ok(&mut m.entries[p].1)
+            if i > list::PAD_INDEX_MAX {
+                return Err(OpError::Parameter("list index too large"));
             }
-            Err(_) => Err(not_found()),
-        },
-        (ctx::MAP_VALUE, Value::Map(m)) => {
-            let p = m
-                .entries
-                .iter()
-                .position(|e| value::equal(&e.1, v))
-                .ok_or_else(not_found)?;
+            l.items.resize(i, Value::Nil);
+            l.items.push(created(create, creates_map));
+            Ok(&mut l.items[i])
+        }
+        (None, Value::Map(m)) if base == ctx::MAP_KEY && create != 0 => {
+            if matches!(
+                v,
+                Value::List(_) | Value::Map(_) | Value::Nil | Value::Wildcard | Value::Inf
+            ) {
+                return Err(OpError::Parameter("map key must be a scalar"));
+            }
+            let p = m.find(v).expect_err("not found above");
+            m.entries
+                .insert(p, (v.clone(), created(create, creates_map)));
             Ok(&mut m.entries[p].1)
         }
-        (0x14 | 0x24, _) => Err(OpError::Unsupported("expression context")),
-        // Aerospike CE 8.1 answers 26, not 12, when a context step meets an element of the
-        // wrong kind (a list step into a map or a scalar), for reads and modifies alike, with
-        // or without create flags. Only the element the op itself works on answers 12.
-        (ctx::LIST_INDEX | ctx::LIST_RANK | ctx::LIST_VALUE, _) => {
-            Err(OpError::NotApplicable("list context on a non-list"))
-        }
-        (ctx::MAP_INDEX | ctx::MAP_RANK | ctx::MAP_KEY | ctx::MAP_VALUE, _) => {
-            Err(OpError::NotApplicable("map context on a non-map"))
-        }
-        _ => Err(OpError::Parameter("unknown context type")),
+        (None, _) => Err(not_found()),
     }
 }
 

@@ -26,6 +26,10 @@ pub enum OpError {
     /// An index or rank outside the collection, or an op the collection's order forbids: 26.
     #[error("op not applicable: {0}")]
     NotApplicable(&'static str),
+    /// A path modify's expression failed on an element it selected (without NO_FAIL): 1, as
+    /// Aerospike CE 8.1 answers; nothing is changed.
+    #[error("a path modify expression failed on an element")]
+    PathChangeFailed,
     /// A well-formed op this server does not implement: 16.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
@@ -35,6 +39,7 @@ impl OpError {
     /// The one-byte Aerospike result code for this failure.
     pub fn result_code(&self) -> u8 {
         match self {
+            OpError::PathChangeFailed => 1,
             OpError::Parameter(_) => 4,
             OpError::BinExists => 6,
             OpError::IncompatibleType(_) => 12,

@@ -344,6 +344,7 @@ pub fn check_nesting(bytes: &[u8]) -> OpResult<()> {
 
 /// A cursor over msgpack bytes; also used by the expression parser, which needs to read raw
 /// strings (bin and variable names) that carry no particle-type byte.
+#[derive(Clone)]
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,

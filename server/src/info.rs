@@ -13,7 +13,7 @@ use apogee_wire::PARTITION_COUNT;
 use crate::node::Node;
 
 /// The Aerospike server version Apogee reports; it selects the clients' modern formats (§9.8).
-pub const BUILD: &str = "8.0.0.0";
+pub const BUILD: &str = "8.1.2.0";
 
 /// Most bytes of one info reply. Fits a full `bins` of several namespaces (65,535 names are
 /// about 1 MiB) with room to spare; without it one 50 KB request of `bins\n` over 70,000 names
@@ -520,7 +520,7 @@ mod tests {
         let a = answer(&n, b"node\npartition-generation\nbuild\n");
         assert_eq!(
             a,
-            "node\tBB9010011AC4202\npartition-generation\t1\nbuild\t8.0.0.0\n"
+            "node\tBB9010011AC4202\npartition-generation\t1\nbuild\t8.1.2.0\n"
         );
         let r = answer(&n, b"replicas\n");
         let v = r.strip_prefix("replicas\ttest:0,1,").unwrap().trim_end();
@@ -677,7 +677,7 @@ mod tests {
         let n = node();
         assert_eq!(
             answer(&n, b"node\tx\nbuild\n\tnode\n"),
-            "node x\tERROR:4:tab in info command\nbuild\t8.0.0.0\n node\tERROR:4:tab in info command\n"
+            "node x\tERROR:4:tab in info command\nbuild\t8.1.2.0\n node\tERROR:4:tab in info command\n"
         );
     }
 
@@ -725,6 +725,6 @@ mod tests {
         let fit = INFO_REPLY_BYTES_MAX / one.len();
         assert!((fit - 1..=fit).contains(&whole), "{whole} of {fit}");
         assert_eq!(whole + refused, INFO_COMMANDS_MAX - 1);
-        assert_eq!(lines.last(), Some(&"build\t8.0.0.0"));
+        assert_eq!(lines.last(), Some(&"build\t8.1.2.0"));
     }
 }

@@ -46,6 +46,7 @@ import aerospike
 from aerospike import exception as ex
 from aerospike_helpers import cdt_ctx
 from aerospike_helpers import expressions as exp
+from aerospike_helpers.expressions import base as exp_base
 from aerospike_helpers.operations import (
     bitwise_operations,
     expression_operations,
@@ -94,10 +95,18 @@ def decode(v):
     return v
 
 
+def exp_class(name):
+    """An expression class by name: from the package, or from its `base` module (client 19.3
+    does not re-export every class, e.g. RemoveResult, which 19.0 called ResultRemove)."""
+    if not isinstance(name, str):
+        return None
+    return getattr(exp, name, None) or getattr(exp_base, name, None)
+
+
 def build_exp(node):
     """["Eq", ["IntBin", "a"], 8] -> Eq(IntBin("a"), 8); other values decode as usual."""
-    if isinstance(node, list) and node and isinstance(node[0], str) and hasattr(exp, node[0]):
-        return getattr(exp, node[0])(*[build_exp(a) for a in node[1:]])
+    if isinstance(node, list) and node and exp_class(node[0]) is not None:
+        return exp_class(node[0])(*[build_exp(a) for a in node[1:]])
     return decode(node)
 
 

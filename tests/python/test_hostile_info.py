@@ -175,7 +175,7 @@ def test_a_tab_in_a_command_keeps_the_reply_framed(server):
     reply = info(server.port, "".join(f"{cmd}\n" for cmd in cmds))
     values = assert_framed(reply, cmds)
     assert values[0] == "ERROR:4:tab in info command"
-    assert values[1] == "8.0.0.0"
+    assert values[1] == "8.1.2.0"
     assert values[2] == values[3] == "ERROR:4:tab in info command"
 
 

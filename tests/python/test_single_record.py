@@ -164,7 +164,7 @@ def test_info(server, client):
     nodes = client.info_all("namespace/test")
     (_, text), = nodes.values()
     assert "objects=" in text
-    assert info(server.port, "build\n") == "build\t8.0.0.0\n"
+    assert info(server.port, "build\n") == "build\t8.1.2.0\n"
     assert info(server.port, "bogus\n") == "bogus\tERROR:4:unrecognized command\n"
 
 

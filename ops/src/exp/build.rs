@@ -26,7 +26,7 @@ pub enum Ty {
 
 impl Ty {
     /// The type an expression value type number names (as sent in BIN, CALL, KEY).
-    fn of_exp_type(t: i64) -> OpResult<Ty> {
+    pub(crate) fn of_exp_type(t: i64) -> OpResult<Ty> {
         Ok(match t {
             0 => Ty::Nil,
             1 => Ty::Bool,
@@ -58,7 +58,7 @@ impl Ty {
         }
     }
 
-    fn of_value(v: &Value) -> Ty {
+    pub(crate) fn of_value(v: &Value) -> Ty {
         match v {
             Value::Nil | Value::Wildcard | Value::Inf => Ty::Nil,
             Value::Bool(_) => Ty::Bool,
@@ -172,6 +172,16 @@ fn ty(e: &Exp, scope: &mut Scope) -> OpResult<Ty> {
                 return refuse("an expression call's bin is not of its family's type");
             }
             result
+        }
+        Exp::LoopVar(t, _) => *t,
+        Exp::Path { result, op, bin } => {
+            for e in op.exps() {
+                ty(e, scope)?;
+            }
+            if !matches!(ty(bin, scope)?, Ty::List | Ty::Map | Ty::Nil) {
+                return refuse("a path expression's bin is not a list or a map");
+            }
+            *result
         }
         Exp::Regex(_, arg) => {
             if ty(arg, scope)? != Ty::Str {

@@ -17,6 +17,7 @@ use crate::error::{OpError, OpResult};
 use crate::value::{compare, equal, ptype, Reader, Value, DEPTH_MAX};
 
 mod build;
+pub mod path;
 
 /// Expression op codes (spec §4.8).
 mod code {
@@ -72,6 +73,7 @@ mod code {
     pub const KEY: u8 = 80;
     pub const BIN: u8 = 81;
     pub const BIN_TYPE: u8 = 82;
+    pub const LOOP_VAR: u8 = 122;
     pub const COND: u8 = 123;
     pub const VAR: u8 = 124;
     pub const LET: u8 = 125;
@@ -124,6 +126,15 @@ pub enum Exp {
     },
     /// A compiled regular expression matched against a string expression.
     Regex(regex::Regex, Box<Exp>),
+    /// A path expression's loop variable (`[122, type, id]`): its declared type and which
+    /// variable (key, value or index of the element the path is at).
+    LoopVar(build::Ty, u8),
+    /// `select_by_path` / `modify_by_path` as an expression (a CALL whose op is a path).
+    Path {
+        result: build::Ty,
+        op: Box<path::PathOp>,
+        bin: Box<Exp>,
+    },
 }
 
 /// The op a CALL applies: `[code, args...]` or, inside a CDT context,
@@ -139,7 +150,13 @@ pub struct CallOp {
 /// The op code that wraps a CDT op in a context.
 const CDT_CONTEXT_EVAL: i64 = 0xff;
 
-fn parse_call_op(r: &mut Reader, depth: usize) -> OpResult<CallOp> {
+/// What a CALL applies: an op on the bin, or a path.
+enum Called {
+    Op(CallOp),
+    Path(path::PathOp),
+}
+
+fn parse_call_op(r: &mut Reader, depth: usize) -> OpResult<Called> {
     let Some(n) = r.array_len()? else {
         return Err(OpError::Parameter("an expression call's op is not a list"));
     };
@@ -147,6 +164,9 @@ fn parse_call_op(r: &mut Reader, depth: usize) -> OpResult<CallOp> {
         return Err(OpError::Parameter("an expression call's op is empty"));
     }
     let code = small_int(&r.read_value(depth)?, "call op code")?;
+    if code == path::PATH_CODE {
+        return Ok(Called::Path(path::parse_rest(r, n, depth + 1)?));
+    }
     if code == CDT_CONTEXT_EVAL {
         if n != 3 {
             return Err(OpError::Parameter(
@@ -154,24 +174,26 @@ fn parse_call_op(r: &mut Reader, depth: usize) -> OpResult<CallOp> {
             ));
         }
         let ctx = r.read_value(depth)?;
-        let inner = parse_call_op(r, depth + 1)?;
+        let Called::Op(inner) = parse_call_op(r, depth + 1)? else {
+            return Err(OpError::Parameter("a CDT context call wraps a path"));
+        };
         if inner.ctx.is_some() {
             return Err(OpError::Parameter("a CDT context call nests another"));
         }
-        return Ok(CallOp {
+        return Ok(Called::Op(CallOp {
             ctx: Some(ctx),
             ..inner
-        });
+        }));
     }
     let mut args = Vec::with_capacity(n - 1);
     for _ in 1..n {
         args.push(parse_at(r, depth + 1)?);
     }
-    Ok(CallOp {
+    Ok(Called::Op(CallOp {
         code,
         ctx: None,
         args,
-    })
+    }))
 }
 
 /// POSIX `regcomp` flags as Aerospike reads them: glibc's values, handed to `regcomp` as sent.
@@ -248,8 +270,18 @@ fn within_limits(e: &Exp) -> OpResult<()> {
                 op.args.iter().for_each(|a| walk(a, nodes, calls));
                 walk(bin, nodes, calls);
             }
+            Exp::Path { op, bin, .. } => {
+                *calls += 1;
+                op.exps().for_each(|a| walk(a, nodes, calls));
+                walk(bin, nodes, calls);
+            }
             Exp::Regex(_, e) => walk(e, nodes, calls),
-            Exp::Lit(_) | Exp::Bin(..) | Exp::BinType(_) | Exp::Key(_) | Exp::Var(_) => {}
+            Exp::Lit(_)
+            | Exp::Bin(..)
+            | Exp::BinType(_)
+            | Exp::Key(_)
+            | Exp::Var(_)
+            | Exp::LoopVar(..) => {}
         }
     }
     let (mut nodes, mut calls) = (0, 0);
@@ -326,16 +358,39 @@ fn parse_at(r: &mut Reader, depth: usize) -> OpResult<Exp> {
             }
             Exp::Let(defs, Box::new(parse_at(r, depth + 1)?))
         }
+        code::LOOP_VAR => {
+            arity(3)?;
+            let t =
+                build::Ty::of_exp_type(small_int(&r.read_value(depth)?, "loop variable type")?)?;
+            let id = small_int(&r.read_value(depth)?, "loop variable id")?;
+            if !(0..=2).contains(&id) {
+                return Err(OpError::Parameter("unknown loop variable"));
+            }
+            Exp::LoopVar(t, id as u8)
+        }
         code::CALL => {
             arity(5)?;
             let result = small_int(&r.read_value(depth)?, "call result type")?;
             let system = small_int(&r.read_value(depth)?, "call system type")?;
-            let op = parse_call_op(r, depth + 1)?;
-            Exp::Call {
-                result,
-                system,
-                op,
-                bin: Box::new(parse_at(r, depth + 1)?),
+            let called = parse_call_op(r, depth + 1)?;
+            let bin = Box::new(parse_at(r, depth + 1)?);
+            match called {
+                Called::Op(op) => Exp::Call {
+                    result,
+                    system,
+                    op,
+                    bin,
+                },
+                Called::Path(op) => {
+                    if system & !CALL_MODIFY != CALL_SYSTEM_CDT {
+                        return Err(OpError::Parameter("a path expression is a CDT call"));
+                    }
+                    Exp::Path {
+                        result: build::Ty::of_exp_type(result)?,
+                        op: Box::new(op),
+                        bin,
+                    }
+                }
             }
         }
         code::REGEX => {
@@ -395,11 +450,17 @@ pub fn evaluate(e: &Exp, rec: &dyn RecordAccess) -> OpResult<Option<Value>> {
 struct Env<'a> {
     rec: &'a dyn RecordAccess,
     vars: Vec<(Vec<u8>, Option<Value>)>,
+    /// The elements paths are at, innermost last: what loop variables read.
+    loops: Vec<path::Binding>,
 }
 
 impl<'a> Env<'a> {
     fn new(rec: &'a dyn RecordAccess) -> Env<'a> {
-        Env { rec, vars: vec![] }
+        Env {
+            rec,
+            vars: vec![],
+            loops: vec![],
+        }
     }
 }
 
@@ -467,6 +528,14 @@ fn eval(e: &Exp, env: &mut Env) -> OpResult<Option<Value>> {
                 });
             }
             call(*system, &payload, eval(bin, env)?)?
+        }
+        Exp::LoopVar(t, id) => match env.loops.last() {
+            Some(b) => Some(b.get(*id, *t)?),
+            None => return Err(OpError::Parameter("a loop variable outside a path")),
+        },
+        Exp::Path { result, op, bin } => {
+            let bin = eval(bin, env)?;
+            path::eval_call(op, *result, bin, env)?
         }
         Exp::Regex(re, e) => match eval(e, env)? {
             Some(Value::Str(s)) => Some(Value::Bool(

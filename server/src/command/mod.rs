@@ -88,6 +88,7 @@ pub fn value_op_family(t: OpType) -> Option<(apogee_ops::Family, bool)> {
 pub fn op_error_code(e: &apogee_ops::OpError) -> ResultCode {
     tracing::debug!(error = %e, "op refused");
     match e.result_code() {
+        1 => ResultCode::ServerError,
         6 => ResultCode::BinExists,
         12 => ResultCode::IncompatibleType,
         16 => ResultCode::UnsupportedFeature,
