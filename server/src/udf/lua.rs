@@ -76,12 +76,24 @@ pub fn compile_check(name: &str, source: &[u8]) -> Result<(), CompileError> {
 pub struct UdfError(pub String);
 
 /// A Lua error as the client reads it: the innermost cause, without mlua's stack traceback.
+/// An error raised with a table (or another object Lua can only print as an address) reads
+/// "result value type unexpected", as Aerospike CE 8.1 answers `error({code = 5})`.
 pub fn lua_error(e: mlua::Error) -> UdfError {
     let mut text = e.to_string();
     if let Some(i) = text.find("\nstack traceback:") {
         text.truncate(i);
     }
-    UdfError(text.replace("runtime error: ", "").trim().to_string())
+    let text = text.replace("runtime error: ", "").trim().to_string();
+    let addressed = ["table: 0x", "userdata: 0x", "function: 0x", "thread: 0x"]
+        .iter()
+        .any(|p| {
+            text.strip_prefix(p)
+                .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+    if addressed {
+        return UdfError("result value type unexpected".into());
+    }
+    UdfError(text)
 }
 
 /// One core's Lua runtime.
@@ -497,6 +509,196 @@ impl UserData for LuaBytes {
     }
 }
 
+/// The 0-based range `[pos - 1, pos - 1 + len)` of a 1-based position, when it lies within
+/// `n` bytes.
+fn byte_range(pos: i64, len: usize, n: usize) -> Option<std::ops::Range<usize>> {
+    let start = usize::try_from(pos.checked_sub(1)?).ok()?;
+    let end = start.checked_add(len)?;
+    (end <= n).then_some(start..end)
+}
+
+/// Writes `src` at the 1-based `pos` of `b`, growing it (zero-filled) as Aerospike's
+/// `as_bytes_set` grows to fit; false past the Lua memory bound.
+fn bytes_set(b: &LuaBytes, pos: i64, src: &[u8]) -> bool {
+    let Some(start) = pos.checked_sub(1).and_then(|p| usize::try_from(p).ok()) else {
+        return false;
+    };
+    let end = start.saturating_add(src.len());
+    if end > LUA_MEMORY_BYTES_MAX {
+        return false;
+    }
+    let mut d = b.data.borrow_mut();
+    if d.len() < end {
+        d.resize(end, 0);
+    }
+    d[start..end].copy_from_slice(src);
+    true
+}
+
+/// Aerospike's `bytes` library beyond the constructor and `size`: typed bytes, single bytes,
+/// strings, byte strings, and 16/32/64-bit integers (big-endian by default, `_be` / `_le`),
+/// each as get / set (1-based positions) and append.
+fn add_bytes_functions(lua: &Lua, bytes: &mlua::Table) -> mlua::Result<()> {
+    type B = AnyUserData;
+    let f = |name: &str, func: mlua::Function| bytes.set(name, func);
+    f(
+        "get_type",
+        lua.create_function(|_, b: B| Ok(b.borrow::<LuaBytes>()?.particle_type))?,
+    )?;
+    f(
+        "set_type",
+        lua.create_function(|_, (b, t): (B, u8)| {
+            b.borrow_mut::<LuaBytes>()?.particle_type = t;
+            Ok(true)
+        })?,
+    )?;
+    f(
+        "set_size",
+        lua.create_function(|_, (b, n): (B, usize)| {
+            if n > LUA_MEMORY_BYTES_MAX {
+                return Ok(false);
+            }
+            b.borrow::<LuaBytes>()?.data.borrow_mut().resize(n, 0);
+            Ok(true)
+        })?,
+    )?;
+    f(
+        "get_byte",
+        lua.create_function(|_, (b, pos): (B, i64)| {
+            let b = b.borrow::<LuaBytes>()?;
+            let d = b.data.borrow();
+            Ok(byte_range(pos, 1, d.len()).map(|r| d[r.start]))
+        })?,
+    )?;
+    f(
+        "set_byte",
+        lua.create_function(|_, (b, pos, v): (B, i64, u8)| {
+            Ok(bytes_set(&*b.borrow::<LuaBytes>()?, pos, &[v]))
+        })?,
+    )?;
+    f(
+        "append_byte",
+        lua.create_function(|_, (b, v): (B, u8)| {
+            let b = b.borrow::<LuaBytes>()?;
+            let n = b.data.borrow().len() as i64;
+            Ok(bytes_set(&b, n + 1, &[v]))
+        })?,
+    )?;
+    for (get, set, append) in [
+        ("get_string", "set_string", "append_string"),
+        ("get_bytes", "set_bytes", "append_bytes"),
+    ] {
+        let as_string = get == "get_string";
+        f(
+            get,
+            lua.create_function(move |lua, (b, pos, len): (B, i64, usize)| {
+                let b = b.borrow::<LuaBytes>()?;
+                let d = b.data.borrow();
+                let Some(r) = byte_range(pos, len, d.len()) else {
+                    return Ok(LuaValue::Nil);
+                };
+                if as_string {
+                    return Ok(LuaValue::String(lua.create_string(&d[r])?));
+                }
+                let out = LuaBytes {
+                    particle_type: 4,
+                    data: Rc::new(RefCell::new(d[r].to_vec())),
+                };
+                Ok(LuaValue::UserData(lua.create_userdata(out)?))
+            })?,
+        )?;
+        let source = |v: LuaValue| -> mlua::Result<Vec<u8>> {
+            match v {
+                LuaValue::String(s) => Ok(s.as_bytes().to_vec()),
+                LuaValue::UserData(u) => Ok(u.borrow::<LuaBytes>()?.data.borrow().clone()),
+                _ => Err(mlua::Error::runtime("expected a string or bytes")),
+            }
+        };
+        f(
+            set,
+            lua.create_function(move |_, (b, pos, v): (B, i64, LuaValue)| {
+                Ok(bytes_set(&*b.borrow::<LuaBytes>()?, pos, &source(v)?))
+            })?,
+        )?;
+        f(
+            append,
+            lua.create_function(move |_, (b, v): (B, LuaValue)| {
+                let b = b.borrow::<LuaBytes>()?;
+                let n = b.data.borrow().len() as i64;
+                Ok(bytes_set(&b, n + 1, &source(v)?))
+            })?,
+        )?;
+    }
+    for width in [2usize, 4, 8] {
+        let bits = width * 8;
+        for (suffix, big) in [("", true), ("_be", true), ("_le", false)] {
+            // A value outside the width's signed range is refused (`None`): Aerospike CE 8.1
+            // then writes nothing, though an append still grows the bytes by the width.
+            let encode = move |v: i64| -> Option<Vec<u8>> {
+                if width < 8 {
+                    let half = 1i64 << (bits - 1);
+                    if !(-half..half).contains(&v) {
+                        return None;
+                    }
+                }
+                let all = if big {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                };
+                Some(if big {
+                    all[8 - width..].to_vec()
+                } else {
+                    all[..width].to_vec()
+                })
+            };
+            f(
+                &format!("get_int{bits}{suffix}"),
+                lua.create_function(move |_, (b, pos): (B, i64)| {
+                    let b = b.borrow::<LuaBytes>()?;
+                    let d = b.data.borrow();
+                    let Some(r) = byte_range(pos, width, d.len()) else {
+                        return Ok(None);
+                    };
+                    let mut buf = [0u8; 8];
+                    let v = if big {
+                        buf[8 - width..].copy_from_slice(&d[r]);
+                        i64::from_be_bytes(buf)
+                    } else {
+                        buf[..width].copy_from_slice(&d[r]);
+                        i64::from_le_bytes(buf)
+                    };
+                    // Narrow integers read back signed, as Aerospike's as_bytes_get_int16/32.
+                    let shift = 64 - bits as u32;
+                    Ok(Some(v.wrapping_shl(shift).wrapping_shr(shift)))
+                })?,
+            )?;
+            f(
+                &format!("set_int{bits}{suffix}"),
+                lua.create_function(move |_, (b, pos, v): (B, i64, i64)| {
+                    let b = b.borrow::<LuaBytes>()?;
+                    Ok(encode(v).is_some_and(|e| bytes_set(&b, pos, &e)))
+                })?,
+            )?;
+            f(
+                &format!("append_int{bits}{suffix}"),
+                lua.create_function(move |_, (b, v): (B, i64)| {
+                    let b = b.borrow::<LuaBytes>()?;
+                    let n = b.data.borrow().len() as i64;
+                    Ok(match encode(v) {
+                        Some(e) => bytes_set(&b, n + 1, &e),
+                        None => {
+                            bytes_set(&b, n + 1, &vec![0; width]);
+                            false
+                        }
+                    })
+                })?,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// A value as log lines and `tostring` show it.
 fn show(v: &LuaValue) -> String {
     match v {
@@ -624,14 +826,24 @@ fn map_arg(ud: &AnyUserData) -> mlua::Result<LuaMap> {
     Ok(ud.borrow::<LuaMap>()?.clone())
 }
 
-/// Items of a constructor argument: a list, a plain table (array part), or nothing.
+/// Items of a constructor argument: a list, a plain table's values at integer keys 1, 2, ...
+/// in key order (a nil in the middle is skipped and what follows kept, as Aerospike CE's
+/// `list{1, nil, 3}` gives [1, 3]), or nothing.
 fn items_of(v: &LuaValue) -> mlua::Result<Vec<LuaValue>> {
     Ok(match v {
         LuaValue::Nil => Vec::new(),
-        LuaValue::Table(t) => t
-            .clone()
-            .sequence_values::<LuaValue>()
-            .collect::<mlua::Result<_>>()?,
+        LuaValue::Table(t) => {
+            let mut keyed = Vec::new();
+            for pair in t.clone().pairs::<LuaValue, LuaValue>() {
+                if let (LuaValue::Integer(i), v) = pair? {
+                    if i >= 1 {
+                        keyed.push((i, v));
+                    }
+                }
+            }
+            keyed.sort_by_key(|(i, _)| *i);
+            keyed.into_iter().map(|(_, v)| v).collect()
+        }
         LuaValue::UserData(ud) => list_arg(ud)?.items.borrow().clone(),
         _ => return Err(mlua::Error::runtime("list() takes a table or a list")),
     })
@@ -1049,6 +1261,7 @@ fn install_api(lua: &Lua) -> mlua::Result<()> {
         "size",
         lua.create_function(|_, b: AnyUserData| Ok(b.borrow::<LuaBytes>()?.data.borrow().len()))?,
     )?;
+    add_bytes_functions(lua, &bytes)?;
     let bytes_meta = lua.create_table()?;
     bytes_meta.set(
         "__call",
