@@ -727,6 +727,36 @@ mod tests {
     }
 
     #[test]
+    fn mutated_paths_are_errors_or_answers_never_panics() {
+        let mut seeds: Vec<Vec<u8>> = vec![
+            vec![0x93, 0xcc, 0xfe, 0x94, 4, 0xc3, 4, 0xc3, 1],
+            vec![0x93, 0xcc, 0xfe, 0x92, 4, 0x93, 3, 0x93, 0x7a, 2, 1, 2, 17],
+            vec![
+                0x94, 0xcc, 0xfe, 0x94, 4, 0xc3, 4, 0xc3, 4, 0x93, 20, 0x93, 0x7a, 2, 1, 1,
+            ],
+            vec![0x94, 0xcc, 0xfe, 0x94, 4, 0xc3, 4, 0xc3, 4, 0x91, 0x64],
+            vec![0x93, 0xcc, 0xfe, 0x94, 0x22, 0xa2, 3, b'a', 4, 0xc3, 0],
+        ];
+        let bins = [nested(), mom()];
+        for seed in seeds.drain(..) {
+            for i in 0..seed.len() {
+                for b in [
+                    0x00, 0x01, 0x04, 0x10, 0x7a, 0x90, 0x93, 0xc0, 0xc3, 0xcc, 0xdd, 0xff,
+                ] {
+                    let mut p = seed.clone();
+                    p[i] = b;
+                    for bin in &bins {
+                        for modify in [false, true] {
+                            let _ = run(bin, &p, modify);
+                            let _ = run(bin, &p[..i], modify);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn malformed_paths_are_parameter_errors() {
         for p in [
             &[0x93, 0xcc, 0xfe, 0x90, 1][..],             // empty context
