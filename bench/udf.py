@@ -3,7 +3,11 @@ increments a bin against the equivalent operate (an increment and a read), each 
 same way (sequential calls from one client over `keys` records, `rounds` rounds alternated),
 and a stream aggregation (the sum of a bin) over a scan of `records` records.
 
-    python bench/udf.py --port 3000 [--records 100000] [--calls 20000] [--rounds 3]
+    python bench/udf.py --port 3000 [--records 100000] [--calls 20000] [--rounds 3] [--clients 8]
+
+With `--clients N` (N > 1) each round also runs the UDF and the operate from N processes at
+once (each its own client, `calls / N` calls each): throughput under load, where one
+sequential client measures a request's round trip.
 
 Run by bench/udf.sh against Apogee and Aerospike CE in one run.
 """
@@ -11,6 +15,7 @@ Run by bench/udf.sh against Apogee and Aerospike CE in one run.
 import argparse
 import base64
 import json
+import multiprocessing
 import os
 import tempfile
 import time
@@ -37,12 +42,44 @@ NS, SET = "test", "ub"
 KEYS = 1000
 
 
+def worker(port, kind, calls, offset, barrier, out):
+    """One concurrent client: `calls` UDF or operate calls once every worker is ready."""
+    c = aerospike.client({"hosts": [("127.0.0.1", port)]}).connect()
+    keys = [(NS, SET, i) for i in range(KEYS)]
+    c.get(keys[0])  # connected before the clock starts
+    barrier.wait()
+    t = time.perf_counter()
+    for i in range(offset, offset + calls):
+        if kind == "udf":
+            c.apply(keys[i % KEYS], "ubench", "incr", ["n", 1])
+        else:
+            c.operate(keys[i % KEYS], [ops.increment("n", 1), ops.read("n")])
+    out.put(time.perf_counter() - t)
+    c.close()
+
+
+def parallel_round(port, kind, calls, clients):
+    """Calls per second of `clients` processes together (all calls over the slowest's time)."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(clients), ctx.Queue()
+    each = calls // clients
+    procs = [ctx.Process(target=worker, args=(port, kind, each, j * each, barrier, out))
+             for j in range(clients)]
+    for p in procs:
+        p.start()
+    times = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    return each * clients / max(times)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--calls", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=1)
     a = ap.parse_args()
     lua_dir = tempfile.mkdtemp(prefix="apogee-udf-bench-")
     with open(os.path.join(lua_dir, "ubench.lua"), "w") as f:
@@ -84,20 +121,30 @@ def main():
         assert out == [sum(range(a.records))], out
         return time.perf_counter() - t
 
-    udf, operate, agg = [], [], []
+    udf, operate, agg, udf_n, operate_n = [], [], [], [], []
     for _ in range(a.rounds):
         udf.append(udf_round())
         operate.append(operate_round())
         agg.append(aggregate())
+        if a.clients > 1:
+            udf_n.append(parallel_round(a.port, "udf", a.calls, a.clients))
+            operate_n.append(parallel_round(a.port, "operate", a.calls, a.clients))
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    print(json.dumps({
+    out = {
         "calls": a.calls,
         "udf_per_s": round(med(udf)),
         "operate_per_s": round(med(operate)),
         "udf_vs_operate": round(med(udf) / med(operate), 2),
         "aggregate_records": a.records,
         "aggregate_ms": round(med(agg) * 1000, 1),
-    }))
+    }
+    if a.clients > 1:
+        out.update({
+            "clients": a.clients,
+            "udf_per_s_concurrent": round(med(udf_n)),
+            "operate_per_s_concurrent": round(med(operate_n)),
+        })
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

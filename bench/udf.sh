@@ -5,7 +5,8 @@
 # bench/udf.py: a record UDF that increments a bin against the equivalent operate, and the
 # sum of a bin over RECORDS records by a stream aggregation.
 #
-#   bash bench/udf.sh                  # RECORDS=100000 CALLS=20000 ROUNDS=3
+#   bash bench/udf.sh                  # RECORDS=100000 CALLS=20000 ROUNDS=3 CLIENTS=1
+#   CLIENTS=8 bash bench/udf.sh        # also 8 concurrent clients per round
 #
 # Ports: 3480 (Apogee), 3490..3493 (CE); stops only what it started.
 set -euo pipefail
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 RECORDS=${RECORDS:-100000}
 CALLS=${CALLS:-20000}
 ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-1}
 CE=${CE:-/work/shared/anchors/aerospike.sh}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET_DIR/udf-bench}
@@ -33,7 +35,7 @@ cleanup() {
 trap cleanup EXIT
 . bench/lib.sh
 
-args=(--records "$RECORDS" --calls "$CALLS" --rounds "$ROUNDS")
+args=(--records "$RECORDS" --calls "$CALLS" --rounds "$ROUNDS" --clients "$CLIENTS")
 "$TARGET_DIR/release/apogee" --port 3480 --data-dir "$OUT/data" --config "$OUT/a.toml" \
     > "$OUT/apogee.log" 2>&1 &
 pids+=($!)
