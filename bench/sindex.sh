@@ -7,6 +7,7 @@
 # against the scan rate of the same data, and memory per index entry.
 #
 #   bash bench/sindex.sh                  # RECORDS=1000000 ROUNDS=3
+#   APOGEE_BIN=/path/to/older/apogee NO_CE=1 bash bench/sindex.sh   # an A/B of two builds
 #
 # Ports: 3460 (Apogee), 3470..3473 (CE); stops only what it started.
 set -euo pipefail
@@ -33,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 . bench/lib.sh
 
-"$TARGET_DIR/release/apogee" --port 3460 --data-dir "$OUT/data" --config "$OUT/a.toml" \
+"${APOGEE_BIN:-$TARGET_DIR/release/apogee}" --port 3460 --data-dir "$OUT/data" --config "$OUT/a.toml" \
     > "$OUT/apogee.log" 2>&1 &
 pids+=($!)
 apogee_pid=$!
