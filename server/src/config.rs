@@ -85,6 +85,8 @@ pub struct NamespaceConfig {
     pub write_commit_level_override: CommitLevelOverride,
     /// Which of two versions of a record wins when a replica or migration compares them.
     pub conflict_resolution_policy: apogee_engine::shard::ConflictPolicy,
+    /// `geo2dsphere-within`: the S2 cells geo indexes and geo queries use.
+    pub geo2dsphere_within: crate::sindex::cells::GeoCover,
 }
 
 /// Aerospike's `write-commit-level-override`: `off` follows each client's commit level
@@ -150,6 +152,7 @@ impl NamespaceConfig {
             replication_factor: REPLICATION_FACTOR_DEFAULT,
             write_commit_level_override: CommitLevelOverride::Off,
             conflict_resolution_policy: apogee_engine::shard::ConflictPolicy::Generation,
+            geo2dsphere_within: crate::sindex::cells::GeoCover::default(),
         }
     }
 }
@@ -317,6 +320,19 @@ struct NamespaceSection {
     data_size: Option<u64>,
     file: Option<OneOrMany>,
     device: Option<OneOrMany>,
+    geo2dsphere_within: Option<GeoSection>,
+}
+
+/// `[namespace.<name>.geo2dsphere-within]` (Aerospike's `geo2dsphere-within { ... }`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct GeoSection {
+    min_level: Option<u8>,
+    max_level: Option<u8>,
+    max_cells: Option<u16>,
+    level_mod: Option<u8>,
+    /// Only `true`: every candidate is re-checked against the exact shape.
+    strict: Option<bool>,
 }
 
 /// `file = "a.dat"` or `file = ["a.dat", "b.dat"]` (Aerospike repeats the key instead).
@@ -826,7 +842,9 @@ impl Config {
                 })
             }
         };
+        let geo2dsphere_within = Self::geo(&key, s.geo2dsphere_within.as_ref())?;
         Ok(NamespaceConfig {
+            geo2dsphere_within,
             write_commit_level_override,
             conflict_resolution_policy,
             replication_factor: range(
@@ -911,6 +929,60 @@ impl Config {
         })
     }
 
+    /// A namespace's `geo2dsphere-within` section, checked as Aerospike checks it (levels
+    /// 0..=30 with min-level at most max-level, max-cells 1..=256, level-mod 1..=3, strict
+    /// only true).
+    fn geo(
+        key: &dyn Fn(&str) -> String,
+        s: Option<&GeoSection>,
+    ) -> Result<crate::sindex::cells::GeoCover, ConfigError> {
+        use crate::sindex::cells::{GeoCover, MAX_CELLS_MAX};
+        let d = GeoCover::default();
+        let Some(s) = s else { return Ok(d) };
+        let k = |name: &str| key(&format!("geo2dsphere-within.{name}"));
+        let max_level = range(
+            &k("max-level"),
+            s.max_level.unwrap_or(d.max_level),
+            0,
+            30,
+            "",
+        )?;
+        let min_level = range(
+            &k("min-level"),
+            s.min_level.unwrap_or(d.min_level),
+            0,
+            max_level,
+            " (at most max-level)",
+        )?;
+        let max_cells = range(
+            &k("max-cells"),
+            u64::from(s.max_cells.unwrap_or(d.max_cells)),
+            1,
+            MAX_CELLS_MAX,
+            " cells",
+        )? as u16;
+        let level_mod = range(
+            &k("level-mod"),
+            s.level_mod.unwrap_or(d.level_mod),
+            1,
+            3,
+            "",
+        )?;
+        if s.strict == Some(false) {
+            return Err(ConfigError::OutOfRange {
+                key: k("strict"),
+                value: "false".into(),
+                allowed: "true (Apogee always re-checks geo candidates)".into(),
+            });
+        }
+        Ok(GeoCover {
+            min_level,
+            max_level,
+            max_cells,
+            level_mod,
+        })
+    }
+
     /// The namespaces' configured replication factors, in configuration order.
     pub fn replication_factors(&self) -> Vec<u32> {
         self.namespaces
@@ -947,6 +1019,42 @@ fn parse_seed(text: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn geo2dsphere_within_is_read_and_checked() {
+        let o = Overrides::default();
+        let c = Config::from_toml(
+            "[namespace.test.geo2dsphere-within]\nmin-level = 4\nmax-level = 16\nmax-cells = 30\nlevel-mod = 2\nstrict = true\n",
+            &o,
+        )
+        .unwrap();
+        let g = c.namespaces[0].geo2dsphere_within;
+        assert_eq!(
+            (g.min_level, g.max_level, g.max_cells, g.level_mod),
+            (4, 16, 30, 2)
+        );
+        let d = Config::load(None, &o).unwrap().namespaces[0].geo2dsphere_within;
+        assert_eq!(
+            (d.min_level, d.max_level, d.max_cells, d.level_mod),
+            (1, 20, 12, 1)
+        );
+        for (bad, key) in [
+            ("max-level = 31", "max-level"),
+            ("min-level = 21", "min-level"),
+            ("max-cells = 0", "max-cells"),
+            ("max-cells = 257", "max-cells"),
+            ("level-mod = 4", "level-mod"),
+            ("strict = false", "strict"),
+        ] {
+            let text = format!("[namespace.test.geo2dsphere-within]\n{bad}\n");
+            let e = Config::from_toml(&text, &o).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("geo2dsphere-within.{key}")),
+                "{bad}: {e}"
+            );
+        }
+        assert!(Config::from_toml("[namespace.test.geo2dsphere-within]\nfoo = 1\n", &o).is_err());
+    }
 
     #[test]
     fn embedded_default() {

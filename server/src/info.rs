@@ -47,7 +47,9 @@ fn namespace_config(node: &Node, i: usize) -> String {
         "replication-factor={};default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
          filesize={};stop-writes-used-pct={};stop-writes-avail-pct={};evict-used-pct={};\
-         write-commit-level-override={};conflict-resolution-policy={}",
+         write-commit-level-override={};conflict-resolution-policy={};\
+         geo2dsphere-within.strict=true;geo2dsphere-within.min-level={};geo2dsphere-within.max-level={};\
+         geo2dsphere-within.max-cells={};geo2dsphere-within.level-mod={};geo2dsphere-within.earth-radius-meters={}",
         ns.replication_factor,
         live.default_ttl.load(Relaxed),
         get(Setting::NsupPeriod),
@@ -64,6 +66,11 @@ fn namespace_config(node: &Node, i: usize) -> String {
         get(Setting::EvictUsedPct),
         ns.write_commit_level_override.name(),
         ns.conflict_resolution_policy.name(),
+        ns.geo2dsphere_within.min_level,
+        ns.geo2dsphere_within.max_level,
+        ns.geo2dsphere_within.max_cells,
+        ns.geo2dsphere_within.level_mod,
+        apogee_ops::geo::EARTH_RADIUS_METERS,
     )
 }
 

@@ -12,6 +12,7 @@ use apogee_engine::Record;
 use apogee_ops::geo;
 use apogee_ops::Value;
 
+use super::cells::GeoCover;
 use super::def::{DataType, Def, IndexType};
 
 /// Particle types (spec §4.2) an index reads.
@@ -35,14 +36,14 @@ pub enum Indexed {
 }
 
 impl Indexed {
-    /// The key this value is kept under: the integer itself; a seeded 64-bit hash of a
-    /// string's or blob's bytes (queries re-check the value); one bucket for every GeoJSON
-    /// value (a geo query tests each: no cell covering yet).
-    pub fn key(&self) -> IndexKey {
+    /// Appends the keys this value is kept under: the integer itself; a seeded 64-bit hash
+    /// of a string's or blob's bytes (queries re-check the value); a GeoJSON point's leaf S2
+    /// cell, a region's covering cells (`cover`: the namespace's `geo2dsphere-within`).
+    pub fn keys(&self, cover: &GeoCover, out: &mut Vec<IndexKey>) {
         match self {
-            Indexed::Int(i) => *i,
-            Indexed::Bytes(b) => hash_key(b),
-            Indexed::Geo(..) => 0,
+            Indexed::Int(i) => out.push(*i),
+            Indexed::Bytes(b) => out.push(hash_key(b)),
+            Indexed::Geo(shape) => out.extend(cover.keys_of(shape)),
         }
     }
 }
@@ -149,6 +150,8 @@ fn geo_of(bytes: &[u8]) -> Option<Indexed> {
 /// replaced whenever the definitions change).
 pub struct NsIndexer {
     pub defs: Vec<Arc<Def>>,
+    /// The namespace's `geo2dsphere-within` (the cells geo values are kept under).
+    pub cover: GeoCover,
 }
 
 impl Indexer for NsIndexer {
@@ -157,8 +160,13 @@ impl Indexer for NsIndexer {
     }
 
     fn keys(&self, record: &Record, out: &mut Vec<(IndexId, IndexKey)>) {
+        let mut keys = Vec::new();
         for def in &self.defs {
-            out.extend(values_of(def, record).iter().map(|v| (def.id, v.key())));
+            for v in values_of(def, record) {
+                keys.clear();
+                v.keys(&self.cover, &mut keys);
+                out.extend(keys.iter().map(|k| (def.id, *k)));
+            }
         }
     }
 }
@@ -216,7 +224,9 @@ mod tests {
         assert!(values_of(&num, &record("s", ptype::STRING, b"7".to_vec())).is_empty());
         let s = def(IndexType::Default, DataType::String, None);
         let v = values_of(&s, &record("s", ptype::STRING, b"ab".to_vec()));
-        assert_eq!(v[0].key(), hash_key(b"ab"));
+        let mut keys = Vec::new();
+        v[0].keys(&GeoCover::default(), &mut keys);
+        assert_eq!(keys, [hash_key(b"ab")]);
     }
 
     #[test]

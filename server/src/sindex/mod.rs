@@ -9,6 +9,7 @@
 //! The catalog is locked only by info commands and by a shard's reconcile, never on the
 //! data path. A definition change is made durable before it is answered `ok`.
 
+pub mod cells;
 pub mod def;
 pub mod keys;
 pub mod meta;
@@ -398,7 +399,10 @@ pub fn sync(core: &Rc<Core>, ns: usize) {
         core.node.namespaces[ns].sindex_usage.forget(*id);
     }
     let indexer = (!defs.is_empty()).then(|| {
-        Rc::new(keys::NsIndexer { defs: defs.clone() }) as Rc<dyn apogee_engine::sindex::Indexer>
+        Rc::new(keys::NsIndexer {
+            defs: defs.clone(),
+            cover: core.node.config.namespaces[ns].geo2dsphere_within,
+        }) as Rc<dyn apogee_engine::sindex::Indexer>
     });
     // The indexer first: from the moment an index is kept, every write indexes it.
     store.set_indexer(indexer);

@@ -20,6 +20,7 @@ use apogee_wire::msg::{Field, Message};
 use apogee_wire::{Digest, FieldType, ResultCode};
 use futures_util::stream::{self, StreamExt};
 
+use super::cells::{self, GeoCover};
 use super::def::{DataType, DefRef, IndexType};
 use super::keys::{hash_key, values_of, Indexed};
 use crate::core::Core;
@@ -70,12 +71,14 @@ impl Predicate {
         }
     }
 
-    /// The keys entries that may match lie within.
-    fn key_range(&self) -> (IndexKey, IndexKey) {
+    /// The key ranges (inclusive, sorted, disjoint) entries that may match lie within: a
+    /// geo query's are S2 cells (`cover`: the namespace's `geo2dsphere-within`).
+    fn key_ranges(&self, cover: &GeoCover) -> Vec<(IndexKey, IndexKey)> {
         match self {
-            Predicate::Range(lo, hi) => (*lo, *hi),
-            Predicate::Equals(b) => (hash_key(b), hash_key(b)),
-            Predicate::Within(_) | Predicate::Contains(_) => (0, 0),
+            Predicate::Range(lo, hi) => vec![(*lo, *hi)],
+            Predicate::Equals(b) => vec![(hash_key(b), hash_key(b))],
+            Predicate::Within(region) => cover.within_ranges(region),
+            Predicate::Contains(point) => cells::containing_ranges(point),
         }
     }
 }
@@ -86,6 +89,10 @@ impl Predicate {
 pub struct IndexQuery {
     pub def: DefRef,
     pub predicate: Predicate,
+    /// Where the entries that may match lie ([`Predicate::key_ranges`]).
+    pub ranges: Vec<(IndexKey, IndexKey)>,
+    /// The namespace's `geo2dsphere-within`, to know a geo value's keys when re-checking.
+    pub cover: GeoCover,
     /// Per resumed partition: continue strictly after this (bval, digest).
     pub resume: HashMap<u16, (IndexKey, Digest)>,
 }
@@ -199,9 +206,12 @@ fn parse(
             }
         }
     };
+    let cover = core.node.config.namespaces[ns].geo2dsphere_within;
     Ok(IndexQuery {
         def,
+        ranges: predicate.key_ranges(&cover),
         predicate,
+        cover,
         resume: resume_points(msg)?,
     })
 }
@@ -250,13 +260,18 @@ fn resume_points(msg: &Message) -> Result<HashMap<u16, (IndexKey, Digest)>, Resu
 }
 
 /// Whether a record read for entry (`key`, its digest) is sent: some value of it matches
-/// the filter, and `key` is the smallest key among those that match (a record with several
-/// matching values is sent once, at its first entry in the walk).
+/// the filter, and `key` is the smallest of those values' keys the query walks (a record
+/// with several matching values, or a region under several cells, is sent once, at its
+/// first entry in the walk).
 fn sent_at(q: &IndexQuery, record: &apogee_engine::Record, key: IndexKey) -> bool {
-    values_of(&q.def, record)
-        .iter()
-        .filter(|v| q.predicate.matches(v))
-        .map(Indexed::key)
+    let mut keys = Vec::new();
+    for v in values_of(&q.def, record) {
+        if q.predicate.matches(&v) {
+            v.keys(&q.cover, &mut keys);
+        }
+    }
+    keys.into_iter()
+        .filter(|k| cells::in_ranges(&q.ranges, *k))
         .min()
         == Some(key)
 }
@@ -287,7 +302,12 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
         }
     }
     let id: IndexId = q.def.id;
-    let (first, last) = q.predicate.key_range();
+    // Ranges are walked in order; none (a region with no cells) walks nothing.
+    let mut ranges = q.ranges.iter();
+    let (first, mut last) = ranges
+        .next()
+        .copied()
+        .unwrap_or((IndexKey::MAX, IndexKey::MIN));
     let mut after = first.checked_sub(1).map(|k| (k, Digest([0xff; 20])));
     let mut frame = FrameBuilder::new();
     let mut finished = true;
@@ -378,9 +398,14 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
             }
         }
         drop(reads);
-        match walk.next {
-            Some(n) => after = Some(n),
-            None => break,
+        match (walk.next, ranges.next()) {
+            (Some(n), _) => after = Some(n),
+            // This range is walked: the next one (a geo query's cells).
+            (None, Some(&(first, end))) => {
+                after = first.checked_sub(1).map(|k| (k, Digest([0xff; 20])));
+                last = end;
+            }
+            (None, None) => break,
         }
         futures_lite::future::yield_now().await;
     }

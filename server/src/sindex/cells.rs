@@ -1,0 +1,348 @@
+//! S2 cells for geo2dsphere indexes: the keys a GeoJSON value is kept under, and the key
+//! ranges a geo query walks, with Aerospike's `geo2dsphere-within` settings (`max-cells`,
+//! `min-level`, `max-level`, `level-mod`).
+//!
+//! A point is kept under its leaf cell (level 30); a region (circle or polygon) under the
+//! cells of its covering. A query for points within a region walks the leaf ranges of the
+//! region's covering cells; a query for regions containing a point looks up the point's
+//! ancestor cells at every level, so what a region was indexed under is found whatever the
+//! settings were when it was written. Coverings are computed for a shape that contains the
+//! exact one (a polygon's longitude/latitude box, a circle's cap, each padded a little), so a
+//! covering never misses a value [`apogee_ops::geo::matches`] accepts; queries re-check every
+//! candidate with it (Aerospike's `strict true`).
+//!
+//! Pure functions of a shape and the settings. It must never do unbounded work on a
+//! configuration or a region: coverings are at most [`COVER_CELLS_MAX`] cells.
+
+use apogee_engine::sindex::IndexKey;
+use apogee_ops::geo::{Shape, EARTH_RADIUS_METERS};
+use s2::cap::Cap;
+use s2::cellid::{CellID, MAX_LEVEL};
+use s2::cellunion::CellUnion;
+use s2::latlng::LatLng;
+use s2::point::Point;
+use s2::rect::Rect;
+use s2::region::RegionCoverer;
+use s2::s1::{Angle, Rad};
+
+/// Most cells one covering is denormalized to by `min-level` (beyond it the covering keeps
+/// its coarser cells: a high `min-level` over a large region would otherwise mean millions).
+pub const COVER_CELLS_MAX: usize = 1024;
+/// Most cells `max-cells` may ask for (Aerospike's limit).
+pub const MAX_CELLS_MAX: u64 = 256;
+/// How much a polygon's box is widened, in degrees (about a centimetre), so that a point on
+/// its edge is inside the covering whatever the rounding.
+const BOX_PAD_DEGREES: f64 = 1e-7;
+/// How much a circle's cap is widened, in radians (about a centimetre on the Earth).
+const CAP_PAD_RADIANS: f64 = 2e-9;
+
+/// A namespace's `geo2dsphere-within` settings, with Aerospike's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeoCover {
+    pub min_level: u8,
+    pub max_level: u8,
+    pub max_cells: u16,
+    pub level_mod: u8,
+}
+
+impl Default for GeoCover {
+    fn default() -> GeoCover {
+        GeoCover {
+            min_level: 1,
+            max_level: 20,
+            max_cells: 12,
+            level_mod: 1,
+        }
+    }
+}
+
+/// An index key for a cell id: ids are unsigned and ordered, keys signed, so the top bit is
+/// flipped to keep the order.
+pub fn key_of(cell: CellID) -> IndexKey {
+    (cell.0 ^ (1 << 63)) as IndexKey
+}
+
+/// The leaf cell of a (longitude, latitude) point.
+fn leaf(lon: f64, lat: f64) -> CellID {
+    CellID::from(LatLng::from_degrees(lat, lon))
+}
+
+impl GeoCover {
+    /// The cells covering a region (none for a point). Deterministic: the same region and
+    /// settings always give the same cells.
+    fn covering(&self, region: &Shape) -> Vec<CellID> {
+        let coverer = RegionCoverer {
+            // min-level is applied below, bounded: the coverer subdivides every cell above
+            // it whatever max-cells says.
+            min_level: 0,
+            max_level: self.max_level,
+            level_mod: self.level_mod,
+            max_cells: usize::from(self.max_cells),
+        };
+        let mut union = match region {
+            Shape::Point(..) => return Vec::new(),
+            Shape::Circle(lon, lat, meters) => {
+                let angle = meters / EARTH_RADIUS_METERS + CAP_PAD_RADIANS;
+                let center = Point::from(LatLng::from_degrees(*lat, *lon));
+                let cap = Cap::from_center_angle(&center, &Angle::from(Rad(angle.min(PI))));
+                coverer.covering(&cap)
+            }
+            Shape::Polygons(polygons) => {
+                let mut union = CellUnion(Vec::new());
+                for rings in polygons {
+                    let outer = &rings[0];
+                    let (mut lo_lon, mut lo_lat) = (f64::MAX, f64::MAX);
+                    let (mut hi_lon, mut hi_lat) = (f64::MIN, f64::MIN);
+                    for (lon, lat) in outer {
+                        lo_lon = lo_lon.min(*lon);
+                        hi_lon = hi_lon.max(*lon);
+                        lo_lat = lo_lat.min(*lat);
+                        hi_lat = hi_lat.max(*lat);
+                    }
+                    let pad = BOX_PAD_DEGREES;
+                    let rect = Rect::from_degrees(
+                        (lo_lat - pad).max(-90.0),
+                        (lo_lon - pad).max(-180.0),
+                        (hi_lat + pad).min(90.0),
+                        (hi_lon + pad).min(180.0),
+                    );
+                    union = CellUnion::union(&union, &coverer.covering(&rect));
+                }
+                union
+            }
+        };
+        union.normalize();
+        if self.denormalized_cells(&union) <= COVER_CELLS_MAX {
+            union.denormalize(u64::from(self.min_level), u64::from(self.level_mod.max(1)));
+        }
+        union.0
+    }
+
+    /// How many cells `union` becomes when every cell is at least `min-level` (and its level
+    /// a step of `level-mod` above it), counted without making them: past
+    /// [`COVER_CELLS_MAX`], the answer is only "too many".
+    fn denormalized_cells(&self, union: &CellUnion) -> usize {
+        let min = u64::from(self.min_level);
+        let step = u64::from(self.level_mod.max(1));
+        let mut total = 0usize;
+        for cell in &union.0 {
+            let level = cell.level();
+            let target = if level < min {
+                min
+            } else {
+                // Rounded up to a level min + k * level-mod, at most 30.
+                (min + (level - min).div_ceil(step) * step).min(MAX_LEVEL)
+            };
+            let doublings = 2 * (target.saturating_sub(level));
+            if doublings >= 20 {
+                return usize::MAX;
+            }
+            total += 1 << doublings;
+            if total > COVER_CELLS_MAX {
+                return total;
+            }
+        }
+        total
+    }
+
+    /// The keys a GeoJSON value is kept under: a point's leaf cell, a region's covering
+    /// cells.
+    pub fn keys_of(&self, shape: &Shape) -> Vec<IndexKey> {
+        match shape {
+            Shape::Point(lon, lat) => vec![key_of(leaf(*lon, *lat))],
+            region => self.covering(region).into_iter().map(key_of).collect(),
+        }
+    }
+
+    /// The key ranges (inclusive, sorted, disjoint) holding every point within `region`.
+    pub fn within_ranges(&self, region: &Shape) -> Vec<(IndexKey, IndexKey)> {
+        let mut ranges: Vec<(IndexKey, IndexKey)> = self
+            .covering(region)
+            .iter()
+            .map(|c| (key_of(c.range_min()), key_of(c.range_max())))
+            .collect();
+        merge(&mut ranges);
+        ranges
+    }
+}
+
+const PI: f64 = std::f64::consts::PI;
+
+/// The keys (as one-key ranges, sorted) of every cell containing a point, at every level:
+/// wherever a region holding the point was indexed, one of its cells is among them.
+pub fn containing_ranges(point: &Shape) -> Vec<(IndexKey, IndexKey)> {
+    let Shape::Point(lon, lat) = point else {
+        return Vec::new();
+    };
+    let leaf = leaf(*lon, *lat);
+    let mut ranges: Vec<(IndexKey, IndexKey)> = (0..=MAX_LEVEL)
+        .map(|level| {
+            let k = key_of(leaf.parent(level));
+            (k, k)
+        })
+        .collect();
+    merge(&mut ranges);
+    ranges
+}
+
+/// Sorts ranges and joins those that overlap or touch.
+fn merge(ranges: &mut Vec<(IndexKey, IndexKey)>) {
+    ranges.sort_unstable();
+    let mut out: Vec<(IndexKey, IndexKey)> = Vec::with_capacity(ranges.len());
+    for &(lo, hi) in ranges.iter() {
+        match out.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    *ranges = out;
+}
+
+/// Whether `key` lies in one of `ranges` (sorted, disjoint).
+pub fn in_ranges(ranges: &[(IndexKey, IndexKey)], key: IndexKey) -> bool {
+    let i = ranges.partition_point(|(_, hi)| *hi < key);
+    ranges.get(i).is_some_and(|(lo, _)| *lo <= key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apogee_ops::geo::{matches, parse};
+
+    fn square(lon: f64, lat: f64, side: f64) -> Shape {
+        let (a, b) = (lon + side, lat + side);
+        Shape::Polygons(vec![vec![vec![
+            (lon, lat),
+            (a, lat),
+            (a, b),
+            (lon, b),
+            (lon, lat),
+        ]]])
+    }
+
+    /// A small deterministic generator (no dependency for the tests).
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    #[test]
+    fn every_point_a_region_holds_is_in_its_within_ranges() {
+        let cover = GeoCover::default();
+        let mut seed = 7;
+        // Each region with the spread (degrees) of the sample points thrown around it.
+        let regions = [
+            (square(-122.5, 37.0, 1.5), 2.0),
+            (square(179.0, -89.9, 0.99), 2.0),
+            (square(-0.001, -0.001, 0.002), 0.004),
+            (Shape::Circle(-122.0, 37.5, 5_000.0), 0.2),
+            (Shape::Circle(179.99, 0.0, 50_000.0), 2.0),
+            (Shape::Circle(0.0, 89.99, 20_000.0), 0.5),
+            (Shape::Circle(10.0, 10.0, 0.0), 1.0),
+        ];
+        for (region, spread) in &regions {
+            let ranges = cover.within_ranges(region);
+            assert!(!ranges.is_empty() && ranges.windows(2).all(|w| w[0].1 < w[1].0));
+            let mut inside = 0;
+            for _ in 0..4000 {
+                // Points around the region's middle, some inside, some not.
+                let (lon, lat) = match region {
+                    Shape::Circle(lon, lat, _) => (*lon, *lat),
+                    Shape::Polygons(p) => p[0][0][0],
+                    Shape::Point(..) => unreachable!(),
+                };
+                let p = Shape::Point(
+                    (lon + (lcg(&mut seed) - 0.3) * spread).clamp(-180.0, 180.0),
+                    (lat + (lcg(&mut seed) - 0.3) * spread).clamp(-90.0, 90.0),
+                );
+                if matches(&p, region) {
+                    inside += 1;
+                    let key = cover.keys_of(&p)[0];
+                    assert!(in_ranges(&ranges, key), "{p:?} in {region:?} missed");
+                }
+            }
+            // The edge itself: a polygon's corner and a point on its side.
+            if let Shape::Polygons(p) = region {
+                let (lon, lat) = p[0][0][0];
+                let corner = Shape::Point(lon, lat);
+                assert!(in_ranges(&ranges, cover.keys_of(&corner)[0]));
+            }
+            let radius_zero = matches!(region, Shape::Circle(_, _, r) if *r == 0.0);
+            assert!(radius_zero || inside > 0, "no sample fell in {region:?}");
+        }
+    }
+
+    #[test]
+    fn a_region_is_found_from_any_point_it_holds() {
+        for cover in [
+            GeoCover::default(),
+            GeoCover {
+                min_level: 10,
+                max_level: 12,
+                max_cells: 4,
+                level_mod: 2,
+            },
+            GeoCover {
+                min_level: 30,
+                max_level: 30,
+                max_cells: 256,
+                level_mod: 1,
+            },
+        ] {
+            let mut seed = 11;
+            for region in [
+                square(-122.5, 37.0, 1.5),
+                Shape::Circle(-122.0, 37.5, 2_000.0),
+                Shape::Circle(3.0, -45.0, 300_000.0),
+            ] {
+                let keys = cover.keys_of(&region);
+                assert!(!keys.is_empty() && keys.len() <= COVER_CELLS_MAX);
+                for _ in 0..2000 {
+                    let (lon, lat) = match &region {
+                        Shape::Circle(lon, lat, _) => (*lon, *lat),
+                        Shape::Polygons(p) => p[0][0][0],
+                        Shape::Point(..) => unreachable!(),
+                    };
+                    let p = Shape::Point(
+                        lon + (lcg(&mut seed) - 0.3) * 3.0,
+                        lat + (lcg(&mut seed) - 0.3) * 3.0,
+                    );
+                    if matches(&p, &region) {
+                        let ancestors = containing_ranges(&p);
+                        assert!(
+                            keys.iter().any(|k| in_ranges(&ancestors, *k)),
+                            "{region:?} not found from {p:?} with {cover:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn coverings_are_bounded_and_keys_keep_the_cell_order() {
+        let world = parse(
+            br#"{"type":"Polygon","coordinates":[[[-180,-90],[180,-90],[180,90],[-180,90],[-180,-90]]]}"#,
+        )
+        .unwrap();
+        let fine = GeoCover {
+            min_level: 30,
+            max_level: 30,
+            max_cells: 256,
+            level_mod: 1,
+        };
+        assert!(fine.keys_of(&world).len() <= COVER_CELLS_MAX);
+        assert!(fine.within_ranges(&world).len() <= COVER_CELLS_MAX);
+        let a = CellID(5);
+        let b = CellID(u64::MAX - 3);
+        assert!(key_of(a) < key_of(b));
+        assert!(key_of(CellID((1 << 63) - 1)) < key_of(CellID(1 << 63)));
+        let ranges = vec![(1, 3), (7, 9)];
+        assert!(in_ranges(&ranges, 1) && in_ranges(&ranges, 9) && !in_ranges(&ranges, 5));
+        let mut touching = vec![(5, 6), (1, 4), (2, 3)];
+        merge(&mut touching);
+        assert_eq!(touching, vec![(1, 6)]);
+    }
+}
