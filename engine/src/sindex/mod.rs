@@ -10,14 +10,16 @@
 //! entries. It is plain Rust, no I/O, and it must never hold an entry for a digest that is not
 //! live in the shard's primary index: the store changes both under one borrow.
 
-use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
+pub mod entries;
+
+use std::collections::HashMap;
 
 use apogee_wire::Digest;
 use smallvec::SmallVec;
 
 use crate::cache::DigestHashing;
 use crate::record::Record;
+use entries::Entries;
 
 /// A secondary index's id: unique within a node for the index's lifetime (never reused).
 pub type IndexId = u32;
@@ -34,11 +36,6 @@ pub trait Indexer {
     fn keys(&self, record: &Record, out: &mut Vec<(IndexId, IndexKey)>);
 }
 
-/// Bytes one entry costs in the ordered set, as counted by [`Sindexes::memory_bytes`]: the
-/// (key, digest) pair (32 bytes) and a B-tree node's share of slack and edges (measured: the
-/// process's resident memory grew by this much per entry of a 1 M-record index, less the
-/// per-record map).
-const TREE_ENTRY_BYTES: usize = 52;
 /// Bytes one record with entries costs in the per-record map (digest, one inline entry, the
 /// hash table's load factor).
 const RECORD_BYTES: usize = 56;
@@ -47,7 +44,7 @@ const RECORD_ENTRY_BYTES: usize = 16;
 
 /// The entries of every secondary index of one shard and namespace.
 pub struct Sindexes {
-    trees: HashMap<IndexId, BTreeSet<(IndexKey, Digest)>>,
+    trees: HashMap<IndexId, Entries>,
     /// Per record, its entries sorted by (index, key), without repeats; one entry is kept
     /// inline (no allocation).
     by_digest: HashMap<Digest, SmallVec<[(IndexId, IndexKey); 1]>, DigestHashing>,
@@ -82,10 +79,10 @@ impl Sindexes {
 
     /// Drops index `id` and every entry it had.
     pub fn drop_index(&mut self, id: IndexId) {
-        let Some(tree) = self.trees.remove(&id) else {
+        let Some(mut tree) = self.trees.remove(&id) else {
             return;
         };
-        for (_, digest) in tree {
+        for (_, digest) in tree.drain() {
             self.entries -= 1;
             if let Some(list) = self.by_digest.get_mut(&digest) {
                 list.retain(|(i, _)| *i != id);
@@ -185,22 +182,17 @@ impl Sindexes {
         after: Option<(IndexKey, Digest)>,
         last: IndexKey,
     ) -> impl Iterator<Item = (IndexKey, Digest)> + '_ {
-        let start = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Unbounded,
-        };
-        let end = Bound::Included((last, Digest([0xff; 20])));
         let empty = after.is_some_and(|(k, _)| k > last);
         self.trees
             .get(&id)
             .filter(|_| !empty)
             .into_iter()
-            .flat_map(move |t| t.range((start, end)).copied())
+            .flat_map(move |t| t.range(after, last))
     }
 
     /// Entries in index `id`.
     pub fn entry_count(&self, id: IndexId) -> usize {
-        self.trees.get(&id).map_or(0, BTreeSet::len)
+        self.trees.get(&id).map_or(0, Entries::len)
     }
 
     /// Records holding at least one entry.
@@ -214,7 +206,7 @@ impl Sindexes {
         let n = self.entry_count(id);
         let records = self.by_digest.len();
         let extra = self.entries.saturating_sub(records);
-        n * TREE_ENTRY_BYTES
+        self.trees.get(&id).map_or(0, Entries::memory_bytes)
             + (RECORD_BYTES * records + RECORD_ENTRY_BYTES * extra) * n / self.entries.max(1)
     }
 
@@ -223,14 +215,14 @@ impl Sindexes {
             .trees
             .get_mut(&id)
             .expect("entries only for kept indexes")
-            .insert((key, digest));
+            .insert(key, &digest);
         debug_assert!(inserted, "an entry held twice");
         self.entries += 1;
     }
 
     fn untree(&mut self, id: IndexId, key: IndexKey, digest: Digest) {
         if let Some(t) = self.trees.get_mut(&id) {
-            let removed = t.remove(&(key, digest));
+            let removed = t.remove(key, &digest);
             debug_assert!(removed, "a record's entry missing from its index");
             self.entries -= 1;
         }
@@ -240,7 +232,7 @@ impl Sindexes {
     fn check(&self) {
         debug_assert_eq!(
             self.entries,
-            self.trees.values().map(BTreeSet::len).sum::<usize>()
+            self.trees.values().map(Entries::len).sum::<usize>()
         );
     }
 }
