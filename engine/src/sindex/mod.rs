@@ -126,18 +126,25 @@ impl Sindexes {
         if !self.trees.contains_key(&id) {
             return;
         }
-        if !self.by_digest.contains_key(&digest) {
-            // The build's common case: the record has no entries yet.
+        if keys.is_empty() && !self.by_digest.contains_key(&digest) {
+            return;
+        }
+        if let std::collections::hash_map::Entry::Vacant(vacant) = self.by_digest.entry(digest) {
+            // The build's common case: the record has no entries yet (one hash lookup).
             let mut mine: SmallVec<[(IndexId, IndexKey); 1]> =
                 keys.iter().map(|k| (id, *k)).collect();
-            mine.sort_unstable();
-            mine.dedup();
+            if mine.len() > 1 {
+                mine.sort_unstable();
+                mine.dedup();
+            }
+            let tree = self.trees.get_mut(&id).expect("checked above");
             for (_, key) in &mine {
-                self.tree(id, *key, digest);
+                let inserted = tree.insert(*key, &digest);
+                debug_assert!(inserted, "an entry held twice");
             }
-            if !mine.is_empty() {
-                self.by_digest.insert(digest, mine);
-            }
+            self.entries += mine.len();
+            vacant.insert(mine);
+            self.check();
             return;
         }
         let mut all: Vec<(IndexId, IndexKey)> = self
