@@ -2,10 +2,13 @@
 //! region containing a point. Parses the shapes Aerospike accepts (Point, Polygon,
 //! MultiPolygon and its own AeroCircle) from a GeoJSON particle or literal.
 //!
-//! Regions are judged on longitude/latitude as a plane (ray casting) and circles by
-//! great-circle distance; Aerospike uses S2 cells, which agree for regions that do not span
-//! a pole or the antimeridian. Must never panic on hostile JSON: every shape is checked, and
-//! the number of vertices is bounded.
+//! Judged on the sphere as Aerospike's S2 judges them: a polygon's edges are great-circle arcs
+//! (not lines of constant latitude: the top edge of a 2-degree square at 38° N bulges ~300 m
+//! north in its middle, and CE counts a point there as inside), its interior the side of its
+//! rings that does not hold the antipode of its vertices' centre (the smaller region, for any
+//! polygon within a hemisphere), and a circle is every point within its radius along the
+//! great circle. Must never panic on hostile JSON: every shape is checked, and the number of
+//! vertices is bounded.
 
 use crate::error::{OpError, OpResult};
 
@@ -124,27 +127,87 @@ fn distance_meters((lon1, lat1): (f64, f64), (lon2, lat2): (f64, f64)) -> f64 {
     2.0 * EARTH_RADIUS_METERS * a.sqrt().min(1.0).asin()
 }
 
-/// Even-odd ray casting on (longitude, latitude).
-fn in_ring(ring: &[(f64, f64)], (x, y): (f64, f64)) -> bool {
-    let mut inside = false;
-    let mut j = ring.len() - 1;
-    for i in 0..ring.len() {
-        let ((xi, yi), (xj, yj)) = (ring[i], ring[j]);
-        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
-            inside = !inside;
-        }
-        j = i;
+type Vec3 = [f64; 3];
+
+/// A (longitude, latitude) in degrees as a unit vector.
+fn unit((lon, lat): (f64, f64)) -> Vec3 {
+    let (lon, lat) = (lon.to_radians(), lat.to_radians());
+    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+}
+
+fn cross(a: Vec3, b: Vec3) -> Vec3 {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+
+fn dot(a: Vec3, b: Vec3) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+/// Whether the great-circle arcs a–b and c–d (each shorter than half a circle) cross at a
+/// point interior to both: the four triangles they make turn consistently.
+fn arcs_cross(a: Vec3, b: Vec3, c: Vec3, d: Vec3) -> bool {
+    let ab = cross(a, b);
+    let acb = -dot(ab, c);
+    let bda = dot(ab, d);
+    if acb * bda <= 0.0 {
+        return false;
     }
-    inside
+    let cd = cross(c, d);
+    let cbd = -dot(cd, b);
+    let dac = dot(cd, a);
+    acb * cbd > 0.0 && acb * dac > 0.0
+}
+
+/// Whether `p` lies inside a ring of `vertices` (closed: the last repeats the first) whose
+/// outside holds `outside`: the arc from `p` to `outside` crosses the ring's edges an odd
+/// number of times.
+fn in_ring(vertices: &[Vec3], p: Vec3, outside: Vec3) -> bool {
+    vertices
+        .windows(2)
+        .filter(|e| arcs_cross(p, outside, e[0], e[1]))
+        .count()
+        % 2
+        == 1
+}
+
+/// A point surely outside a polygon: the antipode of its outer ring's vertices' centre, moved
+/// off any vertex (so no edge passes through it).
+fn outside_of(ring: &[Vec3]) -> Vec3 {
+    let mut c = [0.0; 3];
+    for v in ring {
+        for i in 0..3 {
+            c[i] -= v[i];
+        }
+    }
+    // A tiny fixed tilt keeps the reference off the ring's own great circles.
+    c[0] += 1e-9;
+    c[1] += 2e-9;
+    let n = dot(c, c).sqrt();
+    if n < 1e-12 {
+        return unit((0.0, -90.0));
+    }
+    [c[0] / n, c[1] / n, c[2] / n]
+}
+
+fn polygon_contains(rings: &[Vec<(f64, f64)>], p: (f64, f64)) -> bool {
+    let rings: Vec<Vec<Vec3>> = rings
+        .iter()
+        .map(|r| r.iter().copied().map(unit).collect())
+        .collect();
+    let outside = outside_of(&rings[0]);
+    let p = unit(p);
+    in_ring(&rings[0], p, outside) && !rings[1..].iter().any(|hole| in_ring(hole, p, outside))
 }
 
 fn region_contains(region: &Shape, p: (f64, f64)) -> bool {
     match region {
         Shape::Point(..) => false,
         Shape::Circle(lon, lat, r) => distance_meters((*lon, *lat), p) <= *r,
-        Shape::Polygons(polys) => polys
-            .iter()
-            .any(|rings| in_ring(&rings[0], p) && !rings[1..].iter().any(|hole| in_ring(hole, p))),
+        Shape::Polygons(polys) => polys.iter().any(|rings| polygon_contains(rings, p)),
     }
 }
 
@@ -171,6 +234,37 @@ mod tests {
         assert!(matches(&circle, &point));
         let far = parse(br#"{"type":"Point","coordinates":[-60.5,20]}"#).unwrap();
         assert!(!matches(&far, &circle));
+        // Great-circle edges, as Aerospike CE 8.1.2.0 answered for this square: its top edge
+        // bulges north (38.003 N is inside), its bottom edge too (36.003 N is outside).
+        let sq = parse(
+            br#"{"type":"Polygon","coordinates":[[[-123,36],[-121,36],[-121,38],
+            [-123,38],[-123,36]]]}"#,
+        )
+        .unwrap();
+        for (lat, inside) in [
+            (38.003, true),
+            (38.01, false),
+            (36.003, false),
+            (36.01, true),
+        ] {
+            assert_eq!(matches(&Shape::Point(-122.0, lat), &sq), inside, "{lat}");
+        }
+        // Across the antimeridian, and a hole.
+        let wrap = parse(
+            br#"{"type":"Polygon","coordinates":[[[179,-1],[-179,-1],[-179,1],
+            [179,1],[179,-1]]]}"#,
+        )
+        .unwrap();
+        assert!(matches(&Shape::Point(180.0, 0.0), &wrap));
+        assert!(matches(&Shape::Point(-179.5, 0.5), &wrap));
+        assert!(!matches(&Shape::Point(0.0, 0.0), &wrap));
+        let holed = parse(
+            br#"{"type":"Polygon","coordinates":[[[0,0],[4,0],[4,4],[0,4],[0,0]],
+            [[1,1],[3,1],[3,3],[1,3],[1,1]]]}"#,
+        )
+        .unwrap();
+        assert!(matches(&Shape::Point(0.5, 2.0), &holed));
+        assert!(!matches(&Shape::Point(2.0, 2.0), &holed));
         let square = br#"{"type":"Polygon","coordinates":[[[-122.5,37.0],[-121.0,37.0],
             [-121.0,38.08],[-122.5,38.08],[-122.5,37.0]]]}"#;
         let square = parse(square).unwrap();

@@ -42,6 +42,7 @@ INDEXES = [
     ("sd_mv", "m", aerospike.INDEX_TYPE_MAPVALUES, aerospike.INDEX_NUMERIC, None),
     ("sd_g", "g", aerospike.INDEX_TYPE_DEFAULT, aerospike.INDEX_GEO2DSPHERE, None),
     ("sd_r", "r", aerospike.INDEX_TYPE_DEFAULT, aerospike.INDEX_GEO2DSPHERE, None),
+    ("sd_e", "e", aerospike.INDEX_TYPE_DEFAULT, aerospike.INDEX_GEO2DSPHERE, None),
     ("sd_n", "n", aerospike.INDEX_TYPE_LIST, aerospike.INDEX_NUMERIC,
      [cdt_ctx.cdt_ctx_list_index(0)]),
 ]
@@ -60,6 +61,15 @@ def record(i):
                                 "coordinates": [(i % 20) - 10 + 0.25, (i % 16) - 8 + 0.5]}),
         "n": [[i % 4, i % 9], i],
     }
+    # Points a few hundred metres from a polygon's edges, where great-circle edges and lines
+    # of constant latitude disagree, and points around the antimeridian.
+    if i % 2 == 0:
+        lat = (38.001, 38.004, 38.008, 38.02, 35.999, 36.002, 36.006, 36.02)[i // 2 % 8]
+        lon = -122.0 + (i // 16 % 5) * 0.2 - 0.4
+    else:
+        lon = (179.5, -179.5, 178.9, -178.9, 180.0, 179.99)[i // 2 % 6]
+        lat = (0.0, 0.99, 1.01, -0.999)[i // 12 % 4]
+    bins["e"] = aerospike.GeoJSON({"type": "Point", "coordinates": [lon, lat]})
     if i % 17 == 0:
         bins["i"] = f"not an integer {i}"
         bins["s"] = i
@@ -76,6 +86,12 @@ def queries():
     """(label, set, predicate[, context]) of every query compared."""
     square = {"type": "Polygon",
               "coordinates": [[[-3.0, -3.0], [3.0, -3.0], [3.0, 3.0], [-3.0, 3.0], [-3.0, -3.0]]]}
+    two_degrees = {"type": "Polygon", "coordinates": [[[-123.0, 36.0], [-121.0, 36.0],
+                                                        [-121.0, 38.0], [-123.0, 38.0],
+                                                        [-123.0, 36.0]]]}
+    antimeridian = {"type": "Polygon", "coordinates": [[[179.0, -1.0], [-179.0, -1.0],
+                                                         [-179.0, 1.0], [179.0, 1.0],
+                                                         [179.0, -1.0]]]}
     return [
         ("int between -5..5", SET, p.between("i", -5, 5)),
         ("int equals 0", SET, p.equals("i", 0)),
@@ -97,6 +113,10 @@ def queries():
         ("geo points within square", SET, p.geo_within_geojson_region("g", json.dumps(square))),
         ("geo points within 300 km of (1, 1)", SET, p.geo_within_radius("g", 1.0, 1.0, 300000)),
         ("geo regions containing (0, 0)", SET, p.geo_contains_point("r", 0.0, 0.0)),
+        ("geo points near a 2-degree square's edges", SET,
+         p.geo_within_geojson_region("e", json.dumps(two_degrees))),
+        ("geo points within a box across the antimeridian", SET,
+         p.geo_within_geojson_region("e", json.dumps(antimeridian))),
         ("no index on bin", SET, p.equals("zz", 1)),
         ("string filter on numeric index", SET, p.equals("i", "x")),
         ("list filter on default index", SET, p.contains("i", aerospike.INDEX_TYPE_LIST, 1)),

@@ -7,7 +7,8 @@
 //! region's covering cells; a query for regions containing a point looks up the point's
 //! ancestor cells at every level, so what a region was indexed under is found whatever the
 //! settings were when it was written. Coverings are computed for a shape that contains the
-//! exact one (a polygon's longitude/latitude box, a circle's cap, each padded a little), so a
+//! exact one (the bounding box of a polygon's great-circle edges, a circle's cap, each padded
+//! a little), so a
 //! covering never misses a value [`apogee_ops::geo::matches`] accepts; queries re-check every
 //! candidate with it (Aerospike's `strict true`).
 //!
@@ -21,7 +22,7 @@ use s2::cellid::{CellID, MAX_LEVEL};
 use s2::cellunion::CellUnion;
 use s2::latlng::LatLng;
 use s2::point::Point;
-use s2::rect::Rect;
+use s2::rect_bounder::RectBounder;
 use s2::region::RegionCoverer;
 use s2::s1::{Angle, Rad};
 
@@ -30,8 +31,8 @@ use s2::s1::{Angle, Rad};
 pub const COVER_CELLS_MAX: usize = 1024;
 /// Most cells `max-cells` may ask for (Aerospike's limit).
 pub const MAX_CELLS_MAX: u64 = 256;
-/// How much a polygon's box is widened, in degrees (about a centimetre), so that a point on
-/// its edge is inside the covering whatever the rounding.
+/// How much a polygon's bounding box is widened, in degrees (about a centimetre), so that a
+/// point on its edge is inside the covering whatever the rounding.
 const BOX_PAD_DEGREES: f64 = 1e-7;
 /// How much a circle's cap is widened, in radians (about a centimetre on the Earth).
 const CAP_PAD_RADIANS: f64 = 2e-9;
@@ -90,22 +91,14 @@ impl GeoCover {
             Shape::Polygons(polygons) => {
                 let mut union = CellUnion(Vec::new());
                 for rings in polygons {
-                    let outer = &rings[0];
-                    let (mut lo_lon, mut lo_lat) = (f64::MAX, f64::MAX);
-                    let (mut hi_lon, mut hi_lat) = (f64::MIN, f64::MIN);
-                    for (lon, lat) in outer {
-                        lo_lon = lo_lon.min(*lon);
-                        hi_lon = hi_lon.max(*lon);
-                        lo_lat = lo_lat.min(*lat);
-                        hi_lat = hi_lat.max(*lat);
+                    // The bound of the outer ring's great-circle edges (they bulge past their
+                    // vertices' latitudes), padded.
+                    let mut bounder = RectBounder::new();
+                    for (lon, lat) in &rings[0] {
+                        bounder.add_point(&Point::from(LatLng::from_degrees(*lat, *lon)));
                     }
-                    let pad = BOX_PAD_DEGREES;
-                    let rect = Rect::from_degrees(
-                        (lo_lat - pad).max(-90.0),
-                        (lo_lon - pad).max(-180.0),
-                        (hi_lat + pad).min(90.0),
-                        (hi_lon + pad).min(180.0),
-                    );
+                    let pad = LatLng::from_degrees(BOX_PAD_DEGREES, BOX_PAD_DEGREES);
+                    let rect = bounder.get_bound().expanded(&pad).polar_closure();
                     union = CellUnion::union(&union, &coverer.covering(&rect));
                 }
                 union
