@@ -133,3 +133,42 @@ def test_geo_queries_equal_a_filtered_scan(apogee):
     # The random queries found something (a test that matched nothing would prove little).
     assert asked > 200, asked
     client.close()
+
+
+def test_geojson_aerospike_would_not_store_is_refused_with_160(server):
+    """A put of a shape Aerospike does not know, a coordinate out of range, a ring under 4
+    points or a ring crossing itself answers 160 (as CE 8.1.2.0 does) and changes nothing;
+    a query for points within a ring crossing itself answers 4."""
+    client = server.client()
+    key = (NS, "geobad", 1)
+    good = aerospike.GeoJSON({"type": "Point", "coordinates": [1.0, 2.0]})
+    client.put(key, {"g": good, "n": 1})
+    bowtie = {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}
+    for bad in ('{"type":"Blah","coordinates":[1,2]}',
+                '{"type":"Point","coordinates":[200,2]}',
+                '{"type":"Polygon","coordinates":[[[0,0],[1,1],[0,0]]]}',
+                json.dumps(bowtie)):
+        try:
+            client.put(key, {"g": aerospike.geojson(bad), "n": 2})
+        except aerospike.exception.AerospikeError as e:
+            assert e.code == 160, (bad, e.code)
+        else:
+            raise AssertionError(f"{bad} was stored")
+    _, _, bins = client.get(key)
+    assert bins["n"] == 1 and str(bins["g"]) == str(good)
+    # CE stores a circle whatever its radius, and a ring with a repeated vertex.
+    client.put(key, {"g": aerospike.geojson('{"type":"AeroCircle","coordinates":[[0,0],-5]}')})
+    client.put(key, {"g": aerospike.GeoJSON({"type": "Polygon", "coordinates": [
+        [[0, 0], [5, 0], [5, 0], [5, 5], [0, 5], [0, 0]]]})})
+    client.index_single_value_create(NS, "geobad", "g", aerospike.INDEX_GEO2DSPHERE, "geobad_g")
+    wait_for(lambda: "load_pct=100" in info(server.port, f"sindex/{NS}/geobad_g\n"),
+             "geobad_g to be built", timeout=30)
+    query = client.query(NS, "geobad")
+    query.where(p.geo_within_geojson_region("g", json.dumps(bowtie)))
+    try:
+        query.results()
+    except aerospike.exception.AerospikeError as e:
+        assert e.code == 4, e.code
+    else:
+        raise AssertionError("a query within a ring crossing itself was answered")
+    client.close()

@@ -31,6 +31,9 @@ pub enum ResultCode {
     SecurityNotEnabled = 52,
     /// A UDF failed; its message is in the reply's FAILURE bin (AS_ERR_UDF_EXECUTION).
     UdfBadResponse = 100,
+    /// A GeoJSON bin value Aerospike would not store: not a shape it knows, coordinates out of
+    /// range, a ring under 4 points or crossing itself (AS_ERR_GEO_INVALID_GEOJSON).
+    GeoInvalidGeojson = 160,
     /// A query names a secondary index that does not exist (AS_ERR_SINDEX_NOT_FOUND).
     IndexNotFound = 201,
     /// The index exists but its background build has not finished (AS_ERR_SINDEX_NOT_READABLE).

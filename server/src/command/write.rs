@@ -94,7 +94,19 @@ fn check_request(msg: &Message) -> Result<(), ResultCode> {
         }
         if op.op_type == OpType::WRITE {
             check_collection(op.particle_type, &op.value)?;
+            check_geojson(op.particle_type, &op.value)?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses a GeoJSON bin value Aerospike would not store (result 160): one that does not
+/// parse as a shape it knows, or a polygon ring that crosses itself.
+fn check_geojson(particle_type: u8, bytes: &[u8]) -> Result<(), ResultCode> {
+    if particle_type == apogee_ops::value::ptype::GEOJSON
+        && apogee_ops::geo::validate(bytes).is_err()
+    {
+        return Err(ResultCode::GeoInvalidGeojson);
     }
     Ok(())
 }
