@@ -162,15 +162,16 @@ fn distance_meters((lon1, lat1): (f64, f64), (lon2, lat2): (f64, f64)) -> f64 {
     2.0 * EARTH_RADIUS_METERS * a.sqrt().min(1.0).asin()
 }
 
-type Vec3 = [f64; 3];
+/// A point of the unit sphere.
+pub type Vec3 = [f64; 3];
 
 /// A (longitude, latitude) in degrees as a unit vector.
-fn unit((lon, lat): (f64, f64)) -> Vec3 {
+pub fn unit((lon, lat): (f64, f64)) -> Vec3 {
     let (lon, lat) = (lon.to_radians(), lat.to_radians());
     [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
 }
 
-fn cross(a: Vec3, b: Vec3) -> Vec3 {
+pub fn cross(a: Vec3, b: Vec3) -> Vec3 {
     [
         a[1] * b[2] - a[2] * b[1],
         a[2] * b[0] - a[0] * b[2],
@@ -178,13 +179,13 @@ fn cross(a: Vec3, b: Vec3) -> Vec3 {
     ]
 }
 
-fn dot(a: Vec3, b: Vec3) -> f64 {
+pub fn dot(a: Vec3, b: Vec3) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
 /// Whether the great-circle arcs a–b and c–d (each shorter than half a circle) cross at a
 /// point interior to both: the four triangles they make turn consistently.
-fn arcs_cross(a: Vec3, b: Vec3, c: Vec3, d: Vec3) -> bool {
+pub fn arcs_cross(a: Vec3, b: Vec3, c: Vec3, d: Vec3) -> bool {
     let ab = cross(a, b);
     let acb = -dot(ab, c);
     let bda = dot(ab, d);
@@ -229,13 +230,36 @@ fn outside_of(ring: &[Vec3]) -> Vec3 {
 }
 
 fn polygon_contains(rings: &[Vec<(f64, f64)>], p: (f64, f64)) -> bool {
-    let rings: Vec<Vec<Vec3>> = rings
-        .iter()
-        .map(|r| r.iter().copied().map(unit).collect())
-        .collect();
-    let outside = outside_of(&rings[0]);
-    let p = unit(p);
-    in_ring(&rings[0], p, outside) && !rings[1..].iter().any(|hole| in_ring(hole, p, outside))
+    SpherePolygon::new(rings).contains(unit(p))
+}
+
+/// A polygon's rings as unit vectors (each closed: its last vertex repeats its first), with a
+/// point outside it, for repeated containment tests (a geo index's covering).
+#[derive(Debug, Clone)]
+pub struct SpherePolygon {
+    pub rings: Vec<Vec<Vec3>>,
+    outside: Vec3,
+}
+
+impl SpherePolygon {
+    /// `rings`: an outer ring then its holes, (longitude, latitude) in degrees, as
+    /// [`parse`] gives them (at least 4 vertices each).
+    pub fn new(rings: &[Vec<(f64, f64)>]) -> SpherePolygon {
+        let rings: Vec<Vec<Vec3>> = rings
+            .iter()
+            .map(|r| r.iter().copied().map(unit).collect())
+            .collect();
+        let outside = outside_of(&rings[0]);
+        SpherePolygon { rings, outside }
+    }
+
+    /// Whether `p` is inside the outer ring and outside every hole.
+    pub fn contains(&self, p: Vec3) -> bool {
+        in_ring(&self.rings[0], p, self.outside)
+            && !self.rings[1..]
+                .iter()
+                .any(|hole| in_ring(hole, p, self.outside))
+    }
 }
 
 fn region_contains(region: &Shape, p: (f64, f64)) -> bool {

@@ -136,15 +136,16 @@ def test_geo_queries_equal_a_filtered_scan(apogee):
 
 
 def test_geojson_aerospike_would_not_store_is_refused_with_160(server):
-    """A put of a shape Aerospike does not know, a coordinate out of range, a ring under 4
-    points or a ring crossing itself answers 160 (as CE 8.1.2.0 does) and changes nothing;
+    """A put of a region too large for max-cells, a shape Aerospike does not know, a
+    coordinate out of range, a ring under 4 points or a ring crossing itself answers 160 (as CE 8.1.2.0 does) and changes nothing;
     a query for points within a ring crossing itself answers 4."""
     client = server.client()
     key = (NS, "geobad", 1)
     good = aerospike.GeoJSON({"type": "Point", "coordinates": [1.0, 2.0]})
     client.put(key, {"g": good, "n": 1})
     bowtie = {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}
-    for bad in ('{"type":"Blah","coordinates":[1,2]}',
+    for bad in ('{"type":"AeroCircle","coordinates":[[10,20],9000000]}',
+                '{"type":"Blah","coordinates":[1,2]}',
                 '{"type":"Point","coordinates":[200,2]}',
                 '{"type":"Polygon","coordinates":[[[0,0],[1,1],[0,0]]]}',
                 json.dumps(bowtie)):
@@ -156,8 +157,10 @@ def test_geojson_aerospike_would_not_store_is_refused_with_160(server):
             raise AssertionError(f"{bad} was stored")
     _, _, bins = client.get(key)
     assert bins["n"] == 1 and str(bins["g"]) == str(good)
-    # CE stores a circle whatever its radius, and a ring with a repeated vertex.
+    # CE stores a circle with a negative radius or of 6,000 km (9,000 km is over max-cells),
+    # and a ring with a repeated vertex.
     client.put(key, {"g": aerospike.geojson('{"type":"AeroCircle","coordinates":[[0,0],-5]}')})
+    client.put(key, {"g": aerospike.geojson('{"type":"AeroCircle","coordinates":[[10,20],6e6]}')})
     client.put(key, {"g": aerospike.GeoJSON({"type": "Polygon", "coordinates": [
         [[0, 0], [5, 0], [5, 0], [5, 5], [0, 5], [0, 0]]]})})
     client.index_single_value_create(NS, "geobad", "g", aerospike.INDEX_GEO2DSPHERE, "geobad_g")

@@ -19,6 +19,8 @@ use super::{
 };
 use apogee_ops::exp::Meta;
 
+use crate::sindex::cells::GeoCover;
+
 /// Applies the GENERATION / GENERATION_GT policy against the stored generation (0 = missing).
 pub fn check_generation(info2_bits: u8, wanted: u32, stored: u16) -> Result<(), ResultCode> {
     let stored = u32::from(stored);
@@ -48,7 +50,7 @@ fn check_collection(particle_type: u8, bytes: &[u8]) -> Result<(), ResultCode> {
 }
 
 /// Request-shape checks of the real server (spec §6.4 step 1).
-fn check_request(msg: &Message) -> Result<(), ResultCode> {
+fn check_request(msg: &Message, geo: &GeoCover) -> Result<(), ResultCode> {
     let h = &msg.header;
     if msg.ops.is_empty() {
         return Err(ResultCode::Parameter);
@@ -94,18 +96,22 @@ fn check_request(msg: &Message) -> Result<(), ResultCode> {
         }
         if op.op_type == OpType::WRITE {
             check_collection(op.particle_type, &op.value)?;
-            check_geojson(op.particle_type, &op.value)?;
+            check_geojson(op.particle_type, &op.value, geo)?;
         }
     }
     Ok(())
 }
 
 /// Refuses a GeoJSON bin value Aerospike would not store (result 160): one that does not
-/// parse as a shape it knows, or a polygon ring that crosses itself.
-fn check_geojson(particle_type: u8, bytes: &[u8]) -> Result<(), ResultCode> {
-    if particle_type == apogee_ops::value::ptype::GEOJSON
-        && apogee_ops::geo::validate(bytes).is_err()
-    {
+/// parse as a shape it knows, a polygon ring that crosses itself, or a region too large for
+/// the namespace's `geo2dsphere-within` ([`GeoCover::fits`]).
+fn check_geojson(particle_type: u8, bytes: &[u8], geo: &GeoCover) -> Result<(), ResultCode> {
+    if particle_type != apogee_ops::value::ptype::GEOJSON {
+        return Ok(());
+    }
+    let fits = apogee_ops::geo::validate(bytes).is_ok()
+        && apogee_ops::geo::parse(bytes).map_or(true, |shape| geo.fits(&shape));
+    if !fits {
         return Err(ResultCode::GeoInvalidGeojson);
     }
     Ok(())
@@ -494,7 +500,7 @@ pub async fn run(
     digest: Digest,
     image: super::Image<'_>,
 ) -> Result<Reply, ResultCode> {
-    check_request(msg)?;
+    check_request(msg, &ns.geo)?;
     let Some(image) = image else {
         return store
             .update(&digest, |existing| {
@@ -664,6 +670,7 @@ mod tests {
         let limits = WriteLimits {
             default_ttl: 0,
             max_record_size: 1 << 20,
+            geo: GeoCover::default(),
         };
         let mut m = Message::default();
         m.header.info2 = info2::WRITE;
@@ -705,9 +712,12 @@ mod tests {
         let mut m = Message::default();
         m.header.info2 = info2::WRITE;
         m.ops = vec![op(OpType::WRITE, ptype::LIST, "l", nested(DEPTH_MAX))];
-        assert_eq!(check_request(&m), Ok(()));
+        assert_eq!(check_request(&m, &GeoCover::default()), Ok(()));
         m.ops[0].value = nested(DEPTH_MAX + 1);
-        assert_eq!(check_request(&m), Err(ResultCode::Parameter));
+        assert_eq!(
+            check_request(&m, &GeoCover::default()),
+            Err(ResultCode::Parameter)
+        );
         // A map holding the list is one level more.
         m.ops[0] = op(
             OpType::WRITE,
@@ -715,12 +725,18 @@ mod tests {
             "m",
             [&[0x81, 0xa2, 0x03, b'k'][..], &nested(DEPTH_MAX - 1)].concat(),
         );
-        assert_eq!(check_request(&m), Ok(()));
+        assert_eq!(check_request(&m, &GeoCover::default()), Ok(()));
         m.ops[0].value = [&[0x81, 0xa2, 0x03, b'k'][..], &nested(DEPTH_MAX)].concat();
-        assert_eq!(check_request(&m), Err(ResultCode::Parameter));
+        assert_eq!(
+            check_request(&m, &GeoCover::default()),
+            Err(ResultCode::Parameter)
+        );
         // Malformed msgpack in a list bin is refused too.
         m.ops[0] = op(OpType::WRITE, ptype::LIST, "l", vec![0x92, 0x01]);
-        assert_eq!(check_request(&m), Err(ResultCode::Parameter));
+        assert_eq!(
+            check_request(&m, &GeoCover::default()),
+            Err(ResultCode::Parameter)
+        );
 
         // A list op that builds past the limit: 32 context steps down a 64-level bin reach
         // level 33, where appending a list of `n` levels makes the bin 32 + n deep.
@@ -779,6 +795,7 @@ mod tests {
                 let ns = WriteLimits {
                     default_ttl: 0,
                     max_record_size: 1 << 20,
+                    geo: GeoCover::default(),
                 };
                 let digest = Digest::of_string("s", "hot");
                 let incr = |by: i64| {

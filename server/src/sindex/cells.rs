@@ -16,14 +16,16 @@
 //! configuration or a region: coverings are at most [`COVER_CELLS_MAX`] cells.
 
 use apogee_engine::sindex::IndexKey;
-use apogee_ops::geo::{Shape, EARTH_RADIUS_METERS};
+use apogee_ops::geo::{arcs_cross, cross, dot, Shape, SpherePolygon, Vec3, EARTH_RADIUS_METERS};
 use s2::cap::Cap;
+use s2::cell::Cell;
 use s2::cellid::{CellID, MAX_LEVEL};
 use s2::cellunion::CellUnion;
 use s2::latlng::LatLng;
 use s2::point::Point;
+use s2::rect::Rect;
 use s2::rect_bounder::RectBounder;
-use s2::region::RegionCoverer;
+use s2::region::{Region, RegionCoverer};
 use s2::s1::{Angle, Rad};
 
 /// Most cells one covering is denormalized to by `min-level` (beyond it the covering keeps
@@ -72,16 +74,27 @@ impl GeoCover {
     /// The cells covering a region (none for a point). Deterministic: the same region and
     /// settings always give the same cells.
     fn covering(&self, region: &Shape) -> Vec<CellID> {
+        // min-level is applied below, bounded: the coverer subdivides every cell above it
+        // whatever max-cells says.
+        let mut union = self.cells_at(region, 0);
+        union.normalize();
+        if self.denormalized_cells(&union) <= COVER_CELLS_MAX {
+            union.denormalize(u64::from(self.min_level), u64::from(self.level_mod.max(1)));
+        }
+        union.0
+    }
+
+    /// The cells covering a region (none for a point), at least `min_level`, as the coverer
+    /// gives them.
+    fn cells_at(&self, region: &Shape, min_level: u8) -> CellUnion {
         let coverer = RegionCoverer {
-            // min-level is applied below, bounded: the coverer subdivides every cell above
-            // it whatever max-cells says.
-            min_level: 0,
+            min_level,
             max_level: self.max_level,
             level_mod: self.level_mod,
             max_cells: usize::from(self.max_cells),
         };
-        let mut union = match region {
-            Shape::Point(..) => return Vec::new(),
+        match region {
+            Shape::Point(..) => CellUnion(Vec::new()),
             Shape::Circle(lon, lat, meters) => {
                 let angle = meters / EARTH_RADIUS_METERS + CAP_PAD_RADIANS;
                 let center = Point::from(LatLng::from_degrees(*lat, *lon));
@@ -99,16 +112,36 @@ impl GeoCover {
                     }
                     let pad = LatLng::from_degrees(BOX_PAD_DEGREES, BOX_PAD_DEGREES);
                     let rect = bounder.get_bound().expanded(&pad).polar_closure();
-                    union = CellUnion::union(&union, &coverer.covering(&rect));
+                    let cells =
+                        if rings.iter().map(Vec::len).sum::<usize>() <= EXACT_COVER_VERTICES_MAX {
+                            coverer.covering(&PolygonRegion {
+                                polygon: SpherePolygon::new(rings),
+                                rect,
+                            })
+                        } else {
+                            coverer.covering(&rect)
+                        };
+                    // Joined without normalizing (that would merge cells above min-level).
+                    union.0.extend(cells.0);
                 }
                 union
             }
-        };
-        union.normalize();
-        if self.denormalized_cells(&union) <= COVER_CELLS_MAX {
-            union.denormalize(u64::from(self.min_level), u64::from(self.level_mod.max(1)));
         }
-        union.0
+    }
+
+    /// Whether Aerospike stores a GeoJSON value as a bin under these settings: a region
+    /// whose covering at `min-level` takes more than `max-cells` cells is refused (result
+    /// 160; CE 8.1.2.0 refuses a 9,000 km circle and a polygon over [-90..90] x [-10..60],
+    /// stores a 6,000 km circle and [-80..80] x [-10..60]).
+    pub fn fits(&self, shape: &Shape) -> bool {
+        if matches!(shape, Shape::Point(..)) {
+            return true;
+        }
+        let coarse = self.cells_at(shape, 0);
+        if self.denormalized_cells(&coarse) > COVER_CELLS_MAX {
+            return false;
+        }
+        self.cells_at(shape, self.min_level).0.len() <= usize::from(self.max_cells)
     }
 
     /// How many cells `union` becomes when every cell is at least `min-level` (and its level
@@ -160,6 +193,78 @@ impl GeoCover {
 }
 
 const PI: f64 = std::f64::consts::PI;
+
+/// Polygons of up to this many vertices are covered by their own shape; larger ones by their
+/// bounding box (each cell the coverer considers costs a pass over every edge).
+const EXACT_COVER_VERTICES_MAX: usize = 1024;
+/// How much a cell is enlarged, as a fraction of its size, before testing it against a
+/// polygon: a polygon edge lying along a cell edge, or through its corner, then counts as
+/// meeting the cell, so rounding never drops a cell the polygon touches.
+const CELL_GROW: f64 = 0.01;
+
+/// A polygon as the region coverer sees it: its bounding box, and which cells it meets,
+/// judged on the sphere with the same tests as [`apogee_ops::geo::matches`].
+#[derive(Clone)]
+struct PolygonRegion {
+    polygon: SpherePolygon,
+    rect: Rect,
+}
+
+impl Region for PolygonRegion {
+    fn cap_bound(&self) -> Cap {
+        self.rect.cap_bound()
+    }
+
+    fn rect_bound(&self) -> Rect {
+        self.rect.clone()
+    }
+
+    /// Never claimed: the coverer then keeps subdividing such a cell (up to max-cells and
+    /// max-level), which costs covering cells, never correctness.
+    fn contains_cell(&self, _: &Cell) -> bool {
+        false
+    }
+
+    fn intersects_cell(&self, cell: &Cell) -> bool {
+        if !self.rect.intersects(&cell.rect_bound()) {
+            return false;
+        }
+        let c = vec3(&cell.center());
+        let quad: Vec<Vec3> = cell
+            .vertices()
+            .iter()
+            .map(|v| {
+                let v = vec3(v);
+                normalized([
+                    v[0] + (v[0] - c[0]) * CELL_GROW,
+                    v[1] + (v[1] - c[1]) * CELL_GROW,
+                    v[2] + (v[2] - c[2]) * CELL_GROW,
+                ])
+            })
+            .collect();
+        if quad.iter().any(|v| self.polygon.contains(*v)) {
+            return true;
+        }
+        let edges: Vec<(Vec3, Vec3)> = (0..4).map(|k| (quad[k], quad[(k + 1) % 4])).collect();
+        // The cell's vertices run counter-clockwise: inside is left of every edge.
+        let in_quad = |p: Vec3| edges.iter().all(|(a, b)| dot(cross(*a, *b), p) >= 0.0);
+        self.polygon.rings.iter().any(|ring| {
+            ring.iter().any(|p| in_quad(*p))
+                || ring
+                    .windows(2)
+                    .any(|e| edges.iter().any(|(a, b)| arcs_cross(e[0], e[1], *a, *b)))
+        })
+    }
+}
+
+fn vec3(p: &Point) -> Vec3 {
+    [p.0.x, p.0.y, p.0.z]
+}
+
+fn normalized(v: Vec3) -> Vec3 {
+    let n = dot(v, v).sqrt();
+    [v[0] / n, v[1] / n, v[2] / n]
+}
 
 /// The keys (as one-key ranges, sorted) of every cell containing a point, at every level:
 /// wherever a region holding the point was indexed, one of its cells is among them.
@@ -234,6 +339,37 @@ mod tests {
             (Shape::Circle(179.99, 0.0, 50_000.0), 2.0),
             (Shape::Circle(0.0, 89.99, 20_000.0), 0.5),
             (Shape::Circle(10.0, 10.0, 0.0), 1.0),
+            // Within one level-20 cell (its covering's cells must still hold its points).
+            (
+                Shape::Polygons(vec![vec![vec![
+                    (5.0, 5.0),
+                    (5.00001, 5.0),
+                    (5.0, 5.00001),
+                    (5.0, 5.0),
+                ]]]),
+                0.00002,
+            ),
+            // A thin diagonal band, and a ring around the antimeridian.
+            (
+                Shape::Polygons(vec![vec![vec![
+                    (-10.0, -10.0),
+                    (-9.9, -10.0),
+                    (10.0, 10.0),
+                    (9.9, 10.0),
+                    (-10.0, -10.0),
+                ]]]),
+                25.0,
+            ),
+            (
+                Shape::Polygons(vec![vec![vec![
+                    (179.0, -1.0),
+                    (-179.0, -1.0),
+                    (-179.0, 1.0),
+                    (179.0, 1.0),
+                    (179.0, -1.0),
+                ]]]),
+                3.0,
+            ),
         ];
         for (region, spread) in &regions {
             let ranges = cover.within_ranges(region);
@@ -246,8 +382,12 @@ mod tests {
                     Shape::Polygons(p) => p[0][0][0],
                     Shape::Point(..) => unreachable!(),
                 };
+                let mut lon = lon + (lcg(&mut seed) - 0.3) * spread;
+                if lon > 180.0 {
+                    lon -= 360.0;
+                }
                 let p = Shape::Point(
-                    (lon + (lcg(&mut seed) - 0.3) * spread).clamp(-180.0, 180.0),
+                    lon.clamp(-180.0, 180.0),
                     (lat + (lcg(&mut seed) - 0.3) * spread).clamp(-90.0, 90.0),
                 );
                 if matches(&p, region) {
@@ -312,6 +452,82 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn regions_too_large_for_max_cells_do_not_fit_as_aerospike_says() {
+        // Aerospike CE 8.1.2.0 with the default settings stored the first of each pair and
+        // refused the second with 160.
+        let cover = GeoCover::default();
+        let polygon = |ring: &str| {
+            let json = format!(r#"{{"type":"Polygon","coordinates":[{ring}]}}"#);
+            apogee_ops::geo::parse(json.as_bytes()).unwrap()
+        };
+        let cases = [
+            (
+                polygon("[[-80,-10],[0,-10],[80,-10],[80,60],[0,60],[-80,60],[-80,-10]]"),
+                true,
+            ),
+            (
+                polygon("[[-90,-10],[0,-10],[90,-10],[90,60],[0,60],[-90,60],[-90,-10]]"),
+                false,
+            ),
+            (polygon("[[-60,-40],[60,-40],[0,70],[-60,-40]]"), true),
+            (polygon("[[-100,-40],[100,-40],[0,70],[-100,-40]]"), false),
+            (
+                polygon("[[-95,0],[0,0],[95,0],[95,1],[0,1],[-95,1],[-95,0]]"),
+                true,
+            ),
+            (polygon("[[0,40],[90,40],[180,40],[-90,40],[0,40]]"), true),
+            (Shape::Circle(10.0, 20.0, 6_000_000.0), true),
+            (Shape::Circle(10.0, 20.0, 9_000_000.0), false),
+            (Shape::Point(1.0, 2.0), true),
+        ];
+        for (shape, fits) in &cases {
+            assert_eq!(cover.fits(shape), *fits, "{shape:?}");
+        }
+        // A min-level that would need millions of cells never runs the coverer that far.
+        let deep = GeoCover {
+            min_level: 30,
+            max_level: 30,
+            max_cells: 256,
+            level_mod: 1,
+        };
+        assert!(!deep.fits(&Shape::Circle(0.0, 0.0, 1_000_000.0)));
+    }
+
+    #[test]
+    fn a_polygon_is_covered_by_its_shape_not_its_box() {
+        let band = Shape::Polygons(vec![vec![vec![
+            (-10.0, -10.0),
+            (-9.9, -10.0),
+            (10.0, 10.0),
+            (9.9, 10.0),
+            (-10.0, -10.0),
+        ]]]);
+        let leaves = |cells: &[CellID]| -> f64 {
+            cells.iter().map(|c| 4f64.powi(30 - c.level() as i32)).sum()
+        };
+        let cover = GeoCover {
+            max_cells: 64,
+            ..GeoCover::default()
+        };
+        let shape = leaves(&cover.covering(&band));
+        let Shape::Polygons(p) = &band else {
+            unreachable!()
+        };
+        let mut bounder = RectBounder::new();
+        for (lon, lat) in &p[0][0] {
+            bounder.add_point(&Point::from(LatLng::from_degrees(*lat, *lon)));
+        }
+        let coverer = RegionCoverer {
+            min_level: 0,
+            max_level: 20,
+            level_mod: 1,
+            max_cells: 64,
+        };
+        let boxed = leaves(&coverer.covering(&bounder.get_bound()).0);
+        assert!(shape * 3.0 < boxed, "shape {shape:e} leaves, box {boxed:e}");
     }
 
     #[test]
