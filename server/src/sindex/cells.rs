@@ -134,9 +134,18 @@ impl GeoCover {
     /// 160; CE 8.1.2.0 refuses a 9,000 km circle and a polygon over [-90..90] x [-10..60],
     /// stores a 6,000 km circle and [-80..80] x [-10..60]).
     pub fn fits(&self, shape: &Shape) -> bool {
-        if matches!(shape, Shape::Point(..)) {
-            return true;
+        match shape {
+            Shape::Point(..) => true,
+            // Each polygon of a MultiPolygon on its own (CE stores two 10-degree squares,
+            // whose coverings together exceed max-cells).
+            Shape::Polygons(polygons) if polygons.len() > 1 => polygons
+                .iter()
+                .all(|p| self.region_fits(&Shape::Polygons(vec![p.clone()]))),
+            region => self.region_fits(region),
         }
+    }
+
+    fn region_fits(&self, shape: &Shape) -> bool {
         let coarse = self.cells_at(shape, 0);
         if self.denormalized_cells(&coarse) > COVER_CELLS_MAX {
             return false;
@@ -482,6 +491,14 @@ mod tests {
             (Shape::Circle(10.0, 20.0, 6_000_000.0), true),
             (Shape::Circle(10.0, 20.0, 9_000_000.0), false),
             (Shape::Point(1.0, 2.0), true),
+            (
+                apogee_ops::geo::parse(
+                    br#"{"type":"MultiPolygon","coordinates":[[[[0,0],[10,0],[10,10],[0,10],[0,0]]],
+                        [[[20,0],[30,0],[30,10],[20,10],[20,0]]]]}"#,
+                )
+                .unwrap(),
+                true,
+            ),
         ];
         for (shape, fits) in &cases {
             assert_eq!(cover.fits(shape), *fits, "{shape:?}");
