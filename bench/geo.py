@@ -1,13 +1,14 @@
 """Geo query figures of one server (issue 19), printed as one line of JSON: points within a
-small circle through a geo2dsphere index (S2 cell ranges) against a scan with the same
-predicate as a filter expression, and regions containing a point likewise.
+small circle and within a thin triangle through a geo2dsphere index (S2 cell ranges) against
+a scan with the same predicate as a filter expression, and regions containing a point
+likewise.
 
     python bench/geo.py --port 3000 [--records 200000] [--queries 50] [--rounds 2]
 
 Loads `records` records of set `gb`, each a point (bin `p`) spread over a 2 x 2 degree
 square and a circle of 50 m to 5 km around it (bin `r`), with batch writes; indexes both;
-then times `queries` random point-within-circle queries (500 m radius) and as many
-region-containing-point queries, and the equivalent filtered scans. Run by bench/geo.sh
+then times `queries` random point-within-circle queries (500 m radius), as many
+point-within-triangle queries and as many region-containing-point queries, and the equivalent filtered scans. Run by bench/geo.sh
 against Apogee and Aerospike CE in one run.
 """
 
@@ -43,6 +44,12 @@ def load(client, records, rng):
             raise RuntimeError(f"batch write failed: result {bad[0].result}")
 
 
+def triangle(lon, lat):
+    """A thin diagonal triangle of about 0.02 x 0.02 degrees at (lon, lat)."""
+    ring = [[lon, lat], [lon + 0.02, lat + 0.02], [lon + 0.019, lat + 0.021], [lon, lat]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
 def info(client, cmd):
     (_, (err, text)), = client.info_all(cmd).items()
     if err:
@@ -73,7 +80,7 @@ def main():
         centres = [(LON + rng.uniform(-0.9, 0.9), LAT + rng.uniform(-0.9, 0.9))
                    for _ in range(a.queries)]
         out = {}
-        for kind in ("within", "contains"):
+        for kind in ("within", "polygon", "contains"):
             q_times, s_times, found = [], [], 0
             for _ in range(a.rounds):
                 t = time.perf_counter()
@@ -81,6 +88,8 @@ def main():
                     q = client.query(NS, SET)
                     if kind == "within":
                         q.where(p.geo_within_radius("p", lon, lat, 500))
+                    elif kind == "polygon":
+                        q.where(p.geo_within_geojson_region("p", json.dumps(triangle(lon, lat))))
                     else:
                         q.where(p.geo_contains_point("r", lon, lat))
                     found += len(q.results())
@@ -91,6 +100,8 @@ def main():
                     if kind == "within":
                         region = {"type": "AeroCircle", "coordinates": [[lon, lat], 500]}
                         f = exp.CmpGeo(exp.GeoBin("p"), aerospike.GeoJSON(region))
+                    elif kind == "polygon":
+                        f = exp.CmpGeo(exp.GeoBin("p"), aerospike.GeoJSON(triangle(lon, lat)))
                     else:
                         pt = {"type": "Point", "coordinates": [lon, lat]}
                         f = exp.CmpGeo(exp.GeoBin("r"), aerospike.GeoJSON(pt))
