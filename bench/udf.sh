@@ -11,39 +11,7 @@
 # Ports: 3480 (Apogee), 3490..3493 (CE); stops only what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-RECORDS=${RECORDS:-100000}
-CALLS=${CALLS:-20000}
-ROUNDS=${ROUNDS:-3}
-CLIENTS=${CLIENTS:-1}
-CE=${CE:-/work/shared/anchors/aerospike.sh}
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-OUT=${OUT:-$TARGET_DIR/udf-bench}
-PY=${PY:-.venv/bin/python}
-
-cargo build --release -q -p apogee-server
-rm -rf "$OUT" && mkdir -p "$OUT"
-printf '[namespace.test]\nstorage-engine = "memory"\ndata-size = 4294967296\n' > "$OUT/a.toml"
-
-pids=()
-ce_started=""
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ -n "$ce_started" ]; then "$CE" stop 3490 >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
 . bench/lib.sh
 
-args=(--records "$RECORDS" --calls "$CALLS" --rounds "$ROUNDS" --clients "$CLIENTS")
-"$TARGET_DIR/release/apogee" --port 3480 --data-dir "$OUT/data" --config "$OUT/a.toml" \
-    > "$OUT/apogee.log" 2>&1 &
-pids+=($!)
-wait_port 3480
-echo "apogee: $("$PY" bench/udf.py --port 3480 "${args[@]}")"
-
-if [ -z "${NO_CE:-}" ] && [ -x "$CE" ]; then
-    "$CE" start 3490 > "$OUT/ce.log" 2>&1
-    ce_started=1
-    echo "aerospike-ce: $("$PY" bench/udf.py --port 3490 "${args[@]}")"
-fi
+side_by_side udf 3480 3490 bench/udf.py --records "${RECORDS:-100000}" \
+    --calls "${CALLS:-20000}" --rounds "${ROUNDS:-3}" --clients "${CLIENTS:-1}"
