@@ -87,15 +87,22 @@ fn polygon(v: &serde_json::Value, vertices: &mut usize) -> OpResult<Vec<Vec<(f64
 /// edges: a million pairs, about a millisecond); larger rings are taken as they are.
 pub const RING_CHECK_VERTICES_MAX: usize = 1024;
 
-/// Whether a GeoJSON value is one Aerospike stores or queries with: it parses, and no ring of
-/// a polygon crosses itself (up to [`RING_CHECK_VERTICES_MAX`] vertices). Like CE, a
-/// circle's radius is not checked here.
-pub fn validate(bytes: &[u8]) -> OpResult<()> {
-    let shape = match parse(bytes) {
-        Err(OpError::Parameter(why)) if why == NEGATIVE_RADIUS => return Ok(()),
-        other => other?,
-    };
-    if let Shape::Polygons(polygons) = &shape {
+/// A GeoJSON value a write may store, as Aerospike decides: it parses, and no ring of a
+/// polygon crosses itself. Like CE, a circle's radius is not checked: `Ok(None)` is an
+/// AeroCircle whose radius is not a non-negative number (stored, but no shape to judge).
+pub fn validate(bytes: &[u8]) -> OpResult<Option<Shape>> {
+    let shape = parse_any_radius(bytes)?;
+    if let Some(shape) = &shape {
+        check_rings(shape)?;
+    }
+    Ok(shape)
+}
+
+/// Refuses a polygon with a ring that crosses itself (rings of up to
+/// [`RING_CHECK_VERTICES_MAX`] vertices are checked), as Aerospike refuses to store or query
+/// with one.
+pub fn check_rings(shape: &Shape) -> OpResult<()> {
+    if let Shape::Polygons(polygons) = shape {
         for ring in polygons.iter().flatten() {
             if ring.len() <= RING_CHECK_VERTICES_MAX && crosses_itself(ring) {
                 return bad("GeoJSON ring crosses itself");
@@ -116,10 +123,16 @@ fn crosses_itself(ring: &[(f64, f64)]) -> bool {
     })
 }
 
-const NEGATIVE_RADIUS: &str = "AeroCircle radius is not a non-negative number";
-
 /// Parses a GeoJSON particle or literal into a shape.
 pub fn parse(bytes: &[u8]) -> OpResult<Shape> {
+    match parse_any_radius(bytes)? {
+        Some(shape) => Ok(shape),
+        None => bad("AeroCircle radius is not a non-negative number"),
+    }
+}
+
+/// [`parse`], with `None` for an AeroCircle whose radius is not a non-negative number.
+fn parse_any_radius(bytes: &[u8]) -> OpResult<Option<Shape>> {
     let json: serde_json::Value = serde_json::from_slice(json_of(bytes)?)
         .map_err(|_| OpError::Parameter("invalid GeoJSON"))?;
     let coords = &json["coordinates"];
@@ -127,26 +140,26 @@ pub fn parse(bytes: &[u8]) -> OpResult<Shape> {
     match json["type"].as_str() {
         Some("Point") => {
             let (lon, lat) = coord(coords)?;
-            Ok(Shape::Point(lon, lat))
+            Ok(Some(Shape::Point(lon, lat)))
         }
         Some("AeroCircle") => match coords.as_array().map(Vec::as_slice) {
             Some([center, radius]) => {
                 let (lon, lat) = coord(center)?;
-                match radius.as_f64() {
-                    Some(r) if r >= 0.0 && r.is_finite() => Ok(Shape::Circle(lon, lat, r)),
-                    _ => bad(NEGATIVE_RADIUS),
-                }
+                Ok(radius
+                    .as_f64()
+                    .filter(|r| *r >= 0.0 && r.is_finite())
+                    .map(|r| Shape::Circle(lon, lat, r)))
             }
             _ => bad("AeroCircle needs [[longitude, latitude], radius]"),
         },
-        Some("Polygon") => Ok(Shape::Polygons(vec![polygon(coords, &mut vertices)?])),
+        Some("Polygon") => Ok(Some(Shape::Polygons(vec![polygon(coords, &mut vertices)?]))),
         Some("MultiPolygon") => match coords.as_array() {
-            Some(polys) if !polys.is_empty() => Ok(Shape::Polygons(
+            Some(polys) if !polys.is_empty() => Ok(Some(Shape::Polygons(
                 polys
                     .iter()
                     .map(|p| polygon(p, &mut vertices))
                     .collect::<OpResult<_>>()?,
-            )),
+            ))),
             _ => bad("MultiPolygon has no polygon"),
         },
         _ => bad("unsupported GeoJSON type"),
@@ -222,11 +235,16 @@ fn outside_of(ring: &[Vec3]) -> Vec3 {
     // A tiny fixed tilt keeps the reference off the ring's own great circles.
     c[0] += 1e-9;
     c[1] += 2e-9;
-    let n = dot(c, c).sqrt();
-    if n < 1e-12 {
+    if dot(c, c).sqrt() < 1e-12 {
         return unit((0.0, -90.0));
     }
-    [c[0] / n, c[1] / n, c[2] / n]
+    normalized(c)
+}
+
+/// `v` scaled to unit length (`v` must not be zero).
+pub fn normalized(v: Vec3) -> Vec3 {
+    let n = dot(v, v).sqrt();
+    [v[0] / n, v[1] / n, v[2] / n]
 }
 
 fn polygon_contains(rings: &[Vec<(f64, f64)>], p: (f64, f64)) -> bool {

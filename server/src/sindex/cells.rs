@@ -16,7 +16,9 @@
 //! configuration or a region: coverings are at most [`COVER_CELLS_MAX`] cells.
 
 use apogee_engine::sindex::IndexKey;
-use apogee_ops::geo::{arcs_cross, cross, dot, Shape, SpherePolygon, Vec3, EARTH_RADIUS_METERS};
+use apogee_ops::geo::{
+    arcs_cross, cross, dot, normalized, Shape, SpherePolygon, Vec3, EARTH_RADIUS_METERS,
+};
 use s2::cap::Cap;
 use s2::cell::Cell;
 use s2::cellid::{CellID, MAX_LEVEL};
@@ -268,11 +270,6 @@ impl Region for PolygonRegion {
 
 fn vec3(p: &Point) -> Vec3 {
     [p.0.x, p.0.y, p.0.z]
-}
-
-fn normalized(v: Vec3) -> Vec3 {
-    let n = dot(v, v).sqrt();
-    [v[0] / n, v[1] / n, v[2] / n]
 }
 
 /// The keys (as one-key ranges, sorted) of every cell containing a point, at every level:

@@ -199,8 +199,8 @@ fn parse(
             Predicate::Equals(begin)
         }
         DataType::Geo => {
-            geo::validate(&begin).map_err(|_| ResultCode::Parameter)?;
             let shape = geo::parse(&begin).map_err(|_| ResultCode::Parameter)?;
+            geo::check_rings(&shape).map_err(|_| ResultCode::Parameter)?;
             match shape {
                 geo::Shape::Point(..) => Predicate::Contains(shape),
                 _ => Predicate::Within(shape),
