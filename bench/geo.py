@@ -22,6 +22,7 @@ from aerospike import predicates as p
 from aerospike_helpers import expressions as exp
 from aerospike_helpers.batch.records import BatchRecords, Write
 from aerospike_helpers.operations import operations as ops
+from sindex import info  # bench/ is on the path when run as `python bench/geo.py`
 
 NS, SET = "test", "gb"
 BATCH_RECORDS = 2000
@@ -48,13 +49,6 @@ def triangle(lon, lat):
     """A thin diagonal triangle of about 0.02 x 0.02 degrees at (lon, lat)."""
     ring = [[lon, lat], [lon + 0.02, lat + 0.02], [lon + 0.019, lat + 0.021], [lon, lat]]
     return {"type": "Polygon", "coordinates": [ring]}
-
-
-def info(client, cmd):
-    (_, (err, text)), = client.info_all(cmd).items()
-    if err:
-        raise RuntimeError(f"{cmd}: {err}")
-    return text.strip().split("\t")[-1]
 
 
 def main():

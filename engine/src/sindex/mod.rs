@@ -5,7 +5,7 @@
 //!
 //! A key is an `i64`: the integer itself for numeric indexes, a 64-bit hash of the value for
 //! string and blob indexes (a query re-checks the record, so a collision costs a read, never a
-//! wrong answer), a region bucket for geo indexes. What a record's keys are is decided outside
+//! wrong answer), S2 cell ids for geo indexes (a region under several). What a record's keys are is decided outside
 //! the engine by an [`Indexer`] (the server's index definitions); this module only keeps the
 //! entries. It is plain Rust, no I/O, and it must never hold an entry for a digest that is not
 //! live in the shard's primary index: the store changes both under one borrow.
