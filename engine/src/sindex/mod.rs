@@ -156,6 +156,43 @@ impl Sindexes {
         self.replace(digest, &mut all);
     }
 
+    /// A background build's entries of index `id` for many records at once, `(digest, keys)`
+    /// each: as [`Sindexes::replace_in`] for each, but the entries of records with none yet
+    /// (the common case) go into the index as one sorted run.
+    pub fn replace_in_run<'a>(
+        &mut self,
+        id: IndexId,
+        records: impl IntoIterator<Item = (Digest, &'a [IndexKey])>,
+    ) {
+        if !self.trees.contains_key(&id) {
+            return;
+        }
+        let mut run = Vec::new();
+        for (digest, keys) in records {
+            match self.by_digest.entry(digest) {
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    if keys.is_empty() {
+                        continue;
+                    }
+                    let mut mine: SmallVec<[(IndexId, IndexKey); 1]> =
+                        keys.iter().map(|k| (id, *k)).collect();
+                    if mine.len() > 1 {
+                        mine.sort_unstable();
+                        mine.dedup();
+                    }
+                    run.extend(mine.iter().map(|(_, k)| (*k, digest)));
+                    vacant.insert(mine);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => self.replace_in(id, digest, keys),
+            }
+        }
+        let tree = self.trees.get_mut(&id).expect("checked above");
+        let added = tree.insert_run(&run);
+        debug_assert_eq!(added, run.len(), "an entry held twice");
+        self.entries += added;
+        self.check();
+    }
+
     /// Makes room for entries of about `records` more records (a build, which knows how many
     /// records it will walk), so the per-record map does not rehash as it grows.
     pub fn reserve_records(&mut self, records: usize) {

@@ -122,21 +122,26 @@ impl Keydir {
         self.sindexes.drop_index(id);
     }
 
-    /// A background build's entries for one live record of index `id`: taken only while
-    /// `meta` is still the digest's live version (a write or delete since the build read it
-    /// has set its entries already).
-    pub(crate) fn build_sindex_entry(
+    /// A background build's entries of index `id` for many records, `(digest, meta, keys)`
+    /// each: a record's are taken only while `meta` is still its live version (a write or
+    /// delete since the build read it has set its entries already). Returns how many were
+    /// taken.
+    pub(crate) fn build_sindex_entries<'a>(
         &mut self,
         id: IndexId,
-        digest: Digest,
-        meta: crate::record::RecordMeta,
-        keys: &[IndexKey],
-    ) -> bool {
-        if self.index.get(&digest).map(|e| e.meta) != Some(meta) {
-            return false;
-        }
-        self.sindexes.replace_in(id, digest, keys);
-        true
+        records: impl IntoIterator<Item = (Digest, crate::record::RecordMeta, &'a [IndexKey])>,
+    ) -> usize {
+        let index = &self.index;
+        let mut taken = 0;
+        let current = records
+            .into_iter()
+            .filter(|(digest, meta, _)| index.get(digest).map(|e| e.meta) == Some(*meta))
+            .map(|(digest, _, keys)| {
+                taken += 1;
+                (digest, keys)
+            });
+        self.sindexes.replace_in_run(id, current);
+        taken
     }
 
     /// The shard's id for a set name, registering it on first sight (0: no set, or the set
