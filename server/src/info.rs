@@ -43,6 +43,7 @@ fn namespace_config(node: &Node, i: usize) -> String {
     let live = &node.namespaces[i].live;
     let tuning = &node.namespaces[i].tuning;
     let get = |s: Setting| tuning.get(s);
+    let geo = live.geo.load();
     format!(
         "replication-factor={};default-ttl={};nsup-period={};storage-engine=device;write-block-size={};\
          commit-to-device={};flush-max-ms={};max-record-size={};read-cache-size={};defrag-lwm-pct={};defrag-sleep={};\
@@ -66,10 +67,10 @@ fn namespace_config(node: &Node, i: usize) -> String {
         get(Setting::EvictUsedPct),
         ns.write_commit_level_override.name(),
         ns.conflict_resolution_policy.name(),
-        ns.geo2dsphere_within.min_level,
-        ns.geo2dsphere_within.max_level,
-        ns.geo2dsphere_within.max_cells,
-        ns.geo2dsphere_within.level_mod,
+        geo.min_level,
+        geo.max_level,
+        geo.max_cells,
+        geo.level_mod,
         apogee_ops::geo::EARTH_RADIUS_METERS,
     )
 }
@@ -165,6 +166,11 @@ fn set_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
         DefaultTtl(u32),
         MaxRecordSize(usize),
         Engine(Setting, u64),
+        /// `geo2dsphere-within-*`, as Aerospike names them in set-config (min-level above
+        /// max-level is accepted, as Aerospike accepts it).
+        GeoMinLevel(u8),
+        GeoMaxLevel(u8),
+        GeoMaxCells(u16),
     }
     let mut changes = Vec::new();
     for (k, v) in cmd
@@ -189,6 +195,13 @@ fn set_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
                 record_max as u64,
                 Change::MaxRecordSize(n as usize),
             ),
+            "geo2dsphere-within-min-level" => (0, 30, Change::GeoMinLevel(n as u8)),
+            "geo2dsphere-within-max-level" => (0, 30, Change::GeoMaxLevel(n as u8)),
+            "geo2dsphere-within-max-cells" => (
+                1,
+                crate::sindex::cells::MAX_CELLS_MAX,
+                Change::GeoMaxCells(n as u16),
+            ),
             _ => match Setting::from_name(k) {
                 Some(s) => {
                     let (lo, hi) = s.range();
@@ -211,6 +224,9 @@ fn set_config(node: &Node, cmd: &InfoCommand<'_>) -> String {
             Change::DefaultTtl(v) => namespace.live.default_ttl.store(v, Relaxed),
             Change::MaxRecordSize(v) => namespace.live.max_record_size.store(v, Relaxed),
             Change::Engine(s, v) => namespace.tuning.set(s, v),
+            Change::GeoMinLevel(v) => namespace.live.geo.update(|g| g.min_level = v),
+            Change::GeoMaxLevel(v) => namespace.live.geo.update(|g| g.max_level = v),
+            Change::GeoMaxCells(v) => namespace.live.geo.update(|g| g.max_cells = v),
         }
     }
     tracing::info!(command = cmd.raw, "set-config applied");

@@ -21,8 +21,8 @@ use crate::latency;
 pub struct NamespaceLive {
     pub default_ttl: AtomicU32,
     pub max_record_size: AtomicUsize,
-    /// Fixed at start (not changed by set-config).
-    pub geo: crate::sindex::cells::GeoCover,
+    /// `geo2dsphere-within`; shared with each shard's indexer.
+    pub geo: Arc<crate::sindex::cells::GeoLive>,
 }
 
 impl NamespaceLive {
@@ -30,7 +30,7 @@ impl NamespaceLive {
         NamespaceLive {
             default_ttl: ns.default_ttl.into(),
             max_record_size: ns.max_record_size.into(),
-            geo: ns.geo2dsphere_within,
+            geo: Arc::new(crate::sindex::cells::GeoLive::new(ns.geo2dsphere_within)),
         }
     }
 
@@ -38,7 +38,6 @@ impl NamespaceLive {
         crate::command::WriteLimits {
             default_ttl: self.default_ttl.load(Relaxed),
             max_record_size: self.max_record_size.load(Relaxed),
-            geo: self.geo,
         }
     }
 }

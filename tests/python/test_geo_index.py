@@ -175,3 +175,76 @@ def test_geojson_aerospike_would_not_store_is_refused_with_160(server):
     else:
         raise AssertionError("a query within a ring crossing itself was answered")
     client.close()
+
+
+def test_set_config_changes_geo2dsphere_within_as_aerospike_does(apogee):
+    """set-config takes `geo2dsphere-within-{min-level,max-level,max-cells}` with CE 8.1.2.0's
+    bounds (0..=30, 0..=30, 1..=256; min-level above max-level accepted) and refuses the rest
+    with 4, changing nothing. As on CE, the settings change the cells later writes are indexed
+    under, never which GeoJSON values a write may store (judged by fixed settings); what was
+    indexed under the old settings is still found."""
+    server = apogee().start()
+    client = server.client()
+
+    def conf():
+        text = info(server.port, f"get-config:context=namespace;id={NS}\n")
+        text = text.split("\t", 1)[-1].strip()
+        return {k: v for k, v in (kv.split("=", 1) for kv in text.split(";") if "geo" in kv)}
+
+    def set_config(kv):
+        reply = info(server.port, f"set-config:context=namespace;id={NS};{kv}\n")
+        return reply.split("\t", 1)[-1].strip()
+
+    def put(k, geojson):
+        try:
+            client.put((NS, "geoset", k), {"g": aerospike.geojson(geojson)})
+            return "stored"
+        except aerospike.exception.AerospikeError as e:
+            return e.code
+
+    big = '{"type":"AeroCircle","coordinates":[[10,20],6e6]}'
+    huge = '{"type":"AeroCircle","coordinates":[[10,20],9e6]}'
+    before = conf()
+    assert before["geo2dsphere-within.max-cells"] == "12", before
+    assert (put(1, big), put(9, huge)) == ("stored", 160)
+    assert put(2, '{"type":"Point","coordinates":[10.0,20.0]}') == "stored"
+    client.index_single_value_create(NS, "geoset", "g", aerospike.INDEX_GEO2DSPHERE, "geoset_g")
+    wait_for(lambda: "load_pct=100" in info(server.port, f"sindex/{NS}/geoset_g\n"),
+             "geoset_g to be built", timeout=30)
+
+    for bad in ("geo2dsphere-within-min-level=31", "geo2dsphere-within-max-level=31",
+                "geo2dsphere-within-min-level=-1", "geo2dsphere-within-max-cells=0",
+                "geo2dsphere-within-max-cells=257", "geo2dsphere-within-max-cells=2x",
+                "geo2dsphere-within-level-mod=2", "geo2dsphere-within-strict=false",
+                "geo2dsphere-within.max-cells=20"):
+        assert set_config(bad).startswith("ERROR:4"), bad
+    assert conf() == before, "a refused set-config changed nothing"
+
+    assert set_config("geo2dsphere-within-max-cells=1") == "ok"
+    assert set_config("geo2dsphere-within-min-level=26") == "ok"
+    assert set_config("geo2dsphere-within-max-level=25") == "ok"
+    now = conf()
+    assert (now["geo2dsphere-within.max-cells"], now["geo2dsphere-within.min-level"],
+            now["geo2dsphere-within.max-level"]) == ("1", "26", "25"), now
+    # Writes are judged as before.
+    assert (put(3, big), put(9, huge)) == ("stored", 160)
+    assert set_config("geo2dsphere-within-min-level=4") == "ok"
+    assert set_config("geo2dsphere-within-max-level=16") == "ok"
+    assert set_config("geo2dsphere-within-max-cells=3") == "ok"
+    assert put(4, '{"type":"AeroCircle","coordinates":[[10.001,20.001],50]}') == "stored"
+    assert put(5, '{"type":"Point","coordinates":[10.0005,20.0005]}') == "stored"
+
+    digest = {k: bytes(aerospike.calc_digest(NS, "geoset", k)) for k in (1, 2, 3, 4, 5, 9)}
+
+    def found(predicate):
+        q = client.query(NS, "geoset")
+        q.where(predicate)
+        got = keys_of(q.results())
+        return {k for k, d in digest.items() if d in got}
+
+    # Regions indexed under each of the three settings contain this point (as CE answers); both points
+    # lie within 200 m of (10, 20).
+    pt = aerospike.GeoJSON({"type": "Point", "coordinates": [10.001, 20.001]})
+    assert found(p.geo_contains_geojson_point("g", pt.dumps())) == {1, 3, 4}
+    assert found(p.geo_within_radius("g", 10.0, 20.0, 200)) == {2, 5}
+    client.close()

@@ -193,8 +193,6 @@ pub async fn append_and_commit(
 pub struct WriteLimits {
     pub default_ttl: u32,
     pub max_record_size: usize,
-    /// `geo2dsphere-within`: which GeoJSON regions a bin may hold.
-    pub geo: crate::sindex::cells::GeoCover,
 }
 
 /// Where a write leaves the version it stored, for replication: the whole new record, or a

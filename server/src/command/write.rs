@@ -104,7 +104,7 @@ fn check_request(msg: &Message, geo: &GeoCover) -> Result<(), ResultCode> {
 
 /// Refuses a GeoJSON bin value Aerospike would not store (result 160): one that does not
 /// parse as a shape it knows, a polygon ring that crosses itself, or a region too large for
-/// the namespace's `geo2dsphere-within` ([`GeoCover::fits`]).
+/// [`GeoCover::WRITE_CHECK`] ([`GeoCover::fits`]).
 fn check_geojson(particle_type: u8, bytes: &[u8], geo: &GeoCover) -> Result<(), ResultCode> {
     if particle_type != apogee_ops::value::ptype::GEOJSON {
         return Ok(());
@@ -499,7 +499,7 @@ pub async fn run(
     digest: Digest,
     image: super::Image<'_>,
 ) -> Result<Reply, ResultCode> {
-    check_request(msg, &ns.geo)?;
+    check_request(msg, &GeoCover::WRITE_CHECK)?;
     let Some(image) = image else {
         return store
             .update(&digest, |existing| {
@@ -669,7 +669,6 @@ mod tests {
         let limits = WriteLimits {
             default_ttl: 0,
             max_record_size: 1 << 20,
-            geo: GeoCover::default(),
         };
         let mut m = Message::default();
         m.header.info2 = info2::WRITE;
@@ -794,7 +793,6 @@ mod tests {
                 let ns = WriteLimits {
                     default_ttl: 0,
                     max_record_size: 1 << 20,
-                    geo: GeoCover::default(),
                 };
                 let digest = Digest::of_string("s", "hot");
                 let incr = |by: i64| {

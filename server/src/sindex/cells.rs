@@ -61,6 +61,63 @@ impl Default for GeoCover {
     }
 }
 
+/// A namespace's `geo2dsphere-within` settings as they are now: read by every GeoJSON write,
+/// index key and query, changed by `set-config` (one atomic word, so a reader never sees
+/// half of a change).
+#[derive(Debug)]
+pub struct GeoLive(std::sync::atomic::AtomicU64);
+
+impl GeoLive {
+    pub fn new(cover: GeoCover) -> GeoLive {
+        GeoLive(std::sync::atomic::AtomicU64::new(Self::pack(cover)))
+    }
+
+    fn pack(c: GeoCover) -> u64 {
+        u64::from(c.min_level)
+            | u64::from(c.max_level) << 8
+            | u64::from(c.max_cells) << 16
+            | u64::from(c.level_mod) << 32
+    }
+
+    fn unpack(v: u64) -> GeoCover {
+        GeoCover {
+            min_level: v as u8,
+            max_level: (v >> 8) as u8,
+            max_cells: (v >> 16) as u16,
+            level_mod: (v >> 32) as u8,
+        }
+    }
+
+    pub fn load(&self) -> GeoCover {
+        Self::unpack(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Changes the settings with `f`, in one step against concurrent changes.
+    pub fn update(&self, f: impl Fn(&mut GeoCover)) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self.0.fetch_update(Relaxed, Relaxed, |v| {
+            let mut c = Self::unpack(v);
+            f(&mut c);
+            Some(Self::pack(c))
+        });
+    }
+}
+
+impl GeoCover {
+    /// The settings a GeoJSON bin write is judged by ([`GeoCover::fits`]), whatever the
+    /// namespace's `geo2dsphere-within` says. Aerospike CE covers a written region with
+    /// min-level 1, max-level 30, max-cells 12, level-mod 1 (its parser has no namespace at
+    /// hand), so the settings change which cells index a region, never whether it is
+    /// stored: probed on CE 8.1.2.0, a 6,000 km circle is stored and a 9,000 km one refused
+    /// after `set-config` of max-cells 1, 4 or 12 and of min-level 10.
+    pub const WRITE_CHECK: GeoCover = GeoCover {
+        min_level: 1,
+        max_level: 30,
+        max_cells: 12,
+        level_mod: 1,
+    };
+}
+
 /// An index key for a cell id: ids are unsigned and ordered, keys signed, so the top bit is
 /// flipped to keep the order.
 pub fn key_of(cell: CellID) -> IndexKey {
@@ -312,6 +369,46 @@ pub fn in_ranges(ranges: &[(IndexKey, IndexKey)], key: IndexKey) -> bool {
 mod tests {
     use super::*;
     use apogee_ops::geo::{matches, parse};
+
+    #[test]
+    fn settings_set_config_accepts_never_panic_and_round_trip() {
+        let live = GeoLive::new(GeoCover::default());
+        assert_eq!(live.load(), GeoCover::default());
+        // Aerospike's set-config accepts min-level above max-level, 0..=30 each, and
+        // max-cells 1..=256: every such setting must answer, never panic.
+        for (min_level, max_level, max_cells) in [
+            (26, 25, 12),
+            (30, 0, 1),
+            (0, 0, 256),
+            (0, 30, 1),
+            (12, 12, 256),
+        ] {
+            live.update(|g| {
+                g.min_level = min_level;
+                g.max_level = max_level;
+                g.max_cells = max_cells;
+            });
+            let c = live.load();
+            assert_eq!(
+                (c.min_level, c.max_level, c.max_cells, c.level_mod),
+                (min_level, max_level, max_cells, 1)
+            );
+            for region in [
+                Shape::Circle(-122.0, 37.0, 5_000.0),
+                square(10.0, 10.0, 2.0),
+                Shape::Point(1.0, 2.0),
+            ] {
+                let fits = c.fits(&region);
+                let keys = c.keys_of(&region);
+                assert!(keys.len() <= COVER_CELLS_MAX, "{c:?}: {} keys", keys.len());
+                if matches!(region, Shape::Point(..)) {
+                    assert!(fits && keys.len() == 1);
+                } else {
+                    let _ = c.within_ranges(&region);
+                }
+            }
+        }
+    }
 
     fn square(lon: f64, lat: f64, side: f64) -> Shape {
         let (a, b) = (lon + side, lat + side);

@@ -150,8 +150,9 @@ fn geo_of(bytes: &[u8]) -> Option<Indexed> {
 /// replaced whenever the definitions change).
 pub struct NsIndexer {
     pub defs: Vec<Arc<Def>>,
-    /// The namespace's `geo2dsphere-within` (the cells geo values are kept under).
-    pub cover: GeoCover,
+    /// The namespace's `geo2dsphere-within` as it is now (the cells geo values are kept
+    /// under).
+    pub cover: Arc<super::cells::GeoLive>,
 }
 
 impl Indexer for NsIndexer {
@@ -161,10 +162,12 @@ impl Indexer for NsIndexer {
 
     fn keys(&self, record: &Record, out: &mut Vec<(IndexId, IndexKey)>) {
         let mut keys = Vec::new();
+        let mut cover = None;
         for def in &self.defs {
             for v in values_of(def, record) {
                 keys.clear();
-                v.keys(&self.cover, &mut keys);
+                let cover = cover.get_or_insert_with(|| self.cover.load());
+                v.keys(cover, &mut keys);
                 out.extend(keys.iter().map(|k| (def.id, *k)));
             }
         }

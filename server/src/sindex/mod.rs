@@ -401,7 +401,7 @@ pub fn sync(core: &Rc<Core>, ns: usize) {
     let indexer = (!defs.is_empty()).then(|| {
         Rc::new(keys::NsIndexer {
             defs: defs.clone(),
-            cover: core.node.config.namespaces[ns].geo2dsphere_within,
+            cover: core.node.namespaces[ns].live.geo.clone(),
         }) as Rc<dyn apogee_engine::sindex::Indexer>
     });
     // The indexer first: from the moment an index is kept, every write indexes it.

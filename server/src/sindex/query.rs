@@ -91,8 +91,6 @@ pub struct IndexQuery {
     pub predicate: Predicate,
     /// Where the entries that may match lie ([`Predicate::key_ranges`]).
     pub ranges: Vec<(IndexKey, IndexKey)>,
-    /// The namespace's `geo2dsphere-within`, to know a geo value's keys when re-checking.
-    pub cover: GeoCover,
     /// Per resumed partition: continue strictly after this (bval, digest).
     pub resume: HashMap<u16, (IndexKey, Digest)>,
 }
@@ -207,12 +205,11 @@ fn parse(
             }
         }
     };
-    let cover = core.node.config.namespaces[ns].geo2dsphere_within;
+    let cover = core.node.namespaces[ns].live.geo.load();
     Ok(IndexQuery {
         def,
         ranges: predicate.key_ranges(&cover),
         predicate,
-        cover,
         resume: resume_points(msg)?,
     })
 }
@@ -261,20 +258,21 @@ fn resume_points(msg: &Message) -> Result<HashMap<u16, (IndexKey, Digest)>, Resu
 }
 
 /// Whether a record read for entry (`key`, its digest) is sent: some value of it matches
-/// the filter, and `key` is the smallest of those values' keys the query walks (a record
-/// with several matching values, or a region under several cells, is sent once, at its
-/// first entry in the walk).
-fn sent_at(q: &IndexQuery, record: &apogee_engine::Record, key: IndexKey) -> bool {
-    let mut keys = Vec::new();
-    for v in values_of(&q.def, record) {
-        if q.predicate.matches(&v) {
-            v.keys(&q.cover, &mut keys);
-        }
-    }
-    keys.into_iter()
-        .filter(|k| cells::in_ranges(&q.ranges, *k))
-        .min()
-        == Some(key)
+/// the filter, and `key` is the first of the record's entries in this index (`entries`,
+/// ascending) that the query walks — so a record with several matching values, or a region
+/// under several cells, is sent once. The entries are the ones the index holds, not keys
+/// computed again: a region indexed before `set-config` changed `geo2dsphere-within` keeps
+/// the cells it was indexed under.
+fn sent_at(
+    q: &IndexQuery,
+    record: &apogee_engine::Record,
+    key: IndexKey,
+    entries: &[IndexKey],
+) -> bool {
+    values_of(&q.def, record)
+        .iter()
+        .any(|v| q.predicate.matches(v))
+        && entries.iter().find(|k| cells::in_ranges(&q.ranges, **k)) == Some(&key)
 }
 
 /// Runs one shard's part of an index query: walks the entries in (key, digest) order,
@@ -347,7 +345,12 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
                 }
             };
             if spec.set.as_ref().is_some_and(|s| record.set_name != *s)
-                || !sent_at(&q, &record, key)
+                || !sent_at(
+                    &q,
+                    &record,
+                    key,
+                    &store.sindex_keys_of(q.def.id, &record.digest),
+                )
             {
                 continue;
             }

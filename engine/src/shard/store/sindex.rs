@@ -206,6 +206,20 @@ impl ShardStore {
         SindexWalk { found, next: None }
     }
 
+    /// The keys `digest`'s live version holds in index `id`, ascending (a query sends a
+    /// record at the first of them it walks, so each record once, whatever settings its
+    /// keys were computed under).
+    pub fn sindex_keys_of(&self, id: IndexId, digest: &Digest) -> Vec<IndexKey> {
+        let st = self.state.borrow();
+        st.keydir
+            .sindexes()
+            .entries_of(digest)
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, k)| *k)
+            .collect()
+    }
+
     /// (entries, estimated bytes) of index `id` on this shard.
     pub fn sindex_usage(&self, id: IndexId) -> (usize, usize) {
         let st = self.state.borrow();
