@@ -199,7 +199,7 @@ pub async fn run(core: Rc<Core>, work: ShardScan) {
                     continue;
                 }
                 let msg = match &mut agg {
-                    Some(a) => match a.feed(&record) {
+                    Some(a) => match a.feed(record) {
                         Ok(Some(m)) => m,
                         Ok(None) => continue,
                         Err(failure) => {

@@ -365,7 +365,7 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
                 continue;
             }
             let msg = if let Some(a) = &mut agg {
-                match a.feed(&record) {
+                match a.feed(record) {
                     Ok(Some(m)) => m,
                     Ok(None) => continue,
                     Err(failure) => {

@@ -138,12 +138,12 @@ impl Aggregation {
     pub fn feed(
         &mut self,
         registry: &Arc<Registry>,
-        record: &Record,
+        record: Record,
     ) -> Result<Option<Value>, UdfError> {
         let (lua, ops, upto, accs, feed) =
             (&self.lua, &self.ops, self.upto, &self.accs, &self.feed);
         super::lua::with_runtime(registry, |rt| {
-            let h = RecordHandle::new(rt, record.digest.0, &record.set_name, None, Some(record))?;
+            let h = RecordHandle::of_record(rt, record)?;
             let rec = lua.create_userdata(h).map_err(lua_error)?;
             rt.reset_budget();
             let out: LuaValue = feed
@@ -237,7 +237,7 @@ impl ShardAggregation {
 
     pub fn feed(
         &mut self,
-        record: &Record,
+        record: Record,
     ) -> Result<Option<apogee_wire::msg::Message>, apogee_wire::msg::Message> {
         let agg = self.agg.as_mut().expect("fed after finish");
         match agg.feed(&self.registry, record) {
