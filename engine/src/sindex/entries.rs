@@ -279,6 +279,13 @@ impl Entries {
         self.len - before
     }
 
+    /// Whether (key, digest) is an entry.
+    pub fn contains(&self, key: IndexKey, digest: &Digest) -> bool {
+        let p = pack(key, digest);
+        self.leaf_of(&p)
+            .is_some_and(|first| self.leaves[&first].binary_search(&p).is_ok())
+    }
+
     /// Drops an entry; `false` when it was not there.
     pub fn remove(&mut self, key: IndexKey, digest: &Digest) -> bool {
         let p = pack(key, digest);

@@ -1,7 +1,8 @@
 //! Secondary-index entries of one shard and namespace: for each index, an ordered set of
-//! (key, digest), and for each record the (index, key) pairs it holds, so that any change of a
-//! record — a new version, a delete, an expiry, an eviction, a truncate — replaces or drops its
-//! entries without reading its old version.
+//! (key, digest), and for each record the (index, key) pairs it holds ([`owners`]: listed by a
+//! tag of the digest, checked against the index), so that any change of a record — a new
+//! version, a delete, an expiry, an eviction, a truncate — replaces or drops its entries
+//! without reading its old version.
 //!
 //! A key is an `i64`: the integer itself for numeric indexes, a 64-bit hash of the value for
 //! string and blob indexes (a query re-checks the record, so a collision costs a read, never a
@@ -11,15 +12,15 @@
 //! live in the shard's primary index: the store changes both under one borrow.
 
 pub mod entries;
+pub mod owners;
 
 use std::collections::HashMap;
 
 use apogee_wire::Digest;
-use smallvec::SmallVec;
 
-use crate::cache::DigestHashing;
 use crate::record::Record;
 use entries::Entries;
+use owners::{Owners, Tag};
 
 /// A secondary index's id: unique within a node for the index's lifetime (never reused).
 pub type IndexId = u32;
@@ -36,34 +37,20 @@ pub trait Indexer {
     fn keys(&self, record: &Record, out: &mut Vec<(IndexId, IndexKey)>);
 }
 
-/// Bytes one record with entries costs in the per-record map (digest, one inline entry, the
-/// hash table's load factor).
-const RECORD_BYTES: usize = 56;
-/// Bytes each entry beyond a record's first costs in the per-record map.
-const RECORD_ENTRY_BYTES: usize = 16;
-
 /// The entries of every secondary index of one shard and namespace.
+#[derive(Default)]
 pub struct Sindexes {
     trees: HashMap<IndexId, Entries>,
-    /// Per record, its entries sorted by (index, key), without repeats; one entry is kept
-    /// inline (no allocation).
-    by_digest: HashMap<Digest, SmallVec<[(IndexId, IndexKey); 1]>, DigestHashing>,
+    /// Per record (by its digest's tag), its entries sorted by (index, key), without
+    /// repeats; a tag two digests share lists both's (see `owners`).
+    owners: Owners,
     entries: usize,
-}
-
-impl Default for Sindexes {
-    fn default() -> Sindexes {
-        Sindexes {
-            trees: HashMap::new(),
-            by_digest: HashMap::with_hasher(DigestHashing::new()),
-            entries: 0,
-        }
-    }
 }
 
 impl Sindexes {
     /// Starts keeping entries for index `id` (empty until records are indexed).
     pub fn add_index(&mut self, id: IndexId) {
+        assert_ne!(id, owners::SPILLED, "index ids stop short of u32::MAX");
         self.trees.entry(id).or_default();
     }
 
@@ -82,16 +69,21 @@ impl Sindexes {
         let Some(mut tree) = self.trees.remove(&id) else {
             return;
         };
-        for (_, digest) in tree.drain() {
+        for (key, digest) in tree.drain() {
             self.entries -= 1;
-            if let Some(list) = self.by_digest.get_mut(&digest) {
-                list.retain(|(i, _)| *i != id);
-                if list.is_empty() {
-                    self.by_digest.remove(&digest);
-                }
+            let tag = self.owners.tag(&digest);
+            let mut list = self.owners.take(tag);
+            if let Some(at) = list.iter().position(|e| *e == (id, key)) {
+                list.remove(at);
             }
+            self.owners.set(tag, list);
         }
         self.check();
+    }
+
+    /// Whether (index `id`, `key`) is `digest`'s entry.
+    fn holds(&self, id: IndexId, key: IndexKey, digest: &Digest) -> bool {
+        self.trees.get(&id).is_some_and(|t| t.contains(key, digest))
     }
 
     /// Makes `keys` (any order, repeats allowed; indexes not kept are ignored) the entries of
@@ -100,23 +92,28 @@ impl Sindexes {
         keys.retain(|(id, _)| self.trees.contains_key(id));
         keys.sort_unstable();
         keys.dedup();
-        let old = self.by_digest.remove(&digest).unwrap_or_default();
-        if old.as_slice() == keys.as_slice() {
-            if !old.is_empty() {
-                self.by_digest.insert(digest, old);
-            }
+        let tag = self.owners.tag(&digest);
+        if self.owners.is_vacant(tag) && keys.is_empty() {
             return;
         }
-        for (id, key) in &old {
-            self.untree(*id, *key, digest);
+        let listed = self.owners.take(tag);
+        if listed == *keys && listed.iter().all(|(id, k)| self.holds(*id, *k, &digest)) {
+            // Unchanged (a new version with the same values).
+            self.owners.set(tag, listed);
+            return;
         }
+        // The listed entries the index holds for this digest are its own; the rest belong
+        // to another digest with the same tag.
+        let mut list: Vec<(IndexId, IndexKey)> = listed
+            .into_iter()
+            .filter(|(id, k)| !self.untree(*id, *k, &digest))
+            .collect();
         for (id, key) in keys.iter() {
-            self.tree(*id, *key, digest);
+            self.tree(*id, *key, &digest);
         }
-        if !keys.is_empty() {
-            self.by_digest
-                .insert(digest, keys.iter().copied().collect());
-        }
+        list.extend_from_slice(keys);
+        list.sort_unstable();
+        self.owners.set(tag, list);
         self.check();
     }
 
@@ -126,32 +123,11 @@ impl Sindexes {
         if !self.trees.contains_key(&id) {
             return;
         }
-        if keys.is_empty() && !self.by_digest.contains_key(&digest) {
-            return;
-        }
-        if let std::collections::hash_map::Entry::Vacant(vacant) = self.by_digest.entry(digest) {
-            // The build's common case: the record has no entries yet (one hash lookup).
-            let mut mine: SmallVec<[(IndexId, IndexKey); 1]> =
-                keys.iter().map(|k| (id, *k)).collect();
-            if mine.len() > 1 {
-                mine.sort_unstable();
-                mine.dedup();
-            }
-            let tree = self.trees.get_mut(&id).expect("checked above");
-            for (_, key) in &mine {
-                let inserted = tree.insert(*key, &digest);
-                debug_assert!(inserted, "an entry held twice");
-            }
-            self.entries += mine.len();
-            vacant.insert(mine);
-            self.check();
-            return;
-        }
         let mut all: Vec<(IndexId, IndexKey)> = self
-            .by_digest
-            .get(&digest)
-            .map(|l| l.iter().copied().filter(|(i, _)| *i != id).collect())
-            .unwrap_or_default();
+            .entries_of(&digest)
+            .into_iter()
+            .filter(|(i, _)| *i != id)
+            .collect();
         all.extend(keys.iter().map(|k| (id, *k)));
         self.replace(digest, &mut all);
     }
@@ -168,23 +144,24 @@ impl Sindexes {
             return;
         }
         let mut run = Vec::new();
+        let mut mine = Vec::new();
         for (digest, keys) in records {
-            match self.by_digest.entry(digest) {
-                std::collections::hash_map::Entry::Vacant(vacant) => {
-                    if keys.is_empty() {
-                        continue;
-                    }
-                    let mut mine: SmallVec<[(IndexId, IndexKey); 1]> =
-                        keys.iter().map(|k| (id, *k)).collect();
-                    if mine.len() > 1 {
-                        mine.sort_unstable();
-                        mine.dedup();
-                    }
-                    run.extend(mine.iter().map(|(_, k)| (*k, digest)));
-                    vacant.insert(mine);
-                }
-                std::collections::hash_map::Entry::Occupied(_) => self.replace_in(id, digest, keys),
+            let tag = self.owners.tag(&digest);
+            if !self.owners.is_vacant(tag) {
+                self.replace_in(id, digest, keys);
+                continue;
             }
+            if keys.is_empty() {
+                continue;
+            }
+            mine.clear();
+            mine.extend(keys.iter().map(|k| (id, *k)));
+            if mine.len() > 1 {
+                mine.sort_unstable();
+                mine.dedup();
+            }
+            run.extend(mine.iter().map(|(_, k)| (*k, digest)));
+            self.owners.set(tag, mine.clone());
         }
         let tree = self.trees.get_mut(&id).expect("checked above");
         let added = tree.insert_run(&run);
@@ -194,28 +171,38 @@ impl Sindexes {
     }
 
     /// Makes room for entries of about `records` more records (a build, which knows how many
-    /// records it will walk), so the per-record map does not rehash as it grows.
+    /// records it will walk), so the per-record table does not rehash as it grows.
     pub fn reserve_records(&mut self, records: usize) {
-        self.by_digest
-            .reserve(records.saturating_sub(self.by_digest.len()));
+        self.owners
+            .reserve(records.saturating_sub(self.owners.len()));
     }
 
     /// Drops every entry of `digest` (the record is gone: deleted, expired, evicted, cut).
     pub fn clear(&mut self, digest: &Digest) {
-        if self.by_digest.is_empty() {
+        if self.owners.is_empty() {
             return;
         }
-        if let Some(old) = self.by_digest.remove(digest) {
-            for (id, key) in old {
-                self.untree(id, key, *digest);
-            }
-            self.check();
+        let tag = self.owners.tag(digest);
+        if self.owners.is_vacant(tag) {
+            return;
         }
+        let listed = self.owners.take(tag);
+        let others: Vec<(IndexId, IndexKey)> = listed
+            .into_iter()
+            .filter(|(id, k)| !self.untree(*id, *k, digest))
+            .collect();
+        self.owners.set(tag, others);
+        self.check();
     }
 
     /// The entries of `digest`, sorted by (index, key).
-    pub fn entries_of(&self, digest: &Digest) -> &[(IndexId, IndexKey)] {
-        self.by_digest.get(digest).map_or(&[], |l| l.as_slice())
+    pub fn entries_of(&self, digest: &Digest) -> Vec<(IndexId, IndexKey)> {
+        let tag: Tag = self.owners.tag(digest);
+        let mut list = self.owners.get(tag);
+        list.retain(|(id, k)| self.holds(*id, *k, digest));
+        // Another digest with this tag may list the same entry.
+        list.dedup();
+        list
     }
 
     /// Entries of index `id` after `after` (exclusive; `None`: from the smallest key) with
@@ -239,37 +226,39 @@ impl Sindexes {
         self.trees.get(&id).map_or(0, Entries::len)
     }
 
-    /// Records holding at least one entry.
+    /// Records holding at least one entry (two records whose digests share a tag count once).
     pub fn record_count(&self) -> usize {
-        self.by_digest.len()
+        self.owners.len()
     }
 
-    /// Estimated bytes held by index `id`'s entries (its share of the per-record map
+    /// Estimated bytes held by index `id`'s entries (its share of the per-record table
     /// included).
     pub fn memory_bytes(&self, id: IndexId) -> usize {
         let n = self.entry_count(id);
-        let records = self.by_digest.len();
-        let extra = self.entries.saturating_sub(records);
         self.trees.get(&id).map_or(0, Entries::memory_bytes)
-            + (RECORD_BYTES * records + RECORD_ENTRY_BYTES * extra) * n / self.entries.max(1)
+            + self.owners.memory_bytes() * n / self.entries.max(1)
     }
 
-    fn tree(&mut self, id: IndexId, key: IndexKey, digest: Digest) {
+    fn tree(&mut self, id: IndexId, key: IndexKey, digest: &Digest) {
         let inserted = self
             .trees
             .get_mut(&id)
             .expect("entries only for kept indexes")
-            .insert(key, &digest);
+            .insert(key, digest);
         debug_assert!(inserted, "an entry held twice");
         self.entries += 1;
     }
 
-    fn untree(&mut self, id: IndexId, key: IndexKey, digest: Digest) {
-        if let Some(t) = self.trees.get_mut(&id) {
-            let removed = t.remove(key, &digest);
-            debug_assert!(removed, "a record's entry missing from its index");
+    /// Removes (key, digest) from index `id`; whether it was there (it is `digest`'s own).
+    fn untree(&mut self, id: IndexId, key: IndexKey, digest: &Digest) -> bool {
+        let removed = self
+            .trees
+            .get_mut(&id)
+            .is_some_and(|t| t.remove(key, digest));
+        if removed {
             self.entries -= 1;
         }
+        removed
     }
 
     /// Invariant, in debug builds: the trees hold exactly the per-record entries.
@@ -302,14 +291,14 @@ mod tests {
         assert_eq!(keys(&ix, 1), vec![(5, d(1))]);
         assert_eq!(
             ix.entries_of(&d(1)),
-            &[(1, 5), (2, 7)],
+            vec![(1, 5), (2, 7)],
             "index 9 is not kept"
         );
         ix.replace(d(1), &mut vec![(1, 6)]);
         assert_eq!(keys(&ix, 1), vec![(6, d(1))]);
         assert!(keys(&ix, 2).is_empty());
         ix.replace_in(2, d(1), &[3, 4]);
-        assert_eq!(ix.entries_of(&d(1)), &[(1, 6), (2, 3), (2, 4)]);
+        assert_eq!(ix.entries_of(&d(1)), vec![(1, 6), (2, 3), (2, 4)]);
         ix.clear(&d(1));
         assert_eq!(ix.record_count(), 0);
         assert_eq!(ix.entry_count(1) + ix.entry_count(2), 0);
@@ -331,6 +320,109 @@ mod tests {
         assert_eq!(ix.range(7, None, 3).count(), 0, "unknown index");
     }
 
+    /// Drives a `Sindexes` whose digests share tags (a few tags for many digests) through
+    /// random replaces, builds, clears and index drops, against a plain map of each digest's
+    /// entries: every digest's entries and every index's (key, digest) set stay exact.
+    #[test]
+    fn digests_sharing_a_tag_keep_their_own_entries() {
+        let mut ix = Sindexes::default();
+        ix.owners.coarse_tags = true;
+        let mut model: HashMap<Digest, Vec<(IndexId, IndexKey)>> = HashMap::new();
+        let mut kept = vec![1, 2, 3];
+        let mut next_id: IndexId = 4;
+        for &id in &kept {
+            ix.add_index(id);
+        }
+        // Digests whose first byte is one of 3 values: 3 tags for 24 digests.
+        let dg = |i: u64| {
+            let mut b = [0u8; 20];
+            b[0] = (i % 3) as u8;
+            b[1..9].copy_from_slice(&i.to_le_bytes());
+            Digest(b)
+        };
+        let mut s = 5u64;
+        let mut rnd = |n: u64| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) % n
+        };
+        for step in 0..6_000 {
+            let d = dg(rnd(24));
+            match rnd(20) {
+                0..=11 => {
+                    let mut keys: Vec<(IndexId, IndexKey)> = (0..rnd(4))
+                        .map(|_| {
+                            (
+                                1 + rnd(u64::from(next_id)) as IndexId,
+                                rnd(6) as IndexKey - 3,
+                            )
+                        })
+                        .collect();
+                    ix.replace(d, &mut keys.clone());
+                    keys.retain(|(id, _)| kept.contains(id));
+                    keys.sort_unstable();
+                    keys.dedup();
+                    model.insert(d, keys);
+                }
+                12..=14 => {
+                    let id = kept[rnd(kept.len() as u64) as usize];
+                    let mut mine: Vec<IndexKey> = (0..rnd(3)).map(|_| rnd(6) as IndexKey).collect();
+                    if rnd(2) == 0 {
+                        ix.replace_in(id, d, &mine);
+                    } else {
+                        ix.replace_in_run(id, [(d, &mine[..])]);
+                    }
+                    let e = model.entry(d).or_default();
+                    e.retain(|(i, _)| *i != id);
+                    mine.sort_unstable();
+                    mine.dedup();
+                    e.extend(mine.iter().map(|k| (id, *k)));
+                    e.sort_unstable();
+                }
+                15..=17 => {
+                    ix.clear(&d);
+                    model.remove(&d);
+                }
+                18 => {
+                    let id = kept.remove(rnd(kept.len() as u64) as usize);
+                    ix.drop_index(id);
+                    for e in model.values_mut() {
+                        e.retain(|(i, _)| *i != id);
+                    }
+                    kept.push(next_id);
+                    ix.add_index(next_id);
+                    next_id += 1;
+                }
+                _ => {}
+            }
+            model.retain(|_, e| !e.is_empty());
+            if step % 50 == 0 || step > 5_990 {
+                for i in 0..24 {
+                    let d = dg(i);
+                    assert_eq!(
+                        ix.entries_of(&d),
+                        model.get(&d).cloned().unwrap_or_default(),
+                        "step {step}, digest {i}"
+                    );
+                }
+                for &id in &kept {
+                    let mut want: Vec<(IndexKey, Digest)> = model
+                        .iter()
+                        .flat_map(|(d, e)| {
+                            e.iter()
+                                .filter(|(i, _)| *i == id)
+                                .map(move |(_, k)| (*k, *d))
+                        })
+                        .collect();
+                    want.sort_unstable();
+                    assert_eq!(keys(&ix, id), want, "step {step}, index {id}");
+                }
+                assert!(ix.record_count() <= 3, "3 tags at most");
+            }
+        }
+    }
+
     #[test]
     fn dropping_an_index_leaves_the_others() {
         let mut ix = Sindexes::default();
@@ -340,7 +432,7 @@ mod tests {
         ix.replace(d(2), &mut vec![(1, 1)]);
         ix.drop_index(1);
         assert!(!ix.has_index(1));
-        assert_eq!(ix.entries_of(&d(1)), &[(2, 2)]);
+        assert_eq!(ix.entries_of(&d(1)), vec![(2, 2)]);
         assert_eq!(ix.record_count(), 1);
         assert!(ix.memory_bytes(2) > 0);
     }
