@@ -1,13 +1,14 @@
-//! Which (index, key) entries each record holds, kept small: per record a 20-byte slot of a
-//! hash table keyed by a 64-bit tag of its digest, not by the digest itself.
+//! Which (index, key) entries each record holds, kept small: per record a 16-byte slot of a
+//! hash table keyed by a 32-bit tag of its digest, not by the digest itself.
 //!
 //! Why a tag: a table slot holding the 20-byte digest and an inline entry was 48 bytes (with
 //! alignment), 85–100 bytes of resident memory per record at the table's load factor — more
-//! than the index entries themselves. A slot here is the 8-byte tag and one 12-byte entry;
+//! than the index entries themselves. A slot here is the 4-byte tag and one 12-byte entry;
 //! records with more entries keep them in a side table.
 //!
-//! Two digests can share a tag (a seeded 64-bit hash: about one pair in 2^64 / n² for n
-//! records); their entries then share one list, and the list is a multiset of both. Which
+//! Two digests can share a tag (a seeded 32-bit hash: about n² / 2^33 pairs among n records,
+//! ~30 in a shard of 500,000); their entries then share one list (in the side table), and
+//! the list is a multiset of both. Which
 //! entry belongs to which digest is told by the index entries themselves — (key, digest) is
 //! in an index only for the digest that holds it — so callers check an entry against the
 //! index before they take it as a digest's (`Sindexes` does; this module never sees digests
@@ -23,21 +24,21 @@ use super::{IndexId, IndexKey};
 /// An `IndexId` no index has: marks a slot whose entries are in the side table.
 pub const SPILLED: IndexId = IndexId::MAX;
 
-/// Bytes of one table slot: tag (8) and one entry (12), 4-byte aligned.
-pub const SLOT_BYTES: usize = 20;
+/// Bytes of one table slot: tag (4) and one entry (12), 4-byte aligned.
+pub const SLOT_BYTES: usize = 16;
 
-/// A digest's tag: a seeded 64-bit hash, kept as two `u32`s so a slot needs no 8-byte
-/// alignment (20 bytes, not 24).
+/// A digest's tag: 32 bits of a seeded hash.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Tag([u32; 2]);
+pub struct Tag(u32);
 
 impl std::hash::Hash for Tag {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(u64::from(self.0[0]) | u64::from(self.0[1]) << 32);
+        state.write_u32(self.0);
     }
 }
 
-/// A tag is a seeded hash already: the table uses it as it is.
+/// A tag is a seeded hash already: the table only spreads its bits over a `u64` (the table
+/// takes buckets from the low bits and a filter byte from the top ones).
 #[derive(Clone, Copy, Default)]
 pub struct TagHashing;
 
@@ -47,10 +48,10 @@ pub struct TagHasher(u64);
 
 impl Hasher for TagHasher {
     fn write(&mut self, _: &[u8]) {
-        unreachable!("a tag hashes as one u64");
+        unreachable!("a tag hashes as one u32");
     }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
     fn finish(&self) -> u64 {
         self.0
@@ -116,10 +117,9 @@ impl Owners {
     pub fn tag(&self, digest: &Digest) -> Tag {
         #[cfg(test)]
         if self.coarse_tags {
-            return Tag([u32::from(digest.0[0]), 0]);
+            return Tag(u32::from(digest.0[0]));
         }
-        let h = xxhash_rust::xxh3::xxh3_64_with_seed(&digest.0, self.seed);
-        Tag([h as u32, (h >> 32) as u32])
+        Tag(xxhash_rust::xxh3::xxh3_64_with_seed(&digest.0, self.seed) as u32)
     }
 
     /// Whether no entry is listed under `tag`.
