@@ -89,6 +89,11 @@ pub(crate) struct Keydir {
     index: Index,
     shadows: Shadows,
     sindexes: Sindexes,
+    /// Per running background build (by index): the digests changed since its last run of
+    /// entries went in. The build skips them — a write or delete has set their entries —
+    /// whatever their metadata says (a record deleted and written again in the same
+    /// millisecond can come back with the metadata the build read).
+    building: std::collections::HashMap<IndexId, std::collections::HashSet<Digest>>,
 }
 
 impl Keydir {
@@ -122,19 +127,35 @@ impl Keydir {
         self.sindexes.drop_index(id);
     }
 
+    /// A background build of index `id` starts: changes from now on are noted for it.
+    pub(crate) fn start_build(&mut self, id: IndexId) {
+        self.building.entry(id).or_default();
+    }
+
+    /// The build of index `id` ended (done, stopped or dropped).
+    pub(crate) fn end_build(&mut self, id: IndexId) {
+        self.building.remove(&id);
+    }
+
     /// A background build's entries of index `id` for many records, `(digest, meta, keys)`
-    /// each: a record's are taken only while `meta` is still its live version (a write or
-    /// delete since the build read it has set its entries already). Returns how many were
-    /// taken.
+    /// each: a record's are taken only when it did not change since the previous run went in
+    /// and `meta` is still its live version (a write or delete since the build read it has
+    /// set its entries already). Returns how many were taken.
     pub(crate) fn build_sindex_entries<'a>(
         &mut self,
         id: IndexId,
         records: impl IntoIterator<Item = (Digest, crate::record::RecordMeta, &'a [IndexKey])>,
     ) -> usize {
         let index = &self.index;
+        let changed = self
+            .building
+            .get_mut(&id)
+            .map(std::mem::take)
+            .unwrap_or_default();
         let mut taken = 0;
         let current = records
             .into_iter()
+            .filter(|(digest, ..)| !changed.contains(digest))
             .filter(|(digest, meta, _)| index.get(digest).map(|e| e.meta) == Some(*meta))
             .map(|(digest, _, keys)| {
                 taken += 1;
@@ -171,6 +192,15 @@ impl Keydir {
         keys: Option<&mut Vec<(IndexId, IndexKey)>>,
     ) -> Replaced {
         let replaced = self.mutate(change, live);
+        let rewritten = !matches!(
+            (change, &keys),
+            (Change::Live { .. }, None) | (Change::DropShadow { .. }, _)
+        );
+        if rewritten && !self.building.is_empty() {
+            for changed in self.building.values_mut() {
+                changed.insert(*change.digest());
+            }
+        }
         match (change, keys) {
             (Change::Live { digest, .. }, Some(keys)) => self.sindexes.replace(digest, keys),
             (Change::Live { .. } | Change::DropShadow { .. }, None) => {}

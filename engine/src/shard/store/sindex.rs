@@ -115,6 +115,15 @@ impl ShardStore {
         mut progress: impl FnMut(u16),
     ) -> Result<u64, StoreError> {
         assert!(run_records_max > 0, "a build run holds at least one record");
+        // Changes are noted for this build until it ends, however it ends.
+        struct Building<'a>(&'a ShardStore, IndexId);
+        impl Drop for Building<'_> {
+            fn drop(&mut self) {
+                self.0.state.borrow_mut().keydir.end_build(self.1);
+            }
+        }
+        self.state.borrow_mut().keydir.start_build(id);
+        let _building = Building(self, id);
         let mut indexed = 0;
         let mut keys = Vec::new();
         let mut run = BuildRun::default();
