@@ -11,7 +11,7 @@ use apogee_engine::shard::iterate::{PartitionCursor, SCAN_CHUNK_ENTRIES_MAX};
 use apogee_engine::shard::truncate::apply;
 use apogee_engine::shard::ShardStore;
 use apogee_wire::Digest;
-use common::run;
+use common::{run, with_store};
 
 /// A digest in partition `pid` (its first two bytes, little-endian, hold the partition id);
 /// the rest derived from `i` so digests are distinct and unordered.
@@ -68,12 +68,7 @@ async fn walk(store: &ShardStore, mut cursor: PartitionCursor, set: Option<&[u8]
 
 #[test]
 fn a_partition_walks_in_descending_digest_order_in_chunks_and_resumes_below() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    run(move || async move {
-        let (store, _) = ShardStore::open(common::cfg(&d, false), Arc::default())
-            .await
-            .unwrap();
+    with_store(|store| async move {
         let mut mine: Vec<Digest> = (0..700).map(|i| digest_in(5, i)).collect();
         for &dg in &mine {
             store.put(&record(dg, "s", 0, 1000, 10)).await.unwrap();
@@ -120,12 +115,7 @@ fn a_partition_walks_in_descending_digest_order_in_chunks_and_resumes_below() {
 
 #[test]
 fn expired_truncated_and_other_set_records_are_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    run(move || async move {
-        let (store, _) = ShardStore::open(common::cfg(&d, false), Arc::default())
-            .await
-            .unwrap();
+    with_store(|store| async move {
         let mut keep = Vec::new();
         for i in 0..400 {
             let dg = digest_in(9, i);
@@ -161,12 +151,7 @@ fn expired_truncated_and_other_set_records_are_skipped() {
 
 #[test]
 fn a_chunk_of_large_records_stops_near_its_byte_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    run(move || async move {
-        let (store, _) = ShardStore::open(common::cfg(&d, false), Arc::default())
-            .await
-            .unwrap();
+    with_store(|store| async move {
         for i in 0..40 {
             store
                 .put(&record(digest_in(3, i), "", 0, 1000, 100_000))
@@ -227,12 +212,7 @@ fn scan_reads_come_from_the_device_in_order_and_leave_the_cache_alone() {
 
 #[test]
 fn dropping_a_partition_removes_its_records_and_no_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    run(move || async move {
-        let (store, _) = ShardStore::open(common::cfg(&d, false), Arc::default())
-            .await
-            .unwrap();
+    with_store(|store| async move {
         for i in 0..1500 {
             for p in [7u16, 8] {
                 store

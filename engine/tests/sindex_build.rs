@@ -8,13 +8,12 @@ mod common;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use apogee_engine::record::{Bin, Record, RecordMeta};
 use apogee_engine::shard::ShardStore;
 use apogee_engine::sindex::{IndexId, IndexKey, Indexer};
 use apogee_wire::Digest;
-use common::run;
+use common::with_store;
 
 const INDEX: IndexId = 7;
 
@@ -87,13 +86,7 @@ fn entries(store: &ShardStore) -> Vec<(IndexKey, Digest)> {
 
 #[test]
 fn a_build_among_writes_and_deletes_ends_with_exactly_the_newest_versions_entries() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    run(move || async move {
-        let (store, _) = ShardStore::open(common::cfg(&d, false), Arc::default())
-            .await
-            .unwrap();
-        let store = Rc::new(store);
+    with_store(|store| async move {
         const RECORDS: u32 = 3_000;
         let model: Rc<RefCell<Model>> = Rc::default();
         for i in 0..RECORDS {
@@ -167,13 +160,7 @@ fn a_build_among_writes_and_deletes_ends_with_exactly_the_newest_versions_entrie
 
 #[test]
 fn a_partition_is_reported_only_once_its_entries_are_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    run(move || async move {
-        let (store, _) = ShardStore::open(common::cfg(&d, false), Arc::default())
-            .await
-            .unwrap();
-        let store = Rc::new(store);
+    with_store(|store| async move {
         for i in 0..1_000u32 {
             store
                 .put(&record(i, 1, 1_000, Some(i64::from(i))))

@@ -43,3 +43,22 @@ pub fn cfg(dir: &Path, commit_to_device: bool) -> StoreConfig {
         memory: false,
     }
 }
+
+/// Runs `f` on a fresh executor with a store opened by [`cfg`] (`commit_to_device` off) in a
+/// temporary directory removed afterwards: the setup of tests that never reopen their store.
+#[allow(dead_code)] // each test file includes this module; not all of them open stores so
+pub fn with_store<F, Fut>(f: F)
+where
+    F: FnOnce(std::rc::Rc<apogee_engine::shard::ShardStore>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let (store, _) =
+            apogee_engine::shard::ShardStore::open(cfg(&d, false), std::sync::Arc::default())
+                .await
+                .unwrap();
+        f(store).await;
+    });
+}
