@@ -20,7 +20,7 @@ use apogee_wire::Digest;
 
 use crate::record::Record;
 use entries::Entries;
-use owners::{Owners, Tag};
+use owners::{List, Owners, Tag};
 
 /// A secondary index's id: unique within a node for the index's lifetime (never reused).
 pub type IndexId = u32;
@@ -97,14 +97,16 @@ impl Sindexes {
             return;
         }
         let listed = self.owners.take(tag);
-        if listed == *keys && listed.iter().all(|(id, k)| self.holds(*id, *k, &digest)) {
+        if listed.as_slice() == keys.as_slice()
+            && listed.iter().all(|(id, k)| self.holds(*id, *k, &digest))
+        {
             // Unchanged (a new version with the same values).
             self.owners.set(tag, listed);
             return;
         }
         // The listed entries the index holds for this digest are its own; the rest belong
         // to another digest with the same tag.
-        let mut list: Vec<(IndexId, IndexKey)> = listed
+        let mut list: List = listed
             .into_iter()
             .filter(|(id, k)| !self.untree(*id, *k, &digest))
             .collect();
@@ -144,7 +146,6 @@ impl Sindexes {
             return;
         }
         let mut run = Vec::new();
-        let mut mine = Vec::new();
         for (digest, keys) in records {
             let tag = self.owners.tag(&digest);
             if !self.owners.is_vacant(tag) {
@@ -154,14 +155,13 @@ impl Sindexes {
             if keys.is_empty() {
                 continue;
             }
-            mine.clear();
-            mine.extend(keys.iter().map(|k| (id, *k)));
+            let mut mine: List = keys.iter().map(|k| (id, *k)).collect();
             if mine.len() > 1 {
                 mine.sort_unstable();
                 mine.dedup();
             }
             run.extend(mine.iter().map(|(_, k)| (*k, digest)));
-            self.owners.set(tag, mine.clone());
+            self.owners.set(tag, mine);
         }
         let tree = self.trees.get_mut(&id).expect("checked above");
         let added = tree.insert_run(&run);
@@ -187,7 +187,7 @@ impl Sindexes {
             return;
         }
         let listed = self.owners.take(tag);
-        let others: Vec<(IndexId, IndexKey)> = listed
+        let others: List = listed
             .into_iter()
             .filter(|(id, k)| !self.untree(*id, *k, digest))
             .collect();
@@ -202,7 +202,7 @@ impl Sindexes {
         list.retain(|(id, k)| self.holds(*id, *k, digest));
         // Another digest with this tag may list the same entry.
         list.dedup();
-        list
+        list.into_vec()
     }
 
     /// Entries of index `id` after `after` (exclusive; `None`: from the smallest key) with

@@ -21,6 +21,10 @@ use apogee_wire::Digest;
 
 use super::{IndexId, IndexKey};
 
+/// A tag's entries as handed out and back: inline up to four (a write takes a record's
+/// entries out and puts them back; no allocation in the common case).
+pub type List = smallvec::SmallVec<[(IndexId, IndexKey); 4]>;
+
 /// An `IndexId` no index has: marks a slot whose entries are in the side table.
 pub const SPILLED: IndexId = IndexId::MAX;
 
@@ -97,7 +101,7 @@ pub struct Owners {
     pub(super) coarse_tags: bool,
     one: HashMap<Tag, Slot, TagHashing>,
     /// Lists of two or more entries, sorted, by tag (their slot in `one` says [`SPILLED`]).
-    many: HashMap<Tag, Vec<(IndexId, IndexKey)>, TagHashing>,
+    many: HashMap<Tag, List, TagHashing>,
 }
 
 impl Default for Owners {
@@ -128,25 +132,25 @@ impl Owners {
     }
 
     /// The entries under `tag`, sorted (every record with that tag: usually one).
-    pub fn get(&self, tag: Tag) -> Vec<(IndexId, IndexKey)> {
+    pub fn get(&self, tag: Tag) -> List {
         match self.one.get(&tag) {
-            None => Vec::new(),
+            None => List::new(),
             Some(s) if s.id == SPILLED => self.many[&tag].clone(),
-            Some(s) => vec![s.entry()],
+            Some(s) => smallvec::smallvec![s.entry()],
         }
     }
 
     /// Takes the entries under `tag` out, sorted.
-    pub fn take(&mut self, tag: Tag) -> Vec<(IndexId, IndexKey)> {
+    pub fn take(&mut self, tag: Tag) -> List {
         match self.one.remove(&tag) {
-            None => Vec::new(),
+            None => List::new(),
             Some(s) if s.id == SPILLED => self.many.remove(&tag).expect("a spilled list"),
-            Some(s) => vec![s.entry()],
+            Some(s) => smallvec::smallvec![s.entry()],
         }
     }
 
     /// Makes `list` (sorted) the entries under `tag`, replacing what was there.
-    pub fn set(&mut self, tag: Tag, list: Vec<(IndexId, IndexKey)>) {
+    pub fn set(&mut self, tag: Tag, list: List) {
         debug_assert!(list.windows(2).all(|w| w[0] <= w[1]), "a sorted list");
         debug_assert!(list.iter().all(|(id, _)| *id != SPILLED));
         match list.len() {
@@ -193,7 +197,16 @@ impl Owners {
         let lists: usize = self
             .many
             .values()
-            .map(|l| l.capacity() * 16 + 8 + 24 + 1)
+            .map(|l| {
+                // The slot with its control byte, and the list's own allocation if any.
+                std::mem::size_of::<(Tag, List)>()
+                    + 1
+                    + if l.spilled() {
+                        l.capacity() * std::mem::size_of::<(IndexId, IndexKey)>()
+                    } else {
+                        0
+                    }
+            })
             .sum();
         self.one.capacity() * (SLOT_BYTES + 1) + lists
     }
@@ -208,20 +221,26 @@ mod tests {
         let mut o = Owners::default();
         let t = o.tag(&Digest([1; 20]));
         assert!(o.is_vacant(t) && o.get(t).is_empty());
-        o.set(t, vec![(3, -7)]);
-        assert_eq!(o.get(t), vec![(3, -7)]);
-        o.set(t, vec![(1, IndexKey::MIN), (3, IndexKey::MAX)]);
-        assert_eq!(o.get(t), vec![(1, IndexKey::MIN), (3, IndexKey::MAX)]);
+        o.set(t, List::from_vec(vec![(3, -7)]));
+        assert_eq!(o.get(t).to_vec(), vec![(3, -7)]);
+        o.set(
+            t,
+            List::from_vec(vec![(1, IndexKey::MIN), (3, IndexKey::MAX)]),
+        );
+        assert_eq!(
+            o.get(t).to_vec(),
+            vec![(1, IndexKey::MIN), (3, IndexKey::MAX)]
+        );
         assert_eq!(o.len(), 1);
-        o.set(t, vec![(2, 0)]);
+        o.set(t, List::from_vec(vec![(2, 0)]));
         assert!(
             o.many.is_empty(),
             "the side list goes when one entry is left"
         );
-        assert_eq!(o.take(t), vec![(2, 0)]);
+        assert_eq!(o.take(t).to_vec(), vec![(2, 0)]);
         assert!(o.is_vacant(t) && o.is_empty());
-        o.set(t, vec![(1, 1), (1, 2)]);
-        o.set(t, Vec::new());
+        o.set(t, List::from_vec(vec![(1, 1), (1, 2)]));
+        o.set(t, List::new());
         assert!(o.is_empty() && o.many.is_empty());
     }
 }
