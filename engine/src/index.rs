@@ -7,8 +7,11 @@
 //! partition has its own small table, so growth happens in many small steps instead of one
 //! rehash of the whole shard (which would stall the core and, with doubling, leave up to half
 //! the table empty):
-//! - entries are packed to [`ENTRY_BYTES`] (40) bytes, stored densely in 64-entry pages
-//!   (a removal moves the last entry into the hole), so no slack beyond one partial page;
+//! - entries are packed to [`ENTRY_BYTES`] (40) bytes, stored in 64-entry pages; an entry
+//!   never moves while its record is live, so its place is a stable [`Handle`] (secondary
+//!   indexes name records by it). A removal leaves a hole the partition's next insert
+//!   fills, or, while secondary indexes exist, a dead entry that keeps its digest until
+//!   [`Index::release_dead`] (their entries for it are swept first);
 //! - the digest's first byte is implied by the partition (it is the partition id's low byte),
 //!   so an entry stores only the other 19;
 //! - a linear-probing table of 4-byte slots maps a digest to its entry's position; a slot also
@@ -273,27 +276,6 @@ impl PageIds {
         self.last_entry = id;
     }
 
-    fn pop_entry(&mut self) -> Option<u32> {
-        if self.entries == 0 {
-            return None;
-        }
-        let last = self.count() - 1;
-        let id = match self.inline.get(last) {
-            Some(&id) => id,
-            None => self
-                .spill
-                .pop()
-                .expect("ids past the inline ones are spilled"),
-        };
-        self.entries -= 1;
-        self.last_entry = if self.entries > 0 {
-            self.id(self.count() - 1)
-        } else {
-            0
-        };
-        Some(id)
-    }
-
     /// Replaces the slot pages, returning the old ones.
     fn replace_slots(&mut self, new: Vec<u32>) -> Vec<u32> {
         let mut all = self.to_vec();
@@ -314,18 +296,24 @@ impl PageIds {
     }
 }
 
-/// The records of one partition: the pages of its packed entries (dense: positions
-/// `0..len`) and of the slots that find them. One cache line (asserted in the tests).
+/// The records of one partition: the pages of its packed entries (positions `0..used`, live
+/// ones, holes and dead ones) and of the slots that find the live ones. One cache line
+/// (asserted in the tests).
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct Partition {
     ids: PageIds,
-    len: u32,
+    /// Positions in use: live entries, holes (in the index's free list) and dead entries.
+    used: u32,
+    /// Live entries (each has a slot).
+    live: u32,
 }
 
 /// One partition with the pages it lives in, for the table operations.
 struct Table<'a> {
     part: &'a mut Partition,
+    /// The partition's holes: positions below `used` free for the next insert.
+    free: &'a mut Vec<u32>,
     pages: &'a mut Pages,
     pid: usize,
     seed: u64,
@@ -338,8 +326,14 @@ impl Partition {
         self.ids.slot_pages() * PAGE_SLOTS
     }
 
+    /// Live entries.
     fn len(&self) -> usize {
-        self.len as usize
+        self.live as usize
+    }
+
+    /// Positions in use (live, holes and dead).
+    fn used(&self) -> usize {
+        self.used as usize
     }
 
     fn entry<'p>(&self, pages: &'p Pages, pos: usize) -> &'p Packed {
@@ -360,7 +354,7 @@ impl Partition {
 
     /// `Ok(slot)` holding `digest`, or `Err(empty slot)` where it would go.
     fn find(&self, pages: &Pages, digest: &Digest, hash: u64) -> Result<usize, usize> {
-        if self.len == 0 {
+        if self.live == 0 {
             return Err(0);
         }
         let tag = (hash & TAG_MASK) as u32;
@@ -412,27 +406,17 @@ impl Table<'_> {
         i
     }
 
-    /// The slot that points at `pos` (which must be indexed), probing from `hash`.
-    fn slot_of_pos(&self, pos: usize, hash: u64) -> usize {
-        let mut i = self.part.home(hash);
-        loop {
-            let s = self.slot(i);
-            assert!(s != 0, "an indexed position has a slot");
-            if pos_of(s) == pos {
-                return i;
-            }
-            i = self.part.next(i);
-        }
-    }
-
     /// Rebuilds the slots in `n_pages` fresh pages (entries do not move). A bulk load runs
     /// this for every record about five times over (a table grows by a quarter at a time), so
     /// it walks the entry pages in order and fills the new slot pages through a local list of
     /// their ids, instead of a lookup of both through the partition's page list per record.
     fn resize(&mut self, n_pages: usize) {
-        let len = self.part.len();
+        let len = self.part.used();
         let slot_count = n_pages * PAGE_SLOTS;
-        assert!(slot_count > len, "a table keeps at least one empty slot");
+        assert!(
+            slot_count > self.part.len(),
+            "a table keeps at least one empty slot"
+        );
         // Old pages back first, so a shrinking table reuses them instead of growing the slab.
         for id in self.part.ids.replace_slots(Vec::new()) {
             self.pages.slots.give(id);
@@ -457,6 +441,9 @@ impl Table<'_> {
                     (None, Some(n)) => prefetch(&n[ahead - PAGE_ENTRIES]),
                     (None, None) => {}
                 }
+                if !is_live(packed) {
+                    continue;
+                }
                 let hash = hash_of_packed(packed, self.seed);
                 let mut i = home_in(hash, slot_count);
                 loop {
@@ -472,50 +459,62 @@ impl Table<'_> {
         self.part.ids.replace_slots(fresh);
     }
 
-    /// Adds a digest known to be absent.
-    fn push(&mut self, packed: Packed, hash: u64) {
+    /// Adds a digest known to be absent, in a hole if the partition has one; returns its
+    /// position.
+    fn push(&mut self, packed: Packed, hash: u64) -> usize {
         let len = self.part.len();
-        assert!(
-            len < PARTITION_RECORDS_MAX,
-            "partition {} holds {PARTITION_RECORDS_MAX} records",
-            self.pid
-        );
         // Over 80 % full after this insert: grow by a quarter, or at once to the bulk hint.
         if (len + 1) * 5 > self.part.slot_count() * 4 {
             let want = ((len + 1) * 5 / 4 * 5 / 4).max(self.hint * 4 / 3);
             self.resize(want.div_ceil(PAGE_SLOTS));
         }
-        if len == self.part.ids.entry_pages() * PAGE_ENTRIES {
-            let id = self.pages.entries.take();
-            self.part.ids.push_entry(id);
-        }
-        self.set_entry(len, packed);
-        self.part.len = len as u32 + 1;
+        let pos = match self.free.pop() {
+            Some(pos) => pos as usize,
+            None => {
+                let pos = self.part.used();
+                assert!(
+                    pos < PARTITION_RECORDS_MAX,
+                    "partition {} holds {PARTITION_RECORDS_MAX} records",
+                    self.pid
+                );
+                if pos == self.part.ids.entry_pages() * PAGE_ENTRIES {
+                    let id = self.pages.entries.take();
+                    self.part.ids.push_entry(id);
+                }
+                self.part.used = pos as u32 + 1;
+                pos
+            }
+        };
+        self.set_entry(pos, packed);
+        self.part.live += 1;
         let i = self.empty_slot(hash);
-        self.set_slot(i, slot_value(len, hash));
+        self.set_slot(i, slot_value(pos, hash));
+        pos
     }
 
-    /// Removes the entry slot `slot` points at.
-    fn remove_at(&mut self, slot: usize) {
+    /// Removes the entry slot `slot` points at, leaving its position dead (`keep`: its digest
+    /// stays readable until released) or a hole; returns the position.
+    fn remove_at(&mut self, slot: usize, keep: bool) -> usize {
         let pos = pos_of(self.slot(slot));
         self.clear_slot(slot);
-        // Keep the entries dense: the last one moves into the hole.
-        let last = self.part.len() - 1;
-        if pos != last {
-            let moved = self.entry(last);
-            let moved_hash = self.hash_at(last);
-            let s = self.slot_of_pos(last, moved_hash);
-            self.set_slot(s, slot_value(pos, moved_hash));
-            self.set_entry(pos, moved);
+        let mut dead = self.entry(pos);
+        dead[24..27].fill(0); // no live entry has 0 bytes
+        self.set_entry(pos, dead);
+        self.part.live -= 1;
+        if !keep {
+            self.free_pos(pos);
+        } else if self.part.ids.slot_pages() > 1 && self.part.len() * 5 < self.part.slot_count() {
+            self.resize((self.part.len() * 3 / 2).div_ceil(PAGE_SLOTS));
         }
-        self.part.len = last as u32;
-        // Give pages back, with slack so that a partition hovering at a boundary does not
-        // take and give a page on every write.
-        if self.part.ids.entry_pages() * PAGE_ENTRIES >= last + 2 * PAGE_ENTRIES {
-            let id = self.part.ids.pop_entry().expect("more pages than entries");
-            self.pages.entries.give(id);
-        }
-        if last == 0 {
+        pos
+    }
+
+    /// Makes a dead position a hole; an empty partition gives every page back.
+    fn free_pos(&mut self, pos: usize) {
+        debug_assert!(!is_live(&self.entry(pos)));
+        self.free.push(pos as u32);
+        let live = self.part.len();
+        if live == 0 && self.free.len() == self.part.used() {
             let (slots, entries) = self.part.ids.take_all();
             for id in entries {
                 self.pages.entries.give(id);
@@ -524,8 +523,9 @@ impl Table<'_> {
                 self.pages.slots.give(id);
             }
             *self.part = Partition::default();
-        } else if self.part.ids.slot_pages() > 1 && last * 5 < self.part.slot_count() {
-            self.resize((last * 3 / 2).div_ceil(PAGE_SLOTS));
+            *self.free = Vec::new();
+        } else if self.part.ids.slot_pages() > 1 && live * 5 < self.part.slot_count() {
+            self.resize((live * 3 / 2).div_ceil(PAGE_SLOTS));
         }
     }
 
@@ -612,6 +612,21 @@ fn pos_of(slot: u32) -> usize {
     (slot & POS_MASK) as usize - 1
 }
 
+/// Whether a packed entry is a live record's (holes and dead entries have 0 bytes).
+fn is_live(p: &Packed) -> bool {
+    p[24..27] != [0, 0, 0]
+}
+
+/// A record's place in the index, stable while it is live and, once it is removed while
+/// secondary indexes exist, until [`Index::release_dead`]: its entry page's id and the
+/// position in that page. Secondary-index entries hold it instead of the 20-byte digest.
+pub type Handle = u32;
+
+fn handle_of(page: u32, pos: usize) -> Handle {
+    let h = u64::from(page) * PAGE_ENTRIES as u64 + (pos % PAGE_ENTRIES) as u64;
+    Handle::try_from(h).expect("fewer than 2^32 index entries a shard")
+}
+
 /// The index of one shard, and its per-set object counts.
 #[derive(Debug)]
 pub struct Index {
@@ -621,6 +636,13 @@ pub struct Index {
     seed: u64,
     /// See [`Index::expect_records`].
     hint: usize,
+    /// Per partition, its holes (positions free for its next insert).
+    free: Box<[Vec<u32>]>,
+    /// Whether a removed record's position stays dead (its digest readable, the position not
+    /// reused) until released: while secondary-index entries may name it.
+    keep_dead: bool,
+    /// Dead positions awaiting release, oldest first: (partition, position).
+    dead: Vec<(u16, u32)>,
     set_ids: HashMap<Vec<u8>, u16>,
     /// The set named last: writes mostly repeat it, and this spares them the hash lookup.
     last_set: Option<(Vec<u8>, u16)>,
@@ -636,6 +658,9 @@ impl Default for Index {
                 slots: Slab::new([0; PAGE_SLOTS]),
             },
             len: 0,
+            free: (0..PARTITION_COUNT).map(|_| Vec::new()).collect(),
+            keep_dead: false,
+            dead: Vec::new(),
             hint: 0,
             seed: std::collections::hash_map::RandomState::new().hash_one(0x6170_6f67_6565u64),
             set_ids: HashMap::new(),
@@ -682,6 +707,7 @@ impl Index {
     fn table(&mut self, pid: usize) -> Table<'_> {
         Table {
             part: &mut self.partitions[pid],
+            free: &mut self.free[pid],
             pages: &mut self.pages,
             pid,
             seed: self.seed,
@@ -703,7 +729,7 @@ impl Index {
     /// lookup waiting out its own. A hint only: it reads nothing it returns.
     pub fn prefetch_lookup(&self, d: &Digest, stage: PrefetchStage) {
         let p = &self.partitions[usize::from(d.partition().0)];
-        if p.len == 0 {
+        if p.live == 0 {
             return;
         }
         let home = p.home(hash_of(d, self.seed));
@@ -758,10 +784,74 @@ impl Index {
         let p = &self.partitions[pid];
         let slot = p.find(&self.pages, d, hash_of(d, self.seed)).ok()?;
         let old = IndexEntry::unpack(p.entry(&self.pages, pos_of(p.slot(&self.pages, slot))));
-        self.table(pid).remove_at(slot);
+        let keep = self.keep_dead;
+        let pos = self.table(pid).remove_at(slot, keep);
+        if keep {
+            self.dead.push((pid as u16, pos as u32));
+        }
         self.len -= 1;
         self.sets.add(old.set_id, -1);
         Some(old)
+    }
+
+    /// The handle of `d`'s live entry.
+    pub fn handle(&self, d: &Digest) -> Option<Handle> {
+        let p = &self.partitions[usize::from(d.partition().0)];
+        let slot = p.find(&self.pages, d, hash_of(d, self.seed)).ok()?;
+        let pos = pos_of(p.slot(&self.pages, slot));
+        Some(handle_of(p.ids.entry_page(pos / PAGE_ENTRIES), pos))
+    }
+
+    fn packed_at(&self, h: Handle) -> &Packed {
+        let h = h as usize;
+        &self.pages.entries.get((h / PAGE_ENTRIES) as u32)[h % PAGE_ENTRIES]
+    }
+
+    /// Bytes 1..20 of the digest at `h` (live, or dead and not yet released: the caller holds
+    /// it from an entry made while it was live).
+    pub fn digest_tail(&self, h: Handle) -> [u8; 19] {
+        self.packed_at(h)[0..19].try_into().expect("19 bytes")
+    }
+
+    /// The live entry at `h`, `None` once its record was removed.
+    pub fn entry_at(&self, h: Handle) -> Option<IndexEntry> {
+        let p = self.packed_at(h);
+        is_live(p).then(|| IndexEntry::unpack(p))
+    }
+
+    /// From now on (`true`), a removed record's position stays dead until released, so
+    /// handles held elsewhere keep naming its digest; `false` releases every dead position.
+    pub fn keep_dead(&mut self, keep: bool) {
+        self.keep_dead = keep;
+        if !keep {
+            self.release_dead(self.dead.len());
+        }
+    }
+
+    /// Dead positions awaiting release.
+    pub fn dead_count(&self) -> usize {
+        self.dead.len()
+    }
+
+    /// Whether each handle below the returned set's length is dead and awaiting release, as
+    /// a bit set (one bit per handle the entry pages can hold).
+    pub fn dead_handles(&self) -> DeadSet {
+        let mut bits = vec![0u64; (self.pages.entries.made as usize * PAGE_ENTRIES).div_ceil(64)];
+        for &(pid, pos) in &self.dead {
+            let p = &self.partitions[usize::from(pid)];
+            let h = handle_of(p.ids.entry_page(pos as usize / PAGE_ENTRIES), pos as usize);
+            bits[h as usize / 64] |= 1 << (h % 64);
+        }
+        DeadSet(bits)
+    }
+
+    /// Makes the oldest `n` dead positions holes for new inserts. Nothing may name them any
+    /// more (the secondary indexes swept their entries).
+    pub fn release_dead(&mut self, n: usize) {
+        let released: Vec<(u16, u32)> = self.dead.drain(..n).collect();
+        for (pid, pos) in released {
+            self.table(usize::from(pid)).free_pos(pos as usize);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -775,11 +865,13 @@ impl Index {
     pub fn prefetch(&self, d: &Digest, deep: bool) {
         let p = &self.partitions[usize::from(d.partition().0)];
         prefetch(p);
-        if deep && p.len > 0 {
+        if deep && p.live > 0 {
             let i = p.home(hash_of(d, self.seed));
             prefetch(&self.pages.slots.get(p.ids.slot_page(i / PAGE_SLOTS))[i % PAGE_SLOTS]);
             // Where an insert puts a new entry (an overwrite finds its entry through the slot).
-            let end = p.len();
+            let end = self.free[usize::from(d.partition().0)]
+                .last()
+                .map_or(p.used(), |&pos| pos as usize);
             if end < p.ids.entry_pages() * PAGE_ENTRIES {
                 prefetch(
                     &self.pages.entries.get(p.ids.entry_page(end / PAGE_ENTRIES))
@@ -838,9 +930,9 @@ impl Index {
         let pid = usize::from(pid);
         let p = &self.partitions[pid];
         let pages = &self.pages;
-        (0..p.len()).map(move |pos| {
+        (0..p.used()).filter_map(move |pos| {
             let packed = p.entry(pages, pos);
-            (digest_of(pid, packed), IndexEntry::unpack(packed))
+            is_live(packed).then(|| (digest_of(pid, packed), IndexEntry::unpack(packed)))
         })
     }
 
@@ -856,11 +948,22 @@ impl Index {
             .iter()
             .enumerate()
             .flat_map(move |(pid, p)| {
-                (0..p.len()).map(move |pos| {
+                (0..p.used()).filter_map(move |pos| {
                     let packed = p.entry(pages, pos);
-                    (digest_of(pid, packed), IndexEntry::unpack(packed))
+                    is_live(packed).then(|| (digest_of(pid, packed), IndexEntry::unpack(packed)))
                 })
             })
+    }
+}
+
+/// Handles that are dead (see [`Index::dead_handles`]).
+pub struct DeadSet(Vec<u64>);
+
+impl DeadSet {
+    pub fn contains(&self, h: Handle) -> bool {
+        self.0
+            .get(h as usize / 64)
+            .is_some_and(|w| w & (1 << (h % 64)) != 0)
     }
 }
 
@@ -1017,10 +1120,19 @@ mod tests {
     }
 
     /// Random inserts, overwrites and removes, many in one partition so tables grow, shrink
-    /// and probe runs wrap; after every step the index answers as a map does.
+    /// and probe runs wrap; after every step the index answers as a map does. Run with
+    /// removed positions freed at once, and kept dead and released now and then.
     #[test]
     fn matches_a_map_through_growth_shrinking_and_removal() {
+        matches_a_map(false);
+        matches_a_map(true);
+    }
+
+    fn matches_a_map(keep_dead: bool) {
         let mut idx = Index::default();
+        idx.keep_dead(keep_dead);
+        // Every live digest's handle, which must not change while it stays live.
+        let mut handles: BTreeMap<Digest, Handle> = BTreeMap::new();
         let mut model: BTreeMap<Digest, IndexEntry> = BTreeMap::new();
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut rnd = move || {
@@ -1041,6 +1153,21 @@ mod tests {
             let d = digest_in(pid, (r >> 20) as u32 % keyspace);
             if r % 3 == 0 || (step >= 30_000 && r % 5 != 0) {
                 assert_eq!(idx.remove(&d), model.remove(&d), "step {step}");
+                if let Some(h) = handles.remove(&d) {
+                    assert_eq!(idx.entry_at(h), None, "step {step}");
+                    if keep_dead {
+                        assert_eq!(
+                            idx.digest_tail(h),
+                            d.0[1..],
+                            "a dead handle keeps its digest"
+                        );
+                    }
+                }
+                if keep_dead && step % 700 == 0 {
+                    let dead = idx.dead_handles();
+                    assert!(handles.values().all(|h| !dead.contains(*h)), "step {step}");
+                    idx.release_dead(idx.dead_count() / 2);
+                }
             } else {
                 let e = IndexEntry {
                     offset: r >> 30,
@@ -1054,6 +1181,13 @@ mod tests {
                 };
                 idx.insert(d, e);
                 model.insert(d, e);
+                let h = idx.handle(&d).expect("just inserted");
+                assert_eq!(
+                    *handles.entry(d).or_insert(h),
+                    h,
+                    "step {step}: a live entry moved"
+                );
+                assert_eq!(idx.entry_at(h), Some(e));
             }
             assert_eq!(idx.len(), model.len());
             if step % 5000 == 0 {
@@ -1072,6 +1206,8 @@ mod tests {
         for (d, _) in std::mem::take(&mut model) {
             assert!(idx.remove(&d).is_some());
         }
+        idx.keep_dead(false);
+        assert_eq!(idx.dead_count(), 0);
         assert!(idx.is_empty());
         // Every page is back in the free lists, to be reused.
         assert!(idx

@@ -191,3 +191,91 @@ fn a_partition_is_reported_only_once_its_entries_are_in() {
         assert_eq!(entries(&store).len(), 1_000);
     });
 }
+
+/// After the build: values changed, kept, removed and written again, with the index checked
+/// against the model all along. A record's entries are never looked up by record — a new
+/// version moves it to a new handle, a delete leaves its handle dead — so this checks that
+/// walks skip the entries of dead handles, that a sweep drops exactly those, that the count
+/// the statistics read is exact after it, and that churn never lets dead handles pile up.
+#[test]
+fn entries_follow_changes_and_sweeps_drop_exactly_the_dead_ones() {
+    with_store(|store| async move {
+        const RECORDS: u32 = 400;
+        let mut model: Model = HashMap::new();
+        store.set_indexer(Some(Rc::new(BinV)));
+        store.add_sindex(INDEX);
+        let want = |model: &Model| -> BTreeSet<(IndexKey, Digest)> {
+            model
+                .iter()
+                .filter_map(|(i, (_, v))| v.map(|v| (v, digest(*i))))
+                .collect()
+        };
+        let mut s = 99u64;
+        for n in 0..3_000u32 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let i = ((s >> 33) % u64::from(RECORDS)) as u32;
+            let gen = model.get(&i).map_or(1, |(g, _)| g + 1);
+            if n % 5 == 0 {
+                if model.remove(&i).is_some() {
+                    let tomb = Record::tombstone(digest(i), gen, 10_000 + u64::from(n));
+                    store.put(&tomb).await.unwrap();
+                }
+            } else {
+                // Half the writes keep the value the record has.
+                let v = match model.get(&i) {
+                    Some((_, v)) if n % 2 == 0 => *v,
+                    _ => (n % 9 != 0).then_some(((s >> 20) % 50) as i64),
+                };
+                store
+                    .put(&record(i, gen, 10_000 + u64::from(n), v))
+                    .await
+                    .unwrap();
+                model.insert(i, (gen, v));
+            }
+            if n % 300 == 0 {
+                let got = entries(&store);
+                assert!(got.windows(2).all(|w| w[0] < w[1]), "step {n}: in order");
+                assert_eq!(
+                    got.into_iter().collect::<BTreeSet<_>>(),
+                    want(&model),
+                    "step {n}"
+                );
+                if let Some((_, Some(v))) = model.get(&i) {
+                    assert!(store.sindex_holds(INDEX, *v, &digest(i)));
+                    assert!(!store.sindex_holds(INDEX, *v + 1_000, &digest(i)));
+                }
+                assert!(
+                    n == 0 || store.sindex_dead_handles() > 0,
+                    "step {n}: changes leave dead handles"
+                );
+                let (count, bytes) = store.sindex_usage(INDEX);
+                assert_eq!(store.sindex_dead_handles(), 0, "step {n}: swept");
+                assert_eq!(
+                    count,
+                    want(&model).len(),
+                    "step {n}: the count after a sweep"
+                );
+                assert!(bytes > 0 || count == 0);
+            }
+        }
+        // Churn on a few records: sweeps run as dead handles pile up, bounding them.
+        for n in 0..20_000u32 {
+            let i = n % 50;
+            let gen = model.get(&i).map_or(1, |(g, _)| g.wrapping_add(1).max(1));
+            let v = Some(i64::from(n % 7));
+            store
+                .put(&record(i, gen, 50_000 + u64::from(n), v))
+                .await
+                .unwrap();
+            model.insert(i, (gen, v));
+            assert!(store.sindex_dead_handles() <= apogee_engine::shard::SWEEP_DEAD_MIN);
+        }
+        assert_eq!(
+            entries(&store).into_iter().collect::<BTreeSet<_>>(),
+            want(&model)
+        );
+        assert_eq!(store.sindex_usage(INDEX).0, want(&model).len());
+    });
+}

@@ -13,5 +13,5 @@ pub mod truncate;
 pub use media::ExtentConfig;
 pub use store::{
     Applied, CommitTicket, ConflictPolicy, Decision, InjectedFault, ShardStore, StoreConfig,
-    UpdateError, UPDATE_ATTEMPTS_MAX,
+    UpdateError, SWEEP_DEAD_MIN, UPDATE_ATTEMPTS_MAX,
 };

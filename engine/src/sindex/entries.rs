@@ -1,108 +1,173 @@
-//! One secondary index's entries on one shard: an ordered set of (key, digest), kept packed
-//! in sorted leaves of [`LEAF_ENTRIES_MAX`] entries under an ordered map of each leaf's first
-//! entry.
+//! One secondary index's entries on one shard: an ordered set of (key, digest, handle), kept
+//! packed in sorted leaves of [`LEAF_ENTRIES_MAX`] entries under an ordered map of each
+//! leaf's first entry.
 //!
-//! Why not a `BTreeSet<(i64, Digest)>`: its element is 32 bytes (the key's alignment pads the
-//! 28), its nodes hold 11 elements and are about two-thirds full, and every node split
-//! allocates; it cost ~52 bytes of resident memory per entry and a fifth of an index build's
-//! time. Here an entry is 28 bytes, encoded as integers whose order is (key, digest)
-//! order; a full leaf first hands entries to its right neighbour when that one has room, so
-//! leaves stay about 80 % full; and the leaves are few (one per ~100 entries), so the map
-//! above them is small and warm.
+//! An entry is 13 bytes: the key (8), the digest's first byte (1) and the record's primary-
+//! index [`Handle`] (4); the other 19 digest bytes are read through the handle when two
+//! entries tie on key and first byte (a [`Resolve`]r: the shard's primary index). That is
+//! Aerospike's layout (its entries hold a 1-byte digest stub and a 40-bit index handle), and
+//! the point is memory: a (key, digest) entry was 28 bytes. Entries of removed records stay
+//! until [`Entries::sweep`] drops them (the index keeps their digests readable until then);
+//! readers skip them by asking the index whether the handle is live.
+//!
+//! Order: (key, digest, handle) — a digest may hold two handles for a moment (a record moved
+//! to a new handle, the old one dead and not swept yet), and queries resume after a (key,
+//! digest) whatever its handle.
+//!
+//! Why leaves and not a `BTreeSet`: its nodes hold 11 elements about two-thirds full and every
+//! split allocates (~52 bytes per 28-byte entry). A full leaf first hands entries to a
+//! neighbour with room, so leaves stay about 80 % full; runs of a build fill them to 7/8.
 //!
 //! Plain Rust, no I/O. Invariants, checked in debug builds: every leaf is non-empty, sorted,
 //! without repeats, at most [`LEAF_ENTRIES_MAX`] long, keyed by its first entry, and every
 //! entry of a leaf is below the next leaf's first.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use apogee_wire::Digest;
 
+pub use crate::index::Handle;
+
 use super::IndexKey;
 
-/// Entries one leaf holds at most (3.5 KiB of entries).
+/// Entries one leaf holds at most (1.6 KiB of entries).
 pub const LEAF_ENTRIES_MAX: usize = 128;
 /// A full leaf hands entries to its right neighbour instead of splitting while the neighbour
 /// holds at most this many.
 const NEIGHBOUR_ROOM_MAX: usize = LEAF_ENTRIES_MAX - LEAF_ENTRIES_MAX / 8;
-/// A leaf this small after a removal is merged with its right neighbour when both fit in
-/// three quarters of a leaf.
-const LEAF_MERGE_BELOW: usize = LEAF_ENTRIES_MAX / 4;
+/// Entries a leaf cut from a bulk merge or a sweep holds at most: seven eighths of a leaf.
+const BULK_FILL: usize = LEAF_ENTRIES_MAX - LEAF_ENTRIES_MAX / 8;
 
-/// Bytes of one packed entry: the key (8), then the digest (20).
-pub const ENTRY_BYTES: usize = 28;
+/// Bytes of one packed entry: the key (8), the digest's first byte (1), the handle (4).
+pub const ENTRY_BYTES: usize = 13;
 
-/// One entry as integers whose order is (key, digest) order: the key with its sign bit
-/// flipped, then the digest's bytes read big-endian. Packed to 4-byte alignment, so 28 bytes,
-/// and compared field by field (a byte array's comparison is a call to `memcmp`: a fifth of a
-/// build's time).
+/// Reads the digest behind a handle: the shard's primary index.
+pub trait Resolve {
+    /// Bytes 1..20 of the digest at `h` (live, or dead and not yet swept).
+    fn digest_tail(&self, h: Handle) -> [u8; 19];
+}
+
+impl Resolve for crate::index::Index {
+    fn digest_tail(&self, h: Handle) -> [u8; 19] {
+        crate::index::Index::digest_tail(self, h)
+    }
+}
+
+/// An entry with its whole digest: its place in the order (the key with its sign bit flipped,
+/// so unsigned order is key order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Full {
+    key: u64,
+    digest: [u8; 20],
+    handle: Handle,
+}
+
+impl Full {
+    pub fn new(key: IndexKey, digest: &Digest, handle: Handle) -> Full {
+        Full {
+            key: flip(key),
+            digest: digest.0,
+            handle,
+        }
+    }
+
+    /// The place just after every entry of (`key`, `digest`), whatever its handle.
+    fn after(key: IndexKey, digest: &Digest) -> Full {
+        Full::new(key, digest, Handle::MAX)
+    }
+
+    pub fn key(&self) -> IndexKey {
+        flip(self.key) as IndexKey
+    }
+
+    pub fn digest(&self) -> Digest {
+        Digest(self.digest)
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.handle
+    }
+}
+
+fn flip(key: impl Into<KeyBits>) -> u64 {
+    key.into().0 ^ (1 << 63)
+}
+
+/// A key's bits, either way round (flipping is its own inverse).
+struct KeyBits(u64);
+
+impl From<IndexKey> for KeyBits {
+    fn from(k: IndexKey) -> KeyBits {
+        KeyBits(k as u64)
+    }
+}
+
+impl From<u64> for KeyBits {
+    fn from(k: u64) -> KeyBits {
+        KeyBits(k)
+    }
+}
+
+/// One stored entry. Packed to byte alignment: 13 bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C, packed(4))]
+#[repr(C, packed)]
 struct Packed {
     key: u64,
-    d0: u64,
-    d1: u64,
-    d2: u32,
+    d0: u8,
+    handle: Handle,
 }
 
 const _: () = assert!(std::mem::size_of::<Packed>() == ENTRY_BYTES);
 
 impl Packed {
-    fn fields(self) -> (u64, u64, u64, u32) {
-        (self.key, self.d0, self.d1, self.d2)
+    fn of(f: &Full) -> Packed {
+        Packed {
+            key: f.key,
+            d0: f.digest[0],
+            handle: f.handle,
+        }
+    }
+
+    fn full(self, r: &impl Resolve) -> Full {
+        let mut digest = [0u8; 20];
+        digest[0] = self.d0;
+        digest[1..].copy_from_slice(&r.digest_tail(self.handle));
+        Full {
+            key: self.key,
+            digest,
+            handle: self.handle,
+        }
+    }
+
+    /// This entry's place against `f`, reading its digest only on a tie of key and first byte.
+    fn cmp_full(self, f: &Full, r: &impl Resolve) -> Ordering {
+        let (key, d0, handle) = (self.key, self.d0, self.handle);
+        (key, d0).cmp(&(f.key, f.digest[0])).then_with(|| {
+            if handle == f.handle {
+                return Ordering::Equal; // one handle, one digest
+            }
+            (r.digest_tail(handle), handle).cmp(&(f.digest[1..].try_into().expect("19"), f.handle))
+        })
     }
 }
 
-impl Ord for Packed {
-    fn cmp(&self, other: &Packed) -> std::cmp::Ordering {
-        self.fields().cmp(&other.fields())
-    }
-}
-
-impl PartialOrd for Packed {
-    fn partial_cmp(&self, other: &Packed) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-fn pack(key: IndexKey, digest: &Digest) -> Packed {
-    let d = &digest.0;
-    Packed {
-        key: (key as u64) ^ (1 << 63),
-        d0: u64::from_be_bytes(d[0..8].try_into().expect("8 bytes")),
-        d1: u64::from_be_bytes(d[8..16].try_into().expect("8 bytes")),
-        d2: u32::from_be_bytes(d[16..20].try_into().expect("4 bytes")),
-    }
-}
-
-fn unpack(p: &Packed) -> (IndexKey, Digest) {
-    let (key, d0, d1, d2) = p.fields();
-    let mut d = [0u8; 20];
-    d[0..8].copy_from_slice(&d0.to_be_bytes());
-    d[8..16].copy_from_slice(&d1.to_be_bytes());
-    d[16..20].copy_from_slice(&d2.to_be_bytes());
-    ((key ^ (1 << 63)) as IndexKey, Digest(d))
-}
-
-/// Entries a leaf cut from a bulk merge holds at most: seven eighths of a leaf.
-const BULK_FILL: usize = LEAF_ENTRIES_MAX - LEAF_ENTRIES_MAX / 8;
-
-/// The union of two sorted runs without repeats, sorted, into `out` (emptied first).
-fn merge_sorted(a: &[Packed], b: &[Packed], out: &mut Vec<Packed>) {
+/// The union of a sorted leaf and a sorted run without repeats, sorted, into `out`.
+fn merge_sorted(a: &[Packed], b: &[Full], out: &mut Vec<Packed>, r: &impl Resolve) {
     out.clear();
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => {
+        match a[i].cmp_full(&b[j], r) {
+            Ordering::Less => {
                 out.push(a[i]);
                 i += 1;
             }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
+            Ordering::Greater => {
+                out.push(Packed::of(&b[j]));
                 j += 1;
             }
-            std::cmp::Ordering::Equal => {
+            Ordering::Equal => {
                 out.push(a[i]);
                 i += 1;
                 j += 1;
@@ -110,14 +175,14 @@ fn merge_sorted(a: &[Packed], b: &[Packed], out: &mut Vec<Packed>) {
         }
     }
     out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
+    out.extend(b[j..].iter().map(Packed::of));
 }
 
 /// The ordered entries of one index on one shard.
 #[derive(Default)]
 pub struct Entries {
     /// Leaves by their first entry.
-    leaves: BTreeMap<Packed, Vec<Packed>>,
+    leaves: BTreeMap<Full, Vec<Packed>>,
     len: usize,
 }
 
@@ -126,6 +191,7 @@ fn new_leaf() -> Vec<Packed> {
 }
 
 impl Entries {
+    /// Entries held, those of removed records not swept yet included.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -134,23 +200,23 @@ impl Entries {
         self.len == 0
     }
 
-    /// The first entry of the leaf `p` belongs in: the last leaf starting at or below it, else
-    /// the first leaf (`p` is below every entry).
-    fn leaf_of(&self, p: &Packed) -> Option<Packed> {
+    /// The first entry of the leaf `f` belongs in: the last leaf starting at or below it, else
+    /// the first leaf (`f` is below every entry).
+    fn leaf_of(&self, f: &Full) -> Option<Full> {
         self.leaves
-            .range(..=*p)
+            .range(..=*f)
             .next_back()
             .or_else(|| self.leaves.iter().next())
             .map(|(first, _)| *first)
     }
 
     /// Adds an entry; `false` when it was there already.
-    pub fn insert(&mut self, key: IndexKey, digest: &Digest) -> bool {
-        let p = pack(key, digest);
-        let Some(first) = self.leaf_of(&p) else {
+    pub fn insert(&mut self, f: Full, r: &impl Resolve) -> bool {
+        let p = Packed::of(&f);
+        let Some(first) = self.leaf_of(&f) else {
             let mut leaf = new_leaf();
             leaf.push(p);
-            self.leaves.insert(p, leaf);
+            self.leaves.insert(f, leaf);
             self.len += 1;
             return true;
         };
@@ -158,7 +224,7 @@ impl Entries {
             .leaves
             .get_mut(&first)
             .expect("a leaf by its first entry");
-        let at = match leaf.binary_search(&p) {
+        let at = match leaf.binary_search_by(|e| e.cmp_full(&f, r)) {
             Ok(_) => return false,
             Err(at) => at,
         };
@@ -168,9 +234,9 @@ impl Entries {
             if at == 0 {
                 // A new smallest entry: the leaf is keyed by it now.
                 let leaf = self.leaves.remove(&first).expect("just found");
-                self.leaves.insert(p, leaf);
+                self.leaves.insert(f, leaf);
             }
-            self.check();
+            self.check(r);
             return true;
         }
         // Full: make room by handing the bottom entries to the left neighbour, the top ones to
@@ -187,8 +253,8 @@ impl Entries {
             let give = (LEAF_ENTRIES_MAX - left.len()).div_ceil(2).min(at);
             left.extend(leaf.drain(..give));
             leaf.insert(at - give, p);
-            self.leaves.insert(leaf[0], leaf);
-            self.check();
+            self.leaves.insert(leaf[0].full(r), leaf);
+            self.check(r);
             return true;
         }
         let next = self
@@ -219,12 +285,14 @@ impl Entries {
         if at < leaf.len() || (at == leaf.len() && leaf.len() < LEAF_ENTRIES_MAX) {
             leaf.insert(at, p);
         } else {
-            let at = upper.binary_search(&p).expect_err("not in the set");
+            let at = upper
+                .binary_search_by(|e| e.cmp_full(&f, r))
+                .expect_err("not in the set");
             upper.insert(at, p);
         }
-        self.leaves.insert(leaf[0], leaf);
-        self.leaves.insert(upper[0], upper);
-        self.check();
+        self.leaves.insert(leaf[0].full(r), leaf);
+        self.leaves.insert(upper[0].full(r), upper);
+        self.check(r);
         true
     }
 
@@ -233,8 +301,7 @@ impl Entries {
     /// a copy of the leaves it touches instead of `n` shifts of half a leaf. Returns how many
     /// were not there already. Merged leaves are cut into pieces about [`BULK_FILL`] full, so
     /// later single inserts still find room.
-    pub fn insert_run(&mut self, run: &[(IndexKey, Digest)]) -> usize {
-        let mut run: Vec<Packed> = run.iter().map(|(k, d)| pack(*k, d)).collect();
+    pub fn insert_run(&mut self, run: &mut Vec<Full>, r: &impl Resolve) -> usize {
         run.sort_unstable();
         run.dedup();
         let before = self.len;
@@ -254,7 +321,7 @@ impl Entries {
                     (self.leaves.remove(&first).expect("just found"), end)
                 }
             };
-            merge_sorted(&leaf, &run[i..end], &mut merged);
+            merge_sorted(&leaf, &run[i..end], &mut merged, r);
             self.len += merged.len() - leaf.len();
             // About BULK_FILL each, never over a leaf; the first piece reuses the leaf's
             // allocation.
@@ -271,114 +338,108 @@ impl Entries {
                 };
                 piece.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
-                self.leaves.insert(piece[0], piece);
+                self.leaves.insert(piece[0].full(r), piece);
             }
             i = end;
         }
-        self.check();
+        self.check(r);
         self.len - before
     }
 
-    /// Whether (key, digest) is an entry.
-    pub fn contains(&self, key: IndexKey, digest: &Digest) -> bool {
-        let p = pack(key, digest);
-        self.leaf_of(&p)
-            .is_some_and(|first| self.leaves[&first].binary_search(&p).is_ok())
+    /// Whether `f` is an entry.
+    pub fn contains(&self, f: &Full, r: &impl Resolve) -> bool {
+        self.leaf_of(f).is_some_and(|first| {
+            self.leaves[&first]
+                .binary_search_by(|e| e.cmp_full(f, r))
+                .is_ok()
+        })
     }
 
-    /// Drops an entry; `false` when it was not there.
-    pub fn remove(&mut self, key: IndexKey, digest: &Digest) -> bool {
-        let p = pack(key, digest);
-        let Some(first) = self.leaf_of(&p) else {
-            return false;
-        };
-        let leaf = self
-            .leaves
-            .get_mut(&first)
-            .expect("a leaf by its first entry");
-        let Ok(at) = leaf.binary_search(&p) else {
-            return false;
-        };
-        leaf.remove(at);
-        self.len -= 1;
-        let small = leaf.len() < LEAF_MERGE_BELOW;
-        if at == 0 || small {
-            let mut leaf = self.leaves.remove(&first).expect("just found");
-            if small {
-                let next = self
-                    .leaves
-                    .range((Bound::Excluded(first), Bound::Unbounded))
-                    .next()
-                    .filter(|(_, l)| l.len() + leaf.len() <= LEAF_ENTRIES_MAX * 3 / 4)
-                    .map(|(k, _)| *k);
-                if let Some(next) = next {
-                    let mut right = self.leaves.remove(&next).expect("just found");
-                    leaf.append(&mut right);
+    /// Drops every entry whose handle `dead` names, and packs the leaves left to about
+    /// [`BULK_FILL`] each; returns how many were dropped.
+    pub fn sweep(&mut self, dead: impl Fn(Handle) -> bool, r: &impl Resolve) -> usize {
+        let before = self.len;
+        let old = std::mem::take(&mut self.leaves);
+        let mut open = new_leaf();
+        for (_, mut leaf) in old {
+            leaf.retain(|e| !dead(e.handle));
+            let mut rest = &leaf[..];
+            while !rest.is_empty() {
+                let take = (BULK_FILL - open.len()).min(rest.len());
+                open.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if open.len() == BULK_FILL {
+                    let full = std::mem::replace(&mut open, new_leaf());
+                    self.leaves.insert(full[0].full(r), full);
                 }
             }
-            if let Some(new_first) = leaf.first() {
-                self.leaves.insert(*new_first, leaf);
-            }
         }
-        self.check();
-        true
+        if !open.is_empty() {
+            self.leaves.insert(open[0].full(r), open);
+        }
+        self.len = self.leaves.values().map(Vec::len).sum();
+        self.check(r);
+        before - self.len
     }
 
-    /// Entries after `start` (exclusive; `None`: from the smallest) up to key `last`
-    /// (inclusive), in (key, digest) order.
-    pub fn range(
-        &self,
+    /// Entries after `start` (exclusive: past every handle of that (key, digest); `None`: from
+    /// the smallest) up to key `last` (inclusive), in (key, digest, handle) order.
+    pub fn range<'a, R: Resolve>(
+        &'a self,
         start: Option<(IndexKey, Digest)>,
         last: IndexKey,
-    ) -> impl Iterator<Item = (IndexKey, Digest)> + '_ {
-        let from = start.map(|(k, d)| pack(k, &d));
-        let end = pack(last, &Digest([0xff; 20]));
+        r: &'a R,
+    ) -> impl Iterator<Item = Full> + 'a {
+        let from = start.map(|(k, d)| Full::after(k, &d));
+        let end = flip(last);
         let first_leaf = match &from {
-            Some(p) => self.leaf_of(p),
+            Some(f) => self.leaf_of(f),
             None => self.leaves.keys().next().copied(),
         };
         first_leaf
             .into_iter()
             .flat_map(move |first| self.leaves.range(first..))
             .flat_map(move |(_, leaf)| {
-                let skip = from.map_or(0, |p| leaf.partition_point(|e| *e <= p));
+                let skip = from.map_or(0, |f| {
+                    leaf.partition_point(|e| e.cmp_full(&f, r) != Ordering::Greater)
+                });
                 leaf[skip..].iter()
             })
-            .take_while(move |e| **e <= end)
-            .map(unpack)
+            .take_while(move |e| {
+                let key = e.key;
+                key <= end
+            })
+            .map(move |e| e.full(r))
     }
 
-    /// Every entry, in order, leaving none.
-    pub fn drain(&mut self) -> impl Iterator<Item = (IndexKey, Digest)> {
-        self.len = 0;
-        std::mem::take(&mut self.leaves)
-            .into_values()
-            .flatten()
-            .map(|p| unpack(&p))
-    }
-
-    /// Bytes the leaves' allocations hold (their capacity, not only what they use).
+    /// Bytes the leaves' allocations hold (their capacity, not only what they use), with the
+    /// map's share per leaf.
     pub fn memory_bytes(&self) -> usize {
         self.leaves
             .values()
-            .map(|l| l.capacity() * ENTRY_BYTES + ENTRY_BYTES + 3 * std::mem::size_of::<usize>())
+            .map(|l| {
+                l.capacity() * ENTRY_BYTES
+                    + std::mem::size_of::<Full>()
+                    + 3 * std::mem::size_of::<usize>()
+            })
             .sum()
     }
 
     /// The invariants of the module header, in debug builds.
-    fn check(&self) {
+    fn check(&self, r: &impl Resolve) {
         if cfg!(debug_assertions) && self.leaves.len() < 64 {
             let mut count = 0;
-            let mut before: Option<&Packed> = None;
+            let mut before: Option<Full> = None;
             for (first, leaf) in &self.leaves {
                 assert!(!leaf.is_empty() && leaf.len() <= LEAF_ENTRIES_MAX);
-                assert!(*first == leaf[0], "a leaf keyed by its first entry");
+                assert!(*first == leaf[0].full(r), "a leaf keyed by its first entry");
+                let fulls: Vec<Full> = leaf.iter().map(|e| e.full(r)).collect();
                 assert!(
-                    leaf.windows(2).all(|w| w[0] < w[1]),
+                    fulls.windows(2).all(|w| w[0] < w[1]),
                     "a leaf sorted, no repeats"
                 );
-                assert!(before.is_none_or(|b| b < first), "leaves in order");
-                before = leaf.last();
+                assert!(before.is_none_or(|b| b < *first), "leaves in order");
+                before = fulls.last().copied();
                 count += leaf.len();
             }
             assert_eq!(count, self.len);
@@ -391,10 +452,27 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    fn d(i: u64) -> Digest {
+    /// Handles `2k` and `2k + 1` name digest `k` (a record moved to a new handle keeps its
+    /// digest); a third of the digests share each first byte, so ties on (key, first byte)
+    /// are common and the comparison reads digests through the resolver.
+    fn d(h: Handle) -> Digest {
+        let k = u64::from(h / 2);
         let mut b = [0u8; 20];
-        b[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        b[0] = (k % 3) as u8;
+        b[1..9].copy_from_slice(&k.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
         Digest(b)
+    }
+
+    struct ByHandle;
+
+    impl Resolve for ByHandle {
+        fn digest_tail(&self, h: Handle) -> [u8; 19] {
+            d(h).0[1..].try_into().unwrap()
+        }
+    }
+
+    fn full(key: IndexKey, h: Handle) -> Full {
+        Full::new(key, &d(h), h)
     }
 
     fn lcg(s: &mut u64) -> u64 {
@@ -405,38 +483,63 @@ mod tests {
     }
 
     #[test]
-    fn packing_keeps_the_order_of_keys_then_digests() {
+    fn entries_order_by_key_then_digest_then_handle() {
         let keys = [IndexKey::MIN, -5, -1, 0, 1, 7, IndexKey::MAX];
         for w in keys.windows(2) {
-            assert!(pack(w[0], &d(9)) < pack(w[1], &d(0)));
+            assert!(full(w[0], 9) < full(w[1], 0));
         }
-        assert!(pack(3, &Digest([1; 20])) < pack(3, &Digest([2; 20])));
-        assert_eq!(unpack(&pack(-42, &d(3))), (-42, d(3)));
+        let (a, b) = (
+            Full::new(3, &Digest([1; 20]), 9),
+            Full::new(3, &Digest([2; 20]), 1),
+        );
+        assert!(a < b);
+        assert!(full(3, 4) < full(3, 5), "one digest, two handles");
+        let f = full(-42, 3);
+        assert_eq!((f.key(), f.digest(), f.handle()), (-42, d(3), 3));
+        assert_eq!(Packed::of(&f).full(&ByHandle), f);
+        for (x, y) in [
+            (full(1, 4), full(1, 5)),
+            (full(1, 4), full(1, 7)),
+            (full(2, 1), full(1, 9)),
+        ] {
+            assert_eq!(Packed::of(&x).cmp_full(&y, &ByHandle), x.cmp(&y));
+        }
     }
 
     #[test]
-    fn matches_an_ordered_set_through_random_inserts_removes_and_ranges() {
+    fn matches_an_ordered_set_through_random_inserts_sweeps_and_ranges() {
+        let r = ByHandle;
         let mut s = 7u64;
         let mut e = Entries::default();
         let mut model = BTreeSet::new();
         for round in 0..20_000 {
             // Few keys, so that keys repeat with different digests.
-            let key = (lcg(&mut s) % 300) as IndexKey - 150;
-            let dig = d(lcg(&mut s) % 40);
+            let f = full(
+                (lcg(&mut s) % 300) as IndexKey - 150,
+                (lcg(&mut s) % 80) as Handle,
+            );
             if round % 211 == 0 {
                 // A build's run: many entries, some repeated, some there already.
                 let n = lcg(&mut s) % 400;
-                let run: Vec<_> = (0..n)
-                    .map(|_| ((lcg(&mut s) % 300) as IndexKey - 150, d(lcg(&mut s) % 40)))
+                let mut run: Vec<_> = (0..n)
+                    .map(|_| {
+                        full(
+                            (lcg(&mut s) % 300) as IndexKey - 150,
+                            (lcg(&mut s) % 80) as Handle,
+                        )
+                    })
                     .collect();
-                let fresh = run.iter().filter(|x| !model.contains(*x)).count();
                 let added = run.iter().filter(|x| model.insert(**x)).count();
-                assert!(added <= fresh);
-                assert_eq!(e.insert_run(&run), added);
-            } else if lcg(&mut s).is_multiple_of(3) {
-                assert_eq!(e.remove(key, &dig), model.remove(&(key, dig)));
+                assert_eq!(e.insert_run(&mut run, &r), added);
+            } else if round % 503 == 0 {
+                let gone = lcg(&mut s) % 5;
+                let dead = |h: Handle| u64::from(h) % 5 == gone;
+                let want = model.iter().filter(|f| dead(f.handle)).count();
+                model.retain(|f| !dead(f.handle));
+                assert_eq!(e.sweep(dead, &r), want);
             } else {
-                assert_eq!(e.insert(key, &dig), model.insert((key, dig)));
+                assert_eq!(e.insert(f, &r), model.insert(f));
+                assert!(e.contains(&f, &r));
             }
             assert_eq!(e.len(), model.len());
             if round % 97 == 0 {
@@ -444,41 +547,53 @@ mod tests {
                 let hi = lo + (lcg(&mut s) % 60) as IndexKey;
                 let start = lcg(&mut s)
                     .is_multiple_of(2)
-                    .then(|| (lo, d(lcg(&mut s) % 40)));
-                let got: Vec<_> = e.range(start, hi).collect();
+                    .then(|| (lo, d(lcg(&mut s) as Handle % 80)));
+                let got: Vec<_> = e.range(start, hi, &r).collect();
                 let want: Vec<_> = model
                     .iter()
-                    .filter(|(k, dg)| start.is_none_or(|st| (*k, *dg) > st) && *k <= hi)
+                    .filter(|f| start.is_none_or(|(k, dg)| (f.key(), f.digest()) > (k, dg)))
+                    .filter(|f| f.key() <= hi)
                     .copied()
                     .collect();
                 assert_eq!(got, want, "range after {start:?} to {hi}");
             }
         }
-        let all: Vec<_> = e.drain().collect();
+        let all: Vec<_> = e.range(None, IndexKey::MAX, &r).collect();
         assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+        assert_eq!(e.sweep(|_| true, &r), all.len());
         assert!(e.is_empty());
     }
 
     #[test]
     fn runs_into_an_empty_and_a_full_set_fill_leaves_to_seven_eighths() {
+        let r = ByHandle;
         let mut e = Entries::default();
         let mut s = 11u64;
-        let first: Vec<_> = (0..20_000u64)
-            .map(|i| ((lcg(&mut s) % 1_000_000) as IndexKey, d(i)))
+        let mut first: Vec<_> = (0..20_000)
+            .map(|h| full((lcg(&mut s) % 1_000_000) as IndexKey, h))
             .collect();
-        assert_eq!(e.insert_run(&first), 20_000);
+        assert_eq!(e.insert_run(&mut first, &r), 20_000);
         let fill = e.len() as f64 / (e.leaves.len() * LEAF_ENTRIES_MAX) as f64;
         assert!(fill > 0.85, "leaves {fill:.2} full after one run");
-        let second: Vec<_> = (20_000..40_000u64)
-            .map(|i| ((lcg(&mut s) % 1_000_000) as IndexKey, d(i)))
+        let mut second: Vec<_> = (20_000..40_000)
+            .map(|h| full((lcg(&mut s) % 1_000_000) as IndexKey, h))
             .collect();
-        assert_eq!(e.insert_run(&second), 20_000);
-        assert_eq!(e.insert_run(&second[..10]), 0, "entries there already");
+        assert_eq!(e.insert_run(&mut second.clone(), &r), 20_000);
+        assert_eq!(
+            e.insert_run(&mut second[..10].to_vec(), &r),
+            0,
+            "entries there already"
+        );
+        second.clear();
         let fill = e.len() as f64 / (e.leaves.len() * LEAF_ENTRIES_MAX) as f64;
         assert!(fill > 0.75, "leaves {fill:.2} full after two runs");
-        let all: Vec<_> = e.range(None, IndexKey::MAX).collect();
+        let all: Vec<_> = e.range(None, IndexKey::MAX, &r).collect();
         assert_eq!(all.len(), 40_000);
         assert!(all.windows(2).all(|w| w[0] < w[1]));
+        // A sweep of every other record packs what is left.
+        assert_eq!(e.sweep(|h| h % 4 < 2, &r), 20_000);
+        let fill = e.len() as f64 / (e.leaves.len() * LEAF_ENTRIES_MAX) as f64;
+        assert!(fill > 0.8, "leaves {fill:.2} full after a sweep");
     }
 
     #[test]
@@ -486,15 +601,19 @@ mod tests {
         for ascending in [true, false] {
             let mut e = Entries::default();
             let mut s = 3u64;
-            let n = 50_000u64;
-            for i in 0..n {
-                let key = if ascending { i } else { lcg(&mut s) } as IndexKey;
-                assert!(e.insert(key, &d(i)));
+            let n = 50_000;
+            for h in 0..n {
+                let key = if ascending {
+                    IndexKey::from(h)
+                } else {
+                    lcg(&mut s) as IndexKey
+                };
+                assert!(e.insert(full(key, h), &ByHandle));
             }
-            let fill = n as f64 / (e.leaves.len() * LEAF_ENTRIES_MAX) as f64;
+            let fill = f64::from(n) / (e.leaves.len() * LEAF_ENTRIES_MAX) as f64;
             assert!(fill > 0.75, "ascending {ascending}: leaves {fill:.2} full");
-            let per_entry = e.memory_bytes() as f64 / n as f64;
-            assert!(per_entry < 40.0, "{per_entry:.1} bytes per entry");
+            let per_entry = e.memory_bytes() as f64 / f64::from(n);
+            assert!(per_entry < 18.0, "{per_entry:.1} bytes per entry");
         }
     }
 }

@@ -258,21 +258,38 @@ fn resume_points(msg: &Message) -> Result<HashMap<u16, (IndexKey, Digest)>, Resu
 }
 
 /// Whether a record read for entry (`key`, its digest) is sent: some value of it matches
-/// the filter, and `key` is the first of the record's entries in this index (`entries`,
-/// ascending) that the query walks — so a record with several matching values, or a region
-/// under several cells, is sent once. The entries are the ones the index holds, not keys
-/// computed again: a region indexed before `set-config` changed `geo2dsphere-within` keeps
-/// the cells it was indexed under.
+/// the filter, and `key` is the first of the record's entries the query walks — so a record
+/// with several matching values, or a region under several cells, is sent once.
+///
+/// The record's entries are not listed anywhere: its keys are computed again (`cover`: the
+/// geo settings now) and the first one in the query's ranges that the index holds (`held`)
+/// is where it is sent. A region indexed under other `geo2dsphere-within` settings may hold
+/// none of its keys under today's; it is sent at the first of its entries this run walks
+/// (`seen`), so once per query call (a paginated query could send it again after a resume).
 fn sent_at(
     q: &IndexQuery,
     record: &apogee_engine::Record,
     key: IndexKey,
-    entries: &[IndexKey],
+    cover: &cells::GeoCover,
+    held: impl Fn(IndexKey) -> bool,
+    seen: &mut std::collections::HashSet<Digest>,
 ) -> bool {
-    values_of(&q.def, record)
-        .iter()
-        .any(|v| q.predicate.matches(v))
-        && entries.iter().find(|k| cells::in_ranges(&q.ranges, **k)) == Some(&key)
+    let values = values_of(&q.def, record);
+    if !values.iter().any(|v| q.predicate.matches(v)) {
+        return false;
+    }
+    let mut keys = Vec::new();
+    for v in &values {
+        v.keys(cover, &mut keys);
+    }
+    keys.retain(|k| cells::in_ranges(&q.ranges, *k));
+    keys.sort_unstable();
+    keys.dedup();
+    // Ranges are sorted and disjoint, so the walk meets keys in ascending order.
+    match keys.into_iter().find(|k| held(*k)) {
+        Some(first) => first == key,
+        None => seen.insert(record.digest),
+    }
 }
 
 /// Runs one shard's part of an index query: walks the entries in (key, digest) order,
@@ -310,6 +327,8 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
     let mut after = first.checked_sub(1).map(|k| (k, Digest([0xff; 20])));
     let mut frame = FrameBuilder::new();
     let mut finished = true;
+    let cover = core.node.namespaces[spec.namespace].live.geo.load();
+    let mut seen = std::collections::HashSet::new();
     let Ok(mut agg) =
         crate::udf::stream::start_in(spec.aggregate.as_ref(), &core.node.udfs, &mut frame, &job)
     else {
@@ -349,7 +368,9 @@ pub async fn run_shard(core: Rc<Core>, work: ShardScan, q: Arc<IndexQuery>) {
                     &q,
                     &record,
                     key,
-                    &store.sindex_keys_of(q.def.id, &record.digest),
+                    &cover,
+                    |k| store.sindex_holds(id, k, &record.digest),
+                    &mut seen,
                 )
             {
                 continue;

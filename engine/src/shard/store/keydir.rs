@@ -20,6 +20,11 @@ use crate::index::{Index, IndexEntry, Shadow, Shadows};
 use crate::shard::space::BlockTable;
 use crate::sindex::{IndexId, IndexKey, Sindexes};
 
+/// Dead primary-index positions (records removed, or moved by a new version with keys) that
+/// trigger a sweep of the secondary-index entries naming them, at the least: a sweep walks
+/// every entry, so it waits for this many or an eighth of the records, whichever is more.
+pub const SWEEP_DEAD_MIN: usize = 16_384;
+
 /// One change to what the shard knows about a digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Change {
@@ -112,19 +117,37 @@ impl Keydir {
         &self.sindexes
     }
 
-    /// Starts keeping entries for a secondary index (its build fills them).
+    /// Starts keeping entries for a secondary index (its build fills them). From now on a
+    /// removed record's handle stays dead until a sweep.
     pub(crate) fn add_sindex(&mut self, id: IndexId) {
         self.sindexes.add_index(id);
+        self.index.keep_dead(true);
     }
 
-    /// Makes room for the secondary-index entries of about `records` records (a build).
-    pub(crate) fn reserve_sindex_records(&mut self, records: usize) {
-        self.sindexes.reserve_records(records);
-    }
-
-    /// Drops a secondary index and its entries.
+    /// Drops a secondary index and its entries (the last one: dead handles are released).
     pub(crate) fn drop_sindex(&mut self, id: IndexId) {
         self.sindexes.drop_index(id);
+        if self.sindexes.is_empty() {
+            self.index.keep_dead(false);
+        }
+    }
+
+    /// Drops the secondary-index entries of dead handles and releases the handles for reuse;
+    /// returns the entries dropped.
+    pub(crate) fn sweep_sindexes(&mut self) -> usize {
+        let n = self.index.dead_count();
+        if n == 0 {
+            return 0;
+        }
+        let dead = self.index.dead_handles();
+        let dropped = self.sindexes.sweep(|h| dead.contains(h), &self.index);
+        self.index.release_dead(n);
+        dropped
+    }
+
+    /// Dead handles awaiting a sweep.
+    pub(crate) fn dead_handles(&self) -> usize {
+        self.index.dead_count()
     }
 
     /// A background build of index `id` starts: changes from now on are noted for it.
@@ -159,9 +182,10 @@ impl Keydir {
             .filter(|(digest, meta, _)| index.get(digest).map(|e| e.meta) == Some(*meta))
             .map(|(digest, _, keys)| {
                 taken += 1;
-                (digest, keys)
+                let handle = index.handle(&digest).expect("a live version");
+                (digest, handle, keys)
             });
-        self.sindexes.replace_in_run(id, current);
+        self.sindexes.insert_run(id, current, index);
         taken
     }
 
@@ -185,13 +209,20 @@ impl Keydir {
     /// gets exactly those (`None`: its entries stay, as when defragmentation moves the same
     /// bytes or recovery replays before any index is built); a change that leaves the digest
     /// with no live version drops its entries.
+    ///
+    /// How, without knowing a record's old entries: while any index exists, a new version
+    /// with keys moves the record to a new handle, and a removal leaves its handle dead; the
+    /// entries of dead handles are current no more (readers skip them) and a sweep drops
+    /// them, run here once [`SWEEP_DEAD_MIN`] or an eighth of the records are dead.
     pub(crate) fn mutate_indexed(
         &mut self,
         change: Change,
         live: &mut impl LiveBytes,
         keys: Option<&mut Vec<(IndexId, IndexKey)>>,
     ) -> Replaced {
-        let replaced = self.mutate(change, live);
+        let indexed = !self.sindexes.is_empty();
+        let moves = indexed && matches!((change, &keys), (Change::Live { .. }, Some(_)));
+        let replaced = self.mutate_moving(change, live, moves);
         let rewritten = !matches!(
             (change, &keys),
             (Change::Live { .. }, None) | (Change::DropShadow { .. }, _)
@@ -202,29 +233,49 @@ impl Keydir {
             }
         }
         match (change, keys) {
-            (Change::Live { digest, .. }, Some(keys)) => self.sindexes.replace(digest, keys),
-            (Change::Live { .. } | Change::DropShadow { .. }, None) => {}
+            (Change::Live { digest, .. }, Some(keys)) if indexed => {
+                let handle = self.index.handle(&digest).expect("just made live");
+                self.sindexes.insert(handle, &digest, keys, &self.index);
+            }
             (Change::DropShadow { .. }, Some(_)) => unreachable!("keys for a dropped shadow"),
-            (
-                Change::Shadow { digest, .. }
-                | Change::Expire { digest }
-                | Change::Remove { digest },
-                _,
-            ) => self.sindexes.clear(&digest),
+            // A removal's handle is dead now: its entries go at the next sweep.
+            _ => {}
+        }
+        if indexed && self.index.dead_count() >= SWEEP_DEAD_MIN.max(self.index.len() / 8) {
+            self.sweep_sindexes();
         }
         replaced
+    }
+
+    /// [`Keydir::mutate_moving`] without moving (the tests of the bookkeeping).
+    #[cfg(test)]
+    fn mutate(&mut self, change: Change, live: &mut impl LiveBytes) -> Replaced {
+        self.mutate_moving(change, live, false)
     }
 
     /// Applies one change: the single place where index entries and shadows are inserted,
     /// replaced or removed, and where the block live bytes they hold move with them. Callers
     /// outside this file go through [`Keydir::mutate_indexed`], which keeps the secondary
-    /// indexes in step.
-    fn mutate(&mut self, change: Change, live: &mut impl LiveBytes) -> Replaced {
+    /// indexes in step. With `moves`, a live record that gets a new version takes a new place
+    /// in the index (its old handle dead) instead of its old one.
+    fn mutate_moving(
+        &mut self,
+        change: Change,
+        live: &mut impl LiveBytes,
+        moves: bool,
+    ) -> Replaced {
         let mut replaced = Replaced::default();
         let mut added = None;
         match change {
             Change::Live { digest, entry } => {
-                replaced.live = self.index.insert(digest, entry);
+                replaced.live = if moves {
+                    let old = self.index.remove(&digest);
+                    let same = self.index.insert(digest, entry);
+                    debug_assert!(same.is_none());
+                    old
+                } else {
+                    self.index.insert(digest, entry)
+                };
                 // The common case has no shadows at all: skip the hash of the lookup.
                 if !self.shadows.is_empty() {
                     replaced.shadow = self.shadows.remove(&digest);

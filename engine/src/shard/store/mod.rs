@@ -42,6 +42,7 @@ mod write;
 pub use apply::{is_newer, is_newer_by, supersedes, Applied, ConflictPolicy};
 pub use commit::UNFLUSHED_BLOCKS_MAX;
 pub use config::StoreConfig;
+pub use keydir::SWEEP_DEAD_MIN;
 pub(crate) use keydir::{Change, Keydir, Uncounted};
 pub(crate) use read::CacheFill;
 pub use recover::RecoveryReport;

@@ -128,11 +128,6 @@ impl ShardStore {
         let mut keys = Vec::new();
         let mut run = BuildRun::default();
         let mut walked = Vec::new();
-        {
-            let mut st = self.state.borrow_mut();
-            let records = st.keydir.index().len();
-            st.keydir.reserve_sindex_records(records);
-        }
         for pid in 0..PARTITION_COUNT {
             if self.partition_object_count(pid) > 0 {
                 let mut cursor = PartitionCursor::new(pid, None);
@@ -190,8 +185,9 @@ impl ShardStore {
     }
 
     /// Walks index `id` after `after` (exclusive) up to key `last` (inclusive), keeping the
-    /// entries `wanted` accepts: at most `found_max` of them, looking at no more than
-    /// [`SINDEX_WALK_ENTRIES_MAX`] entries in all.
+    /// entries of live records that `wanted` accepts: at most `found_max` of them, looking at
+    /// no more than [`SINDEX_WALK_ENTRIES_MAX`] entries in all (those of records removed or
+    /// rewritten since, not swept yet, included).
     pub fn walk_sindex(
         &self,
         id: IndexId,
@@ -201,39 +197,50 @@ impl ShardStore {
         mut wanted: impl FnMut(IndexKey, &Digest) -> bool,
     ) -> SindexWalk {
         let st = self.state.borrow();
+        let index = st.keydir.index();
         let mut found = Vec::new();
         let mut next = None;
-        for (looked, (key, digest)) in st.keydir.sindexes().range(id, after, last).enumerate() {
+        for (looked, e) in st
+            .keydir
+            .sindexes()
+            .range(id, after, last, index)
+            .enumerate()
+        {
             if looked == SINDEX_WALK_ENTRIES_MAX || found.len() == found_max {
                 return SindexWalk { found, next };
             }
+            let (key, digest) = (e.key(), e.digest());
             next = Some((key, digest));
-            if wanted(key, &digest) {
+            if index.entry_at(e.handle()).is_some() && wanted(key, &digest) {
                 found.push((key, digest));
             }
         }
         SindexWalk { found, next: None }
     }
 
-    /// The keys `digest`'s live version holds in index `id`, ascending (a query sends a
-    /// record at the first of them it walks, so each record once, whatever settings its
-    /// keys were computed under).
-    pub fn sindex_keys_of(&self, id: IndexId, digest: &Digest) -> Vec<IndexKey> {
+    /// Whether index `id` holds an entry of key `key` for `digest`'s live version (a query
+    /// sends a record at the first of its entries it walks, so each record once).
+    pub fn sindex_holds(&self, id: IndexId, key: IndexKey, digest: &Digest) -> bool {
         let st = self.state.borrow();
-        st.keydir
-            .sindexes()
-            .entries_of(digest)
-            .iter()
-            .filter(|(i, _)| *i == id)
-            .map(|(_, k)| *k)
-            .collect()
+        let index = st.keydir.index();
+        index
+            .handle(digest)
+            .is_some_and(|h| st.keydir.sindexes().holds(id, key, digest, h, index))
     }
 
-    /// (entries, estimated bytes) of index `id` on this shard.
+    /// (entries, estimated bytes) of index `id` on this shard, after a sweep of the entries
+    /// of records removed or rewritten since the last (so the count is exact; the server
+    /// asks every second, which makes that the longest such entries stay).
     pub fn sindex_usage(&self, id: IndexId) -> (usize, usize) {
-        let st = self.state.borrow();
+        let mut st = self.state.borrow_mut();
+        st.keydir.sweep_sindexes();
         let s = st.keydir.sindexes();
         (s.entry_count(id), s.memory_bytes(id))
+    }
+
+    /// Dead primary-index handles whose secondary-index entries await a sweep.
+    pub fn sindex_dead_handles(&self) -> usize {
+        self.state.borrow().keydir.dead_handles()
     }
 
     /// Reads a record for a query, without filling the record cache (as scans read).
