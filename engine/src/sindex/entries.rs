@@ -187,7 +187,27 @@ pub struct Entries {
 }
 
 fn new_leaf() -> Vec<Packed> {
-    Vec::with_capacity(LEAF_ENTRIES_MAX)
+    Vec::new()
+}
+
+/// Makes room in `leaf` for `extra` more entries. A leaf's allocation follows what it holds:
+/// it grows by an eighth at a time (at least 4 entries, never past a full leaf) rather than
+/// being a full leaf from the start or doubling, so leaves cost ~13.8 bytes an entry however
+/// full they are (a leaf's fill swings between a half and all of it as runs merge into it).
+fn room(leaf: &mut Vec<Packed>, extra: usize) {
+    let want = leaf.len() + extra;
+    debug_assert!(want <= LEAF_ENTRIES_MAX);
+    if want > leaf.capacity() {
+        let grown = (leaf.len() + (leaf.len() / 8).max(4)).min(LEAF_ENTRIES_MAX);
+        leaf.reserve_exact(want.max(grown) - leaf.len());
+    }
+}
+
+/// A leaf holding exactly `entries`.
+fn leaf_of_slice(entries: &[Packed]) -> Vec<Packed> {
+    let mut leaf = Vec::with_capacity(entries.len());
+    leaf.extend_from_slice(entries);
+    leaf
 }
 
 impl Entries {
@@ -214,9 +234,7 @@ impl Entries {
     pub fn insert(&mut self, f: Full, r: &impl Resolve) -> bool {
         let p = Packed::of(&f);
         let Some(first) = self.leaf_of(&f) else {
-            let mut leaf = new_leaf();
-            leaf.push(p);
-            self.leaves.insert(f, leaf);
+            self.leaves.insert(f, leaf_of_slice(&[p]));
             self.len += 1;
             return true;
         };
@@ -230,6 +248,7 @@ impl Entries {
         };
         self.len += 1;
         if leaf.len() < LEAF_ENTRIES_MAX {
+            room(leaf, 1);
             leaf.insert(at, p);
             if at == 0 {
                 // A new smallest entry: the leaf is keyed by it now.
@@ -251,6 +270,7 @@ impl Entries {
             let mut leaf = self.leaves.remove(&first).expect("just found");
             let left = self.leaves.get_mut(&prev).expect("just found");
             let give = (LEAF_ENTRIES_MAX - left.len()).div_ceil(2).min(at);
+            room(left, give);
             left.extend(leaf.drain(..give));
             leaf.insert(at - give, p);
             self.leaves.insert(leaf[0].full(r), leaf);
@@ -268,15 +288,15 @@ impl Entries {
             Some(next) => {
                 let mut right = self.leaves.remove(&next).expect("just found");
                 let give = (LEAF_ENTRIES_MAX - right.len()).div_ceil(2);
-                let mut upper = new_leaf();
+                let mut upper = Vec::with_capacity(give + right.len() + 1);
                 upper.extend(leaf.drain(leaf.len() - give..));
                 upper.append(&mut right);
                 upper
             }
             None if at == leaf.len() => new_leaf(),
             None => {
-                let mut right = new_leaf();
-                right.extend(leaf.drain(LEAF_ENTRIES_MAX / 2..));
+                let right = leaf_of_slice(&leaf[LEAF_ENTRIES_MAX / 2..]);
+                leaf.truncate(LEAF_ENTRIES_MAX / 2);
                 right
             }
         };
@@ -288,6 +308,7 @@ impl Entries {
             let at = upper
                 .binary_search_by(|e| e.cmp_full(&f, r))
                 .expect_err("not in the set");
+            room(&mut upper, 1);
             upper.insert(at, p);
         }
         self.leaves.insert(leaf[0].full(r), leaf);
@@ -328,13 +349,14 @@ impl Entries {
             let pieces = ((merged.len() + BULK_FILL / 2) / BULK_FILL)
                 .max(merged.len().div_ceil(LEAF_ENTRIES_MAX));
             let mut rest = &merged[..];
+            leaf.clear();
             for k in 0..pieces {
                 let take = rest.len() / (pieces - k);
-                let mut piece = if k == 0 {
-                    leaf.clear();
+                let fits = (take..=take + take / 8 + 4).contains(&leaf.capacity());
+                let mut piece = if k == 0 && fits {
                     std::mem::take(&mut leaf)
                 } else {
-                    new_leaf()
+                    Vec::with_capacity(take)
                 };
                 piece.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
@@ -360,7 +382,7 @@ impl Entries {
     pub fn sweep(&mut self, dead: impl Fn(Handle) -> bool, r: &impl Resolve) -> usize {
         let before = self.len;
         let old = std::mem::take(&mut self.leaves);
-        let mut open = new_leaf();
+        let mut open = Vec::with_capacity(BULK_FILL);
         for (_, mut leaf) in old {
             leaf.retain(|e| !dead(e.handle));
             let mut rest = &leaf[..];
@@ -369,12 +391,13 @@ impl Entries {
                 open.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
                 if open.len() == BULK_FILL {
-                    let full = std::mem::replace(&mut open, new_leaf());
+                    let full = std::mem::replace(&mut open, Vec::with_capacity(BULK_FILL));
                     self.leaves.insert(full[0].full(r), full);
                 }
             }
         }
         if !open.is_empty() {
+            open.shrink_to_fit();
             self.leaves.insert(open[0].full(r), open);
         }
         self.len = self.leaves.values().map(Vec::len).sum();
