@@ -279,3 +279,60 @@ fn entries_follow_changes_and_sweeps_drop_exactly_the_dead_ones() {
         assert_eq!(store.sindex_usage(INDEX).0, want(&model).len());
     });
 }
+
+/// A read-modify-write that leaves the indexed value as it is keeps the record's handle and
+/// entries (no dead handle to sweep); one that changes it moves them. And a record written
+/// before its index was added holds no entries there yet: rewriting it with the same value
+/// must index it, not keep the nothing it had.
+#[test]
+fn rewrites_with_the_same_keys_keep_their_entries_and_unindexed_ones_get_them() {
+    use apogee_engine::shard::Decision;
+    with_store(|store| async move {
+        for i in 0..200u32 {
+            store
+                .put(&record(i, 1, 1_000, Some(i64::from(i % 20))))
+                .await
+                .unwrap();
+        }
+        store.set_indexer(Some(Rc::new(BinV)));
+        store.add_sindex(INDEX); // no build: nothing is indexed
+        let rewrite = |i: u32, v: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .update::<(), ()>(&digest(i), |r| {
+                        let r = r.expect("stored");
+                        Ok((
+                            Decision::Write(record(i, r.meta.generation + 1, 2_000, Some(v))),
+                            (),
+                        ))
+                    })
+                    .await
+                    .unwrap();
+            }
+        };
+        for i in 0..200u32 {
+            rewrite(i, i64::from(i % 20)).await;
+        }
+        let want: BTreeSet<(IndexKey, Digest)> = (0..200u32)
+            .map(|i| (i64::from(i % 20), digest(i)))
+            .collect();
+        assert_eq!(entries(&store).into_iter().collect::<BTreeSet<_>>(), want);
+        store.sindex_usage(INDEX); // sweeps
+        assert_eq!(store.sindex_dead_handles(), 0);
+        // Indexed now: the same value again leaves no dead handle behind.
+        for i in 0..200u32 {
+            rewrite(i, i64::from(i % 20)).await;
+        }
+        assert_eq!(store.sindex_dead_handles(), 0, "same keys, same handles");
+        assert_eq!(entries(&store).into_iter().collect::<BTreeSet<_>>(), want);
+        // A new value moves the record.
+        rewrite(7, 99).await;
+        assert_eq!(store.sindex_dead_handles(), 1);
+        let mut want = want;
+        want.remove(&(7, digest(7)));
+        want.insert((99, digest(7)));
+        assert_eq!(entries(&store).into_iter().collect::<BTreeSet<_>>(), want);
+        assert_eq!(store.sindex_usage(INDEX).0, 200);
+    });
+}

@@ -173,6 +173,7 @@ impl ShardStore {
                 h.meta,
                 shadow,
                 Claim::Defrag,
+                None,
             )?;
         }
         Ok(())

@@ -123,6 +123,7 @@ impl ShardStore {
                 tombstone.meta,
                 true,
                 Claim::Delete,
+                None,
             )?;
             evicted += 1;
         }

@@ -132,6 +132,34 @@ impl Keydir {
         }
     }
 
+    /// Whether a new version of `digest` with keys `new` leaves its entries as they are: the
+    /// replaced version's keys `old` are the same (indexes not kept aside), and the index
+    /// holds each at the record's handle. Sorts and dedups `new` (callers insert it as is
+    /// otherwise, which allows any order).
+    fn keeps_entries(
+        &self,
+        digest: &Digest,
+        new: &mut Vec<(IndexId, IndexKey)>,
+        old: &[(IndexId, IndexKey)],
+    ) -> bool {
+        let kept = |v: &mut Vec<(IndexId, IndexKey)>| {
+            v.retain(|(id, _)| self.sindexes.has_index(*id));
+            v.sort_unstable();
+            v.dedup();
+        };
+        kept(new);
+        let mut old = old.to_vec();
+        kept(&mut old);
+        if old != *new {
+            return false;
+        }
+        let Some(handle) = self.index.handle(digest) else {
+            return new.is_empty();
+        };
+        new.iter()
+            .all(|(id, key)| self.sindexes.holds(*id, *key, digest, handle, &self.index))
+    }
+
     /// Drops the secondary-index entries of dead handles and releases the handles for reuse;
     /// returns the entries dropped.
     pub(crate) fn sweep_sindexes(&mut self) -> usize {
@@ -220,8 +248,31 @@ impl Keydir {
         live: &mut impl LiveBytes,
         keys: Option<&mut Vec<(IndexId, IndexKey)>>,
     ) -> Replaced {
+        self.mutate_indexed_over(change, live, keys, None)
+    }
+
+    /// [`Keydir::mutate_indexed`] of a new version whose replaced version held `old_keys`
+    /// (when known): if the new version's keys are the same and the index holds them all at
+    /// the record's handle, the record keeps its handle and its entries. The check against
+    /// the index matters: a version written before an index was added holds no entries in
+    /// it yet, whatever its keys.
+    pub(crate) fn mutate_indexed_over(
+        &mut self,
+        change: Change,
+        live: &mut impl LiveBytes,
+        mut keys: Option<&mut Vec<(IndexId, IndexKey)>>,
+        old_keys: Option<&[(IndexId, IndexKey)]>,
+    ) -> Replaced {
         let indexed = !self.sindexes.is_empty();
-        let moves = indexed && matches!((change, &keys), (Change::Live { .. }, Some(_)));
+        let mut moves = indexed && matches!((change, &keys), (Change::Live { .. }, Some(_)));
+        if let (true, Change::Live { digest, .. }, Some(new), Some(old)) =
+            (moves, change, keys.as_deref_mut(), old_keys)
+        {
+            if self.keeps_entries(&digest, new, old) {
+                moves = false;
+                keys = None; // nothing to insert either
+            }
+        }
         let replaced = self.mutate_moving(change, live, moves);
         let rewritten = !matches!(
             (change, &keys),

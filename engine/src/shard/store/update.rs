@@ -81,6 +81,9 @@ impl ShardStore {
             let seen = self.version(digest);
             let current = self.get(digest).await?;
             let generation = current.as_ref().map(|r| r.meta.generation);
+            // The read version's index keys: a new version with the same ones keeps its
+            // entries (no new handle, no re-insert).
+            let old_keys = current.as_ref().and_then(|r| self.sindex_keys(r));
             let (decision, out) = decide(current).map_err(UpdateError::Refused)?;
             // No await from here to the append: the version checked is the version replaced.
             if self.version(digest) != seen {
@@ -95,7 +98,7 @@ impl ShardStore {
                 record.digest, *digest,
                 "an update writes the record it read"
             );
-            let ticket = self.append(&record)?;
+            let ticket = self.append_over(&record, old_keys)?;
             self.commit(ticket).await?;
             return Ok(out);
         }

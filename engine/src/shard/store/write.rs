@@ -10,6 +10,7 @@ use crate::error::StoreError;
 use crate::index::{IndexEntry, Shadow};
 use crate::record::{block_tag, retag, set_name_of, write_checksum, Record};
 use crate::shard::space::{BlockTable, Claim, GrowthWanted, HEADROOM_BLOCKS};
+use crate::sindex::{IndexId, IndexKey};
 use crate::tuning::Setting;
 
 use super::{Change, CommitTicket, ShardStore};
@@ -74,7 +75,20 @@ impl ShardStore {
     /// Synchronous, so a caller that checked the record's `version` appends before anything else
     /// can change it; the returned ticket is then awaited with `commit`.
     pub fn append(&self, record: &Record) -> Result<CommitTicket, StoreError> {
-        let ticket = self.append_uncounted(record)?;
+        let ticket = self.append_record(record, None)?;
+        self.stats.count_write();
+        Ok(ticket)
+    }
+
+    /// [`ShardStore::append`] of a new version of a record whose replaced version held the
+    /// secondary-index keys `old_keys` (a read-modify-write knows them): when the new
+    /// version's keys are the same, its entries stay as they are.
+    pub(super) fn append_over(
+        &self,
+        record: &Record,
+        old_keys: Option<Vec<(IndexId, IndexKey)>>,
+    ) -> Result<CommitTicket, StoreError> {
+        let ticket = self.append_record(record, old_keys)?;
         self.stats.count_write();
         Ok(ticket)
     }
@@ -82,6 +96,14 @@ impl ShardStore {
     /// [`ShardStore::append`] without counting a client write: a version decided elsewhere
     /// (a replica's image) is not one of this node's `client_write_success`.
     pub(super) fn append_uncounted(&self, record: &Record) -> Result<CommitTicket, StoreError> {
+        self.append_record(record, None)
+    }
+
+    fn append_record(
+        &self,
+        record: &Record,
+        old_keys: Option<Vec<(IndexId, IndexKey)>>,
+    ) -> Result<CommitTicket, StoreError> {
         let size = record.encoded_bytes();
         if size > self.record_bytes_max() {
             return Err(StoreError::RecordTooBig {
@@ -101,6 +123,7 @@ impl ShardStore {
             record.meta,
             record.tombstone,
             claim,
+            old_keys,
         )
     }
 
@@ -174,6 +197,7 @@ impl ShardStore {
         meta: crate::record::RecordMeta,
         shadow: bool,
         claim: Claim,
+        old_keys: Option<Vec<(IndexId, IndexKey)>>,
     ) -> Result<CommitTicket, StoreError> {
         // A new version's secondary-index entries (defragmentation's moved bytes keep theirs).
         let mut sindex_keys = match incoming {
@@ -269,8 +293,12 @@ impl ShardStore {
                 },
             }
         };
-        st.keydir
-            .mutate_indexed(change, &mut st.table, sindex_keys.as_mut());
+        st.keydir.mutate_indexed_over(
+            change,
+            &mut st.table,
+            sindex_keys.as_mut(),
+            old_keys.as_deref(),
+        );
         if shadow {
             self.cache.borrow_mut().remove(&digest);
         } else {
