@@ -250,6 +250,30 @@ fn entries_follow_changes_and_sweeps_drop_exactly_the_dead_ones() {
                     n == 0 || store.sindex_dead_handles() > 0,
                     "step {n}: changes leave dead handles"
                 );
+                // Every other check, the sweep goes in steps with writes between them.
+                if n % 600 == 0 {
+                    store.sweep_sindexes_now();
+                } else {
+                    let mut k = 0u32;
+                    while store.sweep_sindexes_step() {
+                        let i = RECORDS + (k % 50);
+                        k += 1;
+                        let gen = model.get(&i).map_or(1, |(g, _)| g + 1);
+                        let v = Some(i64::from(k % 13));
+                        store
+                            .put(&record(i, gen, 20_000 + u64::from(k), v))
+                            .await
+                            .unwrap();
+                        model.insert(i, (gen, v));
+                    }
+                    // What died during the steps is the next sweep's.
+                    assert_eq!(
+                        entries(&store).into_iter().collect::<BTreeSet<_>>(),
+                        want(&model),
+                        "step {n}: after a sweep in steps"
+                    );
+                    store.sweep_sindexes_now();
+                }
                 let (count, bytes) = store.sindex_usage(INDEX);
                 assert_eq!(store.sindex_dead_handles(), 0, "step {n}: swept");
                 assert_eq!(
@@ -276,6 +300,7 @@ fn entries_follow_changes_and_sweeps_drop_exactly_the_dead_ones() {
             entries(&store).into_iter().collect::<BTreeSet<_>>(),
             want(&model)
         );
+        store.sweep_sindexes_now();
         assert_eq!(store.sindex_usage(INDEX).0, want(&model).len());
     });
 }
@@ -318,7 +343,7 @@ fn rewrites_with_the_same_keys_keep_their_entries_and_unindexed_ones_get_them() 
             .map(|i| (i64::from(i % 20), digest(i)))
             .collect();
         assert_eq!(entries(&store).into_iter().collect::<BTreeSet<_>>(), want);
-        store.sindex_usage(INDEX); // sweeps
+        store.sweep_sindexes_now();
         assert_eq!(store.sindex_dead_handles(), 0);
         // Indexed now: the same value again leaves no dead handle behind.
         for i in 0..200u32 {
@@ -333,6 +358,7 @@ fn rewrites_with_the_same_keys_keep_their_entries_and_unindexed_ones_get_them() 
         want.remove(&(7, digest(7)));
         want.insert((99, digest(7)));
         assert_eq!(entries(&store).into_iter().collect::<BTreeSet<_>>(), want);
+        store.sweep_sindexes_now();
         assert_eq!(store.sindex_usage(INDEX).0, 200);
     });
 }

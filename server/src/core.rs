@@ -165,6 +165,7 @@ impl Core {
             store.spawn_background_flusher();
             store.spawn_defragmenter();
             store.spawn_expirer();
+            store.spawn_sindex_sweeper();
             stores.push(store);
         }
         if node.config.cluster.heartbeat.is_some() {

@@ -405,6 +405,64 @@ impl Entries {
         before - self.len
     }
 
+    /// One step of an incremental [`Entries::sweep`]: drops the entries `dead` names in up to
+    /// `leaves_max` leaves from the one `from` falls in (`None`: the first), packing them as a
+    /// sweep does, and returns where the next step starts (`None`: the end was reached). The
+    /// steps of one sweep may have any changes between them: every entry above the returned
+    /// place is in the leaf it falls in or a later one, whatever leaves split, merge or hand
+    /// entries to a neighbour meanwhile (so a step starts from an entry, not from a leaf).
+    pub fn sweep_step(
+        &mut self,
+        from: Option<Full>,
+        leaves_max: usize,
+        dead: impl Fn(Handle) -> bool,
+        r: &impl Resolve,
+    ) -> (usize, Option<Full>) {
+        assert!(leaves_max > 0, "a sweep step takes at least one leaf");
+        let start = match &from {
+            Some(f) => self.leaf_of(f),
+            None => self.leaves.keys().next().copied(),
+        };
+        let Some(start) = start else {
+            return (0, None);
+        };
+        let firsts: Vec<Full> = self
+            .leaves
+            .range(start..)
+            .take(leaves_max + 1)
+            .map(|(k, _)| *k)
+            .collect();
+        let more = firsts.len() > leaves_max;
+        let taken = &firsts[..firsts.len().min(leaves_max)];
+        let mut dropped = 0;
+        let mut last = None;
+        let mut open: Vec<Packed> = Vec::new();
+        for first in taken {
+            let mut leaf = self.leaves.remove(first).expect("listed just now");
+            last = leaf.last().map(|e| e.full(r));
+            let before = leaf.len();
+            leaf.retain(|e| !dead(e.handle));
+            dropped += before - leaf.len();
+            if open.is_empty() {
+                open = leaf;
+                continue;
+            }
+            if open.len() + leaf.len() <= BULK_FILL {
+                room(&mut open, leaf.len());
+                open.extend_from_slice(&leaf);
+            } else {
+                let full = std::mem::replace(&mut open, leaf);
+                self.leaves.insert(full[0].full(r), full);
+            }
+        }
+        if !open.is_empty() {
+            self.leaves.insert(open[0].full(r), open);
+        }
+        self.len -= dropped;
+        self.check(r);
+        (dropped, if more { last } else { None })
+    }
+
     /// Entries after `start` (exclusive: past every handle of that (key, digest); `None`: from
     /// the smallest) up to key `last` (inclusive), in (key, digest, handle) order.
     pub fn range<'a, R: Resolve>(
@@ -585,6 +643,54 @@ mod tests {
         assert_eq!(all, model.into_iter().collect::<Vec<_>>());
         assert_eq!(e.sweep(|_| true, &r), all.len());
         assert!(e.is_empty());
+    }
+
+    /// A sweep in small steps with inserts between them (which split leaves and hand
+    /// entries to neighbours across the step's place) drops every entry of the handles dead
+    /// when it began, and nothing else.
+    #[test]
+    fn a_sweep_in_steps_among_inserts_drops_exactly_the_dead_entries() {
+        let r = ByHandle;
+        let mut s = 5u64;
+        for round in 0..10 {
+            let mut e = Entries::default();
+            let mut model = BTreeSet::new();
+            for _ in 0..2_000 {
+                let f = full(
+                    (lcg(&mut s) % 500) as IndexKey,
+                    (lcg(&mut s) % 4_000) as Handle,
+                );
+                e.insert(f, &r);
+                model.insert(f);
+            }
+            // Handles below 4,000 that are multiples of 3 (or of 7) die; inserts meanwhile
+            // use handles from 4,000 up, as new places do.
+            let gone = if round % 2 == 0 { 3 } else { 7 };
+            let dead = |h: Handle| h < 4_000 && h.is_multiple_of(gone);
+            let mut at = None;
+            let mut next_handle = 4_000;
+            loop {
+                let (_, next) = e.sweep_step(at, 1 + (lcg(&mut s) % 4) as usize, dead, &r);
+                for _ in 0..lcg(&mut s) % 40 {
+                    let f = full((lcg(&mut s) % 500) as IndexKey, next_handle);
+                    next_handle += 1;
+                    e.insert(f, &r);
+                    model.insert(f);
+                }
+                match next {
+                    Some(n) => at = Some(n),
+                    None => break,
+                }
+            }
+            model.retain(|f| !dead(f.handle));
+            let all: Vec<_> = e.range(None, IndexKey::MAX, &r).collect();
+            assert_eq!(
+                all,
+                model.iter().copied().collect::<Vec<_>>(),
+                "round {round}"
+            );
+            assert_eq!(e.len(), model.len());
+        }
     }
 
     #[test]

@@ -120,6 +120,20 @@ impl Sindexes {
         self.trees.values_mut().map(|t| t.sweep(&dead, r)).sum()
     }
 
+    /// One step of an incremental sweep of index `id` (see [`Entries::sweep_step`]); `None`
+    /// when the index is gone.
+    pub fn sweep_step(
+        &mut self,
+        id: IndexId,
+        from: Option<Full>,
+        leaves_max: usize,
+        dead: impl Fn(Handle) -> bool,
+        r: &impl Resolve,
+    ) -> Option<(usize, Option<Full>)> {
+        let tree = self.trees.get_mut(&id)?;
+        Some(tree.sweep_step(from, leaves_max, dead, r))
+    }
+
     /// Whether index `id` holds (`key`, `digest`) at `handle`.
     pub fn holds(
         &self,

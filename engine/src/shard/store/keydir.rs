@@ -16,8 +16,9 @@
 
 use apogee_wire::Digest;
 
-use crate::index::{Index, IndexEntry, Shadow, Shadows};
+use crate::index::{DeadSet, Index, IndexEntry, Shadow, Shadows};
 use crate::shard::space::BlockTable;
+use crate::sindex::entries::Full;
 use crate::sindex::{IndexId, IndexKey, Sindexes};
 
 /// Dead primary-index positions (records removed, or moved by a new version with keys) that
@@ -99,6 +100,19 @@ pub(crate) struct Keydir {
     /// whatever their metadata says (a record deleted and written again in the same
     /// millisecond can come back with the metadata the build read).
     building: std::collections::HashMap<IndexId, std::collections::HashSet<Digest>>,
+    /// The incremental sweep in progress, if any.
+    sweep: Option<SweepRun>,
+}
+
+/// An incremental sweep: the handles dead when it began (released when it ends, never
+/// before: entries naming them may remain until then), the indexes to walk, and where it is.
+struct SweepRun {
+    dead: DeadSet,
+    /// How many of the oldest dead handles are this sweep's.
+    count: usize,
+    ids: Vec<IndexId>,
+    at: usize,
+    from: Option<Full>,
 }
 
 impl Keydir {
@@ -128,6 +142,8 @@ impl Keydir {
     pub(crate) fn drop_sindex(&mut self, id: IndexId) {
         self.sindexes.drop_index(id);
         if self.sindexes.is_empty() {
+            // Every dead handle is released: no sweep has anything left to do.
+            self.sweep = None;
             self.index.keep_dead(false);
         }
     }
@@ -167,10 +183,61 @@ impl Keydir {
         if n == 0 {
             return 0;
         }
+        // This sweep covers every dead handle, an incremental one's included.
+        self.sweep = None;
         let dead = self.index.dead_handles();
         let dropped = self.sindexes.sweep(|h| dead.contains(h), &self.index);
         self.index.release_dead(n);
         dropped
+    }
+
+    /// One step of an incremental sweep (starting one when handles are dead and none runs):
+    /// at most `leaves_max` leaves of one index. Returns whether the sweep goes on; at its end
+    /// the handles dead when it began are released. Changes may come between steps: entries
+    /// are only ever added for live handles, so none for the sweep's dead ones.
+    pub(crate) fn sweep_sindexes_step(&mut self, leaves_max: usize) -> bool {
+        if self.sweep.is_none() {
+            let count = self.index.dead_count();
+            if count == 0 {
+                return false;
+            }
+            self.sweep = Some(SweepRun {
+                dead: self.index.dead_handles(),
+                count,
+                ids: self.sindexes.ids(),
+                at: 0,
+                from: None,
+            });
+        }
+        let run = self.sweep.as_mut().expect("started above");
+        while let Some(&id) = run.ids.get(run.at) {
+            let dead = &run.dead;
+            match self.sindexes.sweep_step(
+                id,
+                run.from,
+                leaves_max,
+                |h| dead.contains(h),
+                &self.index,
+            ) {
+                Some((_, Some(next))) => {
+                    run.from = Some(next);
+                    return true;
+                }
+                Some((_, None)) => {
+                    run.at += 1;
+                    run.from = None;
+                    return true;
+                }
+                // Dropped since the sweep began.
+                None => {
+                    run.at += 1;
+                    run.from = None;
+                }
+            }
+        }
+        let run = self.sweep.take().expect("running");
+        self.index.release_dead(run.count);
+        false
     }
 
     /// Dead handles awaiting a sweep.

@@ -22,6 +22,22 @@ use crate::StoreError;
 /// is borrowed for the walk, so other requests wait at most this long).
 pub const SINDEX_WALK_ENTRIES_MAX: usize = 4096;
 
+/// Leaves one step of the background sweep walks (~7,000 entries, some tens of µs) before it
+/// yields to the core's other work.
+pub const SWEEP_STEP_LEAVES: usize = 64;
+
+/// How often the background sweep looks for dead handles (records removed or rewritten while
+/// indexes exist).
+pub const SWEEP_PERIOD_MS: u64 = 200;
+
+/// A sweep walks every entry, so it starts only once a 64th of the records are dead, or
+/// [`SWEEP_WAIT_MAX_MS`] after the last one ended: at most one walk of the entries per two
+/// seconds unless records churn faster (then a walk per 64th of them), and the statistics'
+/// entry counts settle within about two seconds.
+pub const SWEEP_DEAD_FRACTION: usize = 64;
+/// See [`SWEEP_DEAD_FRACTION`].
+pub const SWEEP_WAIT_MAX_MS: u64 = 2_000;
+
 /// Records a background build gathers before it puts their entries into the index at once
 /// (about 60 bytes each while gathered: 3.75 MiB).
 pub const BUILD_RUN_RECORDS_MAX: usize = 65_536;
@@ -228,14 +244,53 @@ impl ShardStore {
             .is_some_and(|h| st.keydir.sindexes().holds(id, key, digest, h, index))
     }
 
-    /// (entries, estimated bytes) of index `id` on this shard, after a sweep of the entries
-    /// of records removed or rewritten since the last (so the count is exact; the server
-    /// asks every second, which makes that the longest such entries stay).
+    /// (entries, estimated bytes) of index `id` on this shard; the entries of records
+    /// removed or rewritten count until the sweep drops them (the background sweeper does
+    /// within about [`SWEEP_PERIOD_MS`]).
     pub fn sindex_usage(&self, id: IndexId) -> (usize, usize) {
-        let mut st = self.state.borrow_mut();
-        st.keydir.sweep_sindexes();
+        let st = self.state.borrow();
         let s = st.keydir.sindexes();
         (s.entry_count(id), s.memory_bytes(id))
+    }
+
+    /// Sweeps every index at once: drops the entries of dead handles and releases them;
+    /// returns the entries dropped. Synchronous (~5 ms per million entries): for tests and
+    /// shutdown-like moments; the server sweeps in the background.
+    pub fn sweep_sindexes_now(&self) -> usize {
+        self.state.borrow_mut().keydir.sweep_sindexes()
+    }
+
+    /// One step of the incremental sweep ([`SWEEP_STEP_LEAVES`] leaves); whether it goes on.
+    pub fn sweep_sindexes_step(&self) -> bool {
+        self.state
+            .borrow_mut()
+            .keydir
+            .sweep_sindexes_step(SWEEP_STEP_LEAVES)
+    }
+
+    /// Sweeps the entries of dead handles in the background: looks every
+    /// [`SWEEP_PERIOD_MS`] and, when a sweep is due ([`SWEEP_DEAD_FRACTION`]), sweeps in steps
+    /// with a yield between them. Stops when the store is dropped.
+    pub fn spawn_sindex_sweeper(self: &Rc<Self>) {
+        let weak = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            let mut last = std::time::Instant::now();
+            let wait_max = std::time::Duration::from_millis(SWEEP_WAIT_MAX_MS);
+            loop {
+                glommio::timer::sleep(std::time::Duration::from_millis(SWEEP_PERIOD_MS)).await;
+                let Some(store) = weak.upgrade() else { break };
+                let dead = store.sindex_dead_handles();
+                let many = dead.saturating_mul(SWEEP_DEAD_FRACTION) >= store.object_count();
+                if dead == 0 || !(many || last.elapsed() >= wait_max) {
+                    continue;
+                }
+                while store.sweep_sindexes_step() {
+                    futures_lite::future::yield_now().await;
+                }
+                last = std::time::Instant::now();
+            }
+        })
+        .detach();
     }
 
     /// Dead primary-index handles whose secondary-index entries await a sweep.
