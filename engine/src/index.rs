@@ -276,6 +276,27 @@ impl PageIds {
         self.last_entry = id;
     }
 
+    fn pop_entry(&mut self) -> Option<u32> {
+        if self.entries == 0 {
+            return None;
+        }
+        let last = self.count() - 1;
+        let id = match self.inline.get(last) {
+            Some(&id) => id,
+            None => self
+                .spill
+                .pop()
+                .expect("ids past the inline ones are spilled"),
+        };
+        self.entries -= 1;
+        self.last_entry = if self.entries > 0 {
+            self.id(self.count() - 1)
+        } else {
+            0
+        };
+        Some(id)
+    }
+
     /// Replaces the slot pages, returning the old ones.
     fn replace_slots(&mut self, new: Vec<u32>) -> Vec<u32> {
         let mut all = self.to_vec();
@@ -406,6 +427,19 @@ impl Table<'_> {
         i
     }
 
+    /// The slot that points at `pos` (which must be indexed), probing from `hash`.
+    fn slot_of_pos(&self, pos: usize, hash: u64) -> usize {
+        let mut i = self.part.home(hash);
+        loop {
+            let s = self.slot(i);
+            assert!(s != 0, "an indexed position has a slot");
+            if pos_of(s) == pos {
+                return i;
+            }
+            i = self.part.next(i);
+        }
+    }
+
     /// Rebuilds the slots in `n_pages` fresh pages (entries do not move). A bulk load runs
     /// this for every record about five times over (a table grows by a quarter at a time), so
     /// it walks the entry pages in order and fills the new slot pages through a local list of
@@ -493,9 +527,15 @@ impl Table<'_> {
     }
 
     /// Removes the entry slot `slot` points at, leaving its position dead (`keep`: its digest
-    /// stays readable until released) or a hole; returns the position.
+    /// stays readable until released); returns the position. Without `keep` (no handle is
+    /// held anywhere, and the partition has no holes) the partition's last entry moves into
+    /// the hole, so entries stay dense and pages go back as a partition shrinks.
     fn remove_at(&mut self, slot: usize, keep: bool) -> usize {
         let pos = pos_of(self.slot(slot));
+        if !keep && self.free.is_empty() {
+            self.remove_dense(slot, pos);
+            return pos;
+        }
         self.clear_slot(slot);
         let mut dead = self.entry(pos);
         dead[24..27].fill(0); // no live entry has 0 bytes
@@ -507,6 +547,77 @@ impl Table<'_> {
             self.resize((self.part.len() * 3 / 2).div_ceil(PAGE_SLOTS));
         }
         pos
+    }
+
+    /// [`Table::remove_at`] of a dense partition: the last entry moves into the hole.
+    fn remove_dense(&mut self, slot: usize, pos: usize) {
+        debug_assert_eq!(self.part.used(), self.part.len(), "a dense partition");
+        self.clear_slot(slot);
+        let last = self.part.used() - 1;
+        if pos != last {
+            let moved = self.entry(last);
+            let moved_hash = self.hash_at(last);
+            let s = self.slot_of_pos(last, moved_hash);
+            self.set_slot(s, slot_value(pos, moved_hash));
+            self.set_entry(pos, moved);
+        }
+        self.part.used = last as u32;
+        self.part.live -= 1;
+        // Give pages back, with slack so that a partition hovering at a boundary does not
+        // take and give a page on every write.
+        if self.part.ids.entry_pages() * PAGE_ENTRIES >= last + 2 * PAGE_ENTRIES {
+            let id = self.part.ids.pop_entry().expect("more pages than entries");
+            self.pages.entries.give(id);
+        }
+        if last == 0 {
+            let (slots, entries) = self.part.ids.take_all();
+            for id in entries {
+                self.pages.entries.give(id);
+            }
+            for id in slots {
+                self.pages.slots.give(id);
+            }
+            *self.part = Partition::default();
+        } else if self.part.ids.slot_pages() > 1 && last * 5 < self.part.slot_count() {
+            self.resize((last * 3 / 2).div_ceil(PAGE_SLOTS));
+        }
+    }
+
+    /// Moves the live entries down over the holes (positions change: no handle may be held),
+    /// gives back the entry pages left over and rebuilds the slots.
+    fn compact(&mut self) {
+        if self.free.is_empty() {
+            return;
+        }
+        let mut to = 0;
+        for from in 0..self.part.used() {
+            let e = self.entry(from);
+            if is_live(&e) {
+                self.set_entry(to, e);
+                to += 1;
+            }
+        }
+        debug_assert_eq!(to, self.part.len());
+        self.part.used = to as u32;
+        self.free.clear();
+        self.free.shrink_to_fit();
+        while self.part.ids.entry_pages() * PAGE_ENTRIES >= to + PAGE_ENTRIES {
+            let id = self.part.ids.pop_entry().expect("more pages than entries");
+            self.pages.entries.give(id);
+        }
+        if to == 0 {
+            let (slots, entries) = self.part.ids.take_all();
+            for id in entries {
+                self.pages.entries.give(id);
+            }
+            for id in slots {
+                self.pages.slots.give(id);
+            }
+            *self.part = Partition::default();
+        } else {
+            let pages = self.part.ids.slot_pages();
+            self.resize(pages);
+        }
     }
 
     /// Makes a dead position a hole; an empty partition gives every page back.
@@ -825,6 +936,11 @@ impl Index {
         self.keep_dead = keep;
         if !keep {
             self.release_dead(self.dead.len());
+            // No handle is held any more: entries may move again, so partitions go back to
+            // dense (a removal then moves the last entry in and pages go back as they shrink).
+            for pid in 0..self.partitions.len() {
+                self.table(pid).compact();
+            }
         }
     }
 
@@ -1124,11 +1240,13 @@ mod tests {
     /// removed positions freed at once, and kept dead and released now and then.
     #[test]
     fn matches_a_map_through_growth_shrinking_and_removal() {
-        matches_a_map(false);
-        matches_a_map(true);
+        matches_a_map(false, 0);
+        matches_a_map(true, usize::MAX);
+        // Kept, then dense again (the last secondary index dropped) with holes to compact.
+        matches_a_map(true, 40_000);
     }
 
-    fn matches_a_map(keep_dead: bool) {
+    fn matches_a_map(mut keep_dead: bool, keep_until_step: usize) {
         let mut idx = Index::default();
         idx.keep_dead(keep_dead);
         // Every live digest's handle, which must not change while it stays live.
@@ -1142,6 +1260,12 @@ mod tests {
             x
         };
         for step in 0..60_000u64 {
+            if keep_dead && step as usize == keep_until_step {
+                idx.keep_dead(false);
+                keep_dead = false;
+                handles.clear();
+                assert!(idx.free.iter().all(Vec::is_empty), "compacted");
+            }
             let r = rnd();
             let pid = if r % 4 == 0 {
                 (r >> 8) as u16 % 4096
@@ -1181,13 +1305,13 @@ mod tests {
                 };
                 idx.insert(d, e);
                 model.insert(d, e);
+                // Handles stay put only while dead positions are kept (secondary indexes).
                 let h = idx.handle(&d).expect("just inserted");
-                assert_eq!(
-                    *handles.entry(d).or_insert(h),
-                    h,
-                    "step {step}: a live entry moved"
-                );
                 assert_eq!(idx.entry_at(h), Some(e));
+                if keep_dead {
+                    let held = *handles.entry(d).or_insert(h);
+                    assert_eq!(held, h, "step {step}: a live entry moved");
+                }
             }
             assert_eq!(idx.len(), model.len());
             if step % 5000 == 0 {
