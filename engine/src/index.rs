@@ -7,11 +7,13 @@
 //! partition has its own small table, so growth happens in many small steps instead of one
 //! rehash of the whole shard (which would stall the core and, with doubling, leave up to half
 //! the table empty):
-//! - entries are packed to [`ENTRY_BYTES`] (40) bytes, stored in 64-entry pages; an entry
-//!   never moves while its record is live, so its place is a stable [`Handle`] (secondary
-//!   indexes name records by it). A removal leaves a hole the partition's next insert
-//!   fills, or, while secondary indexes exist, a dead entry that keeps its digest until
-//!   [`Index::release_dead`] (their entries for it are swept first);
+//! - entries are packed to [`ENTRY_BYTES`] (40) bytes, stored in 64-entry pages. Without
+//!   secondary indexes they are dense (a removal moves the partition's last entry into the
+//!   hole), so no slack beyond one partial page. While secondary indexes exist
+//!   ([`Index::keep_dead`]) an entry never moves while its record is live, so its place is a
+//!   stable [`Handle`] the indexes name records by: a removal leaves a dead entry that keeps
+//!   its digest until [`Index::release_dead`] (the indexes' entries for it are swept first),
+//!   then a hole the partition's next insert fills;
 //! - the digest's first byte is implied by the partition (it is the partition id's low byte),
 //!   so an entry stores only the other 19;
 //! - a linear-probing table of 4-byte slots maps a digest to its entry's position; a slot also
