@@ -543,10 +543,10 @@ impl Table<'_> {
         dead[24..27].fill(0); // no live entry has 0 bytes
         self.set_entry(pos, dead);
         self.part.live -= 1;
-        if !keep {
+        if keep {
+            self.shrink_slots();
+        } else {
             self.free_pos(pos);
-        } else if self.part.ids.slot_pages() > 1 && self.part.len() * 5 < self.part.slot_count() {
-            self.resize((self.part.len() * 3 / 2).div_ceil(PAGE_SLOTS));
         }
         pos
     }
@@ -572,16 +572,32 @@ impl Table<'_> {
             self.pages.entries.give(id);
         }
         if last == 0 {
-            let (slots, entries) = self.part.ids.take_all();
-            for id in entries {
-                self.pages.entries.give(id);
-            }
-            for id in slots {
-                self.pages.slots.give(id);
-            }
-            *self.part = Partition::default();
-        } else if self.part.ids.slot_pages() > 1 && last * 5 < self.part.slot_count() {
-            self.resize((last * 3 / 2).div_ceil(PAGE_SLOTS));
+            self.release_pages();
+        } else {
+            self.shrink_slots();
+        }
+    }
+
+    /// Gives every page of an empty partition back (no position is in use: no live entry, no
+    /// dead one a handle may name) and forgets its holes.
+    fn release_pages(&mut self) {
+        let (slots, entries) = self.part.ids.take_all();
+        for id in entries {
+            self.pages.entries.give(id);
+        }
+        for id in slots {
+            self.pages.slots.give(id);
+        }
+        *self.part = Partition::default();
+        *self.free = Vec::new();
+    }
+
+    /// Shrinks the slot table to ~67 % full once it is under 20 % full (it keeps at least one
+    /// page).
+    fn shrink_slots(&mut self) {
+        let live = self.part.len();
+        if self.part.ids.slot_pages() > 1 && live * 5 < self.part.slot_count() {
+            self.resize((live * 3 / 2).div_ceil(PAGE_SLOTS));
         }
     }
 
@@ -608,14 +624,7 @@ impl Table<'_> {
             self.pages.entries.give(id);
         }
         if to == 0 {
-            let (slots, entries) = self.part.ids.take_all();
-            for id in entries {
-                self.pages.entries.give(id);
-            }
-            for id in slots {
-                self.pages.slots.give(id);
-            }
-            *self.part = Partition::default();
+            self.release_pages();
         } else {
             let pages = self.part.ids.slot_pages();
             self.resize(pages);
@@ -626,19 +635,10 @@ impl Table<'_> {
     fn free_pos(&mut self, pos: usize) {
         debug_assert!(!is_live(&self.entry(pos)));
         self.free.push(pos as u32);
-        let live = self.part.len();
-        if live == 0 && self.free.len() == self.part.used() {
-            let (slots, entries) = self.part.ids.take_all();
-            for id in entries {
-                self.pages.entries.give(id);
-            }
-            for id in slots {
-                self.pages.slots.give(id);
-            }
-            *self.part = Partition::default();
-            *self.free = Vec::new();
-        } else if self.part.ids.slot_pages() > 1 && live * 5 < self.part.slot_count() {
-            self.resize((live * 3 / 2).div_ceil(PAGE_SLOTS));
+        if self.part.len() == 0 && self.free.len() == self.part.used() {
+            self.release_pages();
+        } else {
+            self.shrink_slots();
         }
     }
 
