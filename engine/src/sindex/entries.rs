@@ -378,31 +378,13 @@ impl Entries {
     }
 
     /// Drops every entry whose handle `dead` names, and packs the leaves left to about
-    /// [`BULK_FILL`] each; returns how many were dropped.
+    /// [`BULK_FILL`] each; returns how many were dropped. One [`Entries::sweep_step`] over
+    /// every leaf.
     pub fn sweep(&mut self, dead: impl Fn(Handle) -> bool, r: &impl Resolve) -> usize {
-        let before = self.len;
-        let old = std::mem::take(&mut self.leaves);
-        let mut open = Vec::with_capacity(BULK_FILL);
-        for (_, mut leaf) in old {
-            leaf.retain(|e| !dead(e.handle));
-            let mut rest = &leaf[..];
-            while !rest.is_empty() {
-                let take = (BULK_FILL - open.len()).min(rest.len());
-                open.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if open.len() == BULK_FILL {
-                    let full = std::mem::replace(&mut open, Vec::with_capacity(BULK_FILL));
-                    self.leaves.insert(full[0].full(r), full);
-                }
-            }
-        }
-        if !open.is_empty() {
-            open.shrink_to_fit();
-            self.leaves.insert(open[0].full(r), open);
-        }
-        self.len = self.leaves.values().map(Vec::len).sum();
-        self.check(r);
-        before - self.len
+        let leaves = self.leaves.len().max(1);
+        let (dropped, rest) = self.sweep_step(None, leaves, dead, r);
+        debug_assert!(rest.is_none(), "one step over every leaf");
+        dropped
     }
 
     /// One step of an incremental [`Entries::sweep`]: drops the entries `dead` names in up to
@@ -436,6 +418,8 @@ impl Entries {
         let taken = &firsts[..firsts.len().min(leaves_max)];
         let mut dropped = 0;
         let mut last = None;
+        // The step's entries left, cut into leaves of BULK_FILL (the last one shorter: the
+        // next step starts in it and packs on).
         let mut open: Vec<Packed> = Vec::new();
         for first in taken {
             let mut leaf = self.leaves.remove(first).expect("listed just now");
@@ -443,16 +427,20 @@ impl Entries {
             let before = leaf.len();
             leaf.retain(|e| !dead(e.handle));
             dropped += before - leaf.len();
-            if open.is_empty() {
-                open = leaf;
+            if open.is_empty() && leaf.len() <= BULK_FILL {
+                open = leaf; // keeps its allocation
                 continue;
             }
-            if open.len() + leaf.len() <= BULK_FILL {
-                room(&mut open, leaf.len());
-                open.extend_from_slice(&leaf);
-            } else {
-                let full = std::mem::replace(&mut open, leaf);
-                self.leaves.insert(full[0].full(r), full);
+            let mut rest = &leaf[..];
+            while !rest.is_empty() {
+                if open.len() == BULK_FILL {
+                    let full = std::mem::take(&mut open);
+                    self.leaves.insert(full[0].full(r), full);
+                }
+                let take = (BULK_FILL - open.len()).min(rest.len());
+                room(&mut open, take);
+                open.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
             }
         }
         if !open.is_empty() {
