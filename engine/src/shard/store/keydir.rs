@@ -241,7 +241,7 @@ impl Keydir {
     }
 
     /// Dead handles awaiting a sweep.
-    pub(crate) fn dead_handles(&self) -> usize {
+    pub(crate) fn dead_count(&self) -> usize {
         self.index.dead_count()
     }
 

@@ -295,7 +295,7 @@ impl ShardStore {
 
     /// Dead primary-index handles whose secondary-index entries await a sweep.
     pub fn sindex_dead_handles(&self) -> usize {
-        self.state.borrow().keydir.dead_handles()
+        self.state.borrow().keydir.dead_count()
     }
 
     /// Reads a record for a query, without filling the record cache (as scans read).

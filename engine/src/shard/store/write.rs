@@ -75,9 +75,7 @@ impl ShardStore {
     /// Synchronous, so a caller that checked the record's `version` appends before anything else
     /// can change it; the returned ticket is then awaited with `commit`.
     pub fn append(&self, record: &Record) -> Result<CommitTicket, StoreError> {
-        let ticket = self.append_record(record, None)?;
-        self.stats.count_write();
-        Ok(ticket)
+        self.append_over(record, None)
     }
 
     /// [`ShardStore::append`] of a new version of a record whose replaced version held the
