@@ -70,6 +70,14 @@ fn record(i: u32, generation: u16, lut_ms: u64, v: Option<i64>) -> Record {
 /// Per record number: its generation and its value under `v` (`None`: a string).
 type Model = HashMap<u32, (u16, Option<i64>)>;
 
+/// Writes record `i`'s next version (generation one past the model's, 1 for a new record)
+/// holding `v`, and notes it in the model.
+async fn write_next(store: &ShardStore, model: &mut Model, i: u32, lut_ms: u64, v: Option<i64>) {
+    let gen = model.get(&i).map_or(1, |(g, _)| g.wrapping_add(1).max(1));
+    store.put(&record(i, gen, lut_ms, v)).await.unwrap();
+    model.insert(i, (gen, v));
+}
+
 /// Every entry of the index, walked in bounded steps.
 fn entries(store: &ShardStore) -> Vec<(IndexKey, Digest)> {
     let mut out = Vec::new();
@@ -228,11 +236,7 @@ fn entries_follow_changes_and_sweeps_drop_exactly_the_dead_ones() {
                     Some((_, v)) if n % 2 == 0 => *v,
                     _ => (n % 9 != 0).then_some(((s >> 20) % 50) as i64),
                 };
-                store
-                    .put(&record(i, gen, 10_000 + u64::from(n), v))
-                    .await
-                    .unwrap();
-                model.insert(i, (gen, v));
+                write_next(&store, &mut model, i, 10_000 + u64::from(n), v).await;
             }
             if n % 300 == 0 {
                 let got = entries(&store);
@@ -258,13 +262,8 @@ fn entries_follow_changes_and_sweeps_drop_exactly_the_dead_ones() {
                     while store.sweep_sindexes_step() {
                         let i = RECORDS + (k % 50);
                         k += 1;
-                        let gen = model.get(&i).map_or(1, |(g, _)| g + 1);
                         let v = Some(i64::from(k % 13));
-                        store
-                            .put(&record(i, gen, 20_000 + u64::from(k), v))
-                            .await
-                            .unwrap();
-                        model.insert(i, (gen, v));
+                        write_next(&store, &mut model, i, 20_000 + u64::from(k), v).await;
                     }
                     // What died during the steps is the next sweep's.
                     assert_eq!(
@@ -286,14 +285,8 @@ fn entries_follow_changes_and_sweeps_drop_exactly_the_dead_ones() {
         }
         // Churn on a few records: sweeps run as dead handles pile up, bounding them.
         for n in 0..20_000u32 {
-            let i = n % 50;
-            let gen = model.get(&i).map_or(1, |(g, _)| g.wrapping_add(1).max(1));
             let v = Some(i64::from(n % 7));
-            store
-                .put(&record(i, gen, 50_000 + u64::from(n), v))
-                .await
-                .unwrap();
-            model.insert(i, (gen, v));
+            write_next(&store, &mut model, n % 50, 50_000 + u64::from(n), v).await;
             assert!(store.sindex_dead_handles() <= apogee_engine::shard::SWEEP_DEAD_MIN);
         }
         assert_eq!(
