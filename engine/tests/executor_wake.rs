@@ -3,9 +3,15 @@
 //! nothing woke it. With a short preemption timer the unpatched executor hung within a few
 //! hundred to a few thousand runs of an empty future (seen at iteration 654); the patched one
 //! finishes them all.
+//!
+//! Also the executor's sleep (PATCHES.md, 4): the poll that links the latency ring to the main
+//! ring is kept armed across sleeps and re-armed once it fired; timers are kept while pending.
+//! An executor that sleeps and is woken over and over — by another thread, and by its own
+//! timers — must wake every time (a link that is never re-armed sleeps through the second
+//! wake-up).
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -40,4 +46,69 @@ fn an_executor_with_a_short_preempt_timer_never_parks_with_work_ready() {
             ),
         }
     }
+}
+
+/// Wake-ups of a sleeping executor, each way.
+const WAKES: u32 = 5_000;
+
+/// Runs `body` on an executor of its own and fails when its progress (the counts it sends)
+/// stops for `HANG_AFTER` before reaching `total`.
+fn progress_never_stops(total: u32, body: impl FnOnce(mpsc::Sender<u32>) + Send + 'static) {
+    let (done, progress) = mpsc::channel();
+    std::thread::spawn(move || body(done));
+    let mut last = 0;
+    while last != total {
+        match progress.recv_timeout(HANG_AFTER) {
+            Ok(i) => last = i,
+            Err(_) => {
+                panic!("the executor stopped after {last} of {total}: asleep with work ready")
+            }
+        }
+    }
+}
+
+#[test]
+fn a_sleeping_executor_wakes_for_every_message_from_another_thread() {
+    progress_never_stops(WAKES, |done| {
+        let (to_ex, from_thread) = flume::bounded::<u32>(1);
+        let (to_thread, from_ex) = flume::bounded::<u32>(1);
+        std::thread::spawn(move || {
+            for i in 1..=WAKES {
+                // Gives the executor time to park before the message arrives.
+                if i % 16 == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                if to_ex.send(i).is_err() || from_ex.recv() != Ok(i) {
+                    return;
+                }
+            }
+        });
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .make()
+            .expect("an executor");
+        ex.run(async move {
+            while let Ok(i) = from_thread.recv_async().await {
+                let _ = to_thread.send_async(i).await;
+                let _ = done.send(i);
+            }
+        });
+    });
+}
+
+#[test]
+fn a_sleeping_executor_wakes_for_each_of_its_timers() {
+    const TIMERS: u32 = 2_000;
+    progress_never_stops(TIMERS, |done| {
+        let ex = LocalExecutorBuilder::new(Placement::Unbound)
+            .make()
+            .expect("an executor");
+        ex.run(async move {
+            for i in 1..=TIMERS {
+                let asked = Instant::now();
+                glommio::timer::sleep(Duration::from_micros(50)).await;
+                assert!(asked.elapsed() >= Duration::from_micros(50));
+                let _ = done.send(i);
+            }
+        });
+    });
 }

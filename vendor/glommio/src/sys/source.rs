@@ -224,6 +224,13 @@ impl Source {
         })
     }
 
+    /// APOGEE PATCH (PATCHES.md, 4): whether the source was queued or submitted and its
+    /// completion not consumed yet (consuming it takes `enqueued`; a `LinkRings` completion
+    /// sets no result, so `result()` cannot tell).
+    pub(crate) fn in_flight(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

@@ -1044,12 +1044,23 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    fn sleep(&mut self, link: &Source, arm: bool) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
+        if !arm {
+            // APOGEE PATCH (PATCHES.md, 4): the link is still armed from an earlier sleep.
+            return self
+                .ring
+                .cq()
+                .wait(1)
+                .map(|_| 1)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok);
+        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1223,6 +1234,10 @@ pub(crate) struct Reactor {
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    // APOGEE PATCH (PATCHES.md, 4): when the pending latency timer fires, and the poll that
+    // links the latency ring to the main ring, kept armed across passes and sleeps.
+    latency_preemption_deadline: Cell<Option<Instant>>,
+    link_rings_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1277,6 +1292,12 @@ macro_rules! flush_rings {
         )*
         io::Result::Ok(ret)
     }}
+}
+
+/// APOGEE PATCH (PATCHES.md, 4): whether a source was submitted (or queued) and has not
+/// completed.
+fn pending(source: &Source) -> bool {
+    source.in_flight()
 }
 
 fn align_up(v: usize, align: usize) -> usize {
@@ -1354,6 +1375,8 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
+            link_rings_src: Cell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1726,14 +1749,26 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        // APOGEE PATCH (PATCHES.md, 4): the poll of the latency ring's descriptor stays armed
+        // until it fires (one-shot: it completes once the latency ring has a CQE), instead of
+        // a new one per sleep and a cancellation of the old one after every wake-up.
+        let armed = self.link_rings_src.take().filter(|s| pending(s));
+        let (link_rings, arm) = match armed {
+            Some(s) => (s, false),
+            None => (
+                Source::new(
+                    IoRequirements::default(),
+                    self.link_fd,
+                    SourceType::LinkRings,
+                    None,
+                    None,
+                ),
+                true,
+            ),
+        };
+        let slept = ring.sleep(&link_rings, arm).or_else(Self::busy_ok).map(|_| {});
+        self.link_rings_src.set(Some(link_rings));
+        slept
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1814,22 +1849,26 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // APOGEE PATCH (PATCHES.md, 4): upstream cancelled the latency timer and replaced the
+        // throughput timer on every pass (two cancellations and four submissions, one
+        // `io_uring_enter` per ring, each time the executor ran out of tasks). A timer still
+        // pending is kept: it fires at most one preemption period after it was armed, which
+        // only shortens a slice, and a kept latency timer wakes a sleeping executor at most
+        // once (nothing re-arms it while asleep). Completed ones are replaced.
+        if !self.latency_preemption_timeout_src.take().is_some_and(|s| {
+            let keep = pending(&s);
+            if keep {
+                self.latency_preemption_timeout_src.set(Some(s));
+            }
+            keep
+        }) {
+            self.latency_preemption_deadline.set(None);
+        }
+        let throughput = self.throughput_preemption_timeout_src.take().filter(pending);
+        self.throughput_preemption_timeout_src.set(Some(throughput.unwrap_or_else(|| {
+            main_ring
+                .prepare_throughput_preemption_timer(self.ring_depth() as u32, self.eventfd_src.raw())
+        })));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1851,9 +1890,17 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                // APOGEE PATCH (PATCHES.md, 4): a pending timer that fires no later than the
+                // user timer wakes the executor in time; otherwise it is replaced (its
+                // cancellation is flushed on the next pass; if it fires first, the executor
+                // wakes once more and sleeps again).
+                let due = Instant::now() + dur;
+                if self.latency_preemption_deadline.get().map_or(true, |d| d > due) {
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                    self.latency_preemption_deadline.set(Some(due));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1882,8 +1929,14 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            // APOGEE PATCH (PATCHES.md, 4): armed only when none is pending.
+            let armed = self.latency_preemption_timeout_src.take().filter(pending);
+            let armed = armed.unwrap_or_else(|| {
+                self.latency_preemption_deadline
+                    .set(Some(Instant::now() + preempt));
+                lat_ring.prepare_latency_preemption_timer(preempt)
+            });
+            self.latency_preemption_timeout_src.set(Some(armed));
             flush_rings!(lat_ring, main_ring)?;
         }
 
