@@ -174,6 +174,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnect
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
+    let _serving = core.node.steering.serving(core.shard);
     // With several cores, the core that owns a request's record writes its reply itself.
     let mut elsewhere = Elsewhere {
         socket: (core.node.config.cores > 1).then(|| stream.as_raw_fd()),

@@ -14,9 +14,10 @@ use apogee_engine::stats::ShardStats;
 use apogee_wire::msg::{info2, Message};
 use apogee_wire::{Digest, ResultCode};
 use futures_lite::{future, FutureExt};
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
-use crate::admission::{FrameBudget, PARTIAL_FRAME_BYTES_MAX_PER_CORE};
+use crate::admission::{FrameBudget, OpenConnection, PARTIAL_FRAME_BYTES_MAX_PER_CORE};
 use crate::cluster::replica;
 use crate::command::{self, Reply};
 use crate::config::NamespaceConfig;
@@ -600,6 +601,12 @@ impl Core {
                         crate::cluster::fabric::serve_handed(core, stream, peer);
                         continue;
                     }
+                    ShardWork::Client { stream, admitted } => {
+                        // SAFETY: a connected TCP socket whose ownership moves here whole.
+                        let stream = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
+                        glommio::spawn_local(connection::serve(core, stream, admitted)).detach();
+                        continue;
+                    }
                 };
                 glommio::spawn_local(async move {
                     let reply = crate::dispatch::guarded(core.execute(
@@ -733,6 +740,18 @@ impl Core {
     /// clients waiting for a slot; a failing accept (out of file descriptors) backs off.
     pub async fn serve(self: Rc<Self>, listener: TcpListener, stop: flume::Receiver<()>) {
         let max = self.node.config.proto_fd_max;
+        // Debug builds only: `APOGEE_FAULT_ACCEPT_CORE=k` leaves accepting to core k alone, so
+        // tests can see connections handed to the other cores (`steering`).
+        let only = cfg!(debug_assertions)
+            .then(|| std::env::var("APOGEE_FAULT_ACCEPT_CORE").ok())
+            .flatten()
+            .and_then(|k| k.parse::<usize>().ok());
+        if only.is_some_and(|k| k != self.shard) {
+            drop(listener);
+            let _ = stop.recv_async().await;
+            self.flush_and_stop().await;
+            return;
+        }
         loop {
             let accepted = future::or(async { Some(listener.accept().await) }, async {
                 let _ = stop.recv_async().await;
@@ -742,10 +761,7 @@ impl Core {
             match accepted {
                 None => break,
                 Some(Ok(stream)) => match self.node.connections.admit(max) {
-                    Some(admitted) => {
-                        let core = self.clone();
-                        glommio::spawn_local(connection::serve(core, stream, admitted)).detach();
-                    }
+                    Some(admitted) => self.place(stream, admitted),
                     None => {
                         drop(stream);
                         if let Some(n) = self.logs.over_proto_fd_max.allow() {
@@ -766,6 +782,43 @@ impl Core {
             }
         }
         self.flush_and_stop().await;
+    }
+
+    /// Serves a client connection this core accepted, or hands it to the core pinned to the
+    /// CPU its packets arrive on (`steering`); a hand-off that cannot be queued is served here.
+    fn place(self: &Rc<Self>, stream: TcpStream, admitted: OpenConnection) {
+        let target = (self.node.steering).choose(
+            self.shard,
+            crate::steering::incoming_cpu(stream.as_raw_fd()),
+        );
+        if target == self.shard {
+            glommio::spawn_local(connection::serve(self.clone(), stream, admitted)).detach();
+            return;
+        }
+        // SAFETY: `dup` of a descriptor the stream owns and keeps open until it drops.
+        let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+        if fd < 0 {
+            glommio::spawn_local(connection::serve(self.clone(), stream, admitted)).detach();
+            return;
+        }
+        // SAFETY: `fd` was just returned by dup and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        match self.node.inboxes[target].try_send(ShardWork::Client {
+            stream: fd,
+            admitted,
+        }) {
+            Ok(()) => {
+                self.node.steering.count_handed();
+                drop(stream)
+            }
+            Err(e) => {
+                let (flume::TrySendError::Full(work) | flume::TrySendError::Disconnected(work)) = e;
+                let ShardWork::Client { admitted, .. } = work else {
+                    unreachable!("the work sent is a client connection")
+                };
+                glommio::spawn_local(connection::serve(self.clone(), stream, admitted)).detach();
+            }
+        }
     }
 
     /// Flushes every store's write buffers before the core exits.

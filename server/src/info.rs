@@ -438,14 +438,15 @@ fn answer_one(node: &Node, cmd: &InfoCommand<'_>, room: usize) -> String {
                 .map(|i| node.namespace_stats(i).objects)
                 .sum();
             format!(
-                "{};{};objects={objects};cores={};shards_poisoned={};{}",
+                "{};{};objects={objects};cores={};shards_poisoned={};{};{}",
                 node.cluster
                     .load()
                     .statistics(node.partitions.load().migrate_remaining()),
                 node.proxy_stats.describe(),
                 cfg.cores,
                 node.poisoned_shards.load(std::sync::atomic::Ordering::Relaxed),
-                node.connections.describe()
+                node.connections.describe(),
+                node.steering.describe()
             )
         }
         "features" => "peers;replicas;replicas-all;replicas-master;pipelining;float;geo;batch-any;pscans;query-show".into(),

@@ -24,6 +24,7 @@ mod preflight;
 mod runtime;
 mod scan;
 mod sindex;
+mod steering;
 mod stream;
 mod truncate;
 mod udf;

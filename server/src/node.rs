@@ -70,6 +70,12 @@ pub enum ShardWork {
         stream: std::os::fd::OwnedFd,
         peer: apogee_cluster::NodeId,
     },
+    /// A client connection accepted on another core, for this core to serve (`steering`):
+    /// nothing has been read from it yet.
+    Client {
+        stream: std::os::fd::OwnedFd,
+        admitted: crate::admission::OpenConnection,
+    },
     /// Reconcile this shard's secondary indexes of a namespace with its catalog.
     SindexSync { ns: usize },
     /// Forget every record of a partition this node no longer holds.
@@ -108,6 +114,8 @@ pub struct Node {
     pub logs: crate::log_limit::NodeLogLimits,
     /// Client connection counts, for `proto-fd-max` and `statistics`.
     pub connections: Arc<crate::admission::ConnectionStats>,
+    /// Which core serves a new client connection (`steering`).
+    pub steering: crate::steering::Steering,
     /// `batch_latency[shard]`: whole batches, written by the core that accepted the batch.
     pub batch_latency: Vec<crate::latency::Histogram>,
     /// Running and recently finished scans, for `query-show` and `query-abort`.
@@ -204,6 +212,7 @@ impl Node {
                     .collect::<Vec<_>>(),
             ),
             connections: Arc::default(),
+            steering: crate::steering::Steering::new(config.cores),
             logs: Default::default(),
             poisoned_shards: Default::default(),
             batch_latency: (0..config.cores).map(|_| Default::default()).collect(),

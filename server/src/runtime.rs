@@ -244,7 +244,8 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
         let ready = ready_tx.clone();
         let exit = ExitNotice(exit_tx.clone(), shard);
         // Pin when there is a CPU per core; more cores than CPUs (tests) float.
-        let placement = if cores <= cpus {
+        let pinned = cores <= cpus;
+        let placement = if pinned {
             Placement::Fixed(shard)
         } else {
             Placement::Unbound
@@ -262,6 +263,13 @@ pub fn run(mut config: Config, host: &HostReport) -> Result<(), String> {
                         return;
                     }
                 };
+                if pinned {
+                    // SAFETY: sched_getcpu has no preconditions.
+                    let cpu = unsafe { libc::sched_getcpu() };
+                    if cpu >= 0 {
+                        node.steering.pinned(shard, cpu);
+                    }
+                }
                 core.spawn_inbox(inbox);
                 // Secondary indexes: rebuilt from the data at every start, in the background.
                 for ns in 0..core.stores.len() {
