@@ -169,12 +169,17 @@ async fn read_request(
 
 /// Serves one admitted connection until its client closes it, it breaks the protocol, or a
 /// limit closes it.
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream, _admitted: OpenConnection) {
+/// `_serving` counts it on its core (`steering`) for as long as it lives.
+pub async fn serve(
+    core: Rc<Core>,
+    mut stream: TcpStream,
+    _admitted: OpenConnection,
+    _serving: crate::steering::Serving,
+) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
-    let _serving = core.node.steering.serving(core.shard);
     // With several cores, the core that owns a request's record writes its reply itself.
     let mut elsewhere = Elsewhere {
         socket: (core.node.config.cores > 1).then(|| stream.as_raw_fd()),

@@ -601,10 +601,15 @@ impl Core {
                         crate::cluster::fabric::serve_handed(core, stream, peer);
                         continue;
                     }
-                    ShardWork::Client { stream, admitted } => {
+                    ShardWork::Client {
+                        stream,
+                        admitted,
+                        serving,
+                    } => {
                         // SAFETY: a connected TCP socket whose ownership moves here whole.
                         let stream = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
-                        glommio::spawn_local(connection::serve(core, stream, admitted)).detach();
+                        let task = connection::serve(core, stream, admitted, serving);
+                        glommio::spawn_local(task).detach();
                         continue;
                     }
                 };
@@ -787,28 +792,37 @@ impl Core {
     /// Serves a client connection this core accepted, or hands it to the core pinned to the
     /// CPU its packets arrive on (`steering`); a hand-off that cannot be queued is served here.
     fn place(self: &Rc<Self>, stream: TcpStream, admitted: OpenConnection) {
-        let target = (self.node.steering).choose(
+        let steering = &self.node.steering;
+        let target = steering.choose(
             self.shard,
             crate::steering::incoming_cpu(stream.as_raw_fd()),
         );
+        let serve_here = |stream, admitted| {
+            let serving = steering.serving(self.shard);
+            let task = connection::serve(self.clone(), stream, admitted, serving);
+            glommio::spawn_local(task).detach();
+        };
         if target == self.shard {
-            glommio::spawn_local(connection::serve(self.clone(), stream, admitted)).detach();
-            return;
+            return serve_here(stream, admitted);
         }
-        // SAFETY: `dup` of a descriptor the stream owns and keeps open until it drops.
-        let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+        // SAFETY: a duplicate (close-on-exec) of a descriptor the stream owns and keeps open
+        // until it drops.
+        let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
         if fd < 0 {
-            glommio::spawn_local(connection::serve(self.clone(), stream, admitted)).detach();
-            return;
+            return serve_here(stream, admitted);
         }
-        // SAFETY: `fd` was just returned by dup and is owned by nothing else.
+        // SAFETY: `fd` was just returned by fcntl and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Counted on the target from now on, so a burst of connections sees the ones still
+        // waiting in its inbox.
+        let serving = steering.serving(target);
         match self.node.inboxes[target].try_send(ShardWork::Client {
             stream: fd,
             admitted,
+            serving,
         }) {
             Ok(()) => {
-                self.node.steering.count_handed();
+                steering.count_handed();
                 drop(stream)
             }
             Err(e) => {
@@ -816,7 +830,7 @@ impl Core {
                 let ShardWork::Client { admitted, .. } = work else {
                     unreachable!("the work sent is a client connection")
                 };
-                glommio::spawn_local(connection::serve(self.clone(), stream, admitted)).detach();
+                serve_here(stream, admitted);
             }
         }
     }

@@ -75,6 +75,7 @@ pub enum ShardWork {
     Client {
         stream: std::os::fd::OwnedFd,
         admitted: crate::admission::OpenConnection,
+        serving: crate::steering::Serving,
     },
     /// Reconcile this shard's secondary indexes of a namespace with its catalog.
     SindexSync { ns: usize },

@@ -1234,9 +1234,8 @@ pub(crate) struct Reactor {
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
-    // APOGEE PATCH (PATCHES.md, 4): when the pending latency timer fires, and the poll that
-    // links the latency ring to the main ring, kept armed across passes and sleeps.
-    latency_preemption_deadline: Cell<Option<Instant>>,
+    // APOGEE PATCH (PATCHES.md, 4): the poll that links the latency ring to the main ring,
+    // kept armed across passes and sleeps.
     link_rings_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1375,7 +1374,6 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
-            latency_preemption_deadline: Cell::new(None),
             link_rings_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1849,21 +1847,18 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // APOGEE PATCH (PATCHES.md, 4): upstream cancelled the latency timer and replaced the
-        // throughput timer on every pass (two cancellations and four submissions, one
-        // `io_uring_enter` per ring, each time the executor ran out of tasks). A timer still
-        // pending is kept: it fires at most one preemption period after it was armed, which
-        // only shortens a slice, and a kept latency timer wakes a sleeping executor at most
-        // once (nothing re-arms it while asleep). Completed ones are replaced.
-        if !self.latency_preemption_timeout_src.take().is_some_and(|s| {
-            let keep = pending(&s);
-            if keep {
-                self.latency_preemption_timeout_src.set(Some(s));
-            }
-            keep
-        }) {
-            self.latency_preemption_deadline.set(None);
-        }
+        // Cancel the old timer regardless of whether we can sleep:
+        // if we won't sleep, we will register the new timer with its new
+        // value.
+        //
+        // But if we will sleep, there might be a timer registered that needs
+        // to be removed otherwise we'll wake up when it expires.
+        drop(self.latency_preemption_timeout_src.take());
+
+        // APOGEE PATCH (PATCHES.md, 4): upstream replaced the throughput timer on every pass
+        // (a cancellation, a timeout and its linked eventfd write). One still in flight is
+        // kept; its count of main-ring completions then runs across passes, so it preempts
+        // once per `ring_depth` completions rather than per pass.
         let throughput = self.throughput_preemption_timeout_src.take().filter(pending);
         self.throughput_preemption_timeout_src.set(Some(throughput.unwrap_or_else(|| {
             main_ring
@@ -1890,17 +1885,9 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                // APOGEE PATCH (PATCHES.md, 4): a pending timer that fires no later than the
-                // user timer wakes the executor in time; otherwise it is replaced (its
-                // cancellation is flushed on the next pass; if it fires first, the executor
-                // wakes once more and sleeps again).
-                let due = Instant::now() + dur;
-                if self.latency_preemption_deadline.get().map_or(true, |d| d > due) {
-                    self.latency_preemption_timeout_src
-                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                    self.latency_preemption_deadline.set(Some(due));
-                    assert!(flush_rings!(lat_ring)? > 0);
-                }
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1929,14 +1916,8 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            // APOGEE PATCH (PATCHES.md, 4): armed only when none is pending.
-            let armed = self.latency_preemption_timeout_src.take().filter(pending);
-            let armed = armed.unwrap_or_else(|| {
-                self.latency_preemption_deadline
-                    .set(Some(Instant::now() + preempt));
-                lat_ring.prepare_latency_preemption_timer(preempt)
-            });
-            self.latency_preemption_timeout_src.set(Some(armed));
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
             flush_rings!(lat_ring, main_ring)?;
         }
 
