@@ -256,7 +256,16 @@ def test_commit_level_all_answers_timeout_when_the_replica_does_not_answer(tmp_p
         wait_client_nodes(client, 2)
         big = a1_key("big")
         blob = os.urandom(1_000_000)
-        client.put(big, {"b": blob})
+        # The client lists a node before its next tend has fetched that node's partitions:
+        # until then it has no node for them (InvalidNodeError, nothing sent).
+        deadline = time.monotonic() + FORM_SECS_MAX
+        while True:
+            try:
+                client.put(big, {"b": blob})
+                break
+            except aerospike.exception.InvalidNodeError:
+                assert time.monotonic() < deadline, "the client never routed the key"
+                time.sleep(0.1)
         client.close()
         assert replica_reply_bytes(nodes[1].port, big) > 1_000_000
         assert ns_stats(nodes[1].port)["repl_write_received_stored"] == "1"

@@ -1235,8 +1235,9 @@ pub(crate) struct Reactor {
     latency_preemption_timeout_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
     // APOGEE PATCH (PATCHES.md, 4): the poll that links the latency ring to the main ring,
-    // kept armed across passes and sleeps.
+    // kept armed across passes and sleeps; and when the latency timer in flight fires.
     link_rings_src: Cell<Option<Source>>,
+    latency_preemption_deadline: Cell<Option<Instant>>,
 
     link_fd: RawFd,
 
@@ -1375,6 +1376,7 @@ impl Reactor {
             latency_preemption_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             link_rings_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1746,6 +1748,22 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    /// APOGEE PATCH (PATCHES.md, 5): keeps the latency timer when it is still in flight and
+    /// fires by `until`; otherwise drops it (cancelling it if in flight) and says so, for the
+    /// caller to arm one. Its completion is judged by the source, never by the deadline alone:
+    /// a timer that fired and was consumed since the pass began is not in flight.
+    fn keep_latency_timer(&self, until: Instant) -> bool {
+        let kept = self.latency_preemption_timeout_src.take().filter(|s| {
+            pending(s) && self.latency_preemption_deadline.get().is_some_and(|d| d <= until)
+        });
+        let keep = kept.is_some();
+        self.latency_preemption_timeout_src.set(kept);
+        if !keep {
+            self.latency_preemption_deadline.set(None);
+        }
+        keep
+    }
+
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
         // APOGEE PATCH (PATCHES.md, 4): the poll of the latency ring's descriptor stays armed
         // until it fires (one-shot: it completes once the latency ring has a CQE), instead of
@@ -1847,13 +1865,9 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // APOGEE PATCH (PATCHES.md, 5): upstream cancelled the latency timer here on every
+        // pass and armed a new one below; it is now kept while it is in flight and fires no
+        // later than what the pass needs (`keep_latency_timer`).
 
         // APOGEE PATCH (PATCHES.md, 4): upstream replaced the throughput timer on every pass
         // (a cancellation, a timeout and its linked eventfd write). One still in flight is
@@ -1885,9 +1899,15 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                // APOGEE PATCH (PATCHES.md, 5): a timer in flight that fires no later than the
+                // user timer wakes the executor in time.
+                let due = Instant::now() + dur;
+                if !self.keep_latency_timer(due) {
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                    self.latency_preemption_deadline.set(Some(due));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1916,8 +1936,14 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            // APOGEE PATCH (PATCHES.md, 5): armed only when none in flight fires within a
+            // preemption period from now.
+            let due = Instant::now() + preempt;
+            if !self.keep_latency_timer(due) {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_preemption_deadline.set(Some(due));
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
