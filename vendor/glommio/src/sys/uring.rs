@@ -1294,12 +1294,6 @@ macro_rules! flush_rings {
     }}
 }
 
-/// APOGEE PATCH (PATCHES.md, 4): whether a source was submitted (or queued) and has not
-/// completed.
-fn pending(source: &Source) -> bool {
-    source.in_flight()
-}
-
 fn align_up(v: usize, align: usize) -> usize {
     (v + align - 1) & !(align - 1)
 }
@@ -1741,6 +1735,24 @@ impl Reactor {
         }
     }
 
+    /// APOGEE PATCH (PATCHES.md, 5): a latency timer that fires within `dur` from now: the one
+    /// in flight when it does (judged by its source, never by the deadline alone: a timer that
+    /// fired and was consumed since the pass began is not in flight), else a new one, queued on
+    /// `lat_ring` (the one replaced is cancelled). Says whether it queued a new one.
+    fn latency_timer_within(&self, lat_ring: &mut SleepableRing, dur: Duration) -> bool {
+        let due = Instant::now() + dur;
+        let deadline = self.latency_preemption_deadline.get();
+        let kept = (self.latency_preemption_timeout_src.take())
+            .filter(|s| s.in_flight() && deadline.is_some_and(|d| d <= due));
+        let armed = kept.is_none();
+        let timer = kept.unwrap_or_else(|| {
+            self.latency_preemption_deadline.set(Some(due));
+            lat_ring.prepare_latency_preemption_timer(dur)
+        });
+        self.latency_preemption_timeout_src.set(Some(timer));
+        armed
+    }
+
     /// We want to go to sleep, but we can only go to sleep in one of the rings,
     /// as we only have one thread. There are more than one sleepable rings, so
     /// what we do is we take advantage of the fact that the ring's `ring_fd` is
@@ -1748,27 +1760,11 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
-    /// APOGEE PATCH (PATCHES.md, 5): keeps the latency timer when it is still in flight and
-    /// fires by `until`; otherwise drops it (cancelling it if in flight) and says so, for the
-    /// caller to arm one. Its completion is judged by the source, never by the deadline alone:
-    /// a timer that fired and was consumed since the pass began is not in flight.
-    fn keep_latency_timer(&self, until: Instant) -> bool {
-        let kept = self.latency_preemption_timeout_src.take().filter(|s| {
-            pending(s) && self.latency_preemption_deadline.get().is_some_and(|d| d <= until)
-        });
-        let keep = kept.is_some();
-        self.latency_preemption_timeout_src.set(kept);
-        if !keep {
-            self.latency_preemption_deadline.set(None);
-        }
-        keep
-    }
-
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
         // APOGEE PATCH (PATCHES.md, 4): the poll of the latency ring's descriptor stays armed
         // until it fires (one-shot: it completes once the latency ring has a CQE), instead of
         // a new one per sleep and a cancellation of the old one after every wake-up.
-        let armed = self.link_rings_src.take().filter(|s| pending(s));
+        let armed = self.link_rings_src.take().filter(Source::in_flight);
         let (link_rings, arm) = match armed {
             Some(s) => (s, false),
             None => (
@@ -1867,13 +1863,13 @@ impl Reactor {
 
         // APOGEE PATCH (PATCHES.md, 5): upstream cancelled the latency timer here on every
         // pass and armed a new one below; it is now kept while it is in flight and fires no
-        // later than what the pass needs (`keep_latency_timer`).
+        // later than what the pass needs (`latency_timer_within`).
 
         // APOGEE PATCH (PATCHES.md, 4): upstream replaced the throughput timer on every pass
         // (a cancellation, a timeout and its linked eventfd write). One still in flight is
         // kept; its count of main-ring completions then runs across passes, so it preempts
         // once per `ring_depth` completions rather than per pass.
-        let throughput = self.throughput_preemption_timeout_src.take().filter(pending);
+        let throughput = self.throughput_preemption_timeout_src.take().filter(Source::in_flight);
         self.throughput_preemption_timeout_src.set(Some(throughput.unwrap_or_else(|| {
             main_ring
                 .prepare_throughput_preemption_timer(self.ring_depth() as u32, self.eventfd_src.raw())
@@ -1901,11 +1897,7 @@ impl Reactor {
             if let Some(dur) = user_timer {
                 // APOGEE PATCH (PATCHES.md, 5): a timer in flight that fires no later than the
                 // user timer wakes the executor in time.
-                let due = Instant::now() + dur;
-                if !self.keep_latency_timer(due) {
-                    self.latency_preemption_timeout_src
-                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                    self.latency_preemption_deadline.set(Some(due));
+                if self.latency_timer_within(&mut lat_ring, dur) {
                     assert!(flush_rings!(lat_ring)? > 0);
                 }
             }
@@ -1938,12 +1930,7 @@ impl Reactor {
         if let Some(preempt) = preempt_timer() {
             // APOGEE PATCH (PATCHES.md, 5): armed only when none in flight fires within a
             // preemption period from now.
-            let due = Instant::now() + preempt;
-            if !self.keep_latency_timer(due) {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-                self.latency_preemption_deadline.set(Some(due));
-            }
+            self.latency_timer_within(&mut lat_ring, preempt);
             flush_rings!(lat_ring, main_ring)?;
         }
 
