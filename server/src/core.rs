@@ -15,7 +15,7 @@ use apogee_wire::msg::{info2, Message};
 use apogee_wire::{Digest, ResultCode};
 use futures_lite::{future, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 
 use crate::admission::{FrameBudget, OpenConnection, PARTIAL_FRAME_BYTES_MAX_PER_CORE};
 use crate::cluster::replica;
@@ -805,14 +805,12 @@ impl Core {
         if target == self.shard {
             return serve_here(stream, admitted);
         }
-        // SAFETY: a duplicate (close-on-exec) of a descriptor the stream owns and keeps open
-        // until it drops.
-        let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-        if fd < 0 {
+        // SAFETY: the stream owns the descriptor and keeps it open while it is borrowed here;
+        // the duplicate (close-on-exec) is owned by `fd` alone.
+        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+        let Ok(fd) = fd else {
             return serve_here(stream, admitted);
-        }
-        // SAFETY: `fd` was just returned by fcntl and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        };
         // Counted on the target from now on, so a burst of connections sees the ones still
         // waiting in its inbox.
         let serving = steering.serving(target);

@@ -396,13 +396,11 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
         // The connection belongs to another shard: handed to its core, which serves its
         // frames from now on, so the records they carry never cross cores. Nothing past the
         // hello has been read (the sender waits for the answer before it sends more).
-        // SAFETY: `dup` of a descriptor this stream owns and keeps open until it drops.
-        let fd = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(stream)) };
-        if fd < 0 {
-            return Err(FabricError::Io(std::io::Error::last_os_error()));
-        }
-        // SAFETY: `fd` was just returned by dup and is owned by nothing else.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: the stream owns the descriptor and keeps it open while it is borrowed here;
+        // the duplicate (close-on-exec) is owned by `fd` alone.
+        let raw = std::os::fd::AsRawFd::as_raw_fd(stream);
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }.try_clone_to_owned();
+        let fd = fd.map_err(FabricError::Io)?;
         let work = crate::node::ShardWork::FabricPeer { stream: fd, peer };
         if core.node.inboxes[to].send_async(work).await.is_err() {
             return Err(FabricError::Io(std::io::ErrorKind::BrokenPipe.into()));
