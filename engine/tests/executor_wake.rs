@@ -95,18 +95,20 @@ fn a_sleeping_executor_wakes_for_every_message_from_another_thread() {
     });
 }
 
-#[test]
-fn a_sleeping_executor_wakes_for_each_of_its_timers() {
-    const TIMERS: u32 = 2_000;
-    progress_never_stops(TIMERS, |done| {
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .make()
-            .expect("an executor");
+/// `count` timer sleeps of `sleep` in a row on an executor of its own (with `preempt_timer`
+/// when given), each one checked to last at least `sleep`, nothing else running.
+fn timers_all_fire(count: u32, sleep: Duration, preempt_timer: Option<Duration>) {
+    progress_never_stops(count, move |done| {
+        let mut builder = LocalExecutorBuilder::new(Placement::Unbound);
+        if let Some(preempt) = preempt_timer {
+            builder = builder.preempt_timer(preempt);
+        }
+        let ex = builder.make().expect("an executor");
         ex.run(async move {
-            for i in 1..=TIMERS {
+            for i in 1..=count {
                 let asked = Instant::now();
-                glommio::timer::sleep(Duration::from_micros(50)).await;
-                assert!(asked.elapsed() >= Duration::from_micros(50));
+                glommio::timer::sleep(sleep).await;
+                assert!(asked.elapsed() >= sleep);
                 let _ = done.send(i);
             }
         });
@@ -114,20 +116,17 @@ fn a_sleeping_executor_wakes_for_each_of_its_timers() {
 }
 
 #[test]
+fn a_sleeping_executor_wakes_for_each_of_its_timers() {
+    timers_all_fire(2_000, Duration::from_micros(50), None);
+}
+
+#[test]
 fn user_timers_fire_under_a_short_preempt_timer() {
     // A 20 µs preemption timer races each sleep's user timer; a version of PATCHES.md 4 that
     // kept a fired preemption timer's deadline skipped arming the user timer and slept on.
-    const TIMERS: u32 = 3_000;
-    progress_never_stops(TIMERS, |done| {
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .preempt_timer(Duration::from_micros(20))
-            .make()
-            .expect("an executor");
-        ex.run(async move {
-            for i in 1..=TIMERS {
-                glommio::timer::sleep(Duration::from_micros(300)).await;
-                let _ = done.send(i);
-            }
-        });
-    });
+    timers_all_fire(
+        3_000,
+        Duration::from_micros(300),
+        Some(Duration::from_micros(20)),
+    );
 }
