@@ -15,7 +15,7 @@ use apogee_wire::msg::{info2, Message};
 use apogee_wire::{Digest, ResultCode};
 use futures_lite::{future, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 
 use crate::admission::{FrameBudget, OpenConnection, PARTIAL_FRAME_BYTES_MAX_PER_CORE};
 use crate::cluster::replica;
@@ -606,8 +606,7 @@ impl Core {
                         admitted,
                         serving,
                     } => {
-                        // SAFETY: a connected TCP socket whose ownership moves here whole.
-                        let stream = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
+                        let stream = crate::node::take_over(stream);
                         let task = connection::serve(core, stream, admitted, serving);
                         glommio::spawn_local(task).detach();
                         continue;
@@ -805,10 +804,7 @@ impl Core {
         if target == self.shard {
             return serve_here(stream, admitted);
         }
-        // SAFETY: the stream owns the descriptor and keeps it open while it is borrowed here;
-        // the duplicate (close-on-exec) is owned by `fd` alone.
-        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
-        let Ok(fd) = fd else {
+        let Ok(fd) = crate::node::hand_over(&stream) else {
             return serve_here(stream, admitted);
         };
         // Counted on the target from now on, so a burst of connections sees the ones still

@@ -49,6 +49,23 @@ pub struct ShardRequest {
     pub may_proxy: bool,
 }
 
+/// A duplicate (close-on-exec) of a connected socket's descriptor, for another core to serve
+/// through its inbox ([`ShardWork::Client`], [`ShardWork::FabricPeer`]); the caller then drops
+/// its own stream, and the other core takes the socket over with [`take_over`].
+pub fn hand_over(stream: &glommio::net::TcpStream) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the stream owns the descriptor and keeps it open while it is borrowed here; the
+    // duplicate is owned by the returned value alone.
+    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()
+}
+
+/// The stream of a socket another core handed over with [`hand_over`].
+pub fn take_over(fd: std::os::fd::OwnedFd) -> glommio::net::TcpStream {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: a connected TCP socket whose ownership moves here whole.
+    unsafe { glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
+
 /// Work handed to the core that owns it.
 pub enum ShardWork {
     /// One keyed command.

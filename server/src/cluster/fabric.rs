@@ -396,11 +396,7 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
         // The connection belongs to another shard: handed to its core, which serves its
         // frames from now on, so the records they carry never cross cores. Nothing past the
         // hello has been read (the sender waits for the answer before it sends more).
-        // SAFETY: the stream owns the descriptor and keeps it open while it is borrowed here;
-        // the duplicate (close-on-exec) is owned by `fd` alone.
-        let raw = std::os::fd::AsRawFd::as_raw_fd(stream);
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }.try_clone_to_owned();
-        let fd = fd.map_err(FabricError::Io)?;
+        let fd = crate::node::hand_over(stream).map_err(FabricError::Io)?;
         let work = crate::node::ShardWork::FabricPeer { stream: fd, peer };
         if core.node.inboxes[to].send_async(work).await.is_err() {
             return Err(FabricError::Io(std::io::ErrorKind::BrokenPipe.into()));
@@ -413,8 +409,7 @@ async fn serve_peer_frames(core: &Rc<Core>, stream: &mut TcpStream) -> Result<()
 
 /// Serves a handed connection's frames on this core (`ShardWork::FabricPeer`).
 pub fn serve_handed(core: Rc<Core>, stream: std::os::fd::OwnedFd, peer: NodeId) {
-    // SAFETY: a connected TCP socket whose ownership moves here whole.
-    let mut stream = unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) };
+    let mut stream = crate::node::take_over(stream);
     glommio::spawn_local(async move {
         if let Err(error) = serve_frames(&core, &mut stream, peer).await {
             log_closed(&core, None, error);
