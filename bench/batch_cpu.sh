@@ -29,15 +29,10 @@ BIN=$TARGET_DIR/release
 rm -rf "$OUT" && mkdir -p "$OUT"
 printf '[namespace.test]\nstorage-engine = "memory"\ndata-size = 4294967296\n' > "$OUT/a.toml"
 
+. bench/lib.sh
 pids=()
 ce_started=""
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ -n "$ce_started" ]; then "$CE" stop 3410 >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
-. bench/lib.sh
+trap stop_started EXIT
 
 names=(apogee); ports=(3400)
 "$BIN/apogee" --port 3400 --cores "$(nproc)" --data-dir "$OUT/new" --config "$OUT/a.toml" \
@@ -49,7 +44,7 @@ if [ -n "${BASE:-}" ]; then
     pids+=($!); spids+=($!); names+=(base); ports+=(3420); wait_port 3420
 fi
 if [ -z "${NO_CE:-}" ] && [ -x "$CE" ]; then
-    ce_started=1
+    ce_started=3410
     "$CE" start 3410 > "$OUT/ce-start.log" 2>&1
     ce_pid=$(listener_pid 3410)
     spids+=("$ce_pid"); names+=(aerospike-ce); ports+=(3410)

@@ -18,6 +18,14 @@ listener_pid() {
     echo "$pid"
 }
 
+# Stops what a script comparing servers started: every pid in its `pids` array, and Aerospike
+# CE on port $ce_started when that is set (`trap stop_started EXIT`).
+stop_started() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -n "${ce_started:-}" ]; then "$CE" stop "$ce_started" >/dev/null 2>&1 || true; fi
+}
+
 # utime + stime of process $1, in clock ticks; TICK_US is one tick in microseconds.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))

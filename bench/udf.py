@@ -42,6 +42,22 @@ NS, SET = "test", "ub"
 KEYS = 1000
 
 
+def register(client):
+    """Registers MODULE as `ubench.lua` on every node the client knows."""
+    content = base64.b64encode(MODULE.encode()).decode()
+    put = f"udf-put:filename=ubench.lua;content={content};content-len={len(content)};udf-type=LUA;"
+    for _, (err, text) in client.info_all(put).items():
+        assert not err and text.strip().split("\t")[-1] == "ok", (err, text)
+
+
+def call(client, kind, key):
+    """One record UDF incrementing bin `n` (kind "udf"), or the equivalent operate."""
+    if kind == "udf":
+        client.apply(key, "ubench", "incr", ["n", 1])
+    else:
+        client.operate(key, [ops.increment("n", 1), ops.read("n")])
+
+
 def worker(port, kind, calls, offset, barrier, out):
     """One concurrent client: `calls` UDF or operate calls once every worker is ready."""
     c = aerospike.client({"hosts": [("127.0.0.1", port)]}).connect()
@@ -50,10 +66,7 @@ def worker(port, kind, calls, offset, barrier, out):
     barrier.wait()
     t = time.perf_counter()
     for i in range(offset, offset + calls):
-        if kind == "udf":
-            c.apply(keys[i % KEYS], "ubench", "incr", ["n", 1])
-        else:
-            c.operate(keys[i % KEYS], [ops.increment("n", 1), ops.read("n")])
+        call(c, kind, keys[i % KEYS])
     out.put(time.perf_counter() - t)
     c.close()
 
@@ -89,10 +102,7 @@ def main():
         "lua": {"user_path": lua_dir},
         "policies": {"batch": {"total_timeout": 60000}},
     }).connect()
-    content = base64.b64encode(MODULE.encode()).decode()
-    put = f"udf-put:filename=ubench.lua;content={content};content-len={len(content)};udf-type=LUA;"
-    for _, (err, text) in client.info_all(put).items():
-        assert not err and text.strip().split("\t")[-1] == "ok", (err, text)
+    register(client)
     time.sleep(0.5)
     for start in range(0, a.records, 2000):
         batch = BatchRecords([Write((NS, SET, i), [ops.write("v", i)])
@@ -103,13 +113,13 @@ def main():
     def udf_round():
         t = time.perf_counter()
         for i in range(a.calls):
-            client.apply(keys[i % KEYS], "ubench", "incr", ["n", 1])
+            call(client, "udf", keys[i % KEYS])
         return a.calls / (time.perf_counter() - t)
 
     def operate_round():
         t = time.perf_counter()
         for i in range(a.calls):
-            client.operate(keys[i % KEYS], [ops.increment("n", 1), ops.read("n")])
+            call(client, "operate", keys[i % KEYS])
         return a.calls / (time.perf_counter() - t)
 
     def aggregate():

@@ -31,15 +31,10 @@ cargo build --release -q -p apogee-server
 rm -rf "$OUT" && mkdir -p "$OUT"
 printf '[namespace.test]\nstorage-engine = "memory"\ndata-size = 1073741824\n' > "$OUT/a.toml"
 
+. bench/lib.sh
 pids=()
 ce_started=""
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ -n "$ce_started" ]; then "$CE" stop 3460 >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
-. bench/lib.sh
+trap stop_started EXIT
 
 # With SERVER_CPUS the servers run on those CPUs only (Apogee one core per CPU, pinned to
 # CPUs 0.. of the machine, so the list must start at 0 and be contiguous) and the clients on
@@ -65,7 +60,7 @@ start_apogee() { # name port cores
 start_apogee apogee 3450 "$cores"
 if [ -n "${ONE_CORE:-}" ]; then start_apogee apogee-1core 3451 1; fi
 if [ -z "${NO_CE:-}" ] && [ -x "$CE" ]; then
-    ce_started=1
+    ce_started=3460
     "${server[@]}" "$CE" start 3460 > "$OUT/ce-start.log" 2>&1
     spids+=("$(listener_pid 3460)"); names+=(aerospike-ce); ports+=(3460)
 fi

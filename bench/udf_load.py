@@ -12,7 +12,6 @@ servers.
 """
 
 import argparse
-import base64
 import json
 import multiprocessing
 import os
@@ -20,10 +19,9 @@ import sys
 import time
 
 import aerospike
-from aerospike_helpers.operations import operations as ops
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from udf import KEYS, MODULE, NS, SET  # noqa: E402
+from udf import KEYS, NS, SET, call, register  # noqa: E402
 
 CALLS_PER_CLOCK_CHECK = 50
 
@@ -38,10 +36,7 @@ def worker(port, kind, secs, first, start_at, out):
     end, done, i = start_at + secs, 0, first
     while time.time() < end:
         for _ in range(CALLS_PER_CLOCK_CHECK):
-            if kind == "udf":
-                c.apply(keys[i % KEYS], "ubench", "incr", ["n", 1])
-            else:
-                c.operate(keys[i % KEYS], [ops.increment("n", 1), ops.read("n")])
+            call(c, kind, keys[i % KEYS])
             i += 1
             done += 1
     out.put(done)
@@ -69,10 +64,7 @@ def process_usage(pid):
 
 def setup(port):
     c = aerospike.client({"hosts": [("127.0.0.1", port)]}).connect()
-    content = base64.b64encode(MODULE.encode()).decode()
-    put = f"udf-put:filename=ubench.lua;content={content};content-len={len(content)};udf-type=LUA;"
-    for _, (err, text) in c.info_all(put).items():
-        assert not err and text.strip().split("\t")[-1] == "ok", (err, text)
+    register(c)
     time.sleep(0.5)
     for i in range(KEYS):
         c.put((NS, SET, i), {"v": i, "n": 0})

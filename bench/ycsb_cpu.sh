@@ -34,15 +34,10 @@ BIN=$TARGET_DIR/release
 rm -rf "$OUT" && mkdir -p "$OUT"
 printf '[namespace.test]\ncommit-to-device = false\n' > "$OUT/a.toml"
 
+. bench/lib.sh
 pids=()
 ce_started=""
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [ -n "$ce_started" ]; then "$CE" stop 3440 >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
-. bench/lib.sh
+trap stop_started EXIT
 
 names=(); ports=(); spids=()
 start_apogee() { # name binary port cores
@@ -54,7 +49,7 @@ start_apogee apogee "$BIN/apogee" 3430 "$(nproc)"
 if [ -n "${ONE_CORE:-}" ]; then start_apogee apogee-1core "$BIN/apogee" 3431 1; fi
 if [ -n "${BASE:-}" ]; then start_apogee base "$BASE" 3432 "$(nproc)"; fi
 if [ -z "${NO_CE:-}" ] && [ -x "$CE" ]; then
-    ce_started=1
+    ce_started=3440
     "$CE" start 3440 > "$OUT/ce-start.log" 2>&1
     ce_pid=$(listener_pid 3440)
     spids+=("$ce_pid"); names+=(aerospike-ce); ports+=(3440)
