@@ -32,6 +32,12 @@ def info(port, cmds):
         return recv_exactly(s, size).decode()
 
 
+def statistics(port):
+    """The node's `statistics` info answer as a dict, over a fresh connection (`info`)."""
+    text = info(port, "statistics\n").split("\t", 1)[1].strip()
+    return dict(kv.split("=", 1) for kv in text.split(";") if "=" in kv)
+
+
 def wait_for(pred, what, timeout=10):
     """Polls `pred` every 50 ms until it holds; fails naming `what` after `timeout` seconds."""
     deadline = time.time() + timeout

@@ -17,7 +17,7 @@ import zlib
 import aerospike
 import pytest
 
-from conftest import Apogee, free_port, info, recv_exactly
+from conftest import Apogee, free_port, info, recv_exactly, statistics
 
 PARTITIONS = 4096
 NODE_IDS = [0xA1, 0xB2, 0xC3]
@@ -72,11 +72,6 @@ def free_udp_port():
                 return port
             except OSError:
                 continue
-
-
-def stats(port):
-    text = info(port, "statistics\n").split("\t", 1)[1].strip()
-    return dict(kv.split("=", 1) for kv in text.split(";") if "=" in kv)
 
 
 def one(port, cmd):
@@ -159,7 +154,7 @@ class Cluster:
         while True:
             seen = []
             for n in self.live():
-                s = stats(n.port)
+                s = statistics(n.port)
                 seen.append((s["cluster_key"], int(s["cluster_size"]),
                              s["cluster_is_member"], s["cluster_principal"]))
             keys = {k for k, *_ in seen}
@@ -252,7 +247,7 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
 
     # The client routed every request straight to its master: nothing was proxied.
     for n in cluster.nodes:
-        s = stats(n.port)
+        s = statistics(n.port)
         assert (s["client_proxy_complete"], s["proxy_received"]) == ("0", "0"), s
     # A read sent straight to a node that does not hold the key is proxied to the master
     # over the fabric, and its reply relayed: found there, not found for a missing key. (A
@@ -263,8 +258,8 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     missing = next(("test", "cluster", i) for i in range(10_000, 20_000)
                    if NODE_IDS[0] not in rows[partition_of(("test", "cluster", i))])
     assert raw_get_result(seed.port, missing) == 2
-    assert stats(seed.port)["client_proxy_complete"] == "2"
-    assert stats(master.port)["proxy_received"] != "0"
+    assert statistics(seed.port)["client_proxy_complete"] == "2"
+    assert statistics(master.port)["proxy_received"] != "0"
     # So are batch rows: one batch of rows of every node's partitions, sent straight to A1,
     # answers every row (found, or not found for the missing key), not 11.
     from test_batch import batch_frame, full_row, raw
@@ -276,7 +271,7 @@ def test_three_nodes_form_one_cluster_route_keys_to_masters_and_reform_after_a_k
     assert sorted(got, key=lambda r: r[1]) == [(0, i) for i in range(40)] + [(2, 40)]
     others = sum(1 for k in some if rows[partition_of(k)][0] != NODE_IDS[0])
     assert others > 10
-    assert stats(seed.port)["client_proxy_complete"] == str(2 + others)
+    assert statistics(seed.port)["client_proxy_complete"] == str(2 + others)
 
     # SIGKILL the principal: the two others re-form without it.
     generation_before = int(one(cluster.nodes[0].port, "partition-generation"))
@@ -375,12 +370,12 @@ def test_a_peer_with_another_cluster_name_is_refused(tmp_path):
         a.start()
         b.start()
         deadline = time.monotonic() + FORM_SECS_MAX
-        while not all(stats(n.port)["cluster_is_member"] == "true" for n in (a, b)):
+        while not all(statistics(n.port)["cluster_is_member"] == "true" for n in (a, b)):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         time.sleep(2)
         for n in (a, b):
-            assert stats(n.port)["cluster_size"] == "1"
+            assert statistics(n.port)["cluster_size"] == "1"
         assert "cluster-name differs" in a.log() or "cluster-name differs" in b.log()
     finally:
         a.kill()
@@ -492,12 +487,12 @@ def test_two_nodes_with_one_node_id_refuse_each_other(tmp_path):
         for n in nodes:
             n.start()
         deadline = time.monotonic() + FORM_SECS_MAX
-        while not all(stats(n.port)["cluster_is_member"] == "true" for n in nodes):
+        while not all(statistics(n.port)["cluster_is_member"] == "true" for n in nodes):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         time.sleep(2)
         for n in nodes:
-            assert stats(n.port)["cluster_size"] == "1"
+            assert statistics(n.port)["cluster_size"] == "1"
         assert all("has this node's node-id" in n.log() for n in nodes)
     finally:
         for n in nodes:

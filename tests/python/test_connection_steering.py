@@ -7,12 +7,10 @@ everything: a client on the other CPU is then served there only if it was handed
 
 import multiprocessing
 import os
-import socket
-import struct
 
 import pytest
 
-from conftest import info, recv_exactly
+from conftest import statistics
 
 ROUNDS = 4
 ACCEPTING = 1
@@ -21,13 +19,8 @@ ACCEPTING = 1
 def by_core_seen_from(cpu, port, out):
     """In a process pinned to `cpu`: connect, ask `statistics` on that connection."""
     os.sched_setaffinity(0, {cpu})
-    body = b"statistics\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(struct.pack(">Q", (2 << 56) | (1 << 48) | len(body)) + body)
-        size = struct.unpack(">Q", recv_exactly(s, 8))[0] & 0xFFFFFFFFFFFF
-        text = recv_exactly(s, size).decode()
-    stats = dict(kv.split("=", 1) for kv in text.split("\t", 1)[1].strip().split(";") if "=" in kv)
-    out.put([int(n) for n in stats["client_connections_by_core"].split(",")])
+    by_core = statistics(port)["client_connections_by_core"]
+    out.put([int(n) for n in by_core.split(",")])
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or os.cpu_count() < 2,
@@ -50,7 +43,6 @@ def test_a_connection_is_served_by_the_core_on_its_cpu(apogee):
             if by_core != expected:
                 wrong.append((cpu, by_core))
     assert not wrong, f"clients on these CPUs were served by other cores: {wrong}"
-    handed = dict(kv.split("=", 1) for kv in info(server.port, "statistics\n")
-                  .split("\t", 1)[1].strip().split(";") if "=" in kv)["client_connections_handed"]
+    handed = statistics(server.port)["client_connections_handed"]
     # Every connection from CPU 0 crossed; the info request above was accepted by core 1 too.
     assert int(handed) >= ROUNDS
