@@ -11,7 +11,8 @@ import time
 import aerospike
 import pytest
 
-from test_cluster import (Cluster, balance, one, partition_of, replicas, stats,
+from conftest import statistics
+from test_cluster import (Cluster, balance, one, partition_of, replicas,
                           wait_client_nodes, MIGRATE_SECS_MAX)
 
 IDS = [0xA1, 0xB2, 0xC3, 0xD4]
@@ -150,7 +151,7 @@ def test_a_joining_and_a_leaving_node_migrate_every_record_to_exactly_its_two_ho
     check_values(client, keys, writer2)
     check_placement(cluster, rest, keys)
     for n in cluster.live():
-        s = stats(n.port)
+        s = statistics(n.port)
         assert s["migrate_partitions_remaining"] == "0", s
     client.close()
 
@@ -210,7 +211,7 @@ def test_with_no_full_copy_left_the_master_serves_at_once_resolving_each_record(
         for k in keys:
             client.put(k, {"v": 100})
         wrote = time.monotonic() - t0
-        remaining = [int(stats(n.port)["migrate_partitions_remaining"]) for n in cluster.nodes]
+        remaining = [int(statistics(n.port)["migrate_partitions_remaining"]) for n in cluster.nodes]
         took, _ = cluster.wait_stable(ids)
         asked = [int(one(n.port, "namespace/test").split("dup_res_ask=")[1].split(";")[0])
                  for n in cluster.nodes]
@@ -271,7 +272,7 @@ def test_a_node_joining_under_load_costs_a_client_without_retries_no_error(clust
     stop.set()
     for t in threads:
         t.join(timeout=10)
-    handoffs = sum(int(stats(n.port)["client_proxy_after_handoff"]) for n in cluster.nodes)
+    handoffs = sum(int(statistics(n.port)["client_proxy_after_handoff"]) for n in cluster.nodes)
     print(f"\nD4 joined and migrations done in {time.monotonic() - t0:.1f}s: "
           f"{done[0]} operations, errors by result code {errors}, "
           f"{handoffs} proxied after a hand-off")
@@ -338,7 +339,7 @@ def test_a_write_whose_partition_is_handed_off_before_it_runs_is_proxied_to_the_
         stop.set()
         for t in threads:
             t.join(timeout=10)
-        handoffs = sum(int(stats(n.port)["client_proxy_after_handoff"]) for n in cluster.nodes)
+        handoffs = sum(int(statistics(n.port)["client_proxy_after_handoff"]) for n in cluster.nodes)
         print(f"\n{done[0]} writes acknowledged, errors {errors}, "
               f"{handoffs} proxied after a hand-off")
         assert not errors, [line[:200] for n in cluster.nodes for line in n.log().splitlines()

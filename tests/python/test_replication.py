@@ -26,7 +26,7 @@ from conftest import Apogee, free_port
 from test_cluster import (FABRIC_VERSION, FORM_SECS_MAX, REFORM_SECS_MAX, Cluster, balance,
                           fabric_frame, free_udp_port, objects, one, partition_of, raw_get,
                           raw_get_result, say_hello, wait_client_nodes)
-from test_cluster import stats as stats_of
+from conftest import statistics as stats_of
 from test_info_config import bin_names as bin_names_of
 
 NODE_IDS = [0xA1, 0xB2, 0xC3]
